@@ -1,0 +1,124 @@
+//! Crash-safe file replacement.
+//!
+//! Every file moat rewrites goes through [`write_atomic`]: the new contents go to a
+//! temporary file in the same directory, are fsync'd, renamed over the target, and then the
+//! directory itself is fsync'd so the rename survives a power cut. A reader, or a process
+//! that crashes at any instant, sees either the complete old file or the complete new one,
+//! never a mix and never an empty file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode of every file moat writes: readable and writable by the owner only.
+pub const FILE_MODE: u32 = 0o600;
+
+/// A failed atomic write. The target file is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct AtomicWriteError {
+    /// The file that was to be replaced.
+    pub path: PathBuf,
+    /// What the operating system said.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Replaces `path` with `contents` atomically, with mode 0600.
+///
+/// The directory containing `path` must exist. On error the previous file, if any, is
+/// left as it was and the temporary file is removed.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AtomicWriteError> {
+    write_atomic_inner(path, contents).map_err(|source| AtomicWriteError {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_atomic_inner(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+
+    // tempfile creates the file with O_EXCL and mode 0600, and removes it if we bail out.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Creates `path` as an empty 0600 file if it does not exist yet; never truncates.
+///
+/// For files that other libraries open by path (SQLite), so they inherit the mode.
+pub fn create_private_file(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_contents_with_mode_0600_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.toml");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+
+        write_atomic(&path, b"new contents").unwrap();
+
+        assert_eq!(fs::read(&path).unwrap(), b"new contents");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.toml")]);
+    }
+
+    #[test]
+    fn failure_names_the_path_and_keeps_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir").join("file");
+        let err = write_atomic(&missing, b"x").unwrap_err();
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    #[test]
+    fn create_private_file_does_not_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        create_private_file(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::write(&path, b"data").unwrap();
+        create_private_file(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"data");
+    }
+}

@@ -1,0 +1,221 @@
+//! The embedded state store: SQLite at `MOAT_HOME/state.db`, WAL mode, versioned
+//! migrations kept in code.
+//!
+//! The schema version is SQLite's `user_version`. Each migration runs in its own
+//! transaction together with the version bump, so a crash leaves the database at one
+//! version or the next. A database from a newer moat is refused rather than guessed at.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Schema migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: key/value facts about this installation (first start, last start, ...).
+    "CREATE TABLE meta (
+         key   TEXT PRIMARY KEY NOT NULL,
+         value TEXT NOT NULL
+     ) STRICT;",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Errors opening or using the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// SQLite refused an operation.
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file could not be created.
+    #[error("cannot create state store {path}: {source}")]
+    Create {
+        /// The database file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database was written by a newer moat.
+    #[error(
+        "state store {path} has schema version {found}, newer than this moat knows ({known}); upgrade moat, or move the file aside to start fresh"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest version this build knows.
+        known: u32,
+    },
+}
+
+/// An open state store.
+#[derive(Debug)]
+pub struct StateStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating if needed, mode 0600) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        // SQLite creates its -wal and -shm files with the database file's mode.
+        crate::atomic::create_private_file(path).map_err(|source| StateError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let err = |source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        let mut store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StateError::TooNew {
+                path: self.path.clone(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let to = i as u32 + 1;
+            let tx = self.conn.transaction().map_err(|e| StateError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", to))
+                .and_then(|()| tx.commit())
+                .map_err(|e| StateError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+            tracing::debug!(version = to, "state store migrated");
+        }
+        Ok(())
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StateError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets a `meta` fact.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Reads a `meta` fact.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Folds the WAL back into the main file; called at shutdown so the store is whole.
+    pub fn checkpoint(&self) -> Result<(), StateError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The underlying connection, for rooms that own tables of their own.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn opens_in_wal_mode_migrates_once_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = StateStore::open(&path).unwrap();
+            assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+            let mode: String = s
+                .connection()
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+            s.set_meta("first_start", "now").unwrap();
+            s.checkpoint().unwrap();
+        }
+        let s = StateStore::open(&path).unwrap();
+        assert_eq!(s.meta("first_start").unwrap().as_deref(), Some("now"));
+        assert_eq!(s.meta("missing").unwrap(), None);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(StateStore::open(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+            .unwrap();
+        drop(c);
+        let err = StateStore::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade moat"));
+    }
+
+    #[test]
+    fn refuses_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = StateStore::open(&path).unwrap_err();
+        assert!(err.to_string().contains("state.db"), "{err}");
+    }
+}

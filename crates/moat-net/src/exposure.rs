@@ -1,0 +1,566 @@
+//! Exposure by construction: every route has a class, and the class alone decides who may
+//! reach it.
+//!
+//! The rule is data: [`Exposure::checks`] lists the checks each class requires, and
+//! [`Policy::decide`] runs them against the facts of one request. Nothing else in moat
+//! decides reachability, so this module and its tests are the whole story.
+//!
+//! | class | checks |
+//! |---|---|
+//! | `Open` | none |
+//! | `Lan` | none (only read-only media; the LAN listener carries nothing else) |
+//! | `Api` | peer, host, origin, API key (when configured) |
+//! | `Control` | peer, host, origin, control token |
+//!
+//! - **peer**: a loopback peer, or any peer when the main listener was deliberately bound
+//!   to a non-loopback address (which start-up allows only with authentication).
+//! - **host**: `Host` names this server: a loopback name or the address the peer
+//!   connected to, or a configured extra name, with the listener's port. Defeats DNS
+//!   rebinding, where a hostile page's name resolves to 127.0.0.1.
+//! - **origin**: `Origin` is absent (not a browser) or this server's own origin or the
+//!   configured local origin. Defeats CSRF and cross-site WebSocket hijacking.
+//! - **API key** / **control token**: compared in constant time.
+//!
+//! ```
+//! use moat_net::exposure::{Exposure, Check};
+//! assert!(Exposure::Open.checks().is_empty());
+//! assert!(Exposure::Control.checks().contains(&Check::ControlToken));
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::StatusCode;
+use moat_core::config::{is_local_origin, is_loopback_host, split_host_port};
+use moat_core::secret::SecretString;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Who may reach a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exposure {
+    /// Liveness only: anyone who reaches a listener.
+    Open,
+    /// Read-only media for the LAN: never state-changing, never a secret.
+    Lan,
+    /// The LLM endpoints: local clients, and only those presenting the API key if one is set.
+    Api,
+    /// Everything that changes or reveals state: local, same-site, with the control token.
+    Control,
+}
+
+/// One condition a request must meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The peer is loopback, or the listener is an authenticated remote one.
+    Peer,
+    /// `Host` names this server.
+    Host,
+    /// `Origin` is absent or local.
+    Origin,
+    /// The API key, when one is configured.
+    ApiKey,
+    /// The control token.
+    ControlToken,
+}
+
+impl Exposure {
+    /// The checks a request to a route of this class must pass, in order.
+    pub const fn checks(self) -> &'static [Check] {
+        match self {
+            Exposure::Open | Exposure::Lan => &[],
+            Exposure::Api => &[Check::Peer, Check::Host, Check::Origin, Check::ApiKey],
+            Exposure::Control => &[Check::Peer, Check::Host, Check::Origin, Check::ControlToken],
+        }
+    }
+
+    /// Whether routes of this class exist on a listener of `kind` at all.
+    pub const fn served_on(self, kind: ListenerKind) -> bool {
+        match kind {
+            ListenerKind::Main => true,
+            ListenerKind::Lan => matches!(self, Exposure::Open | Exposure::Lan),
+        }
+    }
+}
+
+/// The two listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Every route; loopback unless authenticated.
+    Main,
+    /// Only `Open` and `Lan` routes.
+    Lan,
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Main => "main",
+            ListenerKind::Lan => "lan",
+        })
+    }
+}
+
+/// The facts of one request that the checks look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The peer's address.
+    pub peer: IpAddr,
+    /// The local address the peer connected to.
+    pub local: SocketAddr,
+    /// The `Host` header (or HTTP/2 `:authority`).
+    pub host: Option<&'a str>,
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// `x-api-key`, else the `Authorization: Bearer` value.
+    pub api_key: Option<&'a str>,
+    /// `x-moat-control-token`, else the `Authorization: Bearer` value.
+    pub control_token: Option<&'a str>,
+}
+
+/// Why a request was refused. The message tells a legitimate caller what to do and
+/// tells an attacker nothing they did not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The peer is not loopback and the listener is not open to remote peers.
+    Peer,
+    /// `Host` does not name this server.
+    Host,
+    /// `Origin` is a foreign site.
+    Origin,
+    /// The API key is missing or wrong.
+    ApiKey,
+    /// The control token is missing or wrong.
+    ControlToken,
+}
+
+impl Denial {
+    /// The HTTP status for this refusal.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Denial::ApiKey => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+    /// A stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Denial::Peer => "peer_not_allowed",
+            Denial::Host => "host_not_allowed",
+            Denial::Origin => "origin_not_allowed",
+            Denial::ApiKey => "authentication_error",
+            Denial::ControlToken => "control_token_required",
+        }
+    }
+    /// A short message for the client.
+    pub fn message(self) -> &'static str {
+        match self {
+            Denial::Peer => "this route is served to local clients only",
+            Denial::Host => {
+                "the Host header does not name this server; use localhost or a name in server.allowed_hosts"
+            }
+            Denial::Origin => {
+                "cross-origin requests are refused; set server.cors_origin to allow a local web app"
+            }
+            Denial::ApiKey => {
+                "missing or invalid API key: send it as x-api-key or Authorization: Bearer"
+            }
+            Denial::ControlToken => {
+                "missing or invalid control token: send the contents of MOAT_HOME/control.token as X-Moat-Control-Token"
+            }
+        }
+    }
+}
+
+/// The exposure settings of one listener.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Which listener.
+    pub kind: ListenerKind,
+    /// True when the main listener is bound to a non-loopback address (start-up has
+    /// checked that authentication is configured).
+    pub remote: bool,
+    /// The port clients must name in `Host`.
+    pub port: u16,
+    /// Extra host names allowed in `Host`.
+    pub allowed_hosts: Vec<String>,
+    /// The configured local web origin, if any.
+    pub cors_origin: Option<String>,
+    /// The API key, if one is configured.
+    pub api_key: Option<SecretString>,
+    /// The control token of this run.
+    pub control_token: SecretString,
+}
+
+impl Policy {
+    /// Runs the checks of `class` against `facts`; the first failing check is the answer.
+    pub fn decide(&self, class: Exposure, facts: &RequestFacts<'_>) -> Result<(), Denial> {
+        for check in class.checks() {
+            let ok = match check {
+                Check::Peer => facts.peer.is_loopback() || self.remote,
+                Check::Host => self.host_allowed(facts),
+                Check::Origin => self.origin_allowed(facts),
+                Check::ApiKey => match &self.api_key {
+                    None => true,
+                    Some(key) => facts.api_key.is_some_and(|k| secret_eq(k, key.expose())),
+                },
+                Check::ControlToken => facts
+                    .control_token
+                    .is_some_and(|t| secret_eq(t, self.control_token.expose())),
+            };
+            if !ok {
+                return Err(match check {
+                    Check::Peer => Denial::Peer,
+                    Check::Host => Denial::Host,
+                    Check::Origin => Denial::Origin,
+                    Check::ApiKey => Denial::ApiKey,
+                    Check::ControlToken => Denial::ControlToken,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn host_allowed(&self, facts: &RequestFacts<'_>) -> bool {
+        let Some(host) = facts.host else { return false };
+        let (name, port) = split_host_port(host);
+        let default_port = if facts.tls { 443 } else { 80 };
+        let port_ok = match port {
+            Some(p) => p.parse::<u16>().is_ok_and(|p| p == self.port),
+            None => self.port == default_port,
+        };
+        if !port_ok {
+            return false;
+        }
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        (facts.peer.is_loopback() && is_loopback_host(name))
+            || bare
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip == facts.local.ip())
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name.trim_end_matches('.')))
+    }
+
+    fn origin_allowed(&self, facts: &RequestFacts<'_>) -> bool {
+        let Some(origin) = facts.origin else {
+            return true;
+        };
+        if self
+            .cors_origin
+            .as_deref()
+            .is_some_and(|o| o.eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        // Our own origin: same scheme, and the authority the request was sent to.
+        let scheme = if facts.tls { "https://" } else { "http://" };
+        let Some(authority) = origin.strip_prefix(scheme) else {
+            return false;
+        };
+        let same_authority = facts
+            .host
+            .is_some_and(|h| h.eq_ignore_ascii_case(authority));
+        same_authority && (is_local_origin(origin) || self.remote)
+    }
+}
+
+/// Constant-time equality that leaks neither content nor length: both sides are hashed
+/// to a fixed size first.
+fn secret_eq(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.ct_eq(&b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "control-token-0123456789abcdef";
+    const KEY: &str = "api-key-0123456789";
+
+    fn policy(remote: bool, api_key: bool) -> Policy {
+        Policy {
+            kind: ListenerKind::Main,
+            remote,
+            port: 7411,
+            allowed_hosts: vec!["moat.home.arpa".into()],
+            cors_origin: Some("http://localhost:5173".into()),
+            api_key: api_key.then(|| SecretString::new(KEY.into())),
+            control_token: SecretString::new(TOKEN.into()),
+        }
+    }
+
+    fn local() -> RequestFacts<'static> {
+        RequestFacts {
+            peer: "127.0.0.1".parse().unwrap(),
+            local: "127.0.0.1:7411".parse().unwrap(),
+            host: Some("127.0.0.1:7411"),
+            origin: None,
+            tls: false,
+            api_key: None,
+            control_token: Some(TOKEN),
+        }
+    }
+
+    fn remote() -> RequestFacts<'static> {
+        RequestFacts {
+            peer: "10.9.0.2".parse().unwrap(),
+            local: "10.9.0.1:7411".parse().unwrap(),
+            host: Some("10.9.0.1:7411"),
+            ..local()
+        }
+    }
+
+    #[test]
+    fn open_and_lan_need_nothing() {
+        let p = policy(false, true);
+        let anyone = RequestFacts {
+            host: None,
+            origin: Some("https://evil.example"),
+            control_token: None,
+            ..remote()
+        };
+        assert_eq!(p.decide(Exposure::Open, &anyone), Ok(()));
+        assert_eq!(p.decide(Exposure::Lan, &anyone), Ok(()));
+    }
+
+    #[test]
+    fn control_from_loopback_with_token() {
+        let p = policy(false, false);
+        assert_eq!(p.decide(Exposure::Control, &local()), Ok(()));
+        for host in [
+            "localhost:7411",
+            "[::1]:7411",
+            "LOCALHOST:7411",
+            "127.0.0.1:7411",
+        ] {
+            assert_eq!(
+                p.decide(
+                    Exposure::Control,
+                    &RequestFacts {
+                        host: Some(host),
+                        ..local()
+                    }
+                ),
+                Ok(()),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_refusals_in_order() {
+        let p = policy(false, false);
+        let cases: &[(RequestFacts<'_>, Denial)] = &[
+            (remote(), Denial::Peer),
+            (
+                RequestFacts {
+                    host: Some("evil.example:7411"),
+                    ..local()
+                },
+                Denial::Host,
+            ),
+            (
+                RequestFacts {
+                    host: Some("localhost:80"),
+                    ..local()
+                },
+                Denial::Host,
+            ),
+            (
+                RequestFacts {
+                    host: Some("localhost"),
+                    ..local()
+                },
+                Denial::Host,
+            ),
+            (
+                RequestFacts {
+                    host: Some("localhost.evil.example:7411"),
+                    ..local()
+                },
+                Denial::Host,
+            ),
+            (
+                RequestFacts {
+                    host: None,
+                    ..local()
+                },
+                Denial::Host,
+            ),
+            (
+                RequestFacts {
+                    origin: Some("https://evil.example"),
+                    ..local()
+                },
+                Denial::Origin,
+            ),
+            (
+                RequestFacts {
+                    origin: Some("null"),
+                    ..local()
+                },
+                Denial::Origin,
+            ),
+            (
+                RequestFacts {
+                    origin: Some("http://localhost:3000"),
+                    ..local()
+                },
+                Denial::Origin,
+            ),
+            (
+                RequestFacts {
+                    control_token: None,
+                    ..local()
+                },
+                Denial::ControlToken,
+            ),
+            (
+                RequestFacts {
+                    control_token: Some("control-token-0123456789abcdeX"),
+                    ..local()
+                },
+                Denial::ControlToken,
+            ),
+            (
+                RequestFacts {
+                    control_token: Some(""),
+                    ..local()
+                },
+                Denial::ControlToken,
+            ),
+        ];
+        for (facts, want) in cases {
+            assert_eq!(p.decide(Exposure::Control, facts), Err(*want), "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn own_and_configured_origins_pass() {
+        let p = policy(false, false);
+        for origin in ["http://127.0.0.1:7411", "http://localhost:5173"] {
+            assert_eq!(
+                p.decide(
+                    Exposure::Control,
+                    &RequestFacts {
+                        origin: Some(origin),
+                        ..local()
+                    }
+                ),
+                Ok(()),
+                "{origin}"
+            );
+        }
+        let https_origin_on_http = RequestFacts {
+            origin: Some("https://127.0.0.1:7411"),
+            ..local()
+        };
+        assert_eq!(
+            p.decide(Exposure::Control, &https_origin_on_http),
+            Err(Denial::Origin)
+        );
+    }
+
+    #[test]
+    fn api_key_is_required_only_when_configured() {
+        let facts = RequestFacts {
+            control_token: None,
+            ..local()
+        };
+        assert_eq!(policy(false, false).decide(Exposure::Api, &facts), Ok(()));
+        assert_eq!(
+            policy(false, true).decide(Exposure::Api, &facts),
+            Err(Denial::ApiKey)
+        );
+        let with_key = RequestFacts {
+            api_key: Some(KEY),
+            ..facts
+        };
+        assert_eq!(policy(false, true).decide(Exposure::Api, &with_key), Ok(()));
+        let wrong = RequestFacts {
+            api_key: Some("api-key-0123456788"),
+            ..facts
+        };
+        assert_eq!(
+            policy(false, true).decide(Exposure::Api, &wrong),
+            Err(Denial::ApiKey)
+        );
+        // The control token is not an API key.
+        assert_eq!(
+            policy(false, true).decide(
+                Exposure::Api,
+                &RequestFacts {
+                    api_key: Some(TOKEN),
+                    ..facts
+                }
+            ),
+            Err(Denial::ApiKey)
+        );
+    }
+
+    #[test]
+    fn remote_listener_admits_remote_peers_that_authenticate() {
+        let p = policy(true, true);
+        assert_eq!(p.decide(Exposure::Control, &remote()), Ok(()));
+        assert_eq!(
+            p.decide(
+                Exposure::Control,
+                &RequestFacts {
+                    control_token: None,
+                    ..remote()
+                }
+            ),
+            Err(Denial::ControlToken)
+        );
+        assert_eq!(
+            p.decide(
+                Exposure::Api,
+                &RequestFacts {
+                    api_key: Some(KEY),
+                    ..remote()
+                }
+            ),
+            Ok(())
+        );
+        assert_eq!(p.decide(Exposure::Api, &remote()), Err(Denial::ApiKey));
+        // A remote peer cannot claim to be "localhost".
+        assert_eq!(
+            p.decide(
+                Exposure::Control,
+                &RequestFacts {
+                    host: Some("localhost:7411"),
+                    ..remote()
+                }
+            ),
+            Err(Denial::Host)
+        );
+        assert_eq!(
+            p.decide(
+                Exposure::Control,
+                &RequestFacts {
+                    host: Some("moat.home.arpa:7411"),
+                    ..remote()
+                }
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_lan_listener_serves_only_open_and_lan() {
+        assert!(
+            Exposure::Open.served_on(ListenerKind::Lan)
+                && Exposure::Lan.served_on(ListenerKind::Lan)
+        );
+        assert!(
+            !Exposure::Api.served_on(ListenerKind::Lan)
+                && !Exposure::Control.served_on(ListenerKind::Lan)
+        );
+        assert!(Exposure::Control.served_on(ListenerKind::Main));
+    }
+}

@@ -1,0 +1,49 @@
+//! Headers on every response, errors included, and CORS for the one configured origin.
+
+use axum::Router;
+use http::{HeaderName, HeaderValue, Method, header};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// The security headers and their values.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+/// Wraps `router` so every response carries [`SECURITY_HEADERS`].
+pub fn with_security_headers(mut router: Router) -> Router {
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
+}
+
+/// CORS that admits exactly `origin` (validated at config load to be a local origin).
+pub fn cors_for(origin: &str) -> Option<CorsLayer> {
+    let value = HeaderValue::from_str(origin).ok()?;
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::exact(value))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-moat-control-token"),
+                HeaderName::from_static("anthropic-version"),
+                HeaderName::from_static("anthropic-beta"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}

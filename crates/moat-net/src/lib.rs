@@ -1,0 +1,16 @@
+//! moat-net: how moat meets the network.
+//!
+//! Exposure by construction ([`exposure`], [`routes`]), the listeners and their accept
+//! loop with TLS and graceful shutdown ([`server`]), request limits ([`limits`]), per-IP
+//! rate limits ([`ratelimit`]), the headers on every response ([`headers`]) and the error
+//! body shape ([`error`]). It knows nothing of LLMs.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod exposure;
+pub mod headers;
+pub mod limits;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod tls;

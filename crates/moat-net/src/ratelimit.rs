@@ -1,0 +1,122 @@
+//! Per-client rate limiting: a GCRA token bucket per IP address (per /64 for IPv6, where
+//! one client holds the whole prefix). Over the limit: 429 with `Retry-After`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::error::error_response;
+use crate::server::ConnInfo;
+
+/// A keyed rate limiter shared by all listeners.
+#[derive(Clone)]
+pub struct PerIpLimiter {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl std::fmt::Debug for PerIpLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerIpLimiter")
+            .field("clients", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl PerIpLimiter {
+    /// `per_second` sustained, `burst` at once; zero is raised to one.
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: Arc::new(RateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            )),
+        }
+    }
+
+    /// `Ok` if `ip` may send a request now, else how long until it may.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&client_key(ip))
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// Forgets clients whose buckets are full again, so memory stays bounded.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let seg = v6.segments();
+                IpAddr::V6([seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0].into())
+            }
+        },
+    }
+}
+
+/// Middleware: refuses with 429 when the peer is over its rate.
+pub async fn limit_rate(State(limiter): State<PerIpLimiter>, req: Request, next: Next) -> Response {
+    let Some(ip) = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip()) else {
+        return next.run(req).await;
+    };
+    match limiter.check(ip) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut resp = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too many requests from this address; retry after the time in Retry-After",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            resp
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refuse_with_a_wait() {
+        let l = PerIpLimiter::new(1, 3);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(ip).is_ok());
+        }
+        let wait = l.check(ip).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(
+            l.check("192.0.2.2".parse().unwrap()).is_ok(),
+            "other clients are unaffected"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let l = PerIpLimiter::new(1, 1);
+        assert!(l.check("2001:db8::1".parse().unwrap()).is_ok());
+        assert!(l.check("2001:db8::2".parse().unwrap()).is_err());
+        assert!(l.check("2001:db8:0:1::1".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,98 @@
+//! The command line: what each command does, and every flag with its environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// moat: a local-first AI gateway that keeps your keys.
+///
+/// moat stands between your AI tools and the world. Point Claude Code, Codex CLI, Cursor or
+/// the official SDKs at it; it listens on 127.0.0.1 only unless you configure
+/// authentication, and it keeps everything it owns in MOAT_HOME (default ~/.moat).
+///
+/// Start here:
+///   moat serve              run the gateway on http://127.0.0.1:7411
+///   moat doctor             check permissions, config and exposure, with fixes
+///   moat config show        print the effective configuration
+#[derive(Debug, Parser)]
+#[command(
+    name = "moat",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    verbatim_doc_comment
+)]
+pub struct Cli {
+    /// The directory holding config, state and secrets [default: ~/.moat]
+    #[arg(long, global = true, env = "MOAT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// More log output: -v for debug, -vv for trace (overrides log.level)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until Ctrl-C or SIGTERM.
+    ///
+    /// The main listener (default 127.0.0.1:7411) carries every route; the optional LAN
+    /// listener carries only /health and read-only media. A non-loopback main listener
+    /// needs an API key (MOAT_API_KEY or auth.api_key) and TLS (or --allow-insecure-remote).
+    /// At each start a new control token is written to MOAT_HOME/control.token (0600);
+    /// control routes such as /status require it as the X-Moat-Control-Token header.
+    Serve(ServeArgs),
+    /// Show or locate the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check MOAT_HOME permissions, the config and listener exposure; print a fix for
+    /// each problem. Exits non-zero when a check fails. Changes nothing.
+    Doctor,
+    /// Ask the running server for its status (uses MOAT_HOME/control.token).
+    Status,
+    /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `moat config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML (flag > MOAT_* env > config.toml >
+    /// default). Secrets appear only as references such as "secret:NAME" or "env:VAR".
+    Show,
+    /// Print the path of config.toml (it need not exist: moat runs on embedded defaults).
+    Path,
+}
+
+/// Flags of `moat serve`; each overrides its config key and environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Main listener address [config: server.listen, env: MOAT_LISTEN, default: 127.0.0.1:7411]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// LAN listener address, or "off" [config: server.lan_listen, env: MOAT_LAN_LISTEN, default: off]
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub lan_listen: Option<String>,
+
+    /// Allow a non-loopback main listener without TLS: keys and tokens then cross the
+    /// network in clear text [config: server.allow_insecure_remote]
+    #[arg(long)]
+    pub allow_insecure_remote: bool,
+
+    /// TLS certificate chain (PEM) for the main listener [config: server.tls.cert]
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the main listener [config: server.tls.key]
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}

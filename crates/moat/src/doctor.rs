@@ -1,0 +1,173 @@
+//! `moat doctor`: read-only checks of the home, the config and the exposure, each printed
+//! with the fix when it fails.
+
+use std::process::ExitCode;
+
+use moat_core::config::Config;
+use moat_core::home::Home;
+
+/// One check's result.
+enum Outcome {
+    Ok(String),
+    Warn(String),
+    Fail { problem: String, fix: String },
+}
+
+pub fn run(home: &Home) -> ExitCode {
+    let mut results: Vec<(&str, Outcome)> = Vec::new();
+    let root = home.root();
+
+    match std::fs::metadata(root) {
+        Err(_) => results.push((
+            "home",
+            Outcome::Warn(format!(
+                "{} does not exist yet; `moat serve` creates it (0700)",
+                root.display()
+            )),
+        )),
+        Ok(m) if !m.is_dir() => results.push((
+            "home",
+            Outcome::Fail {
+                problem: format!("{} is not a directory", root.display()),
+                fix: "point MOAT_HOME at a directory, or move the file aside".into(),
+            },
+        )),
+        Ok(_) => match home.permission_problems() {
+            Ok(problems) if problems.is_empty() => results.push((
+                "permissions",
+                Outcome::Ok(format!("{}: directories 0700, files 0600", root.display())),
+            )),
+            Ok(problems) => {
+                for p in problems {
+                    results.push((
+                        "permissions",
+                        Outcome::Fail {
+                            problem: format!(
+                                "{} has mode {:03o}; only you should have access",
+                                p.path.display(),
+                                p.mode
+                            ),
+                            fix: format!("chmod {:o} '{}'", p.want, p.path.display()),
+                        },
+                    ));
+                }
+            }
+            Err(e) => results.push((
+                "permissions",
+                Outcome::Fail {
+                    problem: format!("cannot inspect {}: {e}", root.display()),
+                    fix: "check that you own MOAT_HOME".into(),
+                },
+            )),
+        },
+    }
+
+    match Config::load(home, &[]) {
+        Err(e) => results.push((
+            "config",
+            Outcome::Fail {
+                problem: e.to_string(),
+                fix: format!(
+                    "edit {} (or the variable named) and run `moat doctor` again",
+                    home.config_file().display()
+                ),
+            },
+        )),
+        Ok(loaded) => {
+            let c = &loaded.config;
+            let source = if loaded.file_exists {
+                "valid"
+            } else {
+                "no config file; embedded defaults"
+            };
+            results.push((
+                "config",
+                Outcome::Ok(format!("{} ({source})", loaded.file.display())),
+            ));
+            let problems = c.exposure_problems();
+            if problems.is_empty() {
+                let how = if c.server.listen.ip().is_loopback() {
+                    "loopback only".to_string()
+                } else {
+                    format!(
+                        "reachable from the network, with API key{}",
+                        if c.server.tls.is_some() {
+                            " and TLS"
+                        } else {
+                            ", WITHOUT TLS"
+                        }
+                    )
+                };
+                results.push((
+                    "exposure",
+                    Outcome::Ok(format!("main listener {}: {how}", c.server.listen)),
+                ));
+            }
+            for p in problems {
+                let (problem, fix) = p
+                    .split_once(". ")
+                    .map_or((p.clone(), String::new()), |(a, b)| {
+                        (a.to_string(), b.to_string())
+                    });
+                results.push(("exposure", Outcome::Fail { problem, fix }));
+            }
+            if let Some(lan) = c.server.lan_listen {
+                results.push((
+                    "exposure",
+                    Outcome::Ok(format!(
+                        "LAN listener {lan}: /health and read-only media only"
+                    )),
+                ));
+            }
+            if let Some(r) = &c.auth.api_key {
+                match r.resolve() {
+                    Ok(_) => results.push(("api key", Outcome::Ok(format!("{r} resolves")))),
+                    Err(e) => results.push((
+                        "api key",
+                        Outcome::Fail {
+                            problem: e.to_string(),
+                            fix: "set the variable, or change auth.api_key".into(),
+                        },
+                    )),
+                }
+            }
+            if let Some(t) = &c.server.tls {
+                match moat_net::tls::server_config(&t.cert, &t.key) {
+                    Ok(_) => results.push((
+                        "tls",
+                        Outcome::Ok(format!("{} and {} load", t.cert.display(), t.key.display())),
+                    )),
+                    Err(e) => results.push((
+                        "tls",
+                        Outcome::Fail {
+                            problem: e.to_string(),
+                            fix: "fix server.tls.cert / server.tls.key".into(),
+                        },
+                    )),
+                }
+            }
+        }
+    }
+
+    let mut failed = false;
+    for (name, outcome) in &results {
+        match outcome {
+            Outcome::Ok(msg) => println!("ok    {name}: {msg}"),
+            Outcome::Warn(msg) => println!("note  {name}: {msg}"),
+            Outcome::Fail { problem, fix } => {
+                failed = true;
+                println!("FAIL  {name}: {problem}");
+                if !fix.is_empty() {
+                    println!("      fix: {fix}");
+                }
+            }
+        }
+    }
+    if failed {
+        println!("\nSome checks failed; apply the fixes above and run `moat doctor` again.");
+        ExitCode::FAILURE
+    } else {
+        println!("\nAll checks passed.");
+        ExitCode::SUCCESS
+    }
+}

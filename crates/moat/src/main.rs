@@ -1,0 +1,114 @@
+//! moat: the binary. Parses the command line and wires the rooms together; feature logic
+//! lives in the library crates.
+
+mod cli;
+mod doctor;
+mod logging;
+mod serve;
+mod status;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use moat_core::config::{Config, Loaded, Override};
+use moat_core::home::Home;
+
+use cli::{Cli, Command, ConfigCommand};
+
+/// A command's failure and the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// Bad configuration or usage: exit 2.
+    pub fn usage(error: anyhow::Error) -> Self {
+        Self { code: 2, error }
+    }
+    /// Anything else: exit 1.
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+/// Loads the configuration; any error is a usage error (exit 2).
+pub fn load_config(home: &Home, flags: &[Override]) -> Result<Loaded, Failure> {
+    Config::load(home, flags).map_err(|e| Failure::usage(e.into()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            // Error text can quote user input; it leaves the process redacted like a log line.
+            let text = format!("{:#}", f.error);
+            let text = moat_core::redact::global().redact(&text).into_owned();
+            let mut stderr = std::io::stderr().lock();
+            for line in text.lines() {
+                let _ = writeln!(stderr, "moat: error: {line}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    // Completions need no home; everything else does.
+    let home = || Home::locate(cli.home.as_deref()).map_err(|e| Failure::usage(e.into()));
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "moat", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => serve::run(&home()?, args, cli.verbose).map(|()| ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Path) => {
+            println!("{}", home()?.config_file().display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show) => {
+            let loaded = load_config(&home()?, &[])?;
+            print!("{}", render_config(&loaded));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => Ok(doctor::run(&home()?)),
+        Command::Status => status::run(&home()?).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn render_config(loaded: &Loaded) -> String {
+    let state = if loaded.file_exists {
+        "present"
+    } else {
+        "absent: embedded defaults"
+    };
+    let mut out = format!(
+        "# Effective moat configuration (flag > MOAT_* environment > config file > default).\n\
+         # Config file: {} ({state})\n",
+        loaded.file.display()
+    );
+    let mut overridden: Vec<String> = moat_core::config::ENV_KEYS
+        .iter()
+        .map(|(_, key)| *key)
+        .chain(["auth.api_key"])
+        .filter_map(|key| {
+            loaded
+                .origin_of(key)
+                .filter(|o| !matches!(o, moat_core::config::Origin::File(_)))
+                .map(|o| format!("#   {key} from {o}\n"))
+        })
+        .collect();
+    overridden.dedup();
+    if !overridden.is_empty() {
+        out.push_str("# Set outside the file:\n");
+        out.extend(overridden);
+    }
+    out.push('\n');
+    out.push_str(&loaded.config.to_toml());
+    out
+}

@@ -1,0 +1,338 @@
+//! `moat serve`: wires config, home, state and the listeners into one server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use moat_core::config::{Config, Loaded, Override};
+use moat_core::home::Home;
+use moat_core::secret::SecretString;
+use moat_core::state::StateStore;
+use moat_net::exposure::{Exposure, ListenerKind, Policy};
+use moat_net::limits::BodyLimits;
+use moat_net::ratelimit::PerIpLimiter;
+use moat_net::routes::RouteTable;
+use moat_net::server::{self, ConnSettings, Drained, Layers, Listener};
+use serde_json::{Value, json};
+
+use crate::cli::ServeArgs;
+use crate::{Failure, load_config};
+
+/// What `/status` reports; built once at start, plus the uptime.
+struct StatusInfo {
+    started: Instant,
+    started_unix: u64,
+    listeners: Vec<Value>,
+    config: Value,
+}
+
+pub fn flags(args: &ServeArgs) -> Vec<Override> {
+    let mut o = Vec::new();
+    if let Some(a) = args.listen {
+        o.push(Override::flag("--listen", "server.listen", a.to_string()));
+    }
+    if let Some(a) = &args.lan_listen {
+        o.push(Override::flag(
+            "--lan-listen",
+            "server.lan_listen",
+            a.clone(),
+        ));
+    }
+    if args.allow_insecure_remote {
+        o.push(Override::flag(
+            "--allow-insecure-remote",
+            "server.allow_insecure_remote",
+            "true",
+        ));
+    }
+    if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        o.push(Override::flag(
+            "--tls-cert",
+            "server.tls.cert",
+            c.display().to_string(),
+        ));
+        o.push(Override::flag(
+            "--tls-key",
+            "server.tls.key",
+            k.display().to_string(),
+        ));
+    }
+    o
+}
+
+pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
+    home.ensure().map_err(Failure::runtime)?;
+    let loaded = load_config(home, &flags(args))?;
+    crate::logging::init(&loaded.config.log, verbose);
+    let config = &loaded.config;
+
+    let problems = config.exposure_problems();
+    if !problems.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(problems.join("\n"))));
+    }
+    if let Ok(p) = home.permission_problems()
+        && !p.is_empty()
+    {
+        for problem in p {
+            tracing::warn!("{problem}");
+        }
+    }
+    let api_key = match &config.auth.api_key {
+        Some(r) => Some(
+            r.resolve()
+                .map_err(|e| Failure::usage(anyhow::anyhow!("auth.api_key: {e}")))?,
+        ),
+        None => None,
+    };
+    let tls = match &config.server.tls {
+        Some(t) => Some(
+            moat_net::tls::server_config(&t.cert, &t.key).map_err(|e| Failure::usage(e.into()))?,
+        ),
+        None => None,
+    };
+    if !config.server.listen.ip().is_loopback() && tls.is_none() {
+        tracing::warn!(
+            listen = %config.server.listen,
+            "main listener is reachable from the network WITHOUT TLS (allow_insecure_remote): API keys and tokens cross it in clear text"
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::runtime)?;
+    runtime.block_on(serve(home, &loaded, api_key, tls))
+}
+
+async fn serve(
+    home: &Home,
+    loaded: &Loaded,
+    api_key: Option<SecretString>,
+    tls: Option<Arc<moat_net::tls::TlsServerConfig>>,
+) -> Result<(), Failure> {
+    let config = &loaded.config;
+    let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if state
+        .meta("first_start")
+        .map_err(Failure::runtime)?
+        .is_none()
+    {
+        state
+            .set_meta("first_start", &now_unix.to_string())
+            .map_err(Failure::runtime)?;
+    }
+    state
+        .set_meta("last_start", &now_unix.to_string())
+        .map_err(Failure::runtime)?;
+
+    let main = Listener::bind(
+        ListenerKind::Main,
+        config.server.listen,
+        "server.listen",
+        tls,
+    )
+    .await
+    .map_err(|e| {
+        Failure::runtime(
+            anyhow::Error::from(e)
+                .context("is another moat running? choose another port with --listen"),
+        )
+    })?;
+    let lan = match config.server.lan_listen {
+        Some(addr) => Some(
+            Listener::bind(ListenerKind::Lan, addr, "server.lan_listen", None)
+                .await
+                .map_err(Failure::runtime)?,
+        ),
+        None => None,
+    };
+
+    // Only after binding succeeded: a second instance must not replace the token of the first.
+    let control_token = new_control_token().map_err(Failure::runtime)?;
+    moat_core::atomic::write_atomic(
+        &home.control_token(),
+        format!("{}\n", control_token.expose()).as_bytes(),
+    )
+    .map_err(Failure::runtime)?;
+
+    let mut listeners_json = vec![listener_json(&main)];
+    if let Some(l) = &lan {
+        listeners_json.push(listener_json(l));
+    }
+    let status = Arc::new(StatusInfo {
+        started: Instant::now(),
+        started_unix: now_unix,
+        listeners: listeners_json,
+        config: config_summary(loaded),
+    });
+    let table = RouteTable::new()
+        .route("/health", Exposure::Open, get(health))
+        .route(
+            "/status",
+            Exposure::Control,
+            get(status_handler).with_state(status),
+        );
+
+    let limiter = PerIpLimiter::new(config.rate_limit.per_second, config.rate_limit.burst);
+    let layers = Layers {
+        body: BodyLimits {
+            max_bytes: config.limits.max_body_bytes,
+            read_timeout: config.limits.body_read_timeout,
+        },
+        limiter: limiter.clone(),
+        cors_origin: config.server.cors_origin.clone(),
+    };
+    let policy = |kind, port| {
+        Arc::new(Policy {
+            kind,
+            remote: kind == ListenerKind::Main && !config.server.listen.ip().is_loopback(),
+            port,
+            allowed_hosts: config.server.allowed_hosts.clone(),
+            cors_origin: config.server.cors_origin.clone(),
+            api_key: api_key.clone(),
+            control_token: control_token.clone(),
+        })
+    };
+
+    let mut served = Vec::new();
+    for l in [Some(main), lan].into_iter().flatten() {
+        let scheme = if l.is_tls() { "https" } else { "http" };
+        println!(
+            "moat: {} listener on {scheme}://{}",
+            l.kind(),
+            l.local_addr()
+        );
+        let router = layers.apply(table.router_for(policy(l.kind(), l.local_addr().port())));
+        served.push((l, router));
+    }
+    println!("moat: control token in {}", home.control_token().display());
+    if !loaded.file_exists {
+        println!(
+            "moat: no {} yet; running on embedded defaults (see `moat config show`)",
+            loaded.file.display()
+        );
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "moat is serving");
+
+    let cleaner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limiter.forget_idle();
+        }
+    });
+
+    let settings = ConnSettings {
+        header_read_timeout: config.limits.body_read_timeout,
+        shutdown_grace: config.server.shutdown_grace,
+    };
+    let drained = server::serve(served, settings, shutdown_signal()).await;
+    cleaner.abort();
+    match drained {
+        Drained::All => tracing::info!("all in-flight requests finished"),
+        Drained::TimedOut => tracing::warn!(
+            grace = ?config.server.shutdown_grace,
+            "shutdown grace period ran out; dropped the remaining connections (server.shutdown_grace)"
+        ),
+    }
+    let _ = std::fs::remove_file(home.control_token());
+    state.checkpoint().map_err(Failure::runtime)?;
+    drop(state);
+    tracing::info!("moat stopped");
+    Ok(())
+}
+
+/// 256 random bits, hex-encoded; registered with the redactor.
+fn new_control_token() -> anyhow::Result<SecretString> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes for the control token: {e}"))?;
+    Ok(SecretString::new(hex::encode(bytes)))
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop moat with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!(
+        "shutting down: no new connections; finishing in-flight requests (signal again to exit now)"
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        eprintln!("moat: second signal, exiting without waiting");
+        std::process::exit(130);
+    });
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn status_handler(State(info): State<Arc<StatusInfo>>) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": info.started.elapsed().as_secs(),
+        "started_at_unix": info.started_unix,
+        "listeners": info.listeners,
+        "config": info.config,
+    }))
+}
+
+fn listener_json(l: &Listener) -> Value {
+    let classes: Vec<&str> = [
+        Exposure::Open,
+        Exposure::Lan,
+        Exposure::Api,
+        Exposure::Control,
+    ]
+    .into_iter()
+    .filter(|c| c.served_on(l.kind()))
+    .map(|c| match c {
+        Exposure::Open => "open",
+        Exposure::Lan => "lan",
+        Exposure::Api => "api",
+        Exposure::Control => "control",
+    })
+    .collect();
+    json!({
+        "kind": l.kind().to_string(),
+        "address": l.local_addr().to_string(),
+        "tls": l.is_tls(),
+        "classes": classes,
+    })
+}
+
+/// A summary with references only: nothing here is secret.
+fn config_summary(loaded: &Loaded) -> Value {
+    let c: &Config = &loaded.config;
+    json!({
+        "file": loaded.file.display().to_string(),
+        "file_exists": loaded.file_exists,
+        "api_key": c.auth.api_key.as_ref().map(|r| r.to_string()),
+        "allowed_hosts": c.server.allowed_hosts,
+        "cors_origin": c.server.cors_origin,
+        "max_body_bytes": c.limits.max_body_bytes,
+        "body_read_timeout_secs": c.limits.body_read_timeout.as_secs_f64(),
+        "rate_limit": { "per_second": c.rate_limit.per_second, "burst": c.rate_limit.burst },
+    })
+}

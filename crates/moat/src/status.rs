@@ -1,0 +1,77 @@
+//! `moat status`: asks the running server for `/status` with the control token.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use moat_core::home::Home;
+
+use crate::{Failure, load_config};
+
+pub fn run(home: &Home) -> Result<(), Failure> {
+    let config = load_config(home, &[])?.config;
+    if config.server.tls.is_some() {
+        return Err(Failure::usage(anyhow!(
+            "the main listener uses TLS, which `moat status` does not speak yet; use \
+             curl --cacert CERT -H \"X-Moat-Control-Token: $(cat {})\" https://HOST:{}/status",
+            home.control_token().display(),
+            config.server.listen.port()
+        )));
+    }
+    let token = std::fs::read_to_string(home.control_token())
+        .map(|t| t.trim().to_string())
+        .map_err(|_| {
+            Failure::runtime(anyhow!(
+                "no control token at {}: is `moat serve` running with this MOAT_HOME?",
+                home.control_token().display()
+            ))
+        })?;
+    moat_core::redact::global().add_known_secret(&token);
+
+    // A wildcard listener is reached through loopback of the same family.
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        let ip = match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
+        addr = SocketAddr::new(ip, addr.port());
+    }
+    let body = get(addr, "/status", &token)
+        .with_context(|| {
+            format!("cannot reach moat at {addr} (server.listen): is `moat serve` running?")
+        })
+        .map_err(Failure::runtime)?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(body);
+    println!("{pretty}");
+    Ok(())
+}
+
+/// A minimal HTTP/1.1 GET; returns the body of a 200 response.
+fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let host = match addr.ip() {
+        IpAddr::V6(_) => format!("[::1]:{}", addr.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed response"))?;
+    let status = head.split(' ').nth(1).unwrap_or("?");
+    if status != "200" {
+        return Err(anyhow!("server answered {status}: {}", body.trim()));
+    }
+    Ok(body.to_string())
+}

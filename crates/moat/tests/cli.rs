@@ -1,0 +1,158 @@
+//! The command line as a user meets it: help, config errors, doctor, completions.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+#[test]
+fn help_and_version_teach() {
+    let home = new_home();
+    let (code, out, _) = run_moat(home.path(), &["--help"], &[]);
+    assert_eq!(code, 0);
+    for word in [
+        "serve",
+        "doctor",
+        "config",
+        "completions",
+        "MOAT_HOME",
+        "127.0.0.1:7411",
+    ] {
+        assert!(out.contains(word), "--help lacks {word}: {out}");
+    }
+    let (code, out, _) = run_moat(home.path(), &["serve", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("MOAT_LISTEN") && out.contains("control.token"),
+        "{out}"
+    );
+    let (code, out, _) = run_moat(home.path(), &["--version"], &[]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("moat {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+}
+
+#[test]
+fn completions_are_generated() {
+    let home = new_home();
+    let (code, out, _) = run_moat(home.path(), &["completions", "bash"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("_moat") && out.contains("serve"), "{out}");
+    let (code, _, err) = run_moat(home.path(), &["completions", "tcsh"], &[]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn config_path_and_show_on_defaults() {
+    let home = new_home();
+    let (code, out, _) = run_moat(home.path(), &["config", "path"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        home.path().join("config.toml").display().to_string()
+    );
+    let (code, out, _) = run_moat(
+        home.path(),
+        &["config", "show"],
+        &[("MOAT_LISTEN", "127.0.0.1:9999")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("listen = \"127.0.0.1:9999\""), "{out}");
+    assert!(
+        out.contains("server.listen from environment variable MOAT_LISTEN"),
+        "{out}"
+    );
+    assert!(
+        !home.path().join("config.toml").exists(),
+        "config show must not write"
+    );
+}
+
+#[test]
+fn bad_config_exits_2_naming_key_and_file_without_starting() {
+    let home = new_home();
+    let file = home.path().join("config.toml");
+    for (toml, key) in [
+        (
+            "[server]\nlan_listen = \"not an address\"\n",
+            "server.lan_listen",
+        ),
+        ("[server]\nport = 1\n", "server.port"),
+        ("[limits]\nmax_body_bytes = -1\n", "limits.max_body_bytes"),
+        ("[rate_limit]\nburst = \"lots\"\n", "rate_limit.burst"),
+        ("[log]\nlevel = \"loud\"\n", "log.level"),
+    ] {
+        std::fs::write(&file, toml).unwrap();
+        let (code, _, err) = run_moat(home.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+        assert_eq!(code, 2, "{toml}: {err}");
+        assert!(err.contains(key), "{toml}: error should name {key}: {err}");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "{toml}: error should name the file: {err}"
+        );
+        assert!(!home.path().join("control.token").exists());
+    }
+    std::fs::write(&file, "[server\n").unwrap();
+    let (code, _, err) = run_moat(home.path(), &["config", "show"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("not valid TOML") && err.contains("line 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn doctor_reports_each_problem_with_its_fix() {
+    let home = new_home();
+    let (code, out, _) = run_moat(home.path(), &["doctor"], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok    exposure") && out.contains("loopback only"),
+        "{out}"
+    );
+
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[server]\nlisten = \"0.0.0.0:7411\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        home.path().join("config.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, out, _) = run_moat(home.path(), &["doctor"], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  permissions") && out.contains("chmod 600") && out.contains("chmod 700"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  exposure") && out.contains("MOAT_API_KEY"),
+        "{out}"
+    );
+    // Doctor only reads.
+    let mode = std::fs::metadata(home.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+}
+
+#[test]
+fn status_command_reads_the_running_server() {
+    let moat = Moat::start(&[], &[]);
+    let listen = moat.main.to_string();
+    let (code, out, err) = run_moat(moat.home.path(), &["status"], &[("MOAT_LISTEN", &listen)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"version\"") && out.contains("uptime_secs"),
+        "{out}"
+    );
+    assert!(!out.contains(&moat.token()));
+
+    let empty = new_home();
+    let (code, _, err) = run_moat(empty.path(), &["status"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("moat serve"), "{err}");
+}

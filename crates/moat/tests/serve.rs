@@ -1,0 +1,435 @@
+//! End-to-end: the real `moat` binary on real loopback sockets.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn health_is_open_minimal_and_carries_security_headers() {
+    let moat = Moat::start(&[], &[]);
+    let r = get(moat.main, "/health", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"status": "ok"}));
+    r.assert_security_headers();
+    // Open routes need no Host check: a foreign Host still gets liveness and nothing else.
+    let r = get(moat.main, "/health", &[("Host", "evil.example")]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn control_route_on_loopback_needs_local_host_local_origin_and_token() {
+    let moat = Moat::start(&[], &[]);
+    let token = moat.token();
+    let port = moat.main.port();
+    let local_host = format!("localhost:{port}");
+    let evil_host = format!("evil.example:{port}");
+    let own_origin = format!("http://127.0.0.1:{port}");
+
+    let ok = get(moat.main, "/status", &[("X-Moat-Control-Token", &token)]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let status = ok.json();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["listeners"][0]["kind"], "main");
+    assert!(status["uptime_secs"].is_u64());
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        get(moat.main, "/status", &[("Authorization", &bearer)]).status,
+        200
+    );
+    assert_eq!(
+        get(
+            moat.main,
+            "/status",
+            &[("Host", &local_host), ("X-Moat-Control-Token", &token)]
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        get(
+            moat.main,
+            "/status",
+            &[("Origin", &own_origin), ("X-Moat-Control-Token", &token)]
+        )
+        .status,
+        200
+    );
+
+    let wrong_token = format!("{}0", &token[..token.len() - 1]);
+    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("no token", vec![]),
+        ("wrong token", vec![("X-Moat-Control-Token", &wrong_token)]),
+        (
+            "foreign Host (DNS rebinding)",
+            vec![("Host", &evil_host), ("X-Moat-Control-Token", &token)],
+        ),
+        (
+            "loopback Host, wrong port",
+            vec![("Host", "localhost:1"), ("X-Moat-Control-Token", &token)],
+        ),
+        (
+            "cross-site Origin",
+            vec![
+                ("Origin", "https://evil.example"),
+                ("X-Moat-Control-Token", &token),
+            ],
+        ),
+        (
+            "null Origin",
+            vec![("Origin", "null"), ("X-Moat-Control-Token", &token)],
+        ),
+        (
+            "other local port Origin",
+            vec![
+                ("Origin", "http://localhost:1"),
+                ("X-Moat-Control-Token", &token),
+            ],
+        ),
+    ];
+    for (what, headers) in refused {
+        let r = get(moat.main, "/status", &headers);
+        assert_eq!(r.status, 403, "{what}: {r:?}");
+        r.assert_security_headers();
+        assert!(r.json()["error"]["code"].is_string(), "{what}");
+        assert!(!r.body.contains(&token), "{what}: token echoed");
+    }
+}
+
+#[test]
+fn unknown_path_wrong_method_and_oversized_or_slow_bodies() {
+    let moat = Moat::start(&[], &[("MOAT_BODY_READ_TIMEOUT", "1s")]);
+    let host = moat.host();
+
+    let r = get(moat.main, "/no/such/route", &[]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "forbidden");
+    r.assert_security_headers();
+
+    let r = raw(
+        moat.main,
+        format!("DELETE /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 405);
+    assert!(
+        r.header("allow").is_some_and(|a| a.contains("GET")),
+        "{r:?}"
+    );
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    r.assert_security_headers();
+
+    // Declared too large: refused before the body is read.
+    let limit = 10 * 1024 * 1024;
+    let mut req = format!(
+        "POST /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        limit + 1
+    )
+    .into_bytes();
+    req.extend(std::iter::repeat_n(b'x', limit + 1));
+    let r = raw(moat.main, &req);
+    assert_eq!(r.status, 413, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "request_too_large");
+    r.assert_security_headers();
+
+    // Chunked, no length: refused as soon as it grows past the limit.
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b'y'; 1024 * 1024];
+    for _ in 0..11 {
+        if write!(s, "{:x}\r\n", chunk.len())
+            .and_then(|()| s.write_all(&chunk))
+            .and_then(|()| s.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 413, "{r:?}");
+    r.assert_security_headers();
+
+    // Exactly at the limit is fine.
+    let mut req = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: {limit}\r\nConnection: close\r\n\r\n").into_bytes();
+    req.extend(std::iter::repeat_n(b'x', limit));
+    assert_eq!(raw(moat.main, &req).status, 200);
+
+    // Slow-loris body: 408 once body_read_timeout passes.
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\nabc"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "request_timeout");
+    r.assert_security_headers();
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after() {
+    let moat = Moat::start(
+        &[],
+        &[
+            ("MOAT_RATE_LIMIT_PER_SECOND", "1"),
+            ("MOAT_RATE_LIMIT_BURST", "3"),
+        ],
+    );
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| get(moat.main, "/health", &[]).status)
+        .collect();
+    assert!(statuses.starts_with(&[200, 200, 200]), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let r = get(moat.main, "/health", &[]);
+    assert_eq!(r.status, 429);
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    r.assert_security_headers();
+}
+
+#[test]
+fn refuses_a_public_bind_without_auth_and_names_the_setting() {
+    let home = new_home();
+    let (code, _, err) = run_moat(home.path(), &["serve", "--listen", "0.0.0.0:0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("0.0.0.0") && err.contains("MOAT_API_KEY") && err.contains("auth"),
+        "{err}"
+    );
+
+    let (code, _, err) = run_moat(
+        home.path(),
+        &["serve", "--listen", "0.0.0.0:0"],
+        &[("MOAT_API_KEY", "key-canary-0123456789")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("TLS") && err.contains("--allow-insecure-remote"),
+        "{err}"
+    );
+    assert!(!err.contains("key-canary"), "{err}");
+
+    // The same through config.toml.
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[server]\nlisten = \"0.0.0.0:0\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_moat(home.path(), &["serve"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("MOAT_API_KEY"), "{err}");
+}
+
+#[test]
+fn authenticated_public_bind_with_explicit_opt_in_starts_and_warns() {
+    let mut moat = Moat::start(
+        &["--listen", "0.0.0.0:0", "--allow-insecure-remote"],
+        &[("MOAT_API_KEY", "api-key-canary-5678901234")],
+    );
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], moat.main.port()));
+    assert_eq!(get(local, "/health", &[]).status, 200);
+    assert_eq!(moat.terminate(), Some(0));
+    let out = moat.output();
+    assert!(out.contains("WITHOUT TLS"), "{out}");
+    assert!(!out.contains("api-key-canary"), "{out}");
+}
+
+#[test]
+fn tls_listener_serves_https() {
+    let home = new_home();
+    let (cert, key) = self_signed(home.path(), &["localhost", "127.0.0.1"]);
+    let moat = Moat::start_in(
+        home,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    let url = format!("https://localhost:{}/health", moat.main.port());
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", cert.to_str().unwrap(), "--resolve"])
+        .arg(format!("localhost:{}:127.0.0.1", moat.main.port()))
+        .arg(&url)
+        .output()
+        .expect("curl is installed (see .ci/run)");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"status\":\"ok\"}",
+        "{out:?}"
+    );
+    // Plain HTTP to a TLS port gets no answer.
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+}
+
+#[test]
+fn lan_listener_routes_only_open_and_lan_classes() {
+    let moat = Moat::start(&["--lan-listen", "127.0.0.1:0"], &[]);
+    let lan = moat.lan.expect("lan listener reported");
+    let token = moat.token();
+    assert_eq!(get(lan, "/health", &[]).status, 200);
+    let r = get(lan, "/status", &[("X-Moat-Control-Token", &token)]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(
+        r.json()["error"]["code"],
+        "forbidden",
+        "not routed at all on the LAN listener"
+    );
+    r.assert_security_headers();
+    assert_eq!(
+        get(moat.main, "/status", &[("X-Moat-Control-Token", &token)]).status,
+        200
+    );
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests_and_cleans_up() {
+    let mut moat = Moat::start(&[], &[]);
+    let host = moat.host();
+    let token_path = moat.home.path().join("control.token");
+    assert!(token_path.exists());
+
+    // A request whose body is still arriving when the signal comes.
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 4\r\n\r\nab"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(moat.child.id(), "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect_timeout(&moat.main, Duration::from_secs(1)).is_err(),
+        "still accepting after SIGTERM"
+    );
+    s.write_all(b"cd").unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 200, "in-flight request was dropped: {r:?}");
+
+    assert_eq!(moat.wait_exit(), Some(0));
+    assert!(!token_path.exists(), "control token left behind");
+    let wal = moat.home.path().join("state.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "WAL not checkpointed at shutdown"
+    );
+}
+
+#[test]
+fn canary_secrets_never_reach_logs_or_error_bodies() {
+    let key = "sk-ant-api03-CANARYkeyFromEnv0000000000";
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[auth]\napi_key = \"env:CANARY_REF\"\n[log]\nlevel = \"trace\"\n",
+    )
+    .unwrap();
+    let mut moat = Moat::start_in(
+        home,
+        &["-vv"],
+        &[("CANARY_REF", key), ("MOAT_ALLOWED_HOSTS", "localhost")],
+        None,
+    );
+    let token = moat.token();
+    let client_canaries = [
+        "sk-ant-api03-CANARYfromClientHeader111111",
+        "sk-proj-CANARYbearer22222222222222",
+        "CANARYquery333333",
+        "CANARYjsonPassword444444",
+    ];
+    let mut bodies = Vec::new();
+    // Wrong API keys and secrets in headers, query strings and bodies, on every kind of route.
+    for (path, headers) in [
+        (
+            "/status",
+            vec![
+                ("x-api-key", client_canaries[0]),
+                ("X-Moat-Control-Token", client_canaries[0]),
+            ],
+        ),
+        (
+            "/status",
+            vec![("Authorization", "Bearer sk-proj-CANARYbearer22222222222222")],
+        ),
+        (
+            "/nope?token=CANARYquery333333&key=CANARYquery333333",
+            vec![],
+        ),
+    ] {
+        bodies.push(get(moat.main, path, &headers).body);
+    }
+    let body = r#"{"password":"CANARYjsonPassword444444"}"#;
+    let req = format!(
+        "POST /health HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        moat.host(),
+        body.len()
+    );
+    bodies.push(raw(moat.main, req.as_bytes()).body);
+    bodies.push(get(moat.main, "/status", &[("X-Moat-Control-Token", &token)]).body);
+    assert_eq!(moat.terminate(), Some(0));
+
+    // And through the CLI's error paths.
+    let probe = new_home();
+    let (_, out1, err1) = run_moat(
+        probe.path(),
+        &["serve"],
+        &[("MOAT_LISTEN", "sk-ant-api03-CANARYbadListen55555")],
+    );
+    std::fs::write(
+        probe.path().join("config.toml"),
+        "[auth]\napi_key = \"sk-ant-api03-CANARYinFile666666\"\n",
+    )
+    .unwrap();
+    let (_, out2, err2) = run_moat(probe.path(), &["config", "show"], &[]);
+
+    let everything = format!(
+        "{}\n{}\n{out1}{err1}{out2}{err2}",
+        moat.output(),
+        bodies.join("\n")
+    );
+    assert!(
+        everything.contains("request refused"),
+        "the refusals were logged: {everything}"
+    );
+    for canary in [
+        key,
+        "CANARYkeyFromEnv",
+        "CANARYfromClientHeader",
+        "CANARYbearer",
+        "CANARYquery",
+        "CANARYjsonPassword",
+        "CANARYbadListen",
+        "CANARYinFile",
+    ] {
+        assert!(
+            !everything.contains(canary),
+            "canary {canary} leaked:\n{everything}"
+        );
+    }
+    assert!(!everything.contains(&token), "control token leaked");
+}
