@@ -1,9 +1,7 @@
 //! Headers on every response, errors included, and CORS for the one configured origin.
 
-use axum::Router;
 use http::{HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 /// The security headers and their values.
 pub const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
@@ -12,15 +10,12 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 3] = [
     (header::CACHE_CONTROL, "no-store"),
 ];
 
-/// Wraps `router` so every response carries [`SECURITY_HEADERS`].
-pub fn with_security_headers(mut router: Router) -> Router {
+/// Sets [`SECURITY_HEADERS`] on a response, replacing any a handler set.
+pub fn set_security_headers(headers: &mut http::HeaderMap) {
+    headers.reserve(SECURITY_HEADERS.len());
     for (name, value) in SECURITY_HEADERS {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            name,
-            HeaderValue::from_static(value),
-        ));
+        headers.insert(name, HeaderValue::from_static(value));
     }
-    router
 }
 
 /// CORS that admits exactly `origin` (validated at config load to be a local origin).

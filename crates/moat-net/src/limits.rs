@@ -12,8 +12,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -29,8 +28,12 @@ pub struct BodyLimits {
     pub read_timeout: Duration,
 }
 
-/// Middleware enforcing [`BodyLimits`]; see the module docs.
-pub async fn limit_body(State(limits): State<BodyLimits>, req: Request, next: Next) -> Response {
+/// Reads `req`'s body under `limits`: the request with its whole body, or the refusal.
+pub async fn read_body<B>(limits: BodyLimits, req: http::Request<B>) -> Result<Request, Response>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -38,56 +41,47 @@ pub async fn limit_body(State(limits): State<BodyLimits>, req: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_bytes) {
-        return too_large(limits.max_bytes);
+        return Err(too_large(limits.max_bytes));
     }
-    if http_body::Body::is_end_stream(&body) {
-        return next.run(Request::from_parts(parts, body)).await;
+    if body.is_end_stream() {
+        return Ok(Request::from_parts(parts, Body::empty()));
     }
     let limit = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
     let collected =
         tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect()).await;
     match collected {
-        Err(_) => {
-            let mut resp = error_response(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                &format!(
-                    "request body not received within {}s",
-                    limits.read_timeout.as_secs_f64()
-                ),
-            );
-            close(&mut resp);
-            resp
-        }
-        Ok(Err(e)) if e.is::<LengthLimitError>() => too_large(limits.max_bytes),
+        Err(_) => Err(closing(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!(
+                "request body not received within {}s",
+                limits.read_timeout.as_secs_f64()
+            ),
+        ))),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(limits.max_bytes)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "request body could not be read");
-            let mut resp = error_response(
+            Err(closing(error_response(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "request body could not be read",
-            );
-            close(&mut resp);
-            resp
+            )))
         }
-        Ok(Ok(c)) => {
-            next.run(Request::from_parts(parts, Body::from(c.to_bytes())))
-                .await
-        }
+        Ok(Ok(c)) => Ok(Request::from_parts(parts, Body::from(c.to_bytes()))),
     }
 }
 
 fn too_large(max: u64) -> Response {
-    let mut resp = error_response(
+    closing(error_response(
         StatusCode::PAYLOAD_TOO_LARGE,
         "request_too_large",
         &format!("request body is larger than the limit of {max} bytes (limits.max_body_bytes)"),
-    );
-    close(&mut resp);
-    resp
+    ))
 }
 
-fn close(resp: &mut Response) {
+/// Marks a refusal so hyper closes the connection instead of reading the rest of the body.
+fn closing(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }

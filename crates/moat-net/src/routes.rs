@@ -1,6 +1,11 @@
 //! The route table: every route is declared with its exposure class, and a listener's
-//! router is built from the table, so a route can't exist without a class and a LAN
+//! dispatcher is compiled from the table, so a route can't exist without a class and a LAN
 //! listener can't carry a class it must not.
+//!
+//! Dispatch is ours rather than axum's `Router`: find the route by path, run its class's
+//! checks, then hand the request to the route's axum handlers (which pick by method and
+//! answer a wrong one with 405 and `Allow`). The class check is a plain function call on
+//! the hot path, not a middleware layer.
 //!
 //! ```
 //! use axum::routing::get;
@@ -14,19 +19,29 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::body::Body;
 use axum::response::Response;
 use axum::routing::MethodRouter;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode, header};
+use tower::ServiceExt;
 
 use crate::error::error_response;
 use crate::exposure::{Exposure, Policy, RequestFacts};
+use crate::headers::cors_for;
 use crate::server::ConnInfo;
 
 /// Header carrying the control token (also accepted as `Authorization: Bearer`).
 pub const CONTROL_TOKEN_HEADER: &str = "x-moat-control-token";
+
+/// A route declaration error (a programming error in moat, caught at start-up).
+#[derive(Debug, thiserror::Error)]
+#[error("route {path:?} cannot be declared: {reason}")]
+pub struct RouteError {
+    /// The path pattern.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
 
 /// Routes with their exposure classes.
 #[derive(Default, Clone)]
@@ -48,7 +63,8 @@ impl RouteTable {
         Self::default()
     }
 
-    /// Declares `path` with its `class` and its handlers (which fix the allowed methods).
+    /// Declares `path` (a matchit pattern: `/v1/items/{id}`) with its `class` and its
+    /// handlers, which fix the allowed methods.
     pub fn route(mut self, path: &'static str, class: Exposure, handlers: MethodRouter) -> Self {
         self.routes.push((path, class, handlers));
         self
@@ -62,39 +78,109 @@ impl RouteTable {
             .map(|(_, c, _)| *c)
     }
 
-    /// The router for one listener: the routes its kind may carry, each behind the
-    /// checks of its class; any other path is 403.
-    pub fn router_for(&self, policy: Arc<Policy>) -> Router {
-        let mut router = Router::new();
+    /// The dispatcher for one listener: only the routes its kind may carry.
+    pub fn compile(&self, policy: Arc<Policy>) -> Result<Routes, RouteError> {
+        let cors = policy.cors_origin.as_deref().and_then(cors_for);
+        let mut paths = matchit::Router::new();
+        let mut entries = Vec::new();
         for (path, class, handlers) in &self.routes {
             if !class.served_on(policy.kind) {
                 continue;
             }
-            let guarded = if class.checks().is_empty() {
-                handlers.clone()
-            } else {
-                handlers
-                    .clone()
-                    .route_layer(from_fn_with_state((policy.clone(), *class), guard))
+            paths.insert(*path, entries.len()).map_err(|e| RouteError {
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+            let handlers = match &cors {
+                Some(cors) => handlers.clone().layer(cors.clone()),
+                None => handlers.clone(),
             };
-            router = router.route(path, guarded);
+            entries.push(Entry {
+                class: *class,
+                handlers,
+            });
         }
-        router.fallback(|| async {
-            error_response(StatusCode::FORBIDDEN, "forbidden", "no such route")
+        Ok(Routes {
+            inner: Arc::new(Compiled {
+                paths,
+                entries,
+                policy,
+            }),
         })
     }
 }
 
-/// Applies the exposure policy of the route's class to one request.
-async fn guard(
-    State((policy, class)): State<(Arc<Policy>, Exposure)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(conn) = req.extensions().get::<ConnInfo>().copied() else {
-        // Only reachable if a router is served without moat's accept loop: fail closed.
-        return error_response(StatusCode::FORBIDDEN, "peer_not_allowed", "unknown peer");
-    };
+struct Entry {
+    class: Exposure,
+    handlers: MethodRouter,
+}
+
+struct Compiled {
+    paths: matchit::Router<usize>,
+    entries: Vec<Entry>,
+    policy: Arc<Policy>,
+}
+
+/// A listener's compiled routes; cheap to clone.
+#[derive(Clone)]
+pub struct Routes {
+    inner: Arc<Compiled>,
+}
+
+/// Path parameters of the matched route (`{id}` in `/v1/items/{id}`), in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathParams(pub Vec<(String, String)>);
+
+impl PathParams {
+    /// The value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Routes {
+    /// Finds the route, applies its class's checks, and runs its handlers.
+    pub async fn dispatch(&self, conn: ConnInfo, mut req: Request<Body>) -> Response {
+        let compiled = &self.inner;
+        let Ok(found) = compiled.paths.at(req.uri().path()) else {
+            return error_response(StatusCode::FORBIDDEN, "forbidden", "no such route");
+        };
+        let entry = &compiled.entries[*found.value];
+        if !entry.class.checks().is_empty() {
+            let facts = request_facts(&conn, &req);
+            if let Err(denial) = compiled.policy.decide(entry.class, &facts) {
+                tracing::warn!(
+                    peer = %conn.peer,
+                    listener = %compiled.policy.kind,
+                    method = %req.method(),
+                    path = req.uri().path(),
+                    class = ?entry.class,
+                    reason = denial.code(),
+                    "request refused"
+                );
+                return error_response(denial.status(), denial.code(), denial.message());
+            }
+        }
+        if !found.params.is_empty() {
+            let params = found
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            req.extensions_mut().insert(PathParams(params));
+        }
+        match entry.handlers.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// What the exposure checks look at, read from the connection and the headers.
+fn request_facts<'a>(conn: &ConnInfo, req: &'a Request<Body>) -> RequestFacts<'a> {
     let headers = req.headers();
     let host = header_str(headers, header::HOST.as_str())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
@@ -102,31 +188,17 @@ async fn guard(
         let (scheme, value) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
     });
-    let facts = RequestFacts {
+    RequestFacts {
         peer: conn.peer.ip(),
         local: conn.local,
         host,
+        // An Origin that isn't even text is nobody's own origin: keep it so it fails.
         origin: headers
             .get(header::ORIGIN)
             .map(|v| v.to_str().unwrap_or("invalid")),
         tls: conn.tls,
         api_key: header_str(headers, "x-api-key").or(bearer),
         control_token: header_str(headers, CONTROL_TOKEN_HEADER).or(bearer),
-    };
-    match policy.decide(class, &facts) {
-        Ok(()) => next.run(req).await,
-        Err(denial) => {
-            tracing::warn!(
-                peer = %conn.peer,
-                listener = %policy.kind,
-                method = %req.method(),
-                path = req.uri().path(),
-                class = ?class,
-                reason = denial.code(),
-                "request refused"
-            );
-            error_response(denial.status(), denial.code(), denial.message())
-        }
     }
 }
 

@@ -1,34 +1,20 @@
-//! Listeners: binding, the accept loop (plain or TLS, HTTP/1.1 and HTTP/2), the
-//! cross-cutting layers every listener gets, and graceful shutdown.
-//!
-//! Layers, outermost first: security headers → JSON body for 405 → per-IP rate limit →
-//! CORS (only with a configured origin) → body limits → routing → exposure guard of the
-//! route's class → handler.
+//! Listeners: binding, the accept loop (plain or TLS, HTTP/1.1 and HTTP/2, each connection
+//! behind a [`Gate`]), and graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::Request;
-use axum::middleware::{Next, from_fn, from_fn_with_state, map_response};
-use axum::response::Response;
-use http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-use crate::error::error_response;
 use crate::exposure::ListenerKind;
-use crate::headers::{cors_for, with_security_headers};
-use crate::limits::{BodyLimits, limit_body};
-use crate::ratelimit::{PerIpLimiter, limit_rate};
+use crate::gate::{Gate, GateConfig};
+use crate::routes::Routes;
 
 /// Facts about the connection a request arrived on, inserted into every request.
 #[derive(Debug, Clone, Copy)]
@@ -55,66 +41,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The cross-cutting settings every listener shares.
-#[derive(Debug, Clone)]
-pub struct Layers {
-    /// Body size and time limits.
-    pub body: BodyLimits,
-    /// The per-IP limiter (shared across listeners).
-    pub limiter: PerIpLimiter,
-    /// The one CORS origin, if configured.
-    pub cors_origin: Option<String>,
-}
-
-impl Layers {
-    /// Wraps a listener's router in the shared layers.
-    pub fn apply(&self, router: Router) -> Router {
-        let mut r = router.layer(from_fn_with_state(self.body, limit_body));
-        if let Some(cors) = self.cors_origin.as_deref().and_then(cors_for) {
-            r = r.layer(cors);
-        }
-        let r = r
-            .layer(from_fn_with_state(self.limiter.clone(), limit_rate))
-            .layer(from_fn(access_log))
-            .layer(map_response(json_body_for_405));
-        with_security_headers(r)
-    }
-}
-
-async fn access_log(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    // The path only: query strings can carry credentials.
-    let path = req.uri().path().to_owned();
-    let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer);
-    let resp = next.run(req).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = resp.status().as_u16(),
-        ms = start.elapsed().as_secs_f64() * 1000.0,
-        peer = ?peer,
-        "request"
-    );
-    resp
-}
-
-/// axum answers a wrong method with an empty 405 and an `Allow` header; give it our body.
-async fn json_body_for_405(resp: Response) -> Response {
-    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
-        return resp;
-    }
-    let (mut parts, _) = resp.into_parts();
-    let body = error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed; see the Allow header",
-    );
-    let (body_parts, body) = body.into_parts();
-    parts.headers.extend(body_parts.headers);
-    Response::from_parts(parts, body)
 }
 
 /// A bound listener, ready to serve.
@@ -192,20 +118,23 @@ pub enum Drained {
     TimedOut,
 }
 
-/// Serves `listeners` (each with its router) until `shutdown` completes, then stops
+/// Serves `listeners` (each with its routes) until `shutdown` completes, then stops
 /// accepting and waits up to the grace period for in-flight requests.
 pub async fn serve(
-    listeners: Vec<(Listener, Router)>,
+    listeners: Vec<(Listener, Routes)>,
+    gate: GateConfig,
     settings: ConnSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(gate);
     let mut loops = Vec::new();
-    for (listener, router) in listeners {
+    for (listener, routes) in listeners {
         loops.push(tokio::spawn(accept_loop(
             listener,
-            router,
+            routes,
+            gate.clone(),
             settings,
             graceful.clone(),
             stop_rx.clone(),
@@ -226,20 +155,55 @@ pub async fn serve(
     }
 }
 
+/// The protocol builders, configured once per listener.
+struct Protocols {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(settings: &ConnSettings) -> Self {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new());
+        Self { http1, http2 }
+    }
+
+    /// Serves one connection: HTTP/2 when TLS negotiated `h2` by ALPN, else HTTP/1.1.
+    /// Plain connections are HTTP/1.1: no client of an
+    /// LLM API speaks HTTP/2 without TLS, and sniffing every connection for it costs.
+    async fn serve<I>(&self, watcher: Watcher, io: I, h2: bool, service: Gate)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        let result = if h2 {
+            watcher
+                .watch(self.http2.serve_connection(io, service))
+                .await
+        } else {
+            watcher
+                .watch(self.http1.serve_connection(io, service))
+                .await
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
 async fn accept_loop(
     listener: Listener,
-    router: Router,
+    routes: Routes,
+    gate: Arc<GateConfig>,
     settings: ConnSettings,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let protocols = Arc::new(Protocols::new(&settings));
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.changed() => break,
@@ -259,54 +223,23 @@ async fn accept_loop(
             local: listener.local,
             tls: listener.tls.is_some(),
         };
-        let service = router
-            .clone()
-            .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info);
-                req
-            });
-        let service = TowerToHyperService::new(service);
-        let builder = builder.clone();
+        let service = Gate::new(routes.clone(), gate.clone(), info);
+        let protocols = protocols.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         tokio::spawn(async move {
-            match tls {
-                None => serve_conn(&builder, watcher, stream, service).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(
-                        settings.header_read_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            serve_conn(&builder, watcher, tls_stream, service).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+            let Some(acceptor) = tls else {
+                return protocols.serve(watcher, stream, false, service).await;
+            };
+            match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
+            {
+                Ok(Ok(tls_stream)) => {
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    protocols.serve(watcher, tls_stream, h2, service).await
                 }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
-    }
-}
-
-async fn serve_conn<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-    io: I,
-    service: S,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = Response>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -12,10 +12,11 @@ use moat_core::home::Home;
 use moat_core::secret::SecretString;
 use moat_core::state::StateStore;
 use moat_net::exposure::{Exposure, ListenerKind, Policy};
+use moat_net::gate::GateConfig;
 use moat_net::limits::BodyLimits;
 use moat_net::ratelimit::PerIpLimiter;
 use moat_net::routes::RouteTable;
-use moat_net::server::{self, ConnSettings, Drained, Layers, Listener};
+use moat_net::server::{self, ConnSettings, Drained, Listener};
 use serde_json::{Value, json};
 
 use crate::cli::ServeArgs;
@@ -180,14 +181,16 @@ async fn serve(
             get(status_handler).with_state(status),
         );
 
-    let limiter = PerIpLimiter::new(config.rate_limit.per_second, config.rate_limit.burst);
-    let layers = Layers {
+    let limiter = PerIpLimiter::new(config.rate_limit.per_second, config.rate_limit.burst)
+        .map_err(|e| {
+            Failure::runtime(anyhow::anyhow!("cannot start the rate limiter clock: {e}"))
+        })?;
+    let gate = GateConfig {
         body: BodyLimits {
             max_bytes: config.limits.max_body_bytes,
             read_timeout: config.limits.body_read_timeout,
         },
         limiter: limiter.clone(),
-        cors_origin: config.server.cors_origin.clone(),
     };
     let policy = |kind, port| {
         Arc::new(Policy {
@@ -209,8 +212,10 @@ async fn serve(
             l.kind(),
             l.local_addr()
         );
-        let router = layers.apply(table.router_for(policy(l.kind(), l.local_addr().port())));
-        served.push((l, router));
+        let routes = table
+            .compile(policy(l.kind(), l.local_addr().port()))
+            .map_err(Failure::runtime)?;
+        served.push((l, routes));
     }
     println!("moat: control token in {}", home.control_token().display());
     if !loaded.file_exists {
@@ -233,7 +238,7 @@ async fn serve(
         header_read_timeout: config.limits.body_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let drained = server::serve(served, settings, shutdown_signal()).await;
+    let drained = server::serve(served, gate, settings, shutdown_signal()).await;
     cleaner.abort();
     match drained {
         Drained::All => tracing::info!("all in-flight requests finished"),
@@ -284,8 +289,17 @@ async fn shutdown_signal() {
     });
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Liveness and nothing else. The hottest route, so the response is built directly, with
+/// room for the headers the gate adds.
+async fn health() -> axum::response::Response {
+    let mut headers = http::HeaderMap::with_capacity(8);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let mut resp = axum::response::Response::new(axum::body::Body::from(r#"{"status":"ok"}"#));
+    *resp.headers_mut() = headers;
+    resp
 }
 
 async fn status_handler(State(info): State<Arc<StatusInfo>>) -> Json<Value> {

@@ -1,0 +1,127 @@
+//! The gate: the one service in front of every listener's routes. Per request it applies,
+//! in order, the per-IP rate limit, the body limits and dispatch (where each route's
+//! exposure class is checked), then puts the JSON body on axum's bare 405s and the security
+//! headers on every response, refusals included.
+//!
+//! It is one hand-written service rather than a stack of middleware layers because it runs
+//! on every request: one allocation for the future instead of one per layer (see
+//! `bench/health`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::response::Response;
+use http::{Request, StatusCode};
+
+use crate::error::error_response;
+use crate::headers::set_security_headers;
+use crate::limits::{BodyLimits, read_body};
+use crate::ratelimit::{PerIpLimiter, too_many_requests};
+use crate::routes::Routes;
+use crate::server::ConnInfo;
+
+/// Settings shared by the gates of all connections.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Body size and time limits.
+    pub body: BodyLimits,
+    /// The per-IP limiter (shared across listeners).
+    pub limiter: PerIpLimiter,
+}
+
+/// The gate of one connection.
+#[derive(Clone)]
+pub struct Gate {
+    routes: Routes,
+    config: Arc<GateConfig>,
+    conn: ConnInfo,
+}
+
+impl Gate {
+    /// A gate for one connection in front of `routes`.
+    pub fn new(routes: Routes, config: Arc<GateConfig>, conn: ConnInfo) -> Self {
+        Self {
+            routes,
+            config,
+            conn,
+        }
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for Gate
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.conn);
+        let gate = self.clone();
+        Box::pin(async move { Ok(gate.pass(req).await) })
+    }
+}
+
+impl Gate {
+    async fn pass<B>(self, req: Request<B>) -> Response
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // The path only: query strings can carry credentials.
+        let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            (
+                Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_owned(),
+            )
+        });
+        let mut resp = match self.config.limiter.check(self.conn.peer.ip()) {
+            Err(wait) => too_many_requests(wait),
+            // Most requests have no body; only those that do pay for the reading future.
+            Ok(()) if req.body().is_end_stream() => {
+                let (parts, _) = req.into_parts();
+                let req = Request::from_parts(parts, axum::body::Body::empty());
+                self.routes.dispatch(self.conn, req).await
+            }
+            Ok(()) => match Box::pin(read_body(self.config.body, req)).await {
+                Err(refusal) => refusal,
+                Ok(req) => self.routes.dispatch(self.conn, req).await,
+            },
+        };
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+            resp = json_body_for_405(resp);
+        }
+        set_security_headers(resp.headers_mut());
+        if let Some((start, method, path)) = log {
+            tracing::debug!(
+                %method,
+                path,
+                status = resp.status().as_u16(),
+                ms = start.elapsed().as_secs_f64() * 1000.0,
+                peer = %self.conn.peer,
+                "request"
+            );
+        }
+        resp
+    }
+}
+
+/// axum answers a wrong method with an empty 405 and an `Allow` header; give it our body.
+fn json_body_for_405(resp: Response) -> Response {
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let (body_parts, body) = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed; see the Allow header",
+    )
+    .into_parts();
+    parts.headers.extend(body_parts.headers);
+    Response::from_parts(parts, body)
+}
