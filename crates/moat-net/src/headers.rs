@@ -20,10 +20,13 @@ pub fn set_security_headers(headers: &mut http::HeaderMap) {
 
 /// CORS that admits exactly `origin` (validated at config load to be a local origin).
 pub fn cors_for(origin: &str) -> Option<CorsLayer> {
-    let value = HeaderValue::from_str(origin).ok()?;
+    let allowed = HeaderValue::from_str(origin).ok()?;
     Some(
         CorsLayer::new()
-            .allow_origin(AllowOrigin::exact(value))
+            // Answer only the configured origin; anyone else gets no CORS headers at all.
+            .allow_origin(AllowOrigin::predicate(move |o: &HeaderValue, _| {
+                *o == allowed
+            }))
             .allow_methods([
                 Method::GET,
                 Method::POST,

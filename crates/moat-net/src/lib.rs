@@ -14,4 +14,5 @@ pub mod limits;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod slow_head;
 pub mod tls;

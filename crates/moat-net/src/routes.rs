@@ -105,6 +105,7 @@ impl RouteTable {
                 paths,
                 entries,
                 policy,
+                cors: cors.is_some(),
             }),
         })
     }
@@ -119,6 +120,8 @@ struct Compiled {
     paths: matchit::Router<usize>,
     entries: Vec<Entry>,
     policy: Arc<Policy>,
+    /// Whether the handlers are wrapped in CORS for the configured origin.
+    cors: bool,
 }
 
 /// A listener's compiled routes; cheap to clone.
@@ -149,7 +152,10 @@ impl Routes {
             return error_response(StatusCode::FORBIDDEN, "forbidden", "no such route");
         };
         let entry = &compiled.entries[*found.value];
-        if !entry.class.checks().is_empty() {
+        // A CORS preflight carries no credentials by design. The CORS layer answers it
+        // without calling a handler, and only grants the configured origin.
+        let preflight = compiled.cors && is_preflight(&req);
+        if !entry.class.checks().is_empty() && !preflight {
             let facts = request_facts(&conn, &req);
             if let Err(denial) = compiled.policy.decide(entry.class, &facts) {
                 tracing::warn!(
@@ -177,6 +183,14 @@ impl Routes {
             Err(never) => match never {},
         }
     }
+}
+
+fn is_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// What the exposure checks look at, read from the connection and the headers.

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::exposure::ListenerKind;
 use crate::gate::{Gate, GateConfig};
 use crate::routes::Routes;
+use crate::slow_head::TrackedStream;
 
 /// Facts about the connection a request arrived on, inserted into every request.
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +158,7 @@ pub async fn serve(
 
 /// The protocol builders, configured once per listener.
 struct Protocols {
+    header_timeout: Duration,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
@@ -169,13 +171,29 @@ impl Protocols {
             .header_read_timeout(settings.header_read_timeout);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2.timer(TokioTimer::new());
-        Self { http1, http2 }
+        Self {
+            header_timeout: settings.header_read_timeout,
+            http1,
+            http2,
+        }
     }
 
-    /// Serves one connection: HTTP/2 when TLS negotiated `h2` by ALPN, else HTTP/1.1.
-    /// Plain connections are HTTP/1.1: no client of an
-    /// LLM API speaks HTTP/2 without TLS, and sniffing every connection for it costs.
-    async fn serve<I>(&self, watcher: Watcher, io: I, h2: bool, service: Gate)
+    /// Serves a plain connection: HTTP/1.1 (no client of an LLM API speaks HTTP/2 without
+    /// TLS, and sniffing every connection for it costs). A request head that stalls past
+    /// the header timeout gets a 408.
+    async fn serve_plain(&self, watcher: Watcher, stream: TcpStream, service: Gate) {
+        let (stream, tracker) = TrackedStream::new(stream);
+        let conn = self.http1.serve_connection(TokioIo::new(stream), service);
+        if let Err(e) = watcher.watch(conn).await {
+            if e.is_timeout() && tracker.head_pending() {
+                tracker.answer_408(self.header_timeout.as_secs_f64());
+            }
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+
+    /// Serves a TLS connection: HTTP/2 when ALPN negotiated `h2`, else HTTP/1.1.
+    async fn serve_tls<I>(&self, watcher: Watcher, io: I, h2: bool, service: Gate)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -229,13 +247,13 @@ async fn accept_loop(
         let tls = listener.tls.clone();
         tokio::spawn(async move {
             let Some(acceptor) = tls else {
-                return protocols.serve(watcher, stream, false, service).await;
+                return protocols.serve_plain(watcher, stream, service).await;
             };
             match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
             {
                 Ok(Ok(tls_stream)) => {
                     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    protocols.serve(watcher, tls_stream, h2, service).await
+                    protocols.serve_tls(watcher, tls_stream, h2, service).await
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -175,6 +175,27 @@ fn unknown_path_wrong_method_and_oversized_or_slow_bodies() {
     assert_eq!(r.json()["error"]["code"], "request_timeout");
     r.assert_security_headers();
     assert!(started.elapsed() < Duration::from_secs(20));
+
+    // Slow-loris headers: 408 too, with the security headers.
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: {host}\r\nX-Slow: ").unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 408, "{r:?}");
+    r.assert_security_headers();
+
+    // An idle keep-alive connection is closed without a stray 408.
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut s).status, 200);
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+    assert!(
+        rest.is_empty(),
+        "idle connection got: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
 }
 
 #[test]
@@ -432,4 +453,75 @@ fn canary_secrets_never_reach_logs_or_error_bodies() {
         );
     }
     assert!(!everything.contains(&token), "control token leaked");
+}
+
+#[test]
+fn cors_admits_only_the_configured_local_origin() {
+    let moat = Moat::start(&[], &[("MOAT_CORS_ORIGIN", "http://localhost:5173")]);
+    let token = moat.token();
+    let host = moat.host();
+    let preflight = |origin: &str| {
+        raw(
+            moat.main,
+            format!(
+                "OPTIONS /status HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: GET\r\n\
+                 Access-Control-Request-Headers: x-moat-control-token\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    let ok = preflight("http://localhost:5173");
+    assert!(ok.status < 300, "{ok:?}");
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
+    ok.assert_security_headers();
+    let other = preflight("http://localhost:5174");
+    assert_eq!(
+        other.header("access-control-allow-origin"),
+        None,
+        "{other:?}"
+    );
+
+    let r = get(
+        moat.main,
+        "/status",
+        &[
+            ("Origin", "http://localhost:5173"),
+            ("X-Moat-Control-Token", &token),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
+    let r = get(
+        moat.main,
+        "/status",
+        &[
+            ("Origin", "http://localhost:5174"),
+            ("X-Moat-Control-Token", &token),
+        ],
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn without_a_cors_origin_there_is_no_cors() {
+    let moat = Moat::start(&[], &[]);
+    let host = moat.host();
+    let r = raw(
+        moat.main,
+        format!(
+            "OPTIONS /status HTTP/1.1\r\nHost: {host}\r\nOrigin: http://localhost:5173\r\n\
+             Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), None);
 }
