@@ -16,7 +16,7 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// A failed atomic write. The target file is unchanged.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {source}")]
+#[error("cannot write {path}")]
 pub struct AtomicWriteError {
     /// The file that was to be replaced.
     pub path: PathBuf,

@@ -24,7 +24,7 @@ pub enum HomeError {
     #[error("MOAT_HOME must be an absolute path, got {0:?}")]
     Relative(PathBuf),
     /// Creating the directory failed.
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}")]
     Create {
         /// The directory.
         path: PathBuf,

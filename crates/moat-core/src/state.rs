@@ -27,7 +27,7 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite refused an operation.
-    #[error("state store {path}: {source}")]
+    #[error("state store {path}")]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -36,7 +36,7 @@ pub enum StateError {
         source: rusqlite::Error,
     },
     /// The file could not be created.
-    #[error("cannot create state store {path}: {source}")]
+    #[error("cannot create state store {path}")]
     Create {
         /// The database file.
         path: PathBuf,

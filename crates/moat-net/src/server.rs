@@ -32,7 +32,7 @@ pub struct ConnInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The address could not be bound.
-    #[error("cannot listen on {addr} ({setting}): {source}")]
+    #[error("cannot listen on {addr} ({setting}){}", bind_hint(.source))]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -42,6 +42,19 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; the address is in use: is another moat running? Choose another port with --listen"
+        }
+        std::io::ErrorKind::AddrNotAvailable => "; no interface of this machine has that address",
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need privileges: choose a higher port"
+        }
+        _ => "",
+    }
 }
 
 /// A bound listener, ready to serve.

@@ -140,12 +140,7 @@ async fn serve(
         tls,
     )
     .await
-    .map_err(|e| {
-        Failure::runtime(
-            anyhow::Error::from(e)
-                .context("is another moat running? choose another port with --listen"),
-        )
-    })?;
+    .map_err(Failure::runtime)?;
     let lan = match config.server.lan_listen {
         Some(addr) => Some(
             Listener::bind(ListenerKind::Lan, addr, "server.lan_listen", None)
