@@ -112,9 +112,12 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     /// Largest request body, in bytes.
     pub max_body_bytes: u64,
-    /// Time allowed to receive a request's headers and its whole body.
+    /// Time allowed to receive a request's headers, and again its whole body.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Most bytes all request bodies together may hold in memory at once; past it,
+    /// requests with bodies get 503 until others finish.
+    pub max_buffered_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +125,7 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_read_timeout: Duration::from_secs(30),
+            max_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -269,6 +273,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("MOAT_MAX_BODY_BYTES", "limits.max_body_bytes"),
     ("MOAT_BODY_READ_TIMEOUT", "limits.body_read_timeout"),
+    ("MOAT_MAX_BUFFERED_BYTES", "limits.max_buffered_bytes"),
     ("MOAT_RATE_LIMIT_PER_SECOND", "rate_limit.per_second"),
     ("MOAT_RATE_LIMIT_BURST", "rate_limit.burst"),
     ("MOAT_LOG", "log.level"),
@@ -282,7 +287,10 @@ fn kind_of(key: &str) -> Kind {
     match key {
         "server.allowed_hosts" => Kind::List,
         "server.allow_insecure_remote" => Kind::Bool,
-        "limits.max_body_bytes" | "rate_limit.per_second" | "rate_limit.burst" => Kind::Int,
+        "limits.max_body_bytes"
+        | "limits.max_buffered_bytes"
+        | "rate_limit.per_second"
+        | "rate_limit.burst" => Kind::Int,
         _ => Kind::Str,
     }
 }
@@ -389,7 +397,7 @@ impl Config {
                     text.parse()
                         .map_err(|e: toml::de::Error| ConfigError::Syntax {
                             path: file.clone(),
-                            message: e.to_string(),
+                            message: syntax_message(&text, &e),
                         })?;
                 (table, true)
             }
@@ -418,11 +426,18 @@ impl Config {
             layer(o.key, typed(o.key, &o.value), o.origin.clone());
         }
 
+        // The layer that set `path`, or for a table (a missing field in `server.tls`), a
+        // layer that set something inside it; else the file.
         let origin_for = |path: &str| -> Origin {
             origins
                 .iter()
                 .filter(|(k, _)| path == k.as_str() || path.starts_with(&format!("{k}.")))
                 .max_by_key(|(k, _)| k.len())
+                .or_else(|| {
+                    origins
+                        .iter()
+                        .find(|(k, _)| k.starts_with(&format!("{path}.")))
+                })
                 .map(|(_, o)| o.clone())
                 .unwrap_or_else(|| Origin::File(file.clone()))
         };
@@ -523,10 +538,18 @@ impl Config {
                 "must be between 1 and 1073741824 (1 GiB)".into(),
             ));
         }
-        if self.limits.body_read_timeout.is_zero() {
+        if self.limits.body_read_timeout.is_zero()
+            || self.limits.body_read_timeout > Duration::from_secs(600)
+        {
             return Err((
                 "limits.body_read_timeout",
-                "must be longer than zero, like \"30s\"".into(),
+                "must be between 1ms and 10m, like \"30s\"".into(),
+            ));
+        }
+        if self.limits.max_buffered_bytes < self.limits.max_body_bytes {
+            return Err((
+                "limits.max_buffered_bytes",
+                "must be at least limits.max_body_bytes, or no body of the largest size could be read".into(),
             ));
         }
         if self.rate_limit.per_second == 0 {
@@ -570,6 +593,18 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// The parser's message with the line and column, but not the quoted source line: that
+/// line could hold a secret pasted in the wrong place.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let position = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    format!("{}{}", position.unwrap_or_default(), e.message().trim())
 }
 
 /// Parses serde's "unknown field `x`, expected one of `a`, `b`" into the field and a hint.
@@ -646,7 +681,10 @@ pub fn valid_host_name(host: &str) -> bool {
 /// Whether `host` (no port; IPv6 with or without brackets) names this machine's loopback.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host == "localhost" || host.ends_with(".localhost") {
+    // Only the name itself: `*.localhost` is loopback only where the resolver special-cases
+    // it, and a hostile DNS server could answer for it elsewhere. Add such names to
+    // `server.allowed_hosts` if you use them.
+    if host == "localhost" {
         return true;
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -897,7 +935,11 @@ mod tests {
                 && is_loopback_host("[::1]")
                 && is_loopback_host("127.0.0.2")
         );
-        assert!(is_loopback_host("LOCALHOST.") && is_loopback_host("app.localhost"));
+        assert!(is_loopback_host("LOCALHOST."));
+        assert!(
+            !is_loopback_host("app.localhost"),
+            "subdomains only via allowed_hosts"
+        );
         assert!(!is_loopback_host("localhost.evil.com") && !is_loopback_host("10.0.0.1"));
         assert!(is_local_origin("http://localhost:5173") && is_local_origin("https://[::1]"));
         assert!(!is_local_origin("http://localhost:5173/path") && !is_local_origin("null"));

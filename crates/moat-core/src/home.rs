@@ -110,6 +110,10 @@ impl Home {
     pub fn state_db(&self) -> PathBuf {
         self.root.join("state.db")
     }
+    /// `serve.json`: the running server's pid and address, for `moat status`.
+    pub fn serve_info(&self) -> PathBuf {
+        self.root.join("serve.json")
+    }
     /// `control.token`, rewritten at every `moat serve` start.
     pub fn control_token(&self) -> PathBuf {
         self.root.join("control.token")

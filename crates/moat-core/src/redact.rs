@@ -16,8 +16,8 @@
 //! use moat_core::redact::Redactor;
 //! let r = Redactor::new();
 //! r.add_known_secret("hunter2-horse-battery");
-//! let out = r.redact("auth: Bearer sk-ant-api03-abcdefghijklmnop pw hunter2-horse-battery");
-//! assert_eq!(out, "auth: Bearer [REDACTED] pw [REDACTED]");
+//! let out = r.redact("sent Bearer sk-ant-api03-abcdefghijklmnop with hunter2-horse-battery");
+//! assert_eq!(out, "sent Bearer [REDACTED] with [REDACTED]");
 //! ```
 
 use std::borrow::Cow;
@@ -39,18 +39,25 @@ const SECRET_NAME: &str = r"[A-Za-z0-9_.\-]*(?:key|token|passw(?:or)?d|pwd|secre
 /// Each shape: an optional kept prefix (`pre`), the secret, and an optional kept suffix.
 fn shapes() -> Vec<String> {
     [
+        // Counts with secret-looking names (`max_tokens=1024`, `input_tokens: 7`) are kept
+        // whole: the `keep` alternative wins at their position, before the secret shapes.
+        r"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b)".to_string(),
         // PEM private keys, whole block.
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----".to_string(),
         // JSON string fields with a secret-bearing name: keep the name and the quotes.
         format!(r#"(?P<pre0>(?i:"{SECRET_NAME}")\s*:\s*")(?:[^"\\]|\\.)+(?P<post0>")"#),
+        // The same inside an escaped JSON string (JSON logs, `?`-formatted fields).
+        format!(r#"(?P<pre1>(?i:\\"{SECRET_NAME}\\")\s*:\s*\\")(?:[^"\\]|\\[^"])+(?P<post1>\\")"#),
         // Authorization schemes.
-        r"(?P<pre1>(?i:\b(?:bearer|basic|token|digest)) +)[A-Za-z0-9._~+/=\-]{6,}".to_string(),
+        r"(?P<pre2>(?i:\b(?:bearer|basic|token|digest)) +)[A-Za-z0-9._~+/=\-]{6,}".to_string(),
         // Header-style `x-api-key: value`, `authorization=value`.
-        r"(?P<pre2>(?i:\b(?:x-api-key|api-key|x-goog-api-key|authorization|proxy-authorization|cookie|set-cookie|x-moat-control-token))\s*[:=]\s*)(?:(?i:bearer|basic|token|digest) +)?[^\s,;]+"
+        r"(?P<pre3>(?i:\b(?:x-api-key|api-key|x-goog-api-key|authorization|proxy-authorization|cookie|set-cookie|x-moat-control-token))\s*[:=]\s*)(?:(?i:bearer|basic|token|digest) +)?[^\s,;]+"
             .to_string(),
-        // Query strings and form bodies: `?key=...`, `&password=...`, `token=...`.
-        // Values of digits only are left alone: they are counts (`max_tokens=1024`), not keys.
-        format!(r#"(?P<pre3>(?i:\b{SECRET_NAME})=)[^&\s"'#<>]*?[^0-9&\s"'#<>][^&\s"'#<>]*"#),
+        // Quoted assignments: `password="x y"`, `secret: 'x'`.
+        format!(r#"(?P<pre4>(?i:\b{SECRET_NAME})[ \t]*[=:][ \t]*")[^"\n]+(?P<post4>")"#),
+        format!(r#"(?P<pre5>(?i:\b{SECRET_NAME})[ \t]*[=:][ \t]*')[^'\n]+(?P<post5>')"#),
+        // Query strings, form bodies and plain assignments: `?key=...`, `password = x`.
+        format!(r#"(?P<pre6>(?i:\b{SECRET_NAME})[ \t]*[=:][ \t]*)[^&\s"'#<>,;]+"#),
         // Provider key formats.
         r"\bsk-ant-[A-Za-z0-9_\-]{8,}".to_string(),
         r"\bsk-[A-Za-z0-9_\-]{16,}".to_string(),
@@ -75,7 +82,7 @@ static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Number of `preN`/`postN` capture pairs in [`shapes`].
-const KEPT_GROUPS: usize = 4;
+const KEPT_GROUPS: usize = 7;
 
 static GLOBAL: LazyLock<Arc<Redactor>> = LazyLock::new(|| Arc::new(Redactor::new()));
 
@@ -155,6 +162,9 @@ impl Redactor {
 
 fn redact_shapes(text: &str) -> Cow<'_, str> {
     SHAPES.replace_all(text, |caps: &Captures<'_>| {
+        if let Some(keep) = caps.name("keep") {
+            return keep.as_str().to_string();
+        }
         let mut out = String::new();
         let mut post = "";
         for i in 0..KEPT_GROUPS {
@@ -294,6 +304,22 @@ mod tests {
             r#"{"api_key": "[REDACTED]", "model": "m", "refresh_token":"[REDACTED]", "n": 3}"#
         );
         assert_eq!(r(r#"{"Password":"p"}"#), r#"{"Password":"[REDACTED]"}"#);
+    }
+
+    #[test]
+    fn assignments_in_any_spelling() {
+        assert_eq!(r(r#"password="two words""#), r#"password="[REDACTED]""#);
+        assert_eq!(r("secret: 'x y'"), "secret: '[REDACTED]'");
+        assert_eq!(r("password = hunter2 next"), "password = [REDACTED] next");
+        assert_eq!(r("api_key: abc123, other"), "api_key: [REDACTED], other");
+    }
+
+    #[test]
+    fn escaped_json_fields() {
+        assert_eq!(
+            r(r#"body="{"password":"hunter2","model":"m"}""#),
+            r#"body="{"password":"[REDACTED]","model":"m"}""#
+        );
     }
 
     #[test]

@@ -27,8 +27,10 @@ pub enum SecretError {
         "expected a reference like \"secret:NAME\" or \"env:VAR\"; secret values never go in config files"
     )]
     NotAReference,
-    /// The name part is empty or has characters outside `[A-Za-z0-9_.-]`.
-    #[error("invalid secret name {0:?}: use letters, digits, '_', '-' and '.'")]
+    /// The name part is not a valid vault entry name or environment variable name.
+    #[error(
+        "invalid {0} reference: vault names use letters, digits, '_', '-' and '.'; variable names letters, digits and '_', not starting with a digit"
+    )]
     BadName(String),
     /// The referenced environment variable is unset or empty.
     #[error("environment variable {0} is not set (referenced as env:{0})")]
@@ -63,6 +65,16 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`, as POSIX shells accept.
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 128
+}
+
 impl FromStr for SecretRef {
     type Err = SecretError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -72,8 +84,13 @@ impl FromStr for SecretRef {
             "env" => SecretRef::Env,
             _ => return Err(SecretError::NotAReference),
         };
-        if !valid_name(name) {
-            return Err(SecretError::BadName(name.to_string()));
+        let valid = match kind {
+            "env" => valid_env_name(name),
+            _ => valid_name(name),
+        };
+        if !valid {
+            // Not echoed: what failed to be a name may be a value pasted in the wrong place.
+            return Err(SecretError::BadName(kind.to_string()));
         }
         Ok(make(name.to_string()))
     }

@@ -1,7 +1,7 @@
-//! The gate: the one service in front of every listener's routes. Per request it applies,
-//! in order, the per-IP rate limit, the body limits and dispatch (where each route's
-//! exposure class is checked), then puts the JSON body on axum's bare 405s and the security
-//! headers on every response, refusals included.
+//! The gate: the one service in front of every listener's routes. Per request it applies
+//! the per-IP rate limit, then dispatch (the route's exposure class is checked before its
+//! body is read), then puts the JSON body on axum's bare 405s and the security headers on
+//! every response, refusals included.
 //!
 //! It is one hand-written service rather than a stack of middleware layers because it runs
 //! on every request: one allocation for the future instead of one per layer (see
@@ -18,7 +18,7 @@ use http::{Request, StatusCode};
 
 use crate::error::error_response;
 use crate::headers::set_security_headers;
-use crate::limits::{BodyLimits, read_body};
+use crate::limits::BodyReader;
 use crate::ratelimit::{PerIpLimiter, too_many_requests};
 use crate::routes::Routes;
 use crate::server::ConnInfo;
@@ -26,8 +26,8 @@ use crate::server::ConnInfo;
 /// Settings shared by the gates of all connections.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
-    /// Body size and time limits.
-    pub body: BodyLimits,
+    /// Reads request bodies under the size, time and memory limits.
+    pub bodies: BodyReader,
     /// The per-IP limiter (shared across listeners).
     pub limiter: PerIpLimiter,
 }
@@ -83,16 +83,11 @@ impl Gate {
         });
         let mut resp = match self.config.limiter.check(self.conn.peer.ip()) {
             Err(wait) => too_many_requests(wait),
-            // Most requests have no body; only those that do pay for the reading future.
-            Ok(()) if req.body().is_end_stream() => {
-                let (parts, _) = req.into_parts();
-                let req = Request::from_parts(parts, axum::body::Body::empty());
-                self.routes.dispatch(self.conn, req).await
+            Ok(()) => {
+                self.routes
+                    .dispatch(self.conn, req, &self.config.bodies)
+                    .await
             }
-            Ok(()) => match Box::pin(read_body(self.config.body, req)).await {
-                Err(refusal) => refusal,
-                Ok(req) => self.routes.dispatch(self.conn, req).await,
-            },
         };
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
             resp = json_body_for_405(resp);

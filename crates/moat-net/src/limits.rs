@@ -1,14 +1,17 @@
-//! Request body limits: size and time, for every request on every listener.
+//! Request body limits: size, time and a budget for all bodies in memory at once.
 //!
 //! A declared `Content-Length` over the limit is refused with 413 before a byte of the
-//! body is read. Otherwise the body is collected under the size cap (a chunked body that
-//! grows past it gets 413 the moment it does) and a deadline (a body still incomplete
-//! when it passes gets 408: slow-loris). Handlers then see a complete, bounded body.
-//! Refusals close the connection, so the unread rest of a body is never consumed.
+//! body is read, whatever the path. Bodies are read only once the route exists and the
+//! caller passed its class's checks, so unknown paths and unauthenticated callers never
+//! make moat buffer anything. A body is then collected under the size cap (a chunked body
+//! that grows past it gets 413 the moment it does) and a deadline (a body still incomplete
+//! when it passes gets 408: slow-loris), holding its share of a global budget of buffered
+//! bytes until the request is done (none left: 503 with `Retry-After`). Refusals close the
+//! connection, so the unread rest of a body is never consumed.
 //!
-//! Slow *headers* are hyper's job (`header_read_timeout`, same duration): it closes the
-//! connection without a response, as it has no request to answer yet.
+//! Slow *headers* get a 408 from the accept loop (see `slow_head`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,6 +19,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::error_response;
 
@@ -28,24 +32,83 @@ pub struct BodyLimits {
     pub read_timeout: Duration,
 }
 
-/// Reads `req`'s body under `limits`: the request with its whole body, or the refusal.
-pub async fn read_body<B>(limits: BodyLimits, req: http::Request<B>) -> Result<Request, Response>
+/// The unit of the buffered-bytes budget.
+const BUDGET_UNIT: u64 = 1024;
+
+/// Reads bodies under [`BodyLimits`] and the global budget; shared by all listeners.
+#[derive(Debug, Clone)]
+pub struct BodyReader {
+    limits: BodyLimits,
+    budget: Arc<Semaphore>,
+}
+
+/// A body's share of the budget, held in the request's extensions until it is dropped.
+#[derive(Debug, Clone)]
+pub struct BudgetShare(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+impl BodyReader {
+    /// `budget_bytes` is the most all request bodies may hold in memory at once.
+    pub fn new(limits: BodyLimits, budget_bytes: u64) -> Self {
+        let units = (budget_bytes / BUDGET_UNIT).clamp(1, u64::from(u32::MAX >> 3));
+        Self {
+            limits,
+            budget: Arc::new(Semaphore::new(units as usize)),
+        }
+    }
+
+    /// The 413 for a declared length over the limit, before anything else is done.
+    pub fn refuse_declared(&self, headers: &http::HeaderMap) -> Option<Response> {
+        declared_length(headers)
+            .is_some_and(|n| n > self.limits.max_bytes)
+            .then(|| too_large(self.limits.max_bytes))
+    }
+
+    /// The request with its whole body, or the refusal (413, 408, 503 or 400).
+    pub async fn read<B>(&self, req: http::Request<B>) -> Result<Request, Response>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.body().is_end_stream() {
+            let (parts, _) = req.into_parts();
+            return Ok(Request::from_parts(parts, Body::empty()));
+        }
+        if let Some(refusal) = self.refuse_declared(req.headers()) {
+            return Err(refusal);
+        }
+        // Unknown length: reserve the most it may grow to.
+        let bytes = declared_length(req.headers()).unwrap_or(self.limits.max_bytes);
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.budget.clone().try_acquire_many_owned(units) else {
+            let mut resp = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many request bodies in flight; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(closing(resp));
+        };
+        let mut req = Box::pin(read_body(self.limits, req)).await?;
+        req.extensions_mut().insert(BudgetShare(Arc::new(permit)));
+        Ok(req)
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Collects `req`'s body under `limits`.
+async fn read_body<B>(limits: BodyLimits, req: http::Request<B>) -> Result<Request, Response>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_bytes) {
-        return Err(too_large(limits.max_bytes));
-    }
-    if body.is_end_stream() {
-        return Ok(Request::from_parts(parts, Body::empty()));
-    }
     let limit = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
     let collected =
         tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect()).await;

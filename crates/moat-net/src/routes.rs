@@ -19,7 +19,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use http::{HeaderMap, Request, StatusCode, header};
@@ -28,6 +27,7 @@ use tower::ServiceExt;
 use crate::error::error_response;
 use crate::exposure::{Exposure, Policy, RequestFacts};
 use crate::headers::cors_for;
+use crate::limits::BodyReader;
 use crate::server::ConnInfo;
 
 /// Header carrying the control token (also accepted as `Authorization: Bearer`).
@@ -145,13 +145,32 @@ impl PathParams {
 }
 
 impl Routes {
-    /// Finds the route, applies its class's checks, and runs its handlers.
-    pub async fn dispatch(&self, conn: ConnInfo, mut req: Request<Body>) -> Response {
+    /// Finds the route, applies its class's checks, reads the body, and runs the handlers.
+    pub async fn dispatch<B>(
+        &self,
+        conn: ConnInfo,
+        req: Request<B>,
+        bodies: &BodyReader,
+    ) -> Response
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let compiled = &self.inner;
+        if let Some(refusal) = bodies.refuse_declared(req.headers()) {
+            return refusal;
+        }
         let Ok(found) = compiled.paths.at(req.uri().path()) else {
             return error_response(StatusCode::FORBIDDEN, "forbidden", "no such route");
         };
         let entry = &compiled.entries[*found.value];
+        let params = (!found.params.is_empty()).then(|| {
+            let owned = found
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()));
+            PathParams(owned.collect())
+        });
         // A CORS preflight carries no credentials by design. The CORS layer answers it
         // without calling a handler, and only grants the configured origin.
         let preflight = compiled.cors && is_preflight(&req);
@@ -170,13 +189,12 @@ impl Routes {
                 return error_response(denial.status(), denial.code(), denial.message());
             }
         }
-        if !found.params.is_empty() {
-            let params = found
-                .params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            req.extensions_mut().insert(PathParams(params));
+        let mut req = match bodies.read(req).await {
+            Ok(req) => req,
+            Err(refusal) => return refusal,
+        };
+        if let Some(params) = params {
+            req.extensions_mut().insert(params);
         }
         match entry.handlers.clone().oneshot(req).await {
             Ok(resp) => resp,
@@ -194,7 +212,7 @@ fn is_preflight<B>(req: &Request<B>) -> bool {
 }
 
 /// What the exposure checks look at, read from the connection and the headers.
-fn request_facts<'a>(conn: &ConnInfo, req: &'a Request<Body>) -> RequestFacts<'a> {
+fn request_facts<'a, B>(conn: &ConnInfo, req: &'a Request<B>) -> RequestFacts<'a> {
     let headers = req.headers();
     let host = header_str(headers, header::HOST.as_str())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));

@@ -251,7 +251,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
-            local: listener.local,
+            // The address this connection reached, not the bound one: with a wildcard
+            // listener, Host must match the interface the client actually used.
+            local: stream.local_addr().unwrap_or(listener.local),
             tls: listener.tls.is_some(),
         };
         let service = Gate::new(routes.clone(), gate.clone(), info);

@@ -149,16 +149,19 @@ pub fn run(home: &Home) -> ExitCode {
         }
     }
 
+    // Messages can quote configuration; they leave the process redacted like everything else.
+    let redactor = moat_core::redact::global();
+    let r = |text: &str| redactor.redact(text).into_owned();
     let mut failed = false;
     for (name, outcome) in &results {
         match outcome {
-            Outcome::Ok(msg) => println!("ok    {name}: {msg}"),
-            Outcome::Warn(msg) => println!("note  {name}: {msg}"),
+            Outcome::Ok(msg) => println!("ok    {name}: {}", r(msg)),
+            Outcome::Warn(msg) => println!("note  {name}: {}", r(msg)),
             Outcome::Fail { problem, fix } => {
                 failed = true;
-                println!("FAIL  {name}: {problem}");
+                println!("FAIL  {name}: {}", r(problem));
                 if !fix.is_empty() {
-                    println!("      fix: {fix}");
+                    println!("      fix: {}", r(fix));
                 }
             }
         }

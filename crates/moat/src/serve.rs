@@ -13,7 +13,7 @@ use moat_core::secret::SecretString;
 use moat_core::state::StateStore;
 use moat_net::exposure::{Exposure, ListenerKind, Policy};
 use moat_net::gate::GateConfig;
-use moat_net::limits::BodyLimits;
+use moat_net::limits::{BodyLimits, BodyReader};
 use moat_net::ratelimit::PerIpLimiter;
 use moat_net::routes::RouteTable;
 use moat_net::server::{self, ConnSettings, Drained, Listener};
@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 
 use crate::cli::ServeArgs;
 use crate::{Failure, load_config};
+
+/// Shortest API key accepted on a non-loopback listener: guessable keys are no lock.
+const MIN_REMOTE_API_KEY_LEN: usize = 16;
 
 /// What `/status` reports; built once at start, plus the uptime.
 struct StatusInfo {
@@ -50,15 +53,19 @@ pub fn flags(args: &ServeArgs) -> Vec<Override> {
         ));
     }
     if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        // Paths on the command line are relative to where the command runs (paths in
+        // config.toml are relative to MOAT_HOME).
+        let absolute =
+            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         o.push(Override::flag(
             "--tls-cert",
             "server.tls.cert",
-            c.display().to_string(),
+            absolute(c).display().to_string(),
         ));
         o.push(Override::flag(
             "--tls-key",
             "server.tls.key",
-            k.display().to_string(),
+            absolute(k).display().to_string(),
         ));
     }
     o
@@ -66,6 +73,8 @@ pub fn flags(args: &ServeArgs) -> Vec<Override> {
 
 pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
     home.ensure().map_err(Failure::runtime)?;
+    // One server per home: a second would overwrite the first one's token and state.
+    let _lock = lock_home(home)?;
     let loaded = load_config(home, &flags(args))?;
     crate::logging::init(&loaded.config.log, verbose);
     let config = &loaded.config;
@@ -88,6 +97,15 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         ),
         None => None,
     };
+    if let Some(key) = &api_key
+        && !config.server.listen.ip().is_loopback()
+        && key.expose().len() < MIN_REMOTE_API_KEY_LEN
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "auth.api_key is too short for a listener reachable from the network: use at least \
+             {MIN_REMOTE_API_KEY_LEN} characters (e.g. `openssl rand -hex 24`)"
+        )));
+    }
     let tls = match &config.server.tls {
         Some(t) => Some(
             moat_net::tls::server_config(&t.cert, &t.key).map_err(|e| Failure::usage(e.into()))?,
@@ -157,6 +175,14 @@ async fn serve(
         format!("{}\n", control_token.expose()).as_bytes(),
     )
     .map_err(Failure::runtime)?;
+    // Where this server listens, so `moat status` sends the token to it and nowhere else.
+    let serve_info = json!({
+        "pid": std::process::id(),
+        "main": main.local_addr().to_string(),
+        "tls": main.is_tls(),
+    });
+    moat_core::atomic::write_atomic(&home.serve_info(), serve_info.to_string().as_bytes())
+        .map_err(Failure::runtime)?;
 
     let mut listeners_json = vec![listener_json(&main)];
     if let Some(l) = &lan {
@@ -180,11 +206,12 @@ async fn serve(
         .map_err(|e| {
             Failure::runtime(anyhow::anyhow!("cannot start the rate limiter clock: {e}"))
         })?;
+    let limits = BodyLimits {
+        max_bytes: config.limits.max_body_bytes,
+        read_timeout: config.limits.body_read_timeout,
+    };
     let gate = GateConfig {
-        body: BodyLimits {
-            max_bytes: config.limits.max_body_bytes,
-            read_timeout: config.limits.body_read_timeout,
-        },
+        bodies: BodyReader::new(limits, config.limits.max_buffered_bytes),
         limiter: limiter.clone(),
     };
     let policy = |kind, port| {
@@ -243,10 +270,30 @@ async fn serve(
         ),
     }
     let _ = std::fs::remove_file(home.control_token());
+    let _ = std::fs::remove_file(home.serve_info());
     state.checkpoint().map_err(Failure::runtime)?;
     drop(state);
     tracing::info!("moat stopped");
     Ok(())
+}
+
+/// Holds `MOAT_HOME/serve.lock` for the life of the process.
+fn lock_home(home: &Home) -> Result<std::fs::File, Failure> {
+    let path = home.root().join("serve.lock");
+    moat_core::atomic::create_private_file(&path).map_err(Failure::runtime)?;
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .map_err(Failure::runtime)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Failure::runtime(anyhow::anyhow!(
+            "another `moat serve` is running with MOAT_HOME {} (see {}); stop it, or use another MOAT_HOME",
+            home.root().display(),
+            home.serve_info().display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Failure::runtime(e)),
+    }
 }
 
 /// 256 random bits, hex-encoded; registered with the redactor.

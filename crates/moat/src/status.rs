@@ -7,30 +7,44 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use moat_core::home::Home;
 
-use crate::{Failure, load_config};
+use crate::Failure;
 
 pub fn run(home: &Home) -> Result<(), Failure> {
-    let config = load_config(home, &[])?.config;
-    if config.server.tls.is_some() {
+    let not_running = || {
+        Failure::runtime(anyhow!(
+            "no server is running with MOAT_HOME {} (no {}): start it with `moat serve`",
+            home.root().display(),
+            home.serve_info().display()
+        ))
+    };
+    // The address the server itself recorded, so the token goes to that server only.
+    let info: serde_json::Value = std::fs::read_to_string(home.serve_info())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(not_running)?;
+    let mut addr: SocketAddr = info["main"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            Failure::runtime(anyhow!(
+                "{} is damaged; restart `moat serve`",
+                home.serve_info().display()
+            ))
+        })?;
+    if info["tls"].as_bool() == Some(true) {
         return Err(Failure::usage(anyhow!(
             "the main listener uses TLS, which `moat status` does not speak yet; use \
              curl --cacert CERT -H \"X-Moat-Control-Token: $(cat {})\" https://HOST:{}/status",
             home.control_token().display(),
-            config.server.listen.port()
+            addr.port()
         )));
     }
     let token = std::fs::read_to_string(home.control_token())
         .map(|t| t.trim().to_string())
-        .map_err(|_| {
-            Failure::runtime(anyhow!(
-                "no control token at {}: is `moat serve` running with this MOAT_HOME?",
-                home.control_token().display()
-            ))
-        })?;
+        .map_err(|_| not_running())?;
     moat_core::redact::global().add_known_secret(&token);
 
     // A wildcard listener is reached through loopback of the same family.
-    let mut addr = config.server.listen;
     if addr.ip().is_unspecified() {
         let ip = match addr.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -39,9 +53,7 @@ pub fn run(home: &Home) -> Result<(), Failure> {
         addr = SocketAddr::new(ip, addr.port());
     }
     let body = get(addr, "/status", &token)
-        .with_context(|| {
-            format!("cannot reach moat at {addr} (server.listen): is `moat serve` running?")
-        })
+        .with_context(|| format!("cannot reach moat at {addr}: is `moat serve` still running?"))
         .map_err(Failure::runtime)?;
     let pretty = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
@@ -55,10 +67,8 @@ pub fn run(home: &Home) -> Result<(), Failure> {
 fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let host = match addr.ip() {
-        IpAddr::V6(_) => format!("[::1]:{}", addr.port()),
-        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
-    };
+    // The address itself is a Host the server accepts from a loopback peer and otherwise.
+    let host = addr.to_string();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"

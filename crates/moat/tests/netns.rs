@@ -212,3 +212,21 @@ fn public_bind_without_auth_is_refused_inside_a_namespace_too() {
         "{err}"
     );
 }
+
+#[test]
+fn wildcard_listener_checks_host_against_the_address_the_client_used() {
+    let net = NetPair::new();
+    let api_key = "wildcard-api-key-0123456789abcdef";
+    let moat = Moat::start_in(
+        new_home(),
+        &["--listen", "0.0.0.0:7411", "--allow-insecure-remote"],
+        &[("MOAT_API_KEY", api_key)],
+        Some(&["ip", "netns", "exec", &net.a]),
+    );
+    let token_header = format!("X-Moat-Control-Token: {}", moat.token());
+    let url = format!("http://{}:7411/status", net.a_ip);
+    let (code, body) = net.curl(&url, &["-H", &token_header]);
+    assert_eq!(code, 200, "Host naming the interface used: {body}");
+    let (code, _) = net.curl(&url, &["-H", &token_header, "-H", "Host: 0.0.0.0:7411"]);
+    assert_eq!(code, 403, "the wildcard address is no host name");
+}

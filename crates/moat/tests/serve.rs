@@ -525,3 +525,91 @@ fn without_a_cors_origin_there_is_no_cors() {
     assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
+
+#[test]
+fn bodies_are_not_read_for_unknown_paths_or_refused_callers() {
+    let moat = Moat::start(&[], &[("MOAT_BODY_READ_TIMEOUT", "5s")]);
+    let host = moat.host();
+    for (what, head) in [
+        (
+            "unknown path",
+            format!("POST /nope HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n"),
+        ),
+        (
+            "no control token",
+            format!("POST /status HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n"),
+        ),
+    ] {
+        let mut s = TcpStream::connect(moat.main).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(b"only the start of the body").unwrap();
+        let started = Instant::now();
+        let r = read_response(&mut s);
+        assert_eq!(r.status, 403, "{what}: {r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{what}: waited for the body"
+        );
+    }
+}
+
+#[test]
+fn buffered_bodies_share_a_budget_and_overflow_gets_503() {
+    let moat = Moat::start(
+        &[],
+        &[
+            ("MOAT_MAX_BODY_BYTES", "1048576"),
+            ("MOAT_MAX_BUFFERED_BYTES", "1048576"),
+            ("MOAT_BODY_READ_TIMEOUT", "5s"),
+        ],
+    );
+    let host = moat.host();
+    // One slow body holds the whole budget...
+    let mut first = TcpStream::connect(moat.main).unwrap();
+    write!(
+        first,
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\nabc"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so a second body must wait its turn.
+    let r = raw(moat.main, format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz").as_bytes());
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    r.assert_security_headers();
+    // Requests without a body are unaffected.
+    assert_eq!(get(moat.main, "/health", &[]).status, 200);
+    drop(first);
+}
+
+#[test]
+fn one_server_per_home() {
+    let moat = Moat::start(&[], &[]);
+    let (code, _, err) = run_moat(moat.home.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another `moat serve`"), "{err}");
+    // The first server's token is untouched.
+    assert_eq!(
+        get(
+            moat.main,
+            "/status",
+            &[("X-Moat-Control-Token", &moat.token())]
+        )
+        .status,
+        200
+    );
+}
+
+#[test]
+fn a_remote_listener_needs_a_long_api_key() {
+    let home = new_home();
+    let (code, _, err) = run_moat(
+        home.path(),
+        &["serve", "--listen", "0.0.0.0:0", "--allow-insecure-remote"],
+        &[("MOAT_API_KEY", "short-key")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 16"), "{err}");
+    assert!(!err.contains("short-key"), "{err}");
+}
