@@ -110,6 +110,10 @@ impl Home {
     pub fn state_db(&self) -> PathBuf {
         self.root.join("state.db")
     }
+    /// `vault.moat`, the encrypted secret store.
+    pub fn vault_file(&self) -> PathBuf {
+        self.root.join("vault.moat")
+    }
     /// `serve.json`: the running server's pid and address, for `moat status`.
     pub fn serve_info(&self) -> PathBuf {
         self.root.join("serve.json")

@@ -54,10 +54,10 @@ fn shapes() -> Vec<String> {
         r"(?P<pre3>(?i:\b(?:x-api-key|api-key|x-goog-api-key|authorization|proxy-authorization|cookie|set-cookie|x-moat-control-token))\s*[:=]\s*)(?:(?i:bearer|basic|token|digest) +)?[^\s,;]+"
             .to_string(),
         // Quoted assignments: `password="x y"`, `secret: 'x'`.
-        format!(r#"(?P<pre4>(?i:\b{SECRET_NAME})[ \t]*[=:][ \t]*")[^"\n]+(?P<post4>")"#),
-        format!(r#"(?P<pre5>(?i:\b{SECRET_NAME})[ \t]*[=:][ \t]*')[^'\n]+(?P<post5>')"#),
+        format!(r#"(?P<pre4>(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*")[^"\n]+(?P<post4>")"#),
+        format!(r#"(?P<pre5>(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*')[^'\n]+(?P<post5>')"#),
         // Query strings, form bodies and plain assignments: `?key=...`, `password = x`.
-        format!(r#"(?P<pre6>(?i:\b{SECRET_NAME})[ \t]*[=:][ \t]*)[^&\s"'#<>,;]+"#),
+        format!(r#"(?P<pre6>(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*)[^&\s"'#<>,;]+"#),
         // Provider key formats.
         r"\bsk-ant-[A-Za-z0-9_\-]{8,}".to_string(),
         r"\bsk-[A-Za-z0-9_\-]{16,}".to_string(),
@@ -312,6 +312,11 @@ mod tests {
         assert_eq!(r("secret: 'x y'"), "secret: '[REDACTED]'");
         assert_eq!(r("password = hunter2 next"), "password = [REDACTED] next");
         assert_eq!(r("api_key: abc123, other"), "api_key: [REDACTED], other");
+        // A reference names a secret; it is not one.
+        assert_eq!(
+            r("refers to secret:openai-main"),
+            "refers to secret:openai-main"
+        );
     }
 
     #[test]

@@ -35,17 +35,14 @@ pub enum SecretError {
     /// The referenced environment variable is unset or empty.
     #[error("environment variable {0} is not set (referenced as env:{0})")]
     EnvMissing(String),
-    /// A vault reference, and no vault is available to this process.
-    #[error(
-        "secret:{0} needs the vault, which this build of moat does not have yet; reference an environment variable instead (env:VAR)"
-    )]
+    /// A vault reference given to a resolver that has no vault.
+    #[error("secret:{0} must be resolved through the vault (`moat vault add {0}`)")]
     NoVault(String),
 }
 
 impl SecretRef {
-    /// Resolves the reference against the process environment.
-    ///
-    /// Vault references fail with [`SecretError::NoVault`] until a vault is wired in.
+    /// Resolves an `env:` reference against the process environment. `secret:` references
+    /// need the vault and fail here with [`SecretError::NoVault`]; the binary resolves them.
     pub fn resolve(&self) -> Result<SecretString, SecretError> {
         match self {
             SecretRef::Env(var) => match std::env::var(var) {

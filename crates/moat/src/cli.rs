@@ -55,11 +55,68 @@ pub enum Command {
     Doctor,
     /// Ask the running server for its status (uses MOAT_HOME/control.token).
     Status,
+    /// Manage the encrypted vault (MOAT_HOME/vault.moat) that holds every credential.
+    ///
+    /// The vault password is read from a prompt without echo, or from the file named by
+    /// MOAT_VAULT_PASSWORD_FILE. MOAT_VAULT_PASSWORD is honoured only with
+    /// MOAT_ALLOW_PASSWORD_ENV=1 (environment variables leak to other processes).
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `moat vault` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Create an empty vault protected by a new password (at least 8 characters).
+    Init,
+    /// Show whether a vault exists and its format and KDF parameters (no password needed).
+    Status,
+    /// Store a secret. The value is typed without echo, or read from stdin with --stdin.
+    Add {
+        /// Name: letters, digits, '_', '-' and '.' (referenced in config as secret:NAME).
+        name: String,
+        /// Read the value from standard input (one trailing newline is dropped).
+        #[arg(long)]
+        stdin: bool,
+        /// A note for yourself, shown by `list`.
+        #[arg(long)]
+        description: Option<String>,
+        /// Which backend or tool may use it.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// List secret names and metadata; values are never shown, not even in part.
+    List,
+    /// Delete a secret.
+    Remove {
+        /// The secret's name.
+        name: String,
+    },
+    /// Rename a secret.
+    Rename {
+        /// The current name.
+        old: String,
+        /// The new name.
+        new: String,
+    },
+    /// Print a secret's value. Needs --reveal, and --force when stdout is not a terminal.
+    Get {
+        /// The secret's name.
+        name: String,
+        /// Confirm that the value should be printed.
+        #[arg(long)]
+        reveal: bool,
+        /// Allow printing into a pipe or file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change the vault password (rewraps the data key; entries are not re-encrypted).
+    Passwd,
 }
 
 /// `moat config` subcommands.

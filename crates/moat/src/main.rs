@@ -6,6 +6,7 @@ mod doctor;
 mod logging;
 mod serve;
 mod status;
+mod vault_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -32,6 +33,13 @@ impl Failure {
         Self {
             code: 1,
             error: error.into(),
+        }
+    }
+    /// The same failure with context in front of its message.
+    pub fn context(self, context: String) -> Self {
+        Self {
+            code: self.code,
+            error: self.error.context(context),
         }
     }
 }
@@ -78,6 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Doctor => Ok(doctor::run(&home()?)),
         Command::Status => status::run(&home()?).map(|()| ExitCode::SUCCESS),
+        Command::Vault(command) => vault_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS),
     }
 }
 

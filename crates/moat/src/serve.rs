@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use moat_core::config::{Config, Loaded, Override};
 use moat_core::home::Home;
-use moat_core::secret::SecretString;
+use moat_core::secret::{SecretRef, SecretString};
 use moat_core::state::StateStore;
 use moat_net::exposure::{Exposure, ListenerKind, Policy};
 use moat_net::gate::GateConfig;
@@ -91,10 +91,7 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         }
     }
     let api_key = match &config.auth.api_key {
-        Some(r) => Some(
-            r.resolve()
-                .map_err(|e| Failure::usage(anyhow::anyhow!("auth.api_key: {e}")))?,
-        ),
+        Some(r) => Some(resolve_secret(home, r, "auth.api_key")?),
         None => None,
     };
     if let Some(key) = &api_key
@@ -275,6 +272,35 @@ async fn serve(
     drop(state);
     tracing::info!("moat stopped");
     Ok(())
+}
+
+/// Resolves a secret reference from config: `env:` from the environment, `secret:` from
+/// the vault (unlocked with MOAT_VAULT_PASSWORD_FILE or a prompt). Every value unlocked is
+/// known to the redactor from then on.
+fn resolve_secret(home: &Home, reference: &SecretRef, key: &str) -> Result<SecretString, Failure> {
+    match reference {
+        SecretRef::Env(_) => reference
+            .resolve()
+            .map_err(|e| Failure::usage(anyhow::anyhow!("cannot resolve `{key}`: {e}"))),
+        SecretRef::Vault(name) => {
+            let vault = crate::vault_cmd::unlock(home).map_err(|f| {
+                f.context(format!(
+                    "`{key}` refers to {reference}, which needs the vault"
+                ))
+            })?;
+            let entry = vault.get(name).ok_or_else(|| {
+                Failure::usage(anyhow::anyhow!(
+                    "`{key}` refers to {reference}, but the vault has no secret named {name:?}; add it with `moat vault add {name}`"
+                ))
+            })?;
+            let value = std::str::from_utf8(entry.value()).map_err(|_| {
+                Failure::usage(anyhow::anyhow!(
+                    "`{key}` refers to {reference}, whose value is not UTF-8 text"
+                ))
+            })?;
+            Ok(SecretString::new(value.to_string()))
+        }
+    }
 }
 
 /// Holds `MOAT_HOME/serve.lock` for the life of the process.

@@ -1,0 +1,371 @@
+//! `moat vault ...`: the command-line face of moat-vault. Passwords come from a prompt
+//! without echo, from `MOAT_VAULT_PASSWORD_FILE`, or (only with an explicit opt-in) from
+//! `MOAT_VAULT_PASSWORD`. Values never reach the terminal except through `get --reveal`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use moat_core::home::Home;
+use moat_vault::{KdfParams, Vault, VaultError};
+use zeroize::Zeroizing;
+
+use crate::Failure;
+use crate::cli::VaultCommand;
+
+/// Read a password from this file (first line).
+const PASSWORD_FILE_ENV: &str = "MOAT_VAULT_PASSWORD_FILE";
+/// The password itself; read only with [`PASSWORD_ENV_OPT_IN`] set.
+const PASSWORD_ENV: &str = "MOAT_VAULT_PASSWORD";
+/// The new password for `passwd` when there is no terminal.
+const NEW_PASSWORD_FILE_ENV: &str = "MOAT_VAULT_NEW_PASSWORD_FILE";
+/// Opt-in for [`PASSWORD_ENV`].
+const PASSWORD_ENV_OPT_IN: &str = "MOAT_ALLOW_PASSWORD_ENV";
+
+pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
+    let path = home.vault_file();
+    match command {
+        VaultCommand::Init => {
+            home.ensure().map_err(Failure::runtime)?;
+            if path.exists() {
+                return Err(Failure::usage(anyhow!(
+                    "a vault already exists at {}",
+                    path.display()
+                )));
+            }
+            let password = new_password()?;
+            with_progress("creating the vault", || {
+                Vault::create(&path, &password, KdfParams::default())
+            })
+            .map_err(vault_failure)?;
+            println!(
+                "created {} (AES-256-GCM, Argon2id m=64MiB t=3 p=1)",
+                path.display()
+            );
+        }
+        VaultCommand::Status => status(&path)?,
+        VaultCommand::List => {
+            let vault = open(home, &path)?;
+            if vault.entries().next().is_none() {
+                println!("the vault is empty; add a secret with `moat vault add NAME`");
+            }
+            for e in vault.entries() {
+                let updated = std::time::UNIX_EPOCH + Duration::from_secs(e.updated());
+                let mut line = format!(
+                    "{}  updated {}",
+                    e.name(),
+                    humantime::format_rfc3339_seconds(updated)
+                );
+                if let Some(s) = e.scope() {
+                    line.push_str(&format!("  scope {s}"));
+                }
+                if let Some(d) = e.description() {
+                    line.push_str(&format!("  {d}"));
+                }
+                println!("{}", moat_core::redact::global().redact(&line));
+            }
+        }
+        VaultCommand::Add {
+            name,
+            stdin,
+            description,
+            scope,
+        } => {
+            if !moat_vault::valid_name(name) {
+                return Err(vault_failure(VaultError::BadName(name.clone())));
+            }
+            let password = password("vault password")?;
+            let value = read_value(*stdin)?;
+            transact(home, &path, &password, |v| {
+                v.add(name, value.to_vec(), description.clone(), scope.clone())
+            })?;
+            println!("added {name}");
+        }
+        VaultCommand::Remove { name } => {
+            let password = password("vault password")?;
+            transact(home, &path, &password, |v| v.remove(name))?;
+            println!("removed {name}");
+        }
+        VaultCommand::Rename { old, new } => {
+            let password = password("vault password")?;
+            transact(home, &path, &password, |v| v.rename(old, new))?;
+            println!("renamed {old} to {new}");
+        }
+        VaultCommand::Get {
+            name,
+            reveal,
+            force,
+        } => {
+            if !reveal {
+                return Err(Failure::usage(anyhow!(
+                    "`moat vault get` prints a secret value: add --reveal to confirm"
+                )));
+            }
+            if !std::io::stdout().is_terminal() && !force {
+                return Err(Failure::usage(anyhow!(
+                    "refusing to write a secret to a pipe or file; add --force if that is what you want"
+                )));
+            }
+            let vault = open(home, &path)?;
+            let entry = vault
+                .get(name)
+                .ok_or_else(|| vault_failure(VaultError::NoEntry(name.clone())))?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(entry.value())
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(Failure::runtime)?;
+        }
+        VaultCommand::Passwd => {
+            let old = password("current vault password")?;
+            let new = replacement_password()?;
+            transact(home, &path, &old, |v| {
+                v.change_password(&new, KdfParams::default())
+            })?;
+            println!("password changed; the data key was rewrapped, entries were not re-encrypted");
+        }
+    }
+    Ok(())
+}
+
+fn status(path: &Path) -> Result<(), Failure> {
+    match std::fs::read(path) {
+        Err(_) => println!(
+            "no vault at {}; create one with `moat vault init`",
+            path.display()
+        ),
+        Ok(bytes) => match moat_vault::format::parse_header(&bytes) {
+            Ok(h) => println!(
+                "vault {} ({} bytes), format v{}, Argon2id m={}KiB t={} p={}; unlock with a password",
+                path.display(),
+                bytes.len(),
+                moat_vault::format::VERSION,
+                h.kdf.m_kib,
+                h.kdf.t,
+                h.kdf.p
+            ),
+            Err(e) => return Err(vault_failure(e)),
+        },
+    }
+    Ok(())
+}
+
+/// Unlocks the vault of `home` for reading (for `moat serve` resolving `secret:NAME`).
+pub fn unlock(home: &Home) -> Result<Vault, Failure> {
+    let path = home.vault_file();
+    if !path.exists() {
+        return Err(vault_failure(VaultError::Missing(path)));
+    }
+    open(home, &path)
+}
+
+/// Opens the vault for reading, applying the guessing delay on a wrong password.
+fn open(home: &Home, path: &Path) -> Result<Vault, Failure> {
+    let password = password("vault password")?;
+    let vault = with_progress("unlocking", || Vault::open(path, &password));
+    let vault = guard_attempts(home, vault)?;
+    for e in vault.entries() {
+        if let Ok(text) = std::str::from_utf8(e.value()) {
+            moat_core::redact::global().add_known_secret(text);
+        }
+    }
+    Ok(vault)
+}
+
+fn transact(
+    home: &Home,
+    path: &Path,
+    password: &[u8],
+    change: impl FnOnce(&mut Vault) -> Result<(), VaultError>,
+) -> Result<(), Failure> {
+    let result = with_progress("unlocking", || Vault::update(path, password, change));
+    guard_attempts(home, result)
+}
+
+/// Counts consecutive wrong passwords in `MOAT_HOME/vault.attempts` and waits longer after
+/// each (0.5 s doubling to 30 s) before saying so, so guessing through the CLI is slow.
+fn guard_attempts<T>(home: &Home, result: Result<T, VaultError>) -> Result<T, Failure> {
+    let counter = home.root().join("vault.attempts");
+    match result {
+        Err(VaultError::WrongPassword) => {
+            let failures = std::fs::read_to_string(&counter)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                .unwrap_or(0)
+                + 1;
+            let _ = moat_core::atomic::write_atomic(&counter, failures.to_string().as_bytes());
+            let delay = Duration::from_millis(
+                500u64.saturating_mul(1 << failures.min(6).saturating_sub(1)),
+            )
+            .min(Duration::from_secs(30));
+            std::thread::sleep(delay);
+            Err(Failure::runtime(anyhow!(
+                "wrong vault password (attempt {failures}); nothing was changed"
+            )))
+        }
+        Err(e) => Err(vault_failure(e)),
+        Ok(v) => {
+            let _ = std::fs::remove_file(&counter);
+            Ok(v)
+        }
+    }
+}
+
+fn vault_failure(e: VaultError) -> Failure {
+    match e {
+        VaultError::BadName(_)
+        | VaultError::Exists(_)
+        | VaultError::EntryExists(_)
+        | VaultError::NoEntry(_) => Failure::usage(e.into()),
+        _ => Failure::runtime(e),
+    }
+}
+
+/// Runs `work`, showing a spinner on a terminal if it takes longer than 300 ms.
+fn with_progress<T>(what: &'static str, work: impl FnOnce() -> T) -> T {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let spinner = std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(300) {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_message(format!("{what} (Argon2id)"));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bar.finish_and_clear();
+    });
+    let out = work();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = spinner.join();
+    out
+}
+
+/// The vault password, from the first source that has one.
+fn password(prompt: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    if let Some(file) = std::env::var_os(PASSWORD_FILE_ENV) {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&file)
+                .with_context(|| {
+                    format!(
+                        "cannot read {PASSWORD_FILE_ENV} ({})",
+                        Path::new(&file).display()
+                    )
+                })
+                .map_err(Failure::usage)?,
+        );
+        let line = text.lines().next().unwrap_or_default();
+        return Ok(Zeroizing::new(line.as_bytes().to_vec()));
+    }
+    if std::io::stdin().is_terminal() {
+        let typed = Zeroizing::new(
+            rpassword::prompt_password(format!("{prompt}: "))
+                .context("cannot read the password")
+                .map_err(Failure::runtime)?,
+        );
+        return Ok(Zeroizing::new(typed.as_bytes().to_vec()));
+    }
+    if let Ok(value) = std::env::var(PASSWORD_ENV) {
+        if std::env::var(PASSWORD_ENV_OPT_IN).as_deref() == Ok("1") {
+            eprintln!(
+                "moat: warning: reading the vault password from {PASSWORD_ENV}; environment variables leak \
+                 through process listings, crash dumps and child processes. Prefer {PASSWORD_FILE_ENV}."
+            );
+            return Ok(Zeroizing::new(value.into_bytes()));
+        }
+        return Err(Failure::usage(anyhow!(
+            "{PASSWORD_ENV} is set but ignored: environment variables leak. Use {PASSWORD_FILE_ENV}=PATH, \
+             or set {PASSWORD_ENV_OPT_IN}=1 to accept the risk"
+        )));
+    }
+    Err(Failure::usage(anyhow!(
+        "no terminal to ask for the vault password: set {PASSWORD_FILE_ENV} to a file (0600) holding it"
+    )))
+}
+
+/// The new password for `passwd`: typed twice on a terminal, else from its own file.
+fn replacement_password() -> Result<Zeroizing<Vec<u8>>, Failure> {
+    match std::env::var_os(NEW_PASSWORD_FILE_ENV) {
+        Some(file) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .with_context(|| {
+                        format!(
+                            "cannot read {NEW_PASSWORD_FILE_ENV} ({})",
+                            Path::new(&file).display()
+                        )
+                    })
+                    .map_err(Failure::usage)?,
+            );
+            check_new(Zeroizing::new(
+                text.lines().next().unwrap_or_default().as_bytes().to_vec(),
+            ))
+        }
+        None if std::io::stdin().is_terminal() => new_password(),
+        None => Err(Failure::usage(anyhow!(
+            "no terminal to type the new password: set {NEW_PASSWORD_FILE_ENV} to a file holding it"
+        ))),
+    }
+}
+
+/// A new password, typed twice on a terminal.
+fn new_password() -> Result<Zeroizing<Vec<u8>>, Failure> {
+    if std::env::var_os(PASSWORD_FILE_ENV).is_some() || !std::io::stdin().is_terminal() {
+        let pw = password("new vault password")?;
+        return check_new(pw);
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password("new vault password: ").map_err(Failure::runtime)?,
+    );
+    let second = Zeroizing::new(rpassword::prompt_password("again: ").map_err(Failure::runtime)?);
+    if *first != *second {
+        return Err(Failure::usage(anyhow!(
+            "the two passwords differ; nothing was changed"
+        )));
+    }
+    check_new(Zeroizing::new(first.as_bytes().to_vec()))
+}
+
+fn check_new(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    if pw.len() < 8 {
+        return Err(Failure::usage(anyhow!(
+            "the vault password must have at least 8 characters"
+        )));
+    }
+    Ok(pw)
+}
+
+/// The value to store: typed without echo, or all of stdin with `--stdin`.
+fn read_value(from_stdin: bool) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let mut value = Zeroizing::new(Vec::new());
+    if from_stdin {
+        std::io::stdin()
+            .read_to_end(&mut value)
+            .map_err(Failure::runtime)?;
+        if value.ends_with(b"\n") {
+            value.pop();
+            if value.ends_with(b"\r") {
+                value.pop();
+            }
+        }
+    } else if std::io::stdin().is_terminal() {
+        let typed =
+            Zeroizing::new(rpassword::prompt_password("secret value: ").map_err(Failure::runtime)?);
+        value.extend_from_slice(typed.as_bytes());
+    } else {
+        return Err(Failure::usage(anyhow!(
+            "no terminal to type the value: pipe it in with --stdin"
+        )));
+    }
+    if value.is_empty() {
+        return Err(Failure::usage(anyhow!(
+            "the secret value is empty; nothing was stored"
+        )));
+    }
+    Ok(value)
+}

@@ -1,0 +1,253 @@
+//! `moat vault` as a user drives it: password file, stdin values, bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const CANARY: &str = "sk-ant-api03-CANARYvaultCli0000000000";
+
+fn password_file(dir: &Path, password: &str) -> String {
+    let p = dir.join(format!("pw-{}", password.len()));
+    std::fs::write(&p, format!("{password}\n")).unwrap();
+    p.display().to_string()
+}
+
+/// Runs `moat vault ARGS` with the password file and optional stdin.
+fn vault(home: &Path, pw: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = moat_cmd(home);
+    cmd.arg("vault")
+        .args(args)
+        .env("MOAT_VAULT_PASSWORD_FILE", pw);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_vault_lifecycle_never_shows_values_unless_revealed() {
+    let home = new_home();
+    let pw = password_file(home.path(), "first-password-123");
+    assert_eq!(vault(home.path(), &pw, &["init"], None).0, 0);
+    let (code, _, err) = vault(home.path(), &pw, &["init"], None);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = vault(
+        home.path(),
+        &pw,
+        &["add", "anthropic", "--stdin", "--scope", "anthropic"],
+        Some(&format!("{CANARY}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut seen = format!("{out}{err}");
+    let (code, out, err) = vault(home.path(), &pw, &["list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("anthropic") && out.contains("scope anthropic"),
+        "{out}"
+    );
+    seen.push_str(&out);
+    seen.push_str(&err);
+
+    let (code, _, err) = vault(home.path(), &pw, &["get", "anthropic"], None);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = vault(home.path(), &pw, &["get", "anthropic", "--reveal"], None);
+    assert_eq!(code, 2, "not a terminal: {err}");
+    seen.push_str(&err);
+    let (code, out, _) = vault(
+        home.path(),
+        &pw,
+        &["get", "anthropic", "--reveal", "--force"],
+        None,
+    );
+    assert_eq!((code, out.trim_end()), (0, CANARY));
+
+    assert_eq!(
+        vault(home.path(), &pw, &["rename", "anthropic", "claude"], None).0,
+        0
+    );
+    let (code, _, err) = vault(home.path(), &pw, &["passwd"], None);
+    assert_eq!(code, 2, "the new password needs its own source: {err}");
+    let pw2 = password_file(home.path(), "second-password-4567");
+    let out = moat_cmd(home.path())
+        .args(["vault", "passwd"])
+        .env("MOAT_VAULT_PASSWORD_FILE", &pw)
+        .env("MOAT_VAULT_NEW_PASSWORD_FILE", &pw2)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        vault(home.path(), &pw, &["list"], None).0,
+        1,
+        "the old password is refused"
+    );
+    let (code, out, _) = vault(
+        home.path(),
+        &pw2,
+        &["get", "claude", "--reveal", "--force"],
+        None,
+    );
+    assert_eq!((code, out.trim_end()), (0, CANARY));
+    assert_eq!(vault(home.path(), &pw2, &["remove", "claude"], None).0, 0);
+    let (code, _, err) = vault(home.path(), &pw2, &["remove", "claude"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no secret named"), "{err}");
+
+    let bytes = std::fs::read(home.path().join("vault.moat")).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("CANARY"));
+    assert!(
+        !seen.contains("CANARY"),
+        "value shown outside get --reveal: {seen}"
+    );
+}
+
+#[test]
+fn wrong_passwords_are_refused_slower_each_time_and_change_nothing() {
+    let home = new_home();
+    let pw = password_file(home.path(), "right-password-123");
+    vault(home.path(), &pw, &["init"], None);
+    vault(
+        home.path(),
+        &pw,
+        &["add", "k", "--stdin"],
+        Some("value-1234567"),
+    );
+    let before = std::fs::read(home.path().join("vault.moat")).unwrap();
+    let wrong = password_file(home.path(), "wrong");
+    let t = std::time::Instant::now();
+    let (code, _, err) = vault(home.path(), &wrong, &["remove", "k"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("wrong vault password (attempt 1)"), "{err}");
+    let (_, _, err) = vault(home.path(), &wrong, &["list"], None);
+    assert!(err.contains("attempt 2"), "{err}");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(1500),
+        "no delay against guessing"
+    );
+    assert_eq!(
+        std::fs::read(home.path().join("vault.moat")).unwrap(),
+        before
+    );
+    // The right password resets the count.
+    assert_eq!(vault(home.path(), &pw, &["list"], None).0, 0);
+    assert!(!home.path().join("vault.attempts").exists());
+}
+
+#[test]
+fn a_damaged_vault_is_refused_and_left_alone() {
+    let home = new_home();
+    let pw = password_file(home.path(), "right-password-123");
+    vault(home.path(), &pw, &["init"], None);
+    let path = home.path().join("vault.moat");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, _, err) = vault(
+        home.path(),
+        &pw,
+        &["add", "k", "--stdin"],
+        Some("value-1234567"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("damaged"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    std::fs::write(&path, &bytes[..40]).unwrap();
+    let (code, out, err) = vault(home.path(), &pw, &["status"], None);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn a_password_in_the_environment_needs_an_opt_in() {
+    let home = new_home();
+    let run = |extra: &[(&str, &str)]| {
+        let out = moat_cmd(home.path())
+            .args(["vault", "init"])
+            .env("MOAT_VAULT_PASSWORD", "env-password-123")
+            .envs(extra.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("MOAT_VAULT_PASSWORD_FILE") && err.contains("MOAT_ALLOW_PASSWORD_ENV"),
+        "{err}"
+    );
+    let (code, err) = run(&[("MOAT_ALLOW_PASSWORD_ENV", "1")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning"), "{err}");
+    assert!(!err.contains("env-password-123"), "{err}");
+}
+
+#[test]
+fn serve_resolves_secret_references_through_the_vault() {
+    let home = new_home();
+    let pw = password_file(home.path(), "serve-password-123");
+    vault(home.path(), &pw, &["init"], None);
+    let key = "gw-key-CANARY-0123456789abcdef";
+    vault(
+        home.path(),
+        &pw,
+        &["add", "gateway-key", "--stdin"],
+        Some(key),
+    );
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[auth]\napi_key = \"secret:gateway-key\"\n",
+    )
+    .unwrap();
+
+    let mut moat = Moat::start_in(home, &["-vv"], &[("MOAT_VAULT_PASSWORD_FILE", &pw)], None);
+    let status = get(
+        moat.main,
+        "/status",
+        &[("X-Moat-Control-Token", &moat.token())],
+    );
+    assert_eq!(status.status, 200);
+    assert_eq!(status.json()["config"]["api_key"], "secret:gateway-key");
+    // The value is a known secret now: echoing it anywhere gets it redacted.
+    let r = get(moat.main, &format!("/no-route?q={key}"), &[("X-Echo", key)]);
+    assert_eq!(r.status, 403);
+    assert_eq!(moat.terminate(), Some(0));
+    let out = format!("{}{}", moat.output(), status.body);
+    assert!(!out.contains("CANARY"), "{out}");
+
+    // A reference to a missing entry stops the start with the command that fixes it.
+    let home = new_home();
+    vault(home.path(), &pw, &["init"], None);
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[auth]\napi_key = \"secret:absent\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_moat(
+        home.path(),
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("MOAT_VAULT_PASSWORD_FILE", &pw)],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("moat vault add absent"), "{err}");
+}
