@@ -249,18 +249,7 @@ fn with_progress<T>(what: &'static str, work: impl FnOnce() -> T) -> T {
 /// The vault password, from the first source that has one.
 fn password(prompt: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
     if let Some(file) = std::env::var_os(PASSWORD_FILE_ENV) {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&file)
-                .with_context(|| {
-                    format!(
-                        "cannot read {PASSWORD_FILE_ENV} ({})",
-                        Path::new(&file).display()
-                    )
-                })
-                .map_err(Failure::usage)?,
-        );
-        let line = text.lines().next().unwrap_or_default();
-        return Ok(Zeroizing::new(line.as_bytes().to_vec()));
+        return password_from_file(PASSWORD_FILE_ENV, Path::new(&file));
     }
     if std::io::stdin().is_terminal() {
         let typed = Zeroizing::new(
@@ -288,24 +277,21 @@ fn password(prompt: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
     )))
 }
 
+/// The first line of the password file named by the variable `var`.
+fn password_from_file(var: &str, file: &Path) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {var} ({})", file.display()))
+            .map_err(Failure::usage)?,
+    );
+    let line = text.lines().next().unwrap_or_default();
+    Ok(Zeroizing::new(line.as_bytes().to_vec()))
+}
+
 /// The new password for `passwd`: typed twice on a terminal, else from its own file.
 fn replacement_password() -> Result<Zeroizing<Vec<u8>>, Failure> {
     match std::env::var_os(NEW_PASSWORD_FILE_ENV) {
-        Some(file) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&file)
-                    .with_context(|| {
-                        format!(
-                            "cannot read {NEW_PASSWORD_FILE_ENV} ({})",
-                            Path::new(&file).display()
-                        )
-                    })
-                    .map_err(Failure::usage)?,
-            );
-            check_new(Zeroizing::new(
-                text.lines().next().unwrap_or_default().as_bytes().to_vec(),
-            ))
-        }
+        Some(file) => check_new(password_from_file(NEW_PASSWORD_FILE_ENV, Path::new(&file))?),
         None if std::io::stdin().is_terminal() => new_password(),
         None => Err(Failure::usage(anyhow!(
             "no terminal to type the new password: set {NEW_PASSWORD_FILE_ENV} to a file holding it"
