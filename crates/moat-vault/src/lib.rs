@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod format;
+pub mod seal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,33 @@ struct Body {
     entries: Vec<Entry>,
 }
 
+/// What opens a vault: the master password, or the data key itself (unsealed).
+#[derive(Clone, Copy)]
+pub enum Unlock<'a> {
+    /// The master password.
+    Password(&'a [u8]),
+    /// The data key, as recovered from a seal. A wrong key fails as a damaged body.
+    DataKey(&'a [u8; 32]),
+}
+
+impl<'a> From<&'a [u8]> for Unlock<'a> {
+    fn from(password: &'a [u8]) -> Self {
+        Unlock::Password(password)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Unlock<'a> {
+    fn from(password: &'a [u8; N]) -> Self {
+        Unlock::Password(password)
+    }
+}
+
+impl<'a> From<&'a Zeroizing<Vec<u8>>> for Unlock<'a> {
+    fn from(password: &'a Zeroizing<Vec<u8>>) -> Self {
+        Unlock::Password(password)
+    }
+}
+
 /// An unlocked vault in memory.
 pub struct Vault {
     header: format::Header,
@@ -218,8 +246,9 @@ impl Vault {
         .write(path)
     }
 
-    /// Opens and decrypts the vault at `path` for reading.
-    pub fn open(path: &Path, password: &[u8]) -> Result<Vault, VaultError> {
+    /// Opens and decrypts the vault at `path` for reading, with a password or a data key
+    /// (from a seal).
+    pub fn open<'a>(path: &Path, unlock: impl Into<Unlock<'a>>) -> Result<Vault, VaultError> {
         let file = match std::fs::read(path) {
             Ok(f) => Zeroizing::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -228,7 +257,10 @@ impl Vault {
             Err(e) => return Err(io(path)(e)),
         };
         let header = format::parse_header(&file)?;
-        let data_key = header.open_key(password)?;
+        let data_key = match unlock.into() {
+            Unlock::Password(password) => header.open_key(password)?,
+            Unlock::DataKey(key) => Zeroizing::new(*key),
+        };
         let plain = format::decrypt_body(&file, &data_key)?;
         let body: Body = serde_json::from_slice(&plain)
             .map_err(|_| VaultError::Corrupt("entries are not readable"))?;
@@ -241,13 +273,13 @@ impl Vault {
 
     /// One change under the file lock: open, apply `change`, write atomically.
     /// Nothing is written if `change` fails.
-    pub fn update<T>(
+    pub fn update<'a, T>(
         path: &Path,
-        password: &[u8],
+        unlock: impl Into<Unlock<'a>>,
         change: impl FnOnce(&mut Vault) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
         let _lock = lock(path)?;
-        let mut vault = Vault::open(path, password)?;
+        let mut vault = Vault::open(path, unlock)?;
         let out = change(&mut vault)?;
         vault.write(path)?;
         Ok(out)
@@ -263,6 +295,11 @@ impl Vault {
             path: e.path,
             source: e.source,
         })
+    }
+
+    /// The data key, for sealing.
+    pub(crate) fn data_key(&self) -> &[u8; 32] {
+        &self.data_key
     }
 
     /// The KDF parameters in use.

@@ -117,6 +117,20 @@ pub enum VaultCommand {
     },
     /// Change the vault password (rewraps the data key; entries are not re-encrypted).
     Passwd,
+    /// Let moat unlock the vault without the password, on this machine and at this path.
+    ///
+    /// The data key is wrapped by a key made from a random secret kept outside MOAT_HOME
+    /// (MOAT_SEAL_DIR, default ~/.local/share/moat/seal), this machine's id and the home's
+    /// path; a copy of MOAT_HOME elsewhere does not unseal. Anyone who can read your files
+    /// here (you, root) can unseal too; --pin adds a secret they must also know
+    /// (MOAT_VAULT_PIN_FILE without a terminal).
+    Seal {
+        /// Also require a PIN to unseal.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Remove the seal: every unlock needs the password again.
+    Unseal,
 }
 
 /// `moat config` subcommands.

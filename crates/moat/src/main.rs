@@ -35,6 +35,10 @@ impl Failure {
             error: error.into(),
         }
     }
+    /// The error.
+    pub fn error(&self) -> &anyhow::Error {
+        &self.error
+    }
     /// The same failure with context in front of its message.
     pub fn context(self, context: String) -> Self {
         Self {

@@ -79,6 +79,20 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
     crate::logging::init(&loaded.config.log, verbose);
     let config = &loaded.config;
 
+    // A fresh home gets a vault sealed to this machine, so the first start needs no prompt.
+    if !home.vault_file().exists() {
+        match crate::vault_cmd::create_sealed(home) {
+            Ok(()) => println!(
+                "moat: created a vault sealed to this machine ({}); set a master password with `moat vault passwd`",
+                home.vault_file().display()
+            ),
+            Err(f) => tracing::warn!(
+                "no vault was created ({:#}); create one with `moat vault init`",
+                f.error()
+            ),
+        }
+    }
+
     let problems = config.exposure_problems();
     if !problems.is_empty() {
         return Err(Failure::usage(anyhow::anyhow!(problems.join("\n"))));

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use moat_core::home::Home;
-use moat_vault::{KdfParams, Vault, VaultError};
+use moat_vault::seal::SealPaths;
+use moat_vault::{KdfParams, Unlock, Vault, VaultError};
 use zeroize::Zeroizing;
 
 use crate::Failure;
@@ -20,6 +21,8 @@ const PASSWORD_FILE_ENV: &str = "MOAT_VAULT_PASSWORD_FILE";
 const PASSWORD_ENV: &str = "MOAT_VAULT_PASSWORD";
 /// The new password for `passwd` when there is no terminal.
 const NEW_PASSWORD_FILE_ENV: &str = "MOAT_VAULT_NEW_PASSWORD_FILE";
+/// The seal's PIN when there is no terminal.
+const PIN_FILE_ENV: &str = "MOAT_VAULT_PIN_FILE";
 /// Opt-in for [`PASSWORD_ENV`].
 const PASSWORD_ENV_OPT_IN: &str = "MOAT_ALLOW_PASSWORD_ENV";
 
@@ -44,7 +47,21 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 path.display()
             );
         }
-        VaultCommand::Status => status(&path)?,
+        VaultCommand::Status => {
+            status(&path)?;
+            match SealPaths::for_home(home.root())
+                .ok()
+                .and_then(|p| p.status())
+            {
+                Some(true) => println!("sealed to this machine and path, with a PIN"),
+                Some(false) => {
+                    println!("sealed to this machine and path: unlocks without a password here")
+                }
+                None => println!(
+                    "not sealed: every unlock needs the password (`moat vault seal` to change that)"
+                ),
+            }
+        }
         VaultCommand::List => {
             let vault = open(home, &path)?;
             if vault.entries().next().is_none() {
@@ -75,21 +92,21 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             if !moat_vault::valid_name(name) {
                 return Err(vault_failure(VaultError::BadName(name.clone())));
             }
-            let password = password("vault password")?;
+            let credential = credential(home, "vault password")?;
             let value = read_value(*stdin)?;
-            transact(home, &path, &password, |v| {
+            transact(home, &path, &credential, |v| {
                 v.add(name, value.to_vec(), description.clone(), scope.clone())
             })?;
             println!("added {name}");
         }
         VaultCommand::Remove { name } => {
-            let password = password("vault password")?;
-            transact(home, &path, &password, |v| v.remove(name))?;
+            let credential = credential(home, "vault password")?;
+            transact(home, &path, &credential, |v| v.remove(name))?;
             println!("removed {name}");
         }
         VaultCommand::Rename { old, new } => {
-            let password = password("vault password")?;
-            transact(home, &path, &password, |v| v.rename(old, new))?;
+            let credential = credential(home, "vault password")?;
+            transact(home, &path, &credential, |v| v.rename(old, new))?;
             println!("renamed {old} to {new}");
         }
         VaultCommand::Get {
@@ -117,15 +134,59 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 .map_err(Failure::runtime)?;
         }
         VaultCommand::Passwd => {
-            let old = password("current vault password")?;
+            let old = credential(home, "current vault password")?;
             let new = replacement_password()?;
             transact(home, &path, &old, |v| {
                 v.change_password(&new, KdfParams::default())
             })?;
             println!("password changed; the data key was rewrapped, entries were not re-encrypted");
         }
+        VaultCommand::Seal { pin } => {
+            let vault = open(home, &path)?;
+            let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
+            let pin = if *pin { Some(new_pin()?) } else { None };
+            with_progress("sealing", || {
+                paths.seal(&vault, pin.as_deref().map(|p| p.as_slice()))
+            })
+            .map_err(Failure::runtime)?;
+            println!(
+                "sealed: moat now unlocks {} without the password, on this machine and at this path only{}.",
+                path.display(),
+                if pin.is_some() { ", given the PIN" } else { "" }
+            );
+            println!(
+                "The other half of the seal is {}. Anyone who can read your files here can unseal too; `moat vault unseal` undoes it.",
+                paths.outside.display()
+            );
+        }
+        VaultCommand::Unseal => {
+            let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
+            if paths.remove().map_err(Failure::runtime)? {
+                println!("unsealed: the vault needs its password again");
+            } else {
+                println!("the vault was not sealed");
+            }
+        }
     }
     Ok(())
+}
+
+/// Creates a vault for a fresh home and seals it, so `moat serve` can start unattended.
+/// Its random master password is never shown: `moat vault passwd` (unlocking through the
+/// seal) sets one. On any failure nothing is left behind.
+pub fn create_sealed(home: &Home) -> Result<(), Failure> {
+    let path = home.vault_file();
+    let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
+    let throwaway = Zeroizing::new(moat_vault::format::random::<32>().map_err(Failure::runtime)?);
+    let created = Vault::create(&path, throwaway.as_ref(), KdfParams::default())
+        .and_then(|()| Vault::open(&path, throwaway.as_ref()))
+        .map_err(Failure::runtime)
+        .and_then(|vault| paths.seal(&vault, None).map_err(Failure::runtime));
+    if created.is_err() {
+        let _ = std::fs::remove_file(&path);
+        let _ = paths.remove();
+    }
+    created
 }
 
 fn status(path: &Path) -> Result<(), Failure> {
@@ -136,7 +197,7 @@ fn status(path: &Path) -> Result<(), Failure> {
         ),
         Ok(bytes) => match moat_vault::format::parse_header(&bytes) {
             Ok(h) => println!(
-                "vault {} ({} bytes), format v{}, Argon2id m={}KiB t={} p={}; unlock with a password",
+                "vault {} ({} bytes), format v{}, Argon2id m={}KiB t={} p={}",
                 path.display(),
                 bytes.len(),
                 moat_vault::format::VERSION,
@@ -159,10 +220,44 @@ pub fn unlock(home: &Home) -> Result<Vault, Failure> {
     open(home, &path)
 }
 
+/// What unlocks the vault this time: the seal's data key, or the password.
+enum Credential {
+    Sealed(Zeroizing<[u8; 32]>),
+    Password(Zeroizing<Vec<u8>>),
+}
+
+impl Credential {
+    fn unlock(&self) -> Unlock<'_> {
+        match self {
+            Credential::Sealed(key) => Unlock::DataKey(key),
+            Credential::Password(pw) => Unlock::Password(pw),
+        }
+    }
+}
+
+/// The seal when this home has one that opens here (asking for its PIN if it needs one
+/// and one can be had), else the password.
+fn credential(home: &Home, prompt: &str) -> Result<Credential, Failure> {
+    if let Ok(paths) = SealPaths::for_home(home.root())
+        && let Some(needs_pin) = paths.status()
+    {
+        let pin = if needs_pin { pin()? } else { None };
+        if !needs_pin || pin.is_some() {
+            match with_progress("unsealing", || {
+                paths.unseal(pin.as_deref().map(|p| p.as_slice()))
+            }) {
+                Ok(key) => return Ok(Credential::Sealed(key)),
+                Err(e) => eprintln!("moat: {e}; asking for the password instead"),
+            }
+        }
+    }
+    Ok(Credential::Password(password(prompt)?))
+}
+
 /// Opens the vault for reading, applying the guessing delay on a wrong password.
 fn open(home: &Home, path: &Path) -> Result<Vault, Failure> {
-    let password = password("vault password")?;
-    let vault = with_progress("unlocking", || Vault::open(path, &password));
+    let credential = credential(home, "vault password")?;
+    let vault = with_progress("unlocking", || Vault::open(path, credential.unlock()));
     let vault = guard_attempts(home, vault)?;
     for e in vault.entries() {
         if let Ok(text) = std::str::from_utf8(e.value()) {
@@ -175,10 +270,12 @@ fn open(home: &Home, path: &Path) -> Result<Vault, Failure> {
 fn transact(
     home: &Home,
     path: &Path,
-    password: &[u8],
+    credential: &Credential,
     change: impl FnOnce(&mut Vault) -> Result<(), VaultError>,
 ) -> Result<(), Failure> {
-    let result = with_progress("unlocking", || Vault::update(path, password, change));
+    let result = with_progress("unlocking", || {
+        Vault::update(path, credential.unlock(), change)
+    });
     guard_attempts(home, result)
 }
 
@@ -273,8 +370,49 @@ fn password(prompt: &str) -> Result<Zeroizing<Vec<u8>>, Failure> {
         )));
     }
     Err(Failure::usage(anyhow!(
-        "no terminal to ask for the vault password: set {PASSWORD_FILE_ENV} to a file (0600) holding it"
+        "no terminal to ask for the vault password; point {PASSWORD_FILE_ENV} at a file (0600) holding it"
     )))
+}
+
+/// The seal's PIN, if one can be had: from MOAT_VAULT_PIN_FILE or a prompt.
+fn pin() -> Result<Option<Zeroizing<Vec<u8>>>, Failure> {
+    if let Some(file) = std::env::var_os(PIN_FILE_ENV) {
+        return password_from_file(PIN_FILE_ENV, Path::new(&file)).map(Some);
+    }
+    if std::io::stdin().is_terminal() {
+        let typed =
+            Zeroizing::new(rpassword::prompt_password("seal PIN: ").map_err(Failure::runtime)?);
+        return Ok(Some(Zeroizing::new(typed.as_bytes().to_vec())));
+    }
+    Ok(None)
+}
+
+/// A new PIN: from MOAT_VAULT_PIN_FILE, or typed twice.
+fn new_pin() -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let pin = if let Some(file) = std::env::var_os(PIN_FILE_ENV) {
+        password_from_file(PIN_FILE_ENV, Path::new(&file))?
+    } else if std::io::stdin().is_terminal() {
+        let first =
+            Zeroizing::new(rpassword::prompt_password("new seal PIN: ").map_err(Failure::runtime)?);
+        let second =
+            Zeroizing::new(rpassword::prompt_password("again: ").map_err(Failure::runtime)?);
+        if *first != *second {
+            return Err(Failure::usage(anyhow!(
+                "the two PINs differ; nothing was sealed"
+            )));
+        }
+        Zeroizing::new(first.as_bytes().to_vec())
+    } else {
+        return Err(Failure::usage(anyhow!(
+            "no terminal to type a PIN; point {PIN_FILE_ENV} at a file holding it"
+        )));
+    };
+    if pin.len() < 4 {
+        return Err(Failure::usage(anyhow!(
+            "the PIN must have at least 4 characters"
+        )));
+    }
+    Ok(pin)
 }
 
 /// The first line of the password file named by the variable `var`.
@@ -294,7 +432,7 @@ fn replacement_password() -> Result<Zeroizing<Vec<u8>>, Failure> {
         Some(file) => check_new(password_from_file(NEW_PASSWORD_FILE_ENV, Path::new(&file))?),
         None if std::io::stdin().is_terminal() => new_password(),
         None => Err(Failure::usage(anyhow!(
-            "no terminal to type the new password: set {NEW_PASSWORD_FILE_ENV} to a file holding it"
+            "no terminal to type the new password; point {NEW_PASSWORD_FILE_ENV} at a file holding it"
         ))),
     }
 }

@@ -202,6 +202,7 @@ fn public_bind_without_auth_is_refused_inside_a_namespace_too() {
             &format!("{}:7411", net.a_ip),
         ])
         .env("MOAT_HOME", home.path())
+        .env("MOAT_SEAL_DIR", seal_dir())
         .env_remove("MOAT_API_KEY")
         .output()
         .unwrap();

@@ -251,3 +251,118 @@ fn serve_resolves_secret_references_through_the_vault() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("moat vault add absent"), "{err}");
 }
+
+/// `moat vault ARGS` with no password source at all: only a seal can unlock.
+fn vault_unattended(home: &Path, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
+    let out = moat_cmd(home)
+        .arg("vault")
+        .args(args)
+        .envs(extra.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn first_serve_creates_a_sealed_vault_that_opens_here_only() {
+    let home = new_home();
+    let mut moat = Moat::start_in(home, &[], &[], None);
+    let out = moat.output();
+    assert!(
+        out.contains("created a vault sealed to this machine") && out.contains("moat vault passwd"),
+        "{out}"
+    );
+    assert_eq!(moat.terminate(), Some(0));
+    let home = moat.home.path().to_path_buf();
+
+    let (code, out, err) = vault_unattended(&home, &["status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sealed to this machine"), "{out}");
+    let (code, _, err) = vault_unattended(&home, &["add", "k", "--stdin"], &[]);
+    assert_eq!(code, 2, "stdin is the value here, and empty: {err}");
+    let (code, out, err) = vault_unattended(&home, &["list"], &[]);
+    assert_eq!(code, 0, "the seal unlocks without a password: {err}");
+    assert!(out.contains("empty"), "{out}");
+
+    // A master password can be set through the seal.
+    let pw = password_file(&home, "chosen-master-password");
+    let (code, _, err) =
+        vault_unattended(&home, &["passwd"], &[("MOAT_VAULT_NEW_PASSWORD_FILE", &pw)]);
+    assert_eq!(code, 0, "{err}");
+
+    // A copy of the home elsewhere does not unseal; the password still opens it.
+    let copy = new_home();
+    for f in ["vault.moat", "vault.seal"] {
+        std::fs::copy(home.join(f), copy.path().join(f)).unwrap();
+    }
+    let (code, _, err) = vault_unattended(copy.path(), &["list"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("another machine or at another path"), "{err}");
+    let (code, _, err) =
+        vault_unattended(copy.path(), &["list"], &[("MOAT_VAULT_PASSWORD_FILE", &pw)]);
+    assert_eq!(code, 0, "{err}");
+
+    // Unsealing brings the password back.
+    assert_eq!(vault_unattended(&home, &["unseal"], &[]).0, 0);
+    assert_eq!(vault_unattended(&home, &["list"], &[]).0, 2);
+}
+
+#[test]
+fn a_pin_sealed_vault_needs_the_pin() {
+    let home = new_home();
+    let pw = password_file(home.path(), "pin-test-password");
+    vault(home.path(), &pw, &["init"], None);
+    let pin = home.path().join("pin");
+    std::fs::write(&pin, "2468\n").unwrap();
+    let pin = pin.display().to_string();
+    let (code, _, err) = vault_unattended(
+        home.path(),
+        &["seal", "--pin"],
+        &[
+            ("MOAT_VAULT_PASSWORD_FILE", &pw),
+            ("MOAT_VAULT_PIN_FILE", &pin),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        vault_unattended(home.path(), &["list"], &[("MOAT_VAULT_PIN_FILE", &pin)]).0,
+        0
+    );
+    let wrong = home.path().join("wrong-pin");
+    std::fs::write(&wrong, "1111\n").unwrap();
+    let (code, _, err) = vault_unattended(
+        home.path(),
+        &["list"],
+        &[("MOAT_VAULT_PIN_FILE", wrong.to_str().unwrap())],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("wrong PIN"), "{err}");
+    assert_eq!(
+        vault_unattended(home.path(), &["list"], &[]).0,
+        2,
+        "no PIN, no password"
+    );
+}
+
+#[test]
+fn the_seal_secret_must_live_outside_the_home() {
+    let home = new_home();
+    let pw = password_file(home.path(), "inside-test-password");
+    vault(home.path(), &pw, &["init"], None);
+    let inside = home.path().join("seal");
+    let (code, _, err) = vault_unattended(
+        home.path(),
+        &["seal"],
+        &[
+            ("MOAT_VAULT_PASSWORD_FILE", &pw),
+            ("MOAT_SEAL_DIR", inside.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("inside MOAT_HOME"), "{err}");
+}

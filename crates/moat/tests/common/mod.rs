@@ -31,7 +31,13 @@ pub fn moat_cmd(home: &Path) -> Command {
         }
     }
     cmd.env("MOAT_HOME", home);
+    cmd.env("MOAT_SEAL_DIR", seal_dir());
     cmd
+}
+
+/// Where tests keep seal secrets: outside every test home, and not in the real ~/.local.
+pub fn seal_dir() -> PathBuf {
+    std::env::temp_dir().join("moat-test-seal")
 }
 
 /// A fresh home with mode 0700, as `moat serve` would create it.
@@ -71,6 +77,7 @@ impl Moat {
                     }
                 }
                 c.env("MOAT_HOME", home.path());
+                c.env("MOAT_SEAL_DIR", seal_dir());
                 c
             }
             None => moat_cmd(home.path()),
