@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod events;
 pub mod format;
 pub mod seal;
 
@@ -31,6 +32,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use events::VaultEvent;
 pub use format::KdfParams;
 
 /// Errors of the vault. None carries a secret value.

@@ -131,6 +131,12 @@ pub enum VaultCommand {
     },
     /// Remove the seal: every unlock needs the password again.
     Unseal,
+    /// Write every secret, in clear, to a new 0600 JSON file (for a backup or a move).
+    Export {
+        /// The file to create; an existing file is not overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// `moat config` subcommands.

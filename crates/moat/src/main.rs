@@ -71,6 +71,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` sets up logging from its config; other commands log warnings (and, with
+        // -v, the audit-bound events of what they did) to stderr.
+        let log = moat_core::config::LogConfig {
+            level: moat_core::config::LogLevel::Warn,
+            ..Default::default()
+        };
+        logging::init(&log, cli.verbose);
+    }
     // Completions need no home; everything else does.
     let home = || Home::locate(cli.home.as_deref()).map_err(|e| Failure::usage(e.into()));
     match &cli.command {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use moat_core::home::Home;
 use moat_vault::seal::SealPaths;
-use moat_vault::{KdfParams, Unlock, Vault, VaultError};
+use moat_vault::{KdfParams, Unlock, Vault, VaultError, VaultEvent};
 use zeroize::Zeroizing;
 
 use crate::Failure;
@@ -42,6 +42,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 Vault::create(&path, &password, KdfParams::default())
             })
             .map_err(vault_failure)?;
+            emit(VaultEvent::Init);
             println!(
                 "created {} (AES-256-GCM, Argon2id m=64MiB t=3 p=1)",
                 path.display()
@@ -97,16 +98,22 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             transact(home, &path, &credential, |v| {
                 v.add(name, value.to_vec(), description.clone(), scope.clone())
             })?;
+            emit(VaultEvent::Add { name: name.clone() });
             println!("added {name}");
         }
         VaultCommand::Remove { name } => {
             let credential = credential(home, "vault password")?;
             transact(home, &path, &credential, |v| v.remove(name))?;
+            emit(VaultEvent::Remove { name: name.clone() });
             println!("removed {name}");
         }
         VaultCommand::Rename { old, new } => {
             let credential = credential(home, "vault password")?;
             transact(home, &path, &credential, |v| v.rename(old, new))?;
+            emit(VaultEvent::Rename {
+                from: old.clone(),
+                to: new.clone(),
+            });
             println!("renamed {old} to {new}");
         }
         VaultCommand::Get {
@@ -128,6 +135,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             let entry = vault
                 .get(name)
                 .ok_or_else(|| vault_failure(VaultError::NoEntry(name.clone())))?;
+            emit(VaultEvent::Reveal { name: name.clone() });
             let mut out = std::io::stdout().lock();
             out.write_all(entry.value())
                 .and_then(|()| out.write_all(b"\n"))
@@ -139,6 +147,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             transact(home, &path, &old, |v| {
                 v.change_password(&new, KdfParams::default())
             })?;
+            emit(VaultEvent::PasswordChanged);
             println!("password changed; the data key was rewrapped, entries were not re-encrypted");
         }
         VaultCommand::Seal { pin } => {
@@ -149,6 +158,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 paths.seal(&vault, pin.as_deref().map(|p| p.as_slice()))
             })
             .map_err(Failure::runtime)?;
+            emit(VaultEvent::Seal { pin: pin.is_some() });
             println!(
                 "sealed: moat now unlocks {} without the password, on this machine and at this path only{}.",
                 path.display(),
@@ -159,9 +169,50 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 paths.outside.display()
             );
         }
+        VaultCommand::Export { out } => {
+            let out = std::path::absolute(out).unwrap_or_else(|_| out.clone());
+            if out.exists() {
+                return Err(Failure::usage(anyhow!(
+                    "{} exists; export writes only to a new file",
+                    out.display()
+                )));
+            }
+            let vault = open(home, &path)?;
+            let entries: Vec<serde_json::Value> = vault
+                .entries()
+                .map(|e| {
+                    let mut v = serde_json::json!({
+                        "name": e.name(),
+                        "created": e.created(),
+                        "updated": e.updated(),
+                        "description": e.description(),
+                        "scope": e.scope(),
+                    });
+                    match std::str::from_utf8(e.value()) {
+                        Ok(text) => v["value"] = text.into(),
+                        Err(_) => v["value_hex"] = hex::encode(e.value()).into(),
+                    }
+                    v
+                })
+                .collect();
+            let text = Zeroizing::new(
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "moat_vault_export": 1, "entries": entries }),
+                )
+                .map_err(Failure::runtime)?,
+            );
+            moat_core::atomic::write_atomic(&out, text.as_bytes()).map_err(Failure::runtime)?;
+            emit(VaultEvent::Reveal { name: "*".into() });
+            println!(
+                "exported {} secrets to {} (0600). It holds them in clear: move it somewhere safe or delete it.",
+                vault.entries().count(),
+                out.display()
+            );
+        }
         VaultCommand::Unseal => {
             let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
             if paths.remove().map_err(Failure::runtime)? {
+                emit(VaultEvent::Unseal);
                 println!("unsealed: the vault needs its password again");
             } else {
                 println!("the vault was not sealed");
@@ -169,6 +220,18 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Hands a vault event to the audit trail: a structured `tracing` event with target
+/// `moat::audit` that the audit log will record.
+pub fn emit(event: VaultEvent) {
+    tracing::info!(
+        target: "moat::audit",
+        action = event.action(),
+        target_name = event.target().as_deref().unwrap_or(""),
+        actor = "cli",
+        "vault event"
+    );
 }
 
 /// Creates a vault for a fresh home and seals it, so `moat serve` can start unattended.
@@ -285,6 +348,7 @@ fn guard_attempts<T>(home: &Home, result: Result<T, VaultError>) -> Result<T, Fa
     let counter = home.root().join("vault.attempts");
     match result {
         Err(VaultError::WrongPassword) => {
+            emit(VaultEvent::UnlockFailed);
             let failures = std::fs::read_to_string(&counter)
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok())

@@ -366,3 +366,90 @@ fn the_seal_secret_must_live_outside_the_home() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("inside MOAT_HOME"), "{err}");
 }
+
+#[test]
+fn export_writes_a_new_private_file_and_events_are_emitted() {
+    let home = new_home();
+    let pw = password_file(home.path(), "export-password-1");
+    vault(home.path(), &pw, &["init"], None);
+    vault(
+        home.path(),
+        &pw,
+        &["add", "k1", "--stdin", "--description", "d"],
+        Some("value-one-123"),
+    );
+    let out = home.path().join("export.json");
+    let out_s = out.to_str().unwrap();
+    let (code, stdout, err) = vault(home.path(), &pw, &["-v", "export", "--out", out_s], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("in clear"), "{stdout}");
+    assert!(
+        err.contains("vault.reveal"),
+        "the export is an audit event: {err}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["entries"][0]["name"], "k1");
+    assert_eq!(json["entries"][0]["value"], "value-one-123");
+    let (code, _, err) = vault(home.path(), &pw, &["export", "--out", out_s], None);
+    assert_eq!(code, 2, "never overwrites: {err}");
+    let (_, _, err) = vault(
+        home.path(),
+        &pw,
+        &["-v", "add", "k2", "--stdin"],
+        Some("value-two-456"),
+    );
+    assert!(
+        err.contains("vault.add") && err.contains("k2") && !err.contains("value-two"),
+        "{err}"
+    );
+}
+
+#[test]
+fn killed_vault_writers_never_lose_the_vault() {
+    let home = new_home();
+    let pw = password_file(home.path(), "kill-test-password");
+    vault(home.path(), &pw, &["init"], None);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut added = 0;
+    for round in 0..24 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = moat_cmd(home.path())
+            .args(["vault", "add", &format!("k{round}"), "--stdin"])
+            .env("MOAT_VAULT_PASSWORD_FILE", &pw)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut input = child.stdin.take().unwrap();
+            input.write_all(b"value-abcdef").unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(seed % 700));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            added += 1;
+        }
+        let (code, out, err) = vault(home.path(), &pw, &["list"], None);
+        assert_eq!(code, 0, "round {round}: the vault no longer opens: {err}");
+        let names = out.lines().filter(|l| l.starts_with('k')).count();
+        assert!(
+            names >= added,
+            "round {round}: a completed add was lost ({names} < {added})"
+        );
+    }
+}
