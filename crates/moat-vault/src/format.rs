@@ -13,7 +13,7 @@
 //! 54      12    wrap nonce
 //! 66      48    wrapped data key: AES-256-GCM(KEK, wrap nonce, data key, aad = bytes 0..54)
 //! 114     12    body nonce
-//! 126      …    body: AES-256-GCM(data key, body nonce, entries, aad = bytes 0..10)
+//! 126      …    body: AES-256-GCM(data key, body nonce, entries, aad = bytes 0..114)
 //! ```
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -35,8 +35,9 @@ const WRAPPED_KEY: usize = 66;
 const BODY_NONCE: usize = 114;
 const BODY: usize = 126;
 const TAG: usize = 16;
-/// The body's associated data: magic, version and KDF id.
-const BODY_AAD_END: usize = 10;
+/// The body's associated data: the whole header before the body nonce, so a header that
+/// was tampered with fails even when the data key comes from a seal, not the password.
+const BODY_AAD_END: usize = 114;
 
 /// Argon2id cost parameters, stored in the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +65,9 @@ impl KdfParams {
     /// Refuses parameters a tampered header could use to make unlocking hang or exhaust
     /// memory, and ones too weak to be worth a password.
     fn check(self) -> Result<Self, VaultError> {
-        let ok = (8 * 1024..=4 * 1024 * 1024).contains(&self.m_kib)
-            && (1..=64).contains(&self.t)
-            && (1..=16).contains(&self.p);
+        let ok = (8 * 1024..=1024 * 1024).contains(&self.m_kib)
+            && (1..=10).contains(&self.t)
+            && (1..=8).contains(&self.p);
         if ok {
             Ok(self)
         } else {
@@ -111,8 +112,11 @@ pub fn random<const N: usize>() -> Result<[u8; N], VaultError> {
 }
 
 fn cipher(key: &[u8; 32]) -> Aes256Gcm {
-    let key: Key<Aes256Gcm> = (*key).into();
-    Aes256Gcm::new(&key)
+    let mut key: Key<Aes256Gcm> = (*key).into();
+    let cipher = Aes256Gcm::new(&key);
+    // The cipher zeroizes its own schedule on drop (the `zeroize` feature); this copy too.
+    zeroize::Zeroize::zeroize(key.as_mut_slice());
+    cipher
 }
 
 impl Header {
@@ -208,13 +212,14 @@ pub fn parse_header(file: &[u8]) -> Result<Header, VaultError> {
     if file.len() < MAGIC.len() || &file[..MAGIC.len()] != MAGIC {
         return Err(VaultError::Corrupt("not a moat vault (bad magic)"));
     }
+    match file.get(8) {
+        Some(&VERSION) => {}
+        Some(&v) if v > VERSION => return Err(VaultError::TooNew(v)),
+        Some(_) => return Err(VaultError::Corrupt("unknown format version")),
+        None => return Err(VaultError::Corrupt("file is truncated")),
+    }
     if file.len() < BODY + TAG {
         return Err(VaultError::Corrupt("file is truncated"));
-    }
-    match file[8] {
-        VERSION => {}
-        v if v > VERSION => return Err(VaultError::TooNew(v)),
-        _ => return Err(VaultError::Corrupt("unknown format version")),
     }
     if file[9] != KDF_ARGON2ID {
         return Err(VaultError::Corrupt("unknown key derivation function"));

@@ -3,7 +3,9 @@
 //! One file, `MOAT_HOME/vault.moat` (format in `FORMAT.md`): a random 256-bit data key
 //! encrypts the entries with AES-256-GCM; the data key is wrapped by a key derived from the
 //! master password with Argon2id. Names and metadata are inside the ciphertext, so a stolen
-//! file reveals only its size. Changing the password rewraps the data key.
+//! file reveals only its size and KDF parameters. Changing the password rewraps the data
+//! key (so an old copy of the file plus the old password still yields it: after a leaked
+//! password, make a new vault and move the secrets with `export`).
 //!
 //! Every change is a transaction: take the file lock, read and decrypt, change, write
 //! atomically (0600), release. Values live in zeroizing buffers and never print.
@@ -61,8 +63,9 @@ pub enum VaultError {
     /// An entry by that name exists.
     #[error("a secret named {0:?} exists already; remove it first or choose another name")]
     EntryExists(String),
-    /// The name is not valid.
-    #[error("invalid secret name {0:?}: use 1-128 letters, digits, '_', '-' and '.'")]
+    /// The name is not valid. Not echoed: a value pasted where a name belongs must not be
+    /// printed back.
+    #[error("invalid secret name: use 1-128 letters, digits, '_', '-' and '.'")]
     BadName(String),
     /// Reading or writing the file failed.
     #[error("{path}: {source}")]
@@ -158,9 +161,17 @@ mod b64 {
     }
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Serialize, Deserialize)]
 struct Body {
     entries: Vec<Entry>,
+    /// False for a vault made sealed-only by `moat serve` until `passwd` sets a password
+    /// someone knows; unsealing such a vault would lose it.
+    #[serde(default = "yes")]
+    password_known: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What opens a vault: the master password, or the data key itself (unsealed).
@@ -219,8 +230,8 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The lock file serializing writers of `path`.
-fn lock(path: &Path) -> Result<File, VaultError> {
+/// The lock file serializing writers of `path` (the vault, and its seal).
+pub(crate) fn lock(path: &Path) -> Result<File, VaultError> {
     let lock_path = path.with_extension("lock");
     moat_core::atomic::create_private_file(&lock_path).map_err(io(&lock_path))?;
     let file = File::options()
@@ -243,7 +254,10 @@ impl Vault {
         Vault {
             header,
             data_key,
-            body: Body::default(),
+            body: Body {
+                entries: Vec::new(),
+                password_known: true,
+            },
         }
         .write(path)
     }
@@ -384,7 +398,18 @@ impl Vault {
         kdf: KdfParams,
     ) -> Result<(), VaultError> {
         self.header = format::Header::seal_key(kdf, new_password, &self.data_key)?;
+        self.body.password_known = true;
         Ok(())
+    }
+
+    /// Whether someone knows the master password (false for a sealed-only vault).
+    pub fn password_known(&self) -> bool {
+        self.body.password_known
+    }
+
+    /// Marks the password as known to nobody (a vault created sealed-only).
+    pub fn forget_password(&mut self) {
+        self.body.password_known = false;
     }
 }
 

@@ -5,30 +5,37 @@
 //!
 //! 1. a random 256-bit secret kept **outside** `MOAT_HOME`, in a user-only file under the
 //!    seal directory (`MOAT_SEAL_DIR`, else `$XDG_DATA_HOME/moat/seal`, else
-//!    `~/.local/share/moat/seal`), named after a hash of the home's path;
+//!    `~/.local/share/moat/seal`), named after a hash of the home's path and the seal's id;
 //! 2. this machine's id (`/etc/machine-id`, or `/var/lib/dbus/machine-id`);
 //! 3. the home's canonical path.
 //!
 //! With a PIN, the seal key is Argon2id(PIN) salted with all three; without, it is SHA-256
-//! over them and the seal's salt. Copying `MOAT_HOME` elsewhere (another machine, or another
-//! path here) carries no outside secret and names another path: it does not unseal.
+//! over them and the seal's salt. A copy of `MOAT_HOME` alone, elsewhere, does not unseal:
+//! the outside secret is not in it.
 //!
 //! What this does **not** protect against: anyone who can read your files as you (or as
-//! root) on this machine can unseal, exactly as moat does. A PIN adds a secret they must
-//! also know. Sealing trades the master password at every start for that exposure; the
-//! password still opens the vault wherever the file goes.
+//! root) on this machine can unseal, exactly as moat does; and anyone holding a copy of
+//! *both* MOAT_HOME and the outside secret (a backup of your whole home directory) can too,
+//! since the machine id is not secret and the path is guessable. The machine id is then
+//! only a speed bump, and absent where the system has none ([`machine_bound`] says). A PIN
+//! adds a secret they must also know; a short one can be guessed offline. The password
+//! still opens the vault wherever the file goes.
 //!
 //! ```text
 //! vault.seal, version 1
 //!  0  8  magic "MOATSEAL"
 //!  8  1  version = 1
 //!  9  1  flags: bit 0 = PIN required
-//! 10 32  salt
-//! 42 12  nonce
-//! 54 48  wrapped data key = AES-256-GCM(seal key, nonce, data key, aad = bytes 0..42)
+//! 10  8  seal id (names the outside secret's file)
+//! 18 32  salt
+//! 50 12  nonce
+//! 62 48  wrapped data key = AES-256-GCM(seal key, nonce, data key, aad = bytes 0..50)
 //! ```
+//!
+//! Resealing writes a new outside file, then the new seal, then deletes the old file, all
+//! under the vault's lock: a crash at any point leaves a seal whose outside file exists.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -42,8 +49,8 @@ use crate::{Vault, VaultError};
 const MAGIC: &[u8; 8] = b"MOATSEAL";
 const VERSION: u8 = 1;
 const FLAG_PIN: u8 = 1;
-const LEN: usize = 102;
-const AAD_END: usize = 42;
+const LEN: usize = 110;
+const AAD_END: usize = 50;
 const DOMAIN: &[u8] = b"moat-seal-v1\0";
 
 /// Where the sealing material lives for one home.
@@ -51,8 +58,8 @@ const DOMAIN: &[u8] = b"moat-seal-v1\0";
 pub struct SealPaths {
     /// `MOAT_HOME/vault.seal`.
     pub sealed: PathBuf,
-    /// The outside secret for this home.
-    pub outside: PathBuf,
+    /// The directory of outside secrets.
+    dir: PathBuf,
     home: PathBuf,
 }
 
@@ -112,16 +119,29 @@ impl SealPaths {
             },
         };
         let home = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
-        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let dir = std::fs::canonicalize(&dir)
+            .or_else(|_| std::path::absolute(&dir))
+            .unwrap_or(dir);
         if dir.starts_with(&home) {
             return Err(SealError::InsideHome(dir));
         }
-        let id = hex::encode(&Sha256::digest(home.as_os_str().as_encoded_bytes())[..16]);
         Ok(Self {
             sealed: home.join("vault.seal"),
-            outside: dir.join(format!("{id}.key")),
+            dir,
             home,
         })
+    }
+
+    /// The outside secret's file for the seal with `id`.
+    fn outside_for(&self, id: &[u8]) -> PathBuf {
+        let home = hex::encode(&Sha256::digest(self.home.as_os_str().as_encoded_bytes())[..16]);
+        self.dir.join(format!("{home}-{}.key", hex::encode(id)))
+    }
+
+    /// The outside secret of the current seal, if there is one.
+    pub fn outside(&self) -> Option<PathBuf> {
+        let bytes = std::fs::read(&self.sealed).ok()?;
+        (bytes.len() == LEN && &bytes[..8] == MAGIC).then(|| self.outside_for(&bytes[10..18]))
     }
 
     /// Whether a seal exists, and whether it needs a PIN.
@@ -153,19 +173,25 @@ impl SealPaths {
 
     /// Seals `vault`'s data key here, replacing any earlier seal (and its outside secret).
     pub fn seal(&self, vault: &Vault, pin: Option<&[u8]>) -> Result<(), SealError> {
-        let dir = self.outside.parent().ok_or(SealError::NoSealDir)?;
+        let _lock = crate::lock(&self.home.join("vault.moat"))?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .map_err(io(dir))?;
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        // An existing directory keeps whatever mode it had: make it private.
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&self.dir))?;
+        let real = std::fs::canonicalize(&self.dir).map_err(io(&self.dir))?;
+        if real.starts_with(&self.home) {
+            return Err(SealError::InsideHome(real));
+        }
+        let previous = self.outside();
+
+        let id = random::<8>()?;
+        let outside_path = self.outside_for(&id);
         let outside = Zeroizing::new(random::<32>()?);
-        moat_core::atomic::write_atomic(&self.outside, outside.as_ref()).map_err(|e| {
-            SealError::Vault(VaultError::Io {
-                path: e.path,
-                source: e.source,
-            })
-        })?;
+        write(&outside_path, outside.as_ref())?;
         let salt = random::<32>()?;
         let key = self.seal_key(&outside, &salt, pin)?;
         let nonce_bytes = random::<12>()?;
@@ -173,10 +199,10 @@ impl SealPaths {
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.push(if pin.is_some() { FLAG_PIN } else { 0 });
+        out.extend_from_slice(&id);
         out.extend_from_slice(&salt);
         let nonce: Nonce<_> = nonce_bytes.into();
-        let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key));
-        let wrapped = cipher
+        let wrapped = cipher(&key)
             .encrypt(
                 &nonce,
                 Payload {
@@ -187,12 +213,11 @@ impl SealPaths {
             .map_err(|_| SealError::Mismatch)?;
         out.extend_from_slice(&nonce_bytes);
         out.extend_from_slice(&wrapped);
-        moat_core::atomic::write_atomic(&self.sealed, &out).map_err(|e| {
-            SealError::Vault(VaultError::Io {
-                path: e.path,
-                source: e.source,
-            })
-        })
+        write(&self.sealed, &out)?;
+        if let Some(old) = previous.filter(|p| *p != outside_path) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
     }
 
     /// Recovers the data key; `pin` is needed when the seal was made with one.
@@ -211,12 +236,13 @@ impl SealPaths {
         if needs_pin && pin.is_none() {
             return Err(SealError::NeedsPin);
         }
-        let outside_bytes = match std::fs::read(&self.outside) {
+        let outside_path = self.outside_for(&bytes[10..18]);
+        let outside_bytes = match std::fs::read(&outside_path) {
             Ok(b) => Zeroizing::new(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SealError::Elsewhere(self.outside.clone()));
+                return Err(SealError::Elsewhere(outside_path));
             }
-            Err(e) => return Err(io(&self.outside)(e)),
+            Err(e) => return Err(io(&outside_path)(e)),
         };
         let outside: [u8; 32] = outside_bytes
             .as_slice()
@@ -224,18 +250,17 @@ impl SealPaths {
             .map_err(|_| SealError::Mismatch)?;
         let outside = Zeroizing::new(outside);
         let mut salt = [0u8; 32];
-        salt.copy_from_slice(&bytes[10..42]);
+        salt.copy_from_slice(&bytes[18..50]);
         let key = self.seal_key(&outside, &salt, if needs_pin { pin } else { None })?;
         let mut nonce_bytes = [0u8; 12];
-        nonce_bytes.copy_from_slice(&bytes[42..54]);
+        nonce_bytes.copy_from_slice(&bytes[50..62]);
         let nonce: Nonce<_> = nonce_bytes.into();
-        let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key));
         let plain = Zeroizing::new(
-            cipher
+            cipher(&key)
                 .decrypt(
                     &nonce,
                     Payload {
-                        msg: &bytes[54..],
+                        msg: &bytes[62..],
                         aad: &bytes[..AAD_END],
                     },
                 )
@@ -248,8 +273,10 @@ impl SealPaths {
 
     /// Removes the seal and its outside secret.
     pub fn remove(&self) -> Result<bool, SealError> {
+        let _lock = crate::lock(&self.home.join("vault.moat"))?;
         let existed = self.sealed.exists();
-        for p in [&self.sealed, &self.outside] {
+        let outside = self.outside();
+        for p in std::iter::once(&self.sealed).chain(outside.as_ref()) {
             match std::fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -258,6 +285,27 @@ impl SealPaths {
         }
         Ok(existed)
     }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
+    moat_core::atomic::write_atomic(path, bytes).map_err(|e| {
+        SealError::Vault(VaultError::Io {
+            path: e.path,
+            source: e.source,
+        })
+    })
+}
+
+fn cipher(key: &[u8; 32]) -> Aes256Gcm {
+    let mut key: Key<Aes256Gcm> = (*key).into();
+    let cipher = Aes256Gcm::new(&key);
+    zeroize::Zeroize::zeroize(key.as_mut_slice());
+    cipher
+}
+
+/// Whether this system has a machine id for the seal to bind to.
+pub fn machine_bound() -> bool {
+    !machine_id().is_empty()
 }
 
 /// This machine's id, or nothing where the system has none.
@@ -291,10 +339,9 @@ mod tests {
 
     fn paths(home: &Path, seal_dir: &Path) -> SealPaths {
         let home = std::fs::canonicalize(home).unwrap();
-        let id = hex::encode(&Sha256::digest(home.as_os_str().as_encoded_bytes())[..16]);
         SealPaths {
             sealed: home.join("vault.seal"),
-            outside: seal_dir.join(format!("{id}.key")),
+            dir: seal_dir.to_path_buf(),
             home,
         }
     }
@@ -308,12 +355,19 @@ mod tests {
         let key = p.unseal(None).unwrap();
         assert!(Vault::open(&home.join("vault.moat"), Unlock::DataKey(&key)).is_ok());
 
+        let first_outside = p.outside().unwrap();
         p.seal(&vault, Some(b"1234")).unwrap();
+        assert!(
+            !first_outside.exists(),
+            "resealing deletes the old outside secret"
+        );
         assert_eq!(p.status(), Some(true));
         assert!(matches!(p.unseal(None), Err(SealError::NeedsPin)));
         assert!(matches!(p.unseal(Some(b"9999")), Err(SealError::Mismatch)));
         assert!(p.unseal(Some(b"1234")).is_ok());
+        let outside = p.outside().unwrap();
         assert!(p.remove().unwrap());
+        assert!(!outside.exists(), "the outside secret goes with the seal");
         assert!(matches!(p.unseal(None), Err(SealError::NotSealed(_))));
     }
 
@@ -330,8 +384,8 @@ mod tests {
         }
         let there = paths(&copy, &root.path().join("seal"));
         assert!(matches!(there.unseal(None), Err(SealError::Elsewhere(_))));
-        // Even with the outside secret copied too, the path binding refuses.
-        std::fs::copy(&p.outside, &there.outside).unwrap();
+        // With the outside secret copied too, under the copy's name, the path binding refuses.
+        std::fs::copy(p.outside().unwrap(), there.outside().unwrap()).unwrap();
         assert!(matches!(there.unseal(None), Err(SealError::Mismatch)));
         // The password still opens the copy.
         assert!(Vault::open(&copy.join("vault.moat"), b"password").is_ok());
@@ -342,10 +396,10 @@ mod tests {
         let (_r, home, p) = setup();
         let vault = Vault::open(&home.join("vault.moat"), b"password").unwrap();
         p.seal(&vault, None).unwrap();
-        std::fs::remove_file(&p.outside).unwrap();
+        std::fs::remove_file(p.outside().unwrap()).unwrap();
         assert!(matches!(p.unseal(None), Err(SealError::Elsewhere(_))));
         let mut bytes = std::fs::read(&p.sealed).unwrap();
-        bytes[60] ^= 1;
+        bytes[70] ^= 1;
         std::fs::write(&p.sealed, &bytes).unwrap();
         assert!(p.unseal(None).is_err());
     }

@@ -42,6 +42,10 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 Vault::create(&path, &password, KdfParams::default())
             })
             .map_err(vault_failure)?;
+            // A seal left from an earlier vault holds another data key: it must go.
+            if let Ok(paths) = SealPaths::for_home(home.root()) {
+                let _ = paths.remove();
+            }
             emit(VaultEvent::Init);
             println!(
                 "created {} (AES-256-GCM, Argon2id m=64MiB t=3 p=1)",
@@ -159,6 +163,11 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             })
             .map_err(Failure::runtime)?;
             emit(VaultEvent::Seal { pin: pin.is_some() });
+            if !moat_vault::seal::machine_bound() {
+                eprintln!(
+                    "moat: warning: this system has no machine id; the seal is bound to the outside secret and the path only"
+                );
+            }
             println!(
                 "sealed: moat now unlocks {} without the password, on this machine and at this path only{}.",
                 path.display(),
@@ -166,7 +175,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             );
             println!(
                 "The other half of the seal is {}. Anyone who can read your files here can unseal too; `moat vault unseal` undoes it.",
-                paths.outside.display()
+                paths.outside().unwrap_or_default().display()
             );
         }
         VaultCommand::Export { out } => {
@@ -201,7 +210,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 )
                 .map_err(Failure::runtime)?,
             );
-            moat_core::atomic::write_atomic(&out, text.as_bytes()).map_err(Failure::runtime)?;
+            write_new(&out, text.as_bytes())?;
             emit(VaultEvent::Reveal { name: "*".into() });
             println!(
                 "exported {} secrets to {} (0600). It holds them in clear: move it somewhere safe or delete it.",
@@ -211,6 +220,15 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
         }
         VaultCommand::Unseal => {
             let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
+            if paths.status().is_some() && path.exists() {
+                let vault = open(home, &path)?;
+                if !vault.password_known() {
+                    return Err(Failure::usage(anyhow!(
+                        "this vault has no master password anyone knows (moat serve created it sealed); \
+                         set one with `moat vault passwd` first, or unsealing would lock you out for good"
+                    )));
+                }
+            }
             if paths.remove().map_err(Failure::runtime)? {
                 emit(VaultEvent::Unseal);
                 println!("unsealed: the vault needs its password again");
@@ -234,6 +252,26 @@ pub fn emit(event: VaultEvent) {
     );
 }
 
+/// Writes `bytes` to `path` (0600) only if nothing is there: written whole to a temporary
+/// file, then hard-linked into place, which fails rather than replace a file.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    moat_core::atomic::write_atomic(&tmp, bytes).map_err(Failure::runtime)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Failure::usage(anyhow!(
+            "{} exists; export writes only to a new file",
+            path.display()
+        )),
+        _ => Failure::runtime(anyhow!("cannot create {}: {e}", path.display())),
+    })
+}
+
 /// Creates a vault for a fresh home and seals it, so `moat serve` can start unattended.
 /// Its random master password is never shown: `moat vault passwd` (unlocking through the
 /// seal) sets one. On any failure nothing is left behind.
@@ -241,15 +279,24 @@ pub fn create_sealed(home: &Home) -> Result<(), Failure> {
     let path = home.vault_file();
     let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
     let throwaway = Zeroizing::new(moat_vault::format::random::<32>().map_err(Failure::runtime)?);
-    let created = Vault::create(&path, throwaway.as_ref(), KdfParams::default())
-        .and_then(|()| Vault::open(&path, throwaway.as_ref()))
-        .map_err(Failure::runtime)
-        .and_then(|vault| paths.seal(&vault, None).map_err(Failure::runtime));
-    if created.is_err() {
-        let _ = std::fs::remove_file(&path);
-        let _ = paths.remove();
+    match Vault::create(&path, throwaway.as_ref(), KdfParams::default()) {
+        // Someone else (`moat vault init`) made one meanwhile: theirs stands untouched.
+        Err(VaultError::Exists(_)) => return Ok(()),
+        Err(e) => return Err(Failure::runtime(e)),
+        Ok(()) => {}
     }
-    created
+    let sealed = Vault::update(&path, throwaway.as_ref(), |v| {
+        v.forget_password();
+        Ok(())
+    })
+    .and_then(|()| Vault::open(&path, throwaway.as_ref()))
+    .map_err(Failure::runtime)
+    .and_then(|vault| paths.seal(&vault, None).map_err(Failure::runtime));
+    if sealed.is_err() {
+        // This call made the vault and nobody can open it without the seal: take it back.
+        let _ = std::fs::remove_file(&path);
+    }
+    sealed
 }
 
 fn status(path: &Path) -> Result<(), Failure> {
@@ -319,8 +366,15 @@ fn credential(home: &Home, prompt: &str) -> Result<Credential, Failure> {
 
 /// Opens the vault for reading, applying the guessing delay on a wrong password.
 fn open(home: &Home, path: &Path) -> Result<Vault, Failure> {
-    let credential = credential(home, "vault password")?;
-    let vault = with_progress("unlocking", || Vault::open(path, credential.unlock()));
+    let mut credential = credential(home, "vault password")?;
+    let mut vault = with_progress("unlocking", || Vault::open(path, credential.unlock()));
+    if matches!(credential, Credential::Sealed(_)) && matches!(vault, Err(VaultError::Corrupt(_))) {
+        eprintln!(
+            "moat: the seal does not belong to this vault (remove it with `moat vault unseal`); asking for the password instead"
+        );
+        credential = Credential::Password(password("vault password")?);
+        vault = with_progress("unlocking", || Vault::open(path, credential.unlock()));
+    }
     let vault = guard_attempts(home, vault)?;
     for e in vault.entries() {
         if let Ok(text) = std::str::from_utf8(e.value()) {

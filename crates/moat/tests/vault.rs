@@ -289,6 +289,12 @@ fn first_serve_creates_a_sealed_vault_that_opens_here_only() {
     assert_eq!(code, 0, "the seal unlocks without a password: {err}");
     assert!(out.contains("empty"), "{out}");
 
+    // Unsealing a vault whose password nobody knows would lose it: refused.
+    let (code, _, err) = vault_unattended(&home, &["unseal"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("moat vault passwd"), "{err}");
+    assert_eq!(vault_unattended(&home, &["list"], &[]).0, 0, "still sealed");
+
     // A master password can be set through the seal.
     let pw = password_file(&home, "chosen-master-password");
     let (code, _, err) =
@@ -452,4 +458,52 @@ fn killed_vault_writers_never_lose_the_vault() {
             "round {round}: a completed add was lost ({names} < {added})"
         );
     }
+}
+
+#[test]
+fn a_seal_from_an_earlier_vault_falls_back_to_the_password() {
+    let home = new_home();
+    let pw = password_file(home.path(), "stale-seal-password");
+    vault(home.path(), &pw, &["init"], None);
+    let (code, out, _) = vault(home.path(), &pw, &["seal"], None);
+    assert_eq!(code, 0);
+    let outside = out
+        .split("The other half of the seal is ")
+        .nth(1)
+        .unwrap()
+        .split(". ")
+        .next()
+        .unwrap()
+        .to_string();
+    let outside_bytes = std::fs::read(&outside).unwrap();
+    // The vault is replaced behind the seal's back; the old seal is put back in place.
+    let seal = std::fs::read(home.path().join("vault.seal")).unwrap();
+    std::fs::remove_file(home.path().join("vault.moat")).unwrap();
+    vault(home.path(), &pw, &["init"], None);
+    assert!(
+        !home.path().join("vault.seal").exists(),
+        "init clears a stale seal"
+    );
+    std::fs::write(home.path().join("vault.seal"), &seal).unwrap();
+    std::fs::write(&outside, &outside_bytes).unwrap();
+    let (code, _, err) = vault(home.path(), &pw, &["list"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("does not belong to this vault"), "{err}");
+}
+
+#[test]
+fn a_tampered_header_fails_even_when_the_seal_opens() {
+    let home = new_home();
+    let pw = password_file(home.path(), "tamper-seal-password");
+    vault(home.path(), &pw, &["init"], None);
+    assert_eq!(vault(home.path(), &pw, &["seal"], None).0, 0);
+    let path = home.path().join("vault.moat");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[30] ^= 1; // inside the salt
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, _, err) = vault_unattended(home.path(), &["list"], &[]);
+    assert_ne!(
+        code, 0,
+        "a tampered header must not pass through a sealed unlock: {err}"
+    );
 }
