@@ -507,3 +507,53 @@ fn a_tampered_header_fails_even_when_the_seal_opens() {
         "a tampered header must not pass through a sealed unlock: {err}"
     );
 }
+
+#[test]
+fn a_sealed_vault_lets_serve_resolve_secrets_unattended() {
+    // First start on a fresh home creates the sealed vault.
+    let mut first = Moat::start(&[], &[]);
+    assert_eq!(first.terminate(), Some(0));
+    let home = first.home.path().to_path_buf();
+    let key = "sealed-gw-key-CANARY-0123456789";
+    let (code, _, err) = {
+        use std::io::Write;
+        let mut child = moat_cmd(&home)
+            .args(["vault", "add", "gw", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(key.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "added through the seal, no password: {err}");
+    std::fs::write(
+        home.join("config.toml"),
+        "[auth]\napi_key = \"secret:gw\"\n",
+    )
+    .unwrap();
+
+    // Second start: no password source at all, and secret:gw resolves through the seal.
+    let home_dir = std::mem::replace(&mut first.home, new_home());
+    drop(first);
+    let mut second = Moat::start_in(home_dir, &["-vv"], &[], None);
+    let status = get(
+        second.main,
+        "/status",
+        &[("X-Moat-Control-Token", &second.token())],
+    );
+    assert_eq!(status.json()["config"]["api_key"], "secret:gw");
+    assert_eq!(second.terminate(), Some(0));
+    assert!(!second.output().contains("CANARY"));
+}
