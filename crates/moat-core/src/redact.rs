@@ -16,7 +16,7 @@
 //! use moat_core::redact::Redactor;
 //! let r = Redactor::new();
 //! r.add_known_secret("hunter2-horse-battery");
-//! let out = r.redact("sent Bearer sk-ant-api03-abcdefghijklmnop with hunter2-horse-battery");
+//! let out = r.redact("sent Bearer sk-ant-api03-fake-example-key with hunter2-horse-battery");
 //! assert_eq!(out, "sent Bearer [REDACTED] with [REDACTED]");
 //! ```
 
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn provider_keys() {
         assert_eq!(
-            r("key sk-ant-api03-AbCdEf0123456789_-xyz end"),
+            r("key sk-ant-api03-fake0123456789_-xyz end"),
             "key [REDACTED] end"
         );
         assert_eq!(r("sk-proj-0123456789abcdefABCDEF"), "[REDACTED]");
@@ -329,7 +329,8 @@ mod tests {
 
     #[test]
     fn private_keys() {
-        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+        let pem =
+            "-----BEGIN PRIVATE KEY-----\nfakeKeyMaterialForTheTest\n-----END PRIVATE KEY-----";
         assert_eq!(r(&format!("key:\n{pem}\nafter")), "key:\n[REDACTED]\nafter");
     }
 
