@@ -118,6 +118,10 @@ pub struct LimitsConfig {
     /// Most bytes all request bodies together may hold in memory at once; past it,
     /// requests with bodies get 503 until others finish.
     pub max_buffered_bytes: u64,
+    /// Most open connections from one client IP (one /64 for IPv6); more are closed at once.
+    pub max_connections_per_ip: u32,
+    /// Most open connections in all; more are closed at once.
+    pub max_connections: u32,
 }
 
 impl Default for LimitsConfig {
@@ -126,6 +130,8 @@ impl Default for LimitsConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_read_timeout: Duration::from_secs(30),
             max_buffered_bytes: 256 * 1024 * 1024,
+            max_connections_per_ip: 256,
+            max_connections: 4096,
         }
     }
 }
@@ -274,6 +280,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_MAX_BODY_BYTES", "limits.max_body_bytes"),
     ("MOAT_BODY_READ_TIMEOUT", "limits.body_read_timeout"),
     ("MOAT_MAX_BUFFERED_BYTES", "limits.max_buffered_bytes"),
+    (
+        "MOAT_MAX_CONNECTIONS_PER_IP",
+        "limits.max_connections_per_ip",
+    ),
+    ("MOAT_MAX_CONNECTIONS", "limits.max_connections"),
     ("MOAT_RATE_LIMIT_PER_SECOND", "rate_limit.per_second"),
     ("MOAT_RATE_LIMIT_BURST", "rate_limit.burst"),
     ("MOAT_LOG", "log.level"),
@@ -289,6 +300,8 @@ fn kind_of(key: &str) -> Kind {
         "server.allow_insecure_remote" => Kind::Bool,
         "limits.max_body_bytes"
         | "limits.max_buffered_bytes"
+        | "limits.max_connections_per_ip"
+        | "limits.max_connections"
         | "rate_limit.per_second"
         | "rate_limit.burst" => Kind::Int,
         _ => Kind::Str,
@@ -550,6 +563,12 @@ impl Config {
             return Err((
                 "limits.max_buffered_bytes",
                 "must be at least limits.max_body_bytes, or no body of the largest size could be read".into(),
+            ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_connections_per_ip == 0 {
+            return Err((
+                "limits.max_connections",
+                "connection limits must be at least 1".into(),
             ));
         }
         if self.rate_limit.per_second == 0 {

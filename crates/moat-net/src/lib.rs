@@ -6,6 +6,7 @@
 //! response ([`headers`]), and the error body shape ([`error`]). It knows nothing of LLMs.
 #![deny(missing_docs)]
 
+pub mod conns;
 pub mod error;
 pub mod exposure;
 pub mod gate;

@@ -71,7 +71,8 @@ impl PerIpLimiter {
     }
 }
 
-fn client_key(ip: IpAddr) -> IpAddr {
+/// The unit a client is counted by: its IPv4 address, or its IPv6 /64.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

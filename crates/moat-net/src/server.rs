@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conns::ConnLimits;
 use crate::exposure::ListenerKind;
 use crate::gate::{Gate, GateConfig};
 use crate::routes::Routes;
@@ -137,6 +138,7 @@ pub enum Drained {
 pub async fn serve(
     listeners: Vec<(Listener, Routes)>,
     gate: GateConfig,
+    conns: ConnLimits,
     settings: ConnSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
@@ -149,6 +151,7 @@ pub async fn serve(
             listener,
             routes,
             gate.clone(),
+            conns.clone(),
             settings,
             graceful.clone(),
             stop_rx.clone(),
@@ -230,6 +233,7 @@ async fn accept_loop(
     listener: Listener,
     routes: Routes,
     gate: Arc<GateConfig>,
+    conns: ConnLimits,
     settings: ConnSettings,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
@@ -248,6 +252,11 @@ async fn accept_loop(
                 }
             },
         };
+        let Some(slot) = conns.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection limit reached; closing (limits.max_connections[_per_ip])");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
@@ -261,6 +270,7 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let Some(acceptor) = tls else {
                 return protocols.serve_plain(watcher, stream, service).await;
             };

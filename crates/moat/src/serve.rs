@@ -11,6 +11,7 @@ use moat_core::config::{Config, Loaded, Override};
 use moat_core::home::Home;
 use moat_core::secret::{SecretRef, SecretString};
 use moat_core::state::StateStore;
+use moat_net::conns::ConnLimits;
 use moat_net::exposure::{Exposure, ListenerKind, Policy};
 use moat_net::gate::GateConfig;
 use moat_net::limits::{BodyLimits, BodyReader};
@@ -267,11 +268,15 @@ async fn serve(
         }
     });
 
+    let conns = ConnLimits::new(
+        config.limits.max_connections_per_ip,
+        config.limits.max_connections,
+    );
     let settings = ConnSettings {
         header_read_timeout: config.limits.body_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let drained = server::serve(served, gate, settings, shutdown_signal()).await;
+    let drained = server::serve(served, gate, conns, settings, shutdown_signal()).await;
     cleaner.abort();
     match drained {
         Drained::All => tracing::info!("all in-flight requests finished"),

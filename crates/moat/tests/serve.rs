@@ -613,3 +613,32 @@ fn a_remote_listener_needs_a_long_api_key() {
     assert!(err.contains("at least 16"), "{err}");
     assert!(!err.contains("short-key"), "{err}");
 }
+
+#[test]
+fn connections_per_client_are_capped() {
+    let moat = Moat::start(&[], &[("MOAT_MAX_CONNECTIONS_PER_IP", "3")]);
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(moat.main).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut over = TcpStream::connect(moat.main).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        over,
+        "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        moat.host()
+    );
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut over, &mut buf).unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "the connection over the cap should be closed unanswered"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        get(moat.main, "/health", &[]).status,
+        200,
+        "closed connections free their places"
+    );
+}
