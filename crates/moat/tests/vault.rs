@@ -16,21 +16,31 @@ fn password_file(dir: &Path, password: &str) -> String {
 
 /// Runs `moat vault ARGS` with the password file and optional stdin.
 fn vault(home: &Path, pw: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    let mut cmd = moat_cmd(home);
-    cmd.arg("vault")
+    run_vault(home, args, stdin, &[("MOAT_VAULT_PASSWORD_FILE", pw)])
+}
+
+/// Runs `moat vault ARGS` with `env`, feeding `stdin` (none: an empty, closed stdin).
+fn run_vault(
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = moat_cmd(home)
+        .arg("vault")
         .args(args)
-        .env("MOAT_VAULT_PASSWORD_FILE", pw);
-    cmd.stdin(std::process::Stdio::piped())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
     }
+    drop(input);
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -252,20 +262,9 @@ fn serve_resolves_secret_references_through_the_vault() {
     assert!(err.contains("moat vault add absent"), "{err}");
 }
 
-/// `moat vault ARGS` with no password source at all: only a seal can unlock.
+/// `moat vault ARGS` with no password source but `extra`: only a seal can unlock.
 fn vault_unattended(home: &Path, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
-    let out = moat_cmd(home)
-        .arg("vault")
-        .args(args)
-        .envs(extra.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_vault(home, args, None, extra)
 }
 
 #[test]
