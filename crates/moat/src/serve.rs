@@ -238,6 +238,7 @@ async fn serve(
         })
     };
 
+    let signals = Signals::install().map_err(Failure::runtime)?;
     let mut served = Vec::new();
     for l in [Some(main), lan].into_iter().flatten() {
         let scheme = if l.is_tls() { "https" } else { "http" };
@@ -276,7 +277,7 @@ async fn serve(
         header_read_timeout: config.limits.body_read_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let drained = server::serve(served, gate, conns, settings, shutdown_signal()).await;
+    let drained = server::serve(served, gate, conns, settings, signals.shutdown()).await;
     cleaner.abort();
     match drained {
         Drained::All => tracing::info!("all in-flight requests finished"),
@@ -349,31 +350,40 @@ fn new_control_token() -> anyhow::Result<SecretString> {
     Ok(SecretString::new(hex::encode(bytes)))
 }
 
-/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop moat with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM and SIGINT, caught from the moment this is made: made before moat says it is
+/// listening, so a signal right after start still gets the clean shutdown.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+        })
     }
-    tracing::info!(
-        "shutting down: no new connections; finishing in-flight requests (signal again to exit now)"
-    );
-    tokio::spawn(async move {
+
+    /// Completes on the first signal; a second one exits at once.
+    async fn shutdown(mut self) {
         tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
         }
-        eprintln!("moat: second signal, exiting without waiting");
-        std::process::exit(130);
-    });
+        tracing::info!(
+            "shutting down: no new connections; finishing in-flight requests (signal again to exit now)"
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.term.recv() => {},
+                _ = self.int.recv() => {},
+            }
+            eprintln!("moat: second signal, exiting without waiting");
+            std::process::exit(130);
+        });
+    }
 }
 
 /// Liveness and nothing else. The hottest route, so the response is built directly, with
