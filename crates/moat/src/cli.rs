@@ -57,9 +57,10 @@ pub enum Command {
     Status,
     /// Manage the encrypted vault (MOAT_HOME/vault.moat) that holds every credential.
     ///
-    /// The vault password is read from a prompt without echo, or from the file named by
-    /// MOAT_VAULT_PASSWORD_FILE. MOAT_VAULT_PASSWORD is honoured only with
-    /// MOAT_ALLOW_PASSWORD_ENV=1 (environment variables leak to other processes).
+    /// A sealed vault (see `seal`) unlocks without a password. Otherwise the password is
+    /// read from a prompt without echo, or from the file named by MOAT_VAULT_PASSWORD_FILE.
+    /// MOAT_VAULT_PASSWORD is honoured only with MOAT_ALLOW_PASSWORD_ENV=1 (environment
+    /// variables leak to other processes).
     #[command(subcommand)]
     Vault(VaultCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
@@ -116,6 +117,8 @@ pub enum VaultCommand {
         force: bool,
     },
     /// Change the vault password (rewraps the data key; entries are not re-encrypted).
+    ///
+    /// The new password is typed twice, or read from MOAT_VAULT_NEW_PASSWORD_FILE.
     Passwd,
     /// Let moat unlock the vault without the password, on this machine and at this path.
     ///
