@@ -5,12 +5,65 @@ use std::process::ExitCode;
 
 use moat_core::config::Config;
 use moat_core::home::Home;
+use moat_core::secret::SecretRef;
+use moat_vault::seal::SealPaths;
+use moat_vault::{Unlock, Vault};
 
 /// One check's result.
 enum Outcome {
     Ok(String),
     Warn(String),
     Fail { problem: String, fix: String },
+}
+
+/// Whether a secret reference will resolve at start, as far as can be told without asking
+/// for a password: doctor never prompts and changes nothing.
+fn check_reference(home: &Home, reference: &SecretRef) -> Outcome {
+    let name = match reference {
+        SecretRef::Env(_) => {
+            return match reference.resolve() {
+                Ok(_) => Outcome::Ok(format!("{reference} is set")),
+                Err(e) => Outcome::Fail {
+                    problem: e.to_string(),
+                    fix: "export the variable before `moat serve`, or change auth.api_key".into(),
+                },
+            };
+        }
+        SecretRef::Vault(name) => name,
+    };
+    let path = home.vault_file();
+    if !path.exists() {
+        return Outcome::Fail {
+            problem: format!(
+                "{reference} needs the vault, and there is none at {}",
+                path.display()
+            ),
+            fix: format!("moat vault init && moat vault add {name}"),
+        };
+    }
+    // Only a seal without a PIN opens the vault with no one asked.
+    let unsealed = SealPaths::for_home(home.root())
+        .ok()
+        .filter(|p| p.status() == Some(false))
+        .and_then(|p| p.unseal(None).ok());
+    let Some(key) = unsealed else {
+        return Outcome::Warn(format!(
+            "{reference} is checked when `moat serve` unlocks the vault (it needs the password or PIN)"
+        ));
+    };
+    match Vault::open(&path, Unlock::DataKey(&key)) {
+        Ok(vault) if vault.get(name).is_some() => {
+            Outcome::Ok(format!("{reference} is in the vault"))
+        }
+        Ok(_) => Outcome::Fail {
+            problem: format!("the vault has no secret named {name:?}"),
+            fix: format!("moat vault add {name}"),
+        },
+        Err(e) => Outcome::Fail {
+            problem: e.to_string(),
+            fix: "see `moat vault status`".into(),
+        },
+    }
 }
 
 pub fn run(home: &Home) -> ExitCode {
@@ -120,16 +173,7 @@ pub fn run(home: &Home) -> ExitCode {
                 ));
             }
             if let Some(r) = &c.auth.api_key {
-                match r.resolve() {
-                    Ok(_) => results.push(("api key", Outcome::Ok(format!("{r} resolves")))),
-                    Err(e) => results.push((
-                        "api key",
-                        Outcome::Fail {
-                            problem: e.to_string(),
-                            fix: "set the variable, or change auth.api_key".into(),
-                        },
-                    )),
-                }
+                results.push(("api key", check_reference(home, r)));
             }
             if let Some(t) = &c.server.tls {
                 match moat_net::tls::server_config(&t.cert, &t.key) {

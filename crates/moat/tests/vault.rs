@@ -11,7 +11,19 @@ const CANARY: &str = "sk-ant-api03-CANARYvaultCli0000000000";
 fn password_file(dir: &Path, password: &str) -> String {
     let p = dir.join(format!("pw-{}", password.len()));
     std::fs::write(&p, format!("{password}\n")).unwrap();
+    // 0600, as users are told to keep it (and as doctor checks inside MOAT_HOME).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p.display().to_string()
+}
+
+/// A fresh home with a vault created under `password`, and the password file's path.
+fn initialized_home(password: &str) -> (tempfile::TempDir, String) {
+    let home = new_home();
+    let pw = password_file(home.path(), password);
+    let (code, _, err) = vault(home.path(), &pw, &["init"], None);
+    assert_eq!(code, 0, "vault init: {err}");
+    (home, pw)
 }
 
 /// Runs `moat vault ARGS` with the password file and optional stdin.
@@ -129,9 +141,7 @@ fn the_vault_lifecycle_never_shows_values_unless_revealed() {
 
 #[test]
 fn wrong_passwords_are_refused_slower_each_time_and_change_nothing() {
-    let home = new_home();
-    let pw = password_file(home.path(), "right-password-123");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("right-password-123");
     vault(
         home.path(),
         &pw,
@@ -161,9 +171,7 @@ fn wrong_passwords_are_refused_slower_each_time_and_change_nothing() {
 
 #[test]
 fn a_damaged_vault_is_refused_and_left_alone() {
-    let home = new_home();
-    let pw = password_file(home.path(), "right-password-123");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("right-password-123");
     let path = home.path().join("vault.moat");
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
@@ -214,9 +222,7 @@ fn a_password_in_the_environment_needs_an_opt_in() {
 
 #[test]
 fn serve_resolves_secret_references_through_the_vault() {
-    let home = new_home();
-    let pw = password_file(home.path(), "serve-password-123");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("serve-password-123");
     let key = "gw-key-CANARY-0123456789abcdef";
     vault(
         home.path(),
@@ -319,9 +325,7 @@ fn first_serve_creates_a_sealed_vault_that_opens_here_only() {
 
 #[test]
 fn a_pin_sealed_vault_needs_the_pin() {
-    let home = new_home();
-    let pw = password_file(home.path(), "pin-test-password");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("pin-test-password");
     let pin = home.path().join("pin");
     std::fs::write(&pin, "2468\n").unwrap();
     let pin = pin.display().to_string();
@@ -356,9 +360,7 @@ fn a_pin_sealed_vault_needs_the_pin() {
 
 #[test]
 fn the_seal_secret_must_live_outside_the_home() {
-    let home = new_home();
-    let pw = password_file(home.path(), "inside-test-password");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("inside-test-password");
     let inside = home.path().join("seal");
     let (code, _, err) = vault_unattended(
         home.path(),
@@ -374,9 +376,7 @@ fn the_seal_secret_must_live_outside_the_home() {
 
 #[test]
 fn export_writes_a_new_private_file_and_events_are_emitted() {
-    let home = new_home();
-    let pw = password_file(home.path(), "export-password-1");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("export-password-1");
     vault(
         home.path(),
         &pw,
@@ -417,9 +417,7 @@ fn export_writes_a_new_private_file_and_events_are_emitted() {
 
 #[test]
 fn killed_vault_writers_never_lose_the_vault() {
-    let home = new_home();
-    let pw = password_file(home.path(), "kill-test-password");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("kill-test-password");
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -461,9 +459,7 @@ fn killed_vault_writers_never_lose_the_vault() {
 
 #[test]
 fn a_seal_from_an_earlier_vault_falls_back_to_the_password() {
-    let home = new_home();
-    let pw = password_file(home.path(), "stale-seal-password");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("stale-seal-password");
     let (code, out, _) = vault(home.path(), &pw, &["seal"], None);
     assert_eq!(code, 0);
     let outside = out
@@ -492,9 +488,7 @@ fn a_seal_from_an_earlier_vault_falls_back_to_the_password() {
 
 #[test]
 fn a_tampered_header_fails_even_when_the_seal_opens() {
-    let home = new_home();
-    let pw = password_file(home.path(), "tamper-seal-password");
-    vault(home.path(), &pw, &["init"], None);
+    let (home, pw) = initialized_home("tamper-seal-password");
     assert_eq!(vault(home.path(), &pw, &["seal"], None).0, 0);
     let path = home.path().join("vault.moat");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -555,4 +549,45 @@ fn a_sealed_vault_lets_serve_resolve_secrets_unattended() {
     assert_eq!(status.json()["config"]["api_key"], "secret:gw");
     assert_eq!(second.terminate(), Some(0));
     assert!(!second.output().contains("CANARY"));
+}
+
+#[test]
+fn doctor_checks_vault_references_without_asking_for_anything() {
+    let home = new_home();
+    let config = home.path().join("config.toml");
+    std::fs::write(&config, "[auth]\napi_key = \"secret:gw\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let doctor = |home: &Path| run_moat(home, &["doctor"], &[]);
+
+    let (code, out, _) = doctor(home.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("moat vault init && moat vault add gw"),
+        "{out}"
+    );
+
+    let pw = password_file(home.path(), "doctor-password-1");
+    assert_eq!(vault(home.path(), &pw, &["init"], None).0, 0);
+    let (code, out, _) = doctor(home.path());
+    assert_eq!(code, 0, "a locked vault is not a failure: {out}");
+    assert!(out.contains("checked when `moat serve` unlocks"), "{out}");
+
+    assert_eq!(vault(home.path(), &pw, &["seal"], None).0, 0);
+    let (code, out, _) = doctor(home.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("fix: moat vault add gw"), "{out}");
+
+    vault(
+        home.path(),
+        &pw,
+        &["add", "gw", "--stdin"],
+        Some("gw-value-123456"),
+    );
+    let (code, out, _) = doctor(home.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("secret:gw is in the vault") && !out.contains("gw-value"),
+        "{out}"
+    );
 }
