@@ -24,6 +24,7 @@
 
 pub mod events;
 pub mod format;
+pub mod keyring;
 pub mod seal;
 
 use std::fs::File;

@@ -122,15 +122,21 @@ pub enum VaultCommand {
     Passwd,
     /// Let moat unlock the vault without the password, on this machine and at this path.
     ///
-    /// The data key is wrapped by a key made from a random secret kept outside MOAT_HOME
-    /// (MOAT_SEAL_DIR, default ~/.local/share/moat/seal), this machine's id and the home's
-    /// path; a copy of MOAT_HOME elsewhere does not unseal. Anyone who can read your files
-    /// here (you, root) can unseal too; --pin adds a secret they must also know
-    /// (MOAT_VAULT_PIN_FILE without a terminal).
+    /// The data key is wrapped by a key made from a random secret kept outside MOAT_HOME,
+    /// this machine's id and the home's path; a copy of MOAT_HOME elsewhere does not
+    /// unseal. The secret goes to the OS keyring (Secret Service) when one answers, else
+    /// to a user-only file in MOAT_SEAL_DIR (default ~/.local/share/moat/seal). Anyone who
+    /// can read your files here (you, root) can unseal too; --pin adds a secret they must
+    /// also know (MOAT_VAULT_PIN_FILE without a terminal).
     Seal {
         /// Also require a PIN to unseal.
         #[arg(long)]
         pin: bool,
+        /// Where the outside secret goes: auto (the keyring if one answers, else a file),
+        /// keyring, or file. A keyring is locked until you log in: use file for a service
+        /// that starts at boot. Default: MOAT_SEAL_STORE, else auto.
+        #[arg(long, value_name = "STORE", value_parser = ["auto", "keyring", "file"])]
+        store: Option<String>,
     },
     /// Remove the seal: every unlock needs the password again.
     Unseal,

@@ -83,10 +83,11 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
     // A fresh home gets a vault sealed to this machine, so the first start needs no prompt.
     if !home.vault_file().exists() {
         match crate::vault_cmd::create_sealed(home) {
-            Ok(()) => println!(
-                "moat: created a vault sealed to this machine ({}); set a master password with `moat vault passwd`",
+            Ok(Some(outside)) => println!(
+                "moat: created a vault sealed to this machine ({}, other half in {outside}); set a master password with `moat vault passwd`",
                 home.vault_file().display()
             ),
+            Ok(None) => {}
             Err(f) => tracing::warn!(
                 "no vault was created ({:#}); create one with `moat vault init`",
                 f.error()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use moat_core::home::Home;
-use moat_vault::seal::SealPaths;
+use moat_vault::seal::{Outside, SealPaths, SealStore};
 use moat_vault::{KdfParams, Unlock, Vault, VaultError, VaultEvent};
 use zeroize::Zeroizing;
 
@@ -54,10 +54,9 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
         }
         VaultCommand::Status => {
             status(&path)?;
-            match SealPaths::for_home(home.root())
-                .ok()
-                .and_then(|p| p.status())
-            {
+            let paths = SealPaths::for_home(home.root()).ok();
+            let outside = paths.as_ref().and_then(|p| p.outside());
+            match paths.as_ref().and_then(|p| p.status()) {
                 Some(true) => println!("sealed to this machine and path, with a PIN"),
                 Some(false) => {
                     println!("sealed to this machine and path: unlocks without a password here")
@@ -65,6 +64,9 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 None => println!(
                     "not sealed: every unlock needs the password (`moat vault seal` to change that)"
                 ),
+            }
+            if let Some(outside) = outside {
+                println!("the seal's other half is {outside}");
             }
         }
         VaultCommand::List => {
@@ -154,14 +156,27 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             emit(VaultEvent::PasswordChanged);
             println!("password changed; the data key was rewrapped, entries were not re-encrypted");
         }
-        VaultCommand::Seal { pin } => {
+        VaultCommand::Seal { pin, store } => {
+            let store = match store {
+                Some(s) => s.parse::<SealStore>(),
+                None => SealStore::from_env(),
+            }
+            .map_err(|e| Failure::usage(e.into()))?;
             let vault = open(home, &path)?;
             let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
             let pin = if *pin { Some(new_pin()?) } else { None };
-            with_progress("sealing", || {
-                paths.seal(&vault, pin.as_deref().map(|p| p.as_slice()))
+            let sealed = with_progress("sealing", || {
+                paths.seal(&vault, pin.as_deref().map(|p| p.as_slice()), store)
             })
             .map_err(Failure::runtime)?;
+            if let Some(why) = &sealed.keyring_skipped {
+                tracing::info!("seal: not using the OS keyring: {why}");
+            }
+            if let Some((old, why)) = &sealed.leftover {
+                eprintln!(
+                    "moat: warning: the previous seal's secret, {old}, could not be deleted ({why}); delete it with your keyring's own tool"
+                );
+            }
             emit(VaultEvent::Seal { pin: pin.is_some() });
             if !moat_vault::seal::machine_bound() {
                 eprintln!(
@@ -175,7 +190,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             );
             println!(
                 "The other half of the seal is {}. Anyone who can read your files here can unseal too; `moat vault unseal` undoes it.",
-                paths.outside().unwrap_or_default().display()
+                sealed.outside
             );
         }
         VaultCommand::Export { out } => {
@@ -275,13 +290,13 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 /// Creates a vault for a fresh home and seals it, so `moat serve` can start unattended.
 /// Its random master password is never shown: `moat vault passwd` (unlocking through the
 /// seal) sets one. On any failure nothing is left behind.
-pub fn create_sealed(home: &Home) -> Result<(), Failure> {
+pub fn create_sealed(home: &Home) -> Result<Option<Outside>, Failure> {
     let path = home.vault_file();
     let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
     let throwaway = Zeroizing::new(moat_vault::format::random::<32>().map_err(Failure::runtime)?);
     match Vault::create(&path, throwaway.as_ref(), KdfParams::default()) {
         // Someone else (`moat vault init`) made one meanwhile: theirs stands untouched.
-        Err(VaultError::Exists(_)) => return Ok(()),
+        Err(VaultError::Exists(_)) => return Ok(None),
         Err(e) => return Err(Failure::runtime(e)),
         Ok(()) => {}
     }
@@ -291,12 +306,18 @@ pub fn create_sealed(home: &Home) -> Result<(), Failure> {
     })
     .and_then(|()| Vault::open(&path, throwaway.as_ref()))
     .map_err(Failure::runtime)
-    .and_then(|vault| paths.seal(&vault, None).map_err(Failure::runtime));
-    if sealed.is_err() {
-        // This call made the vault and nobody can open it without the seal: take it back.
-        let _ = std::fs::remove_file(&path);
+    .and_then(|vault| {
+        let store = SealStore::from_env().map_err(|e| Failure::usage(e.into()))?;
+        paths.seal(&vault, None, store).map_err(Failure::runtime)
+    });
+    match sealed {
+        Ok(sealed) => Ok(Some(sealed.outside)),
+        Err(e) => {
+            // This call made the vault and nobody can open it without the seal: take it back.
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
     }
-    sealed
 }
 
 fn status(path: &Path) -> Result<(), Failure> {

@@ -591,3 +591,230 @@ fn doctor_checks_vault_references_without_asking_for_anything() {
         "{out}"
     );
 }
+
+/// A private D-Bus session bus with GNOME Keyring's Secret Service on it, unlocked, all in a
+/// temporary directory: the OS keyring as a desktop login would have it.
+struct SessionKeyring {
+    dir: tempfile::TempDir,
+    bus: std::process::Child,
+    keyring: std::process::Child,
+    address: String,
+}
+
+impl SessionKeyring {
+    fn start() -> SessionKeyring {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        for tool in ["dbus-daemon", "dbus-send", "gnome-keyring-daemon"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success(),
+                "{tool} is missing: apt-get install dbus-daemon dbus-bin gnome-keyring (.ci/run does)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("moat-keyring-")
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("bus");
+        let address = format!("unix:path={}", socket.display());
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let isolate = |c: &mut Command| {
+            c.env("HOME", dir.path())
+                .env("XDG_RUNTIME_DIR", &run)
+                .env("XDG_DATA_HOME", dir.path().join("data"))
+                .env("DBUS_SESSION_BUS_ADDRESS", &address);
+        };
+        let mut bus = Command::new("dbus-daemon");
+        bus.args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address={address}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        isolate(&mut bus);
+        let bus = bus.spawn().unwrap();
+        wait_for("the session bus", || socket.exists());
+        let mut keyring = Command::new("gnome-keyring-daemon");
+        keyring
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        isolate(&mut keyring);
+        let mut keyring = keyring.spawn().unwrap();
+        // The login keyring's password, typed at "login": it is created unlocked.
+        let mut stdin = keyring.stdin.take().unwrap();
+        stdin.write_all(b"keyring-login-password").unwrap();
+        drop(stdin);
+        let this = SessionKeyring {
+            dir,
+            bus,
+            keyring,
+            address,
+        };
+        wait_for("the Secret Service", || {
+            let out = Command::new("dbus-send")
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .env("DBUS_SESSION_BUS_ADDRESS", &this.address)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("boolean true")
+        });
+        this
+    }
+
+    /// The environment a `moat` command needs to find this keyring.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DBUS_SESSION_BUS_ADDRESS", self.address.clone()),
+            (
+                "XDG_RUNTIME_DIR",
+                self.dir.path().join("run").display().to_string(),
+            ),
+        ]
+    }
+
+    /// An environment with no session bus at all.
+    fn none(&self) -> Vec<(&'static str, String)> {
+        let empty = self.dir.path().join("no-bus");
+        std::fs::create_dir_all(&empty).unwrap();
+        vec![
+            ("DBUS_SESSION_BUS_ADDRESS", String::new()),
+            ("XDG_RUNTIME_DIR", empty.display().to_string()),
+        ]
+    }
+}
+
+impl Drop for SessionKeyring {
+    fn drop(&mut self) {
+        let _ = self.keyring.kill();
+        let _ = self.keyring.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_seal_can_live_in_the_os_keyring() {
+    let keyring = SessionKeyring::start();
+    let with_bus = keyring.env();
+    let no_bus = keyring.none();
+    let env = |extra: &[(&'static str, String)], more: &[(&'static str, &str)]| {
+        let mut all: Vec<(&str, String)> = extra.to_vec();
+        all.extend(more.iter().map(|(k, v)| (*k, v.to_string())));
+        all
+    };
+    let run = |home: &Path, args: &[&str], e: &[(&str, String)], stdin: Option<&str>| {
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_vault(home, args, stdin, &e)
+    };
+    let (home, pw) = initialized_home("keyring-test-password");
+    let home = home.path();
+    let pw_env = [("MOAT_VAULT_PASSWORD_FILE", pw.as_str())];
+    let (code, _, err) = run(
+        home,
+        &["add", "k", "--stdin"],
+        &env(&[], &pw_env),
+        Some(CANARY),
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // `auto` with a Secret Service on the bus: the secret goes to the keyring, not a file.
+    let auto = env(&with_bus, &[("MOAT_SEAL_STORE", "auto")]);
+    let auto_pw = env(&auto, &pw_env);
+    let (code, out, err) = run(home, &["seal"], &auto_pw, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("the OS keyring entry moat/seal-"), "{out}");
+    let (code, out, err) = run(home, &["status"], &auto, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("other half is the OS keyring entry"), "{out}");
+
+    // It unlocks with no password, through the keyring.
+    let (code, out, err) = run(home, &["list"], &auto, None);
+    assert_eq!(code, 0, "unsealed through the keyring: {err}");
+    assert!(out.contains('k'), "{out}");
+
+    // With no keyring reachable the seal does not open, and says why.
+    let (code, _, err) = run(home, &["list"], &no_bus, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no OS keyring is reachable") && err.contains("asking for the password"),
+        "{err}"
+    );
+
+    // A copy of the home elsewhere finds no entry of its own in the keyring.
+    let copy = new_home();
+    for f in ["vault.moat", "vault.seal"] {
+        std::fs::copy(home.join(f), copy.path().join(f)).unwrap();
+    }
+    let (code, _, err) = run(copy.path(), &["list"], &auto, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("another machine or at another path"), "{err}");
+
+    // Asking for the keyring where there is none fails and keeps the seal that was there.
+    let (code, _, err) = run(
+        home,
+        &["seal", "--store", "keyring"],
+        &env(&no_bus, &pw_env),
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no OS keyring is reachable"), "{err}");
+    assert_eq!(
+        run(home, &["list"], &auto, None).0,
+        0,
+        "the old seal stands"
+    );
+
+    // `auto` without a keyring falls back to a file; the old keyring entry is deleted.
+    let (code, out, err) = run(
+        home,
+        &["seal"],
+        &env(&no_bus, &[("MOAT_SEAL_STORE", "auto"), pw_env[0]]),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".key"), "a file seal: {out}");
+    assert!(
+        err.contains("previous seal's secret, the OS keyring entry")
+            && err.contains("could not be deleted"),
+        "the keyring entry left behind is reported: {err}"
+    );
+    assert_eq!(
+        run(home, &["list"], &no_bus, None).0,
+        0,
+        "opens without a bus"
+    );
+
+    // Unsealing a keyring seal deletes its entry: the old seal file, put back, opens nothing.
+    let (code, _, err) = run(home, &["seal", "--store", "keyring"], &auto_pw, None);
+    assert_eq!(code, 0, "{err}");
+    let keyring_seal = std::fs::read(home.join("vault.seal")).unwrap();
+    let (code, _, err) = run(home, &["unseal"], &auto_pw, None);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(home.join("vault.seal"), keyring_seal).unwrap();
+    let (code, _, err) = run(home, &["list"], &auto, None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is missing"), "{err}");
+}

@@ -32,6 +32,8 @@ pub fn moat_cmd(home: &Path) -> Command {
     }
     cmd.env("MOAT_HOME", home);
     cmd.env("MOAT_SEAL_DIR", seal_dir());
+    // Tests that want the OS keyring ask for it; the rest must not depend on the host having one.
+    cmd.env("MOAT_SEAL_STORE", "file");
     cmd
 }
 
@@ -78,6 +80,7 @@ impl Moat {
                 }
                 c.env("MOAT_HOME", home.path());
                 c.env("MOAT_SEAL_DIR", seal_dir());
+                c.env("MOAT_SEAL_STORE", "file");
                 c
             }
             None => moat_cmd(home.path()),
