@@ -44,6 +44,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Logging.
     pub log: LogConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
 }
 
 /// `[server]`.
@@ -151,6 +153,29 @@ impl Default for RateLimitConfig {
         Self {
             per_second: 50,
             burst: 200,
+        }
+    }
+}
+
+/// `[audit]`: the tamper-evident audit log under `MOAT_HOME/audit/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A signed checkpoint after this many entries...
+    pub checkpoint_every: u64,
+    /// ...or after this long with entries not yet checkpointed.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// A log segment is closed once it reaches this many bytes.
+    pub segment_max_bytes: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            segment_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -289,6 +314,12 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_RATE_LIMIT_BURST", "rate_limit.burst"),
     ("MOAT_LOG", "log.level"),
     ("MOAT_LOG_FORMAT", "log.format"),
+    ("MOAT_AUDIT_CHECKPOINT_EVERY", "audit.checkpoint_every"),
+    (
+        "MOAT_AUDIT_CHECKPOINT_INTERVAL",
+        "audit.checkpoint_interval",
+    ),
+    ("MOAT_AUDIT_SEGMENT_MAX_BYTES", "audit.segment_max_bytes"),
 ];
 
 /// The variable whose value is the API key itself; it sets `auth.api_key = "env:MOAT_API_KEY"`.
@@ -303,7 +334,9 @@ fn kind_of(key: &str) -> Kind {
         | "limits.max_connections_per_ip"
         | "limits.max_connections"
         | "rate_limit.per_second"
-        | "rate_limit.burst" => Kind::Int,
+        | "rate_limit.burst"
+        | "audit.checkpoint_every"
+        | "audit.segment_max_bytes" => Kind::Int,
         _ => Kind::Str,
     }
 }
@@ -540,6 +573,22 @@ impl Config {
                 format!(
                     "{origin:?} is not a local origin; use scheme://host[:port] with a loopback host, like \"http://localhost:5173\""
                 ),
+            ));
+        }
+        let a = &self.audit;
+        if a.checkpoint_every == 0 {
+            return Err(("audit.checkpoint_every", "must be at least 1".into()));
+        }
+        if a.checkpoint_interval.is_zero() || a.checkpoint_interval > Duration::from_secs(86_400) {
+            return Err((
+                "audit.checkpoint_interval",
+                "must be between 1ms and 24h, like \"60s\"".into(),
+            ));
+        }
+        if !(4096..=1 << 40).contains(&a.segment_max_bytes) {
+            return Err((
+                "audit.segment_max_bytes",
+                "must be between 4096 and 1099511627776 (1 TiB)".into(),
             ));
         }
         if s.shutdown_grace > Duration::from_secs(600) {

@@ -8,6 +8,23 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+/// Marks a response as a policy refusal worth an audit entry: `action` is the audit
+/// action (`auth.denied`, `exposure.denied`, `ratelimit.hit`, `limit.*`), `code` the
+/// error code the client got. The gate reports marked responses to its [`crate::gate::NetEvents`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// The audit action.
+    pub action: &'static str,
+    /// The client-facing error code.
+    pub code: &'static str,
+}
+
+/// `resp`, marked as a refusal.
+pub fn refused(mut resp: Response, action: &'static str, code: &'static str) -> Response {
+    resp.extensions_mut().insert(Refused { action, code });
+    resp
+}
+
 /// A JSON error response with a stable `code` and a short, redacted `message`.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let message = moat_core::redact::global().redact(message).into_owned();

@@ -167,7 +167,7 @@ impl Denial {
                 "missing or invalid API key: send it as x-api-key or Authorization: Bearer"
             }
             Denial::ControlToken => {
-                "missing or invalid control token: send the contents of MOAT_HOME/control.token as X-Moat-Control-Token"
+                "missing or invalid control token; send the contents of MOAT_HOME/control.token as X-Moat-Control-Token"
             }
         }
     }

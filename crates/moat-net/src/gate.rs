@@ -16,7 +16,7 @@ use std::time::Instant;
 use axum::response::Response;
 use http::{Request, StatusCode};
 
-use crate::error::error_response;
+use crate::error::{Refused, error_response, refused};
 use crate::headers::set_security_headers;
 use crate::limits::BodyReader;
 use crate::ratelimit::{PerIpLimiter, too_many_requests};
@@ -24,12 +24,45 @@ use crate::routes::Routes;
 use crate::server::ConnInfo;
 
 /// Settings shared by the gates of all connections.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GateConfig {
     /// Reads request bodies under the size, time and memory limits.
     pub bodies: BodyReader,
     /// The per-IP limiter (shared across listeners).
     pub limiter: PerIpLimiter,
+    /// Where refusals are reported (the audit log), if anywhere.
+    pub events: Option<Arc<dyn NetEvents>>,
+}
+
+impl std::fmt::Debug for GateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateConfig")
+            .field("bodies", &self.bodies)
+            .field("limiter", &self.limiter)
+            .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// A refusal the gate made, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct NetEvent<'a> {
+    /// What was refused and why, see [`Refused`].
+    pub refused: Refused,
+    /// The client.
+    pub peer: std::net::SocketAddr,
+    /// The request's method.
+    pub method: &'a http::Method,
+    /// The request's path (never the query: it can carry credentials).
+    pub path: &'a str,
+    /// The status sent.
+    pub status: StatusCode,
+}
+
+/// Receives the gate's refusals. Called on the request's task: keep it quick.
+pub trait NetEvents: Send + Sync {
+    /// One refusal.
+    fn refused(&self, event: NetEvent<'_>);
 }
 
 /// The gate of one connection.
@@ -74,6 +107,12 @@ impl Gate {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // The path only: query strings can carry credentials.
+        // Kept for the refusal report; cloning a Uri and a Method is reference counting.
+        let report = self
+            .config
+            .events
+            .is_some()
+            .then(|| (req.method().clone(), req.uri().clone()));
         let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
             (
                 Instant::now(),
@@ -82,7 +121,7 @@ impl Gate {
             )
         });
         let mut resp = match self.config.limiter.check(self.conn.peer.ip()) {
-            Err(wait) => too_many_requests(wait),
+            Err(wait) => refused(too_many_requests(wait), "ratelimit.hit", "rate_limit_error"),
             Ok(()) => {
                 self.routes
                     .dispatch(self.conn, req, &self.config.bodies)
@@ -93,6 +132,19 @@ impl Gate {
             resp = json_body_for_405(resp);
         }
         set_security_headers(resp.headers_mut());
+        if let (Some(events), Some((method, uri)), Some(r)) = (
+            &self.config.events,
+            &report,
+            resp.extensions().get::<Refused>(),
+        ) {
+            events.refused(NetEvent {
+                refused: *r,
+                peer: self.conn.peer,
+                method,
+                path: uri.path(),
+                status: resp.status(),
+            });
+        }
         if let Some((start, method, path)) = log {
             tracing::debug!(
                 %method,

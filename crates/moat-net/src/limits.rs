@@ -21,7 +21,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::error_response;
+use crate::error::{error_response, refused};
 
 /// The limits applied to request bodies.
 #[derive(Debug, Clone, Copy)]
@@ -87,7 +87,7 @@ impl BodyReader {
             );
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Err(closing(resp));
+            return Err(refused(closing(resp), "limit.busy", "overloaded"));
         };
         let mut req = Box::pin(read_body(self.limits, req)).await?;
         req.extensions_mut().insert(BudgetShare(Arc::new(permit)));
@@ -113,14 +113,18 @@ where
     let collected =
         tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect()).await;
     match collected {
-        Err(_) => Err(closing(error_response(
-            StatusCode::REQUEST_TIMEOUT,
+        Err(_) => Err(refused(
+            closing(error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                &format!(
+                    "request body not received within {}s",
+                    limits.read_timeout.as_secs_f64()
+                ),
+            )),
+            "limit.body_timeout",
             "request_timeout",
-            &format!(
-                "request body not received within {}s",
-                limits.read_timeout.as_secs_f64()
-            ),
-        ))),
+        )),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(limits.max_bytes)),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "request body could not be read");
@@ -135,11 +139,17 @@ where
 }
 
 fn too_large(max: u64) -> Response {
-    closing(error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
+    refused(
+        closing(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            &format!(
+                "request body is larger than the limit of {max} bytes (limits.max_body_bytes)"
+            ),
+        )),
+        "limit.body_too_large",
         "request_too_large",
-        &format!("request body is larger than the limit of {max} bytes (limits.max_body_bytes)"),
-    ))
+    )
 }
 
 /// Marks a refusal so hyper closes the connection instead of reading the rest of the body.

@@ -186,7 +186,16 @@ impl Routes {
                     reason = denial.code(),
                     "request refused"
                 );
-                return error_response(denial.status(), denial.code(), denial.message());
+                let action = if denial.status() == StatusCode::UNAUTHORIZED {
+                    "auth.denied"
+                } else {
+                    "exposure.denied"
+                };
+                return crate::error::refused(
+                    error_response(denial.status(), denial.code(), denial.message()),
+                    action,
+                    denial.code(),
+                );
             }
         }
         let mut req = match bodies.read(req).await {

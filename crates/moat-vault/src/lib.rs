@@ -319,6 +319,13 @@ impl Vault {
         &self.data_key
     }
 
+    /// A copy of the data key, for a writer that must update this vault later without
+    /// asking for the password again (the audit log storing its latest checkpoint). It opens
+    /// the vault as [`Unlock::DataKey`].
+    pub fn data_key_copy(&self) -> Zeroizing<[u8; 32]> {
+        self.data_key.clone()
+    }
+
     /// The KDF parameters in use.
     pub fn kdf(&self) -> KdfParams {
         self.header.kdf

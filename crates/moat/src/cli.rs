@@ -63,10 +63,53 @@ pub enum Command {
     /// variables leak to other processes).
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Check, read and export the tamper-evident audit log (MOAT_HOME/audit).
+    ///
+    /// Every entry is hash-chained to the one before; checkpoints and the head are signed
+    /// with a key kept in the vault, and the vault keeps the latest checkpoint too, so
+    /// `verify` (which unlocks the vault) also catches a deleted tail or a rewritten log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `moat audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole chain and every signed checkpoint; exit 1 on any break.
+    ///
+    /// Prints `chain intact: N entries, last checkpoint at SEQ`, or the first broken entry
+    /// and the kind of break: modified, reordered, deleted, truncated, bad signature,
+    /// missing checkpoint. Needs the vault (seal or password) for the audit key.
+    Verify {
+        /// Start at this entry, trusting the ones before it.
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+    },
+    /// Print the latest entries, and with -f the new ones as they come.
+    Tail {
+        /// Keep printing new entries until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only actions matching this glob, e.g. 'vault.*' or 'auth.denied'.
+        #[arg(long, value_name = "GLOB")]
+        action: Option<String>,
+        /// How many entries to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Print the entries, as stored (JSON Lines, verifiable), to stdout or a new file.
+    Export {
+        /// Only entries from this time on: RFC 3339 (2026-11-23T10:00:00Z) or a date.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Write to this new file (0600) instead of stdout; an existing file is kept.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 

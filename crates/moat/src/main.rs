@@ -1,6 +1,8 @@
 //! moat: the binary. Parses the command line and wires the rooms together; feature logic
 //! lives in the library crates.
 
+mod audit_cmd;
+mod audit_sink;
 mod cli;
 mod doctor;
 mod logging;
@@ -100,6 +102,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Doctor => Ok(doctor::run(&home()?)),
         Command::Status => status::run(&home()?).map(|()| ExitCode::SUCCESS),
         Command::Vault(command) => vault_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS),
+        Command::Audit(command) => audit_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -106,10 +106,18 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
             tracing::warn!("{problem}");
         }
     }
+    // The vault is opened once: it holds the audit key, and any secret the config names.
+    let vault = crate::vault_cmd::unlock(home).map_err(|f| {
+        f.context(
+            "moat serve needs the vault: it holds the audit log's signing key (seal it with `moat vault seal` for unattended starts, or set MOAT_VAULT_PASSWORD_FILE)".into(),
+        )
+    })?;
     let api_key = match &config.auth.api_key {
-        Some(r) => Some(resolve_secret(home, r, "auth.api_key")?),
+        Some(r) => Some(resolve_secret(&vault, r, "auth.api_key")?),
         None => None,
     };
+    let audit = crate::audit_cmd::open_keyed(home, &vault, &config.audit)?;
+    drop(vault);
     if let Some(key) = &api_key
         && !config.server.listen.ip().is_loopback()
         && key.expose().len() < MIN_REMOTE_API_KEY_LEN
@@ -137,7 +145,11 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
-    runtime.block_on(serve(home, &loaded, api_key, tls))
+    let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log()));
+    // The last checkpoint, whatever happened above.
+    let closed = audit.close();
+    served?;
+    closed.map_err(Failure::runtime)
 }
 
 async fn serve(
@@ -145,9 +157,11 @@ async fn serve(
     loaded: &Loaded,
     api_key: Option<SecretString>,
     tls: Option<Arc<moat_net::tls::TlsServerConfig>>,
+    audit: moat_audit::AuditLog,
 ) -> Result<(), Failure> {
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
+    record_config(&state, loaded, &audit)?;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -223,9 +237,11 @@ async fn serve(
         max_bytes: config.limits.max_body_bytes,
         read_timeout: config.limits.body_read_timeout,
     };
+    let events = Arc::new(crate::audit_sink::AuditEvents::new(audit.clone()));
     let gate = GateConfig {
         bodies: BodyReader::new(limits, config.limits.max_buffered_bytes),
         limiter: limiter.clone(),
+        events: Some(events.clone()),
     };
     let policy = |kind, port| {
         Arc::new(Policy {
@@ -287,6 +303,13 @@ async fn serve(
             "shutdown grace period ran out; dropped the remaining connections (server.shutdown_grace)"
         ),
     }
+    events.flush_counts();
+    let _ = audit.record(moat_audit::Record::new(
+        "system",
+        "server.stopped",
+        "",
+        "ok",
+    ));
     let _ = std::fs::remove_file(home.control_token());
     let _ = std::fs::remove_file(home.serve_info());
     state.checkpoint().map_err(Failure::runtime)?;
@@ -298,17 +321,16 @@ async fn serve(
 /// Resolves a secret reference from config: `env:` from the environment, `secret:` from
 /// the vault (unlocked with MOAT_VAULT_PASSWORD_FILE or a prompt). Every value unlocked is
 /// known to the redactor from then on.
-fn resolve_secret(home: &Home, reference: &SecretRef, key: &str) -> Result<SecretString, Failure> {
+fn resolve_secret(
+    vault: &moat_vault::Vault,
+    reference: &SecretRef,
+    key: &str,
+) -> Result<SecretString, Failure> {
     match reference {
         SecretRef::Env(_) => reference
             .resolve()
             .map_err(|e| Failure::usage(anyhow::anyhow!("cannot resolve `{key}`: {e}"))),
         SecretRef::Vault(name) => {
-            let vault = crate::vault_cmd::unlock(home).map_err(|f| {
-                f.context(format!(
-                    "`{key}` refers to {reference}, which needs the vault"
-                ))
-            })?;
             let entry = vault.get(name).ok_or_else(|| {
                 Failure::usage(anyhow::anyhow!(
                     "`{key}` refers to {reference}, but the vault has no secret named {name:?}; add it with `moat vault add {name}`"
@@ -322,6 +344,40 @@ fn resolve_secret(home: &Home, reference: &SecretRef, key: &str) -> Result<Secre
             Ok(SecretString::new(value.to_string()))
         }
     }
+}
+
+/// Records the start, and a config change since the last start (by the hash of the
+/// effective configuration, which holds secret references, never values).
+fn record_config(
+    state: &StateStore,
+    loaded: &Loaded,
+    audit: &moat_audit::AuditLog,
+) -> Result<(), Failure> {
+    use sha2::Digest;
+    let text = toml::to_string(&loaded.config).map_err(Failure::runtime)?;
+    let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    let previous = state.meta("config_hash").map_err(Failure::runtime)?;
+    let file = loaded.file.display().to_string();
+    if let Some(previous) = previous.filter(|p| *p != hash) {
+        audit
+            .record(
+                moat_audit::Record::new("system", "config.changed", &file, "ok")
+                    .detail("previous_hash", previous)
+                    .detail("hash", hash.as_str()),
+            )
+            .map_err(Failure::runtime)?;
+    }
+    state
+        .set_meta("config_hash", &hash)
+        .map_err(Failure::runtime)?;
+    audit
+        .record(
+            moat_audit::Record::new("system", "server.started", &file, "ok")
+                .detail("version", env!("CARGO_PKG_VERSION"))
+                .detail("config_hash", hash.as_str())
+                .detail("listen", loaded.config.server.listen.to_string()),
+        )
+        .map_err(Failure::runtime)
 }
 
 /// Holds `MOAT_HOME/serve.lock` for the life of the process.

@@ -46,7 +46,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             if let Ok(paths) = SealPaths::for_home(home.root()) {
                 let _ = paths.remove();
             }
-            emit(VaultEvent::Init);
+            emit(home, VaultEvent::Init);
             println!(
                 "created {} (AES-256-GCM, Argon2id m=64MiB t=3 p=1)",
                 path.display()
@@ -71,10 +71,13 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
         }
         VaultCommand::List => {
             let vault = open(home, &path)?;
-            if vault.entries().next().is_none() {
+            let (own, yours): (Vec<_>, Vec<_>) = vault
+                .entries()
+                .partition(|e| e.name().starts_with(RESERVED));
+            if yours.is_empty() {
                 println!("the vault is empty; add a secret with `moat vault add NAME`");
             }
-            for e in vault.entries() {
+            for e in yours {
                 let updated = std::time::UNIX_EPOCH + Duration::from_secs(e.updated());
                 let mut line = format!(
                     "{}  updated {}",
@@ -89,6 +92,10 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 }
                 println!("{}", moat_core::redact::global().redact(&line));
             }
+            if !own.is_empty() {
+                let names: Vec<&str> = own.iter().map(|e| e.name()).collect();
+                println!("(and moat's own: {})", names.join(", "));
+            }
         }
         VaultCommand::Add {
             name,
@@ -99,27 +106,35 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             if !moat_vault::valid_name(name) {
                 return Err(vault_failure(VaultError::BadName(name.clone())));
             }
+            if name.starts_with(RESERVED) {
+                return Err(Failure::usage(anyhow!(
+                    "names starting with {RESERVED:?} are moat's own (the audit key and checkpoint); choose another name"
+                )));
+            }
             let credential = credential(home, "vault password")?;
             let value = read_value(*stdin)?;
             transact(home, &path, &credential, |v| {
                 v.add(name, value.to_vec(), description.clone(), scope.clone())
             })?;
-            emit(VaultEvent::Add { name: name.clone() });
+            emit(home, VaultEvent::Add { name: name.clone() });
             println!("added {name}");
         }
         VaultCommand::Remove { name } => {
             let credential = credential(home, "vault password")?;
             transact(home, &path, &credential, |v| v.remove(name))?;
-            emit(VaultEvent::Remove { name: name.clone() });
+            emit(home, VaultEvent::Remove { name: name.clone() });
             println!("removed {name}");
         }
         VaultCommand::Rename { old, new } => {
             let credential = credential(home, "vault password")?;
             transact(home, &path, &credential, |v| v.rename(old, new))?;
-            emit(VaultEvent::Rename {
-                from: old.clone(),
-                to: new.clone(),
-            });
+            emit(
+                home,
+                VaultEvent::Rename {
+                    from: old.clone(),
+                    to: new.clone(),
+                },
+            );
             println!("renamed {old} to {new}");
         }
         VaultCommand::Get {
@@ -141,7 +156,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             let entry = vault
                 .get(name)
                 .ok_or_else(|| vault_failure(VaultError::NoEntry(name.clone())))?;
-            emit(VaultEvent::Reveal { name: name.clone() });
+            emit(home, VaultEvent::Reveal { name: name.clone() });
             let mut out = std::io::stdout().lock();
             out.write_all(entry.value())
                 .and_then(|()| out.write_all(b"\n"))
@@ -153,7 +168,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             transact(home, &path, &old, |v| {
                 v.change_password(&new, KdfParams::default())
             })?;
-            emit(VaultEvent::PasswordChanged);
+            emit(home, VaultEvent::PasswordChanged);
             println!("password changed; the data key was rewrapped, entries were not re-encrypted");
         }
         VaultCommand::Seal { pin, store } => {
@@ -177,7 +192,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                     "moat: warning: the previous seal's secret, {old}, could not be deleted ({why}); delete it with your keyring's own tool"
                 );
             }
-            emit(VaultEvent::Seal { pin: pin.is_some() });
+            emit(home, VaultEvent::Seal { pin: pin.is_some() });
             if !moat_vault::seal::machine_bound() {
                 eprintln!(
                     "moat: warning: this system has no machine id; the seal is bound to the outside secret and the path only"
@@ -197,7 +212,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             let out = std::path::absolute(out).unwrap_or_else(|_| out.clone());
             if out.exists() {
                 return Err(Failure::usage(anyhow!(
-                    "{} exists; export writes only to a new file",
+                    "{} exists; moat exports only to a new file",
                     out.display()
                 )));
             }
@@ -226,7 +241,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 .map_err(Failure::runtime)?,
             );
             write_new(&out, text.as_bytes())?;
-            emit(VaultEvent::Reveal { name: "*".into() });
+            emit(home, VaultEvent::Reveal { name: "*".into() });
             println!(
                 "exported {} secrets to {} (0600). It holds them in clear: move it somewhere safe or delete it.",
                 vault.entries().count(),
@@ -245,7 +260,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                 }
             }
             if paths.remove().map_err(Failure::runtime)? {
-                emit(VaultEvent::Unseal);
+                emit(home, VaultEvent::Unseal);
                 println!("unsealed: the vault needs its password again");
             } else {
                 println!("the vault was not sealed");
@@ -257,7 +272,11 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
 
 /// Hands a vault event to the audit trail: a structured `tracing` event with target
 /// `moat::audit` that the audit log will record.
-pub fn emit(event: VaultEvent) {
+/// Entry names moat keeps for itself (the audit log's key and checkpoint).
+const RESERVED: &str = "moat.";
+
+/// Records a vault event in the audit log (and, with -v, the log).
+pub fn emit(home: &Home, event: VaultEvent) {
     tracing::info!(
         target: "moat::audit",
         action = event.action(),
@@ -265,11 +284,25 @@ pub fn emit(event: VaultEvent) {
         actor = "cli",
         "vault event"
     );
+    let outcome = match event {
+        VaultEvent::UnlockFailed => "failed",
+        _ => "ok",
+    };
+    let mut record = moat_audit::Record::new(
+        crate::audit_cmd::cli_actor(),
+        event.action(),
+        event.target().unwrap_or_default(),
+        outcome,
+    );
+    if let VaultEvent::Seal { pin } = event {
+        record = record.detail("pin", pin);
+    }
+    crate::audit_cmd::record_now(home, record);
 }
 
 /// Writes `bytes` to `path` (0600) only if nothing is there: written whole to a temporary
 /// file, then hard-linked into place, which fails rather than replace a file.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -280,7 +313,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let _ = std::fs::remove_file(&tmp);
     linked.map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => Failure::usage(anyhow!(
-            "{} exists; export writes only to a new file",
+            "{} exists; moat exports only to a new file",
             path.display()
         )),
         _ => Failure::runtime(anyhow!("cannot create {}: {e}", path.display())),
@@ -423,7 +456,7 @@ fn guard_attempts<T>(home: &Home, result: Result<T, VaultError>) -> Result<T, Fa
     let counter = home.root().join("vault.attempts");
     match result {
         Err(VaultError::WrongPassword) => {
-            emit(VaultEvent::UnlockFailed);
+            emit(home, VaultEvent::UnlockFailed);
             let failures = std::fs::read_to_string(&counter)
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok())

@@ -1,0 +1,124 @@
+//! The server's refusals (authentication, exposure, rate and size limits) as audit
+//! entries, sampled so that a flood cannot flood the log: per action and client address,
+//! at most one entry per [`WINDOW`]; the next entry says how many were left out, and
+//! what is still counted at shutdown is written then.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use moat_audit::{AuditLog, Record};
+use moat_net::gate::{NetEvent, NetEvents};
+
+/// The sampling window per action and address.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// Most (action, address) pairs tracked; past it, the oldest windows are written out.
+const MAX_TRACKED: usize = 4096;
+
+struct Window {
+    started: Instant,
+    suppressed: u64,
+    last_path: String,
+}
+
+/// Records refusals in the audit log, sampled.
+pub struct AuditEvents {
+    log: AuditLog,
+    windows: Mutex<HashMap<(&'static str, IpAddr), Window>>,
+}
+
+impl AuditEvents {
+    /// Refusals go to `log`.
+    pub fn new(log: AuditLog) -> Self {
+        Self {
+            log,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Writes the counts of refusals left out so far (at shutdown).
+    pub fn flush_counts(&self) {
+        let drained: Vec<_> = self
+            .windows
+            .lock()
+            .expect("not poisoned")
+            .drain()
+            .filter(|(_, w)| w.suppressed > 0)
+            .collect();
+        for ((action, ip), w) in drained {
+            self.write(action, ip, &w.last_path, "refused", w.suppressed, None);
+        }
+    }
+
+    fn write(
+        &self,
+        action: &str,
+        ip: IpAddr,
+        path: &str,
+        outcome: &str,
+        suppressed: u64,
+        event: Option<&NetEvent<'_>>,
+    ) {
+        let mut record = Record::new(format!("api:{ip}"), action, path, outcome);
+        if let Some(e) = event {
+            record = record
+                .detail("code", e.refused.code)
+                .detail("method", e.method.as_str())
+                .detail("status", e.status.as_u16());
+        }
+        if suppressed > 0 {
+            record = record.detail("similar_since_last_entry", suppressed);
+        }
+        if let Err(e) = self.log.record(record) {
+            tracing::error!("audit log: {e}");
+        }
+    }
+}
+
+impl NetEvents for AuditEvents {
+    fn refused(&self, event: NetEvent<'_>) {
+        let ip = event.peer.ip();
+        let key = (event.refused.action, ip);
+        let now = Instant::now();
+        let suppressed = {
+            let mut windows = self.windows.lock().expect("not poisoned");
+            if windows.len() >= MAX_TRACKED && !windows.contains_key(&key) {
+                windows.retain(|_, w| now.duration_since(w.started) < WINDOW);
+            }
+            match windows.get_mut(&key) {
+                Some(w) if now.duration_since(w.started) < WINDOW => {
+                    w.suppressed += 1;
+                    w.last_path.clear();
+                    w.last_path.push_str(event.path);
+                    return;
+                }
+                Some(w) => {
+                    let n = w.suppressed;
+                    w.started = now;
+                    w.suppressed = 0;
+                    n
+                }
+                None => {
+                    windows.insert(
+                        key,
+                        Window {
+                            started: now,
+                            suppressed: 0,
+                            last_path: String::new(),
+                        },
+                    );
+                    0
+                }
+            }
+        };
+        self.write(
+            event.refused.action,
+            ip,
+            event.path,
+            "refused",
+            suppressed,
+            Some(&event),
+        );
+    }
+}
