@@ -58,26 +58,12 @@ fn refusals_and_vault_events_are_recorded_and_verify() {
     assert_eq!(code, 2, "{err}");
 
     // A vault command records its event: the name, not the value.
-    let mut child = moat_cmd(&home)
-        .args(["vault", "add", "gh", "--stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"vault-value-CANARY-7")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, _, err) = run_moat_stdin(
+        &home,
+        &["vault", "add", "gh", "--stdin"],
+        "vault-value-CANARY-7",
     );
+    assert_eq!(code, 0, "{err}");
     let (_, tail, _) = audit(&home, &["tail", "--action", "vault.*"]);
     assert!(tail.contains("vault.add") && tail.contains(" gh"), "{tail}");
 

@@ -508,29 +508,8 @@ fn a_sealed_vault_lets_serve_resolve_secrets_unattended() {
     assert_eq!(first.terminate(), Some(0));
     let home = first.home.path().to_path_buf();
     let key = "sealed-gw-key-CANARY-0123456789";
-    let (code, _, err) = {
-        use std::io::Write;
-        let mut child = moat_cmd(&home)
-            .args(["vault", "add", "gw", "--stdin"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(key.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code(),
-            String::new(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    assert_eq!(code, Some(0), "added through the seal, no password: {err}");
+    let (code, _, err) = run_moat_stdin(&home, &["vault", "add", "gw", "--stdin"], key);
+    assert_eq!(code, 0, "added through the seal, no password: {err}");
     std::fs::write(
         home.join("config.toml"),
         "[auth]\napi_key = \"secret:gw\"\n",

@@ -313,6 +313,29 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// Runs `moat ARGS` to completion in `home` with `env`; returns (code, stdout, stderr).
 /// A command still running after 60 s is killed and the test fails.
+/// Runs `moat ARGS` in `home` feeding `stdin`, and returns (exit code, stdout, stderr).
+pub fn run_moat_stdin(home: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = moat_cmd(home)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn run_moat(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let child = moat_cmd(home)
         .args(args)
