@@ -218,14 +218,22 @@ impl SealPaths {
         })
     }
 
-    /// Where the outside secret of the seal with `id` lives in `store`.
-    fn outside_for(&self, id: &[u8], in_keyring: bool) -> Outside {
+    /// The name shared by a seal's outside secret wherever it lives: this home and the id.
+    fn secret_name(&self, id: &[u8]) -> String {
         let home = hex::encode(&Sha256::digest(self.home.as_os_str().as_encoded_bytes())[..16]);
-        let name = format!("{home}-{}", hex::encode(id));
+        format!("{home}-{}", hex::encode(id))
+    }
+
+    fn keyring_name(&self, id: &[u8]) -> String {
+        format!("seal-{}", self.secret_name(id))
+    }
+
+    /// Where the outside secret of the seal with `id` lives.
+    fn outside_for(&self, id: &[u8], in_keyring: bool) -> Outside {
         if in_keyring {
-            Outside::Keyring(format!("seal-{name}"))
+            Outside::Keyring(self.keyring_name(id))
         } else {
-            Outside::File(self.dir.join(format!("{name}.key")))
+            Outside::File(self.dir.join(format!("{}.key", self.secret_name(id))))
         }
     }
 
@@ -279,10 +287,7 @@ impl SealPaths {
         let in_keyring = match store {
             SealStore::File => false,
             SealStore::Keyring | SealStore::Auto => {
-                let Outside::Keyring(name) = self.outside_for(&id, true) else {
-                    unreachable!("outside_for(_, true) names a keyring entry")
-                };
-                match keyring::put(&name, &outside) {
+                match keyring::put(&self.keyring_name(&id), &outside) {
                     Ok(()) => true,
                     Err(e) if store == SealStore::Auto => {
                         keyring_skipped = Some(e);
@@ -450,12 +455,9 @@ impl SealPaths {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&path)(e)),
             },
-            Some(at @ Outside::Keyring(_)) => {
-                let Outside::Keyring(name) = &at else {
-                    unreachable!()
-                };
-                if let Err(e) = keyring::delete(name) {
-                    return Err(SealError::KeyringLeftover(at, e));
+            Some(Outside::Keyring(name)) => {
+                if let Err(e) = keyring::delete(&name) {
+                    return Err(SealError::KeyringLeftover(Outside::Keyring(name), e));
                 }
             }
             None => {}
