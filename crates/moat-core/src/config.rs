@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::home::Home;
 use crate::secret::SecretRef;
 
+pub mod llm;
+
 /// The main listener's port unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 7411;
 /// The largest request body accepted by default: 10 MiB.
@@ -46,6 +48,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[llm]`: the gateway's backends and routes.
+    pub llm: llm::LlmConfig,
 }
 
 /// `[server]`.
@@ -320,6 +324,8 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
         "audit.checkpoint_interval",
     ),
     ("MOAT_AUDIT_SEGMENT_MAX_BYTES", "audit.segment_max_bytes"),
+    ("MOAT_LLM_UPSTREAM_TIMEOUT", "llm.upstream_timeout"),
+    ("MOAT_LLM_DEFAULT_MAX_TOKENS", "llm.default_max_tokens"),
 ];
 
 /// The variable whose value is the API key itself; it sets `auth.api_key = "env:MOAT_API_KEY"`.
@@ -336,7 +342,8 @@ fn kind_of(key: &str) -> Kind {
         | "rate_limit.per_second"
         | "rate_limit.burst"
         | "audit.checkpoint_every"
-        | "audit.segment_max_bytes" => Kind::Int,
+        | "audit.segment_max_bytes"
+        | "llm.default_max_tokens" => Kind::Int,
         _ => Kind::Str,
     }
 }
@@ -528,6 +535,11 @@ impl Config {
                 key: key.to_string(),
                 message,
             })?;
+        llm::validate(&config.llm).map_err(|(key, message)| ConfigError::Invalid {
+            origin: origin_for(&key),
+            key,
+            message,
+        })?;
         Ok(Loaded {
             config,
             file,

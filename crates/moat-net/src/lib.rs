@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod conns;
+pub mod egress;
 pub mod error;
 pub mod exposure;
 pub mod gate;

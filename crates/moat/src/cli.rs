@@ -70,10 +70,75 @@ pub enum Command {
     /// `verify` (which unlocks the vault) also catches a deleted tail or a rewritten log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage the LLM backends moat forwards to (kept under [llm.backends] in config.toml).
+    ///
+    /// Credentials are referenced, never stored in config: add the key to the vault first
+    /// (`moat vault add NAME`), then `--key-secret NAME`. The server reads backends at
+    /// start; restart it after a change.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// Show which backend and upstream model a model name reaches, and the rule that
+    /// decided it (a dry run of the route table; nothing is sent).
+    Route {
+        /// The model name a client would send, e.g. claude-sonnet-4-5 or local:smollm2.
+        model: String,
+    },
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `moat backend` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BackendCommand {
+    /// Add a backend to config.toml.
+    ///
+    /// Examples:
+    ///   moat backend add anthropic --kind anthropic --base-url https://api.anthropic.com \
+    ///       --key-secret anthropic-key --models 'claude-*'
+    ///   moat backend add local --kind openai --base-url http://127.0.0.1:8080/v1 --models smollm2
+    #[command(verbatim_doc_comment)]
+    Add {
+        /// A name for the backend (letters, digits, '-' and '_'); routes refer to it.
+        name: String,
+        /// The API it speaks: `anthropic` (Messages API) or `openai` (any
+        /// OpenAI-compatible server: OpenAI, OpenRouter, Groq, Ollama, vLLM, llama.cpp).
+        #[arg(long, value_parser = ["anthropic", "openai"])]
+        kind: String,
+        /// Where the API lives. Anthropic: https://api.anthropic.com (moat appends
+        /// /v1/messages). OpenAI-compatible: the URL ending in /v1 (moat appends
+        /// /chat/completions).
+        #[arg(long, value_name = "URL")]
+        base_url: String,
+        /// The vault secret holding the backend's API key (see `moat vault add`).
+        #[arg(long, value_name = "NAME")]
+        key_secret: Option<String>,
+        /// Send the key as `Authorization: Bearer` to an Anthropic backend (OAuth tokens)
+        /// instead of `x-api-key`.
+        #[arg(long)]
+        bearer: bool,
+        /// Model names (exact or glob like 'claude-*') this backend serves under their own
+        /// name; repeat for more.
+        #[arg(long = "models", value_name = "GLOB")]
+        models: Vec<String>,
+        /// Replace a backend of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the backends; keys show only as `***`.
+    List,
+    /// Remove a backend from config.toml (refused while a route still names it).
+    Remove {
+        /// The backend's name.
+        name: String,
+    },
+    /// Send one minimal request (the model list) to a backend and report the latency and
+    /// the models it offers. Unlocks the vault for the key.
+    Test {
+        /// The backend's name.
+        name: String,
     },
 }
 

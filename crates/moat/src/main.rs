@@ -3,6 +3,7 @@
 
 mod audit_cmd;
 mod audit_sink;
+mod backend_cmd;
 mod cli;
 mod doctor;
 mod logging;
@@ -103,6 +104,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Status => status::run(&home()?).map(|()| ExitCode::SUCCESS),
         Command::Vault(command) => vault_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS),
         Command::Audit(command) => audit_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS),
+        Command::Backend(command) => {
+            backend_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Route { model } => {
+            backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS)
+        }
     }
 }
 

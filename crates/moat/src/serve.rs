@@ -32,6 +32,7 @@ struct StatusInfo {
     started_unix: u64,
     listeners: Vec<Value>,
     config: Value,
+    gateway: Arc<moat_llm::Gateway>,
 }
 
 pub fn flags(args: &ServeArgs) -> Vec<Override> {
@@ -116,6 +117,7 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         Some(r) => Some(resolve_secret(&vault, r, "auth.api_key")?),
         None => None,
     };
+    let backend_keys = crate::backend_cmd::backend_keys(&vault, &config.llm)?;
     let audit = crate::audit_cmd::open_keyed(home, &vault, &config.audit)?;
     drop(vault);
     if let Some(key) = &api_key
@@ -145,7 +147,8 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
-    let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log()));
+    let gateway = Arc::new(moat_llm::Gateway::new(&config.llm, backend_keys));
+    let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log(), gateway));
     // The last checkpoint, whatever happened above.
     let closed = audit.close();
     served?;
@@ -158,6 +161,7 @@ async fn serve(
     api_key: Option<SecretString>,
     tls: Option<Arc<moat_net::tls::TlsServerConfig>>,
     audit: moat_audit::AuditLog,
+    gateway: Arc<moat_llm::Gateway>,
 ) -> Result<(), Failure> {
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
@@ -220,8 +224,10 @@ async fn serve(
         started_unix: now_unix,
         listeners: listeners_json,
         config: config_summary(loaded),
+        gateway: gateway.clone(),
     });
-    let table = RouteTable::new()
+    let table = gateway
+        .routes(RouteTable::new())
         .route("/health", Exposure::Open, get(health))
         .route(
             "/status",
@@ -321,7 +327,7 @@ async fn serve(
 /// Resolves a secret reference from config: `env:` from the environment, `secret:` from
 /// the vault (unlocked with MOAT_VAULT_PASSWORD_FILE or a prompt). Every value unlocked is
 /// known to the redactor from then on.
-fn resolve_secret(
+pub(crate) fn resolve_secret(
     vault: &moat_vault::Vault,
     reference: &SecretRef,
     key: &str,
@@ -463,6 +469,7 @@ async fn status_handler(State(info): State<Arc<StatusInfo>>) -> Json<Value> {
         "started_at_unix": info.started_unix,
         "listeners": info.listeners,
         "config": info.config,
+        "backends": info.gateway.status(),
     }))
 }
 

@@ -1,0 +1,323 @@
+//! `[llm]`: the gateway's backends, routes and aliases (data only; `moat-llm` acts on it).
+//!
+//! ```toml
+//! [llm.backends.anthropic]
+//! kind = "anthropic"
+//! base_url = "https://api.anthropic.com"
+//! key = "secret:anthropic-key"
+//! models = ["claude-*"]
+//!
+//! [llm.backends.local]
+//! kind = "openai"
+//! base_url = "http://127.0.0.1:8080/v1"
+//!
+//! [[llm.routes]]
+//! model = "fast"
+//! targets = ["local:smollm2", "anthropic:claude-haiku-4-5"]
+//!
+//! [llm.aliases]
+//! sonnet = "claude-sonnet-4-5"
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretRef;
+
+/// The longest model name accepted anywhere (request, route, alias).
+pub const MAX_MODEL_NAME_LEN: usize = 256;
+
+/// `[llm]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Upstream servers by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// Model-name routes, tried in order (exact names before globs).
+    pub routes: Vec<RouteConfig>,
+    /// Model names that stand for other model names.
+    pub aliases: BTreeMap<String, String>,
+    /// Longest an upstream exchange may take, streaming included.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// `max_tokens` sent to Anthropic backends when an OpenAI client sets none.
+    pub default_max_tokens: u32,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            backends: BTreeMap::new(),
+            routes: Vec::new(),
+            aliases: BTreeMap::new(),
+            upstream_timeout: Duration::from_secs(300),
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+/// The wire format a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Anthropic Messages API (`/v1/messages`).
+    Anthropic,
+    /// OpenAI Chat Completions API (`/chat/completions`).
+    Openai,
+}
+
+impl BackendKind {
+    /// The name used in config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+/// How an Anthropic backend presents its credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthScheme {
+    /// `x-api-key: KEY` (Anthropic API keys).
+    #[default]
+    XApiKey,
+    /// `Authorization: Bearer TOKEN` (OAuth tokens; every OpenAI-compatible server).
+    Bearer,
+}
+
+/// `[llm.backends.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// The wire format.
+    pub kind: BackendKind,
+    /// Where the API lives: `https://api.anthropic.com` for Anthropic (moat appends
+    /// `/v1/messages`), `https://api.openai.com/v1` for OpenAI-compatible servers (moat
+    /// appends `/chat/completions`).
+    pub base_url: String,
+    /// The credential, by reference (`secret:NAME` or `env:VAR`); none for local servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
+    /// How the key is sent to an Anthropic backend (OpenAI-compatible ones always use Bearer).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub auth: AuthScheme,
+    /// Model names (exact or glob) this backend serves under their own name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Most requests in flight to this backend at once.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: u32,
+    /// Most requests waiting for a slot; past it, clients get 503 with `Retry-After`.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+    /// Longest wait for a TCP (and TLS) connection to the backend.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn default_max_concurrency() -> u32 {
+    64
+}
+fn default_max_queue() -> u32 {
+    256
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl BackendConfig {
+    /// A backend with default limits.
+    pub fn new(kind: BackendKind, base_url: impl Into<String>) -> Self {
+        Self {
+            kind,
+            base_url: base_url.into(),
+            key: None,
+            auth: AuthScheme::default(),
+            models: Vec::new(),
+            max_concurrency: default_max_concurrency(),
+            max_queue: default_max_queue(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+/// `[[llm.routes]]`: a model name (exact or glob) and the targets tried in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The name clients ask for; `*` and `?` match any text / one character.
+    pub model: String,
+    /// `BACKEND:UPSTREAM_MODEL`, or `BACKEND` to keep the requested name; on connect
+    /// failure, 5xx or 429 before anything reached the client, the next one is tried.
+    pub targets: Vec<String>,
+}
+
+/// Whether `name` is a valid model name: letters, digits and `. - _ : /`, 1 to
+/// [`MAX_MODEL_NAME_LEN`] bytes. Globs may also use `*`, `?`, `[` and `]`.
+pub fn valid_model_name(name: &str, glob: bool) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_MODEL_NAME_LEN
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'.' | b'-' | b'_' | b':' | b'/' | b'@')
+                || (glob && matches!(b, b'*' | b'?' | b'[' | b']'))
+        })
+}
+
+/// Whether `name` is a valid backend name: letters, digits, `-` and `_`, at most 64.
+pub fn valid_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks `[llm]`; the error names the key.
+pub fn validate(llm: &LlmConfig) -> Result<(), (String, String)> {
+    for (name, b) in &llm.backends {
+        let key = |field: &str| format!("llm.backends.{name}.{field}");
+        if !valid_backend_name(name) {
+            return Err((
+                format!("llm.backends.{name}"),
+                "backend names use letters, digits, '-' and '_' (at most 64)".into(),
+            ));
+        }
+        if let Err(message) = check_base_url(&b.base_url) {
+            return Err((key("base_url"), message));
+        }
+        for m in &b.models {
+            if !valid_model_name(m, true) {
+                return Err((key("models"), bad_model(m)));
+            }
+        }
+        if b.max_concurrency == 0 {
+            return Err((key("max_concurrency"), "must be at least 1".into()));
+        }
+        if b.connect_timeout.is_zero() || b.connect_timeout > Duration::from_secs(300) {
+            return Err((
+                key("connect_timeout"),
+                "must be between 1ms and 5m, like \"10s\"".into(),
+            ));
+        }
+    }
+    for (i, r) in llm.routes.iter().enumerate() {
+        let key = |field: &str| format!("llm.routes[{i}].{field}");
+        if !valid_model_name(&r.model, true) {
+            return Err((key("model"), bad_model(&r.model)));
+        }
+        if r.targets.is_empty() {
+            return Err((key("targets"), "needs at least one BACKEND[:MODEL]".into()));
+        }
+        for t in &r.targets {
+            let (backend, model) = t.split_once(':').unwrap_or((t, ""));
+            if !llm.backends.contains_key(backend) {
+                return Err((
+                    key("targets"),
+                    format!("{t:?} names no backend under [llm.backends]"),
+                ));
+            }
+            if !model.is_empty() && !valid_model_name(model, false) {
+                return Err((key("targets"), bad_model(model)));
+            }
+        }
+    }
+    for (alias, target) in &llm.aliases {
+        if !valid_model_name(alias, false) || !valid_model_name(target, false) {
+            return Err((
+                format!("llm.aliases.{alias}"),
+                bad_model(&format!("{alias} = {target}")),
+            ));
+        }
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&llm.upstream_timeout) {
+        return Err((
+            "llm.upstream_timeout".into(),
+            "must be between 1s and 24h, like \"5m\"".into(),
+        ));
+    }
+    if llm.default_max_tokens == 0 {
+        return Err(("llm.default_max_tokens".into(), "must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn bad_model(name: &str) -> String {
+    format!(
+        "{name:?} is not a model name: use letters, digits and . - _ : / @ (at most {MAX_MODEL_NAME_LEN})"
+    )
+}
+
+/// An `http://` or `https://` URL with a host, and no credentials, query or fragment:
+/// moat appends fixed API paths to it and nothing else.
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} must start with https:// or http://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if host.contains('@') {
+        return Err(
+            "must not carry credentials; put the key in the vault and set `key = \"secret:NAME\"`"
+                .into(),
+        );
+    }
+    if rest.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{url:?} must be a plain base URL, without query, fragment or spaces"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names() {
+        assert!(valid_model_name("claude-sonnet-4-5-20250929", false));
+        assert!(valid_model_name("meta-llama/Llama-3.1-8B:free", false));
+        assert!(!valid_model_name("", false));
+        assert!(!valid_model_name("a b", false));
+        assert!(!valid_model_name("claude-*", false));
+        assert!(valid_model_name("claude-*", true));
+        assert!(!valid_model_name(
+            &"x".repeat(MAX_MODEL_NAME_LEN + 1),
+            false
+        ));
+        assert!(!valid_model_name("../etc/passwd\n", false));
+    }
+
+    #[test]
+    fn base_urls() {
+        assert!(check_base_url("https://api.anthropic.com").is_ok());
+        assert!(check_base_url("http://127.0.0.1:8080/v1").is_ok());
+        assert!(check_base_url("ftp://x").is_err());
+        assert!(check_base_url("https://user:pw@host").is_err());
+        assert!(check_base_url("https://host/v1?x=1").is_err());
+        assert!(check_base_url("https:///v1").is_err());
+    }
+
+    #[test]
+    fn routes_must_name_backends() {
+        let mut llm = LlmConfig::default();
+        llm.routes.push(RouteConfig {
+            model: "x".into(),
+            targets: vec!["nope:y".into()],
+        });
+        let (key, message) = validate(&llm).unwrap_err();
+        assert_eq!(key, "llm.routes[0].targets");
+        assert!(message.contains("nope"), "{message}");
+    }
+}

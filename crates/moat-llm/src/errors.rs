@@ -1,0 +1,192 @@
+//! Errors in the client's own API format.
+//!
+//! Anthropic clients get `{"type":"error","error":{"type","message"}}`, OpenAI clients
+//! `{"error":{"message","type","param","code"}}`, with the status code each API uses for
+//! the case. Messages are short, pass the redactor and never carry upstream host names
+//! or OS error text: that detail goes to the log.
+
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+/// Which API a client speaks (and so which error and stream format it gets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFormat {
+    /// Anthropic Messages.
+    Anthropic,
+    /// OpenAI Chat Completions.
+    OpenAi,
+}
+
+/// A failure to report to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// A short message for the client (redacted before it is sent).
+    pub message: String,
+    /// `Retry-After`, in seconds.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 502: the upstream failed in a way the client can't fix.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, message)
+    }
+
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The body for `format`.
+    pub fn body(&self, format: ApiFormat) -> Value {
+        let message = moat_core::redact::global()
+            .redact(&self.message)
+            .into_owned();
+        error_body(format, self.status, &message)
+    }
+
+    /// The whole response for `format`.
+    pub fn response(&self, format: ApiFormat) -> Response {
+        let mut resp = Response::new(axum::body::Body::from(self.body(format).to_string()));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+
+    /// A mid-stream error as one event in `format`'s stream, after which the stream ends.
+    pub fn stream_event(&self, format: ApiFormat) -> Bytes {
+        let body = self.body(format).to_string();
+        match format {
+            ApiFormat::Anthropic => crate::sse::encode(Some("error"), &body),
+            ApiFormat::OpenAi => crate::sse::encode(None, &body),
+        }
+    }
+}
+
+/// Anthropic's error type for a status.
+pub fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 405 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        408 | 504 => "timeout_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// OpenAI's error type for a status.
+pub fn openai_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 405 | 413 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        _ => "server_error",
+    }
+}
+
+/// The error body of `format` for `status`.
+pub fn error_body(format: ApiFormat, status: StatusCode, message: &str) -> Value {
+    match format {
+        ApiFormat::Anthropic => json!({
+            "type": "error",
+            "error": { "type": anthropic_error_type(status), "message": message },
+        }),
+        ApiFormat::OpenAi => json!({
+            "error": {
+                "message": message,
+                "type": openai_error_type(status),
+                "param": null,
+                "code": null,
+            },
+        }),
+    }
+}
+
+/// The message inside an upstream error body of either format, if it has one.
+pub fn upstream_message(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let error = v.get("error")?;
+    let message = match error {
+        Value::String(s) => s.as_str(),
+        _ => error.get("message")?.as_str()?,
+    };
+    // An upstream's message is shown to the client: keep it short.
+    Some(message.chars().take(500).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_follow_each_api() {
+        let e = ApiError::invalid("bad model");
+        assert_eq!(
+            e.body(ApiFormat::Anthropic),
+            json!({"type":"error","error":{"type":"invalid_request_error","message":"bad model"}})
+        );
+        assert_eq!(
+            e.body(ApiFormat::OpenAi)["error"]["type"],
+            "invalid_request_error"
+        );
+        assert_eq!(
+            ApiError::new(StatusCode::from_u16(529).unwrap(), "x").body(ApiFormat::Anthropic)["error"]
+                ["type"],
+            "overloaded_error"
+        );
+    }
+
+    #[test]
+    fn messages_are_redacted() {
+        let e = ApiError::upstream("key sk-ant-api03-canarycanarycanary leaked");
+        let body = e.body(ApiFormat::OpenAi).to_string();
+        assert!(!body.contains("canarycanary"), "{body}");
+    }
+
+    #[test]
+    fn upstream_messages_from_both_shapes() {
+        assert_eq!(
+            upstream_message(br#"{"type":"error","error":{"type":"x","message":"m1"}}"#),
+            Some("m1".into())
+        );
+        assert_eq!(
+            upstream_message(br#"{"error":{"message":"m2","type":"y"}}"#),
+            Some("m2".into())
+        );
+        assert_eq!(upstream_message(br#"{"error":"m3"}"#), Some("m3".into()));
+        assert_eq!(upstream_message(b"<html>"), None);
+    }
+}

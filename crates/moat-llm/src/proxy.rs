@@ -1,0 +1,538 @@
+//! One client request through the gateway: parse, route, translate, send with failover,
+//! and stream the answer back in the client's format.
+//!
+//! Failover moves to the next target on a connect failure, a full queue, or an upstream
+//! 5xx or 429, always before anything reached the client: the response head is only
+//! sent once an upstream answered 2xx (or the last target failed), so a byte that
+//! reached the client is never followed by another backend's answer.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use moat_core::config::llm::BackendKind;
+use moat_net::egress::EgressError;
+use serde_json::{Value, json};
+
+use crate::Gateway;
+use crate::backend::{Backend, Endpoint, Slot};
+use crate::errors::{ApiError, ApiFormat, upstream_message};
+use crate::routing::{RouteError, Target};
+use crate::sse::SseParser;
+use crate::translate::{request, response, stream};
+
+/// Most targets tried for one request.
+pub const MAX_ATTEMPTS: usize = 4;
+/// Largest non-streaming upstream response read into memory.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest upstream error body read (the message is all that is kept).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// What the client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// Anthropic legacy `POST /v1/complete`.
+    Complete,
+    /// OpenAI `POST /v1/chat/completions`.
+    Chat,
+}
+
+impl Op {
+    /// The API the client speaks.
+    pub fn format(self) -> ApiFormat {
+        match self {
+            Op::Chat => ApiFormat::OpenAi,
+            _ => ApiFormat::Anthropic,
+        }
+    }
+}
+
+/// Why one attempt did not produce a response.
+struct Failed {
+    error: ApiError,
+    /// Whether the next target may be tried.
+    retry: bool,
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry: false,
+        }
+    }
+}
+
+/// Runs one request; every failure becomes an error in the client's format.
+pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -> Response {
+    match run(&gw, op, &headers, body).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let mut resp = e.response(op.format());
+            if e.status == StatusCode::SERVICE_UNAVAILABLE && e.retry_after.is_some() {
+                resp = moat_net::error::refused(resp, "limit.busy", "overloaded");
+            }
+            resp
+        }
+    }
+}
+
+async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let req: Value = serde_json::from_slice(&body).map_err(|e| {
+        // serde's message can quote the input; give the position only.
+        ApiError::invalid(format!(
+            "request body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if !req.is_object() {
+        return Err(ApiError::invalid("request body must be a JSON object"));
+    }
+    let model = match req.get("model") {
+        Some(Value::String(m)) => m.as_str(),
+        _ => return Err(ApiError::invalid("`model` is missing or not a string")),
+    };
+    let decision = gw.router.resolve(model).map_err(|e| match e {
+        RouteError::Invalid(_) => ApiError::invalid(e.to_string()),
+        RouteError::NoRoute(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+    })?;
+    let streaming = op != Op::CountTokens && req.get("stream") == Some(&Value::Bool(true));
+    let deadline = tokio::time::Instant::now() + gw.upstream_timeout;
+    let targets: Vec<&Target> = decision.targets.iter().take(MAX_ATTEMPTS).collect();
+    let mut last = None;
+    for (i, target) in targets.iter().enumerate() {
+        let Some(backend) = gw.backends.get(&target.backend) else {
+            continue;
+        };
+        let attempt = Attempt {
+            gw,
+            op,
+            req: &req,
+            raw: &body,
+            requested: model,
+            target,
+            backend,
+            headers,
+            streaming,
+            deadline,
+        };
+        match attempt.run().await {
+            Ok(resp) => return Ok(resp),
+            Err(f) => {
+                let more = f.retry && i + 1 < targets.len();
+                tracing::warn!(
+                    backend = backend.name(),
+                    model = %target.model,
+                    status = f.error.status.as_u16(),
+                    failover = more,
+                    "upstream attempt failed"
+                );
+                last = Some(f.error);
+                if !more {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ApiError::upstream("no backend could take the request")))
+}
+
+struct Attempt<'a> {
+    gw: &'a Gateway,
+    op: Op,
+    req: &'a Value,
+    raw: &'a Bytes,
+    requested: &'a str,
+    target: &'a Target,
+    backend: &'a Arc<Backend>,
+    headers: &'a HeaderMap,
+    streaming: bool,
+    deadline: tokio::time::Instant,
+}
+
+/// How the upstream's answer is turned into the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Same,
+    AnthropicClientOpenAiUpstream,
+    OpenAiClientAnthropicUpstream,
+}
+
+impl Attempt<'_> {
+    async fn run(&self) -> Result<Response, Failed> {
+        let kind = self.backend.kind();
+        let (endpoint, shape, body) = match (self.op, kind) {
+            (Op::Messages, BackendKind::Anthropic) => {
+                (Endpoint::Generate, Shape::Same, self.same_format_body()?)
+            }
+            (Op::Messages, BackendKind::Openai) => {
+                let v = request::anthropic_to_openai(self.req, &self.target.model)?;
+                (
+                    Endpoint::Generate,
+                    Shape::AnthropicClientOpenAiUpstream,
+                    to_bytes(&v),
+                )
+            }
+            (Op::Chat, BackendKind::Openai) => {
+                (Endpoint::Generate, Shape::Same, self.same_format_body()?)
+            }
+            (Op::Chat, BackendKind::Anthropic) => {
+                let v = request::openai_to_anthropic(
+                    self.req,
+                    &self.target.model,
+                    self.gw.default_max_tokens,
+                )?;
+                (
+                    Endpoint::Generate,
+                    Shape::OpenAiClientAnthropicUpstream,
+                    to_bytes(&v),
+                )
+            }
+            (Op::CountTokens, BackendKind::Anthropic) => {
+                (Endpoint::CountTokens, Shape::Same, self.same_format_body()?)
+            }
+            (Op::CountTokens, BackendKind::Openai) => {
+                // OpenAI-compatible servers have no counting endpoint: an estimate.
+                return Ok(json_response(
+                    StatusCode::OK,
+                    to_bytes(&json!({"input_tokens": estimate_tokens(self.req)})),
+                ));
+            }
+            (Op::Complete, BackendKind::Anthropic) => {
+                (Endpoint::Complete, Shape::Same, self.same_format_body()?)
+            }
+            (Op::Complete, BackendKind::Openai) => {
+                return Err(ApiError::invalid(
+                    "the legacy /v1/complete API is served only by anthropic backends; use /v1/messages",
+                )
+                .into());
+            }
+        };
+
+        let slot = self
+            .backend
+            .acquire()
+            .await
+            .map_err(|error| Failed { error, retry: true })?;
+        let upstream_req = self
+            .backend
+            .request(Method::POST, endpoint, body, self.headers);
+        let started = Instant::now();
+        let health = self.backend.health();
+        let resp = match tokio::time::timeout_at(self.deadline, self.backend.send(upstream_req))
+            .await
+        {
+            Err(_) => {
+                health.failed("timeout");
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the model's backend did not answer within llm.upstream_timeout",
+                )
+                .into());
+            }
+            Ok(Err(EgressError::Connect(e))) => {
+                health.failed("connect");
+                tracing::warn!(backend = self.backend.name(), error = %e, "cannot connect to backend");
+                return Err(Failed {
+                    error: ApiError::upstream("cannot reach the model's backend"),
+                    retry: true,
+                });
+            }
+            Ok(Err(EgressError::Broken(e))) => {
+                health.failed("broken");
+                tracing::warn!(backend = self.backend.name(), error = %e, "backend broke the connection");
+                return Err(ApiError::upstream(
+                    "the model's backend closed the connection before answering",
+                )
+                .into());
+            }
+            Ok(Ok(resp)) => resp,
+        };
+
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(self.upstream_failure(resp).await);
+        }
+        health.ok(started.elapsed());
+
+        let (parts, incoming) = resp.into_parts();
+        if self.streaming {
+            let mode = match shape {
+                Shape::Same => Mode::Pass(stream::PassThrough::new(self.op.format())),
+                Shape::AnthropicClientOpenAiUpstream => {
+                    Mode::Translate(Box::new(stream::OpenAiToAnthropic::new(self.requested)))
+                }
+                Shape::OpenAiClientAnthropicUpstream => {
+                    let opts = request::openai_stream_options(self.req);
+                    Mode::Translate(Box::new(stream::AnthropicToOpenAi::new(
+                        self.requested,
+                        opts.include_usage,
+                    )))
+                }
+            };
+            let state = StreamState {
+                body: incoming,
+                parser: SseParser::new(),
+                mode,
+                pending: VecDeque::new(),
+                deadline: self.deadline,
+                finished: false,
+                backend: self.backend.name().to_string(),
+                _slot: slot,
+            };
+            let mut resp = Response::new(stream_body(state));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream; charset=utf-8"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            // Tell nginx-like proxies between moat and the client not to buffer.
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            if shape == Shape::Same {
+                copy_request_ids(&parts.headers, h);
+            }
+            return Ok(resp);
+        }
+
+        let bytes = read_limited(incoming, MAX_RESPONSE_BYTES, self.deadline)
+            .await
+            .map_err(Failed::from)?;
+        drop(slot);
+        let out = match shape {
+            Shape::Same => bytes,
+            Shape::AnthropicClientOpenAiUpstream => {
+                to_bytes(&response::openai_to_anthropic(&parse_upstream(&bytes)?))
+            }
+            Shape::OpenAiClientAnthropicUpstream => {
+                to_bytes(&response::anthropic_to_openai(&parse_upstream(&bytes)?))
+            }
+        };
+        let mut resp = json_response(StatusCode::OK, out);
+        if shape == Shape::Same {
+            copy_request_ids(&parts.headers, resp.headers_mut());
+        }
+        Ok(resp)
+    }
+
+    /// The request bytes for a same-format upstream: untouched unless routing renamed
+    /// the model.
+    fn same_format_body(&self) -> Result<Bytes, Failed> {
+        if self.target.model == self.requested {
+            return Ok(self.raw.clone());
+        }
+        let mut v = self.req.clone();
+        v["model"] = json!(self.target.model);
+        Ok(to_bytes(&v))
+    }
+
+    /// An upstream non-2xx as the client's error; 5xx and 429 allow failover.
+    async fn upstream_failure(&self, resp: http::Response<hyper::body::Incoming>) -> Failed {
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        let retry = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        self.backend.health().failed(if retry {
+            "upstream_5xx_or_429"
+        } else {
+            "upstream_4xx"
+        });
+        let body = read_limited(resp.into_body(), MAX_ERROR_BYTES, self.deadline)
+            .await
+            .unwrap_or_default();
+        let message = upstream_message(&body)
+            .unwrap_or_else(|| format!("the model's backend answered {status}"));
+        tracing::info!(
+            backend = self.backend.name(),
+            status = status.as_u16(),
+            message = %moat_core::redact::global().redact(&message),
+            "upstream error"
+        );
+        // Auth failures upstream are moat's configuration, not the client's credentials.
+        let status = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StatusCode::BAD_GATEWAY,
+            s => s,
+        };
+        let message = if status == StatusCode::BAD_GATEWAY {
+            format!(
+                "the model's backend refused moat's credential; check the key of backend {:?} (`moat backend test {}`)",
+                self.backend.name(),
+                self.backend.name()
+            )
+        } else {
+            message
+        };
+        let mut error = ApiError::new(status, message);
+        error.retry_after = retry_after;
+        Failed { error, retry }
+    }
+}
+
+fn parse_upstream(bytes: &[u8]) -> Result<Value, Failed> {
+    serde_json::from_slice(bytes).map_err(|_| {
+        ApiError::upstream("the model's backend sent a response that is not JSON").into()
+    })
+}
+
+fn to_bytes(v: &Value) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn copy_request_ids(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in ["request-id", "x-request-id"] {
+        if let Some(v) = from.get(name) {
+            to.insert(name, v.clone());
+        }
+    }
+}
+
+/// A rough count for servers that can't count: about four bytes a token.
+fn estimate_tokens(req: &Value) -> u64 {
+    let bytes: usize = ["system", "messages", "tools"]
+        .iter()
+        .filter_map(|k| req.get(*k))
+        .map(|v| v.to_string().len())
+        .sum();
+    (bytes as u64).div_ceil(4).max(1)
+}
+
+async fn read_limited(
+    body: hyper::body::Incoming,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the model's backend did not finish within llm.upstream_timeout",
+        )),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the upstream response");
+            Err(ApiError::upstream(
+                "the model's backend broke off its response",
+            ))
+        }
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+enum Mode {
+    Pass(stream::PassThrough),
+    Translate(Box<dyn stream::StreamTranslator>),
+}
+
+/// A streaming exchange in progress. Dropping it (the client went away) drops the
+/// upstream body, which closes that upstream connection at once.
+struct StreamState {
+    body: hyper::body::Incoming,
+    parser: SseParser,
+    mode: Mode,
+    pending: VecDeque<Bytes>,
+    deadline: tokio::time::Instant,
+    finished: bool,
+    backend: String,
+    _slot: Slot,
+}
+
+impl StreamState {
+    fn feed(&mut self, data: Bytes) {
+        let events = match self.parser.feed(&data) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(backend = %self.backend, error = %e, "upstream stream refused");
+                return self.fail(&ApiError::upstream(e.to_string()));
+            }
+        };
+        match &mut self.mode {
+            Mode::Pass(p) => {
+                self.pending.push_back(data);
+                for ev in &events {
+                    if p.observe(ev) {
+                        self.finished = true;
+                    }
+                }
+            }
+            Mode::Translate(t) => {
+                for ev in events {
+                    self.pending.extend(t.event(ev));
+                    if t.done() {
+                        self.finished = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        self.finished = true;
+        match &mut self.mode {
+            Mode::Pass(p) => self.pending.extend(p.end()),
+            Mode::Translate(t) => self.pending.extend(t.end()),
+        }
+    }
+
+    fn fail(&mut self, err: &ApiError) {
+        self.finished = true;
+        match &mut self.mode {
+            Mode::Pass(p) => self.pending.extend(p.fail(err)),
+            Mode::Translate(t) => self.pending.extend(t.fail(err)),
+        }
+    }
+}
+
+fn stream_body(state: StreamState) -> Body {
+    let s = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(b) = s.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(b), s));
+            }
+            if s.finished {
+                return None;
+            }
+            match tokio::time::timeout_at(s.deadline, s.body.frame()).await {
+                Err(_) => s.fail(&ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the model's backend did not finish within llm.upstream_timeout",
+                )),
+                Ok(None) => s.end(),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(backend = %s.backend, error = %e, "upstream stream broke");
+                    s.fail(&ApiError::upstream(
+                        "the connection to the model's backend broke mid-stream",
+                    ));
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        s.feed(data);
+                    }
+                }
+            }
+        }
+    });
+    Body::from_stream(s)
+}

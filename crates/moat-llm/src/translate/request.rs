@@ -1,0 +1,602 @@
+//! Request translation: OpenAI Chat Completions ⇄ Anthropic Messages.
+//!
+//! Both directions work on JSON values and carry over every field the other API has a
+//! place for (see the crate docs for the list). A field that has no counterpart is
+//! dropped; a request that can't be expressed at all (several choices, an unknown
+//! content part) is refused with a 400 that says which field.
+
+use serde_json::{Map, Value, json};
+
+use crate::errors::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// What an OpenAI client asked for that shapes the translated response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenAiStreamOptions {
+    /// `stream_options.include_usage`: a last chunk carries the usage.
+    pub include_usage: bool,
+}
+
+/// An OpenAI chat request → an Anthropic messages request for `model`.
+pub fn openai_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) -> Result<Value> {
+    let obj = as_object(req, "request body")?;
+    if let Some(n) = obj.get("n").and_then(Value::as_u64)
+        && n != 1
+    {
+        return Err(ApiError::invalid(
+            "`n` other than 1 is not supported by this model's backend",
+        ));
+    }
+    let messages = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("`messages` must be an array"))?;
+
+    let mut system: Vec<Value> = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(format!("`messages[{i}].role` is missing")))?;
+        match role {
+            "system" | "developer" => {
+                for block in openai_content_to_blocks(m.get("content"), i)? {
+                    if block["type"] != "text" {
+                        return Err(ApiError::invalid(format!(
+                            "`messages[{i}]`: a system message may hold text only"
+                        )));
+                    }
+                    system.push(block);
+                }
+            }
+            "user" => {
+                let blocks = openai_content_to_blocks(m.get("content"), i)?;
+                push_message(&mut out, "user", blocks);
+            }
+            "assistant" => {
+                let mut blocks = openai_content_to_blocks(m.get("content"), i)?;
+                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                    for (j, call) in calls.iter().enumerate() {
+                        blocks.push(tool_call_to_tool_use(call, i, j)?);
+                    }
+                }
+                push_message(&mut out, "assistant", blocks);
+            }
+            "tool" => {
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!("`messages[{i}].tool_call_id` is missing"))
+                    })?;
+                let content = openai_content_to_blocks(m.get("content"), i)?;
+                let result = json!({
+                    "type": "tool_result",
+                    "tool_use_id": id,
+                    "content": content,
+                });
+                push_message(&mut out, "user", vec![result]);
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "`messages[{i}].role` {other:?} is not supported; use system, developer, user, assistant or tool"
+                )));
+            }
+        }
+    }
+
+    let mut r = Map::new();
+    r.insert("model".into(), json!(model));
+    r.insert("messages".into(), Value::Array(out));
+    if !system.is_empty() {
+        r.insert("system".into(), Value::Array(system));
+    }
+    let max_tokens = obj
+        .get("max_completion_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| obj.get("max_tokens").filter(|v| !v.is_null()))
+        .cloned()
+        .unwrap_or_else(|| json!(default_max_tokens));
+    r.insert("max_tokens".into(), max_tokens);
+    for key in ["temperature", "top_p", "stream"] {
+        if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
+            r.insert(key.into(), v.clone());
+        }
+    }
+    match obj.get("stop") {
+        Some(Value::String(s)) => {
+            r.insert("stop_sequences".into(), json!([s]));
+        }
+        Some(Value::Array(a)) if !a.is_empty() => {
+            r.insert("stop_sequences".into(), Value::Array(a.clone()));
+        }
+        _ => {}
+    }
+    if let Some(user) = obj.get("user").and_then(Value::as_str) {
+        r.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
+        let mut out = Vec::with_capacity(tools.len());
+        for (i, t) in tools.iter().enumerate() {
+            let f = t.get("function").ok_or_else(|| {
+                ApiError::invalid(format!("`tools[{i}]`: only function tools are supported"))
+            })?;
+            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(format!("`tools[{i}].function.name` is missing"))
+            })?;
+            let mut tool = Map::new();
+            tool.insert("name".into(), json!(name));
+            if let Some(d) = f.get("description").filter(|v| !v.is_null()) {
+                tool.insert("description".into(), d.clone());
+            }
+            let schema = f
+                .get("parameters")
+                .filter(|v| v.is_object())
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            tool.insert("input_schema".into(), schema);
+            out.push(Value::Object(tool));
+        }
+        if !out.is_empty() {
+            r.insert("tools".into(), Value::Array(out));
+        }
+    }
+    let parallel_off = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    let choice = match obj.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "auto" => json!({"type": "auto"}),
+            "none" => json!({"type": "none"}),
+            "required" => json!({"type": "any"}),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "`tool_choice` {other:?} is not one of auto, none, required"
+                )));
+            }
+        }),
+        Some(v) => {
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid("`tool_choice.function.name` is missing"))?;
+            Some(json!({"type": "tool", "name": name}))
+        }
+    };
+    let choice = match (choice, parallel_off && r.contains_key("tools")) {
+        (Some(mut c), true) if c["type"] != "none" => {
+            c["disable_parallel_tool_use"] = json!(true);
+            Some(c)
+        }
+        (None, true) => Some(json!({"type": "auto", "disable_parallel_tool_use": true})),
+        (c, _) => c,
+    };
+    if let Some(c) = choice {
+        r.insert("tool_choice".into(), c);
+    }
+    Ok(Value::Object(r))
+}
+
+/// Options of an OpenAI request that the response translation needs.
+pub fn openai_stream_options(req: &Value) -> OpenAiStreamOptions {
+    OpenAiStreamOptions {
+        include_usage: req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+}
+
+/// Appends a message, merging into the last one when the role repeats (several tool
+/// results in a row become one user turn, as Anthropic expects).
+fn push_message(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
+    if let Some(last) = out.last_mut()
+        && last["role"] == role
+        && let Some(content) = last["content"].as_array_mut()
+    {
+        content.extend(blocks);
+        return;
+    }
+    out.push(json!({ "role": role, "content": blocks }));
+}
+
+fn openai_content_to_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| openai_part_to_block(p, i, j))
+            .collect(),
+        Some(_) => Err(ApiError::invalid(format!(
+            "`messages[{i}].content` must be a string or an array of parts"
+        ))),
+    }
+}
+
+fn openai_part_to_block(part: &Value, i: usize, j: usize) -> Result<Value> {
+    let at = || format!("`messages[{i}].content[{j}]`");
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            let text = part
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid(format!("{} has no text", at())))?;
+            Ok(json!({"type": "text", "text": text}))
+        }
+        Some("image_url") => {
+            let url = part
+                .pointer("/image_url/url")
+                .or_else(|| part.get("image_url").filter(|v| v.is_string()))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid(format!("{} has no image_url.url", at())))?;
+            Ok(image_block(url).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "{}: an image must be an https URL or a base64 data URL",
+                    at()
+                ))
+            })?)
+        }
+        Some(other) => Err(ApiError::invalid(format!(
+            "{}: content part type {other:?} is not supported by this model's backend",
+            at()
+        ))),
+        None => Err(ApiError::invalid(format!("{} has no type", at()))),
+    }
+}
+
+/// An Anthropic image block from an OpenAI image URL (`data:` or http(s)).
+fn image_block(url: &str) -> Option<Value> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (meta, data) = rest.split_once(',')?;
+        let media_type = meta.strip_suffix(";base64")?;
+        return Some(json!({
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Some(json!({"type": "image", "source": {"type": "url", "url": url}}));
+    }
+    None
+}
+
+fn tool_call_to_tool_use(call: &Value, i: usize, j: usize) -> Result<Value> {
+    let at = format!("`messages[{i}].tool_calls[{j}]`");
+    let id = call
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(format!("{at} has no id")))?;
+    let name = call
+        .pointer("/function/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(format!("{at} has no function.name")))?;
+    let input = match call.pointer("/function/arguments") {
+        None | Some(Value::Null) => json!({}),
+        Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "{at}.function.arguments must be a JSON object"
+                )));
+            }
+        },
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "{at}.function.arguments must be a JSON object"
+            )));
+        }
+    };
+    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+}
+
+/// An Anthropic messages request → an OpenAI chat request for `model`.
+pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
+    let obj = as_object(req, "request body")?;
+    let messages = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("`messages` must be an array"))?;
+    let mut out: Vec<Value> = Vec::new();
+    match obj.get("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => out.push(json!({"role": "system", "content": s})),
+        Some(Value::Array(blocks)) => {
+            let text = join_text(blocks, "system")?;
+            out.push(json!({"role": "system", "content": text}));
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`system` must be a string or text blocks",
+            ));
+        }
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(format!("`messages[{i}].role` is missing")))?;
+        let blocks = match m.get("content") {
+            Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
+            Some(Value::Array(a)) => a.clone(),
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "`messages[{i}].content` must be a string or an array of blocks"
+                )));
+            }
+        };
+        match role {
+            "user" => user_blocks_to_openai(&blocks, i, &mut out)?,
+            "assistant" => out.push(assistant_blocks_to_openai(&blocks, i)?),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "`messages[{i}].role` {other:?} is not user or assistant"
+                )));
+            }
+        }
+    }
+
+    let mut r = Map::new();
+    r.insert("model".into(), json!(model));
+    r.insert("messages".into(), Value::Array(out));
+    if let Some(v) = obj.get("max_tokens").filter(|v| !v.is_null()) {
+        r.insert("max_tokens".into(), v.clone());
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
+            r.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(stop) = obj.get("stop_sequences").and_then(Value::as_array)
+        && !stop.is_empty()
+    {
+        r.insert("stop".into(), Value::Array(stop.clone()));
+    }
+    if obj.get("stream").and_then(Value::as_bool) == Some(true) {
+        r.insert("stream".into(), json!(true));
+        // Anthropic streams always end with the usage; ask for it.
+        r.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    if let Some(user) = req.pointer("/metadata/user_id").and_then(Value::as_str) {
+        r.insert("user".into(), json!(user));
+    }
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
+        let mut out = Vec::with_capacity(tools.len());
+        for (i, t) in tools.iter().enumerate() {
+            // Server tools (web search, code execution...) carry a `type` other than
+            // "custom" and have no function equivalent.
+            if let Some(kind) = t.get("type").and_then(Value::as_str)
+                && kind != "custom"
+            {
+                return Err(ApiError::invalid(format!(
+                    "`tools[{i}]`: tool type {kind:?} is not supported by this model's backend"
+                )));
+            }
+            let name = t
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::invalid(format!("`tools[{i}].name` is missing")))?;
+            let mut f = Map::new();
+            f.insert("name".into(), json!(name));
+            if let Some(d) = t.get("description").filter(|v| !v.is_null()) {
+                f.insert("description".into(), d.clone());
+            }
+            f.insert(
+                "parameters".into(),
+                t.get("input_schema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            );
+            out.push(json!({"type": "function", "function": f}));
+        }
+        if !out.is_empty() {
+            r.insert("tools".into(), Value::Array(out));
+        }
+    }
+    if let Some(choice) = obj.get("tool_choice").filter(|v| v.is_object()) {
+        let mapped = match choice.get("type").and_then(Value::as_str) {
+            Some("auto") => json!("auto"),
+            Some("any") => json!("required"),
+            Some("none") => json!("none"),
+            Some("tool") => {
+                let name = choice
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::invalid("`tool_choice.name` is missing"))?;
+                json!({"type": "function", "function": {"name": name}})
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "`tool_choice.type` is not auto, any, tool or none",
+                ));
+            }
+        };
+        r.insert("tool_choice".into(), mapped);
+        if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
+            r.insert("parallel_tool_calls".into(), json!(false));
+        }
+    }
+    Ok(Value::Object(r))
+}
+
+fn join_text(blocks: &[Value], at: &str) -> Result<String> {
+    let mut text = String::new();
+    for b in blocks {
+        match (
+            b.get("type").and_then(Value::as_str),
+            b.get("text").and_then(Value::as_str),
+        ) {
+            (Some("text"), Some(t)) => {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str(t);
+            }
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "`{at}` may hold text blocks only"
+                )));
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// User blocks: tool results become `tool` messages (first, in order), the rest one user
+/// message.
+fn user_blocks_to_openai(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Result<()> {
+    let mut parts = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        let at = || format!("`messages[{i}].content[{j}]`");
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t = b
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::invalid(format!("{} has no text", at())))?;
+                parts.push(json!({"type": "text", "text": t}));
+            }
+            Some("image") => {
+                parts.push(image_part(b).ok_or_else(|| {
+                    ApiError::invalid(format!("{}: unsupported image source", at()))
+                })?)
+            }
+            Some("tool_result") => {
+                let id = b
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::invalid(format!("{} has no tool_use_id", at())))?;
+                let (text, images) = match b.get("content") {
+                    None | Some(Value::Null) => (String::new(), Vec::new()),
+                    Some(Value::String(s)) => (s.clone(), Vec::new()),
+                    Some(Value::Array(items)) => {
+                        let mut text = String::new();
+                        let mut images = Vec::new();
+                        for item in items {
+                            match item.get("type").and_then(Value::as_str) {
+                                Some("text") => {
+                                    if !text.is_empty() {
+                                        text.push('\n');
+                                    }
+                                    text.push_str(item["text"].as_str().unwrap_or_default());
+                                }
+                                Some("image") => images.extend(image_part(item)),
+                                _ => {
+                                    return Err(ApiError::invalid(format!(
+                                        "{}: tool results may hold text and images only",
+                                        at()
+                                    )));
+                                }
+                            }
+                        }
+                        (text, images)
+                    }
+                    Some(_) => {
+                        return Err(ApiError::invalid(format!("{}.content is not valid", at())));
+                    }
+                };
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                // Tool messages carry text only; images follow as user content.
+                parts.extend(images);
+            }
+            Some("document") => match b.pointer("/source/type").and_then(Value::as_str) {
+                Some("text") => {
+                    let t = b
+                        .pointer("/source/data")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    parts.push(json!({"type": "text", "text": t}));
+                }
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "{}: only text documents are supported by this model's backend",
+                        at()
+                    )));
+                }
+            },
+            // Thinking the client echoes back has no OpenAI counterpart.
+            Some("thinking" | "redacted_thinking") => {}
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "{}: block type {other:?} is not supported by this model's backend",
+                    at()
+                )));
+            }
+            None => return Err(ApiError::invalid(format!("{} has no type", at()))),
+        }
+    }
+    if !parts.is_empty() {
+        let only_text = parts.len() == 1 && parts[0]["type"] == "text";
+        let content = if only_text {
+            parts[0]["text"].clone()
+        } else {
+            Value::Array(parts)
+        };
+        out.push(json!({"role": "user", "content": content}));
+    }
+    Ok(())
+}
+
+fn image_part(block: &Value) -> Option<Value> {
+    let source = block.get("source")?;
+    let url = match source.get("type")?.as_str()? {
+        "base64" => format!(
+            "data:{};base64,{}",
+            source.get("media_type")?.as_str()?,
+            source.get("data")?.as_str()?
+        ),
+        "url" => source.get("url")?.as_str()?.to_string(),
+        _ => return None,
+    };
+    Some(json!({"type": "image_url", "image_url": {"url": url}}))
+}
+
+fn assistant_blocks_to_openai(blocks: &[Value], i: usize) -> Result<Value> {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for (j, b) in blocks.iter().enumerate() {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(b["text"].as_str().unwrap_or_default()),
+            Some("tool_use") => {
+                let id = b["id"].as_str().unwrap_or_default();
+                let name = b["name"].as_str().unwrap_or_default();
+                let args = b.get("input").cloned().unwrap_or_else(|| json!({}));
+                calls.push(json!({
+                    "id": id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": args.to_string()},
+                }));
+            }
+            Some("thinking" | "redacted_thinking") => {}
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "`messages[{i}].content[{j}]`: an assistant turn may hold text, tool_use and thinking blocks"
+                )));
+            }
+        }
+    }
+    let mut m = Map::new();
+    m.insert("role".into(), json!("assistant"));
+    m.insert(
+        "content".into(),
+        if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        },
+    );
+    if !calls.is_empty() {
+        m.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Ok(Value::Object(m))
+}
+
+fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| ApiError::invalid(format!("{what} must be a JSON object")))
+}

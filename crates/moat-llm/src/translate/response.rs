@@ -1,0 +1,188 @@
+//! Response translation (whole responses), and the mappings the streams share.
+
+use serde_json::{Map, Value, json};
+
+/// Anthropic `stop_reason` → OpenAI `finish_reason`.
+pub fn finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "tool_use" => "tool_calls",
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "refusal" => "content_filter",
+        // end_turn, stop_sequence, pause_turn
+        _ => "stop",
+    }
+}
+
+/// OpenAI `finish_reason` → Anthropic `stop_reason`.
+pub fn stop_reason(finish_reason: &str) -> &'static str {
+    match finish_reason {
+        "tool_calls" | "function_call" => "tool_use",
+        "length" => "max_tokens",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic usage → OpenAI usage (OpenAI's prompt count includes cached tokens).
+pub fn openai_usage(usage: &Value) -> Value {
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cache_read_input_tokens");
+    let prompt = n("input_tokens") + cached + n("cache_creation_input_tokens");
+    let completion = n("output_tokens");
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
+}
+
+/// OpenAI usage → Anthropic usage.
+pub fn anthropic_usage(usage: &Value) -> Value {
+    let n = |p: &str| usage.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("/prompt_tokens_details/cached_tokens");
+    let mut u = json!({
+        "input_tokens": n("/prompt_tokens").saturating_sub(cached),
+        "output_tokens": n("/completion_tokens"),
+    });
+    if cached > 0 {
+        u["cache_read_input_tokens"] = json!(cached);
+    }
+    u
+}
+
+/// An id in Anthropic's style for an upstream id.
+pub fn message_id(upstream: &str) -> String {
+    if upstream.starts_with("msg_") {
+        upstream.to_string()
+    } else if upstream.is_empty() {
+        format!("msg_moat{:x}", unix_nanos())
+    } else {
+        format!("msg_{upstream}")
+    }
+}
+
+/// An id in OpenAI's style for an upstream id.
+pub fn completion_id(upstream: &str) -> String {
+    if upstream.starts_with("chatcmpl-") {
+        upstream.to_string()
+    } else if upstream.is_empty() {
+        format!("chatcmpl-moat{:x}", unix_nanos())
+    } else {
+        format!("chatcmpl-{upstream}")
+    }
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Seconds since the epoch, for OpenAI's `created`.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An Anthropic message → an OpenAI chat completion.
+pub fn anthropic_to_openai(msg: &Value) -> Value {
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    for block in msg["content"].as_array().into_iter().flatten() {
+        match block["type"].as_str() {
+            Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
+            Some("thinking") => reasoning.push_str(block["thinking"].as_str().unwrap_or_default()),
+            Some("tool_use") => calls.push(json!({
+                "id": block["id"],
+                "type": "function",
+                "function": {
+                    "name": block["name"],
+                    "arguments": block.get("input").unwrap_or(&json!({})).to_string(),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = Map::new();
+    message.insert("role".into(), json!("assistant"));
+    message.insert(
+        "content".into(),
+        if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        },
+    );
+    if !reasoning.is_empty() {
+        message.insert("reasoning_content".into(), json!(reasoning));
+    }
+    if !calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(calls));
+    }
+    message.insert("refusal".into(), Value::Null);
+    json!({
+        "id": completion_id(msg["id"].as_str().unwrap_or_default()),
+        "object": "chat.completion",
+        "created": unix_now(),
+        "model": msg["model"],
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": finish_reason(msg["stop_reason"].as_str().unwrap_or("end_turn")),
+        }],
+        "usage": openai_usage(&msg["usage"]),
+    })
+}
+
+/// An OpenAI chat completion → an Anthropic message.
+pub fn openai_to_anthropic(resp: &Value) -> Value {
+    let choice = &resp["choices"][0];
+    let message = &choice["message"];
+    let mut content = Vec::new();
+    if let Some(r) = message["reasoning_content"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+    }
+    if let Some(t) = message["content"].as_str().filter(|s| !s.is_empty()) {
+        content.push(json!({"type": "text", "text": t}));
+    }
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        content.push(json!({
+            "type": "tool_use",
+            "id": call["id"],
+            "name": call["function"]["name"],
+            "input": parse_arguments(call["function"]["arguments"].as_str().unwrap_or("")),
+        }));
+    }
+    let finish = choice["finish_reason"].as_str().unwrap_or("stop");
+    json!({
+        "id": message_id(resp["id"].as_str().unwrap_or_default()),
+        "type": "message",
+        "role": "assistant",
+        "model": resp["model"],
+        "content": content,
+        "stop_reason": stop_reason(finish),
+        "stop_sequence": null,
+        "usage": anthropic_usage(&resp["usage"]),
+    })
+}
+
+/// Tool-call arguments as an object: what a model wrote, or `{}` when it wrote something
+/// that isn't a JSON object (small models do), so the client still gets a valid block.
+pub fn parse_arguments(args: &str) -> Value {
+    match serde_json::from_str::<Value>(args) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            if !args.trim().is_empty() {
+                tracing::debug!("a tool call's arguments are not a JSON object; passing {{}}");
+            }
+            json!({})
+        }
+    }
+}

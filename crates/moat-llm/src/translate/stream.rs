@@ -1,0 +1,549 @@
+//! Streaming translation, event by event: each upstream event is turned into the client
+//! format's events as soon as it is parsed; nothing waits for the end of the response.
+//!
+//! A translator is fed parsed upstream events and returns bytes to send. When the
+//! upstream fails mid-stream (an `error` event, a broken connection, an oversized event)
+//! the client gets one well-formed error in its own format and the stream ends.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::response::{
+    anthropic_usage, completion_id, finish_reason, message_id, openai_usage, stop_reason, unix_now,
+};
+use crate::errors::{ApiError, ApiFormat};
+use crate::sse::{SseEvent, encode};
+
+/// Turns one upstream event stream into a client's.
+pub trait StreamTranslator: Send {
+    /// Bytes for the client for one upstream event.
+    fn event(&mut self, ev: SseEvent) -> Vec<Bytes>;
+    /// The upstream stream ended (EOF); closes the client's stream.
+    fn end(&mut self) -> Vec<Bytes>;
+    /// The upstream failed; an error in the client's format ends the stream.
+    fn fail(&mut self, err: &ApiError) -> Vec<Bytes>;
+    /// Whether the client's stream is complete (nothing more may be sent).
+    fn done(&self) -> bool;
+}
+
+/// The `ApiError` an upstream error event stands for.
+fn upstream_error(data: &str) -> ApiError {
+    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let e = &v["error"];
+    let message = e["message"]
+        .as_str()
+        .or(e.as_str())
+        .unwrap_or("the upstream reported an error")
+        .chars()
+        .take(500)
+        .collect::<String>();
+    let status = match e["type"].as_str().unwrap_or_default() {
+        "overloaded_error" => StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        "rate_limit_error" => StatusCode::TOO_MANY_REQUESTS,
+        "invalid_request_error" => StatusCode::BAD_REQUEST,
+        "authentication_error" => StatusCode::UNAUTHORIZED,
+        "permission_error" => StatusCode::FORBIDDEN,
+        "not_found_error" => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, message)
+}
+
+// ---------------------------------------------------------------------------------------
+// Anthropic upstream → OpenAI client
+
+/// Anthropic Messages events → OpenAI chat completion chunks.
+pub struct AnthropicToOpenAi {
+    id: String,
+    model: Value,
+    created: u64,
+    include_usage: bool,
+    /// Anthropic block index → OpenAI tool call index.
+    tools: BTreeMap<u64, u64>,
+    usage: Value,
+    finished: bool,
+    done: bool,
+}
+
+impl AnthropicToOpenAi {
+    /// A translator; `include_usage` is the client's `stream_options.include_usage`.
+    pub fn new(model: &str, include_usage: bool) -> Self {
+        Self {
+            id: completion_id(""),
+            model: json!(model),
+            created: unix_now(),
+            include_usage,
+            tools: BTreeMap::new(),
+            usage: json!({}),
+            finished: false,
+            done: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        let c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        encode(None, &c.to_string())
+    }
+
+    fn close(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.include_usage {
+            let c = json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": null,
+                "choices": [],
+                "usage": openai_usage(&self.usage),
+            });
+            out.push(encode(None, &c.to_string()));
+        }
+        out.push(encode(None, "[DONE]"));
+        self.done = true;
+        out
+    }
+}
+
+impl StreamTranslator for AnthropicToOpenAi {
+    fn event(&mut self, ev: SseEvent) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
+            return self.fail(&ApiError::upstream("the upstream sent an unreadable event"));
+        };
+        let kind = ev
+            .event
+            .as_deref()
+            .or(data["type"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        match kind.as_str() {
+            "message_start" => {
+                let m = &data["message"];
+                if let Some(id) = m["id"].as_str() {
+                    self.id = completion_id(id);
+                }
+                if m["model"].is_string() {
+                    self.model = m["model"].clone();
+                }
+                merge(&mut self.usage, &m["usage"]);
+                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+            }
+            "content_block_start" => {
+                let b = &data["content_block"];
+                let index = data["index"].as_u64().unwrap_or(0);
+                match b["type"].as_str() {
+                    Some("tool_use") => {
+                        let n = self.tools.len() as u64;
+                        self.tools.insert(index, n);
+                        vec![self.chunk(
+                            json!({"tool_calls": [{
+                                "index": n,
+                                "id": b["id"],
+                                "type": "function",
+                                "function": {"name": b["name"], "arguments": ""},
+                            }]}),
+                            None,
+                        )]
+                    }
+                    Some("text") if b["text"].as_str().is_some_and(|t| !t.is_empty()) => {
+                        vec![self.chunk(json!({"content": b["text"]}), None)]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "content_block_delta" => {
+                let d = &data["delta"];
+                let index = data["index"].as_u64().unwrap_or(0);
+                match d["type"].as_str() {
+                    Some("text_delta") => vec![self.chunk(json!({"content": d["text"]}), None)],
+                    Some("thinking_delta") => {
+                        vec![self.chunk(json!({"reasoning_content": d["thinking"]}), None)]
+                    }
+                    Some("input_json_delta") => match self.tools.get(&index) {
+                        Some(&n) => vec![self.chunk(
+                            json!({"tool_calls": [{
+                                "index": n,
+                                "function": {"arguments": d["partial_json"]},
+                            }]}),
+                            None,
+                        )],
+                        None => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                }
+            }
+            "message_delta" => {
+                merge(&mut self.usage, &data["usage"]);
+                match data["delta"]["stop_reason"].as_str() {
+                    Some(r) if !self.finished => {
+                        self.finished = true;
+                        vec![self.chunk(json!({}), Some(finish_reason(r)))]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "message_stop" => {
+                let mut out = Vec::new();
+                if !self.finished {
+                    self.finished = true;
+                    out.push(self.chunk(json!({}), Some("stop")));
+                }
+                out.extend(self.close());
+                out
+            }
+            "ping" => vec![Bytes::from_static(b": ping\n\n")],
+            "error" => self.fail(&upstream_error(&ev.data)),
+            _ => Vec::new(),
+        }
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        self.fail(&ApiError::upstream("the upstream ended the stream early"))
+    }
+
+    fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = true;
+        vec![err.stream_event(ApiFormat::OpenAi)]
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Copies the numeric fields of `from` into `into`.
+fn merge(into: &mut Value, from: &Value) {
+    if let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) {
+        for (k, v) in from {
+            if v.is_number() {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// OpenAI upstream → Anthropic client
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text(u64),
+    Thinking(u64),
+}
+
+/// OpenAI chat completion chunks → Anthropic Messages events.
+pub struct OpenAiToAnthropic {
+    model: String,
+    started: bool,
+    next_block: u64,
+    open: Option<Open>,
+    /// OpenAI tool call index → Anthropic block index, for calls whose block is open.
+    tools: BTreeMap<u64, u64>,
+    finish: Option<String>,
+    usage: Value,
+    done: bool,
+}
+
+impl OpenAiToAnthropic {
+    /// A translator for a response to a request for `model`.
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            started: false,
+            next_block: 0,
+            open: None,
+            tools: BTreeMap::new(),
+            finish: None,
+            usage: Value::Null,
+            done: false,
+        }
+    }
+
+    fn ev(name: &str, data: Value) -> Bytes {
+        encode(Some(name), &data.to_string())
+    }
+
+    fn start(&mut self, id: &str, model: Option<&str>, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        if let Some(m) = model.filter(|m| !m.is_empty()) {
+            self.model = m.to_string();
+        }
+        out.push(Self::ev(
+            "message_start",
+            json!({"type": "message_start", "message": {
+                "id": message_id(id),
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        ));
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Bytes>) {
+        if let Some(Open::Text(i) | Open::Thinking(i)) = self.open.take() {
+            out.push(Self::ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
+    }
+
+    fn open_block(&mut self, block: Value, out: &mut Vec<Bytes>) -> u64 {
+        let index = self.next_block;
+        self.next_block += 1;
+        out.push(Self::ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        index
+    }
+
+    fn delta(index: u64, delta: Value) -> Bytes {
+        Self::ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        )
+    }
+
+    fn finish_stream(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.start("", None, &mut out);
+        self.close_open(&mut out);
+        for (_, index) in std::mem::take(&mut self.tools) {
+            out.push(Self::ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+        let reason = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        let usage = if self.usage.is_null() {
+            json!({"output_tokens": 0})
+        } else {
+            anthropic_usage(&self.usage)
+        };
+        out.push(Self::ev(
+            "message_delta",
+            json!({"type": "message_delta",
+                   "delta": {"stop_reason": reason, "stop_sequence": null},
+                   "usage": usage}),
+        ));
+        out.push(Self::ev("message_stop", json!({"type": "message_stop"})));
+        self.done = true;
+        out
+    }
+
+    fn text(&mut self, text: &str, thinking: bool, out: &mut Vec<Bytes>) {
+        let index = match (self.open, thinking) {
+            (Some(Open::Text(i)), false) | (Some(Open::Thinking(i)), true) => i,
+            _ => {
+                self.close_open(out);
+                let (block, open): (Value, fn(u64) -> Open) = if thinking {
+                    (
+                        json!({"type": "thinking", "thinking": "", "signature": ""}),
+                        Open::Thinking,
+                    )
+                } else {
+                    (json!({"type": "text", "text": ""}), Open::Text)
+                };
+                let i = self.open_block(block, out);
+                self.open = Some(open(i));
+                i
+            }
+        };
+        out.push(Self::delta(
+            index,
+            if thinking {
+                json!({"type": "thinking_delta", "thinking": text})
+            } else {
+                json!({"type": "text_delta", "text": text})
+            },
+        ));
+    }
+}
+
+impl StreamTranslator for OpenAiToAnthropic {
+    fn event(&mut self, ev: SseEvent) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        if ev.data.trim() == "[DONE]" {
+            return self.finish_stream();
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) else {
+            return self.fail(&ApiError::upstream("the upstream sent an unreadable event"));
+        };
+        if !chunk["error"].is_null() {
+            return self.fail(&upstream_error(&ev.data));
+        }
+        let mut out = Vec::new();
+        self.start(
+            chunk["id"].as_str().unwrap_or_default(),
+            chunk["model"].as_str(),
+            &mut out,
+        );
+        if chunk["usage"].is_object() {
+            self.usage = chunk["usage"].clone();
+        }
+        let choice = &chunk["choices"][0];
+        let delta = &choice["delta"];
+        if let Some(r) = delta["reasoning_content"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+        {
+            self.text(r, true, &mut out);
+        }
+        if let Some(t) = delta["content"].as_str().filter(|s| !s.is_empty()) {
+            self.text(t, false, &mut out);
+        }
+        for (pos, call) in delta["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let key = call["index"].as_u64().unwrap_or(pos as u64);
+            let index = match self.tools.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.close_open(&mut out);
+                    let id = call["id"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("toolu_moat{key}"));
+                    let i = self.open_block(
+                        json!({"type": "tool_use", "id": id,
+                               "name": call["function"]["name"].as_str().unwrap_or_default(),
+                               "input": {}}),
+                        &mut out,
+                    );
+                    self.tools.insert(key, i);
+                    i
+                }
+            };
+            if let Some(args) = call["function"]["arguments"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+            {
+                out.push(Self::delta(
+                    index,
+                    json!({"type": "input_json_delta", "partial_json": args}),
+                ));
+            }
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            self.finish = Some(f.to_string());
+        }
+        out
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        // Some servers omit `[DONE]`; a finish reason is as good an ending.
+        if self.finish.is_some() {
+            return self.finish_stream();
+        }
+        self.fail(&ApiError::upstream("the upstream ended the stream early"))
+    }
+
+    fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = true;
+        vec![err.stream_event(ApiFormat::Anthropic)]
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Same-format streams: bytes pass through untouched; this only watches for the end and
+/// turns a broken upstream into a well-formed error.
+pub struct PassThrough {
+    format: ApiFormat,
+    /// An OpenAI chunk carried a finish reason (some servers then omit `[DONE]`).
+    finished: bool,
+    done: bool,
+}
+
+impl PassThrough {
+    /// A pass-through for a client speaking `format`.
+    pub fn new(format: ApiFormat) -> Self {
+        Self {
+            format,
+            finished: false,
+            done: false,
+        }
+    }
+
+    /// Looks at one event; true when it ends the stream.
+    pub fn observe(&mut self, ev: &SseEvent) -> bool {
+        let last = match self.format {
+            ApiFormat::Anthropic => {
+                matches!(ev.event.as_deref(), Some("message_stop" | "error"))
+            }
+            ApiFormat::OpenAi => {
+                if ev.data.contains("finish_reason")
+                    && serde_json::from_str::<Value>(&ev.data)
+                        .is_ok_and(|v| v["choices"][0]["finish_reason"].is_string())
+                {
+                    self.finished = true;
+                }
+                ev.data.trim() == "[DONE]" || ev.data.contains("\"error\"")
+            }
+        };
+        self.done |= last;
+        last
+    }
+
+    /// The upstream ended: an error unless the stream was complete.
+    pub fn end(&mut self) -> Option<Bytes> {
+        if self.finished {
+            self.done = true;
+        }
+        self.fail(&ApiError::upstream(
+            "the model's backend ended the stream early",
+        ))
+    }
+
+    /// The error that ends a broken stream, unless it already ended.
+    pub fn fail(&mut self, err: &ApiError) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        // A blank line first ends any event the upstream left half-sent.
+        let mut out = b"\n\n".to_vec();
+        out.extend_from_slice(&err.stream_event(self.format));
+        Some(Bytes::from(out))
+    }
+}

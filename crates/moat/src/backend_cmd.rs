@@ -1,0 +1,367 @@
+//! `moat backend` and `moat route`: the LLM backends in config.toml, and the route dry run.
+//!
+//! Edits keep the rest of config.toml as the user wrote it (comments and order), are
+//! checked against the same validation as a load before anything is written, and replace
+//! the file atomically.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow};
+use http::Method;
+use http_body_util::BodyExt;
+use moat_core::config::llm::{
+    AuthScheme, BackendConfig, BackendKind, LlmConfig, valid_backend_name,
+};
+use moat_core::home::Home;
+use moat_core::secret::{SecretRef, SecretString};
+use moat_llm::backend::{Backend, Endpoint};
+
+use crate::Failure;
+use crate::cli::BackendCommand;
+
+pub fn run(home: &Home, command: &BackendCommand) -> Result<(), Failure> {
+    match command {
+        BackendCommand::Add {
+            name,
+            kind,
+            base_url,
+            key_secret,
+            bearer,
+            models,
+            replace,
+        } => {
+            let kind = match kind.as_str() {
+                "anthropic" => BackendKind::Anthropic,
+                _ => BackendKind::Openai,
+            };
+            let mut backend = BackendConfig::new(kind, base_url.trim_end_matches('/'));
+            backend.key = match key_secret {
+                Some(s) => Some(
+                    format!("secret:{s}")
+                        .parse::<SecretRef>()
+                        .map_err(|e| Failure::usage(anyhow!("--key-secret: {e}")))?,
+                ),
+                None => None,
+            };
+            if *bearer {
+                if kind != BackendKind::Anthropic {
+                    return Err(Failure::usage(anyhow!(
+                        "--bearer is for anthropic backends; openai backends always use Bearer"
+                    )));
+                }
+                backend.auth = AuthScheme::Bearer;
+            }
+            backend.models = models.clone();
+            add(home, name, backend, *replace)
+        }
+        BackendCommand::List => list(home),
+        BackendCommand::Remove { name } => remove(home, name),
+        BackendCommand::Test { name } => test(home, name),
+    }
+}
+
+fn add(home: &Home, name: &str, backend: BackendConfig, replace: bool) -> Result<(), Failure> {
+    if !valid_backend_name(name) {
+        return Err(Failure::usage(anyhow!(
+            "{name:?} is not a backend name: use letters, digits, '-' and '_' (at most 64)"
+        )));
+    }
+    let loaded = crate::load_config(home, &[])?;
+    let mut llm = loaded.config.llm.clone();
+    if llm.backends.contains_key(name) && !replace {
+        return Err(Failure::usage(anyhow!(
+            "a backend named {name:?} exists; use --replace to overwrite it, or `moat backend remove {name}`"
+        )));
+    }
+    llm.backends.insert(name.to_string(), backend.clone());
+    check(&llm)?;
+    let mut doc = read_doc(home)?;
+    let table = backends_table(&mut doc)?;
+    let mut entry = toml_edit::Table::new();
+    entry.insert("kind", toml_edit::value(backend.kind.as_str()));
+    entry.insert("base_url", toml_edit::value(&backend.base_url));
+    if let Some(key) = &backend.key {
+        entry.insert("key", toml_edit::value(key.to_string()));
+    }
+    if backend.auth == AuthScheme::Bearer {
+        entry.insert("auth", toml_edit::value("bearer"));
+    }
+    if !backend.models.is_empty() {
+        let mut a = toml_edit::Array::new();
+        for m in &backend.models {
+            a.push(m.as_str());
+        }
+        entry.insert("models", toml_edit::value(a));
+    }
+    table.insert(name, toml_edit::Item::Table(entry));
+    write_doc(home, &doc)?;
+    println!(
+        "moat: backend {name:?} ({}, {}) added to {}; restart `moat serve` to use it",
+        backend.kind.as_str(),
+        backend.base_url,
+        home.config_file().display()
+    );
+    if let Some(SecretRef::Vault(secret)) = &backend.key {
+        println!(
+            "moat: the key is read from the vault secret {secret:?} (add it with `moat vault add {secret}` if it isn't there)"
+        );
+    }
+    if backend.models.is_empty() {
+        println!(
+            "moat: it serves no model names yet: ask for \"{name}:MODEL\", or add --models GLOB, or a route under [[llm.routes]]"
+        );
+    }
+    Ok(())
+}
+
+fn list(home: &Home) -> Result<(), Failure> {
+    let loaded = crate::load_config(home, &[])?;
+    let llm = &loaded.config.llm;
+    if llm.backends.is_empty() {
+        println!(
+            "no backends; add one with `moat backend add NAME --kind anthropic|openai --base-url URL`"
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<10} {:<40} {:<6} MODELS",
+        "NAME", "KIND", "BASE URL", "KEY"
+    );
+    for (name, b) in &llm.backends {
+        println!(
+            "{:<16} {:<10} {:<40} {:<6} {}",
+            name,
+            b.kind.as_str(),
+            b.base_url,
+            if b.key.is_some() { "***" } else { "-" },
+            if b.models.is_empty() {
+                "-".to_string()
+            } else {
+                b.models.join(", ")
+            }
+        );
+    }
+    for r in &llm.routes {
+        println!("route {:?} → {}", r.model, r.targets.join(", "));
+    }
+    for (alias, target) in &llm.aliases {
+        println!("alias {alias:?} → {target:?}");
+    }
+    Ok(())
+}
+
+fn remove(home: &Home, name: &str) -> Result<(), Failure> {
+    let loaded = crate::load_config(home, &[])?;
+    let mut llm = loaded.config.llm.clone();
+    if llm.backends.remove(name).is_none() {
+        return Err(Failure::usage(anyhow!(
+            "no backend named {name:?} (see `moat backend list`)"
+        )));
+    }
+    if let Err(f) = check(&llm) {
+        return Err(f.context(format!(
+            "cannot remove backend {name:?} while config still refers to it"
+        )));
+    }
+    let mut doc = read_doc(home)?;
+    let removed = doc
+        .get_mut("llm")
+        .and_then(|l| l.get_mut("backends"))
+        .and_then(|b| b.as_table_like_mut())
+        .and_then(|b| b.remove(name));
+    if removed.is_none() {
+        return Err(Failure::usage(anyhow!(
+            "backend {name:?} is not set in {} (it comes from elsewhere)",
+            home.config_file().display()
+        )));
+    }
+    write_doc(home, &doc)?;
+    println!("moat: backend {name:?} removed; restart `moat serve` to apply");
+    Ok(())
+}
+
+fn test(home: &Home, name: &str) -> Result<(), Failure> {
+    let loaded = crate::load_config(home, &[])?;
+    let Some(config) = loaded.config.llm.backends.get(name) else {
+        return Err(Failure::usage(anyhow!(
+            "no backend named {name:?} (see `moat backend list`)"
+        )));
+    };
+    let key = match &config.key {
+        None => None,
+        Some(r @ SecretRef::Env(_)) => Some(
+            r.resolve()
+                .map_err(|e| Failure::usage(anyhow!("backend {name:?}: {e}")))?,
+        ),
+        Some(r @ SecretRef::Vault(_)) => {
+            let vault = crate::vault_cmd::unlock(home)?;
+            Some(crate::serve::resolve_secret(
+                &vault,
+                r,
+                &format!("llm.backends.{name}.key"),
+            )?)
+        }
+    };
+    let backend = Backend::new(name, config, key);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::runtime)?;
+    println!("moat: asking backend {name:?} for its models…");
+    let started = Instant::now();
+    let outcome = runtime.block_on(async {
+        let req = backend.request(
+            Method::GET,
+            Endpoint::Models,
+            bytes::Bytes::new(),
+            &http::HeaderMap::new(),
+        );
+        let resp = tokio::time::timeout(config.connect_timeout * 3, backend.send(req))
+            .await
+            .map_err(|_| anyhow!("no answer within {:?}", config.connect_timeout * 3))?
+            .map_err(|e| anyhow!("{e}: {}", source_text(&e)))?;
+        let status = resp.status();
+        let latency = started.elapsed();
+        let body = http_body_util::Limited::new(resp.into_body(), 8 * 1024 * 1024)
+            .collect()
+            .await
+            .map_err(|_| anyhow!("the response broke off"))?
+            .to_bytes();
+        Ok::<_, anyhow::Error>((status, latency, body))
+    });
+    let (status, latency, body) = outcome.map_err(|e| {
+        Failure::runtime(anyhow!(
+            "backend {name:?} ({}) failed: {e:#}",
+            config.base_url
+        ))
+    })?;
+    if !status.is_success() {
+        let message = moat_llm::errors::upstream_message(&body).unwrap_or_default();
+        return Err(Failure::runtime(anyhow!(
+            "backend {name:?} answered {status} after {} ms{}{}",
+            latency.as_millis(),
+            if message.is_empty() { "" } else { ": " },
+            message
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let models: Vec<&str> = v["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    println!(
+        "moat: backend {name:?} answered {status} in {} ms; {} model(s)",
+        latency.as_millis(),
+        models.len()
+    );
+    for m in models {
+        println!("  {m}");
+    }
+    Ok(())
+}
+
+/// The error chain's innermost message, without addresses (for a person at a terminal).
+fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner: &dyn std::error::Error = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+pub fn route(home: &Home, model: &str) -> Result<(), Failure> {
+    let loaded = crate::load_config(home, &[])?;
+    let router = moat_llm::routing::Router::new(&loaded.config.llm);
+    let decision = router
+        .resolve(model)
+        .map_err(|e| Failure::usage(anyhow!("{e}")))?;
+    println!("{model}: {}", decision.rule);
+    for (i, t) in decision.targets.iter().enumerate() {
+        let kind = loaded
+            .config
+            .llm
+            .backends
+            .get(&t.backend)
+            .map_or("?", |b| b.kind.as_str());
+        println!(
+            "  {}. backend {:?} ({kind}), upstream model {:?}",
+            i + 1,
+            t.backend,
+            t.model
+        );
+    }
+    Ok(())
+}
+
+/// The resolved credential of each backend that has one; every value is known to the
+/// redactor from then on.
+pub fn backend_keys(
+    vault: &moat_vault::Vault,
+    llm: &LlmConfig,
+) -> Result<HashMap<String, SecretString>, Failure> {
+    let mut keys = HashMap::new();
+    for (name, b) in &llm.backends {
+        if let Some(r) = &b.key {
+            let value =
+                crate::serve::resolve_secret(vault, r, &format!("llm.backends.{name}.key"))?;
+            keys.insert(name.clone(), value);
+        }
+    }
+    Ok(keys)
+}
+
+fn check(llm: &LlmConfig) -> Result<(), Failure> {
+    moat_core::config::llm::validate(llm)
+        .map_err(|(key, message)| Failure::usage(anyhow!("invalid value for `{key}`: {message}")))
+}
+
+fn read_doc(home: &Home) -> Result<toml_edit::DocumentMut, Failure> {
+    let path = home.config_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(Failure::runtime(
+                anyhow::Error::new(e).context(format!("cannot read {}", path.display())),
+            ));
+        }
+    };
+    text.parse::<toml_edit::DocumentMut>().map_err(|_| {
+        Failure::usage(anyhow!(
+            "{} is not valid TOML; fix it first (`moat doctor`)",
+            path.display()
+        ))
+    })
+}
+
+fn backends_table(doc: &mut toml_edit::DocumentMut) -> Result<&mut toml_edit::Table, Failure> {
+    let not_table = |key: &str| {
+        Failure::usage(anyhow!(
+            "`{key}` in config.toml is not a [table]; write it as a table section to let moat edit it"
+        ))
+    };
+    let implicit = || {
+        let mut t = toml_edit::Table::new();
+        t.set_implicit(true);
+        toml_edit::Item::Table(t)
+    };
+    let llm = doc
+        .entry("llm")
+        .or_insert_with(implicit)
+        .as_table_mut()
+        .ok_or_else(|| not_table("llm"))?;
+    llm.entry("backends")
+        .or_insert_with(implicit)
+        .as_table_mut()
+        .ok_or_else(|| not_table("llm.backends"))
+}
+
+fn write_doc(home: &Home, doc: &toml_edit::DocumentMut) -> Result<(), Failure> {
+    home.ensure().map_err(Failure::runtime)?;
+    moat_core::atomic::write_atomic(&home.config_file(), doc.to_string().as_bytes())
+        .map_err(Failure::runtime)
+}

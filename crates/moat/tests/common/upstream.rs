@@ -1,0 +1,202 @@
+//! A scripted fake LLM upstream for exact translation cases and fault injection: each
+//! request it receives takes the next scripted reply, and is recorded for assertions.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures_util::StreamExt;
+
+/// One scripted reply.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    /// Body pieces, each sent after its delay.
+    pub chunks: Vec<(Duration, String)>,
+    /// Keep the response open after the last chunk (until the peer goes away).
+    pub hold_open: bool,
+    /// Close the connection abruptly after the chunks (no clean end of body).
+    pub break_after: bool,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            headers: Vec::new(),
+            chunks: vec![(Duration::ZERO, body.to_string())],
+            hold_open: false,
+            break_after: false,
+        }
+    }
+
+    /// Server-sent events, each given as its full text (`event: x\ndata: {...}\n\n`).
+    pub fn sse(events: &[String]) -> Self {
+        Self {
+            status: 200,
+            content_type: "text/event-stream",
+            headers: Vec::new(),
+            chunks: events.iter().map(|e| (Duration::ZERO, e.clone())).collect(),
+            hold_open: false,
+            break_after: false,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+}
+
+/// What the upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Shared {
+    script: Mutex<VecDeque<Reply>>,
+    seen: Mutex<Vec<Seen>>,
+    /// When each response body was dropped before it ended (the peer closed).
+    closed: Mutex<Vec<Instant>>,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeUpstream {
+    pub fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let shared = Arc::new(Shared::default());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        runtime.spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            shared,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn push(&self, reply: Reply) {
+        self.shared.script.lock().unwrap().push_back(reply);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    pub fn closed(&self) -> Vec<Instant> {
+        self.shared.closed.lock().unwrap().clone()
+    }
+}
+
+struct CloseGuard {
+    shared: Arc<Shared>,
+    finished: std::cell::Cell<bool>,
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        if !self.finished.get() {
+            self.shared.closed.lock().unwrap().push(Instant::now());
+        }
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    shared.seen.lock().unwrap().push(Seen {
+        path: parts.uri.path().to_string(),
+        headers: parts.headers.clone(),
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    });
+    let reply = shared.script.lock().unwrap().pop_front();
+    let Some(reply) = reply else {
+        return Response::builder()
+            .status(500)
+            .body(Body::from(r#"{"error":{"message":"no scripted reply"}}"#))
+            .unwrap();
+    };
+    let guard = CloseGuard {
+        shared: shared.clone(),
+        finished: std::cell::Cell::new(false),
+    };
+    let chunks = reply.chunks.clone();
+    let (hold, broken) = (reply.hold_open, reply.break_after);
+    let stream = futures_util::stream::unfold(
+        (chunks.into_iter(), guard),
+        move |(mut it, guard)| async move {
+            match it.next() {
+                Some((delay, text)) => {
+                    tokio::time::sleep(delay).await;
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(text)),
+                        (it, guard),
+                    ))
+                }
+                None if hold => {
+                    std::future::pending::<()>().await;
+                    None
+                }
+                None if broken => {
+                    guard.finished.set(true);
+                    Some((Err(std::io::Error::other("scripted break")), (it, guard)))
+                }
+                None => {
+                    guard.finished.set(true);
+                    None
+                }
+            }
+        },
+    )
+    .fuse();
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("content-type", reply.content_type);
+    for (k, v) in &reply.headers {
+        builder = builder.header(*k, v);
+    }
+    builder.body(Body::from_stream(stream)).unwrap()
+}
+
+/// An Anthropic SSE event.
+pub fn a_event(name: &str, data: serde_json::Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+/// An OpenAI SSE chunk.
+pub fn o_event(data: serde_json::Value) -> String {
+    format!("data: {data}\n\n")
+}

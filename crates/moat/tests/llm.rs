@@ -1,0 +1,935 @@
+//! The LLM gateway end to end: the real `moat` binary between a raw HTTP client and a
+//! scripted fake upstream, for exact translation, failover, limits and faults. (The
+//! official SDKs against a real llama.cpp server are in `llm_peers.rs`.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::upstream::{FakeUpstream, Reply, a_event, o_event};
+use common::{Moat, new_home, post_json, run_moat, sse_events};
+use serde_json::{Value, json};
+
+const CANARY: &str = "sk-ant-api03-CANARYcanaryCANARY0123456789";
+
+/// Starts moat with `config` (TOML) and the canary key in FAKE_KEY.
+fn start(config: &str) -> Moat {
+    let home = new_home();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    Moat::start_in(home, &[], &[("FAKE_KEY", CANARY)], None)
+}
+
+fn backends(anthropic: &FakeUpstream, openai: &FakeUpstream) -> String {
+    format!(
+        r#"
+[llm.backends.ant]
+kind = "anthropic"
+base_url = "{}"
+key = "env:FAKE_KEY"
+models = ["claude-*"]
+
+[llm.backends.oai]
+kind = "openai"
+base_url = "{}/v1"
+key = "env:FAKE_KEY"
+models = ["gpt-*"]
+"#,
+        anthropic.url(),
+        openai.url()
+    )
+}
+
+fn anthropic_message() -> Value {
+    json!({
+        "id": "msg_01abc",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {"tz": "CET"}}
+        ],
+        "stop_reason": "tool_use",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 30}
+    })
+}
+
+fn openai_request_with_everything() -> Value {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather and time in Paris?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": "{\"tz\":\"CET\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "14:00"}
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+            {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "stop": ["END"],
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "user": "u-1"
+    })
+}
+
+#[test]
+fn openai_client_to_anthropic_backend_translates_request_and_response() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    ant.push(Reply::json(200, anthropic_message()).header("request-id", "req_upstream"));
+    let moat = start(&backends(&ant, &oai));
+    let resp = post_json(
+        moat.main,
+        "/v1/chat/completions",
+        &[("authorization", "Bearer client-key-not-forwarded")],
+        &openai_request_with_everything().to_string(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+
+    let seen = &ant.seen()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.headers["x-api-key"], CANARY);
+    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "client credential forwarded"
+    );
+    let b = &seen.body;
+    assert_eq!(b["model"], "claude-sonnet-4-5");
+    assert_eq!(b["system"], json!([{"type": "text", "text": "Be brief."}]));
+    assert_eq!(b["max_tokens"], 4096);
+    assert_eq!(b["stop_sequences"], json!(["END"]));
+    assert_eq!(b["temperature"], 0.5);
+    assert_eq!(b["top_p"], 0.9);
+    assert_eq!(b["metadata"], json!({"user_id": "u-1"}));
+    assert_eq!(
+        b["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
+    assert_eq!(
+        b["tools"][0]["input_schema"]["properties"]["city"]["type"],
+        "string"
+    );
+    assert_eq!(b["tools"][0]["description"], "Weather");
+    let msgs = b["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert_eq!(msgs[0]["content"][1]["source"]["type"], "base64");
+    assert_eq!(msgs[0]["content"][1]["source"]["media_type"], "image/png");
+    assert_eq!(
+        msgs[0]["content"][2]["source"],
+        json!({"type": "url", "url": "https://example.com/a.png"})
+    );
+    assert_eq!(msgs[1]["content"][0]["type"], "tool_use");
+    assert_eq!(msgs[1]["content"][1]["input"], json!({"tz": "CET"}));
+    // Both tool results in one user turn.
+    assert_eq!(msgs[2]["role"], "user");
+    assert_eq!(msgs[2]["content"][0]["tool_use_id"], "call_1");
+    assert_eq!(msgs[2]["content"][1]["tool_use_id"], "call_2");
+
+    let v = resp.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["id"], "chatcmpl-msg_01abc");
+    assert_eq!(v["model"], "claude-sonnet-4-5");
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], "Let me check.");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["id"], "toolu_1");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    assert_eq!(v["usage"]["prompt_tokens"], 130);
+    assert_eq!(v["usage"]["completion_tokens"], 20);
+    assert_eq!(v["usage"]["total_tokens"], 150);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 30);
+    assert!(!resp.body.contains(CANARY));
+}
+
+#[test]
+fn anthropic_client_to_openai_backend_translates_request_and_response() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    oai.push(Reply::json(200, json!({
+        "id": "chatcmpl-9",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "length", "message": {
+            "role": "assistant", "content": "Partial",
+            "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]
+        }}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 7, "total_tokens": 57, "prompt_tokens_details": {"cached_tokens": 10}}
+    })));
+    let moat = start(&backends(&ant, &oai));
+    let req = json!({
+        "model": "gpt-4o",
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": "Sys A"}, {"type": "text", "text": "Sys B"}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/"}}
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "calling"},
+                {"type": "tool_use", "id": "toolu_a", "name": "f", "input": {"x": 1}},
+                {"type": "tool_use", "id": "toolu_b", "name": "g", "input": {}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_a", "content": "one"},
+                {"type": "tool_result", "tool_use_id": "toolu_b", "content": [{"type": "text", "text": "two"}]},
+                {"type": "text", "text": "go on"}
+            ]}
+        ],
+        "tools": [{"name": "f", "description": "F", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "f", "disable_parallel_tool_use": true},
+        "stop_sequences": ["X"],
+        "temperature": 0.2,
+        "metadata": {"user_id": "u-2"}
+    });
+    let resp = post_json(
+        moat.main,
+        "/v1/messages",
+        &[
+            ("x-api-key", "client-key"),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        &req.to_string(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = &oai.seen()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {CANARY}"));
+    assert!(seen.headers.get("x-api-key").is_none());
+    let b = &seen.body;
+    let msgs = b["messages"].as_array().unwrap();
+    assert_eq!(
+        msgs[0],
+        json!({"role": "system", "content": "Sys A\nSys B"})
+    );
+    assert_eq!(
+        msgs[1]["content"][1]["image_url"]["url"],
+        "data:image/jpeg;base64,/9j/"
+    );
+    assert_eq!(msgs[2]["content"], "calling");
+    assert_eq!(msgs[2]["tool_calls"][1]["id"], "toolu_b");
+    assert_eq!(
+        msgs[3],
+        json!({"role": "tool", "tool_call_id": "toolu_a", "content": "one"})
+    );
+    assert_eq!(
+        msgs[4],
+        json!({"role": "tool", "tool_call_id": "toolu_b", "content": "two"})
+    );
+    assert_eq!(msgs[5], json!({"role": "user", "content": "go on"}));
+    assert_eq!(b["max_tokens"], 100);
+    assert_eq!(b["stop"], json!(["X"]));
+    assert_eq!(b["user"], "u-2");
+    assert_eq!(
+        b["tool_choice"],
+        json!({"type": "function", "function": {"name": "f"}})
+    );
+    assert_eq!(b["parallel_tool_calls"], false);
+    assert_eq!(
+        b["tools"][0]["function"]["parameters"],
+        json!({"type": "object"})
+    );
+
+    let v = resp.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["id"], "msg_chatcmpl-9");
+    assert_eq!(v["stop_reason"], "max_tokens");
+    assert_eq!(v["content"][0], json!({"type": "text", "text": "Partial"}));
+    assert_eq!(
+        v["content"][1],
+        json!({"type": "tool_use", "id": "call_9", "name": "f", "input": {"x": 1}})
+    );
+    assert_eq!(v["usage"]["input_tokens"], 40);
+    assert_eq!(v["usage"]["output_tokens"], 7);
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 10);
+}
+
+fn anthropic_stream_with_tools() -> Vec<String> {
+    vec![
+        a_event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_s", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        ),
+        a_event("ping", json!({"type": "ping"})),
+        a_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        a_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}),
+        ),
+        a_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}}),
+        ),
+        a_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        a_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_x", "name": "f", "input": {}}}),
+        ),
+        a_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}),
+        ),
+        a_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "1}"}}),
+        ),
+        a_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ),
+        a_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_y", "name": "g", "input": {}}}),
+        ),
+        a_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+        ),
+        a_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 2}),
+        ),
+        a_event(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 9}}),
+        ),
+        a_event("message_stop", json!({"type": "message_stop"})),
+    ]
+}
+
+#[test]
+fn anthropic_stream_becomes_openai_chunks() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    // Split the stream at awkward places: the translation must not depend on framing.
+    let joined: String = anthropic_stream_with_tools().concat();
+    let mut reply = Reply::sse(&[]);
+    reply.chunks = joined
+        .as_bytes()
+        .chunks(7)
+        .map(|c| (Duration::ZERO, String::from_utf8_lossy(c).to_string()))
+        .collect();
+    ant.push(reply);
+    let moat = start(&backends(&ant, &oai));
+    let resp = post_json(
+        moat.main,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "claude-sonnet-4-5", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(
+        resp.header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert_eq!(ant.seen()[0].body["stream"], true);
+    let events = sse_events(&resp.body);
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert!(chunks.iter().all(|c| c["id"] == "chatcmpl-msg_s"));
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    let tool_deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(tool_deltas[0]["index"], 0);
+    assert_eq!(tool_deltas[0]["id"], "toolu_x");
+    assert_eq!(tool_deltas[0]["function"]["name"], "f");
+    let args0: String = tool_deltas
+        .iter()
+        .filter(|d| d["index"] == 0)
+        .filter_map(|d| d["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args0, "{\"a\":1}");
+    assert!(
+        tool_deltas
+            .iter()
+            .any(|d| d["index"] == 1 && d["id"] == "toolu_y")
+    );
+    let finish: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, vec!["tool_calls"]);
+    let usage = &chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], 12);
+    assert_eq!(usage["usage"]["completion_tokens"], 9);
+}
+
+#[test]
+fn openai_stream_becomes_anthropic_events_with_parallel_tools() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let c = |delta: Value, finish: Value| {
+        o_event(
+            json!({"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+        )
+    };
+    oai.push(Reply::sse(&[
+        c(json!({"role": "assistant", "content": ""}), Value::Null),
+        c(json!({"content": "Hi "}), Value::Null),
+        c(json!({"content": "there"}), Value::Null),
+        c(json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}]}), Value::Null),
+        c(json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{\"q\""}}]}), Value::Null),
+        c(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"p\":2}"}}]}), Value::Null),
+        c(json!({"tool_calls": [{"index": 1, "function": {"arguments": ":3}"}}]}), Value::Null),
+        c(json!({}), json!("tool_calls")),
+        o_event(json!({"id": "chatcmpl-7", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o", "choices": [],
+                       "usage": {"prompt_tokens": 21, "completion_tokens": 8, "total_tokens": 29}})),
+        "data: [DONE]\n\n".to_string(),
+    ]));
+    let moat = start(&backends(&ant, &oai));
+    let resp = post_json(
+        moat.main,
+        "/v1/messages",
+        &[("anthropic-version", "2023-06-01")],
+        &json!({"model": "gpt-4o", "max_tokens": 50, "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]})
+        .to_string(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(
+        oai.seen()[0].body["stream_options"],
+        json!({"include_usage": true})
+    );
+    let events = sse_events(&resp.body);
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(
+        &names[names.len() - 2..],
+        &["message_delta", "message_stop"]
+    );
+    for (e, d) in &events {
+        let v: Value = serde_json::from_str(d).unwrap();
+        assert_eq!(
+            v["type"].as_str(),
+            e.as_deref(),
+            "event name and type agree"
+        );
+    }
+    let data: Vec<Value> = events
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(data[0]["message"]["id"], "msg_chatcmpl-7");
+    // Every started block is stopped once, and deltas only go to open blocks.
+    let mut open = std::collections::BTreeSet::new();
+    let mut text = String::new();
+    let mut args: std::collections::BTreeMap<u64, String> = Default::default();
+    let mut tools = Vec::new();
+    for v in &data {
+        let i = v["index"].as_u64();
+        match v["type"].as_str().unwrap() {
+            "content_block_start" => {
+                assert!(open.insert(i.unwrap()));
+                if v["content_block"]["type"] == "tool_use" {
+                    tools.push((
+                        i.unwrap(),
+                        v["content_block"]["id"].clone(),
+                        v["content_block"]["name"].clone(),
+                    ));
+                }
+            }
+            "content_block_delta" => {
+                assert!(open.contains(&i.unwrap()), "delta to a closed block: {v}");
+                match v["delta"]["type"].as_str().unwrap() {
+                    "text_delta" => text.push_str(v["delta"]["text"].as_str().unwrap()),
+                    "input_json_delta" => args
+                        .entry(i.unwrap())
+                        .or_default()
+                        .push_str(v["delta"]["partial_json"].as_str().unwrap()),
+                    other => panic!("unexpected delta {other}"),
+                }
+            }
+            "content_block_stop" => assert!(open.remove(&i.unwrap())),
+            _ => {}
+        }
+    }
+    assert!(open.is_empty());
+    assert_eq!(text, "Hi there");
+    assert_eq!(tools.len(), 2);
+    assert_eq!(tools[0].1, "call_a");
+    assert_eq!(tools[1].2, "g");
+    assert_eq!(args[&tools[0].0], "{\"p\":2}");
+    assert_eq!(args[&tools[1].0], "{\"q\":3}");
+    let delta = &data[data.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["output_tokens"], 8);
+    assert_eq!(delta["usage"]["input_tokens"], 21);
+}
+
+#[test]
+fn mid_stream_errors_reach_the_client_in_its_format() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    // Anthropic upstream sends an error event mid-stream to an OpenAI client.
+    ant.push(Reply::sse(&[
+        a_event("message_start", json!({"type": "message_start", "message": {"id": "msg_e", "model": "claude-x", "usage": {"input_tokens": 1}}})),
+        a_event("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+    ]));
+    // OpenAI upstream breaks the connection mid-stream under an Anthropic client.
+    let mut broken = Reply::sse(&[o_event(
+        json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "par"}, "finish_reason": null}]}),
+    )]);
+    broken.break_after = true;
+    oai.push(broken);
+    let moat = start(&backends(&ant, &oai));
+
+    let resp = post_json(moat.main, "/v1/chat/completions", &[],
+        &json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    let events = sse_events(&resp.body);
+    let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(last["error"]["message"], "Overloaded", "{}", resp.body);
+    assert!(!resp.body.contains("[DONE]"));
+
+    let resp = post_json(moat.main, "/v1/messages", &[],
+        &json!({"model": "gpt-4o", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    let events = sse_events(&resp.body);
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name.as_deref(), Some("error"), "{}", resp.body);
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "api_error");
+    assert!(
+        !resp.body.contains("127.0.0.1"),
+        "no upstream address: {}",
+        resp.body
+    );
+}
+
+#[test]
+fn failover_on_5xx_429_and_dead_backends_but_not_after_bytes() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let config = format!(
+        r#"{}
+[llm.backends.dead]
+kind = "openai"
+base_url = "{dead_url}/v1"
+connect_timeout = "2s"
+
+[[llm.routes]]
+model = "pool"
+targets = ["dead:m0", "ant:m1", "oai:m2"]
+"#,
+        backends(&ant, &oai)
+    );
+    let moat = start(&config);
+    // dead: refused; ant: 529 overloaded; oai: answers.
+    ant.push(Reply::json(
+        529,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}),
+    ));
+    oai.push(Reply::json(200, json!({"id": "x", "model": "m2", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})));
+    let body =
+        json!({"model": "pool", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let resp = post_json(moat.main, "/v1/chat/completions", &[], &body);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json()["choices"][0]["message"]["content"], "ok");
+    assert_eq!(ant.seen()[0].body["model"], "m1");
+    assert_eq!(oai.seen()[0].body["model"], "m2");
+
+    // All fail: the last error reaches the client, in its format, with Retry-After kept.
+    ant.push(Reply::json(
+        500,
+        json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+    ));
+    oai.push(
+        Reply::json(
+            429,
+            json!({"error": {"message": "slow down", "type": "rate_limit_error"}}),
+        )
+        .header("retry-after", "7"),
+    );
+    let resp = post_json(
+        moat.main,
+        "/v1/messages",
+        &[],
+        &json!({"model": "pool", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+    );
+    assert_eq!(resp.status, 429, "{}", resp.body);
+    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert_eq!(resp.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(resp.json()["error"]["message"], "slow down");
+
+    // A stream that broke after its first bytes is not retried elsewhere.
+    let mut broken = Reply::sse(&[a_event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "m", "model": "m1"}}),
+    )]);
+    broken.break_after = true;
+    ant.push(broken);
+    let before = oai.seen().len();
+    let resp = post_json(moat.main, "/v1/messages", &[], &json!({"model": "pool", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        sse_events(&resp.body).last().unwrap().0.as_deref(),
+        Some("error")
+    );
+    assert_eq!(
+        oai.seen().len(),
+        before,
+        "a started stream must not fail over"
+    );
+}
+
+#[test]
+fn bad_requests_get_errors_in_the_client_format() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    let cases = [
+        ("/v1/messages", "{not json", 400, "invalid_request_error"),
+        (
+            "/v1/messages",
+            r#"{"model":"claude x","max_tokens":1,"messages":[]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"nothing-routes-here","max_tokens":1,"messages":[]}"#,
+            404,
+            "not_found_error",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"claude-a","messages":[{"role":"wizard","content":"x"}]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
+            &format!(r#"{{"model":"{}","messages":[]}}"#, "a".repeat(300)),
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/complete",
+            r#"{"model":"gpt-4o","prompt":"x","max_tokens_to_sample":1}"#,
+            400,
+            "invalid_request_error",
+        ),
+    ];
+    for (path, body, status, kind) in cases {
+        let resp = post_json(moat.main, path, &[], body);
+        assert_eq!(resp.status, status, "{path} {body}: {}", resp.body);
+        let v = resp.json();
+        if path == "/v1/chat/completions" {
+            assert_eq!(v["error"]["type"], kind, "{}", resp.body);
+            assert!(v.get("type").is_none());
+        } else {
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], kind, "{}", resp.body);
+        }
+        resp.assert_security_headers();
+    }
+    assert!(ant.seen().is_empty() && oai.seen().is_empty());
+    // Wrong method: 405.
+    let resp = common::get(moat.main, "/v1/messages", &[]);
+    assert_eq!(resp.status, 405);
+}
+
+#[test]
+fn full_queue_is_refused_with_retry_after() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = backends(&ant, &oai).replace(
+        "models = [\"claude-*\"]",
+        "models = [\"claude-*\"]\nmax_concurrency = 1\nmax_queue = 0",
+    );
+    let mut hold = Reply::sse(&[a_event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "m", "model": "claude-a"}}),
+    )]);
+    hold.hold_open = true;
+    ant.push(hold);
+    let moat = start(&config);
+    let body = json!({"model": "claude-a", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut first = open_stream(moat.main, "/v1/messages", &body);
+    let mut buf = [0u8; 512];
+    let n = first.read(&mut buf).unwrap();
+    assert!(n > 0);
+    let resp = post_json(moat.main, "/v1/messages", &[], &body);
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert_eq!(resp.json()["error"]["type"], "overloaded_error");
+}
+
+fn open_stream(addr: std::net::SocketAddr, path: &str, body: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn a_client_disconnect_closes_the_upstream_at_once() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let mut hold = Reply::sse(&[a_event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "m", "model": "claude-a"}}),
+    )]);
+    hold.hold_open = true;
+    ant.push(hold.clone());
+    let mut hold_o = Reply::sse(&[o_event(
+        json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": "x"}}]}),
+    )]);
+    hold_o.hold_open = true;
+    oai.push(hold_o);
+    let moat = start(&backends(&ant, &oai));
+    for (up, path, model) in [
+        (&ant, "/v1/messages", "claude-a"),
+        (&oai, "/v1/messages", "gpt-4o"),
+    ] {
+        let body = json!({"model": model, "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let mut s = open_stream(moat.main, path, &body);
+        let mut buf = [0u8; 1024];
+        assert!(s.read(&mut buf).unwrap() > 0);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(up.closed().is_empty());
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(s);
+        let closed_at = Instant::now();
+        let deadline = closed_at + Duration::from_secs(5);
+        while up.closed().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let seen = up.closed();
+        assert_eq!(seen.len(), 1, "the upstream never saw the close");
+        let lag = seen[0].saturating_duration_since(closed_at);
+        assert!(
+            lag < Duration::from_millis(100),
+            "upstream saw the close after {lag:?}"
+        );
+    }
+}
+
+#[test]
+fn models_status_and_count_tokens() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = format!(
+        "{}\n[llm.aliases]\nsonnet = \"claude-sonnet-4-5\"\n[[llm.routes]]\nmodel = \"fast\"\ntargets = [\"oai:gpt-4o-mini\"]\n",
+        backends(&ant, &oai)
+    );
+    let moat = start(&config);
+    let r = common::get(moat.main, "/v1/models", &[]);
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["fast", "sonnet"]);
+    assert_eq!(r.json()["object"], "list");
+    let r = common::get(
+        moat.main,
+        "/v1/models",
+        &[("anthropic-version", "2023-06-01")],
+    );
+    assert_eq!(r.json()["data"][0]["type"], "model");
+    assert_eq!(r.json()["has_more"], false);
+
+    ant.push(Reply::json(200, json!({"input_tokens": 42})));
+    let r = post_json(
+        moat.main,
+        "/v1/messages/count_tokens",
+        &[],
+        &json!({"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    assert_eq!(r.json()["input_tokens"], 42);
+    assert_eq!(ant.seen()[0].path, "/v1/messages/count_tokens");
+    assert_eq!(ant.seen()[0].body["model"], "claude-sonnet-4-5");
+    let r = post_json(
+        moat.main,
+        "/v1/messages/count_tokens",
+        &[],
+        &json!({"model": "fast", "messages": [{"role": "user", "content": "hello there"}]})
+            .to_string(),
+    );
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+
+    let status = common::get(
+        moat.main,
+        "/status",
+        &[("x-moat-control-token", &moat.token())],
+    );
+    let b = status.json()["backends"].clone();
+    assert_eq!(b.as_array().unwrap().len(), 2, "{b}");
+    assert_eq!(b[0]["name"], "ant");
+    assert_eq!(b[0]["state"], "ok");
+    assert!(!status.body.contains(CANARY));
+}
+
+#[test]
+fn the_backend_key_never_leaves_in_logs_or_errors() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    // An upstream that echoes the key back in its error message.
+    ant.push(Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": format!("bad key {CANARY}")}})));
+    let mut moat = start(&backends(&ant, &oai));
+    let resp = post_json(
+        moat.main,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "claude-a", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    assert_eq!(resp.status, 400);
+    assert!(!resp.body.contains(CANARY), "{}", resp.body);
+    moat.terminate();
+    let log = moat.output();
+    assert!(!log.contains(CANARY), "key in the log");
+    let (_, audit, _) = run_moat(moat.home.path(), &["audit", "export"], &[]);
+    assert!(!audit.contains(CANARY));
+}
+
+#[test]
+fn backend_commands_edit_config_and_route_explains() {
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "# my settings\n[log]\nlevel = \"info\"\n",
+    )
+    .unwrap();
+    let up = FakeUpstream::start();
+    up.push(Reply::json(
+        200,
+        json!({"object": "list", "data": [{"id": "smol"}, {"id": "big"}]}),
+    ));
+    let url = format!("{}/v1", up.url());
+    let (code, out, err) = run_moat(
+        home.path(),
+        &[
+            "backend",
+            "add",
+            "local",
+            "--kind",
+            "openai",
+            "--base-url",
+            &url,
+            "--models",
+            "smol*",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(home.path().join("config.toml")).unwrap();
+    assert!(text.starts_with("# my settings"), "comments kept: {text}");
+    let (code, _, err) = run_moat(
+        home.path(),
+        &[
+            "backend",
+            "add",
+            "local",
+            "--kind",
+            "openai",
+            "--base-url",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("--replace"), "{err}");
+    let (code, _, err) = run_moat(
+        home.path(),
+        &[
+            "backend",
+            "add",
+            "x",
+            "--kind",
+            "openai",
+            "--base-url",
+            "ftp://nope",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("base_url"), "{err}");
+    let (code, _, _) = run_moat(
+        home.path(),
+        &[
+            "backend",
+            "add",
+            "k",
+            "--kind",
+            "anthropic",
+            "--base-url",
+            "https://api.anthropic.com",
+            "--key-secret",
+            "ant-key",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let (_, out, _) = run_moat(home.path(), &["backend", "list"], &[]);
+    assert!(out.contains("local") && out.contains("***"), "{out}");
+    assert!(!out.contains("ant-key"), "{out}");
+    let (code, out, _) = run_moat(home.path(), &["route", "smol-135m"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("backend \"local\""), "{out}");
+    let (code, _, err) = run_moat(home.path(), &["route", "unknown"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not served"), "{err}");
+    let (code, out, err) = run_moat(home.path(), &["backend", "test", "local"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 model(s)") && out.contains("smol"), "{out}");
+    assert_eq!(up.seen()[0].path, "/v1/models");
+    let (code, _, _) = run_moat(home.path(), &["backend", "remove", "local"], &[]);
+    assert_eq!(code, 0);
+    let (code, _, err) = run_moat(home.path(), &["backend", "remove", "local"], &[]);
+    assert_eq!(code, 2, "{err}");
+}
