@@ -107,9 +107,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Backend(command) => {
             backend_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS)
         }
-        Command::Route { model } => {
-            backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Route { model } => backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,150 @@
+"""Drives moat with the official anthropic and openai SDKs; run by tests/llm_peers.rs.
+
+usage: sdk_check.py BASE_URL MODEL...   (each MODEL is routed by moat to a real backend)
+
+Every call is checked for what a user of the SDK relies on; the first failure exits
+non-zero with a message naming the model, the SDK and the case.
+"""
+
+import json
+import sys
+
+import anthropic
+import openai
+
+BASE, MODELS = sys.argv[1], sys.argv[2:]
+KEY = "moat-test-client-key"
+ant = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0, timeout=120)
+oai = openai.OpenAI(base_url=BASE + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+HELLO = [{"role": "user", "content": "Say hello to me."}]
+ASK = [{"role": "user", "content": "What is the weather in Paris? Use the tool."}]
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+TOOLS_A = [{"name": "get_weather", "description": "Weather for a city", "input_schema": SCHEMA}]
+TOOLS_O = [
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "description": "Weather for a city", "parameters": SCHEMA},
+    }
+]
+
+
+def check(ok, what):
+    if not ok:
+        raise AssertionError(what)
+
+
+def anthropic_cases(model):
+    m = ant.messages.create(model=model, max_tokens=16, messages=HELLO)
+    check(m.type == "message" and m.role == "assistant", f"message shape: {m}")
+    check(m.content and m.content[0].type == "text" and m.content[0].text, f"text: {m}")
+    check(m.stop_reason in ("end_turn", "max_tokens", "stop_sequence"), f"stop_reason: {m.stop_reason}")
+    check(m.usage.output_tokens > 0, f"usage: {m.usage}")
+
+    with ant.messages.stream(model=model, max_tokens=16, messages=HELLO) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    check(text, "streamed text is empty")
+    check(final.content[0].text == text, f"final message {final.content} != streamed {text!r}")
+    check(final.stop_reason is not None and final.usage.output_tokens > 0, f"final: {final}")
+
+    m = ant.messages.create(
+        model=model, max_tokens=64, tools=TOOLS_A,
+        tool_choice={"type": "any"}, messages=ASK,
+    )
+    uses = [b for b in m.content if b.type == "tool_use"]
+    check(uses and uses[0].name == "get_weather", f"tool_use: {m.content}")
+    check(isinstance(uses[0].input, dict), f"tool input: {uses[0].input!r}")
+    check(m.stop_reason == "tool_use", f"stop_reason after a tool call: {m.stop_reason}")
+    follow = ASK + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": uses[0].id, "content": "Sunny, 21 C"},
+        ]},
+    ]
+    m2 = ant.messages.create(model=model, max_tokens=16, tools=TOOLS_A, messages=follow)
+    check(m2.type == "message" and m2.content, f"answer after the tool result: {m2}")
+
+    with ant.messages.stream(
+        model=model, max_tokens=64, tools=TOOLS_A,
+        tool_choice={"type": "any"}, messages=ASK,
+    ) as s:
+        final = s.get_final_message()
+    uses = [b for b in final.content if b.type == "tool_use"]
+    check(uses and isinstance(uses[0].input, dict), f"streamed tool_use: {final.content}")
+
+    try:
+        ant.messages.create(model="no-such-model", max_tokens=4, messages=HELLO)
+        check(False, "an unknown model was accepted")
+    except anthropic.NotFoundError as e:
+        check(e.body["error"]["type"] == "not_found_error", f"error body: {e.body}")
+
+
+def openai_cases(model):
+    r = oai.chat.completions.create(model=model, max_tokens=16, temperature=0, messages=HELLO)
+    c = r.choices[0]
+    check(c.message.role == "assistant" and c.message.content, f"message: {r}")
+    check(c.finish_reason in ("stop", "length"), f"finish_reason: {c.finish_reason}")
+    check(r.usage and r.usage.completion_tokens > 0, f"usage: {r.usage}")
+
+    chunks = list(oai.chat.completions.create(
+        model=model, max_tokens=16, temperature=0, messages=HELLO,
+        stream=True, stream_options={"include_usage": True},
+    ))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    check(text, "streamed text is empty")
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    check(len(finishes) == 1, f"finish reasons: {finishes}")
+    check(chunks[-1].usage and chunks[-1].usage.completion_tokens > 0, f"usage chunk: {chunks[-1]}")
+
+    r = oai.chat.completions.create(
+        model=model, max_tokens=64, temperature=0, tools=TOOLS_O,
+        tool_choice="required", messages=ASK,
+    )
+    msg = r.choices[0].message
+    check(msg.tool_calls and msg.tool_calls[0].function.name == "get_weather", f"tool_calls: {msg}")
+    check(isinstance(json.loads(msg.tool_calls[0].function.arguments), dict), "arguments are JSON")
+    check(r.choices[0].finish_reason == "tool_calls", f"finish_reason: {r.choices[0].finish_reason}")
+    follow = ASK + [
+        msg.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": "Sunny, 21 C"},
+    ]
+    r2 = oai.chat.completions.create(model=model, max_tokens=16, temperature=0, tools=TOOLS_O, messages=follow)
+    check(r2.choices[0].message is not None, f"answer after the tool result: {r2}")
+
+    stream = oai.chat.completions.create(
+        model=model, max_tokens=64, temperature=0, tools=TOOLS_O,
+        tool_choice="required", messages=ASK, stream=True,
+    )
+    calls = {}
+    for ch in stream:
+        for tc in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+            entry = calls.setdefault(tc.index, {"name": "", "args": ""})
+            if tc.function and tc.function.name:
+                entry["name"] = tc.function.name
+            if tc.function and tc.function.arguments:
+                entry["args"] += tc.function.arguments
+    check(calls and calls[0]["name"] == "get_weather", f"streamed tool calls: {calls}")
+    check(isinstance(json.loads(calls[0]["args"]), dict), f"streamed arguments: {calls}")
+
+    try:
+        oai.chat.completions.create(model="no-such-model", messages=HELLO)
+        check(False, "an unknown model was accepted")
+    except openai.NotFoundError:
+        pass
+
+
+failed = False
+for model in MODELS:
+    for name, cases in (("anthropic", anthropic_cases), ("openai", openai_cases)):
+        try:
+            cases(model)
+            print(f"ok: {name} SDK via {model}")
+        except Exception as e:  # noqa: BLE001 - report every failure, then fail
+            failed = True
+            print(f"FAILED: {name} SDK via {model}: {type(e).__name__}: {e}")
+sys.exit(1 if failed else 0)
