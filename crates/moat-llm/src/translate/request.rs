@@ -265,15 +265,15 @@ fn image_block(url: &str) -> Option<Value> {
 }
 
 fn tool_call_to_tool_use(call: &Value, i: usize, j: usize) -> Result<Value> {
-    let at = format!("`messages[{i}].tool_calls[{j}]`");
+    let at = format!("messages[{i}].tool_calls[{j}]");
     let id = call
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid(format!("{at} has no id")))?;
+        .ok_or_else(|| ApiError::invalid(format!("`{at}` has no id")))?;
     let name = call
         .pointer("/function/name")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid(format!("{at} has no function.name")))?;
+        .ok_or_else(|| ApiError::invalid(format!("`{at}.function.name` is missing")))?;
     let input = match call.pointer("/function/arguments") {
         None | Some(Value::Null) => json!({}),
         Some(Value::String(s)) if s.trim().is_empty() => json!({}),
@@ -281,14 +281,14 @@ fn tool_call_to_tool_use(call: &Value, i: usize, j: usize) -> Result<Value> {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 return Err(ApiError::invalid(format!(
-                    "{at}.function.arguments must be a JSON object"
+                    "`{at}.function.arguments` must be a JSON object"
                 )));
             }
         },
         Some(v @ Value::Object(_)) => v.clone(),
         Some(_) => {
             return Err(ApiError::invalid(format!(
-                "{at}.function.arguments must be a JSON object"
+                "`{at}.function.arguments` must be a JSON object"
             )));
         }
     };
@@ -499,6 +499,12 @@ fn user_blocks_to_openai(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Re
                     Some(_) => {
                         return Err(ApiError::invalid(format!("{}.content is not valid", at())));
                     }
+                };
+                // OpenAI has no error flag on tool results; say it in the content.
+                let text = if b.get("is_error") == Some(&Value::Bool(true)) {
+                    format!("Error: {text}")
+                } else {
+                    text
                 };
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
                 // Tool messages carry text only; images follow as user content.

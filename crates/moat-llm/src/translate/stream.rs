@@ -121,7 +121,9 @@ impl StreamTranslator for AnthropicToOpenAi {
             return Vec::new();
         }
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
-            return self.fail(&ApiError::upstream("the upstream sent an unreadable event"));
+            return self.fail(&ApiError::upstream(
+                "the model's backend sent an unreadable event",
+            ));
         };
         let kind = ev
             .event
@@ -214,7 +216,9 @@ impl StreamTranslator for AnthropicToOpenAi {
         if self.done {
             return Vec::new();
         }
-        self.fail(&ApiError::upstream("the upstream ended the stream early"))
+        self.fail(&ApiError::upstream(
+            "the model's backend ended the stream early",
+        ))
     }
 
     fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
@@ -396,7 +400,9 @@ impl StreamTranslator for OpenAiToAnthropic {
             return self.finish_stream();
         }
         let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) else {
-            return self.fail(&ApiError::upstream("the upstream sent an unreadable event"));
+            return self.fail(&ApiError::upstream(
+                "the model's backend sent an unreadable event",
+            ));
         };
         if !chunk["error"].is_null() {
             return self.fail(&upstream_error(&ev.data));
@@ -470,7 +476,9 @@ impl StreamTranslator for OpenAiToAnthropic {
         if self.finish.is_some() {
             return self.finish_stream();
         }
-        self.fail(&ApiError::upstream("the upstream ended the stream early"))
+        self.fail(&ApiError::upstream(
+            "the model's backend ended the stream early",
+        ))
     }
 
     fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
