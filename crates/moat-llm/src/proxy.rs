@@ -87,19 +87,44 @@ pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -
     }
 }
 
+/// The fields routing needs, read without building the whole document (a long
+/// conversation is skipped over, not allocated).
+#[derive(serde::Deserialize)]
+struct Probe {
+    model: Option<Value>,
+    stream: Option<Value>,
+}
+
+/// A client's request body, parsed into a JSON value only when translation needs it.
+struct ClientBody {
+    raw: Bytes,
+    value: std::sync::OnceLock<Result<Value, ApiError>>,
+}
+
+impl ClientBody {
+    fn value(&self) -> Result<&Value, ApiError> {
+        self.value
+            .get_or_init(|| serde_json::from_slice(&self.raw).map_err(|e| bad_json(&e)))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+fn bad_json(e: &serde_json::Error) -> ApiError {
+    // serde's message can quote the input; give the position only.
+    ApiError::invalid(format!(
+        "request body is not valid JSON (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
+}
+
 async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| {
-        // serde's message can quote the input; give the position only.
-        ApiError::invalid(format!(
-            "request body is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    if !req.is_object() {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::invalid("request body must be a JSON object"));
     }
-    let model = match req.get("model") {
+    let probe: Probe = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
+    let model = match &probe.model {
         Some(Value::String(m)) => m.as_str(),
         _ => return Err(ApiError::invalid("`model` is missing or not a string")),
     };
@@ -107,7 +132,11 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
         RouteError::Invalid(_) => ApiError::invalid(e.to_string()),
         RouteError::NoRoute(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
     })?;
-    let streaming = op != Op::CountTokens && req.get("stream") == Some(&Value::Bool(true));
+    let streaming = op != Op::CountTokens && probe.stream == Some(Value::Bool(true));
+    let req = ClientBody {
+        raw: body,
+        value: std::sync::OnceLock::new(),
+    };
     let deadline = tokio::time::Instant::now() + gw.upstream_timeout;
     let targets: Vec<&Target> = decision.targets.iter().take(MAX_ATTEMPTS).collect();
     let mut last = None;
@@ -119,7 +148,6 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
             gw,
             op,
             req: &req,
-            raw: &body,
             requested: model,
             target,
             backend,
@@ -151,8 +179,7 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
 struct Attempt<'a> {
     gw: &'a Gateway,
     op: Op,
-    req: &'a Value,
-    raw: &'a Bytes,
+    req: &'a ClientBody,
     requested: &'a str,
     target: &'a Target,
     backend: &'a Arc<Backend>,
@@ -177,7 +204,7 @@ impl Attempt<'_> {
                 (Endpoint::Generate, Shape::Same, self.same_format_body()?)
             }
             (Op::Messages, BackendKind::Openai) => {
-                let v = request::anthropic_to_openai(self.req, &self.target.model)?;
+                let v = request::anthropic_to_openai(self.req.value()?, &self.target.model)?;
                 (
                     Endpoint::Generate,
                     Shape::AnthropicClientOpenAiUpstream,
@@ -189,7 +216,7 @@ impl Attempt<'_> {
             }
             (Op::Chat, BackendKind::Anthropic) => {
                 let v = request::openai_to_anthropic(
-                    self.req,
+                    self.req.value()?,
                     &self.target.model,
                     self.gw.default_max_tokens,
                 )?;
@@ -206,7 +233,7 @@ impl Attempt<'_> {
                 // OpenAI-compatible servers have no counting endpoint: an estimate.
                 return Ok(json_response(
                     StatusCode::OK,
-                    to_bytes(&json!({"input_tokens": estimate_tokens(self.req)})),
+                    to_bytes(&json!({"input_tokens": estimate_tokens(self.req.value()?)})),
                 ));
             }
             (Op::Complete, BackendKind::Anthropic) => {
@@ -274,7 +301,7 @@ impl Attempt<'_> {
                     Mode::Translate(Box::new(stream::OpenAiToAnthropic::new(self.requested)))
                 }
                 Shape::OpenAiClientAnthropicUpstream => {
-                    let opts = request::openai_stream_options(self.req);
+                    let opts = request::openai_stream_options(self.req.value()?);
                     Mode::Translate(Box::new(stream::AnthropicToOpenAi::new(
                         self.requested,
                         opts.include_usage,
@@ -330,9 +357,9 @@ impl Attempt<'_> {
     /// the model.
     fn same_format_body(&self) -> Result<Bytes, Failed> {
         if self.target.model == self.requested {
-            return Ok(self.raw.clone());
+            return Ok(self.req.raw.clone());
         }
-        let mut v = self.req.clone();
+        let mut v = self.req.value()?.clone();
         v["model"] = json!(self.target.model);
         Ok(to_bytes(&v))
     }
@@ -458,7 +485,33 @@ struct StreamState {
     _slot: Slot,
 }
 
+/// At most this many bytes are gathered into one write.
+const COALESCE_BYTES: usize = 64 * 1024;
+
 impl StreamState {
+    /// Takes the upstream frames that have already arrived, without waiting for more.
+    fn take_ready(&mut self) {
+        use futures_util::FutureExt;
+        while !self.finished && self.pending.iter().map(Bytes::len).sum::<usize>() < COALESCE_BYTES
+        {
+            match self.body.frame().now_or_never() {
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.feed(data);
+                    }
+                }
+                Some(None) => return self.end(),
+                Some(Some(Err(e))) => {
+                    tracing::warn!(backend = %self.backend, error = %e, "upstream stream broke");
+                    return self.fail(&ApiError::upstream(
+                        "the connection to the model's backend broke mid-stream",
+                    ));
+                }
+                None => return,
+            }
+        }
+    }
+
     fn feed(&mut self, data: Bytes) {
         let events = match self.parser.feed(&data) {
             Ok(events) => events,
@@ -529,6 +582,17 @@ fn stream_body(state: StreamState) -> Body {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         s.feed(data);
+                    }
+                    s.take_ready();
+                    // One write for everything that was ready: a fast upstream's many
+                    // small events cost one syscall instead of one each.
+                    if s.pending.len() > 1 {
+                        let size = s.pending.iter().map(Bytes::len).sum();
+                        let mut joined = bytes::BytesMut::with_capacity(size);
+                        for b in s.pending.drain(..) {
+                            joined.extend_from_slice(&b);
+                        }
+                        s.pending.push_back(joined.freeze());
                     }
                 }
             }

@@ -520,10 +520,7 @@ impl PassThrough {
                 matches!(ev.event.as_deref(), Some("message_stop" | "error"))
             }
             ApiFormat::OpenAi => {
-                if ev.data.contains("finish_reason")
-                    && serde_json::from_str::<Value>(&ev.data)
-                        .is_ok_and(|v| v["choices"][0]["finish_reason"].is_string())
-                {
+                if has_finish_reason(&ev.data) {
                     self.finished = true;
                 }
                 ev.data.trim() == "[DONE]" || ev.data.contains("\"error\"")
@@ -553,5 +550,37 @@ impl PassThrough {
         let mut out = b"\n\n".to_vec();
         out.extend_from_slice(&err.stream_event(self.format));
         Some(Bytes::from(out))
+    }
+}
+
+/// Whether an OpenAI chunk carries a finish reason (`"finish_reason": "..."`, not `null`),
+/// found by a scan: the pass-through path must not parse every chunk.
+fn has_finish_reason(data: &str) -> bool {
+    const KEY: &str = "\"finish_reason\"";
+    data.match_indices(KEY).any(|(i, _)| {
+        let rest = data[i + KEY.len()..].trim_start();
+        rest.strip_prefix(':')
+            .is_some_and(|r| r.trim_start().starts_with('"'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_reason_scan() {
+        assert!(has_finish_reason(
+            r#"{"choices":[{"finish_reason":"stop"}]}"#
+        ));
+        assert!(has_finish_reason(
+            r#"{"choices":[{"finish_reason" :  "length"}]}"#
+        ));
+        assert!(!has_finish_reason(
+            r#"{"choices":[{"finish_reason":null}]}"#
+        ));
+        assert!(!has_finish_reason(
+            r#"{"choices":[{"delta":{"content":"finish_reason"}}]}"#
+        ));
     }
 }
