@@ -56,6 +56,9 @@ impl LlamaServer {
             // starts) and on <|im_end|> (token 2, so it stops after one call) makes the real
             // model emit real tool calls; plain chat still answers in text.
             .args(["--logit-bias", "44+8", "--logit-bias", "2+10"])
+            // Greedy sampling by default: the Anthropic SDK no longer takes `temperature`,
+            // and the checks must not depend on luck.
+            .args(["--temp", "0", "--seed", "1"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
