@@ -29,6 +29,11 @@ pub trait StreamTranslator: Send {
     fn done(&self) -> bool;
 }
 
+/// The error for an upstream stream that stopped before its last event.
+fn ended_early() -> ApiError {
+    ApiError::upstream("the model's backend ended the stream early")
+}
+
 /// The `ApiError` an upstream error event stands for.
 fn upstream_error(data: &str) -> ApiError {
     let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
@@ -216,9 +221,7 @@ impl StreamTranslator for AnthropicToOpenAi {
         if self.done {
             return Vec::new();
         }
-        self.fail(&ApiError::upstream(
-            "the model's backend ended the stream early",
-        ))
+        self.fail(&ended_early())
     }
 
     fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
@@ -476,9 +479,7 @@ impl StreamTranslator for OpenAiToAnthropic {
         if self.finish.is_some() {
             return self.finish_stream();
         }
-        self.fail(&ApiError::upstream(
-            "the model's backend ended the stream early",
-        ))
+        self.fail(&ended_early())
     }
 
     fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
@@ -535,9 +536,7 @@ impl PassThrough {
         if self.finished {
             self.done = true;
         }
-        self.fail(&ApiError::upstream(
-            "the model's backend ended the stream early",
-        ))
+        self.fail(&ended_early())
     }
 
     /// The error that ends a broken stream, unless it already ended.

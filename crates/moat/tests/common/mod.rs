@@ -254,20 +254,7 @@ pub fn read_response(s: &mut TcpStream) -> Resp {
     let mut chunk = [0u8; 8192];
     loop {
         if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let mut lines = head.lines();
-            let status: u16 = lines
-                .next()
-                .unwrap()
-                .split(' ')
-                .nth(1)
-                .unwrap()
-                .parse()
-                .unwrap();
-            let headers: HashMap<String, String> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
+            let (status, headers) = parse_head(&buf[..end]);
             let len: usize = headers
                 .get("content-length")
                 .and_then(|v| v.parse().ok())
@@ -294,6 +281,22 @@ pub fn read_response(s: &mut TcpStream) -> Resp {
             Err(e) => panic!("read failed: {e}; got {:?}", String::from_utf8_lossy(&buf)),
         }
     }
+}
+
+/// The status and the headers (names lowercased) of a response head.
+fn parse_head(head: &[u8]) -> (u16, HashMap<String, String>) {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response head: {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -395,20 +398,7 @@ pub fn post_json(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &
     let _ = s.read_to_end(&mut buf);
     let end = find(&buf, b"\r\n\r\n")
         .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&buf)));
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let (status, headers) = parse_head(&buf[..end]);
     let raw_body = &buf[end + 4..];
     let body = if headers
         .get("transfer-encoding")
