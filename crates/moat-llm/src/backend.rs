@@ -39,7 +39,8 @@ pub enum Endpoint {
 pub struct Backend {
     name: String,
     kind: BackendKind,
-    base: String,
+    /// The upstream URL of each [`Endpoint`], built once from the configured base.
+    urls: [http::Uri; 4],
     credential: Option<SecretString>,
     auth: AuthScheme,
     egress: Egress,
@@ -63,13 +64,56 @@ impl std::fmt::Debug for Backend {
 #[derive(Debug)]
 pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
 
+/// A backend whose base URL is not a usable URL.
+#[derive(Debug, thiserror::Error)]
+#[error("llm.backends.{backend}.base_url is not a valid URL: {reason}")]
+pub struct InvalidBaseUrl {
+    /// The backend's name.
+    pub backend: String,
+    /// What the URL parser said.
+    pub reason: String,
+}
+
+impl Endpoint {
+    fn path(self, kind: BackendKind) -> &'static str {
+        match (kind, self) {
+            (BackendKind::Anthropic, Endpoint::Generate) => "/v1/messages",
+            (BackendKind::Anthropic, Endpoint::CountTokens) => "/v1/messages/count_tokens",
+            (BackendKind::Anthropic, Endpoint::Complete) => "/v1/complete",
+            (BackendKind::Anthropic, Endpoint::Models) => "/v1/models",
+            (BackendKind::Openai, Endpoint::Models) => "/models",
+            (BackendKind::Openai, _) => "/chat/completions",
+        }
+    }
+}
+
 impl Backend {
     /// A backend from its config and its resolved credential.
-    pub fn new(name: &str, config: &BackendConfig, credential: Option<SecretString>) -> Self {
-        Self {
+    pub fn new(
+        name: &str,
+        config: &BackendConfig,
+        credential: Option<SecretString>,
+    ) -> Result<Self, InvalidBaseUrl> {
+        let base = config.base_url.trim_end_matches('/');
+        let parse = |endpoint: Endpoint| {
+            format!("{base}{}", endpoint.path(config.kind))
+                .parse::<http::Uri>()
+                .map_err(|e| InvalidBaseUrl {
+                    backend: name.to_string(),
+                    reason: e.to_string(),
+                })
+        };
+        // In declaration order: `url` indexes by the discriminant.
+        let urls = [
+            parse(Endpoint::Generate)?,
+            parse(Endpoint::CountTokens)?,
+            parse(Endpoint::Complete)?,
+            parse(Endpoint::Models)?,
+        ];
+        Ok(Self {
             name: name.to_string(),
             kind: config.kind,
-            base: config.base_url.trim_end_matches('/').to_string(),
+            urls,
             credential,
             auth: config.auth,
             egress: Egress::new(config.connect_timeout),
@@ -77,7 +121,7 @@ impl Backend {
             max_queue: config.max_queue,
             waiting: AtomicU32::new(0),
             health: Health::default(),
-        }
+        })
     }
 
     /// The backend's name.
@@ -91,16 +135,8 @@ impl Backend {
     }
 
     /// The URL of `endpoint` on this backend.
-    pub fn url(&self, endpoint: Endpoint) -> String {
-        let path = match (self.kind, endpoint) {
-            (BackendKind::Anthropic, Endpoint::Generate) => "/v1/messages",
-            (BackendKind::Anthropic, Endpoint::CountTokens) => "/v1/messages/count_tokens",
-            (BackendKind::Anthropic, Endpoint::Complete) => "/v1/complete",
-            (BackendKind::Anthropic, Endpoint::Models) => "/v1/models",
-            (BackendKind::Openai, Endpoint::Models) => "/models",
-            (BackendKind::Openai, _) => "/chat/completions",
-        };
-        format!("{}{path}", self.base)
+    pub fn url(&self, endpoint: Endpoint) -> &http::Uri {
+        &self.urls[endpoint as usize]
     }
 
     /// Waits for a concurrency slot; refuses at once when the queue is full.
@@ -108,16 +144,15 @@ impl Backend {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(Slot(p));
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::new(
-                http::StatusCode::SERVICE_UNAVAILABLE,
+        // Counted while waiting, and uncounted however the wait ends: a client that
+        // disconnects while queued drops this future mid-await.
+        let place = QueuePlace::take(&self.waiting, self.max_queue).ok_or_else(|| {
+            ApiError::busy(
                 "this model's backend is at its concurrency limit and its queue is full; retry shortly",
             )
-            .retry_after(1));
-        }
+        })?;
         let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(place);
         permit
             .map(Slot)
             .map_err(|_| ApiError::upstream("the backend is shutting down"))
@@ -134,11 +169,7 @@ impl Backend {
     ) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = method;
-        *req.uri_mut() = match self.url(endpoint).parse() {
-            Ok(uri) => uri,
-            // Validated at config load; a bad one fails the connect like a dead host.
-            Err(_) => http::Uri::from_static("http://invalid.invalid/"),
-        };
+        *req.uri_mut() = self.url(endpoint).clone();
         let h = req.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -193,13 +224,32 @@ impl Backend {
 
     /// Health and load, for `/status`.
     pub fn status(&self) -> Value {
-        let max = self.slots.available_permits();
         let mut v = self.health.json();
         v["name"] = json!(self.name);
         v["kind"] = json!(self.kind.as_str());
-        v["available_slots"] = json!(max);
+        v["available_slots"] = json!(self.slots.available_permits());
         v["queued"] = json!(self.waiting.load(Ordering::Relaxed));
         v
+    }
+}
+
+/// A place in a backend's queue, given back on drop.
+struct QueuePlace<'a>(&'a AtomicU32);
+
+impl<'a> QueuePlace<'a> {
+    fn take(waiting: &'a AtomicU32, max: u32) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiting))
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -28,6 +28,9 @@ pub struct ApiError {
     pub message: String,
     /// `Retry-After`, in seconds.
     pub retry_after: Option<u32>,
+    /// moat's own limit refused the request (audited as `limit.busy`), as opposed to an
+    /// upstream that answered 503.
+    pub local_limit: bool,
 }
 
 impl ApiError {
@@ -37,6 +40,16 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            local_limit: false,
+        }
+    }
+
+    /// 503 with `Retry-After: 1`: one of moat's own limits is full.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            local_limit: true,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
 
@@ -50,12 +63,6 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, message)
     }
 
-    /// Adds `Retry-After`.
-    pub fn retry_after(mut self, secs: u32) -> Self {
-        self.retry_after = Some(secs);
-        self
-    }
-
     /// The body for `format`.
     pub fn body(&self, format: ApiFormat) -> Value {
         let message = moat_core::redact::global()
@@ -66,12 +73,7 @@ impl ApiError {
 
     /// The whole response for `format`.
     pub fn response(&self, format: ApiFormat) -> Response {
-        let mut resp = Response::new(axum::body::Body::from(self.body(format).to_string()));
-        *resp.status_mut() = self.status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut resp = crate::json_response(self.status, self.body(format).to_string());
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -45,7 +45,7 @@ use moat_net::exposure::Exposure;
 use moat_net::routes::RouteTable;
 use serde_json::{Value, json};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, InvalidBaseUrl};
 use crate::errors::{ApiError, ApiFormat};
 use crate::proxy::Op;
 use crate::routing::Router;
@@ -61,31 +61,29 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway for `llm` (validated), with each backend's resolved credential by name.
-    pub fn new(llm: &LlmConfig, mut credentials: HashMap<String, SecretString>) -> Self {
+    pub fn new(
+        llm: &LlmConfig,
+        mut credentials: HashMap<String, SecretString>,
+    ) -> Result<Self, InvalidBaseUrl> {
         let backends = llm
             .backends
             .iter()
             .map(|(name, cfg)| {
-                let backend = Backend::new(name, cfg, credentials.remove(name));
-                (name.clone(), Arc::new(backend))
+                let backend = Backend::new(name, cfg, credentials.remove(name))?;
+                Ok((name.clone(), Arc::new(backend)))
             })
-            .collect();
-        Self {
+            .collect::<Result<_, InvalidBaseUrl>>()?;
+        Ok(Self {
             backends,
             router: Router::new(llm),
             upstream_timeout: llm.upstream_timeout,
             default_max_tokens: llm.default_max_tokens,
-        }
+        })
     }
 
     /// The route table.
     pub fn router(&self) -> &Router {
         &self.router
-    }
-
-    /// A backend by name.
-    pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
-        self.backends.get(name)
     }
 
     /// Each backend's health and load, for `/status`.
@@ -161,8 +159,13 @@ async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
             json!({"object": "list", "data": data})
         }
     };
-    let mut resp = Response::new(axum::body::Body::from(Bytes::from(body.to_string())));
-    *resp.status_mut() = StatusCode::OK;
+    json_response(StatusCode::OK, body.to_string())
+}
+
+/// A response with a JSON body.
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body.into()));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

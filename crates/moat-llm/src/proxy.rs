@@ -20,12 +20,12 @@ use moat_core::config::llm::BackendKind;
 use moat_net::egress::EgressError;
 use serde_json::{Value, json};
 
-use crate::Gateway;
 use crate::backend::{Backend, Endpoint, Slot};
 use crate::errors::{ApiError, ApiFormat, upstream_message};
 use crate::routing::{RouteError, Target};
 use crate::sse::SseParser;
 use crate::translate::{request, response, stream};
+use crate::{Gateway, json_response};
 
 /// Most targets tried for one request.
 pub const MAX_ATTEMPTS: usize = 4;
@@ -79,7 +79,7 @@ pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -
         Ok(resp) => resp,
         Err(e) => {
             let mut resp = e.response(op.format());
-            if e.status == StatusCode::SERVICE_UNAVAILABLE && e.retry_after.is_some() {
+            if e.local_limit {
                 resp = moat_net::error::refused(resp, "limit.busy", "overloaded");
             }
             resp
@@ -417,16 +417,6 @@ fn parse_upstream(bytes: &[u8]) -> Result<Value, Failed> {
 
 fn to_bytes(v: &Value) -> Bytes {
     Bytes::from(v.to_string())
-}
-
-fn json_response(status: StatusCode, body: Bytes) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 fn copy_request_ids(from: &HeaderMap, to: &mut HeaderMap) {

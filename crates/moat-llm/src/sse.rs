@@ -90,11 +90,6 @@ impl SseParser {
         Ok(out)
     }
 
-    /// The stream ended: an event without its final blank line is dropped, as the spec says.
-    pub fn finish(&mut self) {
-        *self = Self::default();
-    }
-
     fn grow(&mut self, n: usize) -> Result<(), SseError> {
         self.size += n;
         if self.size > MAX_EVENT_BYTES {

@@ -203,7 +203,7 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
             )?)
         }
     };
-    let backend = Backend::new(name, config, key);
+    let backend = Backend::new(name, config, key).map_err(|e| Failure::usage(e.into()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -147,7 +147,9 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
-    let gateway = Arc::new(moat_llm::Gateway::new(&config.llm, backend_keys));
+    let gateway = Arc::new(
+        moat_llm::Gateway::new(&config.llm, backend_keys).map_err(|e| Failure::usage(e.into()))?,
+    );
     let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log(), gateway));
     // The last checkpoint, whatever happened above.
     let closed = audit.close();

@@ -705,6 +705,44 @@ fn full_queue_is_refused_with_retry_after() {
     assert_eq!(resp.json()["error"]["type"], "overloaded_error");
 }
 
+#[test]
+fn a_client_that_leaves_the_queue_gives_its_place_back() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = backends(&ant, &oai).replace(
+        "models = [\"claude-*\"]",
+        "models = [\"claude-*\"]\nmax_concurrency = 1\nmax_queue = 1",
+    );
+    let mut hold = Reply::sse(&[a_event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "m", "model": "claude-a"}}),
+    )]);
+    hold.hold_open = true;
+    ant.push(hold);
+    let moat = start(&config);
+    let body = json!({"model": "claude-a", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let mut first = open_stream(moat.main, "/v1/messages", &body);
+    let mut buf = [0u8; 512];
+    assert!(first.read(&mut buf).unwrap() > 0);
+    // Several clients in turn take the one queue place and leave: none may find it taken.
+    for round in 0..3 {
+        let mut queued = open_stream(moat.main, "/v1/messages", &body);
+        queued
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let waited = queued.read(&mut buf);
+        assert!(
+            waited.is_err(),
+            "round {round}: expected to wait in the queue, got {:?}",
+            waited.map(|n| String::from_utf8_lossy(&buf[..n]).to_string())
+        );
+        // While it waits, the queue is full.
+        let resp = post_json(moat.main, "/v1/messages", &[], &body);
+        assert_eq!(resp.status, 503, "round {round}: {}", resp.body);
+        drop(queued);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn open_stream(addr: std::net::SocketAddr, path: &str, body: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -272,9 +272,10 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    if rest.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let uri_char = |c: char| c.is_ascii_alphanumeric() || "-._~:/[]%!$&'()*+,;=".contains(c);
+    if rest.contains(['?', '#']) || !url.chars().all(uri_char) {
         return Err(format!(
-            "{url:?} must be a plain base URL, without query, fragment or spaces"
+            "{url:?} must be a plain base URL: ASCII, without query, fragment or spaces"
         ));
     }
     Ok(())
@@ -307,6 +308,9 @@ mod tests {
         assert!(check_base_url("https://user:pw@host").is_err());
         assert!(check_base_url("https://host/v1?x=1").is_err());
         assert!(check_base_url("https:///v1").is_err());
+        assert!(check_base_url("https://host/v1 x").is_err());
+        assert!(check_base_url("https://hôst/v1").is_err());
+        assert!(check_base_url("https://host/{v1}").is_err());
     }
 
     #[test]

@@ -29,6 +29,29 @@ pub trait StreamTranslator: Send {
     fn done(&self) -> bool;
 }
 
+/// How a client's stream ends: at most once, with an error in its format if it must.
+struct Ending {
+    format: ApiFormat,
+    done: bool,
+}
+
+impl Ending {
+    fn new(format: ApiFormat) -> Self {
+        Self {
+            format,
+            done: false,
+        }
+    }
+
+    /// The error event that ends the stream, unless it already ended.
+    fn fail(&mut self, err: &ApiError) -> Option<Bytes> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        Some(err.stream_event(self.format))
+    }
+}
+
 /// The error for an upstream stream that stopped before its last event.
 fn ended_early() -> ApiError {
     ApiError::upstream("the model's backend ended the stream early")
@@ -70,7 +93,7 @@ pub struct AnthropicToOpenAi {
     tools: BTreeMap<u64, u64>,
     usage: Value,
     finished: bool,
-    done: bool,
+    ending: Ending,
 }
 
 impl AnthropicToOpenAi {
@@ -84,7 +107,7 @@ impl AnthropicToOpenAi {
             tools: BTreeMap::new(),
             usage: json!({}),
             finished: false,
-            done: false,
+            ending: Ending::new(ApiFormat::OpenAi),
         }
     }
 
@@ -115,14 +138,14 @@ impl AnthropicToOpenAi {
             out.push(encode(None, &c.to_string()));
         }
         out.push(encode(None, "[DONE]"));
-        self.done = true;
+        self.ending.done = true;
         out
     }
 }
 
 impl StreamTranslator for AnthropicToOpenAi {
     fn event(&mut self, ev: SseEvent) -> Vec<Bytes> {
-        if self.done {
+        if self.ending.done {
             return Vec::new();
         }
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
@@ -218,22 +241,18 @@ impl StreamTranslator for AnthropicToOpenAi {
     }
 
     fn end(&mut self) -> Vec<Bytes> {
-        if self.done {
+        if self.ending.done {
             return Vec::new();
         }
         self.fail(&ended_early())
     }
 
     fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
-        if self.done {
-            return Vec::new();
-        }
-        self.done = true;
-        vec![err.stream_event(ApiFormat::OpenAi)]
+        self.ending.fail(err).into_iter().collect()
     }
 
     fn done(&self) -> bool {
-        self.done
+        self.ending.done
     }
 }
 
@@ -267,7 +286,7 @@ pub struct OpenAiToAnthropic {
     tools: BTreeMap<u64, u64>,
     finish: Option<String>,
     usage: Value,
-    done: bool,
+    ending: Ending,
 }
 
 impl OpenAiToAnthropic {
@@ -281,7 +300,7 @@ impl OpenAiToAnthropic {
             tools: BTreeMap::new(),
             finish: None,
             usage: Value::Null,
-            done: false,
+            ending: Ending::new(ApiFormat::Anthropic),
         }
     }
 
@@ -361,7 +380,7 @@ impl OpenAiToAnthropic {
                    "usage": usage}),
         ));
         out.push(Self::ev("message_stop", json!({"type": "message_stop"})));
-        self.done = true;
+        self.ending.done = true;
         out
     }
 
@@ -396,7 +415,7 @@ impl OpenAiToAnthropic {
 
 impl StreamTranslator for OpenAiToAnthropic {
     fn event(&mut self, ev: SseEvent) -> Vec<Bytes> {
-        if self.done {
+        if self.ending.done {
             return Vec::new();
         }
         if ev.data.trim() == "[DONE]" {
@@ -472,7 +491,7 @@ impl StreamTranslator for OpenAiToAnthropic {
     }
 
     fn end(&mut self) -> Vec<Bytes> {
-        if self.done {
+        if self.ending.done {
             return Vec::new();
         }
         // Some servers omit `[DONE]`; a finish reason is as good an ending.
@@ -483,40 +502,34 @@ impl StreamTranslator for OpenAiToAnthropic {
     }
 
     fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
-        if self.done {
-            return Vec::new();
-        }
-        self.done = true;
-        vec![err.stream_event(ApiFormat::Anthropic)]
+        self.ending.fail(err).into_iter().collect()
     }
 
     fn done(&self) -> bool {
-        self.done
+        self.ending.done
     }
 }
 
 /// Same-format streams: bytes pass through untouched; this only watches for the end and
 /// turns a broken upstream into a well-formed error.
 pub struct PassThrough {
-    format: ApiFormat,
     /// An OpenAI chunk carried a finish reason (some servers then omit `[DONE]`).
     finished: bool,
-    done: bool,
+    ending: Ending,
 }
 
 impl PassThrough {
     /// A pass-through for a client speaking `format`.
     pub fn new(format: ApiFormat) -> Self {
         Self {
-            format,
             finished: false,
-            done: false,
+            ending: Ending::new(format),
         }
     }
 
     /// Looks at one event; true when it ends the stream.
     pub fn observe(&mut self, ev: &SseEvent) -> bool {
-        let last = match self.format {
+        let last = match self.ending.format {
             ApiFormat::Anthropic => {
                 matches!(ev.event.as_deref(), Some("message_stop" | "error"))
             }
@@ -527,28 +540,23 @@ impl PassThrough {
                 ev.data.trim() == "[DONE]" || ev.data.contains("\"error\"")
             }
         };
-        self.done |= last;
+        self.ending.done |= last;
         last
     }
 
     /// The upstream ended: an error unless the stream was complete.
     pub fn end(&mut self) -> Option<Bytes> {
         if self.finished {
-            self.done = true;
+            self.ending.done = true;
         }
         self.fail(&ended_early())
     }
 
     /// The error that ends a broken stream, unless it already ended.
     pub fn fail(&mut self, err: &ApiError) -> Option<Bytes> {
-        if self.done {
-            return None;
-        }
-        self.done = true;
         // A blank line first ends any event the upstream left half-sent.
-        let mut out = b"\n\n".to_vec();
-        out.extend_from_slice(&err.stream_event(self.format));
-        Some(Bytes::from(out))
+        let event = self.ending.fail(err)?;
+        Some(Bytes::from([b"\n\n".as_slice(), &event].concat()))
     }
 }
 
