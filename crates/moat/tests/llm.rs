@@ -680,12 +680,12 @@ fn bad_requests_get_errors_in_the_client_format() {
     assert_eq!(resp.status, 405);
 }
 
-#[test]
-fn full_queue_is_refused_with_retry_after() {
+/// moat with a backend of one slot and `max_queue` places, and a stream holding the slot.
+fn one_slot_taken(max_queue: u32) -> ((FakeUpstream, FakeUpstream), Moat, String, TcpStream) {
     let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
     let config = backends(&ant, &oai).replace(
         "models = [\"claude-*\"]",
-        "models = [\"claude-*\"]\nmax_concurrency = 1\nmax_queue = 0",
+        &format!("models = [\"claude-*\"]\nmax_concurrency = 1\nmax_queue = {max_queue}"),
     );
     let mut hold = Reply::sse(&[a_event(
         "message_start",
@@ -697,8 +697,16 @@ fn full_queue_is_refused_with_retry_after() {
     let body = json!({"model": "claude-a", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let mut first = open_stream(moat.main, "/v1/messages", &body);
     let mut buf = [0u8; 512];
-    let n = first.read(&mut buf).unwrap();
-    assert!(n > 0);
+    assert!(
+        first.read(&mut buf).unwrap() > 0,
+        "the first stream started"
+    );
+    ((ant, oai), moat, body, first)
+}
+
+#[test]
+fn full_queue_is_refused_with_retry_after() {
+    let (_upstreams, moat, body, _first) = one_slot_taken(0);
     let resp = post_json(moat.main, "/v1/messages", &[], &body);
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert_eq!(resp.header("retry-after"), Some("1"));
@@ -707,22 +715,8 @@ fn full_queue_is_refused_with_retry_after() {
 
 #[test]
 fn a_client_that_leaves_the_queue_gives_its_place_back() {
-    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
-    let config = backends(&ant, &oai).replace(
-        "models = [\"claude-*\"]",
-        "models = [\"claude-*\"]\nmax_concurrency = 1\nmax_queue = 1",
-    );
-    let mut hold = Reply::sse(&[a_event(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": "m", "model": "claude-a"}}),
-    )]);
-    hold.hold_open = true;
-    ant.push(hold);
-    let moat = start(&config);
-    let body = json!({"model": "claude-a", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let mut first = open_stream(moat.main, "/v1/messages", &body);
+    let (_upstreams, moat, body, _first) = one_slot_taken(1);
     let mut buf = [0u8; 512];
-    assert!(first.read(&mut buf).unwrap() > 0);
     // Several clients in turn take the one queue place and leave: none may find it taken.
     for round in 0..3 {
         let mut queued = open_stream(moat.main, "/v1/messages", &body);
