@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::home::Home;
 use crate::secret::SecretRef;
 
+pub mod egress;
 pub mod llm;
 
 /// The main listener's port unless configured otherwise.
@@ -50,6 +51,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[llm]`: the gateway's backends and routes.
     pub llm: llm::LlmConfig,
+    /// `[egress]`: the policy for URLs that someone other than the owner supplied.
+    pub egress: egress::EgressConfig,
 }
 
 /// `[server]`.
@@ -326,6 +329,11 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_AUDIT_SEGMENT_MAX_BYTES", "audit.segment_max_bytes"),
     ("MOAT_LLM_UPSTREAM_TIMEOUT", "llm.upstream_timeout"),
     ("MOAT_LLM_DEFAULT_MAX_TOKENS", "llm.default_max_tokens"),
+    ("MOAT_EGRESS_ALLOW_HOSTS", "egress.allow_hosts"),
+    ("MOAT_EGRESS_ALLOW_CIDRS", "egress.allow_cidrs"),
+    ("MOAT_EGRESS_BLOCK_HOSTS", "egress.block_hosts"),
+    ("MOAT_EGRESS_BLOCK_CIDRS", "egress.block_cidrs"),
+    ("MOAT_EGRESS_TOTAL_TIMEOUT", "egress.total_timeout"),
 ];
 
 /// The variable whose value is the API key itself; it sets `auth.api_key = "env:MOAT_API_KEY"`.
@@ -333,7 +341,11 @@ pub const API_KEY_ENV: &str = "MOAT_API_KEY";
 
 fn kind_of(key: &str) -> Kind {
     match key {
-        "server.allowed_hosts" => Kind::List,
+        "server.allowed_hosts"
+        | "egress.allow_hosts"
+        | "egress.allow_cidrs"
+        | "egress.block_hosts"
+        | "egress.block_cidrs" => Kind::List,
         "server.allow_insecure_remote" => Kind::Bool,
         "limits.max_body_bytes"
         | "limits.max_buffered_bytes"
@@ -538,6 +550,11 @@ impl Config {
         llm::validate(&config.llm).map_err(|(key, message)| ConfigError::Invalid {
             origin: origin_for(&key),
             key,
+            message,
+        })?;
+        egress::validate(&config.egress).map_err(|(key, message)| ConfigError::Invalid {
+            origin: origin_for(key),
+            key: key.to_string(),
             message,
         })?;
         Ok(Loaded {

@@ -94,7 +94,13 @@ impl Backend {
         config: &BackendConfig,
         credential: Option<SecretString>,
     ) -> Result<Self, InvalidBaseUrl> {
-        let base = config.base_url.trim_end_matches('/');
+        // The URL parser's normal form, so that the host the egress policy trusts and the
+        // host each request names are one and the same.
+        let base_url = url::Url::parse(&config.base_url).map_err(|e| InvalidBaseUrl {
+            backend: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = base_url.as_str().trim_end_matches('/');
         let parse = |endpoint: Endpoint| {
             format!("{base}{}", endpoint.path(config.kind))
                 .parse::<http::Uri>()
@@ -116,7 +122,7 @@ impl Backend {
             urls,
             credential,
             auth: config.auth,
-            egress: Egress::new(config.connect_timeout),
+            egress: Egress::for_upstream(&base_url, config.connect_timeout),
             slots: Arc::new(Semaphore::new(config.max_concurrency as usize)),
             max_queue: config.max_queue,
             waiting: AtomicU32::new(0),

@@ -83,10 +83,38 @@ pub enum Command {
         /// The model name a client would send, e.g. claude-sonnet-4-5 or local:smollm2.
         model: String,
     },
+    /// Test the egress policy: what moat would do with a URL that a model, a channel or a
+    /// remote server supplied.
+    ///
+    /// The policy is [egress] in config.toml: allowed_ports, allow_hosts / block_hosts
+    /// (`example.com` or `*.example.com`), allow_cidrs / block_cidrs. Built in: only http
+    /// and https, no user:password@, no loopback, private, link-local (cloud metadata),
+    /// CGNAT or other non-global addresses in any notation, no localhost, *.internal,
+    /// *.local or single-label names.
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `moat egress` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Show whether URL would be fetched, and the rule that decides it.
+    ///
+    /// A dry run: the name is resolved (every address must pass) but nothing is sent.
+    /// Exits 0 when the URL would be fetched, 1 when it would be refused.
+    ///
+    /// Examples:
+    ///   moat egress check https://example.com/page
+    ///   moat egress check http://169.254.169.254/latest/meta-data/
+    #[command(verbatim_doc_comment)]
+    Check {
+        /// The URL, as a model or a channel would supply it.
+        url: String,
     },
 }
 

@@ -6,6 +6,7 @@ mod audit_sink;
 mod backend_cmd;
 mod cli;
 mod doctor;
+mod egress_cmd;
 mod logging;
 mod serve;
 mod status;
@@ -108,6 +109,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             backend_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS)
         }
         Command::Route { model } => backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS),
+        Command::Egress(command) => egress_cmd::run(&home()?, command),
     }
 }
 

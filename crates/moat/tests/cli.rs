@@ -83,6 +83,14 @@ fn bad_config_exits_2_naming_key_and_file_without_starting() {
         ("[limits]\nmax_body_bytes = -1\n", "limits.max_body_bytes"),
         ("[rate_limit]\nburst = \"lots\"\n", "rate_limit.burst"),
         ("[log]\nlevel = \"loud\"\n", "log.level"),
+        (
+            "[egress]\nallow_cidrs = [\"10.0.0.0/33\"]\n",
+            "egress.allow_cidrs",
+        ),
+        (
+            "[egress]\nblock_hosts = [\"http://evil.example\"]\n",
+            "egress.block_hosts",
+        ),
     ] {
         std::fs::write(&file, toml).unwrap();
         let (code, _, err) = run_moat(home.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
@@ -155,4 +163,51 @@ fn status_command_reads_the_running_server() {
     let (code, _, err) = run_moat(empty.path(), &["status"], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("moat serve"), "{err}");
+}
+
+#[test]
+fn egress_check_shows_the_decision_and_the_rule() {
+    let home = new_home();
+    let check =
+        |url: &str, env: &[(&str, &str)]| run_moat(home.path(), &["egress", "check", url], env);
+    for (url, rule) in [
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "blocked-address:link-local",
+        ),
+        ("http://0x7f.1/", "blocked-address:loopback"),
+        ("http://[::ffff:10.0.0.1]/", "blocked-address:private"),
+        (
+            "http://metadata.google.internal/",
+            "blocked-name:metadata.google.internal",
+        ),
+        ("http://localhost./", "blocked-name:localhost"),
+        ("gopher://127.0.0.1:6379/_INFO", "scheme"),
+        ("http://user:sk-canary-pw@example.com/", "userinfo"),
+        ("http://example.com:6379/", "port"),
+    ] {
+        let (code, out, err) = check(url, &[]);
+        assert_eq!(code, 1, "{url}: {out}{err}");
+        assert!(
+            out.starts_with(&format!("refused ({rule}): ")),
+            "{url}: {out}"
+        );
+        assert!(!out.contains("sk-canary") && !err.contains("sk-canary"));
+    }
+    let (code, out, _) = check("http://8.8.8.8/x", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allowed: http://8.8.8.8/x") && out.contains("globally reachable"));
+    // An explicit allow opens exactly that range.
+    let allow = [("MOAT_EGRESS_ALLOW_CIDRS", "10.1.0.0/16")];
+    let (code, out, _) = check("http://10.1.2.3/", &allow);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allowed by egress.allow_cidrs"), "{out}");
+    assert_eq!(check("http://10.2.0.1/", &allow).0, 1);
+    // A bad setting is a usage error naming the key.
+    let (code, _, err) = check(
+        "http://8.8.8.8/",
+        &[("MOAT_EGRESS_BLOCK_CIDRS", "nonsense")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("egress.block_cidrs"), "{err}");
 }
