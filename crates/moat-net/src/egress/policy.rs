@@ -322,7 +322,7 @@ impl Policy {
     }
 
     /// Judges a parsed URL, without DNS.
-    pub fn check_parsed(&self, url: Url) -> Result<Checked, Refusal> {
+    pub fn check_parsed(&self, mut url: Url) -> Result<Checked, Refusal> {
         match url.scheme() {
             "http" | "https" => {}
             other => return Err(Refusal::Scheme(other.chars().take(32).collect())),
@@ -336,9 +336,26 @@ impl Policy {
         let host = match url.host() {
             Some(url::Host::Ipv4(a)) => Host::Addr(IpAddr::V4(a)),
             Some(url::Host::Ipv6(a)) => Host::Addr(IpAddr::V6(a)),
-            Some(url::Host::Domain(d)) => Host::Name(host::trim_dots(d).to_string()),
+            Some(url::Host::Domain(d)) => {
+                let name = host::trim_dots(d);
+                // `127.0.0.1..` is a name to the URL parser (it ends in an empty label)
+                // but an address once its dots are trimmed, as a resolver trims them.
+                let reparsed = (name.len() != d.len()).then(|| url::Host::parse(name));
+                match reparsed {
+                    Some(Ok(url::Host::Ipv4(a))) => Host::Addr(IpAddr::V4(a)),
+                    Some(Ok(url::Host::Ipv6(a))) => Host::Addr(IpAddr::V6(a)),
+                    _ => Host::Name(name.to_string()),
+                }
+            }
             None => return Err(Refusal::InvalidUrl("no host".into())),
         };
+        if let Host::Addr(a) = host
+            && !matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
+        {
+            // Send the address itself, so that no resolver reads the name differently.
+            url.set_ip_host(a)
+                .map_err(|()| Refusal::InvalidUrl("cannot set the address".into()))?;
+        }
         if self.is_trusted(&host) {
             return Ok(Checked { url, host, port });
         }
