@@ -93,6 +93,28 @@ pub enum Command {
     /// *.local or single-label names.
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// Scan text for prompt injection: prints the tier (none, low, medium, high), the
+    /// score and each signal with its byte span.
+    ///
+    /// Sees through Unicode look-alikes, full-width and accented letters, leetspeak,
+    /// invisible characters, and payloads in base64, hex, URL-encoding, HTML entities,
+    /// ROT13 and Unicode tags. It flags; it never changes or drops text.
+    ///
+    /// Exit status by tier, for scripts: 0 none, 3 low, 4 medium, 5 high
+    /// (1: the input could not be read).
+    ///
+    /// Examples:
+    ///   moat scan page.html
+    ///   curl -s https://example.com | moat scan -
+    ///   moat scan --json message.txt
+    #[command(verbatim_doc_comment)]
+    Scan {
+        /// The file to scan, or - for standard input.
+        file: std::path::PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.

@@ -8,6 +8,7 @@ mod cli;
 mod doctor;
 mod egress_cmd;
 mod logging;
+mod scan_cmd;
 mod serve;
 mod status;
 mod vault_cmd;
@@ -110,6 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Route { model } => backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS),
         Command::Egress(command) => egress_cmd::run(&home()?, command),
+        Command::Scan { file, json } => scan_cmd::run(file, *json),
     }
 }
 
