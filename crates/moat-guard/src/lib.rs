@@ -29,7 +29,7 @@ pub mod normalize;
 pub mod signals;
 pub mod spotlight;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -121,10 +121,22 @@ struct Meta {
     family: Family,
     rule: String,
     lang: &'static str,
+    /// 0 for a pattern that is only a role word (see `roles`).
     weight: f32,
     rot13: bool,
     /// Needs a word boundary on both sides (ASCII phrases).
     bounded: bool,
+    /// The word's roles in the verb…noun rules: bit `3 * rule + role` (0 verb, 1 noun,
+    /// 2 qualifier) for each rule of [`signals::PROXIMITY`].
+    roles: u32,
+}
+
+/// A role word found in a `words` view: its bytes and roles.
+#[derive(Debug, Clone, Copy)]
+struct RoleHit {
+    start: usize,
+    end: usize,
+    roles: u32,
 }
 
 /// The compiled phrase lists. Build once ([`Scanner::global`]); scanning is `&self`.
@@ -157,11 +169,27 @@ impl Scanner {
     pub fn new() -> Self {
         let mut words = Vec::new();
         let mut words_meta: Vec<Meta> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut add = |text: String, meta: Meta| {
-            if !text.is_empty() && seen.insert(text.clone()) {
-                words.push(text);
-                words_meta.push(meta);
+            if text.is_empty() {
+                return;
+            }
+            match index.get(&text) {
+                Some(&i) => {
+                    let m: &mut Meta = &mut words_meta[i];
+                    m.roles |= meta.roles;
+                    if m.weight == 0.0 && meta.weight > 0.0 {
+                        *m = Meta {
+                            roles: m.roles,
+                            ..meta
+                        };
+                    }
+                }
+                None => {
+                    index.insert(text.clone(), words.len());
+                    words.push(text);
+                    words_meta.push(meta);
+                }
             }
         };
         let generated: Vec<(String, signals::Phrase)> = signals::PHRASES
@@ -178,6 +206,7 @@ impl Scanner {
                 weight: phrase.weight,
                 rot13: false,
                 bounded,
+                roles: 0,
             };
             if phrase.lang == "en" {
                 let r = rot13(&normal);
@@ -190,6 +219,32 @@ impl Scanner {
                 );
             }
             add(normal, meta);
+        }
+        for (r, rule) in signals::PROXIMITY.iter().enumerate() {
+            for (role, list) in [rule.verbs, rule.targets, rule.qualifiers]
+                .into_iter()
+                .enumerate()
+            {
+                for word in list {
+                    let meta = Meta {
+                        family: rule.family,
+                        rule: (*word).to_string(),
+                        lang: "any",
+                        weight: 0.0,
+                        rot13: false,
+                        bounded: true,
+                        roles: 1 << (3 * r + role),
+                    };
+                    add(
+                        rot13(word),
+                        Meta {
+                            rot13: true,
+                            ..meta.clone()
+                        },
+                    );
+                    add((*word).to_string(), meta);
+                }
+            }
         }
         let mut light = Vec::new();
         let mut light_meta = Vec::new();
@@ -208,6 +263,7 @@ impl Scanner {
                 weight: t.weight,
                 rot13: false,
                 bounded: false,
+                roles: 0,
             });
         }
         let build = |patterns: &[String]| {
@@ -269,16 +325,16 @@ impl Scanner {
                 (None, None) => None,
             }
         };
-        let words = views.words.as_bytes();
-        for m in self.words.find_overlapping_iter(&views.words) {
-            let meta = &self.words_meta[m.pattern().as_usize()];
-            if meta.bounded && !bounded(words, m.start(), m.end()) {
-                continue;
-            }
-            let span = original_span(&views.words_at, text, m.start()..m.end());
-            let encoding = hidden(meta.rot13.then_some("rot13"));
-            out.push(signal(meta, place(span), encoding));
-        }
+        self.word_signals(
+            &views.words,
+            &views.words_at,
+            text,
+            None,
+            &place,
+            &hidden,
+            out,
+        );
+        let mut labels = Vec::new();
         for m in self.light.find_overlapping_iter(&views.light) {
             let meta = &self.light_meta[m.pattern().as_usize()];
             let mut range = m.start()..m.end();
@@ -286,50 +342,31 @@ impl Scanner {
                 range.start += 1;
             }
             let span = original_span(&views.light_at, text, range);
+            if meta.family == Family::SystemImpersonation && meta.weight < 0.5 {
+                labels.push((meta.rule.as_str(), span.clone()));
+            }
             out.push(signal(meta, place(span), hidden(None)));
         }
         // Letter-spaced words ("I G N O R E") joined up, when there are any.
         if let Some((joined, at)) = normalize::despaced(&views.words, &views.words_at) {
-            for m in self.words.find_overlapping_iter(&joined) {
-                let meta = &self.words_meta[m.pattern().as_usize()];
-                if meta.bounded && !bounded(joined.as_bytes(), m.start(), m.end()) {
-                    continue;
-                }
-                let span = original_span(&at, text, m.start()..m.end());
-                out.push(signal(meta, place(span), hidden(Some("letter-spacing"))));
-            }
-            for (range, rule, weight) in detect::proximity(&joined) {
-                let rule_text = format!("{}: {}", rule.name, &joined[range.clone()]);
-                let span = original_span(&at, text, range);
-                out.push(Signal {
-                    family: rule.family,
-                    rule: rule_text,
-                    lang: "any",
-                    span: place(span),
-                    encoding: hidden(Some("letter-spacing")),
-                    weight,
-                });
-            }
+            let spaced = Some("letter-spacing");
+            self.word_signals(&joined, &at, text, spaced, &place, &hidden, out);
         }
-        // ROT13 maps ASCII letters one to one, so offsets in `words` hold for its ROT13.
-        for (words, encoding) in [
-            (views.words.clone(), None),
-            (rot13(&views.words), Some("rot13")),
-        ] {
-            for (range, rule, weight) in detect::proximity(&words) {
-                let text_rule = format!("{}: {}", rule.name, &words[range.clone()]);
+        if !views.words.is_ascii() {
+            for (range, weight) in detect::cjk_overrides(&views.words) {
+                let rule = format!("override: {}", &views.words[range.clone()]);
                 let span = original_span(&views.words_at, text, range);
                 out.push(Signal {
-                    family: rule.family,
-                    rule: text_rule,
-                    lang: "any",
+                    family: Family::InstructionOverride,
+                    rule,
+                    lang: "zh",
                     span: place(span),
-                    encoding: hidden(encoding),
+                    encoding: hidden(None),
                     weight,
                 });
             }
         }
-        if let Some(span) = detect::fake_turns(&views.light, &views.light_at, text) {
+        if let Some(span) = detect::fake_turns(&labels) {
             out.push(Signal {
                 family: Family::SystemImpersonation,
                 rule: "both sides of a conversation, as line labels".into(),
@@ -393,6 +430,59 @@ impl Scanner {
     }
 }
 
+impl Scanner {
+    /// Phrases and verb…noun rules in one `words` view (or its letter-spaced join).
+    #[allow(clippy::too_many_arguments)]
+    fn word_signals(
+        &self,
+        words: &str,
+        at: &[u32],
+        text: &str,
+        extra: Option<&str>,
+        place: &dyn Fn(Range<usize>) -> Range<usize>,
+        hidden: &dyn Fn(Option<&str>) -> Option<String>,
+        out: &mut Vec<Signal>,
+    ) {
+        let bytes = words.as_bytes();
+        // Plain and ROT13 role words, apart: a rule never mixes the two.
+        let mut roles: [Vec<RoleHit>; 2] = [Vec::new(), Vec::new()];
+        for m in self.words.find_overlapping_iter(words) {
+            let meta = &self.words_meta[m.pattern().as_usize()];
+            if meta.bounded && !bounded(bytes, m.start(), m.end()) {
+                continue;
+            }
+            if meta.roles != 0 {
+                roles[usize::from(meta.rot13)].push(RoleHit {
+                    start: m.start(),
+                    end: m.end(),
+                    roles: meta.roles,
+                });
+            }
+            if meta.weight > 0.0 {
+                let span = original_span(at, text, m.start()..m.end());
+                let own = if meta.rot13 { Some("rot13") } else { extra };
+                out.push(signal(meta, place(span), hidden(own)));
+            }
+        }
+        for (rot, hits) in roles.iter_mut().enumerate() {
+            hits.sort_by_key(|h| h.start);
+            for (range, rule, weight) in detect::proximity(words, hits) {
+                let rule_text = format!("{}: {}", rule.name, &words[range.clone()]);
+                let span = original_span(at, text, range);
+                let own = if rot == 1 { Some("rot13") } else { extra };
+                out.push(Signal {
+                    family: rule.family,
+                    rule: rule_text,
+                    lang: "any",
+                    span: place(span),
+                    encoding: hidden(own),
+                    weight,
+                });
+            }
+        }
+    }
+}
+
 impl Default for Scanner {
     fn default() -> Self {
         Self::new()
@@ -431,18 +521,12 @@ fn report(mut signals: Vec<Signal>) -> Report {
     });
     signals.dedup_by(|a, b| a.rule == b.rule && a.span == b.span);
     // Two rules of one family on the same bytes say one thing: keep the surer.
-    let mut kept: Vec<Signal> = Vec::with_capacity(signals.len());
-    for s in signals {
-        match kept
-            .iter_mut()
-            .find(|k| k.family == s.family && k.span == s.span)
-        {
-            Some(k) if k.weight >= s.weight => {}
-            Some(k) => *k = s,
-            None => kept.push(s),
-        }
-    }
-    let signals = kept;
+    signals.sort_by(|a, b| {
+        (a.span.start, a.span.end, a.family)
+            .cmp(&(b.span.start, b.span.end, b.family))
+            .then(b.weight.total_cmp(&a.weight))
+    });
+    signals.dedup_by(|a, b| a.family == b.family && a.span == b.span);
     let mut strongest: BTreeMap<Family, f32> = BTreeMap::new();
     for s in &signals {
         let w = if s.encoding.is_some() && s.family != Family::InvisibleText {
@@ -496,29 +580,36 @@ mod detect {
         out
     }
 
-    /// An assistant turn and a user turn as line labels: a transcript forged inside
-    /// content, to make the model think the conversation moved on.
-    pub fn fake_turns(light: &str, at: &[u32], text: &str) -> Option<Range<usize>> {
-        let find = |labels: &[&str]| {
+    /// An assistant turn and a user turn as line labels (found by the `light` automaton:
+    /// `rule` is the token matched): a transcript forged inside content, to make the
+    /// model think the conversation moved on.
+    pub fn fake_turns(labels: &[(&str, Range<usize>)]) -> Option<Range<usize>> {
+        let first = |names: &[&str]| {
             labels
                 .iter()
-                .filter_map(|l| light.find(l).map(|i| (i + 1, i + l.len())))
-                .min()
+                .filter(|(rule, _)| names.contains(rule))
+                .map(|(_, r)| r.clone())
+                .min_by_key(|r| r.start)
         };
-        let assistant = find(&["\nassistant:", "\nai:", "\n### assistant"])?;
-        let user = find(&["\nuser:", "\nhuman:", "\n### user"])?;
-        let (first, last) = if assistant.0 < user.0 {
-            (assistant, user)
-        } else {
-            (user, assistant)
-        };
-        Some(original_span(at, text, first.0..last.1))
+        let assistant = first(&["assistant:", "ai:"])?;
+        let user = first(&["user:", "human:"])?;
+        Some(assistant.start.min(user.start)..assistant.end.max(user.end))
     }
 
     /// `curl … | sh` and friends on one line.
     pub fn pipe_to_shell(light: &str, at: &[u32], text: &str) -> Vec<Range<usize>> {
         let mut out = Vec::new();
-        for (line_start, line) in lines(light) {
+        let mut done_line = usize::MAX;
+        // Only lines with a pipe can pipe to a shell: start from each '|'.
+        for (pipe_at, _) in light.match_indices('|') {
+            let line_start = light[..pipe_at].rfind('\n').map_or(0, |i| i + 1);
+            if line_start == done_line {
+                continue;
+            }
+            let line_end = light[pipe_at..]
+                .find('\n')
+                .map_or(light.len(), |i| pipe_at + i);
+            let line = &light[line_start..line_end];
             let fetch = ["curl ", "wget ", "iwr ", "invoke-webrequest"]
                 .iter()
                 .filter_map(|f| line.find(f))
@@ -533,6 +624,7 @@ mod detect {
             .filter_map(|p| rest.find(p).map(|i| i + p.len()))
             .min();
             if let Some(end) = pipe {
+                done_line = line_start;
                 out.push(original_span(
                     at,
                     text,
@@ -543,69 +635,85 @@ mod detect {
         out
     }
 
-    /// Verb…noun rules ([`crate::signals::PROXIMITY`]): "ignore any previous and
-    /// following instructions", "vergiss alle bisherigen Regeln", "repeat the
-    /// instructions you were given at the beginning"; Chinese overrides by characters.
-    /// Returns byte ranges of `words`, the rule, and the weight.
-    pub fn proximity(words: &str) -> Vec<(Range<usize>, &'static Proximity, f32)> {
+    /// Verb…noun rules ([`crate::signals::PROXIMITY`]) over the role words found in
+    /// `words` (sorted by position): "ignore any previous and following instructions",
+    /// "vergiss alle bisherigen Regeln", "repeat the instructions you were given at the
+    /// beginning". Returns byte ranges of `words`, the rule, and the weight.
+    pub(crate) fn proximity(
+        words: &str,
+        hits: &[super::RoleHit],
+    ) -> Vec<(Range<usize>, &'static Proximity, f32)> {
         let mut out = Vec::new();
-        let mut list = Vec::new();
-        let mut pos = 0;
-        for word in words.split(' ') {
-            list.push((pos, word));
-            pos += word.len() + 1;
+        if hits.len() < 2 {
+            return out;
         }
-        for rule in PROXIMITY {
-            // (byte start of the verb, its word index, qualifier seen since)
-            let mut verb: Option<(usize, usize, bool)> = None;
-            for (index, &(start, word)) in list.iter().enumerate() {
-                if verb.is_some_and(|(_, at, _)| index - at > PROXIMITY_WINDOW) {
+        let gap = |from: usize, to: usize| -> usize {
+            if to < from || to - from > 16 * PROXIMITY_WINDOW {
+                usize::MAX
+            } else {
+                words.as_bytes()[from..to]
+                    .iter()
+                    .filter(|&&b| b == b' ')
+                    .count()
+            }
+        };
+        for (r, rule) in PROXIMITY.iter().enumerate() {
+            let (verb_bit, noun_bit, qual_bit) = (1 << (3 * r), 1 << (3 * r + 1), 1 << (3 * r + 2));
+            // (verb start, qualifier seen since)
+            let mut verb: Option<(usize, bool)> = None;
+            for (i, h) in hits.iter().enumerate() {
+                if verb.is_some_and(|(vs, _)| gap(vs, h.start) > PROXIMITY_WINDOW) {
                     verb = None;
                 }
-                if rule.verbs.contains(&word) {
-                    verb = Some((start, index, false));
-                } else if let Some((vstart, at, qualified)) = verb {
-                    if rule.qualifiers.contains(&word) {
-                        verb = Some((vstart, at, true));
-                    } else if rule.targets.contains(&word) {
-                        // Romance languages put the adjective after the noun.
-                        let after = (!qualified)
-                            .then(|| {
-                                list[index + 1..]
-                                    .iter()
-                                    .take(4)
-                                    .find(|(_, w)| rule.qualifiers.contains(w))
-                            })
-                            .flatten();
-                        let end = after.map_or(start + word.len(), |(s, w)| s + w.len());
-                        let weight = if qualified || after.is_some() {
-                            rule.qualified
-                        } else {
-                            rule.plain
-                        };
-                        if weight > 0.0 {
-                            out.push((vstart..end, rule, weight));
-                            verb = None;
-                        }
+                if h.roles & verb_bit != 0 {
+                    verb = Some((h.start, false));
+                    continue;
+                }
+                let Some((vs, qualified)) = verb else {
+                    continue;
+                };
+                if h.roles & noun_bit != 0 {
+                    // Romance languages put the adjective after the noun.
+                    let after = if qualified {
+                        None
+                    } else {
+                        hits[i + 1..]
+                            .iter()
+                            .take_while(|n| gap(h.end, n.start) <= 4)
+                            .find(|n| n.roles & qual_bit != 0)
+                    };
+                    let end = after.map_or(h.end, |n| n.end);
+                    let weight = if qualified || after.is_some() {
+                        rule.qualified
+                    } else {
+                        rule.plain
+                    };
+                    if weight > 0.0 {
+                        out.push((vs..end, rule, weight));
+                        verb = None;
                     }
+                } else if h.roles & qual_bit != 0 {
+                    verb = Some((vs, true));
                 }
             }
         }
+        out
+    }
+
+    /// Chinese overrides, by characters: a verb and, within a few characters, a noun.
+    pub fn cjk_overrides(words: &str) -> Vec<(Range<usize>, f32)> {
+        let mut out = Vec::new();
         let mut pos = 0;
         for word in words.split(' ') {
             if !word.is_ascii() {
-                cjk_overrides(word, pos, &mut out);
+                cjk_word(word, pos, &mut out);
             }
             pos += word.len() + 1;
         }
         out
     }
 
-    fn cjk_overrides(
-        word: &str,
-        base: usize,
-        out: &mut Vec<(Range<usize>, &'static Proximity, f32)>,
-    ) {
+    fn cjk_word(word: &str, base: usize, out: &mut Vec<(Range<usize>, f32)>) {
         for v in CJK_OVERRIDE_VERBS {
             for (i, _) in word.match_indices(v) {
                 let after = &word[i + v.len()..];
@@ -625,18 +733,9 @@ mod detect {
                     } else {
                         PROXIMITY[0].plain
                     };
-                    out.push((base + i..base + i + v.len() + end, &PROXIMITY[0], weight));
+                    out.push((base + i..base + i + v.len() + end, weight));
                 }
             }
         }
-    }
-
-    fn lines(s: &str) -> impl Iterator<Item = (usize, &str)> {
-        let mut pos = 0;
-        s.split('\n').map(move |l| {
-            let start = pos;
-            pos += l.len() + 1;
-            (start, l)
-        })
     }
 }

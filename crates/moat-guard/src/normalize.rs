@@ -171,9 +171,62 @@ impl Builder {
         }
     }
 
+    /// The common case, one ASCII byte, without char classification tables of Unicode.
+    #[inline]
+    fn push_ascii(&mut self, b: u8, at: u32) {
+        let light = match b {
+            b'\n' => b'\n',
+            b' ' | b'\t' | 0x0b | 0x0c => b' ',
+            c => c.to_ascii_lowercase(),
+        };
+        if light == b' ' {
+            if !self.light_space {
+                self.views.light.push(' ');
+                self.views.light_at.push(at);
+            }
+            self.light_space = true;
+        } else {
+            self.views.light.push(char::from(light));
+            self.views.light_at.push(at);
+            self.light_space = false;
+        }
+        let word = match b {
+            b'0' => b'o',
+            b'1' => b'i',
+            b'3' => b'e',
+            b'4' | b'@' => b'a',
+            b'5' | b'$' => b's',
+            b'7' => b't',
+            c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
+            _ => {
+                if self.pending_sep.is_none() {
+                    self.pending_sep = Some(at);
+                }
+                return;
+            }
+        };
+        if let Some(sep_at) = self.pending_sep.take()
+            && !self.views.words.is_empty()
+        {
+            self.end_word();
+            self.word_begin = self.views.words.len();
+            if !self.views.words.is_empty() {
+                self.views.words.push(' ');
+                self.views.words_at.push(sep_at);
+            }
+        }
+        self.last_word_cjk = false;
+        self.views.words.push(char::from(word));
+        self.views.words_at.push(at);
+    }
+
     /// Drops the word just finished if it is a filler.
     fn end_word(&mut self) {
-        let word = self.views.words[self.word_begin..].trim_start_matches(' ');
+        let word = &self.views.words[self.word_begin..];
+        if word.len() > 6 {
+            return;
+        }
+        let word = word.trim_start_matches(' ');
         if FILLERS.contains(&word) {
             self.views.words.truncate(self.word_begin);
             self.views.words_at.truncate(self.word_begin);
@@ -204,29 +257,35 @@ pub fn views(text: &str) -> Views {
     // A line break before the first line, so "at line start" needs no special case.
     b.push_light('\n', 0);
     let mut prev_visible = ' ';
-    let mut skip_to = 0;
-    for (i, c) in text.char_indices() {
-        if i < skip_to {
-            continue;
-        }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
         let at = i as u32;
-        if c == '\u{1b}' {
+        let byte = bytes[i];
+        if byte == 0x1b {
             // Terminal escape sequences hide and recolour text; they are not text.
-            let end = i + escape_len(&text.as_bytes()[i..]);
-            skip_to = end;
+            let end = i + escape_len(&bytes[i..]);
             match b.views.invisible.last_mut() {
                 Some(last) if last.end == i => last.end = end,
                 _ => b.views.invisible.push(i..end),
             }
+            i = end;
             continue;
         }
-        if c.is_ascii() {
-            if c != '\r' {
-                b.push(c.to_ascii_lowercase(), at);
+        if byte.is_ascii() {
+            if byte != b'\r' {
+                b.push_ascii(byte, at);
             }
-            prev_visible = c;
+            prev_visible = char::from(byte);
+            i += 1;
             continue;
         }
+        let c = text[i..]
+            .chars()
+            .next()
+            .expect("i is at a character boundary");
+        i += c.len_utf8();
+        let i = i - c.len_utf8();
         if let Some(kind) = invisible(c) {
             // A joiner inside an emoji sequence is how emoji are written, not hiding.
             let benign = c == '\u{200D}' && !prev_visible.is_alphanumeric();
@@ -276,6 +335,20 @@ pub fn views(text: &str) -> Views {
 /// `words` with every run of four or more one-letter words joined ("i g n o r e" →
 /// "ignore"), and its offsets; `None` when there is no such run.
 pub fn despaced(words: &str, at: &[u32]) -> Option<(String, Vec<u32>)> {
+    // Most text has no such run: find one before building anything.
+    let (mut run, mut len, mut found) = (0, 0, false);
+    for &b in words.as_bytes() {
+        if b == b' ' {
+            run = if len == 1 { run + 1 } else { 0 };
+            found |= run >= 4;
+            len = 0;
+        } else {
+            len += 1;
+        }
+    }
+    if !(found || run >= 3 && len == 1) {
+        return None;
+    }
     let list: Vec<(usize, &str)> = {
         let mut pos = 0;
         words
@@ -287,7 +360,7 @@ pub fn despaced(words: &str, at: &[u32]) -> Option<(String, Vec<u32>)> {
             })
             .collect()
     };
-    let single = |w: &str| w.chars().count() == 1 && w.chars().all(char::is_alphanumeric);
+    let single = |w: &str| w.len() == 1 && w.bytes().all(|b| b.is_ascii_alphanumeric());
     let mut joined = String::with_capacity(words.len());
     let mut joined_at = Vec::with_capacity(words.len());
     let mut any = false;
