@@ -122,3 +122,61 @@ impl NetEvents for AuditEvents {
         );
     }
 }
+
+/// Egress refusals are few (a model's or a channel's fetch), so each is written: who
+/// asked, the origin refused (never its path or query) and the rule.
+impl moat_net::egress::EgressEvents for AuditEvents {
+    fn refused(&self, event: moat_net::egress::EgressEvent<'_>) {
+        let record = Record::new(
+            format!("egress:{}", event.session),
+            "egress.refused",
+            event.origin,
+            "refused",
+        )
+        .detail("rule", event.refusal.rule());
+        if let Err(e) = self.log.record(record) {
+            tracing::error!("audit log: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_audit::{AuditWriter, Options};
+    use moat_net::egress::{EgressEvent, EgressEvents, Policy};
+
+    use super::*;
+
+    #[test]
+    fn egress_refusals_are_audited_with_their_rule_and_no_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = AuditWriter::open(dir.path(), None, None, Options::default()).unwrap();
+        let events = AuditEvents::new(writer.log());
+        let refusal = Policy::default()
+            .check_url("http://169.254.169.254/latest/meta-data/?token=sk-canary-1")
+            .unwrap_err();
+        EgressEvents::refused(
+            &events,
+            EgressEvent {
+                session: "chat-1",
+                origin: "http://169.254.169.254:80",
+                refusal: &refusal,
+            },
+        );
+        writer.close().unwrap();
+        let mut all = String::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                all.push_str(&String::from_utf8_lossy(&std::fs::read(path).unwrap()));
+            }
+        }
+        assert!(all.contains("egress.refused"), "{all}");
+        assert!(all.contains("egress:chat-1"), "{all}");
+        assert!(all.contains("blocked-address:link-local"), "{all}");
+        assert!(
+            !all.contains("meta-data") && !all.contains("sk-canary"),
+            "{all}"
+        );
+    }
+}

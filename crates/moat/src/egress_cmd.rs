@@ -39,6 +39,9 @@ pub fn run(home: &Home, command: &EgressCommand) -> Result<ExitCode, Failure> {
         }
         Err(refusal) => {
             println!("refused ({}): {refusal}", refusal.rule());
+            if let Some(hint) = refusal.hint() {
+                println!("  {hint}");
+            }
             Ok(ExitCode::FAILURE)
         }
     }

@@ -31,7 +31,8 @@ pub struct EgressConfig {
     pub block_cidrs: Vec<String>,
     /// Most redirects followed for one request.
     pub max_redirects: u8,
-    /// Longest wait for a TCP (and TLS) connection.
+    /// Longest wait for a TCP connection (the TLS handshake counts against
+    /// `total_timeout`).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Longest a whole fetch may take, redirects and body included.

@@ -22,13 +22,13 @@ pub struct Range {
 pub enum Class {
     /// Globally reachable.
     Global,
-    /// In a blocked range. `via` is the IPv6 form that carried the IPv4 address judged,
-    /// when there was one (`ipv4-mapped`, `nat64`, `6to4`, ...).
+    /// In a blocked range.
     Blocked {
         /// The range.
         range: Range,
-        /// The IPv6 wrapper the address was found in, if any.
-        via: Option<&'static str>,
+        /// The IPv4 address an IPv6 address carries, and the form that carries it
+        /// (`ipv4-mapped`, `nat64`, `6to4`, ...), when it was judged by that.
+        carried: Option<(Ipv4Addr, &'static str)>,
     },
 }
 
@@ -187,7 +187,7 @@ pub fn classify_v4(ip: Ipv4Addr) -> Class {
         .find(|&&(net, len, _)| in_v4(a, net, len))
         .map_or(Class::Global, |&(_, _, range)| Class::Blocked {
             range,
-            via: None,
+            carried: None,
         })
 }
 
@@ -199,11 +199,11 @@ pub fn classify_v6(ip: Ipv6Addr) -> Class {
     ) {
         (Class::Blocked { range, .. }, _) => Class::Blocked {
             range,
-            via: Some(via),
+            carried: Some((v4, via)),
         },
         (Class::Global, Some(range)) => Class::Blocked {
             range,
-            via: Some(via),
+            carried: Some((v4, via)),
         },
         (Class::Global, None) => Class::Global,
     };
@@ -218,12 +218,15 @@ pub fn classify_v6(ip: Ipv6Addr) -> Class {
         return Class::Global;
     }
     if let Some(&(_, _, range)) = V6_BLOCKED.iter().find(|&&(net, len, _)| in_v6(a, net, len)) {
-        return Class::Blocked { range, via: None };
+        return Class::Blocked {
+            range,
+            carried: None,
+        };
     }
     if !in_v6(a, GLOBAL_UNICAST.0, GLOBAL_UNICAST.1) {
         return Class::Blocked {
             range: RESERVED_V6,
-            via: None,
+            carried: None,
         };
     }
     Class::Global

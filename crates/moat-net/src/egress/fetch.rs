@@ -312,6 +312,9 @@ impl Fetcher {
         let cap = max_bytes.map_or(self.limits.max_response_bytes, |m| {
             m.min(self.limits.max_response_bytes)
         });
+        if matches!(method, Method::CONNECT | Method::TRACE) {
+            return Err(Refusal::Method(method.to_string()).into());
+        }
         let mut checked = self.policy.check_url(&url)?;
         let mut redirects = 0u8;
         loop {
@@ -320,10 +323,11 @@ impl Fetcher {
                 .send(&method, &checked.url, &headers, &body, origin)
                 .await?;
             let status = resp.status();
-            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
-                let Some(location) = resp.headers().get(header::LOCATION) else {
-                    return finish(resp, checked.url, redirects, &accept, cap).await;
-                };
+            let follows = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+            if follows && let Some(location) = resp.headers().get(header::LOCATION) {
+                if resp.headers().get_all(header::LOCATION).iter().count() > 1 {
+                    return Err(Refusal::BadRedirect.into());
+                }
                 if redirects >= self.limits.max_redirects {
                     return Err(Refusal::TooManyRedirects(self.limits.max_redirects).into());
                 }
@@ -340,17 +344,24 @@ impl Fetcher {
                 {
                     method = Method::GET;
                     body = Bytes::new();
-                    headers.remove(header::CONTENT_TYPE);
-                    headers.remove(header::CONTENT_LENGTH);
-                }
-                if next.url.origin() != checked.url.origin() {
                     for h in [
-                        header::AUTHORIZATION,
-                        header::COOKIE,
-                        header::PROXY_AUTHORIZATION,
+                        header::CONTENT_TYPE,
+                        header::CONTENT_LENGTH,
+                        header::CONTENT_ENCODING,
+                        header::CONTENT_LANGUAGE,
+                        header::CONTENT_LOCATION,
                     ] {
                         headers.remove(h);
                     }
+                }
+                if next.url.origin() != checked.url.origin() {
+                    // Another origin gets no credentials of any name: only headers that
+                    // describe the request travel on.
+                    headers = headers
+                        .iter()
+                        .filter(|(name, _)| CROSS_ORIGIN_HEADERS.contains(name))
+                        .map(|(n, v)| (n.clone(), v.clone()))
+                        .collect();
                 }
                 checked = next;
                 redirects += 1;
@@ -377,7 +388,8 @@ impl Fetcher {
             .body(Full::new(body.clone()))
             .map_err(|_| Refusal::InvalidUrl("not representable as an HTTP request".into()))?;
         for (name, value) in headers {
-            if name != header::HOST {
+            // Framing and hop-by-hop headers are the HTTP client's own business.
+            if !HOP_BY_HOP.contains(name) {
                 req.headers_mut().append(name.clone(), value.clone());
             }
         }
@@ -401,6 +413,26 @@ impl Fetcher {
     }
 }
 
+/// Headers that may follow a redirect to another origin.
+const CROSS_ORIGIN_HEADERS: [header::HeaderName; 5] = [
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::USER_AGENT,
+    header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
+];
+
+/// Headers a caller may not set: the HTTP client frames the request itself.
+const HOP_BY_HOP: [header::HeaderName; 7] = [
+    header::HOST,
+    header::CONNECTION,
+    header::TE,
+    header::UPGRADE,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::PROXY_AUTHORIZATION,
+];
+
 async fn finish(
     resp: http::Response<hyper::body::Incoming>,
     url: Url,
@@ -408,7 +440,9 @@ async fn finish(
     accept: &[String],
     cap: u64,
 ) -> Result<FetchResponse, FetchError> {
-    if !accept.is_empty() {
+    // Only a success is held to the media types asked for: an error page is returned
+    // with its status for the caller to see.
+    if !accept.is_empty() && resp.status().is_success() {
         let got = media_type(resp.headers());
         if !accept.iter().any(|a| media_matches(a, &got)) {
             return Err(Refusal::ContentType {
@@ -459,6 +493,10 @@ fn media_type(headers: &HeaderMap) -> String {
 }
 
 fn media_matches(pattern: &str, got: &str) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    if pattern == "*/*" {
+        return true;
+    }
     match pattern.strip_suffix("/*") {
         Some(kind) => got
             .split_once('/')
@@ -469,6 +507,9 @@ fn media_matches(pattern: &str, got: &str) -> bool {
 
 /// `scheme://host:port` of a URL, or `-`: what logs and the audit log may show.
 fn origin_of(url: &str) -> String {
+    if url.len() > super::policy::MAX_URL_LEN {
+        return "-".into();
+    }
     match Url::parse(url) {
         Ok(u) => match (u.host_str(), u.port_or_known_default()) {
             (Some(h), Some(p)) => format!("{}://{h}:{p}", u.scheme()),

@@ -26,7 +26,8 @@ const BLOCKED_NAMES: &[&str] = &[
     "kubernetes.default.svc",
 ];
 
-/// Domains whose every subdomain is local or special-use (RFC 6761, 6762, 8375, 7686).
+/// Domains whose every name is local or special-use (RFC 6761, 6762, 8375, 7686, 9476),
+/// and the top-level names home and office networks use without owning them.
 const BLOCKED_SUFFIXES: &[&str] = &[
     "localhost",
     "local",
@@ -36,6 +37,13 @@ const BLOCKED_SUFFIXES: &[&str] = &[
     "onion",
     "invalid",
     "test",
+    "example",
+    "alt",
+    "lan",
+    "home",
+    "corp",
+    "intranet",
+    "private",
 ];
 
 /// The built-in rule that refuses `host` (already trimmed), if any.
@@ -43,26 +51,35 @@ pub fn builtin_rule(host: &str) -> Option<&'static str> {
     if let Some(name) = BLOCKED_NAMES.iter().find(|n| **n == host) {
         return Some(name);
     }
-    for suffix in BLOCKED_SUFFIXES {
-        if host == *suffix || is_subdomain(host, suffix) {
-            return Some(match *suffix {
-                "localhost" => "*.localhost",
-                "local" => "*.local",
-                "internal" => "*.internal",
-                "localdomain" => "*.localdomain",
-                "home.arpa" => "*.home.arpa",
-                "onion" => "*.onion",
-                "invalid" => "*.invalid",
-                _ => "*.test",
-            });
-        }
-    }
     if !host.contains('.') {
         // A dotless name goes through the resolver's search domains: an intranet host.
         return Some("single-label name");
     }
-    None
+    BLOCKED_SUFFIXES
+        .iter()
+        .zip(SUFFIX_RULES)
+        .find(|(suffix, _)| is_subdomain(host, suffix))
+        .map(|(_, rule)| *rule)
 }
+
+/// The rule name of each entry of [`BLOCKED_SUFFIXES`], in the same order.
+const SUFFIX_RULES: &[&str] = &[
+    "*.localhost",
+    "*.local",
+    "*.internal",
+    "*.localdomain",
+    "*.home.arpa",
+    "*.onion",
+    "*.invalid",
+    "*.test",
+    "*.example",
+    "*.alt",
+    "*.lan",
+    "*.home",
+    "*.corp",
+    "*.intranet",
+    "*.private",
+];
 
 fn is_subdomain(host: &str, domain: &str) -> bool {
     host.len() > domain.len()
@@ -151,6 +168,9 @@ mod tests {
             ("printer.local", Some("*.local")),
             ("router.home.arpa", Some("*.home.arpa")),
             ("intranet", Some("single-label name")),
+            ("nas.lan", Some("*.lan")),
+            ("wiki.corp", Some("*.corp")),
+            ("x.example", Some("*.example")),
             ("example.com", None),
             ("notlocalhost.com", None),
             ("localhost.com", None),

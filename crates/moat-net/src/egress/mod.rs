@@ -102,6 +102,25 @@ pub enum EgressError {
 #[derive(Clone, Debug)]
 pub struct Egress {
     client: Client<Connector, Full<Bytes>>,
+    /// Scheme, host and port of the configured base: the only origin `send` reaches.
+    origin: (String, String, u16),
+}
+
+/// Scheme, host (no brackets, no trailing dots, lowercase) and port of a URI.
+fn origin_of_uri(uri: &http::Uri) -> Option<(String, String, u16)> {
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let port = uri.port_u16().or(match scheme.as_str() {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    })?;
+    Some((scheme, host, port))
 }
 
 impl Egress {
@@ -109,17 +128,29 @@ impl Egress {
     /// `connect_timeout`.
     pub fn for_upstream(base: &url::Url, connect_timeout: Duration) -> Self {
         let policy = Arc::new(Policy::configured_upstream(base));
+        let origin = base
+            .as_str()
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| origin_of_uri(&u))
+            .unwrap_or_default();
         Self {
             client: build_client(policy, Arc::new(SystemResolver), connect_timeout, None),
+            origin,
         }
     }
 
     /// Sends `req` and waits for the response head; the body streams from the result.
-    /// The URL must be one built from the configured base.
+    /// A request for any origin but the configured base's is refused (an address
+    /// literal would not even pass through the checking resolver).
     pub async fn send(
         &self,
         req: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<Incoming>, EgressError> {
+        if origin_of_uri(req.uri()).as_ref() != Some(&self.origin) {
+            let host = req.uri().host().unwrap_or("").to_string();
+            return Err(EgressError::Connect(Box::new(Refusal::NotListed { host })));
+        }
         self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
                 EgressError::Connect(Box::new(e))
@@ -136,7 +167,8 @@ impl Egress {
 pub struct Decision {
     /// The URL as it would be sent.
     pub checked: Checked,
-    /// The addresses that would be connected to.
+    /// The addresses the name resolved to now, each of which passed (a real fetch
+    /// resolves again, and judges again).
     pub addrs: Vec<std::net::IpAddr>,
 }
 
@@ -152,4 +184,28 @@ pub async fn decide(
         Host::Name(name) => resolve::resolve_checked(policy, resolver, name).await?,
     };
     Ok(Decision { checked, addrs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_configured_upstream_client_reaches_its_origin_only() {
+        let base = url::Url::parse("http://127.0.0.1:9/v1").unwrap();
+        let egress = Egress::for_upstream(&base, Duration::from_secs(1));
+        for other in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://127.0.0.1:10/v1/models",
+            "https://127.0.0.1:9/v1/models",
+            "http://localhost:9/v1/models",
+        ] {
+            let req = http::Request::get(other)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let err = egress.send(req).await.unwrap_err();
+            let refusal = resolve::find_refusal(&err).map(Refusal::code);
+            assert_eq!(refusal, Some("not-allowlisted"), "{other}");
+        }
+    }
 }

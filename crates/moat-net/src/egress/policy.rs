@@ -45,9 +45,7 @@ pub enum Refusal {
         allowed: Vec<u16>,
     },
     /// A name refused by a built-in rule.
-    #[error(
-        "{host} is refused by the built-in rule `{rule}`; add it to egress.allow_hosts if it must be reached"
-    )]
+    #[error("{host} is refused by the built-in rule `{rule}`")]
     BlockedName {
         /// The host.
         host: String,
@@ -69,10 +67,9 @@ pub enum Refusal {
         host: String,
     },
     /// An address in a range that is not globally reachable.
-    #[error(
-        "{subject}{via} is in {range} ({cidr}); allow the range with egress.allow_cidrs if it must be reached",
+    #[error("{subject}{carried} is in {range} ({cidr})",
         subject = subject(host, addr), range = range.name, cidr = range.cidr,
-        via = via.map(|v| format!(" (an IPv4 address inside an {v} IPv6 address)")).unwrap_or_default()
+        carried = carried.map(|(v4, form)| format!(" carries {v4} ({form}), which")).unwrap_or_default()
     )]
     BlockedAddress {
         /// The host as given in the URL.
@@ -81,8 +78,8 @@ pub enum Refusal {
         addr: IpAddr,
         /// The range.
         range: Range,
-        /// The IPv6 form the IPv4 address was found in, if any.
-        via: Option<&'static str>,
+        /// The IPv4 address inside `addr` that was judged, and the IPv6 form carrying it.
+        carried: Option<(std::net::Ipv4Addr, &'static str)>,
     },
     /// An address in `egress.block_cidrs`.
     #[error("{subject} is in egress.block_cidrs entry {cidr}", subject = subject(host, addr))]
@@ -120,11 +117,14 @@ pub enum Refusal {
         accepted: Vec<String>,
     },
     /// A response larger than the caller's cap.
-    #[error("the response is larger than {0} bytes (egress.max_response_bytes)")]
+    #[error("the response is larger than the {0}-byte cap")]
     TooLarge(u64),
     /// The whole exchange took longer than allowed.
     #[error("the request took longer than {0:?} (egress.total_timeout)")]
     Timeout(Duration),
+    /// A method the fetcher does not send (`CONNECT`, `TRACE`).
+    #[error("the {0} method is refused")]
+    Method(String),
     /// The session already has as many requests in flight as it may.
     #[error("this session already has {0} requests in flight (egress.max_concurrent_per_session)")]
     SessionBusy(u32),
@@ -161,6 +161,23 @@ impl Refusal {
             Self::TooLarge(_) => "too-large",
             Self::Timeout(_) => "timeout",
             Self::SessionBusy(_) => "session-limit",
+            Self::Method(_) => "method",
+        }
+    }
+
+    /// What the machine's owner could set to allow this, if anything (for the owner's
+    /// eyes, like `moat egress check`; not for the model or channel that was refused).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Self::BlockedName { .. } => {
+                Some("to reach it anyway, add the name to egress.allow_hosts")
+            }
+            Self::BlockedAddress { .. } => {
+                Some("to reach it anyway, add the range (or one address) to egress.allow_cidrs")
+            }
+            Self::Port { .. } => Some("to reach it anyway, add the port to egress.allowed_ports"),
+            Self::NotListed { .. } => Some("this caller reaches only names in egress.allow_hosts"),
+            _ => None,
         }
     }
 
@@ -259,7 +276,7 @@ fn cidrs(key: &'static str, list: &[String]) -> Result<Vec<IpNet>, PolicyError> 
     list.iter()
         .map(|c| {
             c.parse::<IpNet>()
-                .map(|n| n.trunc())
+                .map(|n| as_ipv4_net(n).trunc())
                 .map_err(|_| PolicyError {
                     key,
                     message: format!("{c:?} is not a CIDR range, like \"10.1.2.0/24\""),
@@ -288,14 +305,14 @@ impl Policy {
     /// the LAN), and nothing else.
     pub fn configured_upstream(url: &Url) -> Self {
         let host = match url.host() {
-            Some(url::Host::Domain(d)) => host::trim_dots(d).to_string(),
-            Some(other) => other.to_string(),
-            None => String::new(),
+            Some(url::Host::Domain(d)) => Some(host::trim_dots(d).to_string()),
+            Some(other) => Some(other.to_string()),
+            None => None,
         };
         Self {
             any_port: true,
             listed_only: true,
-            trusted_host: Some(host),
+            trusted_host: host,
             ..Self::default()
         }
     }
@@ -424,28 +441,29 @@ impl Policy {
             IpAddr::V6(v6) => addr::embedded_v4(v6).map(|(v4, _, _)| IpAddr::V4(v4)),
             IpAddr::V4(_) => None,
         };
-        let in_list = |list: &[IpNet]| {
-            list.iter()
-                .find(|n| n.contains(&ip) || embedded.is_some_and(|e| n.contains(&e)))
-                .copied()
-        };
-        if let Some(cidr) = in_list(&self.block_cidrs) {
+        // A block catches the address however it is wrapped; an allow opens the address
+        // as written only (a NAT64 or 6to4 form of it goes through a relay, not to it).
+        let blocked = self
+            .block_cidrs
+            .iter()
+            .find(|n| n.contains(&ip) || embedded.is_some_and(|e| n.contains(&e)));
+        if let Some(&cidr) = blocked {
             return Err(Refusal::ListedAddress {
                 host: host.into(),
                 addr: ip,
                 cidr,
             });
         }
-        if in_list(&self.allow_cidrs).is_some() {
+        if self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
         match addr::classify(ip) {
             Class::Global => Ok(()),
-            Class::Blocked { range, via } => Err(Refusal::BlockedAddress {
+            Class::Blocked { range, carried } => Err(Refusal::BlockedAddress {
                 host: host.into(),
                 addr: ip,
                 range,
-                via,
+                carried,
             }),
         }
     }
@@ -475,6 +493,18 @@ impl Policy {
     }
 }
 
+/// `::ffff:a.b.c.d/n` (n >= 96) is the IPv4 range `a.b.c.d/(n - 96)`: addresses are
+/// judged in their IPv4 form, so the range must be too.
+fn as_ipv4_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
+}
+
 /// A host as the resolver and the trusted-host rule see it: no brackets, no trailing dots.
 fn host_key(host: &str) -> &str {
     host::trim_dots(host.trim_start_matches('[').trim_end_matches(']'))
@@ -490,8 +520,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 fn refusal_for_parse_error(input: &str, e: url::ParseError) -> Refusal {
     // The WHATWG parser has no zone ids; say so rather than "invalid IPv6 address".
-    if let Some(start) = input.find('[')
-        && input[start..]
+    let authority = input.split_once("//").map_or(input, |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or(rest)
+    });
+    if let Some(start) = authority.find('[')
+        && authority[start..]
             .split(']')
             .next()
             .is_some_and(|h| h.contains('%'))
@@ -579,6 +612,33 @@ mod tests {
                 .code(),
             "block-cidrs"
         );
+    }
+
+    #[test]
+    fn allows_open_the_address_as_written_and_blocks_catch_every_form() {
+        let config = EgressConfig {
+            allow_cidrs: vec!["10.1.0.0/16".into()],
+            block_cidrs: vec!["::ffff:93.184.216.0/120".into()],
+            ..EgressConfig::default()
+        };
+        let p = Policy::from_config(&config).unwrap();
+        assert!(p.check_url("http://10.1.2.3/").is_ok());
+        for wrapped in ["http://[::10.1.2.3]/", "http://[64:ff9b::a01:203]/"] {
+            assert_eq!(
+                p.check_url(wrapped).unwrap_err().code(),
+                "blocked-address",
+                "{wrapped}"
+            );
+        }
+        for blocked in ["http://93.184.216.34/", "http://[::ffff:93.184.216.34]/"] {
+            assert_eq!(p.check_url(blocked).unwrap_err().code(), "block-cidrs");
+        }
+        let r = p.check_url("http://[64:ff9b::7f00:1]/").unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "64:ff9b::7f00:1 carries 127.0.0.1 (nat64), which is in loopback (127.0.0.0/8)"
+        );
+        assert!(r.hint().unwrap().contains("egress.allow_cidrs"));
     }
 
     #[test]
