@@ -32,9 +32,12 @@ pub fn runs(text: &str) -> Vec<Decoded> {
             continue;
         }
         let start = i;
-        while i < bytes.len() && (is_b64(bytes[i]) || bytes[i] == b'=') {
-            i += 1;
-        }
+        // Most runs are ordinary words: skip them without a second look.
+        let run_len = bytes[i..]
+            .iter()
+            .position(|&b| !(is_b64(b) || b == b'='))
+            .unwrap_or(bytes.len() - i);
+        i += run_len;
         let run = &text[start..i];
         if run.len() >= MIN_RUN
             && let Some(d) = decode_run(run)
@@ -49,7 +52,9 @@ pub fn runs(text: &str) -> Vec<Decoded> {
     // URL-encoding and HTML entities: with several escapes, the whole text decoded once
     // (an instruction may mix escaped and plain letters across words); the span runs
     // from the first escape to the last.
-    let escapes: Vec<usize> = (0..bytes.len())
+    let escapes: Vec<usize> = text
+        .match_indices('%')
+        .map(|(i, _)| i)
         .filter(|&i| is_percent_escape(text, i))
         .collect();
     if escapes.len() >= 3 {
@@ -78,8 +83,20 @@ pub fn runs(text: &str) -> Vec<Decoded> {
     out
 }
 
+/// The base64 alphabets (standard and URL-safe), as a table: this runs on every byte.
+const B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
+        i += 1;
+    }
+    t
+};
+
 fn is_b64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')
+    B64[usize::from(b)]
 }
 
 fn decode_run(run: &str) -> Option<(&'static str, String)> {

@@ -144,9 +144,37 @@ struct RoleHit {
 pub struct Scanner {
     words: AhoCorasick,
     words_meta: Vec<Meta>,
+    /// The ROT13 forms of the English phrases and role words, apart: run only on text
+    /// that has ROT13'd common words ([`ROT13_MARKERS`]), so the main automaton stays
+    /// small enough for the cache.
+    rot13: AhoCorasick,
+    rot13_meta: Vec<Meta>,
+    rot13_markers: AhoCorasick,
     light: AhoCorasick,
     light_meta: Vec<Meta>,
 }
+
+/// Common English words after ROT13 (and the words an override is made of): text with
+/// none of them as a whole word holds no ROT13 English.
+const ROT13_MARKERS: &[&str] = &[
+    "naq",
+    "gur",
+    "lbh",
+    "vf",
+    "gb",
+    "ner",
+    "jvgu",
+    "sbe",
+    "gung",
+    "vtaber",
+    "qvfertneq",
+    "sbetrg",
+    "cerivbhf",
+    "vafgehpgvbaf",
+    "cebzcg",
+    "flfgrz",
+    "eriyny",
+];
 
 fn rot13(s: &str) -> String {
     s.chars()
@@ -273,9 +301,24 @@ impl Scanner {
                 .build(patterns)
                 .expect("the built-in phrase lists compile")
         };
+        let (mut plain, mut plain_meta, mut rotated, mut rotated_meta) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (text, meta) in words.into_iter().zip(words_meta) {
+            if meta.rot13 {
+                rotated.push(text);
+                rotated_meta.push(meta);
+            } else {
+                plain.push(text);
+                plain_meta.push(meta);
+            }
+        }
+        let markers: Vec<String> = ROT13_MARKERS.iter().map(|m| (*m).to_string()).collect();
         Self {
-            words: build(&words),
-            words_meta,
+            words: build(&plain),
+            words_meta: plain_meta,
+            rot13: build(&rotated),
+            rot13_meta: rotated_meta,
+            rot13_markers: build(&markers),
             light: build(&light),
             light_meta,
         }
@@ -284,13 +327,14 @@ impl Scanner {
     /// Scans `text`.
     pub fn scan(&self, text: &str) -> Report {
         let mut found = Vec::new();
+        let mut views = normalize::Views::default();
         let mut start = 0;
         while start < text.len() {
             let mut end = (start + WINDOW + OVERLAP).min(text.len());
             while !text.is_char_boundary(end) {
                 end += 1;
             }
-            self.scan_into(&text[start..end], start, None, 0, &mut found);
+            self.scan_into(&text[start..end], start, None, 0, &mut views, &mut found);
             if end == text.len() {
                 break;
             }
@@ -310,9 +354,11 @@ impl Scanner {
         base: usize,
         outer: Option<(&Range<usize>, &str)>,
         depth: usize,
+        views: &mut normalize::Views,
         out: &mut Vec<Signal>,
     ) {
-        let views = normalize::views(text);
+        normalize::views_into(text, views);
+        let views = &*views;
         let place = |span: Range<usize>| match outer {
             Some((r, _)) => r.clone(),
             None => base + span.start..base + span.end,
@@ -348,7 +394,9 @@ impl Scanner {
             out.push(signal(meta, place(span), hidden(None)));
         }
         // Letter-spaced words ("I G N O R E") joined up, when there are any.
-        if let Some((joined, at)) = normalize::despaced(&views.words, &views.words_at) {
+        if views.spaced_letters
+            && let Some((joined, at)) = normalize::despaced(&views.words, &views.words_at)
+        {
             let spaced = Some("letter-spacing");
             self.word_signals(&joined, &at, text, spaced, &place, &hidden, out);
         }
@@ -420,12 +468,28 @@ impl Scanner {
         for (span, ascii) in &views.smuggled {
             let outer_span = place(span.clone());
             let enc = hidden(Some("tag-characters")).unwrap_or_default();
-            self.scan_into(ascii, 0, Some((&outer_span, &enc)), depth + 1, out);
+            let mut inner = normalize::Views::default();
+            self.scan_into(
+                ascii,
+                0,
+                Some((&outer_span, &enc)),
+                depth + 1,
+                &mut inner,
+                out,
+            );
         }
         for d in decode::runs(text) {
             let outer_span = place(d.span.clone());
             let enc = hidden(Some(d.encoding)).unwrap_or_default();
-            self.scan_into(&d.text, 0, Some((&outer_span, &enc)), depth + 1, out);
+            let mut inner = normalize::Views::default();
+            self.scan_into(
+                &d.text,
+                0,
+                Some((&outer_span, &enc)),
+                depth + 1,
+                &mut inner,
+                out,
+            );
         }
     }
 }
@@ -444,32 +508,44 @@ impl Scanner {
         out: &mut Vec<Signal>,
     ) {
         let bytes = words.as_bytes();
-        // Plain and ROT13 role words, apart: a rule never mixes the two.
-        let mut roles: [Vec<RoleHit>; 2] = [Vec::new(), Vec::new()];
-        for m in self.words.find_overlapping_iter(words) {
-            let meta = &self.words_meta[m.pattern().as_usize()];
-            if meta.bounded && !bounded(bytes, m.start(), m.end()) {
-                continue;
+        let rotated = self
+            .rot13_markers
+            .find_overlapping_iter(words)
+            .any(|m| bounded(bytes, m.start(), m.end()));
+        let passes: &[(&AhoCorasick, &[Meta], bool)] = if rotated {
+            &[
+                (&self.words, &self.words_meta, false),
+                (&self.rot13, &self.rot13_meta, true),
+            ]
+        } else {
+            &[(&self.words, &self.words_meta, false)]
+        };
+        for &(automaton, metas, rot) in passes {
+            // Plain and ROT13 role words apart: a rule never mixes the two.
+            let mut hits = Vec::new();
+            for m in automaton.find_overlapping_iter(words) {
+                let meta = &metas[m.pattern().as_usize()];
+                if meta.bounded && !bounded(bytes, m.start(), m.end()) {
+                    continue;
+                }
+                if meta.roles != 0 {
+                    hits.push(RoleHit {
+                        start: m.start(),
+                        end: m.end(),
+                        roles: meta.roles,
+                    });
+                }
+                if meta.weight > 0.0 {
+                    let span = original_span(at, text, m.start()..m.end());
+                    let own = if rot { Some("rot13") } else { extra };
+                    out.push(signal(meta, place(span), hidden(own)));
+                }
             }
-            if meta.roles != 0 {
-                roles[usize::from(meta.rot13)].push(RoleHit {
-                    start: m.start(),
-                    end: m.end(),
-                    roles: meta.roles,
-                });
-            }
-            if meta.weight > 0.0 {
-                let span = original_span(at, text, m.start()..m.end());
-                let own = if meta.rot13 { Some("rot13") } else { extra };
-                out.push(signal(meta, place(span), hidden(own)));
-            }
-        }
-        for (rot, hits) in roles.iter_mut().enumerate() {
             hits.sort_by_key(|h| h.start);
-            for (range, rule, weight) in detect::proximity(words, hits) {
+            for (range, rule, weight) in detect::proximity(words, &hits) {
                 let rule_text = format!("{}: {}", rule.name, &words[range.clone()]);
                 let span = original_span(at, text, range);
-                let own = if rot == 1 { Some("rot13") } else { extra };
+                let own = if rot { Some("rot13") } else { extra };
                 out.push(Signal {
                     family: rule.family,
                     rule: rule_text,

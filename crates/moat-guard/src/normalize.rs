@@ -35,6 +35,8 @@ pub struct Views {
     pub invisible: Vec<Range<usize>>,
     /// Spans of Unicode tag characters and the ASCII they spell.
     pub smuggled: Vec<(Range<usize>, String)>,
+    /// Whether `words` has four or more one-letter words in a row ("i g n o r e").
+    pub spaced_letters: bool,
 }
 
 /// What an invisible character is.
@@ -110,19 +112,25 @@ fn leet(c: char) -> char {
 
 /// Words the `words` view drops (and patterns with it): they vary freely inside an
 /// injection ("ignore all of your previous instructions") without changing it.
-const FILLERS: &[&str] = &[
-    "a", "an", "the", "all", "any", "of", "your", "my", "our", "these", "those", "this", "its",
-    "every",
+const FILLERS: &[&[u8]] = &[
+    b"a", b"an", b"the", b"all", b"any", b"of", b"your", b"my", b"our", b"these", b"those",
+    b"this", b"its",
 ];
 
 struct Builder {
     views: Views,
+    /// `views.light` and `views.words` as bytes while they are built (pushing a byte is
+    /// cheaper than pushing a char, and this runs for every byte of input).
+    light: Vec<u8>,
+    words: Vec<u8>,
     /// Where the current word (with the space before it) begins in `words`.
     word_begin: usize,
     /// A separator is owed to `words` before the next word character.
     pending_sep: Option<u32>,
     last_word_cjk: bool,
     light_space: bool,
+    /// One-letter words in a row so far.
+    letters_in_a_row: u32,
 }
 
 impl Builder {
@@ -140,10 +148,12 @@ impl Builder {
         } else {
             self.light_space = false;
         }
-        let before = self.views.light.len();
-        self.views.light.push(c);
-        let added = self.views.light.len() - before;
-        self.views.light_at.extend(std::iter::repeat_n(at, added));
+        let mut buf = [0u8; 4];
+        let encoded = c.encode_utf8(&mut buf).as_bytes();
+        self.light.extend_from_slice(encoded);
+        self.views
+            .light_at
+            .extend(std::iter::repeat_n(at, encoded.len()));
     }
 
     fn push_word(&mut self, c: char, at: u32) {
@@ -151,84 +161,85 @@ impl Builder {
         if c.is_alphanumeric() {
             let cjk = is_cjk(c);
             if let Some(sep_at) = self.pending_sep.take()
-                && !self.views.words.is_empty()
+                && !self.words.is_empty()
                 && !(cjk && self.last_word_cjk)
             {
-                self.end_word();
-                self.word_begin = self.views.words.len();
-                if !self.views.words.is_empty() {
-                    self.views.words.push(' ');
-                    self.views.words_at.push(sep_at);
-                }
+                self.separate(sep_at);
             }
             self.last_word_cjk = cjk;
-            let before = self.views.words.len();
-            self.views.words.push(c);
-            let added = self.views.words.len() - before;
-            self.views.words_at.extend(std::iter::repeat_n(at, added));
+            let mut buf = [0u8; 4];
+            let encoded = c.encode_utf8(&mut buf).as_bytes();
+            self.words.extend_from_slice(encoded);
+            self.views
+                .words_at
+                .extend(std::iter::repeat_n(at, encoded.len()));
         } else if self.pending_sep.is_none() {
             self.pending_sep = Some(at);
+        }
+    }
+
+    /// Ends the current word and starts the next with a space.
+    #[inline]
+    fn separate(&mut self, sep_at: u32) {
+        self.end_word();
+        self.word_begin = self.words.len();
+        if !self.words.is_empty() {
+            self.words.push(b' ');
+            self.views.words_at.push(sep_at);
         }
     }
 
     /// The common case, one ASCII byte, without char classification tables of Unicode.
     #[inline]
     fn push_ascii(&mut self, b: u8, at: u32) {
-        let light = match b {
-            b'\n' => b'\n',
-            b' ' | b'\t' | 0x0b | 0x0c => b' ',
-            c => c.to_ascii_lowercase(),
-        };
+        let light = LIGHT[usize::from(b)];
         if light == b' ' {
             if !self.light_space {
-                self.views.light.push(' ');
+                self.light.push(b' ');
                 self.views.light_at.push(at);
             }
             self.light_space = true;
         } else {
-            self.views.light.push(char::from(light));
+            self.light.push(light);
             self.views.light_at.push(at);
             self.light_space = false;
         }
-        let word = match b {
-            b'0' => b'o',
-            b'1' => b'i',
-            b'3' => b'e',
-            b'4' | b'@' => b'a',
-            b'5' | b'$' => b's',
-            b'7' => b't',
-            c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
-            _ => {
-                if self.pending_sep.is_none() {
-                    self.pending_sep = Some(at);
-                }
-                return;
+        let word = WORD[usize::from(b)];
+        if word == 0 {
+            if self.pending_sep.is_none() {
+                self.pending_sep = Some(at);
             }
-        };
+            return;
+        }
         if let Some(sep_at) = self.pending_sep.take()
-            && !self.views.words.is_empty()
+            && !self.words.is_empty()
         {
-            self.end_word();
-            self.word_begin = self.views.words.len();
-            if !self.views.words.is_empty() {
-                self.views.words.push(' ');
-                self.views.words_at.push(sep_at);
-            }
+            self.separate(sep_at);
         }
         self.last_word_cjk = false;
-        self.views.words.push(char::from(word));
+        self.words.push(word);
         self.views.words_at.push(at);
     }
 
-    /// Drops the word just finished if it is a filler.
+    /// Drops the word just finished if it is a filler; counts one-letter words in a row.
+    #[inline]
     fn end_word(&mut self) {
-        let word = &self.views.words[self.word_begin..];
-        if word.len() > 6 {
-            return;
+        let mut word = &self.words[self.word_begin..];
+        if word.first() == Some(&b' ') {
+            word = &word[1..];
         }
-        let word = word.trim_start_matches(' ');
-        if FILLERS.contains(&word) {
-            self.views.words.truncate(self.word_begin);
+        if word.len() == 1 {
+            self.letters_in_a_row += 1;
+            if self.letters_in_a_row >= 4 {
+                self.views.spaced_letters = true;
+            }
+        } else {
+            self.letters_in_a_row = 0;
+        }
+        // Inside letter spacing ("d i s r e g a r d") a lone "a" is a letter, not a word.
+        let in_letter_run = word.len() == 1 && self.letters_in_a_row >= 2;
+        if word.len() <= 5 && !in_letter_run && FILLERS.contains(&word) {
+            self.words.truncate(self.word_begin);
             self.views.words_at.truncate(self.word_begin);
         }
     }
@@ -239,20 +250,77 @@ impl Builder {
     }
 }
 
+/// How each ASCII byte appears in the `light` view (lowercase; spacing as one space).
+const LIGHT: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        t[i] = match b {
+            b'\n' => b'\n',
+            b' ' | b'\t' | 0x0b | 0x0c => b' ',
+            _ => b.to_ascii_lowercase(),
+        };
+        i += 1;
+    }
+    t
+};
+
+/// How each ASCII byte appears in the `words` view: a lowercase letter or digit with
+/// leetspeak folded, or 0 for a separator.
+const WORD: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut i = 0;
+    while i < 128 {
+        let b = i as u8;
+        t[i] = match b {
+            b'0' => b'o',
+            b'1' => b'i',
+            b'3' => b'e',
+            b'4' | b'@' => b'a',
+            b'5' | b'$' => b's',
+            b'7' => b't',
+            _ if b.is_ascii_alphanumeric() => b.to_ascii_lowercase(),
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Builds both views of `text`.
 pub fn views(text: &str) -> Views {
+    let mut views = Views::default();
+    views_into(text, &mut views);
+    views
+}
+
+/// Builds both views of `text` into `views`, reusing its buffers (a long text is scanned
+/// window after window: fresh buffers each time would cost a page fault every 4 KiB).
+pub fn views_into(text: &str, views: &mut Views) {
+    let mut reused = std::mem::take(views);
+    reused.light.clear();
+    reused.light_at.clear();
+    reused.words.clear();
+    reused.words_at.clear();
+    reused.invisible.clear();
+    reused.smuggled.clear();
+    reused.light.reserve(text.len() + 1);
+    reused.light_at.reserve(text.len() + 1);
+    reused.words.reserve(text.len());
+    reused.words_at.reserve(text.len());
+    reused.spaced_letters = false;
+    let light = std::mem::take(&mut reused.light).into_bytes();
+    let words = std::mem::take(&mut reused.words).into_bytes();
     let mut b = Builder {
-        views: Views {
-            light: String::with_capacity(text.len()),
-            light_at: Vec::with_capacity(text.len()),
-            words: String::with_capacity(text.len()),
-            words_at: Vec::with_capacity(text.len()),
-            ..Views::default()
-        },
+        views: reused,
+        light,
+        words,
         word_begin: 0,
         pending_sep: None,
         last_word_cjk: false,
         light_space: false,
+        letters_in_a_row: 0,
     };
     // A line break before the first line, so "at line start" needs no special case.
     b.push_light('\n', 0);
@@ -329,26 +397,15 @@ pub fn views(text: &str) -> Views {
         }
     }
     b.end_word();
-    b.views
+    let mut done = b.views;
+    done.light = String::from_utf8(b.light).expect("built from whole characters");
+    done.words = String::from_utf8(b.words).expect("built from whole characters");
+    *views = done;
 }
 
 /// `words` with every run of four or more one-letter words joined ("i g n o r e" →
 /// "ignore"), and its offsets; `None` when there is no such run.
 pub fn despaced(words: &str, at: &[u32]) -> Option<(String, Vec<u32>)> {
-    // Most text has no such run: find one before building anything.
-    let (mut run, mut len, mut found) = (0, 0, false);
-    for &b in words.as_bytes() {
-        if b == b' ' {
-            run = if len == 1 { run + 1 } else { 0 };
-            found |= run >= 4;
-            len = 0;
-        } else {
-            len += 1;
-        }
-    }
-    if !(found || run >= 3 && len == 1) {
-        return None;
-    }
     let list: Vec<(usize, &str)> = {
         let mut pos = 0;
         words
