@@ -106,6 +106,7 @@ impl Gateway {
             )
             .route("/v1/complete", Exposure::Api, op(Op::Complete))
             .route("/v1/chat/completions", Exposure::Api, op(Op::Chat))
+            .route("/v1/responses", Exposure::Api, op(Op::Responses))
             .route(
                 "/v1/models",
                 Exposure::Api,

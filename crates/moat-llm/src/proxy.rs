@@ -24,7 +24,7 @@ use crate::backend::{Backend, Endpoint, Slot};
 use crate::errors::{ApiError, ApiFormat, upstream_message};
 use crate::routing::{RouteError, Target};
 use crate::sse::SseParser;
-use crate::translate::{request, response, stream};
+use crate::translate::{request, response, responses, stream};
 use crate::{Gateway, json_response};
 
 /// Most targets tried for one request.
@@ -45,13 +45,15 @@ pub enum Op {
     Complete,
     /// OpenAI `POST /v1/chat/completions`.
     Chat,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
 }
 
 impl Op {
     /// The API the client speaks.
     pub fn format(self) -> ApiFormat {
         match self {
-            Op::Chat => ApiFormat::OpenAi,
+            Op::Chat | Op::Responses => ApiFormat::OpenAi,
             _ => ApiFormat::Anthropic,
         }
     }
@@ -194,6 +196,8 @@ enum Shape {
     Same,
     AnthropicClientOpenAiUpstream,
     OpenAiClientAnthropicUpstream,
+    ResponsesClientOpenAiUpstream,
+    ResponsesClientAnthropicUpstream,
 }
 
 impl Attempt<'_> {
@@ -223,6 +227,27 @@ impl Attempt<'_> {
                 (
                     Endpoint::Generate,
                     Shape::OpenAiClientAnthropicUpstream,
+                    to_bytes(&v),
+                )
+            }
+            (Op::Responses, BackendKind::Openai) => {
+                let v = responses::to_chat(self.req.value()?, &self.target.model)?;
+                (
+                    Endpoint::Generate,
+                    Shape::ResponsesClientOpenAiUpstream,
+                    to_bytes(&v),
+                )
+            }
+            (Op::Responses, BackendKind::Anthropic) => {
+                let chat = responses::to_chat(self.req.value()?, &self.target.model)?;
+                let v = request::openai_to_anthropic(
+                    &chat,
+                    &self.target.model,
+                    self.gw.default_max_tokens,
+                )?;
+                (
+                    Endpoint::Generate,
+                    Shape::ResponsesClientAnthropicUpstream,
                     to_bytes(&v),
                 )
             }
@@ -307,6 +332,15 @@ impl Attempt<'_> {
                         opts.include_usage,
                     )))
                 }
+                Shape::ResponsesClientOpenAiUpstream => {
+                    Mode::Translate(Box::new(responses::ChatToResponses::new(self.echo()?)))
+                }
+                Shape::ResponsesClientAnthropicUpstream => {
+                    Mode::Translate(Box::new(responses::Chain::new(
+                        Box::new(stream::AnthropicToOpenAi::new(self.requested, true)),
+                        Box::new(responses::ChatToResponses::new(self.echo()?)),
+                    )))
+                }
             };
             let state = StreamState {
                 body: incoming,
@@ -345,12 +379,25 @@ impl Attempt<'_> {
             Shape::OpenAiClientAnthropicUpstream => {
                 to_bytes(&response::anthropic_to_openai(&parse_upstream(&bytes)?))
             }
+            Shape::ResponsesClientOpenAiUpstream => to_bytes(&responses::from_chat(
+                &parse_upstream(&bytes)?,
+                &self.echo()?,
+            )),
+            Shape::ResponsesClientAnthropicUpstream => {
+                let chat = response::anthropic_to_openai(&parse_upstream(&bytes)?);
+                to_bytes(&responses::from_chat(&chat, &self.echo()?))
+            }
         };
         let mut resp = json_response(StatusCode::OK, out);
         if shape == Shape::Same {
             copy_request_ids(&parts.headers, resp.headers_mut());
         }
         Ok(resp)
+    }
+
+    /// What a Responses client's request asked for, to echo in the response object.
+    fn echo(&self) -> Result<responses::Echo, Failed> {
+        Ok(responses::Echo::new(self.req.value()?, self.requested))
     }
 
     /// The request bytes for a same-format upstream: untouched unless routing renamed

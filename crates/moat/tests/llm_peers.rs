@@ -129,5 +129,5 @@ targets = ["llama-anthropic:smollm2"]
         "SDK checks failed:\n{stdout}\n{stderr}\nmoat log:\n{}",
         moat.output()
     );
-    assert_eq!(stdout.matches("ok: ").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("ok: ").count(), 6, "{stdout}");
 }

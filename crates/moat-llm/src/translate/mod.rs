@@ -11,4 +11,5 @@
 
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;

@@ -1,4 +1,5 @@
-"""Drives moat with the official anthropic and openai SDKs; run by tests/llm_peers.rs.
+"""Drives moat with the official anthropic and openai SDKs (Messages, Chat Completions and
+the Responses API); run by tests/llm_peers.rs.
 
 usage: sdk_check.py BASE_URL MODEL...   (each MODEL is routed by moat to a real backend)
 
@@ -138,9 +139,71 @@ def openai_cases(model):
         pass
 
 
+TOOLS_R = [
+    {"type": "function", "name": "get_weather", "description": "Weather for a city", "parameters": SCHEMA}
+]
+
+
+def responses_cases(model):
+    r = oai.responses.create(model=model, input="Say hello to me.", max_output_tokens=32, temperature=0)
+    check(r.object == "response" and r.status in ("completed", "incomplete"), f"response: {r}")
+    check(r.output_text, f"output_text is empty: {r}")
+    check(r.usage and r.usage.output_tokens > 0, f"usage: {r.usage}")
+
+    def run_stream(**kwargs):
+        """The stream's events and its final response (completed, or incomplete when the
+        model hit max_output_tokens: then the SDK's get_final_response() has nothing)."""
+        with oai.responses.stream(**kwargs) as stream:
+            events = list(stream)
+        ends = [ev for ev in events if ev.type in ("response.completed", "response.incomplete")]
+        check(len(ends) == 1, f"one final event: {[ev.type for ev in events]}")
+        seqs = [ev.sequence_number for ev in events]
+        check(seqs == list(range(len(seqs))), f"sequence numbers: {seqs}")
+        return events, ends[0].response
+
+    events, final = run_stream(
+        model=model, input=[{"role": "user", "content": "Say hello to me."}],
+        instructions="You are brief.", max_output_tokens=32, temperature=0,
+    )
+    deltas = [ev.delta for ev in events if ev.type == "response.output_text.delta"]
+    check(deltas, "no output_text deltas")
+    check(final.output_text == "".join(deltas), f"final {final.output_text!r} != streamed {deltas!r}")
+    check(final.usage and final.usage.output_tokens > 0, f"final usage: {final.usage}")
+
+    r = oai.responses.create(
+        model=model, input=ASK[0]["content"], tools=TOOLS_R, tool_choice="required",
+        max_output_tokens=64, temperature=0,
+    )
+    calls = [o for o in r.output if o.type == "function_call"]
+    check(calls and calls[0].name == "get_weather", f"function_call: {r.output}")
+    check(isinstance(json.loads(calls[0].arguments), dict), f"arguments are JSON: {calls[0].arguments!r}")
+    follow = [
+        {"role": "user", "content": ASK[0]["content"]},
+        {"type": "function_call", "call_id": calls[0].call_id, "name": calls[0].name, "arguments": calls[0].arguments},
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "Sunny, 21 C"},
+    ]
+    r2 = oai.responses.create(model=model, input=follow, tools=TOOLS_R, max_output_tokens=16, temperature=0)
+    check(r2.status in ("completed", "incomplete") and r2.output, f"answer after the tool result: {r2}")
+
+    events, final = run_stream(
+        model=model, input=ASK[0]["content"], tools=TOOLS_R, tool_choice="required",
+        max_output_tokens=64, temperature=0,
+    )
+    arg_deltas = [ev.delta for ev in events if ev.type == "response.function_call_arguments.delta"]
+    calls = [o for o in final.output if o.type == "function_call"]
+    check(calls and calls[0].name == "get_weather", f"streamed function_call: {final.output}")
+    check("".join(arg_deltas) == calls[0].arguments, f"argument deltas {arg_deltas!r} != {calls[0].arguments!r}")
+
+    try:
+        oai.responses.create(model=model, input="x", tools=[{"type": "web_search"}])
+        check(False, "a built-in tool was accepted")
+    except openai.BadRequestError as e:
+        check("web_search" in str(e), f"the refusal names the tool: {e}")
+
+
 failed = False
 for model in MODELS:
-    for name, cases in (("anthropic", anthropic_cases), ("openai", openai_cases)):
+    for name, cases in (("anthropic", anthropic_cases), ("openai", openai_cases), ("openai responses", responses_cases)):
         try:
             cases(model)
             print(f"ok: {name} SDK via {model}")

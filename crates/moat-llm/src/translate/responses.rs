@@ -1,0 +1,937 @@
+//! The OpenAI Responses API (`POST /v1/responses`) in front of Chat Completions.
+//!
+//! A Responses request becomes a Chat Completions request ([`to_chat`]); for an Anthropic
+//! backend the result goes on through [`super::request::openai_to_anthropic`]. The
+//! answer comes back the same way: a chat completion becomes a response object
+//! ([`from_chat`]), and a stream of chat chunks becomes the Responses event sequence
+//! ([`ChatToResponses`]), event by event, never buffered.
+//!
+//! What carries over: `instructions`; `input` as a string or items (messages with
+//! `input_text`, `input_image`, `output_text` parts, `function_call`,
+//! `function_call_output`); function `tools`, `tool_choice`, `parallel_tool_calls`;
+//! `max_output_tokens`, `temperature`, `top_p`, `text.format` (JSON schema / object);
+//! `user`; `metadata` is echoed. Reasoning items are dropped (with a debug line). Built-in
+//! tools, `background` and `previous_response_id` (moat keeps no responses yet) are
+//! refused with a 400 that names them.
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::response::unix_now;
+use super::stream::StreamTranslator;
+use crate::errors::ApiError;
+use crate::sse::{SseEvent, SseParser, encode};
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}_moat{nanos:x}{n:x}")
+}
+
+/// A Responses request → a Chat Completions request for `model`.
+pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
+    let obj = req
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("request body must be a JSON object"))?;
+    if obj
+        .get("previous_response_id")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(ApiError::invalid(
+            "`previous_response_id` is not supported: moat does not keep responses; send the whole conversation in `input`",
+        ));
+    }
+    if obj.get("background") == Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid("`background: true` is not supported"));
+    }
+    let mut messages = Vec::new();
+    if let Some(instructions) = obj.get("instructions").and_then(Value::as_str) {
+        messages.push(json!({"role": "system", "content": instructions}));
+    }
+    match obj.get("input") {
+        Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
+        Some(Value::Array(items)) => input_items(items, &mut messages)?,
+        Some(Value::Null) | None => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`input` must be a string or a list of items",
+            ));
+        }
+    }
+    if messages.is_empty() {
+        return Err(ApiError::invalid("`input` is empty"));
+    }
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array)
+        && !tools.is_empty()
+    {
+        out.insert("tools".into(), Value::Array(tools_to_chat(tools)?));
+    }
+    if let Some(choice) = obj.get("tool_choice") {
+        out.insert("tool_choice".into(), tool_choice_to_chat(choice)?);
+    }
+    for (from, to) in [
+        ("parallel_tool_calls", "parallel_tool_calls"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("max_output_tokens", "max_tokens"),
+        ("user", "user"),
+    ] {
+        if let Some(v) = obj.get(from).filter(|v| !v.is_null()) {
+            out.insert(to.into(), v.clone());
+        }
+    }
+    if let Some(format) = obj.get("text").and_then(|t| t.get("format")) {
+        match format["type"].as_str() {
+            Some("json_schema") => {
+                let mut schema = Map::new();
+                for key in ["name", "schema", "strict", "description"] {
+                    if let Some(v) = format.get(key) {
+                        schema.insert(key.into(), v.clone());
+                    }
+                }
+                out.insert(
+                    "response_format".into(),
+                    json!({"type": "json_schema", "json_schema": schema}),
+                );
+            }
+            Some("json_object") => {
+                out.insert("response_format".into(), json!({"type": "json_object"}));
+            }
+            _ => {}
+        }
+    }
+    if obj.get("stream") == Some(&Value::Bool(true)) {
+        out.insert("stream".into(), Value::Bool(true));
+        // The usage arrives in a last chunk only when asked for.
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Ok(Value::Object(out))
+}
+
+fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<()> {
+    for (i, item) in items.iter().enumerate() {
+        let kind = item["type"].as_str().unwrap_or("message");
+        match kind {
+            "message" => {
+                let role = match item["role"].as_str() {
+                    Some("developer" | "system") => "system",
+                    Some("assistant") => "assistant",
+                    Some("user") => "user",
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "input[{i}].role {other:?} is not one of user, assistant, system, developer"
+                        )));
+                    }
+                };
+                let content = match &item["content"] {
+                    Value::String(s) => Value::String(s.clone()),
+                    Value::Array(parts) => Value::Array(parts_to_chat(parts, i, role)?),
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "input[{i}].content must be a string or a list of parts"
+                        )));
+                    }
+                };
+                messages.push(json!({"role": role, "content": content}));
+            }
+            "function_call" => {
+                let call = json!({
+                    "id": item["call_id"].as_str().unwrap_or_default(),
+                    "type": "function",
+                    "function": {
+                        "name": item["name"].as_str().unwrap_or_default(),
+                        "arguments": item["arguments"].as_str().unwrap_or("{}"),
+                    }
+                });
+                // Calls in a row are one assistant turn (parallel tool calls).
+                match messages.last_mut() {
+                    Some(last)
+                        if last["role"] == "assistant" && last.get("tool_calls").is_some() =>
+                    {
+                        if let Some(calls) = last["tool_calls"].as_array_mut() {
+                            calls.push(call);
+                        }
+                    }
+                    _ => messages
+                        .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
+                }
+            }
+            "function_call_output" => {
+                let output = match &item["output"] {
+                    Value::String(s) => s.clone(),
+                    Value::Array(parts) => parts
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(""),
+                    other => other.to_string(),
+                };
+                messages.push(json!({
+                    "role": "tool",
+                    "tool_call_id": item["call_id"].as_str().unwrap_or_default(),
+                    "content": output,
+                }));
+            }
+            "reasoning" => tracing::debug!("a reasoning input item was dropped"),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "input[{i}] of type {other:?} is not supported"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parts_to_chat(parts: &[Value], i: usize, role: &str) -> Result<Vec<Value>> {
+    parts
+        .iter()
+        .map(|p| match p["type"].as_str() {
+            Some("input_text" | "output_text" | "text") => {
+                Ok(json!({"type": "text", "text": p["text"].as_str().unwrap_or_default()}))
+            }
+            Some("input_image") if role == "user" => {
+                let url = p["image_url"].as_str().ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "input[{i}]: an input_image needs `image_url` (file ids are not supported)"
+                    ))
+                })?;
+                let mut image = json!({"url": url});
+                if let Some(detail) = p["detail"].as_str() {
+                    image["detail"] = json!(detail);
+                }
+                Ok(json!({"type": "image_url", "image_url": image}))
+            }
+            other => Err(ApiError::invalid(format!(
+                "input[{i}]: content part {other:?} is not supported"
+            ))),
+        })
+        .collect()
+}
+
+fn tools_to_chat(tools: &[Value]) -> Result<Vec<Value>> {
+    tools
+        .iter()
+        .map(|t| match t["type"].as_str() {
+            Some("function") => {
+                let mut function = Map::new();
+                for key in ["name", "description", "parameters", "strict"] {
+                    if let Some(v) = t.get(key).filter(|v| !v.is_null()) {
+                        function.insert(key.into(), v.clone());
+                    }
+                }
+                Ok(json!({"type": "function", "function": function}))
+            }
+            other => Err(ApiError::invalid(format!(
+                "the built-in tool {:?} cannot run on this backend; only function tools are supported",
+                other.unwrap_or("?")
+            ))),
+        })
+        .collect()
+}
+
+fn tool_choice_to_chat(choice: &Value) -> Result<Value> {
+    match choice {
+        Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => {
+            Ok(choice.clone())
+        }
+        Value::Object(o) if o.get("type") == Some(&json!("function")) => Ok(json!({
+            "type": "function",
+            "function": {"name": o.get("name").cloned().unwrap_or(Value::Null)}
+        })),
+        _ => Err(ApiError::invalid(
+            "`tool_choice` must be auto, none, required or {\"type\": \"function\", \"name\": ...}",
+        )),
+    }
+}
+
+/// The parts of a response object that come from the request (echoed back).
+#[derive(Debug, Clone)]
+pub struct Echo {
+    /// The model name the client asked for.
+    pub model: String,
+    fields: Map<String, Value>,
+}
+
+impl Echo {
+    /// What `req` asked for, under the client's model name.
+    pub fn new(req: &Value, model: &str) -> Self {
+        let mut fields = Map::new();
+        let get = |k: &str| req.get(k).cloned().unwrap_or(Value::Null);
+        fields.insert("instructions".into(), get("instructions"));
+        fields.insert("max_output_tokens".into(), get("max_output_tokens"));
+        fields.insert(
+            "metadata".into(),
+            req.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        );
+        fields.insert(
+            "parallel_tool_calls".into(),
+            req.get("parallel_tool_calls")
+                .cloned()
+                .unwrap_or(Value::Bool(true)),
+        );
+        fields.insert(
+            "temperature".into(),
+            req.get("temperature").cloned().unwrap_or(json!(1.0)),
+        );
+        fields.insert(
+            "top_p".into(),
+            req.get("top_p").cloned().unwrap_or(json!(1.0)),
+        );
+        fields.insert(
+            "tool_choice".into(),
+            req.get("tool_choice")
+                .cloned()
+                .unwrap_or_else(|| json!("auto")),
+        );
+        fields.insert(
+            "tools".into(),
+            req.get("tools").cloned().unwrap_or_else(|| json!([])),
+        );
+        fields.insert(
+            "text".into(),
+            req.get("text")
+                .cloned()
+                .unwrap_or_else(|| json!({"format": {"type": "text"}})),
+        );
+        fields.insert("user".into(), get("user"));
+        Self {
+            model: model.to_string(),
+            fields,
+        }
+    }
+
+    /// A response object with these fields.
+    fn response(&self, id: &str, created: u64, status: &str, output: Vec<Value>) -> Value {
+        let mut r = Map::new();
+        r.insert("id".into(), json!(id));
+        r.insert("object".into(), json!("response"));
+        r.insert("created_at".into(), json!(created));
+        r.insert("status".into(), json!(status));
+        r.insert("error".into(), Value::Null);
+        r.insert("incomplete_details".into(), Value::Null);
+        r.insert("model".into(), json!(self.model));
+        r.insert("output".into(), Value::Array(output));
+        r.insert("previous_response_id".into(), Value::Null);
+        r.insert("reasoning".into(), json!({"effort": null, "summary": null}));
+        r.insert("store".into(), Value::Bool(false));
+        r.insert("truncation".into(), json!("disabled"));
+        r.insert("usage".into(), Value::Null);
+        for (k, v) in &self.fields {
+            r.insert(k.clone(), v.clone());
+        }
+        Value::Object(r)
+    }
+}
+
+/// Chat usage → Responses usage.
+fn usage(chat: &Value) -> Value {
+    let input = chat["prompt_tokens"].as_u64().unwrap_or(0);
+    let output = chat["completion_tokens"].as_u64().unwrap_or(0);
+    let cached = chat["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    let reasoning = chat["completion_tokens_details"]["reasoning_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    json!({
+        "input_tokens": input,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": input + output,
+    })
+}
+
+/// The status and `incomplete_details` a finish reason means.
+fn ending(finish: Option<&str>) -> (&'static str, Value) {
+    match finish {
+        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
+        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
+}
+
+fn message_item(id: &str, text: &str, status: &str) -> Value {
+    json!({
+        "type": "message",
+        "id": id,
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    })
+}
+
+fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({
+        "type": "function_call",
+        "id": id,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    })
+}
+
+/// A chat completion → a response object.
+pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
+    let choice = &chat["choices"][0];
+    let message = &choice["message"];
+    let mut output = Vec::new();
+    if let Some(reasoning) = message["reasoning_content"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+    {
+        output.push(json!({
+            "type": "reasoning",
+            "id": unique("rs"),
+            "summary": [{"type": "summary_text", "text": reasoning}],
+        }));
+    }
+    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+        output.push(message_item(&unique("msg"), text, "completed"));
+    }
+    for call in message["tool_calls"].as_array().into_iter().flatten() {
+        output.push(call_item(
+            &unique("fc"),
+            call["id"].as_str().unwrap_or_default(),
+            call["function"]["name"].as_str().unwrap_or_default(),
+            call["function"]["arguments"].as_str().unwrap_or("{}"),
+            "completed",
+        ));
+    }
+    let (status, details) = ending(choice["finish_reason"].as_str());
+    let created = chat["created"].as_u64().unwrap_or_else(unix_now);
+    let mut r = echo.response(&unique("resp"), created, status, output);
+    r["incomplete_details"] = details;
+    r["usage"] = usage(&chat["usage"]);
+    r
+}
+
+/// One output item of a stream in progress.
+#[derive(Debug)]
+enum Item {
+    Message {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
+/// Chat Completions chunks → the Responses event sequence, each numbered.
+pub struct ChatToResponses {
+    echo: Echo,
+    id: String,
+    created: u64,
+    seq: u64,
+    started: bool,
+    /// Output items in order, and which are still open.
+    items: Vec<(Item, bool)>,
+    /// Chat tool-call index → position in `items`.
+    calls: Vec<(u64, usize)>,
+    open_message: Option<usize>,
+    finish: Option<String>,
+    usage: Value,
+    done: bool,
+}
+
+impl ChatToResponses {
+    /// A translator answering as `echo` describes.
+    pub fn new(echo: Echo) -> Self {
+        Self {
+            echo,
+            id: unique("resp"),
+            created: unix_now(),
+            seq: 0,
+            started: false,
+            items: Vec::new(),
+            calls: Vec::new(),
+            open_message: None,
+            finish: None,
+            usage: Value::Null,
+            done: false,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<Bytes>, kind: &str, mut body: Value) {
+        body["type"] = json!(kind);
+        body["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        out.push(encode(Some(kind), &body.to_string()));
+    }
+
+    fn start(&mut self, out: &mut Vec<Bytes>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let r = self
+            .echo
+            .response(&self.id, self.created, "in_progress", Vec::new());
+        self.emit(out, "response.created", json!({"response": r}));
+        let r = self
+            .echo
+            .response(&self.id, self.created, "in_progress", Vec::new());
+        self.emit(out, "response.in_progress", json!({"response": r}));
+    }
+
+    fn item_json(item: &Item, status: &str) -> Value {
+        match item {
+            Item::Message { id, text } => message_item(id, text, status),
+            Item::Call {
+                id,
+                call_id,
+                name,
+                arguments,
+            } => call_item(id, call_id, name, arguments, status),
+        }
+    }
+
+    fn text_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        let index = match self.open_message {
+            Some(i) => i,
+            None => {
+                let id = unique("msg");
+                self.items.push((
+                    Item::Message {
+                        id: id.clone(),
+                        text: String::new(),
+                    },
+                    true,
+                ));
+                let index = self.items.len() - 1;
+                self.open_message = Some(index);
+                let mut item = message_item(&id, "", "in_progress");
+                item["content"] = json!([]);
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.emit(out, "response.content_part.added", json!({
+                    "item_id": id, "output_index": index, "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+                }));
+                index
+            }
+        };
+        let id = match &mut self.items[index].0 {
+            Item::Message { id, text } => {
+                text.push_str(delta);
+                id.clone()
+            }
+            Item::Call { .. } => return,
+        };
+        self.emit(out, "response.output_text.delta", json!({
+            "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": [],
+        }));
+    }
+
+    fn call_delta(&mut self, call: &Value, out: &mut Vec<Bytes>) {
+        let key = call["index"].as_u64().unwrap_or(0);
+        let index = match self.calls.iter().find(|(k, _)| *k == key) {
+            Some(&(_, i)) => i,
+            None => {
+                // A tool call after text: the text is finished.
+                if let Some(m) = self.open_message.take() {
+                    self.close(m, out);
+                }
+                let id = unique("fc");
+                let call_id = call["id"].as_str().unwrap_or_default().to_string();
+                let name = call["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let item = Item::Call {
+                    id,
+                    call_id,
+                    name,
+                    arguments: String::new(),
+                };
+                let json = Self::item_json(&item, "in_progress");
+                self.items.push((item, true));
+                let index = self.items.len() - 1;
+                self.calls.push((key, index));
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": json}),
+                );
+                index
+            }
+        };
+        let Some(fragment) = call["function"]["arguments"]
+            .as_str()
+            .filter(|f| !f.is_empty())
+        else {
+            return;
+        };
+        let id = match &mut self.items[index].0 {
+            Item::Call { id, arguments, .. } => {
+                arguments.push_str(fragment);
+                id.clone()
+            }
+            Item::Message { .. } => return,
+        };
+        self.emit(
+            out,
+            "response.function_call_arguments.delta",
+            json!({
+                "item_id": id, "output_index": index, "delta": fragment,
+            }),
+        );
+    }
+
+    fn close(&mut self, index: usize, out: &mut Vec<Bytes>) {
+        if !self.items[index].1 {
+            return;
+        }
+        self.items[index].1 = false;
+        match &self.items[index].0 {
+            Item::Message { id, text } => {
+                let (id, text) = (id.clone(), text.clone());
+                self.emit(out, "response.output_text.done", json!({
+                    "item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": [],
+                }));
+                self.emit(out, "response.content_part.done", json!({
+                    "item_id": id, "output_index": index, "content_index": 0,
+                    "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []},
+                }));
+            }
+            Item::Call { id, arguments, .. } => {
+                let (id, arguments) = (id.clone(), arguments.clone());
+                self.emit(
+                    out,
+                    "response.function_call_arguments.done",
+                    json!({
+                        "item_id": id, "output_index": index, "arguments": arguments,
+                    }),
+                );
+            }
+        }
+        let item = Self::item_json(&self.items[index].0, "completed");
+        self.emit(
+            out,
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
+    }
+
+    fn finish(&mut self, out: &mut Vec<Bytes>) {
+        if self.done {
+            return;
+        }
+        self.start(out);
+        for i in 0..self.items.len() {
+            self.close(i, out);
+        }
+        let output: Vec<Value> = self
+            .items
+            .iter()
+            .map(|(item, _)| Self::item_json(item, "completed"))
+            .collect();
+        let (status, details) = ending(self.finish.as_deref());
+        let mut r = self.echo.response(&self.id, self.created, status, output);
+        r["incomplete_details"] = details;
+        r["usage"] = usage(&self.usage);
+        let kind = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        self.emit(out, kind, json!({"response": r}));
+        self.done = true;
+    }
+}
+
+impl StreamTranslator for ChatToResponses {
+    fn event(&mut self, ev: SseEvent) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        if ev.data.trim() == "[DONE]" {
+            self.finish(&mut out);
+            return out;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) else {
+            return out;
+        };
+        self.start(&mut out);
+        if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+            self.usage = chunk["usage"].clone();
+        }
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                self.text_delta(text, &mut out);
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                self.call_delta(call, &mut out);
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                self.finish = Some(f.to_string());
+            }
+        }
+        out
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.finish.is_none() && !self.done {
+            return self.fail(&ApiError::upstream(
+                "the model's backend ended the stream early",
+            ));
+        }
+        self.finish(&mut out);
+        out
+    }
+
+    fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        self.start(&mut out);
+        let code = crate::errors::openai_error_type(err.status);
+        self.emit(
+            &mut out,
+            "error",
+            json!({"code": code, "message": err.message, "param": null}),
+        );
+        let mut r = self
+            .echo
+            .response(&self.id, self.created, "failed", Vec::new());
+        r["error"] = json!({"code": "server_error", "message": err.message});
+        self.emit(&mut out, "response.failed", json!({"response": r}));
+        self.done = true;
+        out
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Two translators in a row: the first one's output events feed the second (an
+/// Anthropic upstream → chat chunks → Responses events).
+pub struct Chain {
+    first: Box<dyn StreamTranslator>,
+    parser: SseParser,
+    second: Box<dyn StreamTranslator>,
+}
+
+impl Chain {
+    /// `first`, then `second`.
+    pub fn new(first: Box<dyn StreamTranslator>, second: Box<dyn StreamTranslator>) -> Self {
+        Self {
+            first,
+            parser: SseParser::new(),
+            second,
+        }
+    }
+
+    fn pass(&mut self, bytes: Vec<Bytes>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for b in bytes {
+            match self.parser.feed(&b) {
+                Ok(events) => {
+                    for ev in events {
+                        out.extend(self.second.event(ev));
+                    }
+                }
+                Err(e) => out.extend(self.second.fail(&ApiError::upstream(e.to_string()))),
+            }
+        }
+        out
+    }
+}
+
+impl StreamTranslator for Chain {
+    fn event(&mut self, ev: SseEvent) -> Vec<Bytes> {
+        let bytes = self.first.event(ev);
+        self.pass(bytes)
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        let bytes = self.first.end();
+        let mut out = self.pass(bytes);
+        if !self.second.done() {
+            out.extend(self.second.end());
+        }
+        out
+    }
+
+    fn fail(&mut self, err: &ApiError) -> Vec<Bytes> {
+        self.second.fail(err)
+    }
+
+    fn done(&self) -> bool {
+        self.second.done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_items_become_chat_messages() {
+        let req = json!({
+            "model": "m",
+            "instructions": "be brief",
+            "input": [
+                {"role": "user", "content": "weather?"},
+                {"type": "function_call", "call_id": "c1", "name": "get", "arguments": "{\"q\":1}"},
+                {"type": "function_call", "call_id": "c2", "name": "get", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                {"type": "message", "role": "user", "content": [
+                    {"type": "input_text", "text": "and"},
+                    {"type": "input_image", "image_url": "https://x.example/a.png"}
+                ]},
+                {"type": "reasoning", "summary": []}
+            ],
+            "tools": [{"type": "function", "name": "get", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "function", "name": "get"},
+            "max_output_tokens": 50,
+            "stream": true
+        });
+        let chat = to_chat(&req, "up").unwrap();
+        assert_eq!(chat["model"], "up");
+        assert_eq!(
+            chat["messages"][0],
+            json!({"role": "system", "content": "be brief"})
+        );
+        assert_eq!(
+            chat["messages"][2]["tool_calls"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(chat["messages"][3]["role"], "tool");
+        assert_eq!(chat["messages"][4]["content"][1]["type"], "image_url");
+        assert_eq!(chat["messages"].as_array().unwrap().len(), 5);
+        assert_eq!(chat["tools"][0]["function"]["name"], "get");
+        assert_eq!(chat["tool_choice"]["function"]["name"], "get");
+        assert_eq!(chat["max_tokens"], 50);
+        assert_eq!(chat["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn refusals_name_what_is_unsupported() {
+        for (req, needle) in [
+            (
+                json!({"input": "x", "tools": [{"type": "web_search"}]}),
+                "web_search",
+            ),
+            (
+                json!({"input": "x", "previous_response_id": "resp_1"}),
+                "previous_response_id",
+            ),
+            (
+                json!({"input": [{"type": "computer_call"}]}),
+                "computer_call",
+            ),
+            (json!({"input": 5}), "input"),
+        ] {
+            let e = to_chat(&req, "m").unwrap_err();
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
+    }
+
+    fn events(bytes: &[Bytes]) -> Vec<Value> {
+        let mut p = SseParser::new();
+        bytes
+            .iter()
+            .flat_map(|b| p.feed(b).unwrap())
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chat_chunks_become_the_responses_event_sequence() {
+        let echo = Echo::new(&json!({"model": "m"}), "m");
+        let mut t = ChatToResponses::new(echo);
+        let chunk = |v: Value| SseEvent {
+            event: None,
+            data: v.to_string(),
+        };
+        let mut out = Vec::new();
+        out.extend(t.event(chunk(
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]}),
+        )));
+        out.extend(t.event(chunk(
+            json!({"choices": [{"index": 0, "delta": {"content": " there"}}]}),
+        )));
+        out.extend(t.event(chunk(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "get", "arguments": "{\"a\""}}]}}]}))));
+        out.extend(t.event(chunk(json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}, "finish_reason": "tool_calls"}]}))));
+        out.extend(t.event(chunk(
+            json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}),
+        )));
+        out.extend(t.event(SseEvent {
+            event: None,
+            data: "[DONE]".into(),
+        }));
+        assert!(t.done());
+        let evs = events(&out);
+        let kinds: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        for (i, e) in evs.iter().enumerate() {
+            assert_eq!(e["sequence_number"], i as u64);
+        }
+        let done = &evs.last().unwrap()["response"];
+        assert_eq!(done["output"][0]["content"][0]["text"], "Hi there");
+        assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
+        assert_eq!(done["output"][1]["call_id"], "call_1");
+        assert_eq!(done["usage"]["total_tokens"], 8);
+    }
+
+    #[test]
+    fn a_cut_stream_ends_with_error_and_failed() {
+        let mut t = ChatToResponses::new(Echo::new(&json!({}), "m"));
+        let kinds: Vec<String> = events(&t.end())
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "error",
+                "response.failed"
+            ]
+        );
+    }
+}
