@@ -965,3 +965,106 @@ fn backend_commands_edit_config_and_route_explains() {
     let (code, _, err) = run_moat(home.path(), &["backend", "remove", "local"], &[]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn responses_api_through_both_backend_kinds() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    let request = json!({
+        "model": "gpt-4o",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "Sunny"}
+        ],
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        "max_output_tokens": 99,
+        "metadata": {"k": "v"}
+    });
+
+    // A Chat Completions backend, whole response.
+    oai.push(Reply::json(200, json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Checking.",
+            "tool_calls": [{"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]
+        }}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 4}}
+    })));
+    let resp = post_json(moat.main, "/v1/responses", &[], &request.to_string());
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = &oai.seen()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(
+        seen.body["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(seen.body["messages"][2]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(seen.body["messages"][3]["role"], "tool");
+    assert_eq!(seen.body["max_tokens"], 99);
+    let v = resp.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["model"], "gpt-4o");
+    assert_eq!(v["metadata"], json!({"k": "v"}));
+    assert_eq!(v["output"][0]["type"], "message");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Checking.");
+    assert_eq!(v["output"][1]["type"], "function_call");
+    assert_eq!(v["output"][1]["call_id"], "call_2");
+    assert_eq!(v["usage"]["input_tokens"], 10);
+    assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 4);
+    assert_eq!(v["usage"]["total_tokens"], 15);
+
+    // An Anthropic backend, streamed: Anthropic events → Responses events.
+    ant.push(Reply::sse(&anthropic_stream_with_tools()));
+    let mut streamed = request.clone();
+    streamed["model"] = json!("claude-sonnet-4-5");
+    streamed["stream"] = json!(true);
+    let resp = post_json(moat.main, "/v1/responses", &[], &streamed.to_string());
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = &ant.seen()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(
+        seen.body["system"],
+        json!([{"type": "text", "text": "Be brief."}])
+    );
+    assert_eq!(seen.body["max_tokens"], 99);
+    let events = sse_events(&resp.body);
+    for (name, data) in &events {
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(name.as_deref(), v["type"].as_str(), "{data}");
+    }
+    let kinds: Vec<&str> = events.iter().filter_map(|(n, _)| n.as_deref()).collect();
+    assert_eq!(kinds.first(), Some(&"response.created"));
+    assert_eq!(kinds.last(), Some(&"response.completed"));
+    let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    let out = &last["response"]["output"];
+    assert_eq!(out[0]["content"][0]["text"], "Hello");
+    assert_eq!(out[1]["call_id"], "toolu_x");
+    assert_eq!(out[1]["arguments"], "{\"a\":1}");
+    assert_eq!(out[2]["call_id"], "toolu_y");
+    assert_eq!(last["response"]["usage"]["output_tokens"], 9);
+
+    // Refusals in OpenAI's error shape.
+    for (body, needle) in [
+        (
+            json!({"model": "gpt-4o", "input": "x", "tools": [{"type": "web_search_preview"}]}),
+            "web_search_preview",
+        ),
+        (
+            json!({"model": "gpt-4o", "input": "x", "previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+    ] {
+        let resp = post_json(moat.main, "/v1/responses", &[], &body.to_string());
+        assert_eq!(resp.status, 400, "{}", resp.body);
+        assert!(
+            resp.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle)
+        );
+    }
+    assert!(!moat.output().contains(CANARY));
+}
