@@ -329,6 +329,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_AUDIT_SEGMENT_MAX_BYTES", "audit.segment_max_bytes"),
     ("MOAT_LLM_UPSTREAM_TIMEOUT", "llm.upstream_timeout"),
     ("MOAT_LLM_DEFAULT_MAX_TOKENS", "llm.default_max_tokens"),
+    ("MOAT_LLM_RESPONSES_RETENTION", "llm.responses_retention"),
     ("MOAT_EGRESS_ALLOW_HOSTS", "egress.allow_hosts"),
     ("MOAT_EGRESS_ALLOW_CIDRS", "egress.allow_cidrs"),
     ("MOAT_EGRESS_BLOCK_HOSTS", "egress.block_hosts"),

@@ -18,6 +18,15 @@ const MIGRATIONS: &[&str] = &[
          key   TEXT PRIMARY KEY NOT NULL,
          value TEXT NOT NULL
      ) STRICT;",
+    // 2: responses kept for the OpenAI Responses API (`store`), owned by moat-llm: the
+    // conversation's input items and the response object, both JSON.
+    "CREATE TABLE responses (
+         id         TEXT PRIMARY KEY NOT NULL,
+         created_at INTEGER NOT NULL,
+         input      TEXT NOT NULL,
+         response   TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX responses_created_at ON responses (created_at);",
 ];
 
 /// The schema version this build writes.

@@ -27,6 +27,7 @@ pub mod errors;
 pub mod proxy;
 pub mod routing;
 pub mod sse;
+pub mod stored;
 pub mod translate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,7 @@ pub struct Gateway {
     router: Router,
     upstream_timeout: Duration,
     default_max_tokens: u32,
+    responses: Option<Arc<stored::ResponseStore>>,
 }
 
 impl Gateway {
@@ -78,7 +80,15 @@ impl Gateway {
             router: Router::new(llm),
             upstream_timeout: llm.upstream_timeout,
             default_max_tokens: llm.default_max_tokens,
+            responses: None,
         })
+    }
+
+    /// Keeps Responses API answers in `store` (without one, `store` keeps nothing and
+    /// `previous_response_id` finds nothing).
+    pub fn with_response_store(mut self, store: stored::ResponseStore) -> Self {
+        self.responses = Some(Arc::new(store));
+        self
     }
 
     /// The route table.
@@ -108,6 +118,13 @@ impl Gateway {
             .route("/v1/chat/completions", Exposure::Api, op(Op::Chat))
             .route("/v1/responses", Exposure::Api, op(Op::Responses))
             .route(
+                "/v1/responses/{id}",
+                Exposure::Api,
+                axum::routing::get(get_response)
+                    .delete(delete_response)
+                    .with_state(self.clone()),
+            )
+            .route(
                 "/v1/models",
                 Exposure::Api,
                 axum::routing::get(models).with_state(self.clone()),
@@ -125,6 +142,57 @@ async fn handle(gw: Arc<Gateway>, op: Op, req: Request) -> Response {
         }
     };
     proxy::handle(gw, op, parts.headers, body).await
+}
+
+fn response_id(req: &Request) -> String {
+    req.extensions()
+        .get::<moat_net::routes::PathParams>()
+        .and_then(|p| p.get("id"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn store_failed(e: &rusqlite::Error) -> Response {
+    tracing::error!(error = %e, "the response store failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the response store failed",
+    )
+    .response(ApiFormat::OpenAi)
+}
+
+fn no_such_response(id: &str) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no stored response {id:?}"))
+        .response(ApiFormat::OpenAi)
+}
+
+/// `GET /v1/responses/{id}`: a stored response.
+async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let id = response_id(&req);
+    let Some(store) = &gw.responses else {
+        return no_such_response(&id);
+    };
+    match store.get(&id) {
+        Ok(Some(s)) => json_response(StatusCode::OK, s.response.to_string()),
+        Ok(None) => no_such_response(&id),
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`: forgets a stored response.
+async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let id = response_id(&req);
+    let Some(store) = &gw.responses else {
+        return no_such_response(&id);
+    };
+    match store.delete(&id) {
+        Ok(true) => json_response(
+            StatusCode::OK,
+            serde_json::json!({"id": id, "object": "response", "deleted": true}).to_string(),
+        ),
+        Ok(false) => no_such_response(&id),
+        Err(e) => store_failed(&e),
+    }
 }
 
 /// `GET /v1/models`: the exact names the route table exposes, in Anthropic's shape when

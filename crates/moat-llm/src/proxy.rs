@@ -135,6 +135,13 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
         RouteError::NoRoute(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
     })?;
     let streaming = op != Op::CountTokens && probe.stream == Some(Value::Bool(true));
+    let (body, conversation) = match op {
+        Op::Responses => {
+            let (body, c) = responses_conversation(gw, &body)?;
+            (body, Some(c))
+        }
+        _ => (body, None),
+    };
     let req = ClientBody {
         raw: body,
         value: std::sync::OnceLock::new(),
@@ -149,6 +156,7 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
         let attempt = Attempt {
             gw,
             op,
+            conversation: conversation.as_ref(),
             req: &req,
             requested: model,
             target,
@@ -178,9 +186,78 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
     Err(last.unwrap_or_else(|| ApiError::upstream("no backend could take the request")))
 }
 
+/// A Responses request's conversation: everything said so far (the stored history of
+/// `previous_response_id`, then this request's input) and whether to keep the answer.
+struct Conversation {
+    input: Vec<Value>,
+    previous: Option<String>,
+    store: bool,
+}
+
+/// Expands `previous_response_id` into the stored conversation; the request that goes on
+/// carries the whole input and no id.
+fn responses_conversation(gw: &Gateway, body: &Bytes) -> Result<(Bytes, Conversation), ApiError> {
+    let mut req: Value = serde_json::from_slice(body).map_err(|e| bad_json(&e))?;
+    let mut input = match req.get("input") {
+        Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let previous = req
+        .get("previous_response_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(id) = &previous {
+        let not_found = || {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "previous response {id:?} not found (moat keeps responses for llm.responses_retention)"
+                ),
+            )
+        };
+        let store = gw.responses.as_ref().ok_or_else(not_found)?;
+        let stored = store
+            .get(id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading a stored response");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the response store failed",
+                )
+            })?
+            .ok_or_else(not_found)?;
+        let mut history = stored.input;
+        history.extend(
+            stored.response["output"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|item| matches!(item["type"].as_str(), Some("message" | "function_call")))
+                .cloned(),
+        );
+        history.extend(input);
+        input = history;
+        if let Some(obj) = req.as_object_mut() {
+            obj.remove("previous_response_id");
+            obj.insert("input".into(), Value::Array(input.clone()));
+        }
+    }
+    let store = gw.responses.is_some() && req.get("store") != Some(&Value::Bool(false));
+    Ok((
+        to_bytes(&req),
+        Conversation {
+            input,
+            previous,
+            store,
+        },
+    ))
+}
+
 struct Attempt<'a> {
     gw: &'a Gateway,
     op: Op,
+    conversation: Option<&'a Conversation>,
     req: &'a ClientBody,
     requested: &'a str,
     target: &'a Target,
@@ -333,12 +410,12 @@ impl Attempt<'_> {
                     )))
                 }
                 Shape::ResponsesClientOpenAiUpstream => {
-                    Mode::Translate(Box::new(responses::ChatToResponses::new(self.echo()?)))
+                    Mode::Translate(Box::new(self.responses_stream()?))
                 }
                 Shape::ResponsesClientAnthropicUpstream => {
                     Mode::Translate(Box::new(responses::Chain::new(
                         Box::new(stream::AnthropicToOpenAi::new(self.requested, true)),
-                        Box::new(responses::ChatToResponses::new(self.echo()?)),
+                        Box::new(self.responses_stream()?),
                     )))
                 }
             };
@@ -379,13 +456,16 @@ impl Attempt<'_> {
             Shape::OpenAiClientAnthropicUpstream => {
                 to_bytes(&response::anthropic_to_openai(&parse_upstream(&bytes)?))
             }
-            Shape::ResponsesClientOpenAiUpstream => to_bytes(&responses::from_chat(
-                &parse_upstream(&bytes)?,
-                &self.echo()?,
-            )),
+            Shape::ResponsesClientOpenAiUpstream => {
+                let r = responses::from_chat(&parse_upstream(&bytes)?, &self.echo()?);
+                self.keep(&r);
+                to_bytes(&r)
+            }
             Shape::ResponsesClientAnthropicUpstream => {
                 let chat = response::anthropic_to_openai(&parse_upstream(&bytes)?);
-                to_bytes(&responses::from_chat(&chat, &self.echo()?))
+                let r = responses::from_chat(&chat, &self.echo()?);
+                self.keep(&r);
+                to_bytes(&r)
             }
         };
         let mut resp = json_response(StatusCode::OK, out);
@@ -397,7 +477,37 @@ impl Attempt<'_> {
 
     /// What a Responses client's request asked for, to echo in the response object.
     fn echo(&self) -> Result<responses::Echo, Failed> {
-        Ok(responses::Echo::new(self.req.value()?, self.requested))
+        let echo = responses::Echo::new(self.req.value()?, self.requested);
+        Ok(match self.conversation {
+            Some(c) => echo.stored(c.store, c.previous.as_deref()),
+            None => echo,
+        })
+    }
+
+    /// Keeps a finished response when the client asked for `store`.
+    fn keep(&self, response: &Value) {
+        if let (Some(c), Some(store)) = (self.conversation, &self.gw.responses)
+            && c.store
+            && let Err(e) = store.put(&c.input, response)
+        {
+            tracing::error!(error = %e, "storing a response");
+        }
+    }
+
+    /// The Responses stream translator, keeping the final response when asked.
+    fn responses_stream(&self) -> Result<responses::ChatToResponses, Failed> {
+        let t = responses::ChatToResponses::new(self.echo()?);
+        Ok(match (self.conversation, &self.gw.responses) {
+            (Some(c), Some(store)) if c.store => {
+                let (store, input) = (store.clone(), c.input.clone());
+                t.on_finish(Box::new(move |r| {
+                    if let Err(e) = store.put(&input, r) {
+                        tracing::error!(error = %e, "storing a response");
+                    }
+                }))
+            }
+            _ => t,
+        })
     }
 
     /// The request bytes for a same-format upstream: untouched unless routing renamed

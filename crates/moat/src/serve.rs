@@ -147,9 +147,15 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
-    let gateway = Arc::new(
-        moat_llm::Gateway::new(&config.llm, backend_keys).map_err(|e| Failure::usage(e.into()))?,
-    );
+    let mut gateway =
+        moat_llm::Gateway::new(&config.llm, backend_keys).map_err(|e| Failure::usage(e.into()))?;
+    if !config.llm.responses_retention.is_zero() {
+        // Its own connection to state.db: the Responses API keeps answers there.
+        let db = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
+        let store = moat_llm::stored::ResponseStore::new(db, config.llm.responses_retention);
+        gateway = gateway.with_response_store(store);
+    }
+    let gateway = Arc::new(gateway);
     let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log(), gateway));
     // The last checkpoint, whatever happened above.
     let closed = audit.close();

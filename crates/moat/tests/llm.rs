@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::upstream::{FakeUpstream, Reply, a_event, o_event};
-use common::{Moat, new_home, post_json, run_moat, sse_events};
+use common::{Moat, get, new_home, post_json, raw, run_moat, sse_events};
 use serde_json::{Value, json};
 
 const CANARY: &str = "sk-ant-api03-CANARYcanaryCANARY0123456789";
@@ -1053,8 +1053,8 @@ fn responses_api_through_both_backend_kinds() {
             "web_search_preview",
         ),
         (
-            json!({"model": "gpt-4o", "input": "x", "previous_response_id": "resp_1"}),
-            "previous_response_id",
+            json!({"model": "gpt-4o", "input": [{"type": "computer_call"}]}),
+            "computer_call",
         ),
     ] {
         let resp = post_json(moat.main, "/v1/responses", &[], &body.to_string());
@@ -1067,4 +1067,93 @@ fn responses_api_through_both_backend_kinds() {
         );
     }
     assert!(!moat.output().contains(CANARY));
+}
+
+#[test]
+fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    let completion = |text: &str| {
+        Reply::json(
+            200,
+            json!({
+                "id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1}
+            }),
+        )
+    };
+    oai.push(completion("Paris."));
+    let first = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "input": "Capital of France?"}).to_string(),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    assert_eq!(first["store"], true);
+    let id = first["id"].as_str().unwrap().to_string();
+
+    let got = get(moat.main, &format!("/v1/responses/{id}"), &[]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json(), first);
+
+    oai.push(completion("About 2 million."));
+    let second = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "previous_response_id": id, "input": "Its population?"})
+            .to_string(),
+    );
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.json()["previous_response_id"], id.as_str());
+    let messages = oai.seen()[1].body["messages"].clone();
+    assert_eq!(
+        messages,
+        json!([
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
+            {"role": "user", "content": "Its population?"}
+        ])
+    );
+
+    let deleted = raw(
+        moat.main,
+        format!(
+            "DELETE /v1/responses/{id} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            moat.host()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(deleted.json()["deleted"], true);
+    assert_eq!(
+        get(moat.main, &format!("/v1/responses/{id}"), &[]).status,
+        404
+    );
+    let chained = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "previous_response_id": id, "input": "?"}).to_string(),
+    );
+    assert_eq!(chained.status, 404, "{}", chained.body);
+    assert!(chained.body.contains("not found"), "{}", chained.body);
+
+    oai.push(completion("ok"));
+    let unstored = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "input": "x", "store": false}).to_string(),
+    );
+    let unstored = unstored.json();
+    assert_eq!(unstored["store"], false);
+    let id = unstored["id"].as_str().unwrap();
+    assert_eq!(
+        get(moat.main, &format!("/v1/responses/{id}"), &[]).status,
+        404
+    );
 }

@@ -44,6 +44,11 @@ pub struct LlmConfig {
     pub upstream_timeout: Duration,
     /// `max_tokens` sent to Anthropic backends when an OpenAI client sets none.
     pub default_max_tokens: u32,
+    /// How long `/v1/responses` keeps a stored response (`store`, on by default as in
+    /// OpenAI's API) for `previous_response_id` and `GET /v1/responses/{id}`; `0s`
+    /// keeps nothing.
+    #[serde(with = "humantime_serde")]
+    pub responses_retention: Duration,
 }
 
 impl Default for LlmConfig {
@@ -54,6 +59,7 @@ impl Default for LlmConfig {
             aliases: BTreeMap::new(),
             upstream_timeout: Duration::from_secs(300),
             default_max_tokens: 4096,
+            responses_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }

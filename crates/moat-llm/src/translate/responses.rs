@@ -310,6 +310,16 @@ impl Echo {
         }
     }
 
+    /// Marks the response as stored (or not) and as following `previous`.
+    pub fn stored(mut self, store: bool, previous: Option<&str>) -> Self {
+        self.fields.insert("store".into(), Value::Bool(store));
+        self.fields.insert(
+            "previous_response_id".into(),
+            previous.map_or(Value::Null, |p| json!(p)),
+        );
+        self
+    }
+
     /// A response object with these fields.
     fn response(&self, id: &str, created: u64, status: &str, output: Vec<Value>) -> Value {
         let mut r = Map::new();
@@ -432,6 +442,9 @@ enum Item {
     },
 }
 
+/// Called once with a stream's final response object.
+pub type OnFinish = Box<dyn FnOnce(&Value) + Send>;
+
 /// Chat Completions chunks → the Responses event sequence, each numbered.
 pub struct ChatToResponses {
     echo: Echo,
@@ -447,9 +460,16 @@ pub struct ChatToResponses {
     finish: Option<String>,
     usage: Value,
     done: bool,
+    on_finish: Option<OnFinish>,
 }
 
 impl ChatToResponses {
+    /// Calls `f` with the final response object (completed or incomplete, not failed).
+    pub fn on_finish(mut self, f: OnFinish) -> Self {
+        self.on_finish = Some(f);
+        self
+    }
+
     /// A translator answering as `echo` describes.
     pub fn new(echo: Echo) -> Self {
         Self {
@@ -464,6 +484,7 @@ impl ChatToResponses {
             finish: None,
             usage: Value::Null,
             done: false,
+            on_finish: None,
         }
     }
 
@@ -653,6 +674,9 @@ impl ChatToResponses {
         } else {
             "response.incomplete"
         };
+        if let Some(f) = self.on_finish.take() {
+            f(&r);
+        }
         self.emit(out, kind, json!({"response": r}));
         self.done = true;
     }

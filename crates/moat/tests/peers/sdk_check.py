@@ -149,6 +149,19 @@ def responses_cases(model):
     check(r.object == "response" and r.status in ("completed", "incomplete"), f"response: {r}")
     check(r.output_text, f"output_text is empty: {r}")
     check(r.usage and r.usage.output_tokens > 0, f"usage: {r.usage}")
+    check(r.store, f"stored by default: {r.store}")
+    again = oai.responses.retrieve(r.id)
+    check(again.id == r.id and again.output_text == r.output_text, f"retrieved: {again}")
+    follow_up = oai.responses.create(
+        model=model, previous_response_id=r.id, input="Say it again.", max_output_tokens=32, temperature=0,
+    )
+    check(follow_up.previous_response_id == r.id and follow_up.output, f"chained: {follow_up}")
+    oai.responses.delete(r.id)
+    try:
+        oai.responses.retrieve(r.id)
+        check(False, "a deleted response was found")
+    except openai.NotFoundError:
+        pass
 
     def run_stream(**kwargs):
         """The stream's events and its final response (completed, or incomplete when the
