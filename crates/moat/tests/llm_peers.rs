@@ -2,9 +2,12 @@
 //! drive moat, which forwards to a real llama.cpp `llama-server` (serving SmolLM2-135M)
 //! through both backend kinds: llama.cpp speaks the OpenAI and the Anthropic API.
 //!
+//! Codex CLI itself (npm `@openai/codex`) runs a one-shot prompt through moat's
+//! Responses API to the same llama.cpp server.
+//!
 //! `scripts/peers` builds and caches the peers; `scripts/test` exports where they are
-//! (MOAT_PEER_PYTHON, MOAT_LLAMA_SERVER, MOAT_LLAMA_MODEL). Without them these tests fail
-//! with a message saying so.
+//! (MOAT_PEER_PYTHON, MOAT_LLAMA_SERVER, MOAT_LLAMA_MODEL, MOAT_CODEX). Without them these
+//! tests fail with a message saying so.
 
 mod common;
 
@@ -37,7 +40,36 @@ impl Drop for LlamaServer {
 }
 
 impl LlamaServer {
+    /// The server the SDK checks use: ChatML with tools, biased towards tool calls.
     fn start() -> Self {
+        Self::start_with(&[
+            "-c",
+            "4096",
+            "-np",
+            "2",
+            // SmolLM2's own template has no tools; this ChatML one adds Hermes-style
+            // <tool_call> blocks, which llama.cpp recognises and grammar-constrains.
+            "--chat-template-file",
+            TEMPLATE,
+            // A 135M model seldom chooses to call a tool even when one is required
+            // (llama.cpp lets text come first). A bias on "<" (SmolLM2 token 44, how
+            // `<tool_call>` starts) and on <|im_end|> (token 2, so it stops after one
+            // call) makes the real model emit real tool calls; plain chat still answers
+            // in text.
+            "--logit-bias",
+            "44+8",
+            "--logit-bias",
+            "2+10",
+        ])
+    }
+
+    /// A server with room for Codex CLI's long prompt (one slot of 16k tokens, beyond
+    /// SmolLM2's training length: the answer only has to arrive), answering in text.
+    fn start_long() -> Self {
+        Self::start_with(&["-c", "16384", "-np", "1"])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -47,15 +79,8 @@ impl LlamaServer {
         let child = Command::new(peer("MOAT_LLAMA_SERVER"))
             .args(["-m", &peer("MOAT_LLAMA_MODEL")])
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "4096", "-np", "2", "-t", "2", "--no-ui", "--jinja"])
-            // SmolLM2's own template has no tools; this ChatML one adds Hermes-style
-            // <tool_call> blocks, which llama.cpp recognises and grammar-constrains.
-            .args(["--chat-template-file", TEMPLATE])
-            // A 135M model seldom chooses to call a tool even when one is required (llama.cpp
-            // lets text come first). A bias on "<" (SmolLM2 token 44, how `<tool_call>`
-            // starts) and on <|im_end|> (token 2, so it stops after one call) makes the real
-            // model emit real tool calls; plain chat still answers in text.
-            .args(["--logit-bias", "44+8", "--logit-bias", "2+10"])
+            .args(["-t", "2", "--no-ui", "--jinja"])
+            .args(args)
             // Greedy sampling by default: the Anthropic SDK no longer takes `temperature`,
             // and the checks must not depend on luck.
             .args(["--temp", "0", "--seed", "1"])
@@ -130,4 +155,81 @@ targets = ["llama-anthropic:smollm2"]
         moat.output()
     );
     assert_eq!(stdout.matches("ok: ").count(), 6, "{stdout}");
+}
+
+#[test]
+fn codex_cli_completes_a_prompt_through_the_responses_api() {
+    let llama = LlamaServer::start_long();
+    let home = new_home();
+    let config = format!(
+        r#"
+[llm.backends.local]
+kind = "openai"
+base_url = "http://127.0.0.1:{}/v1"
+models = ["smol"]
+"#,
+        llama.port
+    );
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let moat = Moat::start_in(home, &[], &[], None);
+
+    let codex_home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        codex_home.path().join("config.toml"),
+        format!(
+            r#"
+model = "smol"
+model_provider = "moat"
+# A web search tool cannot run on a local model: moat would refuse the request.
+web_search = "disabled"
+
+[model_providers.moat]
+name = "moat"
+base_url = "http://{}/v1"
+wire_api = "responses"
+env_key = "MOAT_CODEX_TEST_KEY"
+"#,
+            moat.main
+        ),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(peer("MOAT_CODEX"))
+        .args(["exec", "--skip-git-repo-check", "Say hello."])
+        .current_dir(work.path())
+        .env("CODEX_HOME", codex_home.path())
+        .env("MOAT_CODEX_TEST_KEY", "moat-test-client-key")
+        // Tests reach nothing but loopback: whatever Codex would send elsewhere (update
+        // checks, analytics) goes to a dead loopback proxy instead; moat is direct.
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run codex");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "codex exec did not finish in 10 minutes; moat log:\n{}",
+                moat.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "codex exec failed:\n{stdout}\n{stderr}\nmoat log:\n{}",
+        moat.output()
+    );
+    // `codex exec` prints the final message on stdout.
+    assert!(!stdout.trim().is_empty(), "no answer:\n{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
 }

@@ -143,13 +143,19 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<()> {
                 };
                 messages.push(json!({"role": role, "content": content}));
             }
-            "function_call" => {
+            "function_call" | "custom_tool_call" => {
+                // A custom (free-form) tool is a function with one string argument.
+                let arguments = if kind == "custom_tool_call" {
+                    json!({"input": item["input"].as_str().unwrap_or_default()}).to_string()
+                } else {
+                    item["arguments"].as_str().unwrap_or("{}").to_string()
+                };
                 let call = json!({
                     "id": item["call_id"].as_str().unwrap_or_default(),
                     "type": "function",
                     "function": {
                         "name": item["name"].as_str().unwrap_or_default(),
-                        "arguments": item["arguments"].as_str().unwrap_or("{}"),
+                        "arguments": arguments,
                     }
                 });
                 // Calls in a row are one assistant turn (parallel tool calls).
@@ -165,7 +171,7 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<()> {
                         .push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
                 }
             }
-            "function_call_output" => {
+            "function_call_output" | "custom_tool_call_output" => {
                 let output = match &item["output"] {
                     Value::String(s) => s.clone(),
                     Value::Array(parts) => parts
@@ -219,9 +225,34 @@ fn parts_to_chat(parts: &[Value], i: usize, role: &str) -> Result<Vec<Value>> {
 }
 
 fn tools_to_chat(tools: &[Value]) -> Result<Vec<Value>> {
-    tools
+    // A namespace groups client tools; the model sees its tools one by one.
+    let flat: Vec<&Value> = tools
         .iter()
+        .flat_map(|t| match t["type"].as_str() {
+            Some("namespace") => t["tools"]
+                .as_array()
+                .map_or_else(Vec::new, |inner| inner.iter().collect()),
+            _ => vec![t],
+        })
+        .collect();
+    flat.into_iter()
         .map(|t| match t["type"].as_str() {
+            Some("custom") => {
+                let mut description = t["description"].as_str().unwrap_or_default().to_string();
+                if let Some(def) = t["format"]["definition"].as_str() {
+                    description.push_str("\n\nThe input must follow this grammar:\n");
+                    description.push_str(def);
+                }
+                Ok(json!({"type": "function", "function": {
+                    "name": t["name"],
+                    "description": description,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"input": {"type": "string", "description": "The tool's whole input, as free text."}},
+                        "required": ["input"],
+                    }
+                }}))
+            }
             Some("function") => {
                 let mut function = Map::new();
                 for key in ["name", "description", "parameters", "strict"] {
@@ -232,7 +263,7 @@ fn tools_to_chat(tools: &[Value]) -> Result<Vec<Value>> {
                 Ok(json!({"type": "function", "function": function}))
             }
             other => Err(ApiError::invalid(format!(
-                "the built-in tool {:?} cannot run on this backend; only function tools are supported",
+                "the built-in tool {:?} cannot run on this backend; only function and custom tools are supported",
                 other.unwrap_or("?")
             ))),
         })
@@ -260,6 +291,10 @@ pub struct Echo {
     /// The model name the client asked for.
     pub model: String,
     fields: Map<String, Value>,
+    /// Names of the request's custom (free-form) tools.
+    custom: Vec<String>,
+    /// Tools inside a namespace: (tool name, namespace).
+    namespaced: Vec<(String, String)>,
 }
 
 impl Echo {
@@ -304,10 +339,55 @@ impl Echo {
                 .unwrap_or_else(|| json!({"format": {"type": "text"}})),
         );
         fields.insert("user".into(), get("user"));
+        let custom = req["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["type"] == "custom")
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect();
+        let mut namespaced = Vec::new();
+        for ns in req["tools"].as_array().into_iter().flatten() {
+            if ns["type"] == "namespace"
+                && let Some(name) = ns["name"].as_str()
+            {
+                for t in ns["tools"].as_array().into_iter().flatten() {
+                    if let Some(inner) = t["name"].as_str() {
+                        namespaced.push((inner.to_string(), name.to_string()));
+                    }
+                }
+            }
+        }
         Self {
             model: model.to_string(),
             fields,
+            custom,
+            namespaced,
         }
+    }
+
+    fn is_custom(&self, name: &str) -> bool {
+        self.custom.iter().any(|c| c == name)
+    }
+
+    /// A tool call item, marked with the namespace of its tool when it has one.
+    fn tool_item(
+        &self,
+        id: &str,
+        call_id: &str,
+        name: &str,
+        arguments: &str,
+        status: &str,
+    ) -> Value {
+        let mut item = if self.is_custom(name) {
+            custom_item(id, call_id, name, arguments, status)
+        } else {
+            call_item(id, call_id, name, arguments, status)
+        };
+        if let Some((_, ns)) = self.namespaced.iter().find(|(n, _)| n == name) {
+            item["namespace"] = json!(ns);
+        }
+        item
     }
 
     /// Marks the response as stored (or not) and as following `previous`.
@@ -392,6 +472,26 @@ fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str)
     })
 }
 
+/// The free-form input of a custom tool call, from the `{"input": ...}` arguments it was
+/// asked for as a function (the raw arguments when the model did not follow that).
+fn custom_input(arguments: &str) -> String {
+    serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|v| v["input"].as_str().map(str::to_string))
+        .unwrap_or_else(|| arguments.to_string())
+}
+
+fn custom_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+    json!({
+        "type": "custom_tool_call",
+        "id": id,
+        "call_id": call_id,
+        "name": name,
+        "input": custom_input(arguments),
+        "status": status,
+    })
+}
+
 /// A chat completion → a response object.
 pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
     let choice = &chat["choices"][0];
@@ -411,10 +511,11 @@ pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
         output.push(message_item(&unique("msg"), text, "completed"));
     }
     for call in message["tool_calls"].as_array().into_iter().flatten() {
-        output.push(call_item(
-            &unique("fc"),
+        let name = call["function"]["name"].as_str().unwrap_or_default();
+        output.push(echo.tool_item(
+            &unique(if echo.is_custom(name) { "ctc" } else { "fc" }),
             call["id"].as_str().unwrap_or_default(),
-            call["function"]["name"].as_str().unwrap_or_default(),
+            name,
             call["function"]["arguments"].as_str().unwrap_or("{}"),
             "completed",
         ));
@@ -439,6 +540,8 @@ enum Item {
         call_id: String,
         name: String,
         arguments: String,
+        /// A custom (free-form) tool: its input is sent whole when the call ends.
+        custom: bool,
     },
 }
 
@@ -510,7 +613,7 @@ impl ChatToResponses {
         self.emit(out, "response.in_progress", json!({"response": r}));
     }
 
-    fn item_json(item: &Item, status: &str) -> Value {
+    fn item_json(&self, item: &Item, status: &str) -> Value {
         match item {
             Item::Message { id, text } => message_item(id, text, status),
             Item::Call {
@@ -518,7 +621,8 @@ impl ChatToResponses {
                 call_id,
                 name,
                 arguments,
-            } => call_item(id, call_id, name, arguments, status),
+                ..
+            } => self.echo.tool_item(id, call_id, name, arguments, status),
         }
     }
 
@@ -571,19 +675,20 @@ impl ChatToResponses {
                 if let Some(m) = self.open_message.take() {
                     self.close(m, out);
                 }
-                let id = unique("fc");
                 let call_id = call["id"].as_str().unwrap_or_default().to_string();
                 let name = call["function"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
+                let custom = self.echo.is_custom(&name);
                 let item = Item::Call {
-                    id,
+                    id: unique(if custom { "ctc" } else { "fc" }),
                     call_id,
                     name,
                     arguments: String::new(),
+                    custom,
                 };
-                let json = Self::item_json(&item, "in_progress");
+                let json = self.item_json(&item, "in_progress");
                 self.items.push((item, true));
                 let index = self.items.len() - 1;
                 self.calls.push((key, index));
@@ -602,8 +707,17 @@ impl ChatToResponses {
             return;
         };
         let id = match &mut self.items[index].0 {
-            Item::Call { id, arguments, .. } => {
+            Item::Call {
+                id,
+                arguments,
+                custom,
+                ..
+            } => {
                 arguments.push_str(fragment);
+                if *custom {
+                    // Its input is JSON-escaped inside the fragments: sent whole at the end.
+                    return;
+                }
                 id.clone()
             }
             Item::Message { .. } => return,
@@ -633,6 +747,24 @@ impl ChatToResponses {
                     "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []},
                 }));
             }
+            Item::Call {
+                id,
+                arguments,
+                custom: true,
+                ..
+            } => {
+                let (id, input) = (id.clone(), custom_input(arguments));
+                self.emit(
+                    out,
+                    "response.custom_tool_call_input.delta",
+                    json!({"item_id": id, "output_index": index, "delta": input}),
+                );
+                self.emit(
+                    out,
+                    "response.custom_tool_call_input.done",
+                    json!({"item_id": id, "output_index": index, "input": input}),
+                );
+            }
             Item::Call { id, arguments, .. } => {
                 let (id, arguments) = (id.clone(), arguments.clone());
                 self.emit(
@@ -644,7 +776,7 @@ impl ChatToResponses {
                 );
             }
         }
-        let item = Self::item_json(&self.items[index].0, "completed");
+        let item = self.item_json(&self.items[index].0, "completed");
         self.emit(
             out,
             "response.output_item.done",
@@ -663,7 +795,7 @@ impl ChatToResponses {
         let output: Vec<Value> = self
             .items
             .iter()
-            .map(|(item, _)| Self::item_json(item, "completed"))
+            .map(|(item, _)| self.item_json(item, "completed"))
             .collect();
         let (status, details) = ending(self.finish.as_deref());
         let mut r = self.echo.response(&self.id, self.created, status, output);
@@ -851,6 +983,70 @@ mod tests {
         assert_eq!(chat["tool_choice"]["function"]["name"], "get");
         assert_eq!(chat["max_tokens"], 50);
         assert_eq!(chat["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn custom_tools_are_functions_with_one_string_argument() {
+        let req = json!({
+            "input": [
+                {"role": "user", "content": "patch it"},
+                {"type": "custom_tool_call", "call_id": "c1", "name": "apply_patch", "input": "*** Begin Patch"},
+                {"type": "custom_tool_call_output", "call_id": "c1", "output": "done"}
+            ],
+            "tools": [{"type": "custom", "name": "apply_patch", "description": "Patch files",
+                       "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}]
+        });
+        let chat = to_chat(&req, "m").unwrap();
+        assert_eq!(
+            chat["tools"][0]["function"]["parameters"]["required"],
+            json!(["input"])
+        );
+        assert!(
+            chat["tools"][0]["function"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("start: /.+/")
+        );
+        let args = chat["messages"][1]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(args).unwrap(),
+            json!({"input": "*** Begin Patch"})
+        );
+
+        let echo = Echo::new(&req, "m");
+        let chat_answer = json!({"choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":\"a\\nb\"}"}}]}}]});
+        let r = from_chat(&chat_answer, &echo);
+        assert_eq!(r["output"][0]["type"], "custom_tool_call");
+        assert_eq!(r["output"][0]["input"], "a\nb");
+
+        let mut t = ChatToResponses::new(echo);
+        let mut out = Vec::new();
+        for data in [
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c3", "function": {"name": "apply_patch", "arguments": "{\"input\":\"x"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "y\"}"}}]}, "finish_reason": "tool_calls"}]}),
+        ] {
+            out.extend(t.event(SseEvent {
+                event: None,
+                data: data.to_string(),
+            }));
+        }
+        out.extend(t.event(SseEvent {
+            event: None,
+            data: "[DONE]".into(),
+        }));
+        let evs = events(&out);
+        let done = evs
+            .iter()
+            .find(|e| e["type"] == "response.custom_tool_call_input.done")
+            .unwrap();
+        assert_eq!(done["input"], "xy");
+        assert_eq!(
+            evs.last().unwrap()["response"]["output"][0]["type"],
+            "custom_tool_call"
+        );
     }
 
     #[test]
