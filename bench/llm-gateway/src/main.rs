@@ -77,9 +77,14 @@ async fn upstream(addr: String, chunks: usize, gap: Duration) -> std::io::Result
 }
 
 fn request(url: &str, model: &str, stream: bool) -> hyper::Request<Full<Bytes>> {
-    let body = format!(
-        r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
-    );
+    // The Responses API (`.../responses`) takes `input`; Chat Completions `messages`.
+    let body = if url.ends_with("/responses") {
+        format!(r#"{{"model":"{model}","stream":{stream},"input":"hi","store":false}}"#)
+    } else {
+        format!(
+            r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+    };
     hyper::Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
