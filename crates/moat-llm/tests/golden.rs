@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use moat_llm::sse::SseParser;
+use moat_llm::translate::responses::{ChatToResponses, Echo};
 use moat_llm::translate::stream::{AnthropicToOpenAi, OpenAiToAnthropic, StreamTranslator};
-use moat_llm::translate::{request, response};
+use moat_llm::translate::{request, response, responses};
 use serde_json::{Value, json};
 
 fn translate(kind: &str, input: &Value) -> Value {
@@ -31,6 +32,16 @@ fn translate(kind: &str, input: &Value) -> Value {
         "stream_openai_to_anthropic" => {
             run_stream(&mut OpenAiToAnthropic::new("requested-model"), input)
         }
+        "request_responses_to_chat" => responses::to_chat(input, "upstream-model")
+            .unwrap_or_else(|e| json!({"error": e.message})),
+        "response_chat_to_responses" => responses::from_chat(
+            &input["chat"],
+            &Echo::new(&input["request"], "requested-model"),
+        ),
+        "stream_chat_to_responses" => run_stream(
+            &mut ChatToResponses::new(Echo::new(&input["request"], "requested-model")),
+            input,
+        ),
         other => panic!("unknown golden kind {other}"),
     }
 }
@@ -69,8 +80,10 @@ fn normalise(v: &mut Value) {
         Value::Object(m) => {
             for (k, val) in m.iter_mut() {
                 match (k.as_str(), &*val) {
-                    ("created", Value::Number(_)) => *val = json!(0),
-                    ("id", Value::String(s)) if s.contains("moat") => *val = json!("<generated>"),
+                    ("created" | "created_at", Value::Number(_)) => *val = json!(0),
+                    ("id" | "item_id", Value::String(s)) if s.contains("moat") => {
+                        *val = json!("<generated>")
+                    }
                     _ => normalise(val),
                 }
             }

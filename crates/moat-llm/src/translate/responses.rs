@@ -218,7 +218,8 @@ fn parts_to_chat(parts: &[Value], i: usize, role: &str) -> Result<Vec<Value>> {
                 Ok(json!({"type": "image_url", "image_url": image}))
             }
             other => Err(ApiError::invalid(format!(
-                "input[{i}]: content part {other:?} is not supported"
+                "input[{i}]: content part {:?} is not supported",
+                other.unwrap_or("?")
             ))),
         })
         .collect()
