@@ -104,6 +104,20 @@ struct ClientBody {
 }
 
 impl ClientBody {
+    fn new(raw: Bytes) -> Self {
+        Self {
+            raw,
+            value: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A body already parsed (and perhaps changed): `raw` must be `value`'s bytes.
+    fn parsed(raw: Bytes, value: Value) -> Self {
+        let body = Self::new(raw);
+        let _ = body.value.set(Ok(value));
+        body
+    }
+
     fn value(&self) -> Result<&Value, ApiError> {
         self.value
             .get_or_init(|| serde_json::from_slice(&self.raw).map_err(|e| bad_json(&e)))
@@ -135,16 +149,12 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
         RouteError::NoRoute(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
     })?;
     let streaming = op != Op::CountTokens && probe.stream == Some(Value::Bool(true));
-    let (body, conversation) = match op {
+    let (req, conversation) = match op {
         Op::Responses => {
-            let (body, c) = responses_conversation(gw, &body)?;
-            (body, Some(c))
+            let (req, c) = responses_conversation(gw, body)?;
+            (req, Some(c))
         }
-        _ => (body, None),
-    };
-    let req = ClientBody {
-        raw: body,
-        value: std::sync::OnceLock::new(),
+        _ => (ClientBody::new(body), None),
     };
     let deadline = tokio::time::Instant::now() + gw.upstream_timeout;
     let targets: Vec<&Target> = decision.targets.iter().take(MAX_ATTEMPTS).collect();
@@ -196,8 +206,11 @@ struct Conversation {
 
 /// Expands `previous_response_id` into the stored conversation; the request that goes on
 /// carries the whole input and no id.
-fn responses_conversation(gw: &Gateway, body: &Bytes) -> Result<(Bytes, Conversation), ApiError> {
-    let mut req: Value = serde_json::from_slice(body).map_err(|e| bad_json(&e))?;
+fn responses_conversation(
+    gw: &Gateway,
+    body: Bytes,
+) -> Result<(ClientBody, Conversation), ApiError> {
+    let mut req: Value = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
     let mut input = match req.get("input") {
         Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
         Some(Value::Array(items)) => items.clone(),
@@ -244,8 +257,14 @@ fn responses_conversation(gw: &Gateway, body: &Bytes) -> Result<(Bytes, Conversa
         }
     }
     let store = gw.responses.is_some() && req.get("store") != Some(&Value::Bool(false));
+    // Only an expanded conversation needs new bytes; the parse is kept either way.
+    let raw = if previous.is_some() {
+        to_bytes(&req)
+    } else {
+        body
+    };
     Ok((
-        to_bytes(&req),
+        ClientBody::parsed(raw, req),
         Conversation {
             input,
             previous,

@@ -17,7 +17,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::response::unix_now;
+use super::response::{unix_nanos, unix_now};
 use super::stream::StreamTranslator;
 use crate::errors::ApiError;
 use crate::sse::{SseEvent, SseParser, encode};
@@ -27,11 +27,9 @@ type Result<T> = std::result::Result<T, ApiError>;
 fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // The counter keeps ids made in the same nanosecond apart.
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}_moat{nanos:x}{n:x}")
+    format!("{prefix}_moat{:x}{n:x}", unix_nanos())
 }
 
 /// A Responses request → a Chat Completions request for `model`.

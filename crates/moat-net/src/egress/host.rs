@@ -28,42 +28,7 @@ const BLOCKED_NAMES: &[&str] = &[
 
 /// Domains whose every name is local or special-use (RFC 6761, 6762, 8375, 7686, 9476),
 /// and the top-level names home and office networks use without owning them.
-const BLOCKED_SUFFIXES: &[&str] = &[
-    "localhost",
-    "local",
-    "internal",
-    "localdomain",
-    "home.arpa",
-    "onion",
-    "invalid",
-    "test",
-    "example",
-    "alt",
-    "lan",
-    "home",
-    "corp",
-    "intranet",
-    "private",
-];
-
-/// The built-in rule that refuses `host` (already trimmed), if any.
-pub fn builtin_rule(host: &str) -> Option<&'static str> {
-    if let Some(name) = BLOCKED_NAMES.iter().find(|n| **n == host) {
-        return Some(name);
-    }
-    if !host.contains('.') {
-        // A dotless name goes through the resolver's search domains: an intranet host.
-        return Some("single-label name");
-    }
-    BLOCKED_SUFFIXES
-        .iter()
-        .zip(SUFFIX_RULES)
-        .find(|(suffix, _)| is_subdomain(host, suffix))
-        .map(|(_, rule)| *rule)
-}
-
-/// The rule name of each entry of [`BLOCKED_SUFFIXES`], in the same order.
-const SUFFIX_RULES: &[&str] = &[
+const BLOCKED_DOMAINS: &[&str] = &[
     "*.localhost",
     "*.local",
     "*.internal",
@@ -80,6 +45,21 @@ const SUFFIX_RULES: &[&str] = &[
     "*.intranet",
     "*.private",
 ];
+
+/// The built-in rule that refuses `host` (already trimmed), if any.
+pub fn builtin_rule(host: &str) -> Option<&'static str> {
+    if let Some(name) = BLOCKED_NAMES.iter().find(|n| **n == host) {
+        return Some(name);
+    }
+    if !host.contains('.') {
+        // A dotless name goes through the resolver's search domains: an intranet host.
+        return Some("single-label name");
+    }
+    BLOCKED_DOMAINS.iter().copied().find(|rule| {
+        let domain = rule.strip_prefix("*.").unwrap_or(rule);
+        host == domain || is_subdomain(host, domain)
+    })
+}
 
 fn is_subdomain(host: &str, domain: &str) -> bool {
     host.len() > domain.len()
