@@ -1,0 +1,111 @@
+//! Run a command with no network, a read-only root and bounded memory, CPU and time, from
+//! Linux primitives directly: no external binary, no daemon.
+//!
+//! The `process` level gives each call new user, mount, PID, network, IPC, UTS and cgroup
+//! namespaces; a read-only root made of the host's `/usr` and libraries, a small generated
+//! `/etc`, a minimal `/dev`, a new `/proc`, a private `/tmp` and a per-call `/workspace`
+//! (the only writable place, with host folders only by explicit grant); an empty
+//! environment but what the caller declares; `no_new_privs`, no capabilities, an
+//! unprivileged uid that is `nobody` on the host when moat runs as root; a seccomp
+//! allowlist with a kill list for escape attempts; Landlock rules over the same paths; and
+//! rlimits for memory, processes and CPU time, CPU affinity for the CPU count, a wall-time
+//! kill of the whole process tree, and capped output.
+//!
+//! ```no_run
+//! use moat_sandbox::{Spec, run};
+//!
+//! let workspace = tempfile::tempdir()?;
+//! let report = run(&Spec::new("sh", ["-c", "echo hello > out.txt; cat out.txt"], workspace.path()))?;
+//! assert!(report.outcome.success());
+//! assert_eq!(report.stdout, b"hello\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `run` blocks; async callers use `spawn_blocking`. It is safe to call from a
+//! multi-threaded program: the child makes only raw system calls until `execve`.
+
+mod error;
+#[cfg(target_os = "linux")]
+mod linux;
+mod outcome;
+mod spec;
+
+pub use error::SandboxError;
+pub use outcome::{Enforcement, LimitMechanism, Outcome, Report, truncation_marker};
+pub use spec::{Access, DEFAULT_PATH, Grant, Level, Limits, Spec};
+
+/// Runs one command as `spec` says and reports how it ended.
+///
+/// A command that runs and fails is `Ok` with its [`Outcome`]; `Err` means it could not
+/// be started (a refused grant, a missing kernel feature, a command not found).
+pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
+    match spec.level {
+        #[cfg(target_os = "linux")]
+        Level::Process => linux::run_process(spec),
+        #[cfg(target_os = "linux")]
+        Level::None => linux::run_unconfined(spec),
+        #[cfg(not(target_os = "linux"))]
+        Level::Process | Level::None => Err(SandboxError::Unsupported(
+            "the sandbox needs Linux (namespaces, seccomp, Landlock)".into(),
+        )),
+        Level::Container => Err(delegated(Level::Container)),
+        Level::Vm => Err(delegated(Level::Vm)),
+    }
+}
+
+/// The refusal for a level that delegates to an external runtime.
+fn delegated(level: Level) -> SandboxError {
+    let (program, how) = match level {
+        Level::Container => (
+            "runsc",
+            "install gVisor (https://gvisor.dev/docs/user_guide/install/) so that runsc is on PATH",
+        ),
+        _ => (
+            "firecracker",
+            "install Firecracker (https://github.com/firecracker-microvm/firecracker/releases) with a guest kernel and root filesystem",
+        ),
+    };
+    if find_on_path(program) {
+        SandboxError::Unsupported(format!(
+            "{program} is installed, but this build of moat cannot drive it yet; choose level = \"process\""
+        ))
+    } else {
+        SandboxError::MissingRuntime {
+            level: level.name(),
+            program,
+            how,
+        }
+    }
+}
+
+fn find_on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// What this kernel offers the `process` level, for `moat doctor` and test reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSupport {
+    /// The Landlock ABI, if enabled.
+    pub landlock_abi: Option<u32>,
+    /// The host uid a sandboxed command runs as.
+    pub host_uid: u32,
+    /// System calls on the seccomp allowlist.
+    pub seccomp_allowed: usize,
+}
+
+/// Probes the kernel.
+#[cfg(target_os = "linux")]
+pub fn kernel_support() -> KernelSupport {
+    KernelSupport {
+        landlock_abi: linux::landlock::abi(),
+        host_uid: linux::host_ids().0,
+        seccomp_allowed: linux::seccomp::allowed_count(),
+    }
+}
+
+/// The names of the system calls that kill a sandboxed process.
+#[cfg(target_os = "linux")]
+pub fn killed_syscalls() -> Vec<&'static str> {
+    linux::seccomp::killed_names().collect()
+}

@@ -1,0 +1,679 @@
+//! The child between `clone3` and `execve`: it becomes the sandbox.
+//!
+//! It is a copy of one thread of moat, which may have many, so it must not allocate, lock
+//! or panic: it only reads the [`ChildPlan`] the parent built and makes raw system calls.
+//! A failing step writes `(stage, errno)` to the error pipe and exits; a successful
+//! `execve` closes that pipe (close-on-exec), which is how the parent knows it started.
+
+use std::os::fd::RawFd;
+
+use libc::{c_ulong, c_void};
+
+use super::plan::{ChildPlan, HOSTNAME, Op, SANDBOX_ID};
+use super::sys::{self, CAP_V3, CapData, CapHeader, raw};
+
+/// The setup steps, in order; the parent turns a number back into words.
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Stage {
+    WaitForParent,
+    Identity,
+    Capabilities,
+    PrivateMounts,
+    StagingRoot,
+    BuildRoot,
+    Mount,
+    PivotRoot,
+    ReadOnlyRoot,
+    Hostname,
+    Workdir,
+    Limits,
+    Stdio,
+    NoNewPrivs,
+    Landlock,
+    DropCapabilities,
+    Seccomp,
+    Exec,
+}
+
+impl Stage {
+    /// Every stage, indexed by its number.
+    pub const ALL: [Stage; 18] = [
+        Stage::WaitForParent,
+        Stage::Identity,
+        Stage::Capabilities,
+        Stage::PrivateMounts,
+        Stage::StagingRoot,
+        Stage::BuildRoot,
+        Stage::Mount,
+        Stage::PivotRoot,
+        Stage::ReadOnlyRoot,
+        Stage::Hostname,
+        Stage::Workdir,
+        Stage::Limits,
+        Stage::Stdio,
+        Stage::NoNewPrivs,
+        Stage::Landlock,
+        Stage::DropCapabilities,
+        Stage::Seccomp,
+        Stage::Exec,
+    ];
+
+    /// What the step does, for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::WaitForParent => "waiting for the user namespace mapping",
+            Stage::Identity => "switching to the sandbox user",
+            Stage::Capabilities => "keeping namespace capabilities for the setup",
+            Stage::PrivateMounts => "making mounts private",
+            Stage::StagingRoot => "mounting the new root's tmpfs",
+            Stage::BuildRoot => "building the new root",
+            Stage::Mount => "bind-mounting a host path",
+            Stage::PivotRoot => "pivot_root into the new root",
+            Stage::ReadOnlyRoot => "making the root read-only",
+            Stage::Hostname => "setting the hostname",
+            Stage::Workdir => "entering /workspace",
+            Stage::Limits => "setting resource limits",
+            Stage::Stdio => "connecting standard input and output",
+            Stage::NoNewPrivs => "setting no_new_privs",
+            Stage::Landlock => "applying Landlock rules",
+            Stage::DropCapabilities => "dropping capabilities",
+            Stage::Seccomp => "installing the seccomp filter",
+            Stage::Exec => "starting the command",
+        }
+    }
+}
+
+/// The descriptors the child works with (numbers valid in its copy of the table).
+pub struct ChildFds {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    pub errors: RawFd,
+    pub sync: RawFd,
+}
+
+fn fail(fds: &ChildFds, stage: Stage, errno: i32) -> ! {
+    let mut record = [0u8; 8];
+    let (a, b) = record.split_at_mut(4);
+    a.copy_from_slice(&(stage as u32).to_le_bytes());
+    b.copy_from_slice(&errno.to_le_bytes());
+    sys::write_all(fds.errors, &record);
+    sys::exit(127)
+}
+
+/// Fails with the current errno when `ret` is negative.
+fn check(fds: &ChildFds, stage: Stage, ret: libc::c_long) {
+    if ret < 0 {
+        fail(fds, stage, sys::errno());
+    }
+}
+
+fn mount(
+    source: *const libc::c_char,
+    target: *const libc::c_char,
+    fstype: *const libc::c_char,
+    flags: c_ulong,
+    data: *const c_void,
+) -> libc::c_long {
+    raw(
+        libc::SYS_mount,
+        source as usize,
+        target as usize,
+        fstype as usize,
+        flags as usize,
+        data as usize,
+    )
+}
+
+/// Per-mount flags the kernel locks on a bind mount made in a less privileged namespace:
+/// a remount must keep them (the statfs `ST_*` values equal the `MS_*` ones).
+const LOCKED_FLAGS: c_ulong = libc::MS_RDONLY
+    | libc::MS_NOSUID
+    | libc::MS_NODEV
+    | libc::MS_NOEXEC
+    | libc::MS_NOATIME
+    | libc::MS_NODIRATIME
+    | libc::MS_RELATIME;
+
+/// Index of `f_flags` in the kernel's 64-bit `struct statfs`.
+const STATFS_FLAGS_WORD: usize = 10;
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("the sandbox reads struct statfs with the 64-bit layout");
+
+fn run_op(fds: &ChildFds, op: &Op, slots: &[[u8; 32]]) {
+    match op {
+        Op::Mkdir(path, mode) => {
+            let r = raw(
+                libc::SYS_mkdirat,
+                libc::AT_FDCWD as usize,
+                path.as_ptr() as usize,
+                *mode as usize,
+                0,
+                0,
+            );
+            if r < 0 {
+                if sys::errno() != libc::EEXIST {
+                    fail(fds, Stage::BuildRoot, sys::errno());
+                }
+            } else {
+                // mkdir applies the umask; the modes here are exact (1777 for /tmp).
+                check(
+                    fds,
+                    Stage::BuildRoot,
+                    raw(
+                        libc::SYS_fchmodat,
+                        libc::AT_FDCWD as usize,
+                        path.as_ptr() as usize,
+                        *mode as usize,
+                        0,
+                        0,
+                    ),
+                );
+            }
+        }
+        Op::Symlink(target, link) => {
+            check(
+                fds,
+                Stage::BuildRoot,
+                raw(
+                    libc::SYS_symlinkat,
+                    target.as_ptr() as usize,
+                    libc::AT_FDCWD as usize,
+                    link.as_ptr() as usize,
+                    0,
+                    0,
+                ),
+            );
+        }
+        Op::File(path, content) => {
+            let fd = raw(
+                libc::SYS_openat,
+                libc::AT_FDCWD as usize,
+                path.as_ptr() as usize,
+                (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC) as usize,
+                0o644,
+                0,
+            );
+            check(fds, Stage::BuildRoot, fd);
+            if !sys::write_all(fd as RawFd, content) {
+                fail(fds, Stage::BuildRoot, sys::errno());
+            }
+            raw(libc::SYS_close, fd as usize, 0, 0, 0, 0);
+        }
+        Op::Bind {
+            source,
+            target,
+            dir,
+            writable,
+            device,
+        } => {
+            if *dir {
+                let r = raw(
+                    libc::SYS_mkdirat,
+                    libc::AT_FDCWD as usize,
+                    target.as_ptr() as usize,
+                    0o755,
+                    0,
+                    0,
+                );
+                if r < 0 && sys::errno() != libc::EEXIST {
+                    fail(fds, Stage::Mount, sys::errno());
+                }
+            } else {
+                let fd = raw(
+                    libc::SYS_openat,
+                    libc::AT_FDCWD as usize,
+                    target.as_ptr() as usize,
+                    (libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC) as usize,
+                    0o644,
+                    0,
+                );
+                check(fds, Stage::Mount, fd);
+                raw(libc::SYS_close, fd as usize, 0, 0, 0, 0);
+            }
+            let Some(source) = slots.get(*source) else {
+                fail(fds, Stage::Mount, libc::EINVAL)
+            };
+            let flags = libc::MS_BIND | libc::MS_REC;
+            check(
+                fds,
+                Stage::Mount,
+                mount(
+                    source.as_ptr().cast(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ),
+            );
+            // The kernel's struct statfs on 64-bit targets: eleven 8-byte words, f_flags
+            // last (libc keeps that field private), then spare words.
+            let mut st = [0u64; 16];
+            check(
+                fds,
+                Stage::Mount,
+                raw(
+                    libc::SYS_statfs,
+                    target.as_ptr() as usize,
+                    st.as_mut_ptr() as usize,
+                    0,
+                    0,
+                    0,
+                ),
+            );
+            let mut flags = libc::MS_BIND
+                | libc::MS_REMOUNT
+                | libc::MS_NOSUID
+                | (st[STATFS_FLAGS_WORD] as c_ulong & LOCKED_FLAGS);
+            if !writable {
+                flags |= libc::MS_RDONLY;
+            }
+            if *device {
+                flags |= libc::MS_NOEXEC;
+            } else {
+                flags |= libc::MS_NODEV;
+            }
+            check(
+                fds,
+                Stage::Mount,
+                mount(
+                    std::ptr::null(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ),
+            );
+        }
+        Op::Tmpfs(target, options) => {
+            check(
+                fds,
+                Stage::BuildRoot,
+                mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                ),
+            );
+        }
+        Op::Proc(target) => {
+            check(
+                fds,
+                Stage::BuildRoot,
+                mount(
+                    c"proc".as_ptr(),
+                    target.as_ptr(),
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ),
+            );
+        }
+    }
+}
+
+fn capget(fds: &ChildFds, stage: Stage) -> [CapData; 2] {
+    let mut header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    check(
+        fds,
+        stage,
+        raw(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader as usize,
+            data.as_mut_ptr() as usize,
+            0,
+            0,
+            0,
+        ),
+    );
+    data
+}
+
+fn capset(fds: &ChildFds, stage: Stage, data: &[CapData; 2]) {
+    let mut header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    check(
+        fds,
+        stage,
+        raw(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader as usize,
+            data.as_ptr() as usize,
+            0,
+            0,
+            0,
+        ),
+    );
+}
+
+fn prctl(fds: &ChildFds, stage: Stage, option: libc::c_int, arg: usize) {
+    check(
+        fds,
+        stage,
+        raw(libc::SYS_prctl, option as usize, arg, 0, 0, 0),
+    );
+}
+
+/// Writes `/proc/self/fd/N` and a NUL into `slot` without allocating.
+fn proc_fd_path(fd: u32, slot: &mut [u8; 32]) {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    slot[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        n /= 10;
+        len += 1;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        slot[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    slot[PREFIX.len() + len] = 0;
+}
+
+/// Becomes the sandbox and executes the command. Never returns.
+pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
+    // Die with moat; then wait until the parent has written our uid/gid maps.
+    prctl(
+        fds,
+        Stage::WaitForParent,
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as usize,
+    );
+    let mut byte = [0u8; 1];
+    if raw(
+        libc::SYS_read,
+        fds.sync as usize,
+        byte.as_mut_ptr() as usize,
+        1,
+        0,
+        0,
+    ) != 1
+    {
+        sys::exit(127);
+    }
+
+    // Open the bind sources while we still have moat's host identity (moat's home may be
+    // closed to the sandbox user) and the host's tree is still in view.
+    for (path, slot) in plan.sources.iter().zip(plan.source_slots.iter_mut()) {
+        let fd = raw(
+            libc::SYS_openat,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            (libc::O_PATH | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+        );
+        check(fds, Stage::Mount, fd);
+        proc_fd_path(fd as u32, slot);
+    }
+
+    // Become uid/gid 1000 inside, keeping this namespace's capabilities for the setup
+    // (files created in the new tmpfs must belong to a mapped id).
+    if plan.clear_groups {
+        check(
+            fds,
+            Stage::Identity,
+            raw(libc::SYS_setgroups, 0, 0, 0, 0, 0),
+        );
+    }
+    prctl(fds, Stage::Capabilities, libc::PR_SET_KEEPCAPS, 1);
+    let id = SANDBOX_ID as usize;
+    check(
+        fds,
+        Stage::Identity,
+        raw(libc::SYS_setresgid, id, id, id, 0, 0),
+    );
+    check(
+        fds,
+        Stage::Identity,
+        raw(libc::SYS_setresuid, id, id, id, 0, 0),
+    );
+    let mut caps = capget(fds, Stage::Capabilities);
+    for word in &mut caps {
+        word.effective = word.permitted;
+    }
+    capset(fds, Stage::Capabilities, &caps);
+
+    // Build the new root on a tmpfs, then pivot into it.
+    check(
+        fds,
+        Stage::PrivateMounts,
+        mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ),
+    );
+    check(
+        fds,
+        Stage::StagingRoot,
+        mount(
+            c"tmpfs".as_ptr(),
+            plan.staging.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            plan.staging_options.as_ptr().cast(),
+        ),
+    );
+    for op in &plan.ops {
+        run_op(fds, op, &plan.source_slots);
+    }
+    check(
+        fds,
+        Stage::PivotRoot,
+        raw(libc::SYS_chdir, plan.staging.as_ptr() as usize, 0, 0, 0, 0),
+    );
+    check(
+        fds,
+        Stage::PivotRoot,
+        raw(
+            libc::SYS_pivot_root,
+            c".".as_ptr() as usize,
+            c".".as_ptr() as usize,
+            0,
+            0,
+            0,
+        ),
+    );
+    // The old root now sits on top of the new one at "/": detach it.
+    check(
+        fds,
+        Stage::PivotRoot,
+        raw(
+            libc::SYS_umount2,
+            c".".as_ptr() as usize,
+            libc::MNT_DETACH as usize,
+            0,
+            0,
+            0,
+        ),
+    );
+    check(
+        fds,
+        Stage::PivotRoot,
+        raw(libc::SYS_chdir, c"/".as_ptr() as usize, 0, 0, 0, 0),
+    );
+    check(
+        fds,
+        Stage::ReadOnlyRoot,
+        mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+            std::ptr::null(),
+        ),
+    );
+    check(
+        fds,
+        Stage::Hostname,
+        raw(
+            libc::SYS_sethostname,
+            HOSTNAME.as_ptr() as usize,
+            HOSTNAME.len(),
+            0,
+            0,
+            0,
+        ),
+    );
+    check(
+        fds,
+        Stage::Workdir,
+        raw(libc::SYS_chdir, plan.workdir.as_ptr() as usize, 0, 0, 0, 0),
+    );
+
+    for &(resource, soft, hard) in &plan.rlimits {
+        let limit = libc::rlimit64 {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        check(
+            fds,
+            Stage::Limits,
+            raw(
+                libc::SYS_prlimit64,
+                0,
+                resource as usize,
+                &limit as *const libc::rlimit64 as usize,
+                0,
+                0,
+            ),
+        );
+    }
+    check(
+        fds,
+        Stage::Limits,
+        raw(
+            libc::SYS_sched_setaffinity,
+            0,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &plan.cpus as *const libc::cpu_set_t as usize,
+            0,
+            0,
+        ),
+    );
+
+    for (from, to) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
+        if from == to {
+            check(
+                fds,
+                Stage::Stdio,
+                raw(
+                    libc::SYS_fcntl,
+                    from as usize,
+                    libc::F_SETFD as usize,
+                    0,
+                    0,
+                    0,
+                ),
+            );
+        } else {
+            check(
+                fds,
+                Stage::Stdio,
+                raw(libc::SYS_dup3, from as usize, to as usize, 0, 0, 0),
+            );
+        }
+    }
+    // Nothing of moat's crosses exec: every other descriptor closes on exec (the error
+    // pipe too, which tells the parent the exec happened).
+    check(
+        fds,
+        Stage::Stdio,
+        raw(
+            libc::SYS_close_range,
+            3,
+            u32::MAX as usize,
+            libc::CLOSE_RANGE_CLOEXEC as usize,
+            0,
+            0,
+        ),
+    );
+
+    prctl(fds, Stage::NoNewPrivs, libc::PR_SET_NO_NEW_PRIVS, 1);
+    if let Some(landlock) = &plan.landlock
+        && let Err(errno) = landlock.apply()
+    {
+        fail(fds, Stage::Landlock, errno);
+    }
+
+    for cap in 0..=plan.cap_last {
+        let r = raw(
+            libc::SYS_prctl,
+            libc::PR_CAPBSET_DROP as usize,
+            cap as usize,
+            0,
+            0,
+            0,
+        );
+        if r < 0 && sys::errno() != libc::EINVAL {
+            fail(fds, Stage::DropCapabilities, sys::errno());
+        }
+    }
+    check(
+        fds,
+        Stage::DropCapabilities,
+        raw(
+            libc::SYS_prctl,
+            libc::PR_CAP_AMBIENT as usize,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as usize,
+            0,
+            0,
+            0,
+        ),
+    );
+    capset(fds, Stage::DropCapabilities, &[CapData::default(); 2]);
+
+    for filter in &plan.seccomp {
+        let program = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        check(
+            fds,
+            Stage::Seccomp,
+            raw(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER as usize,
+                0,
+                &program as *const libc::sock_fprog as usize,
+                0,
+                0,
+            ),
+        );
+    }
+
+    // Try each candidate as execvp does; report the most telling failure.
+    let mut errno = libc::ENOENT;
+    for path in &plan.candidates {
+        raw(
+            libc::SYS_execve,
+            path.as_ptr() as usize,
+            plan.argv_ptrs.as_ptr() as usize,
+            plan.envp_ptrs.as_ptr() as usize,
+            0,
+            0,
+        );
+        let e = sys::errno();
+        if e != libc::ENOENT && e != libc::ENOTDIR {
+            errno = e;
+        }
+    }
+    fail(fds, Stage::Exec, errno)
+}

@@ -1,0 +1,239 @@
+//! The Linux implementation: the `process` level (namespaces, a new root, Landlock,
+//! seccomp, rlimits) and the unconfined `none` level, sharing one supervisor.
+
+mod child;
+pub mod landlock;
+mod plan;
+pub mod seccomp;
+mod supervise;
+mod sys;
+
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Instant;
+
+use crate::outcome::{Enforcement, LimitMechanism, Report};
+use crate::{Level, SandboxError, Spec};
+use child::{ChildFds, Stage};
+use sys::Forked;
+
+const NAMESPACES: u64 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP) as u64;
+
+const USERNS_HINT: &str = "; moat needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu) or to run as root";
+
+pub use plan::host_ids;
+
+/// Runs `spec` at the `process` level.
+pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
+    let start = Instant::now();
+    let deadline = start + spec.limits.wall_time;
+    let mut plan = plan::build(spec)?;
+    hand_over_workspace(spec, plan.host_uid, plan.host_gid)?;
+
+    let (stdin_r, stdin_w) = sys::pipe()?;
+    let (out_r, out_w) = sys::pipe()?;
+    let (err_r, err_w) = sys::pipe()?;
+    let (errors_r, errors_w) = sys::pipe()?;
+    let (sync_r, sync_w) = sys::pipe()?;
+    let fds = ChildFds {
+        stdin: stdin_r.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        errors: errors_w.as_raw_fd(),
+        sync: sync_r.as_raw_fd(),
+    };
+
+    // SAFETY: the child branch only calls child::run, which makes raw system calls on
+    // data built before the clone and never returns.
+    let (pid, pidfd) = match unsafe { sys::clone3(NAMESPACES) } {
+        Ok(Forked::Child) => child::run(&mut plan, &fds),
+        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Err(source) => {
+            return Err(SandboxError::Setup {
+                stage: "creating the namespaces (clone3)",
+                source,
+                hint: USERNS_HINT,
+            });
+        }
+    };
+    drop((stdin_r, out_w, err_w, errors_w, sync_r));
+    let kill = || {
+        sys::raw(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd() as usize,
+            libc::SIGKILL as usize,
+            0,
+            0,
+            0,
+        );
+    };
+
+    if let Err(source) = write_id_maps(pid, plan.host_uid, plan.host_gid) {
+        kill();
+        supervise::reap(pid);
+        return Err(SandboxError::Setup {
+            stage: "mapping the sandbox user (uid_map/gid_map)",
+            source,
+            hint: USERNS_HINT,
+        });
+    }
+    let mut sync_w = std::fs::File::from(sync_w);
+    let _ = std::io::Write::write_all(&mut sync_w, b"1");
+    drop(sync_w);
+
+    if let Some((stage, errno)) = read_setup_error(errors_r)? {
+        supervise::reap(pid);
+        let source = std::io::Error::from_raw_os_error(errno);
+        return Err(match stage {
+            Stage::Exec => SandboxError::Exec {
+                program: spec.program.to_string_lossy().into_owned(),
+                source,
+                searched: plan::searched(spec),
+            },
+            stage => SandboxError::Setup {
+                stage: stage.describe(),
+                hint: if errno == libc::EPERM {
+                    USERNS_HINT
+                } else {
+                    ""
+                },
+                source,
+            },
+        });
+    }
+
+    let finished = supervise::supervise(supervise::Running {
+        pid,
+        pidfd: pidfd.as_fd(),
+        stdin: Some(stdin_w),
+        stdout: out_r,
+        stderr: err_r,
+        input: &spec.stdin,
+        output_limit: spec.limits.output_bytes,
+        deadline,
+        kill: &kill,
+    })?;
+    let cpu_limit = spec.limits.wall_time.as_secs().max(1) * u64::from(spec.limits.cpus) + 1;
+    Ok(finished.into_report(
+        start,
+        cpu_limit,
+        Enforcement {
+            level: Level::Process,
+            limits: LimitMechanism::Rlimits,
+            landlock_abi: plan.landlock.as_ref().map(|l| l.abi),
+            seccomp_allowed: seccomp::allowed_count(),
+            host_uid: plan.host_uid,
+            network: false,
+            cpus: plan.cpu_list.clone(),
+        },
+    ))
+}
+
+/// The workspace is the one place the command may write: when the sandbox runs under
+/// another host identity than moat (moat is root; the command is `nobody`), hand the
+/// folder itself to that identity.
+fn hand_over_workspace(spec: &Spec, uid: u32, gid: u32) -> Result<(), SandboxError> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == uid {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(&spec.workspace, Some(uid), Some(gid)).map_err(|source| {
+        SandboxError::Path {
+            path: spec.workspace.clone(),
+            source,
+        }
+    })
+}
+
+fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> std::io::Result<()> {
+    let proc = format!("/proc/{pid}");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        // Unprivileged: the kernel only accepts a gid map once setgroups is denied.
+        std::fs::write(format!("{proc}/setgroups"), "deny")?;
+    }
+    let id = plan::SANDBOX_ID;
+    std::fs::write(format!("{proc}/uid_map"), format!("{id} {uid} 1\n"))?;
+    std::fs::write(format!("{proc}/gid_map"), format!("{id} {gid} 1\n"))?;
+    Ok(())
+}
+
+/// Blocks until the child either execs (the pipe closes empty) or reports a failed step.
+fn read_setup_error(errors: OwnedFd) -> std::io::Result<Option<(Stage, i32)>> {
+    let mut record = Vec::with_capacity(8);
+    std::fs::File::from(errors).read_to_end(&mut record)?;
+    if record.len() < 8 {
+        return Ok(None);
+    }
+    let stage = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
+    let errno = i32::from_le_bytes(record[4..8].try_into().expect("4 bytes"));
+    let stage = Stage::ALL
+        .get(stage as usize)
+        .copied()
+        .unwrap_or(Stage::Exec);
+    Ok(Some((stage, errno)))
+}
+
+/// Runs `spec` with no isolation (the `none` level): an empty environment but the declared
+/// one, the workspace as working directory, its own process group killed at the wall-time
+/// limit, output capped.
+pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let start = Instant::now();
+    let deadline = start + spec.limits.wall_time;
+    let mut child = Command::new(&spec.program)
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.workspace)
+        .process_group(0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SandboxError::Exec {
+            program: spec.program.to_string_lossy().into_owned(),
+            source,
+            searched: "moat's own PATH".into(),
+        })?;
+    let pid = child.id() as libc::pid_t;
+    let pidfd = sys::pidfd_open(pid)?;
+    let kill = || {
+        // SAFETY: kill takes no pointers; -pid is the process group we created.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    };
+    let finished = supervise::supervise(supervise::Running {
+        pid,
+        pidfd: pidfd.as_fd(),
+        stdin: child.stdin.take().map(OwnedFd::from),
+        stdout: child.stdout.take().map(OwnedFd::from).expect("piped"),
+        stderr: child.stderr.take().map(OwnedFd::from).expect("piped"),
+        input: &spec.stdin,
+        output_limit: spec.limits.output_bytes,
+        deadline,
+        kill: &kill,
+    })?;
+    // SAFETY: geteuid cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    Ok(finished.into_report(
+        start,
+        u64::MAX,
+        Enforcement {
+            level: Level::None,
+            limits: LimitMechanism::WallTimeOnly,
+            landlock_abi: None,
+            seccomp_allowed: 0,
+            host_uid: uid,
+            network: true,
+            cpus: Vec::new(),
+        },
+    ))
+}

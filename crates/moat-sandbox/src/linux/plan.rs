@@ -1,0 +1,579 @@
+//! Everything the child needs, computed in the parent: after `clone3` the child may not
+//! allocate, so every path, string, rule and filter is built here and only read there.
+//!
+//! The sandbox's root is a fresh tmpfs holding:
+//!
+//! | path | what |
+//! |---|---|
+//! | `/usr`, `/bin`, `/sbin`, `/lib*` | the host's, bind-mounted read-only (symlinks copied as symlinks) |
+//! | `/etc` | generated `passwd`, `group`, `hosts`, `hostname`, `nsswitch.conf`; the host's dynamic-linker files, `alternatives`, `localtime`, `ssl`, read-only |
+//! | `/dev` | `null`, `zero`, `full`, `random`, `urandom` bound from the host; `fd`, `stdin`, `stdout`, `stderr` links; a tmpfs `shm` |
+//! | `/proc` | a new proc for the sandbox's PID namespace |
+//! | `/tmp` | a private tmpfs |
+//! | `/workspace` | the per-call workspace, read-write, the working directory |
+//! | granted folders | at their host path, read-only or read-write |
+//!
+//! and the root itself is remounted read-only once built.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::c_char;
+use seccompiler::BpfProgram;
+
+use super::landlock::{self, fs};
+use crate::{Access, SandboxError, Spec};
+
+/// Where the new root is assembled before `pivot_root` (a tmpfs mounted over it in the
+/// child's own mount namespace; the host's `/tmp` is untouched).
+const STAGING: &str = "/tmp";
+/// The uid and gid the command has inside.
+pub const SANDBOX_ID: u32 = 1000;
+/// The host identity used when moat runs as root: the command must not be root anywhere.
+const NOBODY: u32 = 65534;
+
+/// Host directories shared read-only when present.
+const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+/// Host files and folders under `/etc` that programs need to start.
+const ETC_SHARED: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "localtime",
+    "ssl",
+    "protocols",
+    "services",
+];
+/// Device nodes bound from the host.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
+/// Paths inside the sandbox that a grant may not cover or lie in.
+const RESERVED: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/dev",
+    "/proc",
+    "/workspace",
+];
+
+const PASSWD: &str = "root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:1000:1000:moat sandbox:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
+const HOSTS: &str = "127.0.0.1\tlocalhost moat-sandbox\n::1\tlocalhost\n";
+const NSSWITCH: &str = "passwd: files\ngroup: files\nhosts: files\n";
+/// The sandbox's hostname (its own UTS namespace).
+pub const HOSTNAME: &[u8] = b"moat-sandbox";
+
+/// One step of building the new root. Paths are absolute, under the staging mount.
+pub enum Op {
+    /// `mkdir` with this mode.
+    Mkdir(CString, u32),
+    /// A symbolic link: (target, link path).
+    Symlink(CString, CString),
+    /// A new read-only-to-be file with this content.
+    File(CString, &'static [u8]),
+    /// Bind host path number `source` of [`ChildPlan::sources`] onto a new mount point.
+    Bind {
+        source: usize,
+        target: CString,
+        dir: bool,
+        writable: bool,
+        device: bool,
+    },
+    /// A tmpfs with these mount options.
+    Tmpfs(CString, CString),
+    /// A proc filesystem for the new PID namespace.
+    Proc(CString),
+}
+
+/// Everything the child reads.
+pub struct ChildPlan {
+    pub staging: CString,
+    pub staging_options: CString,
+    pub ops: Vec<Op>,
+    /// Host paths to bind. The child opens them first, before its setup changes what it
+    /// can see: a bind source must belong to the child's own mount namespace, so the
+    /// parent cannot open them for it.
+    pub sources: Vec<CString>,
+    /// One buffer per source for the child to write `/proc/self/fd/N` into.
+    pub source_slots: Vec<[u8; 32]>,
+    pub workdir: CString,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    pub cpus: libc::cpu_set_t,
+    pub cpu_list: Vec<usize>,
+    pub landlock: Option<landlock::Plan>,
+    pub seccomp: Vec<BpfProgram>,
+    pub candidates: Vec<CString>,
+    /// Own the strings `argv_ptrs` and `envp_ptrs` point into.
+    #[allow(dead_code)]
+    pub argv: Vec<CString>,
+    #[allow(dead_code)]
+    pub envp: Vec<CString>,
+    /// Null-terminated pointer arrays into `argv` and `envp` (which must outlive them).
+    pub argv_ptrs: Vec<*const c_char>,
+    pub envp_ptrs: Vec<*const c_char>,
+    /// Whether to clear supplementary groups (possible only when the parent may allow
+    /// setgroups in the new namespace, i.e. runs as root).
+    pub clear_groups: bool,
+    /// The highest capability number this kernel knows.
+    pub cap_last: u32,
+    /// The host identity of the sandbox's uid/gid 1000.
+    pub host_uid: u32,
+    pub host_gid: u32,
+}
+
+fn cstring(bytes: impl AsRef<[u8]>, what: &str) -> Result<CString, SandboxError> {
+    CString::new(bytes.as_ref().to_vec())
+        .map_err(|_| SandboxError::Invalid(format!("{what} contains a NUL byte")))
+}
+
+fn staged(inside: &Path) -> CString {
+    let mut bytes = STAGING.as_bytes().to_vec();
+    bytes.extend_from_slice(inside.as_os_str().as_bytes());
+    CString::new(bytes).expect("paths from the plan hold no NUL")
+}
+
+/// Resolves a host path the caller named to an absolute, symlink-free directory.
+fn resolve_dir(path: &Path) -> Result<PathBuf, SandboxError> {
+    let resolved = std::fs::canonicalize(path).map_err(|source| SandboxError::Path {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !resolved.is_dir() {
+        return Err(SandboxError::Path {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Whether `a` is `b` or lies inside it.
+fn within(a: &Path, b: &Path) -> bool {
+    a.starts_with(b)
+}
+
+/// The host identity that uid 1000 inside maps to.
+pub fn host_ids() -> (u32, u32) {
+    // SAFETY: geteuid/getegid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        (NOBODY, NOBODY)
+    } else {
+        (uid, gid)
+    }
+}
+
+fn cap_last() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Picks `n` CPUs this process may use, rotating between calls so concurrent sandboxes
+/// spread out.
+fn pick_cpus(n: u32) -> Result<(libc::cpu_set_t, Vec<usize>), SandboxError> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `allowed`.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) }
+        != 0
+    {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let usable: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: the index is below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+        .collect();
+    if usable.is_empty() {
+        return Err(SandboxError::Invalid("this process may use no CPU".into()));
+    }
+    let n = (n.max(1) as usize).min(usable.len());
+    let start = NEXT.fetch_add(n, Ordering::Relaxed);
+    let mut chosen: Vec<usize> = (0..n).map(|i| usable[(start + i) % usable.len()]).collect();
+    chosen.sort_unstable();
+    // SAFETY: as above.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in &chosen {
+        // SAFETY: c came from the allowed set, so it is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    Ok((set, chosen))
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// Builds the plan for `spec`. Host paths are opened here, so a missing grant or
+/// workspace fails before anything is started.
+pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
+    let program = spec.program.as_bytes();
+    if program.is_empty() {
+        return Err(SandboxError::Invalid("no command given".into()));
+    }
+    let limits = &spec.limits;
+    if limits.memory_bytes < 16 * 1024 * 1024 {
+        return Err(SandboxError::Invalid(
+            "the memory limit must be at least 16 MiB".into(),
+        ));
+    }
+    if limits.processes == 0 || limits.cpus == 0 || limits.wall_time.is_zero() {
+        return Err(SandboxError::Invalid(
+            "the process, CPU and wall-time limits must be above zero".into(),
+        ));
+    }
+
+    let mut ops = Vec::new();
+    let mut sources = Vec::new();
+    let mut rules: Vec<(CString, u64)> = vec![(cstring("/", "path")?, fs::READ_DIR)];
+    let mut bind = |ops: &mut Vec<Op>, host: &Path, inside: &Path, dir, writable, device| {
+        ops.push(Op::Bind {
+            source: sources.len(),
+            target: staged(inside),
+            dir,
+            writable,
+            device,
+        });
+        sources.push(cstring(host.as_os_str().as_bytes(), "a path")?);
+        Ok::<(), SandboxError>(())
+    };
+
+    let workspace = resolve_dir(&spec.workspace)?;
+    let mut exposed: Vec<PathBuf> = Vec::new();
+
+    for name in SYSTEM_DIRS {
+        let host = Path::new("/").join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&host) else {
+            continue;
+        };
+        let inside = host.clone();
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&host)?;
+            ops.push(Op::Symlink(
+                cstring(target.as_os_str().as_bytes(), "link")?,
+                staged(&inside),
+            ));
+        } else if meta.is_dir() {
+            bind(&mut ops, &host, &inside, true, false, false)?;
+            rules.push((
+                cstring(inside.as_os_str().as_bytes(), "path")?,
+                fs::READ_EXEC,
+            ));
+            exposed.push(host);
+        }
+    }
+
+    ops.push(Op::Mkdir(staged(Path::new("/etc")), 0o755));
+    for (name, content) in [
+        ("passwd", PASSWD),
+        ("group", GROUP),
+        ("hosts", HOSTS),
+        ("nsswitch.conf", NSSWITCH),
+        ("hostname", "moat-sandbox\n"),
+    ] {
+        ops.push(Op::File(
+            staged(&Path::new("/etc").join(name)),
+            content.as_bytes(),
+        ));
+    }
+    for name in ETC_SHARED {
+        let host = Path::new("/etc").join(name);
+        if let Ok(meta) = std::fs::metadata(&host) {
+            bind(&mut ops, &host, &host, meta.is_dir(), false, false)?;
+            exposed.push(host);
+        }
+    }
+    rules.push((cstring("/etc", "path")?, fs::READ_EXEC));
+
+    ops.push(Op::Mkdir(staged(Path::new("/dev")), 0o755));
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if host.exists() {
+            bind(&mut ops, &host, &host, false, true, true)?;
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(Op::Symlink(
+            cstring(target, "link")?,
+            staged(&Path::new("/dev").join(link)),
+        ));
+    }
+    let tmpfs_options = |mode: &str| {
+        CString::new(format!("mode={mode},size={}", limits.memory_bytes)).expect("digits")
+    };
+    ops.push(Op::Mkdir(staged(Path::new("/dev/shm")), 0o755));
+    ops.push(Op::Tmpfs(
+        staged(Path::new("/dev/shm")),
+        tmpfs_options("1777"),
+    ));
+    rules.push((
+        cstring("/dev", "path")?,
+        fs::READ_FILE | fs::WRITE_FILE | fs::READ_DIR | fs::TRUNCATE | fs::IOCTL_DEV,
+    ));
+    rules.push((cstring("/dev/shm", "path")?, fs::READ_WRITE));
+
+    ops.push(Op::Mkdir(staged(Path::new("/proc")), 0o555));
+    ops.push(Op::Proc(staged(Path::new("/proc"))));
+    rules.push((cstring("/proc", "path")?, fs::READ_FILE | fs::READ_DIR));
+
+    ops.push(Op::Mkdir(staged(Path::new("/tmp")), 0o1777));
+    ops.push(Op::Tmpfs(staged(Path::new("/tmp")), tmpfs_options("1777")));
+    rules.push((cstring("/tmp", "path")?, fs::READ_WRITE));
+
+    ops.push(Op::Mkdir(staged(Path::new("/workspace")), 0o755));
+    bind(
+        &mut ops,
+        &workspace,
+        Path::new("/workspace"),
+        true,
+        true,
+        false,
+    )?;
+    rules.push((cstring("/workspace", "path")?, fs::READ_WRITE));
+    exposed.push(workspace.clone());
+
+    let mut grants: Vec<(PathBuf, Access)> = Vec::new();
+    for grant in &spec.grants {
+        let path = resolve_dir(&grant.path)?;
+        if path == Path::new("/") || RESERVED.iter().any(|r| within(&path, Path::new(r))) {
+            return Err(SandboxError::ReservedPath(path));
+        }
+        for hidden in &spec.hidden {
+            let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
+            if within(&hidden, &path) || within(&path, &hidden) {
+                return Err(SandboxError::ExposesHidden {
+                    grant: path,
+                    hidden,
+                });
+            }
+        }
+        grants.push((path, grant.access));
+    }
+    // Parents before children, so a nested grant mounts on top of its parent's.
+    grants.sort_by_key(|(p, _)| p.components().count());
+    for (path, access) in &grants {
+        let mut ancestor = PathBuf::from("/");
+        for part in path.components().skip(1) {
+            if let Component::Normal(name) = part {
+                ancestor.push(name);
+                if ancestor != *path {
+                    ops.push(Op::Mkdir(staged(&ancestor), 0o755));
+                }
+            }
+        }
+        ops.push(Op::Mkdir(staged(path), 0o755));
+        let writable = *access == Access::ReadWrite;
+        bind(&mut ops, path, path, true, writable, false)?;
+        let rights = if writable {
+            fs::READ_WRITE
+        } else {
+            fs::READ_EXEC
+        };
+        rules.push((cstring(path.as_os_str().as_bytes(), "grant")?, rights));
+        exposed.push(path.clone());
+    }
+
+    for hidden in &spec.hidden {
+        let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
+        if let Some(shared) = exposed
+            .iter()
+            .filter(|e| **e != workspace)
+            .find(|e| within(&hidden, e))
+        {
+            return Err(SandboxError::ExposesHidden {
+                grant: shared.clone(),
+                hidden,
+            });
+        }
+        if within(&hidden, &workspace) && hidden != workspace {
+            return Err(SandboxError::ExposesHidden {
+                grant: workspace.clone(),
+                hidden,
+            });
+        }
+    }
+
+    let mut argv = vec![cstring(program, "the command")?];
+    for arg in &spec.args {
+        argv.push(cstring(arg.as_bytes(), "an argument")?);
+    }
+    let mut envp = Vec::new();
+    for (name, value) in &spec.env {
+        if !valid_env_name(name) {
+            return Err(SandboxError::Invalid(format!(
+                "{name:?} is not a valid environment variable name"
+            )));
+        }
+        let mut entry = OsString::from(format!("{name}="));
+        entry.push(value);
+        envp.push(cstring(entry.as_bytes(), "an environment value")?);
+    }
+    let candidates = candidates(&spec.program, &spec.path_var())?;
+    let argv_ptrs = null_terminated(&argv);
+    let envp_ptrs = null_terminated(&envp);
+
+    let cpu_seconds = limits.wall_time.as_secs().max(1) * u64::from(limits.cpus) + 1;
+    let rlimits = vec![
+        (libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
+        (libc::RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+        (libc::RLIMIT_CORE, 0, 0),
+    ];
+    let (cpus, cpu_list) = pick_cpus(limits.cpus)?;
+    let seccomp = super::seccomp::compile().map_err(SandboxError::Unsupported)?;
+    let landlock = landlock::abi().map(|abi| landlock::Plan::new(abi, rules));
+    let (host_uid, host_gid) = host_ids();
+
+    Ok(ChildPlan {
+        staging: cstring(STAGING, "path")?,
+        staging_options: CString::new("mode=0755,size=16m").expect("no NUL"),
+        ops,
+        source_slots: vec![[0; 32]; sources.len()],
+        sources,
+        workdir: cstring("/workspace", "path")?,
+        rlimits,
+        cpus,
+        cpu_list,
+        landlock,
+        seccomp,
+        candidates,
+        argv,
+        envp,
+        argv_ptrs,
+        envp_ptrs,
+        // SAFETY: geteuid cannot fail.
+        clear_groups: unsafe { libc::geteuid() } == 0,
+        cap_last: cap_last(),
+        host_uid,
+        host_gid,
+    })
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The paths `execve` tries, as `execvp` would: the program itself when it names a path,
+/// else each `PATH` entry joined with it.
+fn candidates(program: &OsStr, path: &OsStr) -> Result<Vec<CString>, SandboxError> {
+    let bytes = program.as_bytes();
+    if bytes.contains(&b'/') {
+        return Ok(vec![cstring(bytes, "the command")?]);
+    }
+    let mut out = Vec::new();
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let mut full = dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(bytes);
+        out.push(cstring(full, "a PATH entry")?);
+    }
+    Ok(out)
+}
+
+/// Where the program was looked for, for error messages.
+pub fn searched(spec: &Spec) -> String {
+    if spec.program.as_bytes().contains(&b'/') {
+        spec.program.to_string_lossy().into_owned()
+    } else {
+        format!("PATH={}", spec.path_var().to_string_lossy())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path) -> Spec {
+        Spec::new("true", Vec::<String>::new(), dir)
+    }
+
+    #[test]
+    fn the_program_is_searched_in_the_declared_path() {
+        let c = candidates(OsStr::new("sh"), OsStr::new("/usr/bin:/bin")).unwrap();
+        assert_eq!(c, [c"/usr/bin/sh".to_owned(), c"/bin/sh".to_owned()]);
+        let c = candidates(OsStr::new("./run"), OsStr::new("/usr/bin")).unwrap();
+        assert_eq!(c, [c"./run".to_owned()]);
+    }
+
+    #[test]
+    fn grants_of_the_sandbox_s_own_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for reserved in ["/", "/usr", "/usr/share", "/etc", "/proc", "/dev"] {
+            let mut s = spec(dir.path());
+            s.grants.push(crate::Grant {
+                path: reserved.into(),
+                access: Access::ReadOnly,
+            });
+            assert!(
+                matches!(build(&s), Err(SandboxError::ReservedPath(_))),
+                "{reserved}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_grant_that_exposes_a_hidden_path_is_refused_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let vault = home.join(".moat");
+        std::fs::create_dir_all(vault.join("audit")).unwrap();
+        let ws = dir.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        for granted in [&home, &vault.join("audit")] {
+            let mut s = spec(&ws);
+            s.hidden.push(vault.clone());
+            s.grants.push(crate::Grant {
+                path: granted.clone(),
+                access: Access::ReadOnly,
+            });
+            let err = build(&s).err().expect("refused");
+            assert!(matches!(err, SandboxError::ExposesHidden { .. }), "{err}");
+        }
+        // A workspace inside the hidden home is fine: only that folder is mounted.
+        let inner = vault.join("sandbox");
+        std::fs::create_dir(&inner).unwrap();
+        let mut s = spec(&inner);
+        s.hidden.push(vault.clone());
+        assert!(build(&s).is_ok());
+        // A workspace that contains it is not.
+        let mut s = spec(dir.path());
+        s.hidden.push(vault);
+        assert!(matches!(build(&s), Err(SandboxError::ExposesHidden { .. })));
+    }
+
+    #[test]
+    fn bad_names_and_nul_bytes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        s.env.push(("1BAD".into(), "x".into()));
+        assert!(matches!(build(&s), Err(SandboxError::Invalid(_))));
+        let mut s = spec(dir.path());
+        s.args.push(OsString::from("a\0b"));
+        assert!(matches!(build(&s), Err(SandboxError::Invalid(_))));
+        let mut s = spec(dir.path());
+        s.workspace = dir.path().join("missing");
+        assert!(matches!(build(&s), Err(SandboxError::Path { .. })));
+    }
+}

@@ -1,0 +1,519 @@
+//! The seccomp policy: two stacked filters compiled once per call, installed last before
+//! `execve`.
+//!
+//! 1. **Allowlist.** The system calls ordinary programs (shells, coreutils, interpreters,
+//!    compilers) use, modelled on Docker's default profile. Anything else fails with
+//!    `ENOSYS`, which programs treat as "not supported here" and fall back from (glibc
+//!    falls back from `clone3` to `clone` this way).
+//! 2. **Kill list.** Calls that only an escape attempt makes are fatal: the kernel kills
+//!    the process with `SIGSYS`, which the supervisor reports as a policy violation. They
+//!    are: ptrace, process_vm_readv/writev, mount and the new mount API, umount2,
+//!    pivot_root, chroot, kexec_load, kexec_file_load, bpf, keyctl, add_key, request_key,
+//!    userfaultfd, perf_event_open, init_module, finit_module, delete_module, unshare,
+//!    setns, open_by_handle_at, pidfd_getfd, reboot, swapon/swapoff, iopl/ioperm (x86),
+//!    `clone` with any `CLONE_NEW*` flag (new namespaces, user namespaces first of all),
+//!    `personality` with anything but the harmless personas, and the `TIOCSTI`/`TIOCLINUX`
+//!    ioctls that push input into a terminal.
+//!
+//! When two filters disagree the kernel applies the more severe action, so a call on the
+//! kill list dies even though the allowlist would merely refuse it.
+//! `sched_setaffinity` is left off the allowlist so a command cannot leave the CPUs it
+//! was pinned to.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+
+macro_rules! syscalls {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), libc::$name as i64)),*]
+    };
+}
+
+/// Allowed on every architecture.
+const ALLOWED: &[(&str, i64)] = syscalls!(
+    SYS_accept,
+    SYS_accept4,
+    SYS_bind,
+    SYS_brk,
+    SYS_capget,
+    SYS_capset,
+    SYS_chdir,
+    SYS_clock_getres,
+    SYS_clock_gettime,
+    SYS_clock_nanosleep,
+    SYS_close,
+    SYS_close_range,
+    SYS_connect,
+    SYS_copy_file_range,
+    SYS_dup,
+    SYS_dup3,
+    SYS_epoll_create1,
+    SYS_epoll_ctl,
+    SYS_epoll_pwait,
+    SYS_epoll_pwait2,
+    SYS_eventfd2,
+    SYS_execve,
+    SYS_execveat,
+    SYS_exit,
+    SYS_exit_group,
+    SYS_faccessat,
+    SYS_faccessat2,
+    SYS_fadvise64,
+    SYS_fallocate,
+    SYS_fchdir,
+    SYS_fchmod,
+    SYS_fchmodat,
+    SYS_fchmodat2,
+    SYS_fchown,
+    SYS_fchownat,
+    SYS_fcntl,
+    SYS_fdatasync,
+    SYS_fgetxattr,
+    SYS_flistxattr,
+    SYS_flock,
+    SYS_fremovexattr,
+    SYS_fsetxattr,
+    SYS_fstat,
+    SYS_fstatfs,
+    SYS_fsync,
+    SYS_ftruncate,
+    SYS_futex,
+    SYS_futex_waitv,
+    SYS_get_robust_list,
+    SYS_getcpu,
+    SYS_getcwd,
+    SYS_getdents64,
+    SYS_getegid,
+    SYS_geteuid,
+    SYS_getgid,
+    SYS_getgroups,
+    SYS_getitimer,
+    SYS_getpeername,
+    SYS_getpgid,
+    SYS_getpid,
+    SYS_getppid,
+    SYS_getpriority,
+    SYS_getrandom,
+    SYS_getresgid,
+    SYS_getresuid,
+    SYS_getrusage,
+    SYS_getsid,
+    SYS_getsockname,
+    SYS_getsockopt,
+    SYS_gettid,
+    SYS_gettimeofday,
+    SYS_getuid,
+    SYS_getxattr,
+    SYS_inotify_add_watch,
+    SYS_inotify_init1,
+    SYS_inotify_rm_watch,
+    SYS_io_cancel,
+    SYS_io_destroy,
+    SYS_io_getevents,
+    SYS_io_setup,
+    SYS_io_submit,
+    SYS_ioctl,
+    SYS_ioprio_get,
+    SYS_ioprio_set,
+    SYS_kill,
+    SYS_landlock_add_rule,
+    SYS_landlock_create_ruleset,
+    SYS_landlock_restrict_self,
+    SYS_lgetxattr,
+    SYS_linkat,
+    SYS_listen,
+    SYS_listxattr,
+    SYS_llistxattr,
+    SYS_lremovexattr,
+    SYS_lseek,
+    SYS_lsetxattr,
+    SYS_madvise,
+    SYS_membarrier,
+    SYS_memfd_create,
+    SYS_mincore,
+    SYS_mkdirat,
+    SYS_mknodat,
+    SYS_mlock,
+    SYS_mlock2,
+    SYS_mlockall,
+    SYS_mseal,
+    SYS_mmap,
+    SYS_mprotect,
+    SYS_mq_getsetattr,
+    SYS_mq_notify,
+    SYS_mq_open,
+    SYS_mq_timedreceive,
+    SYS_mq_timedsend,
+    SYS_mq_unlink,
+    SYS_mremap,
+    SYS_msgctl,
+    SYS_msgget,
+    SYS_msgrcv,
+    SYS_msgsnd,
+    SYS_msync,
+    SYS_munlock,
+    SYS_munlockall,
+    SYS_munmap,
+    SYS_nanosleep,
+    SYS_newfstatat,
+    SYS_openat,
+    SYS_openat2,
+    SYS_personality,
+    SYS_pidfd_open,
+    SYS_pidfd_send_signal,
+    SYS_pipe2,
+    SYS_ppoll,
+    SYS_prctl,
+    SYS_pread64,
+    SYS_preadv,
+    SYS_preadv2,
+    SYS_prlimit64,
+    SYS_pselect6,
+    SYS_pwrite64,
+    SYS_pwritev,
+    SYS_pwritev2,
+    SYS_read,
+    SYS_readahead,
+    SYS_readlinkat,
+    SYS_readv,
+    SYS_recvfrom,
+    SYS_recvmmsg,
+    SYS_recvmsg,
+    SYS_remap_file_pages,
+    SYS_removexattr,
+    SYS_renameat,
+    SYS_renameat2,
+    SYS_restart_syscall,
+    SYS_rseq,
+    SYS_rt_sigaction,
+    SYS_rt_sigpending,
+    SYS_rt_sigprocmask,
+    SYS_rt_sigqueueinfo,
+    SYS_rt_sigreturn,
+    SYS_rt_sigsuspend,
+    SYS_rt_sigtimedwait,
+    SYS_rt_tgsigqueueinfo,
+    SYS_sched_get_priority_max,
+    SYS_sched_get_priority_min,
+    SYS_sched_getaffinity,
+    SYS_sched_getattr,
+    SYS_sched_getparam,
+    SYS_sched_getscheduler,
+    SYS_sched_rr_get_interval,
+    SYS_sched_setattr,
+    SYS_sched_setparam,
+    SYS_sched_setscheduler,
+    SYS_sched_yield,
+    SYS_seccomp,
+    SYS_semctl,
+    SYS_semget,
+    SYS_semop,
+    SYS_semtimedop,
+    SYS_sendfile,
+    SYS_sendmmsg,
+    SYS_sendmsg,
+    SYS_sendto,
+    SYS_set_robust_list,
+    SYS_set_tid_address,
+    SYS_setfsgid,
+    SYS_setfsuid,
+    SYS_setgid,
+    SYS_setgroups,
+    SYS_setitimer,
+    SYS_setpgid,
+    SYS_setpriority,
+    SYS_setregid,
+    SYS_setresgid,
+    SYS_setresuid,
+    SYS_setreuid,
+    SYS_setsid,
+    SYS_setsockopt,
+    SYS_setuid,
+    SYS_setxattr,
+    SYS_shmat,
+    SYS_shmctl,
+    SYS_shmdt,
+    SYS_shmget,
+    SYS_shutdown,
+    SYS_sigaltstack,
+    SYS_signalfd4,
+    SYS_socket,
+    SYS_socketpair,
+    SYS_splice,
+    SYS_statfs,
+    SYS_statx,
+    SYS_symlinkat,
+    SYS_sync,
+    SYS_sync_file_range,
+    SYS_syncfs,
+    SYS_sysinfo,
+    SYS_tee,
+    SYS_tgkill,
+    SYS_timer_create,
+    SYS_timer_delete,
+    SYS_timer_getoverrun,
+    SYS_timer_gettime,
+    SYS_timer_settime,
+    SYS_timerfd_create,
+    SYS_timerfd_gettime,
+    SYS_timerfd_settime,
+    SYS_times,
+    SYS_tkill,
+    SYS_truncate,
+    SYS_umask,
+    SYS_uname,
+    SYS_unlinkat,
+    SYS_utimensat,
+    SYS_vmsplice,
+    SYS_wait4,
+    SYS_waitid,
+    SYS_write,
+    SYS_writev,
+    // clone is allowed here; the kill list refuses it with namespace flags.
+    SYS_clone,
+);
+
+/// The older x86_64 calls that newer architectures only have as `*at` forms.
+#[cfg(target_arch = "x86_64")]
+const ALLOWED_ARCH: &[(&str, i64)] = syscalls!(
+    SYS_access,
+    SYS_alarm,
+    SYS_arch_prctl,
+    SYS_chmod,
+    SYS_chown,
+    SYS_creat,
+    SYS_dup2,
+    SYS_epoll_create,
+    SYS_epoll_wait,
+    SYS_eventfd,
+    SYS_fork,
+    SYS_futimesat,
+    SYS_getdents,
+    SYS_getpgrp,
+    SYS_getrlimit,
+    SYS_inotify_init,
+    SYS_lchown,
+    SYS_link,
+    SYS_lstat,
+    SYS_mkdir,
+    SYS_mknod,
+    SYS_open,
+    SYS_pause,
+    SYS_pipe,
+    SYS_poll,
+    SYS_readlink,
+    SYS_rename,
+    SYS_rmdir,
+    SYS_select,
+    SYS_setrlimit,
+    SYS_signalfd,
+    SYS_stat,
+    SYS_symlink,
+    SYS_time,
+    SYS_unlink,
+    SYS_utime,
+    SYS_utimes,
+    SYS_vfork,
+);
+#[cfg(not(target_arch = "x86_64"))]
+const ALLOWED_ARCH: &[(&str, i64)] = &[];
+
+/// Fatal on every architecture (see the module docs).
+const KILLED: &[(&str, i64)] = syscalls!(
+    SYS_ptrace,
+    SYS_process_vm_readv,
+    SYS_process_vm_writev,
+    SYS_mount,
+    SYS_umount2,
+    SYS_pivot_root,
+    SYS_chroot,
+    SYS_kexec_load,
+    SYS_kexec_file_load,
+    SYS_bpf,
+    SYS_keyctl,
+    SYS_add_key,
+    SYS_request_key,
+    SYS_userfaultfd,
+    SYS_perf_event_open,
+    SYS_init_module,
+    SYS_finit_module,
+    SYS_delete_module,
+    SYS_unshare,
+    SYS_setns,
+    SYS_open_by_handle_at,
+    SYS_pidfd_getfd,
+    SYS_reboot,
+    SYS_swapon,
+    SYS_swapoff,
+    SYS_fsopen,
+    SYS_fsmount,
+    SYS_fsconfig,
+    SYS_move_mount,
+    SYS_open_tree,
+    SYS_mount_setattr,
+);
+#[cfg(target_arch = "x86_64")]
+const KILLED_ARCH: &[(&str, i64)] = syscalls!(SYS_iopl, SYS_ioperm);
+#[cfg(not(target_arch = "x86_64"))]
+const KILLED_ARCH: &[(&str, i64)] = &[];
+
+/// Every `CLONE_NEW*` flag: creating any namespace is an escape attempt in here.
+const CLONE_NEW_FLAGS: &[u64] = &[
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    0x80, // CLONE_NEWTIME
+];
+
+/// Personas a program may legitimately ask for: the default, the query value, and the
+/// 32-bit / UNAME26 compatibility ones. ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC and the like
+/// weaken exploit mitigations and are killed.
+const PERSONAS: &[u64] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+
+/// ioctls that inject input into a terminal (TIOCSTI) or drive the console (TIOCLINUX).
+const KILLED_IOCTLS: &[u64] = &[libc::TIOCSTI, 0x541C];
+
+/// The number of system calls on the allowlist.
+pub fn allowed_count() -> usize {
+    ALLOWED.len() + ALLOWED_ARCH.len()
+}
+
+/// Names of the system calls on the kill list (for documentation and tests).
+pub fn killed_names() -> impl Iterator<Item = &'static str> {
+    KILLED
+        .iter()
+        .chain(KILLED_ARCH)
+        .map(|(n, _)| n.trim_start_matches("SYS_"))
+}
+
+fn arch() -> Result<TargetArch, String> {
+    TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| format!("no seccomp policy for {}", std::env::consts::ARCH))
+}
+
+fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> SeccompCondition {
+    SeccompCondition::new(arg, len, op, value).expect("argument index below 6")
+}
+
+/// The two compiled filters, allowlist first.
+pub fn compile() -> Result<Vec<BpfProgram>, String> {
+    let arch = arch()?;
+    let allow: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
+        .iter()
+        .chain(ALLOWED_ARCH)
+        .map(|&(_, nr)| (nr, Vec::new()))
+        .collect();
+    let allowlist = SeccompFilter::new(
+        allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut kill: BTreeMap<i64, Vec<SeccompRule>> = KILLED
+        .iter()
+        .chain(KILLED_ARCH)
+        .map(|&(_, nr)| (nr, Vec::new()))
+        .collect();
+    let rule = |conditions| SeccompRule::new(conditions).expect("conditions are not empty");
+    kill.insert(
+        libc::SYS_clone,
+        CLONE_NEW_FLAGS
+            .iter()
+            .map(|&flag| {
+                rule(vec![cond(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::MaskedEq(flag),
+                    flag,
+                )])
+            })
+            .collect(),
+    );
+    kill.insert(
+        libc::SYS_personality,
+        vec![rule(
+            PERSONAS
+                .iter()
+                .map(|&p| cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, p))
+                .collect(),
+        )],
+    );
+    kill.insert(
+        libc::SYS_ioctl,
+        KILLED_IOCTLS
+            .iter()
+            .map(|&req| {
+                rule(vec![cond(
+                    1,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    req,
+                )])
+            })
+            .collect(),
+    );
+    let kill_list =
+        SeccompFilter::new(kill, SeccompAction::Allow, SeccompAction::KillProcess, arch)
+            .map_err(|e| e.to_string())?;
+
+    [allowlist, kill_list]
+        .into_iter()
+        .map(|f| BpfProgram::try_from(f).map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_filters_compile_for_this_architecture() {
+        let filters = compile().unwrap();
+        assert_eq!(filters.len(), 2);
+        assert!(filters.iter().all(|f| !f.is_empty() && f.len() < 4096));
+    }
+
+    #[test]
+    fn no_call_is_both_allowed_and_killed() {
+        for (name, nr) in KILLED.iter().chain(KILLED_ARCH) {
+            assert!(
+                !ALLOWED.iter().chain(ALLOWED_ARCH).any(|(_, a)| a == nr),
+                "{name} is on both lists"
+            );
+        }
+    }
+
+    #[test]
+    fn the_issue_s_named_calls_are_killed() {
+        let killed: Vec<_> = killed_names().collect();
+        for name in [
+            "ptrace",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "kexec_load",
+            "bpf",
+            "keyctl",
+            "add_key",
+            "userfaultfd",
+            "perf_event_open",
+            "init_module",
+            "finit_module",
+            "unshare",
+            "setns",
+        ] {
+            assert!(killed.contains(&name), "{name}");
+        }
+        assert!(!ALLOWED.iter().any(|(n, _)| *n == "SYS_sched_setaffinity"));
+    }
+}

@@ -1,0 +1,264 @@
+//! Watching a started command: feed its stdin, collect capped output, enforce the wall
+//! time, and read how it ended. One `poll` loop over the pidfd and the pipes, no threads.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::outcome::{Enforcement, Outcome, Report, truncation_marker};
+
+use super::sys;
+
+/// A command that has started.
+pub struct Running<'a> {
+    pub pid: libc::pid_t,
+    pub pidfd: BorrowedFd<'a>,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub input: &'a [u8],
+    pub output_limit: usize,
+    pub deadline: Instant,
+    /// Kills the whole process tree.
+    pub kill: &'a dyn Fn(),
+}
+
+/// A command that has ended.
+pub struct Finished {
+    status: libc::c_int,
+    usage: libc::rusage,
+    timed_out: bool,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+/// How long to keep reading output after the command ended, for pipes that a stray
+/// descendant of an unconfined command still holds.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+struct Capture {
+    fd: Option<OwnedFd>,
+    bytes: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+}
+
+impl Capture {
+    fn new(fd: OwnedFd, limit: usize) -> std::io::Result<Capture> {
+        sys::set_nonblocking(fd.as_raw_fd())?;
+        Ok(Capture {
+            fd: Some(fd),
+            bytes: Vec::new(),
+            limit,
+            truncated: false,
+        })
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// Reads what is available; closes at end of file.
+    fn pump(&mut self) {
+        let Some(fd) = &self.fd else { return };
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            // SAFETY: reads at most buf.len() bytes into buf from a descriptor we own.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n == 0 {
+                self.fd = None;
+                return;
+            }
+            if n < 0 {
+                match sys::errno() {
+                    libc::EINTR => continue,
+                    _ => return, // EAGAIN: nothing more for now
+                }
+            }
+            let n = n as usize;
+            let room = self.limit.saturating_sub(self.bytes.len());
+            self.bytes.extend_from_slice(&buf[..n.min(room)]);
+            if n > room {
+                self.truncated = true;
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Vec<u8>, bool) {
+        if self.truncated {
+            self.bytes
+                .extend_from_slice(truncation_marker(self.limit).as_bytes());
+        }
+        (self.bytes, self.truncated)
+    }
+}
+
+/// Waits for `pid` (our child) and returns its wait status and resource usage.
+fn wait(pid: libc::pid_t) -> (libc::c_int, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data; zeroed is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: wait4 writes into the two locals we pass.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r >= 0 || sys::errno() != libc::EINTR {
+            return (status, usage);
+        }
+    }
+}
+
+/// Reaps a child that failed during setup.
+pub fn reap(pid: libc::pid_t) {
+    wait(pid);
+}
+
+/// Runs the loop until the command has ended and its output is read.
+pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
+    let mut stdin = run.stdin;
+    if let Some(fd) = &stdin {
+        sys::set_nonblocking(fd.as_raw_fd())?;
+    }
+    if run.input.is_empty() {
+        stdin = None; // closing it gives the command end of file at once
+    }
+    let mut fed = 0;
+    let mut stdout = Capture::new(run.stdout, run.output_limit)?;
+    let mut stderr = Capture::new(run.stderr, run.output_limit)?;
+    let mut ended: Option<(libc::c_int, libc::rusage)> = None;
+    let mut timed_out = false;
+    let mut drain_until: Option<Instant> = None;
+
+    loop {
+        if ended.is_some() && stdout.fd.is_none() && stderr.fd.is_none() {
+            break;
+        }
+        let now = Instant::now();
+        if let Some(limit) = drain_until
+            && now >= limit
+        {
+            break;
+        }
+        if ended.is_none() && now >= run.deadline && !timed_out {
+            (run.kill)();
+            timed_out = true;
+        }
+        let wake = match (ended, drain_until) {
+            (Some(_), Some(limit)) => limit,
+            _ if timed_out => now + Duration::from_millis(100),
+            _ => run.deadline,
+        };
+        let timeout = wake
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let mut polled = [
+            libc::pollfd {
+                fd: if ended.is_none() {
+                    run.pidfd.as_raw_fd()
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stdout.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stderr.raw(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stdin.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll reads and writes the array we pass, of the length we pass.
+        let r = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
+        if r < 0 && sys::errno() != libc::EINTR {
+            return Err(std::io::Error::last_os_error());
+        }
+        stdout.pump();
+        stderr.pump();
+        if let Some(fd) = &stdin
+            && polled[3].revents != 0
+        {
+            let rest = &run.input[fed..];
+            // SAFETY: writes at most rest.len() bytes from rest to a descriptor we own.
+            let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if n > 0 {
+                fed += n as usize;
+            }
+            if fed >= run.input.len() || (n < 0 && sys::errno() != libc::EAGAIN) {
+                stdin = None;
+            }
+        }
+        if ended.is_none() && polled[0].revents != 0 {
+            // Whatever the command left behind dies with it (killed before the reap, so
+            // the pid and process group cannot have been reused).
+            (run.kill)();
+            ended = Some(wait(run.pid));
+            stdin = None;
+            drain_until = Some(Instant::now() + DRAIN_GRACE);
+        }
+    }
+    let (status, usage) = ended.unwrap_or_else(|| wait(run.pid));
+    Ok(Finished {
+        status,
+        usage,
+        timed_out,
+        stdout,
+        stderr,
+    })
+}
+
+fn duration(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+}
+
+impl Finished {
+    /// The typed outcome: a timeout wins over the SIGKILL that enforced it.
+    fn outcome(&self, cpu_limit_secs: u64) -> Outcome {
+        let cpu = duration(self.usage.ru_utime) + duration(self.usage.ru_stime);
+        if self.timed_out {
+            Outcome::TimedOut
+        } else if libc::WIFEXITED(self.status) {
+            Outcome::Exited(libc::WEXITSTATUS(self.status))
+        } else {
+            match libc::WTERMSIG(self.status) {
+                libc::SIGSYS => Outcome::PolicyViolation,
+                libc::SIGXCPU => Outcome::CpuLimit,
+                libc::SIGKILL if cpu.as_secs() >= cpu_limit_secs => Outcome::CpuLimit,
+                sig => Outcome::Signaled(sig),
+            }
+        }
+    }
+
+    /// The report for callers.
+    pub fn into_report(
+        self,
+        start: Instant,
+        cpu_limit_secs: u64,
+        enforcement: Enforcement,
+    ) -> Report {
+        let outcome = self.outcome(cpu_limit_secs);
+        let cpu_time = duration(self.usage.ru_utime) + duration(self.usage.ru_stime);
+        let peak_rss_bytes = self.usage.ru_maxrss.max(0) as u64 * 1024;
+        let (stdout, stdout_truncated) = self.stdout.finish();
+        let (stderr, stderr_truncated) = self.stderr.finish();
+        Report {
+            outcome,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            elapsed: start.elapsed(),
+            cpu_time,
+            peak_rss_bytes,
+            enforcement,
+        }
+    }
+}

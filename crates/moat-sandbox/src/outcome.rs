@@ -1,0 +1,123 @@
+//! What happened: a typed outcome, the captured output, and how the isolation was enforced.
+
+use std::time::Duration;
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited by itself with this status.
+    Exited(i32),
+    /// A signal killed it (not one of the cases below).
+    Signaled(i32),
+    /// It ran past the wall-time limit; the whole process tree was killed.
+    TimedOut,
+    /// The CPU-time limit stopped it (`SIGXCPU`/`SIGKILL` from RLIMIT_CPU).
+    CpuLimit,
+    /// It made a system call the seccomp filter kills for (ptrace, mount, bpf, a new user
+    /// namespace...): the kernel killed it with `SIGSYS`.
+    PolicyViolation,
+}
+
+impl Outcome {
+    /// Whether the command exited with status 0.
+    pub fn success(self) -> bool {
+        self == Outcome::Exited(0)
+    }
+
+    /// A conventional shell exit status for this outcome: the command's own status, 128 +
+    /// signal, 124 for a timeout (as timeout(1)), 125 for a policy violation.
+    pub fn exit_status(self) -> i32 {
+        match self {
+            Outcome::Exited(code) => code,
+            Outcome::Signaled(sig) => 128 + sig,
+            Outcome::TimedOut => 124,
+            Outcome::CpuLimit => 128 + libc::SIGXCPU,
+            Outcome::PolicyViolation => 125,
+        }
+    }
+
+    /// A short description for people.
+    pub fn describe(self) -> String {
+        match self {
+            Outcome::Exited(code) => format!("exited with status {code}"),
+            Outcome::Signaled(sig) => format!("killed by signal {sig} ({})", signal_name(sig)),
+            Outcome::TimedOut => "timed out: the whole process tree was killed".into(),
+            Outcome::CpuLimit => "stopped by the CPU-time limit".into(),
+            Outcome::PolicyViolation => {
+                "policy violation: a forbidden system call (seccomp killed it)".into()
+            }
+        }
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGXFSZ => "SIGXFSZ",
+        libc::SIGSYS => "SIGSYS",
+        _ => "signal",
+    }
+}
+
+/// How the memory, CPU and process limits were enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitMechanism {
+    /// setrlimit: RLIMIT_AS for memory (the program sees allocation failures), RLIMIT_NPROC
+    /// for processes, CPU affinity for the CPU count, RLIMIT_CPU as a backstop.
+    Rlimits,
+    /// Nothing beyond the wall-time and output limits (the `none` level).
+    WallTimeOnly,
+}
+
+/// What isolation was in force, for reports and audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enforcement {
+    /// The level that ran.
+    pub level: crate::Level,
+    /// How limits were enforced.
+    pub limits: LimitMechanism,
+    /// The Landlock ABI version applied, if the kernel has Landlock.
+    pub landlock_abi: Option<u32>,
+    /// System calls on the seccomp allowlist (0 when no filter was installed).
+    pub seccomp_allowed: usize,
+    /// The host uid the command ran as.
+    pub host_uid: u32,
+    /// Whether the command had any network (only loopback, down, when it did not).
+    pub network: bool,
+    /// The CPUs the command was pinned to.
+    pub cpus: Vec<usize>,
+}
+
+/// The result of one sandboxed call.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Standard output, up to the limit, with a truncation marker if cut.
+    pub stdout: Vec<u8>,
+    /// Standard error, likewise.
+    pub stderr: Vec<u8>,
+    /// Whether stdout was cut.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut.
+    pub stderr_truncated: bool,
+    /// From start to exit.
+    pub elapsed: Duration,
+    /// User + system CPU time of the command and the children it waited for.
+    pub cpu_time: Duration,
+    /// Largest resident set of any one process, in bytes.
+    pub peak_rss_bytes: u64,
+    /// What isolation was in force.
+    pub enforcement: Enforcement,
+}
+
+/// Appended to a stream cut at the output limit.
+pub fn truncation_marker(limit: usize) -> String {
+    format!("\n[moat: output truncated at {limit} bytes]\n")
+}

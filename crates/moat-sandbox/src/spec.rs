@@ -1,0 +1,163 @@
+//! What a caller asks for: the command, its declared environment, its workspace, the host
+//! folders it is granted, and its limits.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How strongly a command is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Level {
+    /// No isolation at all: the command runs on the host as moat's user, with the declared
+    /// environment only, in the workspace, under the wall-time and output limits. Only the
+    /// owner may choose it, explicitly.
+    None,
+    /// Namespaces, a read-only minimal root, seccomp, Landlock and resource limits, from
+    /// Linux primitives directly (the default).
+    #[default]
+    Process,
+    /// Delegated to gVisor's `runsc`.
+    Container,
+    /// Delegated to a Firecracker micro-VM.
+    Vm,
+}
+
+impl Level {
+    /// The name used in config and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Process => "process",
+            Level::Container => "container",
+            Level::Vm => "vm",
+        }
+    }
+
+    /// Parses a config or command-line name.
+    pub fn parse(name: &str) -> Option<Level> {
+        Some(match name {
+            "none" => Level::None,
+            "process" => Level::Process,
+            "container" => Level::Container,
+            "vm" => Level::Vm,
+            _ => return None,
+        })
+    }
+}
+
+/// Resource limits for one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Address space of each process (RLIMIT_AS), and the size of each tmpfs.
+    pub memory_bytes: u64,
+    /// CPUs the command may run on.
+    pub cpus: u32,
+    /// Processes (and threads) the command may have at once.
+    pub processes: u64,
+    /// From start to the kill of the whole process tree.
+    pub wall_time: Duration,
+    /// Bytes kept of each of stdout and stderr; the rest is read and dropped.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 * 1024 * 1024,
+            cpus: 1,
+            processes: 64,
+            wall_time: Duration::from_secs(30),
+            output_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Whether a granted host folder may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read and execute.
+    ReadOnly,
+    /// Read, execute, create, change and delete.
+    ReadWrite,
+}
+
+/// A host folder made visible inside the sandbox at the same path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The host folder (made absolute and resolved before use).
+    pub path: PathBuf,
+    /// What the command may do there.
+    pub access: Access,
+}
+
+/// One command to run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The program: a path, or a name looked up in the declared `PATH` inside the sandbox.
+    pub program: OsString,
+    /// Its arguments (not counting the program).
+    pub args: Vec<OsString>,
+    /// The whole environment the command sees: what the tool declares plus the secrets
+    /// injected for this call. Nothing of moat's own environment is passed.
+    pub env: Vec<(String, OsString)>,
+    /// Bytes written to the command's standard input (then closed).
+    pub stdin: Vec<u8>,
+    /// The host directory mounted read-write at `/workspace`, the working directory.
+    pub workspace: PathBuf,
+    /// Host folders granted to this call.
+    pub grants: Vec<Grant>,
+    /// Host paths that no mount may expose (moat's home and vault), checked against every
+    /// grant.
+    pub hidden: Vec<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// How to isolate.
+    pub level: Level,
+}
+
+/// The `PATH` declared when a caller declares none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+impl Spec {
+    /// A spec for `program args...` in `workspace` with the default limits, `PATH` and
+    /// `HOME=/workspace` as the only environment, and the `process` level.
+    pub fn new(
+        program: impl Into<OsString>,
+        args: impl IntoIterator<Item = impl Into<OsString>>,
+        workspace: impl Into<PathBuf>,
+    ) -> Spec {
+        Spec {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("HOME".into(), "/workspace".into()),
+            ],
+            stdin: Vec::new(),
+            workspace: workspace.into(),
+            grants: Vec::new(),
+            hidden: Vec::new(),
+            limits: Limits::default(),
+            level: Level::Process,
+        }
+    }
+
+    /// Declares (or replaces) one environment variable.
+    pub fn set_env(&mut self, name: impl Into<String>, value: impl Into<OsString>) {
+        let name = name.into();
+        let value = value.into();
+        match self.env.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((name, value)),
+        }
+    }
+
+    /// The declared `PATH`, or [`DEFAULT_PATH`].
+    pub(crate) fn path_var(&self) -> OsString {
+        self.env
+            .iter()
+            .find(|(n, _)| n == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| DEFAULT_PATH.into())
+    }
+}

@@ -1,0 +1,423 @@
+//! Escape attempts against the `process` level, each contained with the right outcome.
+//!
+//! These run real commands (sh, bash, coreutils, python3 from the host's /usr) in real
+//! namespaces. They need root, as in CI, or unprivileged user namespaces; a kernel without
+//! a feature the sandbox relies on fails them loudly rather than passing silently.
+
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use moat_sandbox::{Access, Grant, Outcome, Report, SandboxError, Spec, run};
+
+fn spec(workspace: &Path, script: &str) -> Spec {
+    Spec::new("/bin/sh", ["-c", script], workspace)
+}
+
+fn run_ok(spec: &Spec) -> Report {
+    match run(spec) {
+        Ok(report) => report,
+        Err(e) => panic!("the sandbox could not start: {e}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn the_kernel_gives_every_layer() {
+    let ws = tempfile::tempdir().unwrap();
+    let report = run_ok(&spec(
+        ws.path(),
+        "grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status; id -u; hostname",
+    ));
+    let out = text(&report.stdout);
+    assert!(report.outcome.success(), "{report:?}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
+    assert!(out.contains("\n1000\nmoat-sandbox"), "{out}");
+    let abi = report.enforcement.landlock_abi;
+    assert!(
+        abi.is_some(),
+        "LANDLOCK IS NOT AVAILABLE on this kernel (CONFIG_SECURITY_LANDLOCK and lsm=landlock): the filesystem rules were not applied"
+    );
+    if is_root() {
+        assert_eq!(
+            report.enforcement.host_uid, 65534,
+            "root's sandbox must be nobody on the host"
+        );
+    }
+    assert!(!report.enforcement.network);
+}
+
+#[test]
+fn host_secrets_are_out_of_sight() {
+    let ws = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let canary = "moat-canary-7f3a9c1e";
+    std::fs::write(home.path().join("vault.moat"), canary).unwrap();
+    let script = format!(
+        "cat /etc/shadow; ls /root; cat /root/.bashrc; cat {home}/vault.moat; ls {home}; \
+         ls /home; cat /proc/1/environ; ls /sys; cat /proc/kcore | head -c 10; true",
+        home = home.path().display()
+    );
+    let mut s = spec(ws.path(), &script);
+    s.hidden.push(home.path().to_path_buf());
+    let report = run_ok(&s);
+    let all = text(&report.stdout) + &text(&report.stderr);
+    assert!(!all.contains(canary), "{all}");
+    assert!(all.contains("/etc/shadow: No such file"), "{all}");
+    assert!(all.contains("/root"), "{all}");
+
+    // Granting a folder that holds moat's home is refused before anything runs.
+    let mut s = spec(ws.path(), "true");
+    s.hidden.push(home.path().join("vault.moat"));
+    s.grants.push(Grant {
+        path: home.path().to_path_buf(),
+        access: Access::ReadOnly,
+    });
+    assert!(matches!(run(&s), Err(SandboxError::ExposesHidden { .. })));
+}
+
+#[test]
+fn only_the_workspace_is_writable() {
+    let ws = tempfile::tempdir().unwrap();
+    let ro = tempfile::tempdir().unwrap();
+    std::fs::write(ro.path().join("kept"), "original").unwrap();
+    let script = format!(
+        "for f in /usr/x /etc/x /x /dev/x /proc/x {ro}/kept {ro}/new; do \
+           if echo pwned > $f; then echo WROTE $f; fi; done; \
+         echo ok > /tmp/scratch && cat /tmp/scratch; echo result > /workspace/out.txt",
+        ro = ro.path().display()
+    );
+    let mut s = spec(ws.path(), &script);
+    s.grants.push(Grant {
+        path: ro.path().to_path_buf(),
+        access: Access::ReadOnly,
+    });
+    let report = run_ok(&s);
+    let out = text(&report.stdout);
+    assert!(!out.contains("WROTE"), "{out}\n{}", text(&report.stderr));
+    assert!(out.contains("ok"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(ro.path().join("kept")).unwrap(),
+        "original"
+    );
+    assert!(!ro.path().join("new").exists());
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("out.txt")).unwrap(),
+        "result\n"
+    );
+    // The sandbox's /tmp was its own.
+    assert!(
+        !Path::new("/tmp/scratch").exists()
+            || std::fs::read_to_string("/tmp/scratch").unwrap() != "ok\n"
+    );
+}
+
+#[test]
+fn a_read_write_grant_is_writable_at_its_host_path() {
+    let ws = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("in.txt"), "input").unwrap();
+    if is_root() {
+        // The command is `nobody` on the host: the owner grants it the folder.
+        std::os::unix::fs::chown(project.path(), Some(65534), Some(65534)).unwrap();
+    }
+    let script = format!(
+        "cat {p}/in.txt && echo done > {p}/out.txt",
+        p = project.path().display()
+    );
+    let mut s = spec(ws.path(), &script);
+    s.grants.push(Grant {
+        path: project.path().to_path_buf(),
+        access: Access::ReadWrite,
+    });
+    let report = run_ok(&s);
+    assert!(report.outcome.success(), "{}", text(&report.stderr));
+    assert_eq!(text(&report.stdout), "input");
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("out.txt")).unwrap(),
+        "done\n"
+    );
+}
+
+#[test]
+fn a_listener_on_the_host_loopback_sees_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ws = tempfile::tempdir().unwrap();
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED; \
+         exec 4<>/dev/tcp/localhost/{port} && echo CONNECTED; true"
+    );
+    let report = run_ok(&Spec::new("/bin/bash", ["-c", &script], ws.path()));
+    assert!(!text(&report.stdout).contains("CONNECTED"), "{report:?}");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the host listener was reached: {other:?}"),
+    }
+}
+
+#[test]
+fn a_fork_bomb_is_bounded_and_killed() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = Spec::new(
+        "/bin/bash",
+        ["-c", "b() { b | b & }; b; sleep 30"],
+        ws.path(),
+    );
+    s.limits.wall_time = Duration::from_secs(3);
+    let report = run_ok(&s);
+    assert!(!report.outcome.success(), "{report:?}");
+    assert!(
+        report.elapsed < Duration::from_secs(10),
+        "{:?}",
+        report.elapsed
+    );
+    // Nothing of it survives: every process of the sandbox's PID namespace is gone.
+    std::thread::sleep(Duration::from_millis(200));
+    let survivors = count_processes_of(report.enforcement.host_uid);
+    if is_root() {
+        assert_eq!(
+            survivors, 0,
+            "processes of uid {} remain",
+            report.enforcement.host_uid
+        );
+    }
+}
+
+fn count_processes_of(uid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cmdline")).is_ok_and(|c| c.contains("bash"))
+        })
+        .count()
+}
+
+#[test]
+fn the_process_limit_holds() {
+    let ws = tempfile::tempdir().unwrap();
+    let script = "import os, time\nn = 0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n            time.sleep(5)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('STOPPED', n, e.errno)\n";
+    let mut s = Spec::new("/usr/bin/python3", ["-c", script], ws.path());
+    s.limits.processes = 16;
+    let report = run_ok(&s);
+    let out = text(&report.stdout);
+    // The first process counts too: 15 children, then EAGAIN.
+    assert_eq!(
+        out.trim(),
+        format!("STOPPED 15 {}", libc::EAGAIN),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_memory_hog_gets_no_more_than_the_limit() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = Spec::new(
+        "/usr/bin/python3",
+        [
+            "-c",
+            "b = bytearray(512 * 1024 * 1024); print('ALLOCATED', len(b))",
+        ],
+        ws.path(),
+    );
+    s.limits.memory_bytes = 128 * 1024 * 1024;
+    let report = run_ok(&s);
+    assert!(!report.outcome.success(), "{report:?}");
+    assert!(!text(&report.stdout).contains("ALLOCATED"));
+    assert!(
+        text(&report.stderr).contains("MemoryError"),
+        "{}",
+        text(&report.stderr)
+    );
+    assert!(report.peak_rss_bytes < 128 * 1024 * 1024);
+}
+
+#[test]
+fn a_cpu_spin_is_killed_at_the_wall_time_with_its_children() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = spec(ws.path(), "sleep 100 & while :; do :; done");
+    s.limits.wall_time = Duration::from_secs(2);
+    let report = run_ok(&s);
+    assert_eq!(report.outcome, Outcome::TimedOut);
+    assert_eq!(report.outcome.exit_status(), 124);
+    assert!(report.elapsed >= Duration::from_secs(2));
+    assert!(
+        report.elapsed < Duration::from_secs(8),
+        "{:?}",
+        report.elapsed
+    );
+    assert_eq!(report.enforcement.cpus.len(), 1);
+}
+
+#[test]
+fn ptrace_of_a_host_process_is_a_policy_violation() {
+    let ws = tempfile::tempdir().unwrap();
+    let host_pid = std::process::id();
+    let script = format!(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+         print('ATTACHED', libc.ptrace(16, {host_pid}, None, None), flush=True)\n"
+    );
+    let report = run_ok(&Spec::new("/usr/bin/python3", ["-c", &script], ws.path()));
+    assert_eq!(report.outcome, Outcome::PolicyViolation, "{report:?}");
+    assert!(!text(&report.stdout).contains("ATTACHED"));
+}
+
+#[test]
+fn mount_and_new_namespaces_are_policy_violations() {
+    let ws = tempfile::tempdir().unwrap();
+    let mount = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+                 print(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))\n";
+    let report = run_ok(&Spec::new("/usr/bin/python3", ["-c", mount], ws.path()));
+    assert_eq!(report.outcome, Outcome::PolicyViolation, "{report:?}");
+
+    for args in [["-U", "true"], ["-r", "true"], ["-n", "true"]] {
+        let report = run_ok(&Spec::new("/usr/bin/unshare", args, ws.path()));
+        assert_eq!(
+            report.outcome,
+            Outcome::PolicyViolation,
+            "unshare {args:?}: {report:?}"
+        );
+    }
+    // The command's own view is unchanged: it never had the capabilities anyway.
+    let report = run_ok(&spec(ws.path(), "umount /proc"));
+    assert!(!report.outcome.success());
+}
+
+#[test]
+fn a_setuid_binary_gives_no_privilege() {
+    let ws = tempfile::tempdir().unwrap();
+    let report = run_ok(&spec(ws.path(), "/usr/bin/su -c id root </dev/null; id -u"));
+    assert!(!text(&report.stdout).contains("uid=0"), "{report:?}");
+
+    if is_root() {
+        // A setuid-root copy of `id` in a granted folder still runs as the sandbox user.
+        let bin = tempfile::tempdir().unwrap();
+        let suid = bin.path().join("id");
+        std::fs::copy("/usr/bin/id", &suid).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let mut s = Spec::new(&suid, ["-u"], ws.path());
+        s.grants.push(Grant {
+            path: bin.path().to_path_buf(),
+            access: Access::ReadOnly,
+        });
+        let report = run_ok(&s);
+        assert_eq!(text(&report.stdout).trim(), "1000", "{report:?}");
+    } else {
+        eprintln!("NOT ROOT: the setuid-root copy check needs root and was not run");
+    }
+}
+
+#[test]
+fn moat_s_own_environment_never_reaches_the_command() {
+    let canary = "moat-env-canary-41c0ffee";
+    // SAFETY: nextest runs each test in its own process; no other thread reads the env.
+    unsafe { std::env::set_var("MOAT_TEST_SECRET", canary) };
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        ws.path(),
+        "env; cat /proc/1/environ /proc/self/environ; for p in /proc/[0-9]*; do cat $p/environ; done; true",
+    );
+    s.set_env("DECLARED", "visible");
+    let report = run_ok(&s);
+    let all = text(&report.stdout) + &text(&report.stderr);
+    assert!(!all.contains(canary), "{all}");
+    assert!(all.contains("DECLARED=visible"), "{all}");
+    let stdout = text(&report.stdout);
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| ["PATH", "HOME", "DECLARED", "PWD", "SHLVL", "_"].contains(n)),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn output_is_capped_with_a_marker() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = spec(ws.path(), "head -c 3000000 /dev/zero; echo tail >&2");
+    s.limits.output_bytes = 1024 * 1024;
+    let report = run_ok(&s);
+    assert!(report.outcome.success());
+    assert!(report.stdout_truncated);
+    let marker = moat_sandbox::truncation_marker(1024 * 1024);
+    assert_eq!(report.stdout.len(), 1024 * 1024 + marker.len());
+    assert!(report.stdout.ends_with(marker.as_bytes()));
+    assert!(!report.stderr_truncated);
+    assert_eq!(text(&report.stderr), "tail\n");
+}
+
+#[test]
+fn stdin_reaches_the_command() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = Spec::new("/usr/bin/wc", ["-c"], ws.path());
+    s.stdin = vec![b'x'; 300_000];
+    let report = run_ok(&s);
+    assert_eq!(text(&report.stdout).trim(), "300000");
+}
+
+#[test]
+fn a_missing_command_is_an_error_not_an_outcome() {
+    let ws = tempfile::tempdir().unwrap();
+    let err = run(&Spec::new("no-such-tool", Vec::<String>::new(), ws.path())).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, SandboxError::Exec { .. }), "{message}");
+    assert!(
+        message.contains("no-such-tool") && message.contains("PATH="),
+        "{message}"
+    );
+}
+
+#[test]
+fn container_and_vm_levels_say_what_to_install() {
+    let ws = tempfile::tempdir().unwrap();
+    for level in [moat_sandbox::Level::Container, moat_sandbox::Level::Vm] {
+        let mut s = spec(ws.path(), "true");
+        s.level = level;
+        let message = run(&s).unwrap_err().to_string();
+        assert!(
+            message.contains("runsc") || message.contains("firecracker"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn the_none_level_still_clears_the_environment_and_keeps_time() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut s = spec(ws.path(), "env; sleep 30 & sleep 30");
+    s.level = moat_sandbox::Level::None;
+    s.limits.wall_time = Duration::from_secs(1);
+    let report = run_ok(&s);
+    assert_eq!(report.outcome, Outcome::TimedOut);
+    assert!(
+        !text(&report.stdout).contains("MOAT"),
+        "{}",
+        text(&report.stdout)
+    );
+}
