@@ -27,6 +27,7 @@ use crate::secret::SecretRef;
 
 pub mod egress;
 pub mod llm;
+pub mod sandbox;
 
 /// The main listener's port unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 7411;
@@ -53,6 +54,8 @@ pub struct Config {
     pub llm: llm::LlmConfig,
     /// `[egress]`: the policy for URLs that someone other than the owner supplied.
     pub egress: egress::EgressConfig,
+    /// `[sandbox]`: profiles for running tool commands isolated.
+    pub sandbox: sandbox::SandboxConfig,
 }
 
 /// `[server]`.
@@ -556,6 +559,11 @@ impl Config {
         egress::validate(&config.egress).map_err(|(key, message)| ConfigError::Invalid {
             origin: origin_for(key),
             key: key.to_string(),
+            message,
+        })?;
+        sandbox::validate(&config.sandbox).map_err(|(key, message)| ConfigError::Invalid {
+            origin: origin_for(&key),
+            key,
             message,
         })?;
         Ok(Loaded {

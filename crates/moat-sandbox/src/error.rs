@@ -21,7 +21,7 @@ pub enum SandboxError {
     },
     /// A grant names a path the sandbox already provides or cannot mount over.
     #[error(
-        "cannot grant {0}: it is part of the sandbox's own filesystem (/, /usr, /bin, /lib*, /etc, /dev, /proc, /tmp, /workspace); grant a folder elsewhere"
+        "cannot grant {0}: it is part of the sandbox's own filesystem (/, /usr, /bin, /sbin, /lib*, /etc, /dev, /proc, /workspace); grant a folder elsewhere"
     )]
     ReservedPath(PathBuf),
     /// A granted folder or the workspace could not be opened.

@@ -25,14 +25,15 @@ impl Outcome {
     }
 
     /// A conventional shell exit status for this outcome: the command's own status, 128 +
-    /// signal, 124 for a timeout (as timeout(1)), 125 for a policy violation.
+    /// signal, 124 for a timeout (as timeout(1)), 159 (128 + SIGSYS) for a policy
+    /// violation.
     pub fn exit_status(self) -> i32 {
         match self {
             Outcome::Exited(code) => code,
             Outcome::Signaled(sig) => 128 + sig,
             Outcome::TimedOut => 124,
             Outcome::CpuLimit => 128 + libc::SIGXCPU,
-            Outcome::PolicyViolation => 125,
+            Outcome::PolicyViolation => 128 + libc::SIGSYS,
         }
     }
 

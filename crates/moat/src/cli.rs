@@ -115,11 +115,75 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command in the sandbox that tool calls use, to try a profile.
+    ///
+    /// The `process` level gives the command new namespaces (no network, its own PIDs), a
+    /// read-only root of the host's /usr and libraries, a private /tmp, and a fresh
+    /// /workspace as its only writable place (host folders only with --grant); an empty
+    /// environment but PATH, HOME and what you declare; no capabilities, no_new_privs,
+    /// Landlock and a seccomp filter; and limits: memory, CPUs, processes, wall time
+    /// (the whole process tree is killed), output size.
+    ///
+    /// The command's output is printed as it was captured; a summary goes to stderr.
+    /// Exit status: the command's own; 128+N when signal N killed it; 124 on timeout;
+    /// 159 (128+SIGSYS) when it made a forbidden system call; 125 when the sandbox
+    /// could not be set up; 127 when the command was not found.
+    ///
+    /// Examples:
+    ///   moat sandbox run -- sh -c 'id; ls /'
+    ///   moat sandbox run --grant ro:/srv/data -- python3 /srv/data/report.py
+    ///   moat sandbox run --profile build --wall-time 5m -- make -j2
+    ///   moat sandbox run --secret GITHUB_TOKEN=github -- ./publish.sh
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `moat sandbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Run one command sandboxed and report how it ended.
+    Run(SandboxRun),
+}
+
+/// `moat sandbox run`.
+#[derive(Debug, Args)]
+pub struct SandboxRun {
+    /// The profile from [sandbox.profiles.NAME] (`default` is built in).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub profile: String,
+    /// A host folder visible at the same path: ro:/path or rw:/path (repeatable).
+    #[arg(long = "grant", value_name = "ro:PATH|rw:PATH")]
+    pub grants: Vec<String>,
+    /// An environment variable for the command (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Inject the vault secret NAME as the variable VAR for this call only (repeatable).
+    #[arg(long = "secret", value_name = "VAR=NAME")]
+    pub secrets: Vec<String>,
+    /// Override the profile's memory limit, in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u64>,
+    /// Override the profile's wall-time limit, e.g. 10s or 5m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wall_time: Option<std::time::Duration>,
+    /// Pass this process's standard input to the command (read fully first).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Keep the workspace folder afterwards and print where it is.
+    #[arg(long)]
+    pub keep_workspace: bool,
+    /// Print the report as JSON on stdout instead of the command's output.
+    #[arg(long)]
+    pub json: bool,
+    /// The command and its arguments (after --).
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 /// `moat egress` subcommands.

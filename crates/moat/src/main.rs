@@ -8,6 +8,7 @@ mod cli;
 mod doctor;
 mod egress_cmd;
 mod logging;
+mod sandbox_cmd;
 mod scan_cmd;
 mod serve;
 mod status;
@@ -112,6 +113,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Route { model } => backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS),
         Command::Egress(command) => egress_cmd::run(&home()?, command),
         Command::Scan { file, json } => scan_cmd::run(file, *json),
+        Command::Sandbox(command) => sandbox_cmd::run(&home()?, command),
     }
 }
 

@@ -1,0 +1,156 @@
+//! `[sandbox]`: named profiles for running tool commands isolated. Data only;
+//! `moat-sandbox` enforces it.
+//!
+//! ```toml
+//! [sandbox.profiles.build]
+//! level = "process"          # none | process | container | vm
+//! memory_mib = 1024
+//! cpus = 2
+//! processes = 256
+//! wall_time = "5m"
+//! output_kib = 4096
+//! env = { LANG = "C.UTF-8" } # the whole environment besides PATH and HOME
+//! grants = ["ro:/srv/datasets", "rw:/home/me/project"]
+//! ```
+//!
+//! A profile named `default` is used when none is named; it exists with the built-in
+//! values below unless configured.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[sandbox]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Profiles by name.
+    pub profiles: BTreeMap<String, SandboxProfile>,
+}
+
+/// One `[sandbox.profiles.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxProfile {
+    /// `process` (the default), `none` (no isolation: owner only), `container` (gVisor's
+    /// runsc) or `vm` (Firecracker).
+    pub level: String,
+    /// Memory per process, in MiB (also the size of the private /tmp).
+    pub memory_mib: u64,
+    /// CPUs the command may run on.
+    pub cpus: u32,
+    /// Processes and threads at once.
+    pub processes: u64,
+    /// Wall time before the whole process tree is killed.
+    #[serde(with = "humantime_serde")]
+    pub wall_time: Duration,
+    /// KiB kept of each of stdout and stderr.
+    pub output_kib: u64,
+    /// Environment variables the command sees, besides PATH and HOME.
+    pub env: BTreeMap<String, String>,
+    /// Host folders visible inside at the same path: `ro:/path` or `rw:/path`.
+    pub grants: Vec<String>,
+}
+
+impl Default for SandboxProfile {
+    fn default() -> Self {
+        Self {
+            level: "process".into(),
+            memory_mib: 256,
+            cpus: 1,
+            processes: 64,
+            wall_time: Duration::from_secs(30),
+            output_kib: 1024,
+            env: BTreeMap::new(),
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// The isolation levels a profile may name.
+pub const LEVELS: &[&str] = &["none", "process", "container", "vm"];
+
+/// Splits a grant `ro:/path` / `rw:/path` into (writable, path).
+pub fn parse_grant(text: &str) -> Option<(bool, &str)> {
+    let (mode, path) = text.split_once(':')?;
+    let writable = match mode {
+        "ro" => false,
+        "rw" => true,
+        _ => return None,
+    };
+    path.starts_with('/').then_some((writable, path))
+}
+
+/// Checks `[sandbox]`; the error names the key.
+pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
+    for (name, p) in &s.profiles {
+        let key = |field: &str| format!("sandbox.profiles.{name}.{field}");
+        if !LEVELS.contains(&p.level.as_str()) {
+            return Err((
+                key("level"),
+                format!("must be one of {}", LEVELS.join(", ")),
+            ));
+        }
+        if p.memory_mib < 16 {
+            return Err((key("memory_mib"), "must be at least 16".into()));
+        }
+        if p.cpus == 0 || p.processes == 0 || p.output_kib == 0 || p.wall_time.is_zero() {
+            return Err((
+                key("cpus, processes, output_kib, wall_time"),
+                "must be above zero".into(),
+            ));
+        }
+        for grant in &p.grants {
+            if parse_grant(grant).is_none() {
+                return Err((
+                    key("grants"),
+                    format!("{grant:?} must be ro:/absolute/path or rw:/absolute/path"),
+                ));
+            }
+        }
+        for var in p.env.keys() {
+            let mut chars = var.chars();
+            let valid = matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+                && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+            if !valid {
+                return Err((key("env"), format!("{var:?} is not a variable name")));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl SandboxConfig {
+    /// The profile called `name`; `default` exists even when not configured.
+    pub fn profile(&self, name: &str) -> Option<SandboxProfile> {
+        match self.profiles.get(name) {
+            Some(p) => Some(p.clone()),
+            None if name == "default" => Some(SandboxProfile::default()),
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_and_levels_are_checked_with_the_key_named() {
+        assert_eq!(parse_grant("rw:/srv"), Some((true, "/srv")));
+        assert_eq!(parse_grant("ro:relative"), None);
+        assert_eq!(parse_grant("x:/srv"), None);
+        let mut c = SandboxConfig::default();
+        c.profiles.insert(
+            "t".into(),
+            SandboxProfile {
+                level: "docker".into(),
+                ..SandboxProfile::default()
+            },
+        );
+        assert_eq!(validate(&c).unwrap_err().0, "sandbox.profiles.t.level");
+        assert!(c.profile("default").is_some());
+        assert!(c.profile("missing").is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! `moat sandbox run`: one command through the sandbox tool calls use, so owners can try a
+//! profile and see what a tool would see.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use moat_core::config::sandbox::{SandboxProfile, parse_grant};
+use moat_core::home::Home;
+use moat_sandbox::{Access, Grant, Level, Limits, Report, SandboxError, Spec};
+
+use crate::Failure;
+use crate::cli::{SandboxCommand, SandboxRun};
+
+/// Exit status when the sandbox could not be set up (as timeout(1) and `docker run`).
+const SETUP_FAILED: u8 = 125;
+/// Exit status when the command was not found.
+const NOT_FOUND: u8 = 127;
+
+/// Runs a `sandbox` subcommand.
+pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
+    let SandboxCommand::Run(args) = command;
+    let loaded = crate::load_config(home, &[])?;
+    let profile = loaded
+        .config
+        .sandbox
+        .profile(&args.profile)
+        .ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "no sandbox profile {:?}: define [sandbox.profiles.{}] in {}",
+                args.profile,
+                args.profile,
+                home.config_file().display()
+            ))
+        })?;
+    let mut spec = spec_for(&profile, args)?;
+    spec.hidden.push(home.root().to_path_buf());
+    for secret in &args.secrets {
+        let (var, name) = split_assignment(secret, "--secret", "VAR=NAME")?;
+        let vault = crate::vault_cmd::unlock(home)?;
+        let entry = vault.get(name).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "--secret {var}={name}: the vault has no secret {name:?} (see `moat vault list`)"
+            ))
+        })?;
+        spec.set_env(
+            var,
+            OsString::from(std::ffi::OsStr::from_bytes(entry.value())),
+        );
+    }
+    if args.stdin {
+        std::io::stdin()
+            .read_to_end(&mut spec.stdin)
+            .map_err(|e| Failure::runtime(anyhow!("cannot read standard input: {e}")))?;
+    }
+
+    let workspace = Workspace::create(home).map_err(Failure::runtime)?;
+    spec.workspace = workspace.path.clone();
+    let result = moat_sandbox::run(&spec);
+    let kept = args.keep_workspace.then(|| workspace.keep());
+
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            let code = match error {
+                SandboxError::Exec { .. } => NOT_FOUND,
+                SandboxError::Invalid(_)
+                | SandboxError::ReservedPath(_)
+                | SandboxError::ExposesHidden { .. }
+                | SandboxError::Path { .. }
+                | SandboxError::MissingRuntime { .. } => 2,
+                _ => SETUP_FAILED,
+            };
+            eprintln!("moat sandbox: {error}");
+            return Ok(ExitCode::from(code));
+        }
+    };
+    if args.json {
+        println!("{}", report_json(&report, kept.as_deref()));
+    } else {
+        let _ = std::io::stdout().write_all(&report.stdout);
+        let _ = std::io::stderr().write_all(&report.stderr);
+        eprintln!("{}", summary(&report));
+        if let Some(path) = &kept {
+            eprintln!("moat sandbox: workspace kept at {}", path.display());
+        }
+    }
+    Ok(ExitCode::from(
+        report.outcome.exit_status().clamp(0, 255) as u8
+    ))
+}
+
+fn split_assignment<'a>(
+    text: &'a str,
+    flag: &str,
+    shape: &str,
+) -> Result<(&'a str, &'a str), Failure> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| Failure::usage(anyhow!("{flag} {text:?}: expected {shape}")))
+}
+
+/// The spec a profile and the command-line overrides describe.
+fn spec_for(profile: &SandboxProfile, args: &SandboxRun) -> Result<Spec, Failure> {
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let mut spec = Spec::new(program, rest.to_vec(), PathBuf::new());
+    spec.level = Level::parse(&profile.level).expect("validated with the config");
+    spec.limits = Limits {
+        memory_bytes: args.memory.unwrap_or(profile.memory_mib) * 1024 * 1024,
+        cpus: profile.cpus,
+        processes: profile.processes,
+        wall_time: args.wall_time.unwrap_or(profile.wall_time),
+        output_bytes: (profile.output_kib * 1024) as usize,
+    };
+    if spec.limits.wall_time.is_zero() {
+        return Err(Failure::usage(anyhow!("--wall-time must be above zero")));
+    }
+    for (name, value) in &profile.env {
+        spec.set_env(name, value);
+    }
+    for assignment in &args.env {
+        let (name, value) = split_assignment(assignment, "--env", "NAME=VALUE")?;
+        spec.set_env(name, value);
+    }
+    for grant in profile.grants.iter().chain(&args.grants) {
+        let (writable, path) = parse_grant(grant).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "--grant {grant:?}: expected ro:/absolute/path or rw:/absolute/path"
+            ))
+        })?;
+        spec.grants.push(Grant {
+            path: path.into(),
+            access: if writable {
+                Access::ReadWrite
+            } else {
+                Access::ReadOnly
+            },
+        });
+    }
+    Ok(spec)
+}
+
+/// A per-call folder under `MOAT_HOME/sandbox/`, removed when dropped unless kept.
+struct Workspace {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Workspace {
+    fn create(home: &Home) -> anyhow::Result<Workspace> {
+        use std::os::unix::fs::DirBuilderExt;
+        home.ensure()?;
+        let parent = home.root().join("sandbox");
+        let mut builder = std::fs::DirBuilder::new();
+        builder.mode(0o700);
+        match builder.create(&parent) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(anyhow!("cannot create {}: {e}", parent.display()));
+            }
+            _ => {}
+        }
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| anyhow!("no randomness: {e}"))?;
+        let path = parent.join(hex::encode(id));
+        builder
+            .create(&path)
+            .map_err(|e| anyhow!("cannot create {}: {e}", path.display()))?;
+        Ok(Workspace { path, keep: false })
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.keep = true;
+        self.path.clone()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// One line for people: how it ended and what isolation was in force.
+fn summary(report: &Report) -> String {
+    let e = &report.enforcement;
+    let mut parts = vec![format!("{} level", e.level.name())];
+    if e.level == Level::Process {
+        parts.push(match e.landlock_abi {
+            Some(abi) => format!("Landlock ABI {abi}"),
+            None => "no Landlock (the kernel lacks it)".into(),
+        });
+        parts.push(format!("seccomp allowlist of {} calls", e.seccomp_allowed));
+        parts.push("limits by rlimits (no writable cgroup v2 is used)".into());
+        parts.push(format!("host uid {}", e.host_uid));
+        parts.push(format!("CPU {:?}", e.cpus));
+        parts.push("no network".into());
+    }
+    let mut line = format!(
+        "moat sandbox: {} after {} (cpu {}, peak memory {} MiB; {})",
+        report.outcome.describe(),
+        ms(report.elapsed),
+        ms(report.cpu_time),
+        report.peak_rss_bytes / (1024 * 1024),
+        parts.join(", ")
+    );
+    for (name, cut) in [
+        ("stdout", report.stdout_truncated),
+        ("stderr", report.stderr_truncated),
+    ] {
+        if cut {
+            line.push_str(&format!(
+                "\nmoat sandbox: {name} was cut at the output limit"
+            ));
+        }
+    }
+    line
+}
+
+fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
+    let e = &report.enforcement;
+    let outcome = match report.outcome {
+        moat_sandbox::Outcome::Exited(code) => serde_json::json!({"kind": "exited", "code": code}),
+        moat_sandbox::Outcome::Signaled(sig) => {
+            serde_json::json!({"kind": "signaled", "signal": sig})
+        }
+        moat_sandbox::Outcome::TimedOut => serde_json::json!({"kind": "timed_out"}),
+        moat_sandbox::Outcome::CpuLimit => serde_json::json!({"kind": "cpu_limit"}),
+        moat_sandbox::Outcome::PolicyViolation => serde_json::json!({"kind": "policy_violation"}),
+    };
+    serde_json::json!({
+        "outcome": outcome,
+        "exit_status": report.outcome.exit_status(),
+        "stdout": String::from_utf8_lossy(&report.stdout),
+        "stderr": String::from_utf8_lossy(&report.stderr),
+        "stdout_truncated": report.stdout_truncated,
+        "stderr_truncated": report.stderr_truncated,
+        "elapsed_ms": report.elapsed.as_secs_f64() * 1000.0,
+        "cpu_ms": report.cpu_time.as_secs_f64() * 1000.0,
+        "peak_rss_bytes": report.peak_rss_bytes,
+        "enforcement": {
+            "level": e.level.name(),
+            "limits": match e.limits {
+                moat_sandbox::LimitMechanism::Rlimits => "rlimits",
+                moat_sandbox::LimitMechanism::WallTimeOnly => "wall_time_only",
+            },
+            "landlock_abi": e.landlock_abi,
+            "seccomp_allowed": e.seccomp_allowed,
+            "host_uid": e.host_uid,
+            "network": e.network,
+            "cpus": e.cpus,
+        },
+        "workspace": kept.map(|p| p.display().to_string()),
+    })
+}

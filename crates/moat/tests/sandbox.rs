@@ -1,0 +1,199 @@
+//! `moat sandbox run` as a user meets it: exit statuses, injected secrets, moat's own
+//! environment and home kept out, the workspace cleaned up. Needs what the sandbox needs
+//! (root in CI, or unprivileged user namespaces).
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::*;
+
+fn sandbox(home: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut all = vec!["sandbox", "run"];
+    all.extend_from_slice(args);
+    run_moat(home, &all, env)
+}
+
+#[test]
+fn exit_statuses_say_how_the_command_ended() {
+    let home = new_home();
+    let (code, out, err) = sandbox(
+        home.path(),
+        &["--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+        &[],
+    );
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(out, "out\n");
+    assert!(
+        err.starts_with("err\nmoat sandbox: exited with status 7"),
+        "{err}"
+    );
+    assert!(
+        err.contains("process level") && err.contains("no network"),
+        "{err}"
+    );
+
+    let (code, _, err) = sandbox(
+        home.path(),
+        &["--wall-time", "1s", "--", "sleep", "20"],
+        &[],
+    );
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+
+    let (code, _, err) = sandbox(home.path(), &["--", "unshare", "-U", "true"], &[]);
+    assert_eq!(code, 159, "{err}");
+    assert!(err.contains("policy violation"), "{err}");
+
+    let (code, _, err) = sandbox(home.path(), &["--", "no-such-tool"], &[]);
+    assert_eq!(code, 127, "{err}");
+    assert!(
+        err.contains("no-such-tool") && err.contains("PATH="),
+        "{err}"
+    );
+
+    for bad in [
+        &["--grant", "/srv", "--", "true"][..],
+        &["--grant", "rw:/usr", "--", "true"],
+        &["--env", "=x", "--", "true"],
+        &["--profile", "nope", "--", "true"],
+    ] {
+        let (code, _, err) = sandbox(home.path(), bad, &[]);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("moat"), "{err}");
+    }
+    // Nothing is left behind in the home.
+    let left: Vec<_> = std::fs::read_dir(home.path().join("sandbox"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn the_home_and_moat_s_environment_stay_outside() {
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "# sk-ant-home-canary-0451\n",
+    )
+    .unwrap();
+    let script = format!(
+        "env; cat /proc/1/environ; ls -a {h}; cat {h}/config.toml; grep -rs canary /etc /tmp /workspace /proc/self/environ; true",
+        h = home.path().display()
+    );
+    let (code, out, err) = sandbox(
+        home.path(),
+        &["--", "sh", "-c", &script],
+        &[
+            ("MOAT_TEST_CANARY", "sk-ant-env-canary-9981"),
+            ("OPENAI_API_KEY", "sk-env-canary-1234"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    for canary in ["env-canary", "home-canary"] {
+        assert!(
+            !out.contains(canary) && !err.contains(canary),
+            "{canary}: {out}{err}"
+        );
+    }
+    // Granting the home (or a folder holding it) is refused.
+    let parent = home.path().parent().unwrap().display().to_string();
+    let (code, _, err) = sandbox(
+        home.path(),
+        &["--grant", &format!("ro:{parent}"), "--", "true"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("would expose"), "{err}");
+}
+
+#[test]
+fn a_vault_secret_is_injected_for_one_call_and_profiles_apply() {
+    let home = new_home();
+    let pw = home.path().join("pw");
+    std::fs::write(&pw, "correct horse battery\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let pw = pw.display().to_string();
+    let env = [("MOAT_VAULT_PASSWORD_FILE", pw.as_str())];
+    assert_eq!(run_moat(home.path(), &["vault", "init"], &env).0, 0);
+    let mut child = moat_cmd(home.path())
+        .args(["vault", "add", "gh", "--stdin"])
+        .env("MOAT_VAULT_PASSWORD_FILE", &pw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ghp_vault_canary_5150")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[sandbox.profiles.tiny]\nwall_time = \"1s\"\nenv = { GREETING = \"hi\" }\n",
+    )
+    .unwrap();
+    let (code, out, err) = sandbox(
+        home.path(),
+        &[
+            "--profile",
+            "tiny",
+            "--secret",
+            "TOKEN=gh",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING ${#TOKEN} $TOKEN; sleep 5",
+        ],
+        &env,
+    );
+    assert_eq!(code, 124, "{err}");
+    assert_eq!(out, "hi 21 ghp_vault_canary_5150\n");
+    assert!(!err.contains("ghp_vault_canary"), "{err}");
+
+    let (code, _, err) = sandbox(
+        home.path(),
+        &["--secret", "TOKEN=missing", "--", "true"],
+        &env,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no secret \"missing\""), "{err}");
+
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[sandbox.profiles.bad]\nlevel = \"docker\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = sandbox(home.path(), &["--", "true"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sandbox.profiles.bad.level"), "{err}");
+}
+
+#[test]
+fn json_reports_the_outcome_and_the_enforcement() {
+    let home = new_home();
+    let (code, out, err) = sandbox(
+        home.path(),
+        &["--json", "--", "sh", "-c", "echo hi; exit 3"],
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["outcome"]["kind"], "exited");
+    assert_eq!(v["outcome"]["code"], 3);
+    assert_eq!(v["stdout"], "hi\n");
+    assert_eq!(v["enforcement"]["level"], "process");
+    assert_eq!(v["enforcement"]["network"], false);
+    assert!(v["enforcement"]["landlock_abi"].as_u64().is_some(), "{out}");
+}
