@@ -31,7 +31,7 @@ mod outcome;
 mod spec;
 
 pub use error::SandboxError;
-pub use outcome::{Enforcement, LimitMechanism, Outcome, Report, truncation_marker};
+pub use outcome::{Enforcement, LimitMechanism, Outcome, Report, Violation, truncation_marker};
 pub use spec::{Access, DEFAULT_PATH, Grant, Level, Limits, Spec};
 
 /// Runs one command as `spec` says and reports how it ended.

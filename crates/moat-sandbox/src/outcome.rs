@@ -13,8 +13,10 @@ pub enum Outcome {
     TimedOut,
     /// The CPU-time limit stopped it (`SIGXCPU`/`SIGKILL` from RLIMIT_CPU).
     CpuLimit,
-    /// It made a system call the seccomp filter kills for (ptrace, mount, bpf, a new user
-    /// namespace...): the kernel killed it with `SIGSYS`.
+    /// A process of the sandbox made a system call on the kill list (ptrace, mount, bpf, a
+    /// new namespace...): the whole sandbox was killed before the call ran
+    /// ([`Report::violation`] names it), or, on kernels before 5.0, the process died of
+    /// `SIGSYS`.
     PolicyViolation,
 }
 
@@ -45,7 +47,7 @@ impl Outcome {
             Outcome::TimedOut => "timed out: the whole process tree was killed".into(),
             Outcome::CpuLimit => "stopped by the CPU-time limit".into(),
             Outcome::PolicyViolation => {
-                "policy violation: a forbidden system call (seccomp killed it)".into()
+                "policy violation: a forbidden system call; the sandbox was killed".into()
             }
         }
     }
@@ -95,6 +97,15 @@ pub struct Enforcement {
     pub cpus: Vec<usize>,
 }
 
+/// A call on the seccomp kill list, made by some process of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Violation {
+    /// The system call, e.g. `mount`, `ptrace`, `clone` (with a namespace flag).
+    pub syscall: &'static str,
+    /// The process that made it, as a host pid.
+    pub pid: u32,
+}
+
 /// The result of one sandboxed call.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -104,6 +115,9 @@ pub struct Report {
     pub stdout: Vec<u8>,
     /// Standard error, likewise.
     pub stderr: Vec<u8>,
+    /// The forbidden system call that ended it, when the outcome is a policy violation
+    /// and the kernel said which (seccomp user notification, Linux 5.0+).
+    pub violation: Option<Violation>,
     /// Whether stdout was cut.
     pub stdout_truncated: bool,
     /// Whether stderr was cut.

@@ -280,6 +280,7 @@ fn ptrace_of_a_host_process_is_a_policy_violation() {
     );
     let report = run_ok(&Spec::new("/usr/bin/python3", ["-c", &script], ws.path()));
     assert_eq!(report.outcome, Outcome::PolicyViolation, "{report:?}");
+    assert_eq!(report.violation.map(|v| v.syscall), Some("ptrace"));
     assert!(!text(&report.stdout).contains("ATTACHED"));
 }
 
@@ -299,9 +300,22 @@ fn mount_and_new_namespaces_are_policy_violations() {
             "unshare {args:?}: {report:?}"
         );
     }
-    // The command's own view is unchanged: it never had the capabilities anyway.
-    let report = run_ok(&spec(ws.path(), "umount /proc"));
-    assert!(!report.outcome.success());
+    // From anywhere in the tree: a child of the shell makes the call, the whole sandbox
+    // dies before the shell goes on, and the report names the call.
+    for (script, call) in [
+        ("mount -t tmpfs x /tmp; echo AFTER", "mount"),
+        ("/usr/sbin/chroot / true; echo AFTER", "chroot"),
+        ("unshare -U true; echo AFTER", "unshare"),
+    ] {
+        let report = run_ok(&spec(ws.path(), script));
+        assert_eq!(
+            report.outcome,
+            Outcome::PolicyViolation,
+            "{script}: {report:?}"
+        );
+        assert_eq!(report.violation.map(|v| v.syscall), Some(call), "{script}");
+        assert!(!text(&report.stdout).contains("AFTER"), "{script}");
+    }
 }
 
 #[test]

@@ -193,6 +193,8 @@ pub fn run(home: &Home) -> ExitCode {
         }
     }
 
+    results.push(("sandbox", sandbox_support()));
+
     // Messages can quote configuration; they leave the process redacted like everything else.
     let redactor = moat_core::redact::global();
     let r = |text: &str| redactor.redact(text).into_owned();
@@ -216,5 +218,33 @@ pub fn run(home: &Home) -> ExitCode {
     } else {
         println!("\nAll checks passed.");
         ExitCode::SUCCESS
+    }
+}
+
+/// What the kernel offers tool sandboxes, read without starting one.
+fn sandbox_support() -> Outcome {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let support = moat_sandbox::kernel_support();
+    // Root may create user namespaces whatever the unprivileged switches say.
+    let as_root = support.host_uid == 65534;
+    let unprivileged_blocked = read("/proc/sys/kernel/unprivileged_userns_clone") == Some(0)
+        || read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1);
+    if read("/proc/sys/user/max_user_namespaces") == Some(0) || (!as_root && unprivileged_blocked) {
+        return Outcome::Warn(
+            "user namespaces are restricted on this kernel: tool sandboxes may fail to start (allow them with sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0)".into(),
+        );
+    }
+    match support.landlock_abi {
+        Some(abi) => Outcome::Ok(format!(
+            "Landlock ABI {abi}, seccomp allowlist of {} calls; sandboxed commands run as host uid {}",
+            support.seccomp_allowed, support.host_uid
+        )),
+        None => Outcome::Warn(
+            "the kernel has no Landlock: tool sandboxes still get namespaces, seccomp and limits, but no Landlock file rules (enable CONFIG_SECURITY_LANDLOCK and add landlock to the lsm= boot parameter)".into(),
+        ),
     }
 }

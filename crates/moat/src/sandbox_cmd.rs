@@ -205,9 +205,16 @@ fn summary(report: &Report) -> String {
         parts.push(format!("CPU {:?}", e.cpus));
         parts.push("no network".into());
     }
+    let outcome = match report.violation {
+        Some(v) => format!(
+            "policy violation: {} (by pid {}); the whole sandbox was killed",
+            v.syscall, v.pid
+        ),
+        None => report.outcome.describe(),
+    };
     let mut line = format!(
         "moat sandbox: {} after {} (cpu {}, peak memory {} MiB; {})",
-        report.outcome.describe(),
+        outcome,
         ms(report.elapsed),
         ms(report.cpu_time),
         report.peak_rss_bytes / (1024 * 1024),
@@ -235,7 +242,10 @@ fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
         }
         moat_sandbox::Outcome::TimedOut => serde_json::json!({"kind": "timed_out"}),
         moat_sandbox::Outcome::CpuLimit => serde_json::json!({"kind": "cpu_limit"}),
-        moat_sandbox::Outcome::PolicyViolation => serde_json::json!({"kind": "policy_violation"}),
+        moat_sandbox::Outcome::PolicyViolation => serde_json::json!({
+            "kind": "policy_violation",
+            "syscall": report.violation.map(|v| v.syscall),
+        }),
     };
     serde_json::json!({
         "outcome": outcome,

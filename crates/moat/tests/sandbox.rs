@@ -44,7 +44,7 @@ fn exit_statuses_say_how_the_command_ended() {
 
     let (code, _, err) = sandbox(home.path(), &["--", "unshare", "-U", "true"], &[]);
     assert_eq!(code, 159, "{err}");
-    assert!(err.contains("policy violation"), "{err}");
+    assert!(err.contains("policy violation: unshare (by pid"), "{err}");
 
     let (code, _, err) = sandbox(home.path(), &["--", "no-such-tool"], &[]);
     assert_eq!(code, 127, "{err}");

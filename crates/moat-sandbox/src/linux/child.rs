@@ -363,6 +363,77 @@ fn prctl(fds: &ChildFds, stage: Stage, option: libc::c_int, arg: usize) {
     );
 }
 
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: the call returns a notification descriptor.
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: usize = 1 << 3;
+
+/// Installs one filter; returns the raw result (a listener descriptor with the flag).
+/// Failing to install the allowlist is fatal.
+fn install_filter(
+    fds: &ChildFds,
+    filter: &[seccompiler::sock_filter],
+    flags: usize,
+) -> libc::c_long {
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let r = raw(
+        libc::SYS_seccomp,
+        libc::SECCOMP_SET_MODE_FILTER as usize,
+        flags,
+        &program as *const libc::sock_fprog as usize,
+        0,
+        0,
+    );
+    if r < 0 && flags == 0 {
+        fail(fds, Stage::Seccomp, sys::errno());
+    }
+    r
+}
+
+/// Marks the record that carries the seccomp listener descriptor.
+pub const LISTENER_RECORD: u32 = u32::MAX;
+
+/// Passes the seccomp listener to the parent over the error socket (SCM_RIGHTS).
+fn send_listener(fds: &ChildFds, listener: RawFd) {
+    #[repr(C)]
+    struct Control {
+        header: libc::cmsghdr,
+        fd: RawFd,
+        _pad: u32,
+    }
+    let mut record = [0u8; 8];
+    record[..4].copy_from_slice(&LISTENER_RECORD.to_le_bytes());
+    let mut iov = libc::iovec {
+        iov_base: record.as_mut_ptr().cast(),
+        iov_len: record.len(),
+    };
+    // SAFETY: cmsghdr and msghdr are plain C structs for which all-zero is valid.
+    let mut control: Control = unsafe { std::mem::zeroed() };
+    control.header.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<RawFd>();
+    control.header.cmsg_level = libc::SOL_SOCKET;
+    control.header.cmsg_type = libc::SCM_RIGHTS;
+    control.fd = listener;
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut control as *mut Control).cast();
+    msg.msg_controllen = std::mem::size_of::<Control>();
+    check(
+        fds,
+        Stage::Seccomp,
+        raw(
+            libc::SYS_sendmsg,
+            fds.errors as usize,
+            &msg as *const libc::msghdr as usize,
+            0,
+            0,
+            0,
+        ),
+    );
+}
+
 /// Writes `/proc/self/fd/N` and a NUL into `slot` without allocating.
 fn proc_fd_path(fd: u32, slot: &mut [u8; 32]) {
     const PREFIX: &[u8] = b"/proc/self/fd/";
@@ -640,23 +711,18 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
     );
     capset(fds, Stage::DropCapabilities, &[CapData::default(); 2]);
 
-    for filter in &plan.seccomp {
-        let program = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut libc::sock_filter,
-        };
+    install_filter(fds, &plan.seccomp.allowlist, 0);
+    let listener = install_filter(fds, &plan.seccomp.notify, SECCOMP_FILTER_FLAG_NEW_LISTENER);
+    if listener < 0 {
+        // A kernel without user notification: the offending process alone is killed.
         check(
             fds,
             Stage::Seccomp,
-            raw(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER as usize,
-                0,
-                &program as *const libc::sock_fprog as usize,
-                0,
-                0,
-            ),
+            install_filter(fds, &plan.seccomp.kill, 0),
         );
+    } else {
+        send_listener(fds, listener as RawFd);
+        raw(libc::SYS_close, listener as usize, 0, 0, 0, 0);
     }
 
     // Try each candidate as execvp does; report the most telling failure.

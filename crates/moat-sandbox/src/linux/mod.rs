@@ -8,7 +8,6 @@ pub mod seccomp;
 mod supervise;
 mod sys;
 
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -39,7 +38,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let (stdin_r, stdin_w) = sys::pipe()?;
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
-    let (errors_r, errors_w) = sys::pipe()?;
+    let (errors_r, errors_w) = sys::socketpair()?;
     let (sync_r, sync_w) = sys::pipe()?;
     let fds = ChildFds {
         stdin: stdin_r.as_raw_fd(),
@@ -87,7 +86,8 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let _ = std::io::Write::write_all(&mut sync_w, b"1");
     drop(sync_w);
 
-    if let Some((stage, errno)) = read_setup_error(errors_r)? {
+    let (setup_error, listener) = read_setup(errors_r)?;
+    if let Some((stage, errno)) = setup_error {
         supervise::reap(pid);
         let source = std::io::Error::from_raw_os_error(errno);
         return Err(match stage {
@@ -118,6 +118,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         output_limit: spec.limits.output_bytes,
         deadline,
         kill: &kill,
+        listener,
     })?;
     let cpu_limit = spec.limits.wall_time.as_secs().max(1) * u64::from(spec.limits.cpus) + 1;
     Ok(finished.into_report(
@@ -164,20 +165,28 @@ fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Blocks until the child either execs (the pipe closes empty) or reports a failed step.
-fn read_setup_error(errors: OwnedFd) -> std::io::Result<Option<(Stage, i32)>> {
-    let mut record = Vec::with_capacity(8);
-    std::fs::File::from(errors).read_to_end(&mut record)?;
-    if record.len() < 8 {
-        return Ok(None);
+/// Blocks until the child either execs (the socket closes) or reports a failed step;
+/// on the way it may pass the seccomp listener.
+#[allow(clippy::type_complexity)]
+fn read_setup(errors: OwnedFd) -> std::io::Result<(Option<(Stage, i32)>, Option<OwnedFd>)> {
+    let mut listener = None;
+    while let Some((record, fds)) = sys::recv_record(errors.as_raw_fd())? {
+        if record.len() < 8 {
+            break;
+        }
+        let stage = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
+        if stage == child::LISTENER_RECORD {
+            listener = fds.into_iter().next();
+            continue;
+        }
+        let errno = i32::from_le_bytes(record[4..8].try_into().expect("4 bytes"));
+        let stage = Stage::ALL
+            .get(stage as usize)
+            .copied()
+            .unwrap_or(Stage::Exec);
+        return Ok((Some((stage, errno)), listener));
     }
-    let stage = u32::from_le_bytes(record[..4].try_into().expect("4 bytes"));
-    let errno = i32::from_le_bytes(record[4..8].try_into().expect("4 bytes"));
-    let stage = Stage::ALL
-        .get(stage as usize)
-        .copied()
-        .unwrap_or(Stage::Exec);
-    Ok(Some((stage, errno)))
+    Ok((None, listener))
 }
 
 /// Runs `spec` with no isolation (the `none` level): an empty environment but the declared
@@ -220,6 +229,7 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
         output_limit: spec.limits.output_bytes,
         deadline,
         kill: &kill,
+        listener: None,
     })?;
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };

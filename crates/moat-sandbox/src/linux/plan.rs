@@ -21,7 +21,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::c_char;
-use seccompiler::BpfProgram;
 
 use super::landlock::{self, fs};
 use crate::{Access, SandboxError, Spec};
@@ -109,7 +108,7 @@ pub struct ChildPlan {
     pub cpus: libc::cpu_set_t,
     pub cpu_list: Vec<usize>,
     pub landlock: Option<landlock::Plan>,
-    pub seccomp: Vec<BpfProgram>,
+    pub seccomp: super::seccomp::Filters,
     pub candidates: Vec<CString>,
     /// Own the strings `argv_ptrs` and `envp_ptrs` point into.
     #[allow(dead_code)]

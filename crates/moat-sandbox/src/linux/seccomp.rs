@@ -15,8 +15,9 @@
 //!    `personality` with anything but the harmless personas, and the `TIOCSTI`/`TIOCLINUX`
 //!    ioctls that push input into a terminal.
 //!
-//! When two filters disagree the kernel applies the more severe action, so a call on the
-//! kill list dies even though the allowlist would merely refuse it.
+//! The kill list answers with a user notification: moat's supervisor hears which call
+//! which process made, and kills the whole sandbox before the call runs (kernels before
+//! 5.0 get `SECCOMP_RET_KILL_PROCESS` instead, which kills only the caller).
 //! `sched_setaffinity` is left off the allowlist so a command cannot leave the CPUs it
 //! was pinned to.
 
@@ -403,12 +404,60 @@ fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Seccomp
     SeccompCondition::new(arg, len, op, value).expect("argument index below 6")
 }
 
-/// The two compiled filters, allowlist first.
-pub fn compile() -> Result<Vec<BpfProgram>, String> {
+/// The compiled policy: the allowlist, and the kill list in two forms.
+pub struct Filters {
+    /// Installed first.
+    pub allowlist: BpfProgram,
+    /// The kill list answering with `SECCOMP_RET_USER_NOTIF`: the supervisor hears of the
+    /// call (which one, from which process) and kills the whole sandbox before it runs.
+    pub notify: BpfProgram,
+    /// The kill list answering with `SECCOMP_RET_KILL_PROCESS`, for kernels without user
+    /// notification (before 5.0): only the calling process dies.
+    pub kill: BpfProgram,
+}
+
+/// `SECCOMP_RET_USER_NOTIF`.
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// The system call `nr` names, when it is one the kill list covers.
+pub fn killed_name(nr: i64) -> Option<&'static str> {
+    KILLED
+        .iter()
+        .chain(KILLED_ARCH)
+        .chain(syscalls!(SYS_clone, SYS_personality, SYS_ioctl))
+        .find(|(_, n)| *n == nr)
+        .map(|(name, _)| name.trim_start_matches("SYS_"))
+}
+
+/// Compiles the policy.
+pub fn compile() -> Result<Filters, String> {
+    let [allowlist, kill] = programs(SeccompAction::KillProcess)?;
+    // seccompiler has no user-notification action: compile with Trap, which nothing
+    // else in this filter returns, and swap the return value.
+    let [_, mut notify] = programs(SeccompAction::Trap)?;
+    for insn in &mut notify {
+        if insn.code == 0x06 && insn.k == libc::SECCOMP_RET_TRAP {
+            insn.k = RET_USER_NOTIF;
+        }
+    }
+    Ok(Filters {
+        allowlist,
+        notify,
+        kill,
+    })
+}
+
+/// The allowlist and the kill list with `action` for the calls on it.
+fn programs(action: SeccompAction) -> Result<[BpfProgram; 2], String> {
     let arch = arch()?;
+    // The kill-list calls pass this filter so the second one decides them: an ERRNO
+    // answer here would outrank its USER_NOTIF (the kernel applies the most severe action,
+    // and ERRNO ranks above USER_NOTIF), and KILL_PROCESS outranks everything anyway.
     let allow: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
         .iter()
         .chain(ALLOWED_ARCH)
+        .chain(KILLED)
+        .chain(KILLED_ARCH)
         .map(|&(_, nr)| (nr, Vec::new()))
         .collect();
     let allowlist = SeccompFilter::new(
@@ -463,13 +512,9 @@ pub fn compile() -> Result<Vec<BpfProgram>, String> {
             .collect(),
     );
     let kill_list =
-        SeccompFilter::new(kill, SeccompAction::Allow, SeccompAction::KillProcess, arch)
-            .map_err(|e| e.to_string())?;
-
-    [allowlist, kill_list]
-        .into_iter()
-        .map(|f| BpfProgram::try_from(f).map_err(|e| e.to_string()))
-        .collect()
+        SeccompFilter::new(kill, SeccompAction::Allow, action, arch).map_err(|e| e.to_string())?;
+    let compile = |f: SeccompFilter| BpfProgram::try_from(f).map_err(|e| e.to_string());
+    Ok([compile(allowlist)?, compile(kill_list)?])
 }
 
 #[cfg(test)]
@@ -477,10 +522,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_filters_compile_for_this_architecture() {
-        let filters = compile().unwrap();
-        assert_eq!(filters.len(), 2);
-        assert!(filters.iter().all(|f| !f.is_empty() && f.len() < 4096));
+    fn the_filters_compile_for_this_architecture() {
+        let f = compile().unwrap();
+        for program in [&f.allowlist, &f.notify, &f.kill] {
+            assert!(!program.is_empty() && program.len() < 4096);
+        }
+        let rets = |p: &BpfProgram, k: u32| p.iter().filter(|i| i.code == 0x06 && i.k == k).count();
+        assert!(rets(&f.notify, RET_USER_NOTIF) > 0);
+        assert_eq!(rets(&f.notify, libc::SECCOMP_RET_TRAP), 0);
+        assert_eq!(killed_name(libc::SYS_mount), Some("mount"));
+        assert_eq!(killed_name(libc::SYS_read), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::outcome::{Enforcement, Outcome, Report, truncation_marker};
+use crate::outcome::{Enforcement, Outcome, Report, Violation, truncation_marker};
 
 use super::sys;
 
@@ -20,6 +20,8 @@ pub struct Running<'a> {
     pub deadline: Instant,
     /// Kills the whole process tree.
     pub kill: &'a dyn Fn(),
+    /// The seccomp notification descriptor for the kill list, when the kernel gave one.
+    pub listener: Option<OwnedFd>,
 }
 
 /// A command that has ended.
@@ -27,6 +29,7 @@ pub struct Finished {
     status: libc::c_int,
     usage: libc::rusage,
     timed_out: bool,
+    violation: Option<Violation>,
     stdout: Capture,
     stderr: Capture,
 }
@@ -126,6 +129,8 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
     let mut ended: Option<(libc::c_int, libc::rusage)> = None;
     let mut timed_out = false;
     let mut drain_until: Option<Instant> = None;
+    let mut listener = run.listener;
+    let mut violation: Option<Violation> = None;
 
     loop {
         if ended.is_some() && stdout.fd.is_none() && stderr.fd.is_none() {
@@ -175,6 +180,11 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
                 events: libc::POLLOUT,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: listener.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll reads and writes the array we pass, of the length we pass.
         let r = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
@@ -196,6 +206,22 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
                 stdin = None;
             }
         }
+        if let Some(fd) = &listener
+            && polled[4].revents != 0
+        {
+            match receive_violation(fd.as_raw_fd()) {
+                Some(v) => {
+                    // A call on the kill list, from any process in the tree: the whole
+                    // sandbox dies before the call runs.
+                    (run.kill)();
+                    violation.get_or_insert(v);
+                }
+                None if polled[4].revents & (libc::POLLHUP | libc::POLLERR) != 0 => {
+                    listener = None;
+                }
+                None => {}
+            }
+        }
         if ended.is_none() && polled[0].revents != 0 {
             // Whatever the command left behind dies with it (killed before the reap, so
             // the pid and process group cannot have been reused).
@@ -210,8 +236,39 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
         status,
         usage,
         timed_out,
+        violation,
         stdout,
         stderr,
+    })
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+struct SeccompNotif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: i32,
+    arch: u32,
+    instruction_pointer: u64,
+    args: [u64; 6],
+}
+
+/// `SECCOMP_IOCTL_NOTIF_RECV` = `_IOWR('!', 0, struct seccomp_notif)`.
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+
+/// Reads one pending notification: which call, from which process.
+fn receive_violation(listener: RawFd) -> Option<Violation> {
+    // SAFETY: plain C struct; the kernel requires it zeroed before the call.
+    let mut notif: SeccompNotif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes one struct seccomp_notif into `notif`.
+    let r = unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, &mut notif) };
+    if r < 0 {
+        return None;
+    }
+    Some(Violation {
+        syscall: super::seccomp::killed_name(i64::from(notif.nr)).unwrap_or("a forbidden call"),
+        pid: notif.pid,
     })
 }
 
@@ -223,7 +280,9 @@ impl Finished {
     /// The typed outcome: a timeout wins over the SIGKILL that enforced it.
     fn outcome(&self, cpu_limit_secs: u64) -> Outcome {
         let cpu = duration(self.usage.ru_utime) + duration(self.usage.ru_stime);
-        if self.timed_out {
+        if self.violation.is_some() {
+            Outcome::PolicyViolation
+        } else if self.timed_out {
             Outcome::TimedOut
         } else if libc::WIFEXITED(self.status) {
             Outcome::Exited(libc::WEXITSTATUS(self.status))
@@ -255,6 +314,7 @@ impl Finished {
             stderr,
             stdout_truncated,
             stderr_truncated,
+            violation: self.violation,
             elapsed: start.elapsed(),
             cpu_time,
             peak_rss_bytes,
