@@ -435,3 +435,30 @@ fn the_none_level_still_clears_the_environment_and_keeps_time() {
         text(&report.stdout)
     );
 }
+
+#[test]
+fn signals_start_at_their_defaults() {
+    // moat (like every Rust program) ignores SIGPIPE; the command must not inherit that.
+    let ws = tempfile::tempdir().unwrap();
+    let report = run_ok(&Spec::new(
+        "/usr/bin/grep",
+        ["-E", "^Sig(Ign|Blk)", "/proc/self/status"],
+        ws.path(),
+    ));
+    let out = text(&report.stdout);
+    assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+    assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+    let report = run_ok(&spec(ws.path(), "yes | head -c 3"));
+    assert!(report.outcome.success(), "{report:?}");
+    assert_eq!(text(&report.stderr), "", "yes must die of SIGPIPE quietly");
+}
+
+#[test]
+fn sockets_outside_the_network_namespace_s_families_are_refused() {
+    let ws = tempfile::tempdir().unwrap();
+    let script = "import socket\nfor fam in (socket.AF_VSOCK, socket.AF_PACKET):\n    try:\n        socket.socket(fam, socket.SOCK_STREAM if fam == socket.AF_VSOCK else socket.SOCK_RAW)\n        print('OPENED', fam)\n    except OSError as e:\n        print('refused', e.errno)\nsocket.socket(socket.AF_UNIX).close()\nprint('unix ok')\n";
+    let report = run_ok(&Spec::new("/usr/bin/python3", ["-c", script], ws.path()));
+    let out = text(&report.stdout);
+    assert!(!out.contains("OPENED"), "{out}");
+    assert!(out.contains("unix ok"), "{out}{}", text(&report.stderr));
+}

@@ -235,7 +235,9 @@ fn run_op(fds: &ChildFds, op: &Op, slots: &[[u8; 32]]) {
             let Some(source) = slots.get(*source) else {
                 fail(fds, Stage::Mount, libc::EINVAL)
             };
-            let flags = libc::MS_BIND | libc::MS_REC;
+            // Not recursive: mounts below a shared folder stay out of sight rather than
+            // keeping their host flags (a remount changes only the top mount).
+            let flags = libc::MS_BIND;
             check(
                 fds,
                 Stage::Mount,
@@ -479,16 +481,35 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
 
     // Open the bind sources while we still have moat's host identity (moat's home may be
     // closed to the sandbox user) and the host's tree is still in view.
-    for (path, slot) in plan.sources.iter().zip(plan.source_slots.iter_mut()) {
+    // Each must still be the very file the parent checked (same device and inode): a
+    // path swapped for a symlink in between is refused, not followed.
+    for (source, slot) in plan.sources.iter().zip(plan.source_slots.iter_mut()) {
         let fd = raw(
             libc::SYS_openat,
             libc::AT_FDCWD as usize,
-            path.as_ptr() as usize,
+            source.path.as_ptr() as usize,
             (libc::O_PATH | libc::O_CLOEXEC) as usize,
             0,
             0,
         );
         check(fds, Stage::Mount, fd);
+        // SAFETY: struct stat is plain data; zeroed is a valid value to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(
+            fds,
+            Stage::Mount,
+            raw(
+                libc::SYS_fstat,
+                fd as usize,
+                &mut st as *mut libc::stat as usize,
+                0,
+                0,
+                0,
+            ),
+        );
+        if st.st_dev != source.dev || st.st_ino != source.ino {
+            fail(fds, Stage::Mount, libc::ESTALE);
+        }
         proc_fd_path(fd as u32, slot);
     }
 
@@ -513,6 +534,35 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
         Stage::Identity,
         raw(libc::SYS_setresuid, id, id, id, 0, 0),
     );
+    // Changing the effective uid (moat as root becomes nobody) clears the parent-death
+    // signal: set it again, then make sure the parent did not die in between (it holds
+    // the other end of the error socket until we exec).
+    prctl(
+        fds,
+        Stage::WaitForParent,
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as usize,
+    );
+    let mut peer = libc::pollfd {
+        fd: fds.errors,
+        events: 0,
+        revents: 0,
+    };
+    let now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if raw(
+        libc::SYS_ppoll,
+        &mut peer as *mut libc::pollfd as usize,
+        1,
+        &now as *const libc::timespec as usize,
+        0,
+        0,
+    ) != 0
+    {
+        sys::exit(127);
+    }
     let mut caps = capget(fds, Stage::Capabilities);
     for word in &mut caps {
         word.effective = word.permitted;
@@ -710,6 +760,11 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
         ),
     );
     capset(fds, Stage::DropCapabilities, &[CapData::default(); 2]);
+
+    // A session of its own (no controlling terminal to push input into), default signal
+    // dispositions, nothing blocked.
+    raw(libc::SYS_setsid, 0, 0, 0, 0, 0);
+    sys::reset_signals();
 
     install_filter(fds, &plan.seccomp.allowlist, 0);
     let listener = install_filter(fds, &plan.seccomp.notify, SECCOMP_FILTER_FLAG_NEW_LISTENER);

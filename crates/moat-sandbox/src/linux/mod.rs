@@ -48,9 +48,16 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         sync: sync_r.as_raw_fd(),
     };
 
+    // No signal handler of moat's may run in the child before exec: block everything
+    // across the clone (the child unblocks after resetting every disposition).
+    let saved_mask = sys::block_all_signals();
     // SAFETY: the child branch only calls child::run, which makes raw system calls on
     // data built before the clone and never returns.
-    let (pid, pidfd) = match unsafe { sys::clone3(NAMESPACES) } {
+    let forked = unsafe { sys::clone3(NAMESPACES) };
+    if !matches!(forked, Ok(Forked::Child)) {
+        sys::restore_signals(&saved_mask);
+    }
+    let (pid, pidfd) = match forked {
         Ok(Forked::Child) => child::run(&mut plan, &fds),
         Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
         Err(source) => {
@@ -72,10 +79,13 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             0,
         );
     };
+    let mut guard = supervise::ChildGuard {
+        pid,
+        kill: &kill,
+        armed: true,
+    };
 
     if let Err(source) = write_id_maps(pid, plan.host_uid, plan.host_gid) {
-        kill();
-        supervise::reap(pid);
         return Err(SandboxError::Setup {
             stage: "mapping the sandbox user (uid_map/gid_map)",
             source,
@@ -88,7 +98,6 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
 
     let (setup_error, listener) = read_setup(errors_r)?;
     if let Some((stage, errno)) = setup_error {
-        supervise::reap(pid);
         let source = std::io::Error::from_raw_os_error(errno);
         return Err(match stage {
             Stage::Exec => SandboxError::Exec {
@@ -120,6 +129,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         kill: &kill,
         listener,
     })?;
+    guard.armed = false; // supervise reaped it
     let cpu_limit = spec.limits.wall_time.as_secs().max(1) * u64::from(spec.limits.cpus) + 1;
     Ok(finished.into_report(
         start,
@@ -144,12 +154,12 @@ fn hand_over_workspace(spec: &Spec, uid: u32, gid: u32) -> Result<(), SandboxErr
     if unsafe { libc::geteuid() } == uid {
         return Ok(());
     }
-    std::os::unix::fs::chown(&spec.workspace, Some(uid), Some(gid)).map_err(|source| {
-        SandboxError::Path {
-            path: spec.workspace.clone(),
-            source,
-        }
-    })
+    let path_error = |source| SandboxError::Path {
+        path: spec.workspace.clone(),
+        source,
+    };
+    let resolved = std::fs::canonicalize(&spec.workspace).map_err(path_error)?;
+    std::os::unix::fs::lchown(&resolved, Some(uid), Some(gid)).map_err(path_error)
 }
 
 fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> std::io::Result<()> {

@@ -42,7 +42,7 @@ const ETC_SHARED: &[&str] = &[
     "ld.so.conf.d",
     "alternatives",
     "localtime",
-    "ssl",
+    "ssl/certs",
     "protocols",
     "services",
 ];
@@ -92,6 +92,13 @@ pub enum Op {
     Proc(CString),
 }
 
+/// A host path to bind and the identity of the file the parent checked there.
+pub struct Source {
+    pub path: CString,
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// Everything the child reads.
 pub struct ChildPlan {
     pub staging: CString,
@@ -100,7 +107,7 @@ pub struct ChildPlan {
     /// Host paths to bind. The child opens them first, before its setup changes what it
     /// can see: a bind source must belong to the child's own mount namespace, so the
     /// parent cannot open them for it.
-    pub sources: Vec<CString>,
+    pub sources: Vec<Source>,
     /// One buffer per source for the child to write `/proc/self/fd/N` into.
     pub source_slots: Vec<[u8; 32]>,
     pub workdir: CString,
@@ -108,7 +115,7 @@ pub struct ChildPlan {
     pub cpus: libc::cpu_set_t,
     pub cpu_list: Vec<usize>,
     pub landlock: Option<landlock::Plan>,
-    pub seccomp: super::seccomp::Filters,
+    pub seccomp: &'static super::seccomp::Filters,
     pub candidates: Vec<CString>,
     /// Own the strings `argv_ptrs` and `envp_ptrs` point into.
     #[allow(dead_code)]
@@ -238,6 +245,15 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     let mut sources = Vec::new();
     let mut rules: Vec<(CString, u64)> = vec![(cstring("/", "path")?, fs::READ_DIR)];
     let mut bind = |ops: &mut Vec<Op>, host: &Path, inside: &Path, dir, writable, device| {
+        use std::os::unix::fs::MetadataExt;
+        let resolved = std::fs::canonicalize(host).map_err(|source| SandboxError::Path {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        let meta = std::fs::metadata(&resolved).map_err(|source| SandboxError::Path {
+            path: host.to_path_buf(),
+            source,
+        })?;
         ops.push(Op::Bind {
             source: sources.len(),
             target: staged(inside),
@@ -245,7 +261,11 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
             writable,
             device,
         });
-        sources.push(cstring(host.as_os_str().as_bytes(), "a path")?);
+        sources.push(Source {
+            path: cstring(resolved.as_os_str().as_bytes(), "a path")?,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
         Ok::<(), SandboxError>(())
     };
 
@@ -290,6 +310,9 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     for name in ETC_SHARED {
         let host = Path::new("/etc").join(name);
         if let Ok(meta) = std::fs::metadata(&host) {
+            if let Some(parent) = host.parent().filter(|p| *p != Path::new("/etc")) {
+                ops.push(Op::Mkdir(staged(parent), 0o755));
+            }
             bind(&mut ops, &host, &host, meta.is_dir(), false, false)?;
             exposed.push(host);
         }
@@ -363,10 +386,18 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
                 });
             }
         }
+        if let Some((other, _)) = grants
+            .iter()
+            .find(|(g, _)| within(&path, g) || within(g, &path))
+        {
+            return Err(SandboxError::Invalid(format!(
+                "the grants {} and {} overlap; grant one folder that covers what is needed",
+                other.display(),
+                path.display()
+            )));
+        }
         grants.push((path, grant.access));
     }
-    // Parents before children, so a nested grant mounts on top of its parent's.
-    grants.sort_by_key(|(p, _)| p.components().count());
     for (path, access) in &grants {
         let mut ancestor = PathBuf::from("/");
         for part in path.components().skip(1) {
@@ -436,7 +467,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         (libc::RLIMIT_CORE, 0, 0),
     ];
     let (cpus, cpu_list) = pick_cpus(limits.cpus)?;
-    let seccomp = super::seccomp::compile().map_err(SandboxError::Unsupported)?;
+    let seccomp = super::seccomp::filters().map_err(SandboxError::Unsupported)?;
     let landlock = landlock::abi().map(|abi| landlock::Plan::new(abi, rules));
     let (host_uid, host_gid) = host_ids();
 
@@ -560,6 +591,23 @@ mod tests {
         let mut s = spec(dir.path());
         s.hidden.push(vault);
         assert!(matches!(build(&s), Err(SandboxError::ExposesHidden { .. })));
+    }
+
+    #[test]
+    fn overlapping_grants_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        let ws = tempfile::tempdir().unwrap();
+        let mut s = spec(ws.path());
+        for path in [dir.path().join("a"), inner] {
+            s.grants.push(crate::Grant {
+                path,
+                access: Access::ReadOnly,
+            });
+        }
+        let err = build(&s).err().expect("refused").to_string();
+        assert!(err.contains("overlap"), "{err}");
     }
 
     #[test]

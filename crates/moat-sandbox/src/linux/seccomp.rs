@@ -19,7 +19,8 @@
 //! which process made, and kills the whole sandbox before the call runs (kernels before
 //! 5.0 get `SECCOMP_RET_KILL_PROCESS` instead, which kills only the caller).
 //! `sched_setaffinity` is left off the allowlist so a command cannot leave the CPUs it
-//! was pinned to.
+//! was pinned to, and `socket` accepts only Unix, IPv4, IPv6 and netlink sockets (vsock
+//! and the like are not confined by a network namespace).
 
 use std::collections::BTreeMap;
 
@@ -382,9 +383,18 @@ const PERSONAS: &[u64] = &[0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 /// ioctls that inject input into a terminal (TIOCSTI) or drive the console (TIOCLINUX).
 const KILLED_IOCTLS: &[u64] = &[libc::TIOCSTI, 0x541C];
 
-/// The number of system calls on the allowlist.
+/// Address families `socket` accepts: Unix, IPv4, IPv6 (loopback only, and down, in the
+/// sandbox's network namespace) and netlink (programs ask it for their addresses).
+const SOCKET_FAMILIES: &[u64] = &[
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+    libc::AF_NETLINK as u64,
+];
+
+/// The number of system calls on the allowlist (`socket` counted, with its families).
 pub fn allowed_count() -> usize {
-    ALLOWED.len() + ALLOWED_ARCH.len()
+    ALLOWED.len() + ALLOWED_ARCH.len() + 1
 }
 
 /// Names of the system calls on the kill list (for documentation and tests).
@@ -429,6 +439,12 @@ pub fn killed_name(nr: i64) -> Option<&'static str> {
         .map(|(name, _)| name.trim_start_matches("SYS_"))
 }
 
+/// The compiled policy, built once per process (it never changes).
+pub fn filters() -> Result<&'static Filters, String> {
+    static FILTERS: std::sync::OnceLock<Result<Filters, String>> = std::sync::OnceLock::new();
+    FILTERS.get_or_init(compile).as_ref().map_err(Clone::clone)
+}
+
 /// Compiles the policy.
 pub fn compile() -> Result<Filters, String> {
     let [allowlist, kill] = programs(SeccompAction::KillProcess)?;
@@ -460,6 +476,17 @@ fn programs(action: SeccompAction) -> Result<[BpfProgram; 2], String> {
         .chain(KILLED_ARCH)
         .map(|&(_, nr)| (nr, Vec::new()))
         .collect();
+    // Sockets only of the families a network namespace contains: vsock, for one, is not
+    // namespaced and would reach the hypervisor's host from inside a VM.
+    let mut allow = allow;
+    let rule = |conditions| SeccompRule::new(conditions).expect("conditions are not empty");
+    allow.insert(
+        libc::SYS_socket,
+        SOCKET_FAMILIES
+            .iter()
+            .map(|&f| rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f)]))
+            .collect(),
+    );
     let allowlist = SeccompFilter::new(
         allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
@@ -473,7 +500,6 @@ fn programs(action: SeccompAction) -> Result<[BpfProgram; 2], String> {
         .chain(KILLED_ARCH)
         .map(|&(_, nr)| (nr, Vec::new()))
         .collect();
-    let rule = |conditions| SeccompRule::new(conditions).expect("conditions are not empty");
     kill.insert(
         libc::SYS_clone,
         CLONE_NEW_FLAGS

@@ -60,11 +60,12 @@ impl Capture {
         self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
-    /// Reads what is available; closes at end of file.
+    /// Reads what is available, at most a few buffers' worth so that a command flooding
+    /// its output cannot keep the supervisor from its deadline; closes at end of file.
     fn pump(&mut self) {
         let Some(fd) = &self.fd else { return };
         let mut buf = [0u8; 64 * 1024];
-        loop {
+        for _ in 0..4 {
             // SAFETY: reads at most buf.len() bytes into buf from a descriptor we own.
             let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n == 0 {
@@ -95,23 +96,39 @@ impl Capture {
     }
 }
 
-/// Waits for `pid` (our child) and returns its wait status and resource usage.
-fn wait(pid: libc::pid_t) -> (libc::c_int, libc::rusage) {
+/// Waits for `pid` (our child) and returns its wait status and resource usage. An error
+/// (the host program reaped it behind our back) is not mistaken for success.
+fn wait(pid: libc::pid_t) -> std::io::Result<(libc::c_int, libc::rusage)> {
     let mut status = 0;
     // SAFETY: rusage is plain data; zeroed is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: wait4 writes into the two locals we pass.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r >= 0 || sys::errno() != libc::EINTR {
-            return (status, usage);
+        if r >= 0 {
+            return Ok((status, usage));
+        }
+        if sys::errno() != libc::EINTR {
+            return Err(std::io::Error::last_os_error());
         }
     }
 }
 
-/// Reaps a child that failed during setup.
-pub fn reap(pid: libc::pid_t) {
-    wait(pid);
+/// Kills and reaps a started child unless disarmed: every early return between the
+/// clone and the end of supervision leaves nothing running.
+pub struct ChildGuard<'a> {
+    pub pid: libc::pid_t,
+    pub kill: &'a dyn Fn(),
+    pub armed: bool,
+}
+
+impl Drop for ChildGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            (self.kill)();
+            let _ = wait(self.pid);
+        }
+    }
 }
 
 /// Runs the loop until the command has ended and its output is read.
@@ -226,12 +243,15 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
             // Whatever the command left behind dies with it (killed before the reap, so
             // the pid and process group cannot have been reused).
             (run.kill)();
-            ended = Some(wait(run.pid));
+            ended = Some(wait(run.pid)?);
             stdin = None;
             drain_until = Some(Instant::now() + DRAIN_GRACE);
         }
     }
-    let (status, usage) = ended.unwrap_or_else(|| wait(run.pid));
+    let (status, usage) = match ended {
+        Some(ended) => ended,
+        None => wait(run.pid)?,
+    };
     Ok(Finished {
         status,
         usage,

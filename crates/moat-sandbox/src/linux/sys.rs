@@ -243,3 +243,50 @@ pub fn recv_record(sock: RawFd) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     }
     Ok(Some((data[..n as usize].to_vec(), fds)))
 }
+
+/// Blocks every signal in the calling thread; returns the previous mask.
+pub fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask write only into the
+    // sets we pass.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    }
+}
+
+/// Restores a mask saved by [`block_all_signals`].
+pub fn restore_signals(mask: &libc::sigset_t) {
+    // SAFETY: pthread_sigmask reads the set we pass.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+}
+
+/// Child side: every signal back to its default action (a disposition of "ignore", like
+/// the SIGPIPE Rust programs set, would survive exec) and nothing blocked.
+pub fn reset_signals() {
+    // The kernel's struct sigaction with SIG_DFL, no flags, no restorer, empty mask.
+    let default = [0u64; 4];
+    for sig in 1..=64usize {
+        if sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
+            raw(
+                libc::SYS_rt_sigaction,
+                sig,
+                default.as_ptr() as usize,
+                0,
+                8,
+                0,
+            );
+        }
+    }
+    let empty = 0u64;
+    raw(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK as usize,
+        &empty as *const u64 as usize,
+        0,
+        8,
+        0,
+    );
+}
