@@ -1,6 +1,7 @@
 //! The Linux implementation: the `process` level (namespaces, a new root, Landlock,
 //! seccomp, rlimits) and the unconfined `none` level, sharing one supervisor.
 
+mod bpf;
 mod child;
 pub mod landlock;
 mod plan;

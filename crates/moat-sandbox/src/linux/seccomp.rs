@@ -445,12 +445,41 @@ pub fn filters() -> Result<&'static Filters, String> {
     FILTERS.get_or_init(compile).as_ref().map_err(Clone::clone)
 }
 
+/// `AUDIT_ARCH_*` of this target.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: u32 = 0;
+
 /// Compiles the policy.
 pub fn compile() -> Result<Filters, String> {
-    let [allowlist, kill] = programs(SeccompAction::KillProcess)?;
+    arch()?;
+    // The kill-list calls pass this filter so the second one decides them: an ERRNO
+    // answer here would outrank its USER_NOTIF (the kernel applies the most severe action,
+    // and ERRNO ranks above USER_NOTIF), and KILL_PROCESS outranks everything anyway.
+    // `socket` passes only for the families a network namespace contains: vsock, for
+    // one, is not namespaced and would reach the hypervisor's host from inside a VM.
+    let allowed: Vec<i64> = ALLOWED
+        .iter()
+        .chain(ALLOWED_ARCH)
+        .chain(KILLED)
+        .chain(KILLED_ARCH)
+        .map(|&(_, nr)| nr)
+        .collect();
+    let allowlist = super::bpf::allowlist(
+        AUDIT_ARCH,
+        &allowed,
+        libc::SYS_socket,
+        SOCKET_FAMILIES,
+        libc::SECCOMP_RET_ALLOW,
+        libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+    )?;
+    let kill = program(SeccompAction::KillProcess)?;
     // seccompiler has no user-notification action: compile with Trap, which nothing
     // else in this filter returns, and swap the return value.
-    let [_, mut notify] = programs(SeccompAction::Trap)?;
+    let mut notify = program(SeccompAction::Trap)?;
     for insn in &mut notify {
         if insn.code == 0x06 && insn.k == libc::SECCOMP_RET_TRAP {
             insn.k = RET_USER_NOTIF;
@@ -463,38 +492,10 @@ pub fn compile() -> Result<Filters, String> {
     })
 }
 
-/// The allowlist and the kill list with `action` for the calls on it.
-fn programs(action: SeccompAction) -> Result<[BpfProgram; 2], String> {
+/// The kill list with `action` for the calls on it.
+fn program(action: SeccompAction) -> Result<BpfProgram, String> {
     let arch = arch()?;
-    // The kill-list calls pass this filter so the second one decides them: an ERRNO
-    // answer here would outrank its USER_NOTIF (the kernel applies the most severe action,
-    // and ERRNO ranks above USER_NOTIF), and KILL_PROCESS outranks everything anyway.
-    let allow: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
-        .iter()
-        .chain(ALLOWED_ARCH)
-        .chain(KILLED)
-        .chain(KILLED_ARCH)
-        .map(|&(_, nr)| (nr, Vec::new()))
-        .collect();
-    // Sockets only of the families a network namespace contains: vsock, for one, is not
-    // namespaced and would reach the hypervisor's host from inside a VM.
-    let mut allow = allow;
     let rule = |conditions| SeccompRule::new(conditions).expect("conditions are not empty");
-    allow.insert(
-        libc::SYS_socket,
-        SOCKET_FAMILIES
-            .iter()
-            .map(|&f| rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f)]))
-            .collect(),
-    );
-    let allowlist = SeccompFilter::new(
-        allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        SeccompAction::Allow,
-        arch,
-    )
-    .map_err(|e| e.to_string())?;
-
     let mut kill: BTreeMap<i64, Vec<SeccompRule>> = KILLED
         .iter()
         .chain(KILLED_ARCH)
@@ -539,8 +540,7 @@ fn programs(action: SeccompAction) -> Result<[BpfProgram; 2], String> {
     );
     let kill_list =
         SeccompFilter::new(kill, SeccompAction::Allow, action, arch).map_err(|e| e.to_string())?;
-    let compile = |f: SeccompFilter| BpfProgram::try_from(f).map_err(|e| e.to_string());
-    Ok([compile(allowlist)?, compile(kill_list)?])
+    BpfProgram::try_from(kill_list).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -553,6 +553,28 @@ mod tests {
         for program in [&f.allowlist, &f.notify, &f.kill] {
             assert!(!program.is_empty() && program.len() < 4096);
         }
+        assert!(
+            f.allowlist.len() < 200,
+            "{} instructions",
+            f.allowlist.len()
+        );
+        let eval = |nr: i64, arg0: u32| {
+            super::super::bpf::tests::eval(&f.allowlist, AUDIT_ARCH, nr as u32, arg0)
+        };
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        assert_eq!(eval(libc::SYS_read, 0), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            eval(libc::SYS_mount, 0),
+            libc::SECCOMP_RET_ALLOW,
+            "left to the kill list"
+        );
+        assert_eq!(eval(libc::SYS_sched_setaffinity, 0), enosys);
+        assert_eq!(eval(libc::SYS_io_uring_setup, 0), enosys);
+        assert_eq!(
+            eval(libc::SYS_socket, libc::AF_INET as u32),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(eval(libc::SYS_socket, libc::AF_VSOCK as u32), enosys);
         let rets = |p: &BpfProgram, k: u32| p.iter().filter(|i| i.code == 0x06 && i.k == k).count();
         assert!(rets(&f.notify, RET_USER_NOTIF) > 0);
         assert_eq!(rets(&f.notify, libc::SECCOMP_RET_TRAP), 0);
