@@ -92,20 +92,28 @@ pub struct KernelSupport {
     pub host_uid: u32,
     /// System calls on the seccomp allowlist.
     pub seccomp_allowed: usize,
+    /// Whether a sysctl keeps this process from creating user namespaces (root is exempt
+    /// from the unprivileged switches).
+    pub user_namespaces_restricted: bool,
 }
 
-/// Probes the kernel.
+/// Probes the kernel, without starting a sandbox.
 #[cfg(target_os = "linux")]
 pub fn kernel_support() -> KernelSupport {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let (host_uid, _) = linux::host_ids();
+    let privileged = linux::privileged();
+    let unprivileged_blocked = read("/proc/sys/kernel/unprivileged_userns_clone") == Some(0)
+        || read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1);
     KernelSupport {
         landlock_abi: linux::landlock::abi(),
-        host_uid: linux::host_ids().0,
+        host_uid,
         seccomp_allowed: linux::seccomp::allowed_count(),
+        user_namespaces_restricted: read("/proc/sys/user/max_user_namespaces") == Some(0)
+            || (!privileged && unprivileged_blocked),
     }
-}
-
-/// The names of the system calls that kill a sandboxed process.
-#[cfg(target_os = "linux")]
-pub fn killed_syscalls() -> Vec<&'static str> {
-    linux::seccomp::killed_names().collect()
 }

@@ -160,4 +160,13 @@ impl Spec {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| DEFAULT_PATH.into())
     }
+
+    /// Where the program is looked for, for error messages.
+    pub(crate) fn searched(&self) -> String {
+        if self.program.as_encoded_bytes().contains(&b'/') {
+            self.program.to_string_lossy().into_owned()
+        } else {
+            format!("PATH={}", self.path_var().to_string_lossy())
+        }
+    }
 }

@@ -433,6 +433,12 @@ fn the_none_level_still_clears_the_environment_and_keeps_time() {
         !text(&report.stdout).contains("MOAT"),
         "{}",
         text(&report.stdout)
+    ); // HOME=/workspace means the workspace, which at this level is the host folder.
+    let home = format!("HOME={}\n", ws.path().display());
+    assert!(
+        text(&report.stdout).contains(&home),
+        "{}",
+        text(&report.stdout)
     );
 }
 

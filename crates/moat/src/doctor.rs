@@ -223,17 +223,8 @@ pub fn run(home: &Home) -> ExitCode {
 
 /// What the kernel offers tool sandboxes, read without starting one.
 fn sandbox_support() -> Outcome {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
     let support = moat_sandbox::kernel_support();
-    // Root may create user namespaces whatever the unprivileged switches say.
-    let as_root = support.host_uid == 65534;
-    let unprivileged_blocked = read("/proc/sys/kernel/unprivileged_userns_clone") == Some(0)
-        || read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1);
-    if read("/proc/sys/user/max_user_namespaces") == Some(0) || (!as_root && unprivileged_blocked) {
+    if support.user_namespaces_restricted {
         return Outcome::Warn(
             "user namespaces are restricted on this kernel: tool sandboxes may fail to start (allow them with sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0)".into(),
         );

@@ -39,9 +39,14 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
         })?;
     let mut spec = spec_for(&profile, args)?;
     spec.hidden.push(home.root().to_path_buf());
+    // One unlock (one password prompt at most) for all the secrets of the call.
+    let vault = match args.secrets.is_empty() {
+        true => None,
+        false => Some(crate::vault_cmd::unlock(home)?),
+    };
     for secret in &args.secrets {
+        let vault = vault.as_ref().expect("unlocked when there are secrets");
         let (var, name) = split_assignment(secret, "--secret", "VAR=NAME")?;
-        let vault = crate::vault_cmd::unlock(home)?;
         let entry = vault.get(name).ok_or_else(|| {
             Failure::usage(anyhow!(
                 "--secret {var}={name}: the vault has no secret {name:?} (see `moat vault list`)"

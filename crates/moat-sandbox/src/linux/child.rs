@@ -317,28 +317,8 @@ fn run_op(fds: &ChildFds, op: &Op, slots: &[[u8; 32]]) {
     }
 }
 
-fn capget(fds: &ChildFds, stage: Stage) -> [CapData; 2] {
-    let mut header = CapHeader {
-        version: CAP_V3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    check(
-        fds,
-        stage,
-        raw(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader as usize,
-            data.as_mut_ptr() as usize,
-            0,
-            0,
-            0,
-        ),
-    );
-    data
-}
-
-fn capset(fds: &ChildFds, stage: Stage, data: &[CapData; 2]) {
+/// capget (`nr` = SYS_capget) or capset (SYS_capset) on this process's version-3 sets.
+fn caps(fds: &ChildFds, stage: Stage, nr: libc::c_long, data: *mut [CapData; 2]) {
     let mut header = CapHeader {
         version: CAP_V3,
         pid: 0,
@@ -347,9 +327,9 @@ fn capset(fds: &ChildFds, stage: Stage, data: &[CapData; 2]) {
         fds,
         stage,
         raw(
-            libc::SYS_capset,
+            nr,
             &mut header as *mut CapHeader as usize,
-            data.as_ptr() as usize,
+            data as usize,
             0,
             0,
             0,
@@ -515,7 +495,7 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
 
     // Become uid/gid 1000 inside, keeping this namespace's capabilities for the setup
     // (files created in the new tmpfs must belong to a mapped id).
-    if plan.clear_groups {
+    if plan.privileged {
         check(
             fds,
             Stage::Identity,
@@ -563,11 +543,12 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
     {
         sys::exit(127);
     }
-    let mut caps = capget(fds, Stage::Capabilities);
-    for word in &mut caps {
+    let mut sets = [CapData::default(); 2];
+    caps(fds, Stage::Capabilities, libc::SYS_capget, &mut sets);
+    for word in &mut sets {
         word.effective = word.permitted;
     }
-    capset(fds, Stage::Capabilities, &caps);
+    caps(fds, Stage::Capabilities, libc::SYS_capset, &mut sets);
 
     // Build the new root on a tmpfs, then pivot into it.
     check(
@@ -759,7 +740,12 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
             0,
         ),
     );
-    capset(fds, Stage::DropCapabilities, &[CapData::default(); 2]);
+    caps(
+        fds,
+        Stage::DropCapabilities,
+        libc::SYS_capset,
+        &mut [CapData::default(); 2],
+    );
 
     // A session of its own (no controlling terminal to push input into), default signal
     // dispositions, nothing blocked.

@@ -27,7 +27,7 @@ const NAMESPACES: u64 = (libc::CLONE_NEWUSER
 
 const USERNS_HINT: &str = "; moat needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu) or to run as root";
 
-pub use plan::host_ids;
+pub use plan::{host_ids, privileged};
 
 /// Runs `spec` at the `process` level.
 pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
@@ -86,7 +86,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         armed: true,
     };
 
-    if let Err(source) = write_id_maps(pid, plan.host_uid, plan.host_gid) {
+    if let Err(source) = write_id_maps(pid, &plan) {
         return Err(SandboxError::Setup {
             stage: "mapping the sandbox user (uid_map/gid_map)",
             source,
@@ -104,7 +104,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             Stage::Exec => SandboxError::Exec {
                 program: spec.program.to_string_lossy().into_owned(),
                 source,
-                searched: plan::searched(spec),
+                searched: spec.searched(),
             },
             stage => SandboxError::Setup {
                 stage: stage.describe(),
@@ -131,10 +131,9 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         listener,
     })?;
     guard.armed = false; // supervise reaped it
-    let cpu_limit = spec.limits.wall_time.as_secs().max(1) * u64::from(spec.limits.cpus) + 1;
     Ok(finished.into_report(
         start,
-        cpu_limit,
+        plan.cpu_limit_secs,
         Enforcement {
             level: Level::Process,
             limits: LimitMechanism::Rlimits,
@@ -163,10 +162,10 @@ fn hand_over_workspace(spec: &Spec, uid: u32, gid: u32) -> Result<(), SandboxErr
     std::os::unix::fs::lchown(&resolved, Some(uid), Some(gid)).map_err(path_error)
 }
 
-fn write_id_maps(pid: libc::pid_t, uid: u32, gid: u32) -> std::io::Result<()> {
+fn write_id_maps(pid: libc::pid_t, plan: &plan::ChildPlan) -> std::io::Result<()> {
+    let (uid, gid) = (plan.host_uid, plan.host_gid);
     let proc = format!("/proc/{pid}");
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !plan.privileged {
         // Unprivileged: the kernel only accepts a gid map once setgroups is denied.
         std::fs::write(format!("{proc}/setgroups"), "deny")?;
     }
@@ -212,7 +211,11 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
     let mut child = Command::new(&spec.program)
         .args(&spec.args)
         .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        // Paths declared as /workspace mean the workspace, which here is the host folder.
+        .envs(spec.env.iter().map(|(k, v)| match v.to_str() {
+            Some("/workspace") => (k, spec.workspace.as_os_str().to_owned()),
+            _ => (k, v.clone()),
+        }))
         .current_dir(&spec.workspace)
         .process_group(0)
         .stdin(Stdio::piped())
@@ -222,14 +225,19 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
         .map_err(|source| SandboxError::Exec {
             program: spec.program.to_string_lossy().into_owned(),
             source,
-            searched: "moat's own PATH".into(),
+            searched: spec.searched(),
         })?;
     let pid = child.id() as libc::pid_t;
-    let pidfd = sys::pidfd_open(pid)?;
     let kill = || {
         // SAFETY: kill takes no pointers; -pid is the process group we created.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     };
+    let mut guard = supervise::ChildGuard {
+        pid,
+        kill: &kill,
+        armed: true,
+    };
+    let pidfd = sys::pidfd_open(pid)?;
     let finished = supervise::supervise(supervise::Running {
         pid,
         pidfd: pidfd.as_fd(),
@@ -242,6 +250,7 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
         kill: &kill,
         listener: None,
     })?;
+    guard.armed = false;
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
     Ok(finished.into_report(

@@ -112,6 +112,8 @@ pub struct ChildPlan {
     pub source_slots: Vec<[u8; 32]>,
     pub workdir: CString,
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// The soft RLIMIT_CPU, which tells a CPU-limit kill from others.
+    pub cpu_limit_secs: u64,
     pub cpus: libc::cpu_set_t,
     pub cpu_list: Vec<usize>,
     pub landlock: Option<landlock::Plan>,
@@ -125,9 +127,9 @@ pub struct ChildPlan {
     /// Null-terminated pointer arrays into `argv` and `envp` (which must outlive them).
     pub argv_ptrs: Vec<*const c_char>,
     pub envp_ptrs: Vec<*const c_char>,
-    /// Whether to clear supplementary groups (possible only when the parent may allow
-    /// setgroups in the new namespace, i.e. runs as root).
-    pub clear_groups: bool,
+    /// Whether moat runs as root: it may then leave setgroups allowed in the new
+    /// namespace, and the child clears its supplementary groups.
+    pub privileged: bool,
     /// The highest capability number this kernel knows.
     pub cap_last: u32,
     /// The host identity of the sandbox's uid/gid 1000.
@@ -177,6 +179,12 @@ pub fn host_ids() -> (u32, u32) {
     }
 }
 
+/// Whether moat runs as root.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
 fn cap_last() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -222,8 +230,8 @@ fn valid_env_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// Builds the plan for `spec`. Host paths are opened here, so a missing grant or
-/// workspace fails before anything is started.
+/// Builds the plan for `spec`. Host paths are resolved and checked here, so a missing
+/// grant or workspace fails before anything is started.
 pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     let program = spec.program.as_bytes();
     if program.is_empty() {
@@ -377,15 +385,6 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         if path == Path::new("/") || RESERVED.iter().any(|r| within(&path, Path::new(r))) {
             return Err(SandboxError::ReservedPath(path));
         }
-        for hidden in &spec.hidden {
-            let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
-            if within(&hidden, &path) || within(&path, &hidden) {
-                return Err(SandboxError::ExposesHidden {
-                    grant: path,
-                    hidden,
-                });
-            }
-        }
         if let Some((other, _)) = grants
             .iter()
             .find(|(g, _)| within(&path, g) || within(g, &path))
@@ -420,21 +419,20 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         exposed.push(path.clone());
     }
 
+    // Nothing shared may contain a hidden path or lie inside one; the workspace may lie
+    // inside one (it is a folder of moat's home made for this call) but not contain it.
     for hidden in &spec.hidden {
         let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
-        if let Some(shared) = exposed
-            .iter()
-            .filter(|e| **e != workspace)
-            .find(|e| within(&hidden, e))
-        {
+        let exposes = |shared: &PathBuf| {
+            if *shared == workspace {
+                within(&hidden, shared) && hidden != *shared
+            } else {
+                within(&hidden, shared) || within(shared, &hidden)
+            }
+        };
+        if let Some(shared) = exposed.iter().find(|e| exposes(e)) {
             return Err(SandboxError::ExposesHidden {
                 grant: shared.clone(),
-                hidden,
-            });
-        }
-        if within(&hidden, &workspace) && hidden != workspace {
-            return Err(SandboxError::ExposesHidden {
-                grant: workspace.clone(),
                 hidden,
             });
         }
@@ -459,11 +457,11 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
 
-    let cpu_seconds = limits.wall_time.as_secs().max(1) * u64::from(limits.cpus) + 1;
+    let cpu_limit_secs = limits.wall_time.as_secs().max(1) * u64::from(limits.cpus) + 1;
     let rlimits = vec![
         (libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
         (libc::RLIMIT_NPROC, limits.processes, limits.processes),
-        (libc::RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
+        (libc::RLIMIT_CPU, cpu_limit_secs, cpu_limit_secs + 1),
         (libc::RLIMIT_CORE, 0, 0),
     ];
     let (cpus, cpu_list) = pick_cpus(limits.cpus)?;
@@ -479,6 +477,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         sources,
         workdir: cstring("/workspace", "path")?,
         rlimits,
+        cpu_limit_secs,
         cpus,
         cpu_list,
         landlock,
@@ -488,8 +487,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         envp,
         argv_ptrs,
         envp_ptrs,
-        // SAFETY: geteuid cannot fail.
-        clear_groups: unsafe { libc::geteuid() } == 0,
+        privileged: privileged(),
         cap_last: cap_last(),
         host_uid,
         host_gid,
@@ -520,15 +518,6 @@ fn candidates(program: &OsStr, path: &OsStr) -> Result<Vec<CString>, SandboxErro
         out.push(cstring(full, "a PATH entry")?);
     }
     Ok(out)
-}
-
-/// Where the program was looked for, for error messages.
-pub fn searched(spec: &Spec) -> String {
-    if spec.program.as_bytes().contains(&b'/') {
-        spec.program.to_string_lossy().into_owned()
-    } else {
-        format!("PATH={}", spec.path_var().to_string_lossy())
-    }
 }
 
 #[cfg(test)]

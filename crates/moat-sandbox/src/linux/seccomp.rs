@@ -397,8 +397,9 @@ pub fn allowed_count() -> usize {
     ALLOWED.len() + ALLOWED_ARCH.len() + 1
 }
 
-/// Names of the system calls on the kill list (for documentation and tests).
-pub fn killed_names() -> impl Iterator<Item = &'static str> {
+/// Names of the system calls on the kill list.
+#[cfg(test)]
+fn killed_names() -> impl Iterator<Item = &'static str> {
     KILLED
         .iter()
         .chain(KILLED_ARCH)
