@@ -27,6 +27,25 @@ const MIGRATIONS: &[&str] = &[
          response   TEXT NOT NULL
      ) STRICT;
      CREATE INDEX responses_created_at ON responses (created_at);",
+    // 3: one row per gateway request, owned by moat-llm's usage recorder: who served it,
+    // what it cost and how long it took. `at` is unix milliseconds; an unknown token count
+    // is NULL (an upstream that reported none), never a guess.
+    "CREATE TABLE usage (
+         id            INTEGER PRIMARY KEY,
+         at            INTEGER NOT NULL,
+         backend       TEXT NOT NULL,
+         account       TEXT NOT NULL,
+         model         TEXT NOT NULL,
+         status        INTEGER NOT NULL,
+         input_tokens  INTEGER,
+         output_tokens INTEGER,
+         cached_tokens INTEGER,
+         ttfb_ms       INTEGER,
+         total_ms      INTEGER NOT NULL,
+         bytes         INTEGER NOT NULL,
+         error_class   TEXT
+     ) STRICT;
+     CREATE INDEX usage_at ON usage (at);",
 ];
 
 /// The schema version this build writes.

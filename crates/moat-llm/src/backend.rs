@@ -1,5 +1,5 @@
-//! One upstream server: its fixed URLs, its credential, its concurrency limit and its
-//! health.
+//! One upstream server: its fixed URLs, its pool of accounts, its concurrency limit and
+//! its health.
 //!
 //! The upstream URL is the configured base plus a path from [`Endpoint`]: a fixed list.
 //! Nothing from a client request reaches the URL.
@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::Full;
-use moat_core::config::llm::{AuthScheme, BackendConfig, BackendKind};
+use moat_core::config::llm::{AuthScheme, BackendConfig, BackendKind, PoolConfig};
 use moat_core::secret::SecretString;
 use moat_net::egress::Egress;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::ApiError;
+use crate::pool::{Account, Pool, QueuePlace};
 
 /// The API version sent to Anthropic backends when the client names none.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -41,7 +42,7 @@ pub struct Backend {
     kind: BackendKind,
     /// The upstream URL of each [`Endpoint`], built once from the configured base.
     urls: [http::Uri; 4],
-    credential: Option<SecretString>,
+    pool: Pool,
     auth: AuthScheme,
     egress: Egress,
     slots: Arc<Semaphore>,
@@ -55,7 +56,7 @@ impl std::fmt::Debug for Backend {
         f.debug_struct("Backend")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .field("accounts", &self.pool.accounts().len())
             .finish_non_exhaustive()
     }
 }
@@ -88,11 +89,12 @@ impl Endpoint {
 }
 
 impl Backend {
-    /// A backend from its config and its resolved credential.
+    /// A backend from its config and its accounts (at least one, in config order).
     pub fn new(
         name: &str,
         config: &BackendConfig,
-        credential: Option<SecretString>,
+        accounts: Vec<Account>,
+        pools: &PoolConfig,
     ) -> Result<Self, InvalidBaseUrl> {
         // The URL parser's normal form, so that the host the egress policy trusts and the
         // host each request names are one and the same.
@@ -120,7 +122,7 @@ impl Backend {
             name: name.to_string(),
             kind: config.kind,
             urls,
-            credential,
+            pool: Pool::new(accounts, config.strategy, pools.clone()),
             auth: config.auth,
             egress: Egress::for_upstream(&base_url, config.connect_timeout),
             slots: Arc::new(Semaphore::new(config.max_concurrency as usize)),
@@ -138,6 +140,16 @@ impl Backend {
     /// The wire format it speaks.
     pub fn kind(&self) -> BackendKind {
         self.kind
+    }
+
+    /// The accounts and how they are shared.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// How this backend's API keys are sent.
+    pub fn auth(&self) -> AuthScheme {
+        self.auth
     }
 
     /// The URL of `endpoint` on this backend.
@@ -164,7 +176,7 @@ impl Backend {
             .map_err(|_| ApiError::upstream("the backend is shutting down"))
     }
 
-    /// A request to `endpoint` with `body`, carrying this backend's credential and the
+    /// A request to `endpoint` with `body`, carrying an account's `credential` and the
     /// few client headers the upstream API needs (never the client's own credentials).
     pub fn request(
         &self,
@@ -172,6 +184,7 @@ impl Backend {
         endpoint: Endpoint,
         body: Bytes,
         client: &HeaderMap,
+        credential: Option<&(SecretString, AuthScheme)>,
     ) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = method;
@@ -195,8 +208,8 @@ impl Backend {
                 h.insert("anthropic-beta", beta.clone());
             }
         }
-        if let Some(key) = &self.credential
-            && let Ok(mut value) = match (self.kind, self.auth) {
+        if let Some((key, scheme)) = credential
+            && let Ok(mut value) = match (self.kind, scheme) {
                 (BackendKind::Anthropic, AuthScheme::XApiKey) => {
                     HeaderValue::from_str(key.expose())
                 }
@@ -204,7 +217,7 @@ impl Backend {
             }
         {
             value.set_sensitive(true);
-            let name = match (self.kind, self.auth) {
+            let name = match (self.kind, scheme) {
                 (BackendKind::Anthropic, AuthScheme::XApiKey) => {
                     header::HeaderName::from_static("x-api-key")
                 }
@@ -235,27 +248,9 @@ impl Backend {
         v["kind"] = json!(self.kind.as_str());
         v["available_slots"] = json!(self.slots.available_permits());
         v["queued"] = json!(self.waiting.load(Ordering::Relaxed));
+        v["accounts"] = json!(self.pool.accounts().len());
+        v["strategy"] = json!(self.pool.strategy().as_str());
         v
-    }
-}
-
-/// A place in a backend's queue, given back on drop.
-struct QueuePlace<'a>(&'a AtomicU32);
-
-impl<'a> QueuePlace<'a> {
-    fn take(waiting: &'a AtomicU32, max: u32) -> Option<Self> {
-        waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(waiting))
-    }
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -3,8 +3,12 @@
 //! failover, and complete two-way translation, streaming and tool calls included.
 //!
 //! - [`routing`]: model name → ordered targets (exact, `BACKEND:MODEL`, globs, aliases);
-//! - [`backend`]: one upstream: fixed URLs, credential, concurrency limit, health;
+//! - [`backend`]: one upstream: fixed URLs, accounts, concurrency limit, health;
+//! - [`pool`]: the accounts behind a backend: headroom, stickiness, cooldowns;
+//! - [`oauth`]: OAuth 2.0 login with PKCE and token refresh;
 //! - [`proxy`]: one request through routing, translation, failover and streaming;
+//! - [`usage`] and [`analytics`]: per-request usage, recorded off the request path, and
+//!   its totals (`/accounts`, `/analytics`, `/metrics`);
 //! - [`translate`]: the wire-format translation, whole and event by event;
 //! - [`sse`]: the server-sent-events parser and writer;
 //! - [`errors`]: errors in the client's own API format.
@@ -22,17 +26,21 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod analytics;
 pub mod backend;
 pub mod errors;
+pub mod oauth;
+pub mod pool;
 pub mod proxy;
 pub mod routing;
 pub mod sse;
 pub mod stored;
 pub mod translate;
+pub mod usage;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -41,37 +49,59 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use moat_core::config::llm::LlmConfig;
-use moat_core::secret::SecretString;
+use moat_core::state::StateStore;
 use moat_net::exposure::Exposure;
 use moat_net::routes::RouteTable;
 use serde_json::{Value, json};
 
 use crate::backend::{Backend, InvalidBaseUrl};
 use crate::errors::{ApiError, ApiFormat};
+use crate::pool::{Account, Credential, PoolEvents};
 use crate::proxy::Op;
 use crate::routing::Router;
+use crate::usage::Recorder;
+
+/// Each account's credential, by (backend, account); an account without one has none.
+pub type Credentials = HashMap<(String, String), Credential>;
 
 /// The gateway: backends, the route table and the limits, shared by all requests.
-#[derive(Debug)]
 pub struct Gateway {
     backends: BTreeMap<String, Arc<Backend>>,
     router: Router,
     upstream_timeout: Duration,
     default_max_tokens: u32,
     responses: Option<Arc<stored::ResponseStore>>,
+    usage: Option<Recorder>,
+    analytics: Option<Mutex<StateStore>>,
+    events: Option<Arc<dyn PoolEvents>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("backends", &self.backends)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
-    /// A gateway for `llm` (validated), with each backend's resolved credential by name.
-    pub fn new(
-        llm: &LlmConfig,
-        mut credentials: HashMap<String, SecretString>,
-    ) -> Result<Self, InvalidBaseUrl> {
+    /// A gateway for `llm` (validated), with each account's credential.
+    pub fn new(llm: &LlmConfig, mut credentials: Credentials) -> Result<Self, InvalidBaseUrl> {
         let backends = llm
             .backends
             .iter()
             .map(|(name, cfg)| {
-                let backend = Backend::new(name, cfg, credentials.remove(name))?;
+                let accounts = cfg
+                    .pool()
+                    .into_iter()
+                    .map(|a| {
+                        let credential = credentials
+                            .remove(&(name.clone(), a.name.clone()))
+                            .unwrap_or(Credential::None);
+                        Account::new(a.name, credential)
+                    })
+                    .collect();
+                let backend = Backend::new(name, cfg, accounts, &llm.pools)?;
                 Ok((name.clone(), Arc::new(backend)))
             })
             .collect::<Result<_, InvalidBaseUrl>>()?;
@@ -81,7 +111,29 @@ impl Gateway {
             upstream_timeout: llm.upstream_timeout,
             default_max_tokens: llm.default_max_tokens,
             responses: None,
+            usage: None,
+            analytics: None,
+            events: None,
         })
+    }
+
+    /// Records each request's usage with `recorder`, and reads totals back from
+    /// `analytics` (a connection of its own to the same `state.db`), if given.
+    pub fn with_usage(mut self, recorder: Recorder, analytics: Option<StateStore>) -> Self {
+        self.usage = Some(recorder);
+        self.analytics = analytics.map(Mutex::new);
+        self
+    }
+
+    /// Reports account events (auth failures) to `events`.
+    pub fn with_events(mut self, events: Arc<dyn PoolEvents>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The backends by name.
+    pub fn backends(&self) -> &BTreeMap<String, Arc<Backend>> {
+        &self.backends
     }
 
     /// Keeps Responses API answers in `store` (without one, `store` keeps nothing and
@@ -99,6 +151,144 @@ impl Gateway {
     /// Each backend's health and load, for `/status`.
     pub fn status(&self) -> Value {
         Value::Array(self.backends.values().map(|b| b.status()).collect())
+    }
+
+    /// Adds `/accounts`, `/analytics` and `/metrics` (exposure class `Control`) to `table`.
+    pub fn control_routes(self: Arc<Self>, table: RouteTable) -> RouteTable {
+        table
+            .route(
+                "/accounts",
+                Exposure::Control,
+                axum::routing::get(accounts).with_state(self.clone()),
+            )
+            .route(
+                "/analytics",
+                Exposure::Control,
+                axum::routing::get(analytics_handler).with_state(self.clone()),
+            )
+            .route(
+                "/metrics",
+                Exposure::Control,
+                axum::routing::get(metrics).with_state(self.clone()),
+            )
+    }
+
+    /// Per account: status, headroom, cooldown, requests, last error class.
+    pub fn accounts_json(&self) -> Value {
+        let now = Instant::now();
+        let backends: Vec<Value> = self
+            .backends
+            .values()
+            .map(|b| {
+                let accounts: Vec<Value> =
+                    b.pool().accounts().iter().map(|a| a.status(now)).collect();
+                json!({
+                    "backend": b.name(),
+                    "strategy": b.pool().strategy().as_str(),
+                    "sticky_conversations": b.pool().sticky_len(),
+                    "accounts": accounts,
+                })
+            })
+            .collect();
+        json!({ "backends": backends })
+    }
+
+    /// The totals of the last hour and of all time, and each account's burn rate with its
+    /// estimated time to exhaustion. Waits for the usage writer to catch up first, so a
+    /// request answered before this call is counted.
+    pub fn analytics_json(&self) -> Result<Value, rusqlite::Error> {
+        if let Some(r) = &self.usage {
+            r.flush();
+        }
+        let Some(db) = &self.analytics else {
+            return Ok(json!({
+                "recording": false,
+                "hint": "usage is not recorded: set llm.usage_retention above 0s",
+            }));
+        };
+        let db = db.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = db.connection();
+        let now_ms = usage::now_ms();
+        let hour_ago = now_ms - 3_600_000;
+        let window = |since: Option<i64>| -> Result<Value, rusqlite::Error> {
+            let groups = analytics::summarize(conn, since)?;
+            Ok(json!({ "total": analytics::total(&groups), "groups": groups }))
+        };
+        let last_hour = window(Some(hour_ago))?;
+        let all_time = window(None)?;
+        let burn = analytics::tokens_by_account(conn, hour_ago)?;
+        drop(db);
+        let now = Instant::now();
+        let mut accounts = Vec::new();
+        for b in self.backends.values() {
+            for a in b.pool().accounts() {
+                let used = burn
+                    .get(&(b.name().to_string(), a.name().to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                let per_minute = used as f64 / 60.0;
+                let left = a.headroom().tokens_left(now);
+                let exhaustion = match left {
+                    Some((left, _)) if per_minute > 0.0 => Some(left as f64 / per_minute * 60.0),
+                    _ => None,
+                };
+                let resets_in = left
+                    .and_then(|(_, r)| r)
+                    .map(|r| r.saturating_duration_since(now).as_secs_f64());
+                accounts.push(json!({
+                    "backend": b.name(),
+                    "account": a.name(),
+                    "tokens_last_hour": used,
+                    "burn_tokens_per_minute": per_minute,
+                    "tokens_left": left.map(|(l, _)| l),
+                    "exhaustion_in_secs": exhaustion,
+                    "limit_resets_in_secs": resets_in,
+                    "resets_before_exhaustion": match (exhaustion, resets_in) {
+                        (Some(e), Some(r)) => Some(r < e),
+                        _ => None,
+                    },
+                }));
+            }
+        }
+        Ok(json!({
+            "recording": true,
+            "last_hour": last_hour,
+            "all_time": all_time,
+            "accounts": accounts,
+            "dropped_records": self.usage.as_ref().map_or(0, |u| u.metrics().dropped()),
+        }))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let now = Instant::now();
+        let gauges: Vec<analytics::AccountGauges> = self
+            .backends
+            .values()
+            .flat_map(|b| {
+                b.pool().accounts().iter().map(move |a| {
+                    let status = a.status(now);
+                    analytics::AccountGauges {
+                        backend: b.name().to_string(),
+                        account: a.name().to_string(),
+                        headroom: status["headroom"].as_f64().unwrap_or(1.0),
+                        cooldown_secs: status["cooldown_secs"].as_f64().unwrap_or(0.0),
+                        remaining: a
+                            .headroom()
+                            .dims()
+                            .map(|(k, d)| (k.as_str(), d.remaining))
+                            .collect(),
+                        in_flight: status["in_flight"].as_u64().unwrap_or(0) as u32,
+                    }
+                })
+            })
+            .collect();
+        match &self.usage {
+            Some(u) => {
+                analytics::prometheus(&u.metrics().snapshot(), &gauges, u.metrics().dropped())
+            }
+            None => analytics::prometheus(&usage::Counters::default(), &gauges, 0),
+        }
     }
 
     /// Adds the gateway's endpoints (exposure class `Api`) to `table`.
@@ -153,10 +343,10 @@ fn response_id(req: &Request) -> String {
 }
 
 fn store_failed(e: &rusqlite::Error) -> Response {
-    tracing::error!(error = %e, "the response store failed");
+    tracing::error!(error = %e, "state.db failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "the response store failed",
+        "moat's state store failed; see the server log",
     )
     .response(ApiFormat::OpenAi)
 }
@@ -193,6 +383,33 @@ async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         Ok(false) => no_such_response(&id),
         Err(e) => store_failed(&e),
     }
+}
+
+/// `GET /accounts`.
+async fn accounts(State(gw): State<Arc<Gateway>>) -> Response {
+    json_response(StatusCode::OK, gw.accounts_json().to_string())
+}
+
+/// `GET /analytics`.
+async fn analytics_handler(State(gw): State<Arc<Gateway>>) -> Response {
+    match tokio::task::spawn_blocking(move || gw.analytics_json()).await {
+        Ok(Ok(v)) => json_response(StatusCode::OK, v.to_string()),
+        Ok(Err(e)) => store_failed(&e),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"error":"analytics failed"}"#,
+        ),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(gw.metrics_text()));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }
 
 /// `GET /v1/models`: the exact names the route table exposes, in Anthropic's shape when

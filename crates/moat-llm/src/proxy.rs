@@ -1,10 +1,16 @@
 //! One client request through the gateway: parse, route, translate, send with failover,
 //! and stream the answer back in the client's format.
 //!
-//! Failover moves to the next target on a connect failure, a full queue, or an upstream
-//! 5xx or 429, always before anything reached the client: the response head is only
-//! sent once an upstream answered 2xx (or the last target failed), so a byte that
-//! reached the client is never followed by another backend's answer.
+//! Each target's backend picks one of its accounts ([`crate::pool`]). A 429, 401 or 403
+//! cools that account and the request moves to another account of the same backend;
+//! a connect failure, a full queue, an upstream 5xx, or a pool with no usable account
+//! moves it to the next target. All of it happens before anything reached the client:
+//! the response head is only sent once an upstream answered 2xx (or the last attempt
+//! failed), so a byte that reached the client is never followed by another answer.
+//! Attempts are bounded ([`MAX_ATTEMPTS`]).
+//!
+//! Every request leaves one [`UsageRecord`] (the last attempt's backend and account),
+//! written when its response ends, however it ends.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,13 +28,17 @@ use serde_json::{Value, json};
 
 use crate::backend::{Backend, Endpoint, Slot};
 use crate::errors::{ApiError, ApiFormat, upstream_message};
+use crate::pool::{AccountEvent, InUse, Verdict};
 use crate::routing::{RouteError, Target};
 use crate::sse::SseParser;
 use crate::translate::{request, response, responses, stream};
+use crate::usage::{Recorder, StreamMeter, Tokens, UsageRecord};
 use crate::{Gateway, json_response};
 
+/// Most upstream attempts (accounts and targets together) for one request.
+pub const MAX_ATTEMPTS: usize = 8;
 /// Most targets tried for one request.
-pub const MAX_ATTEMPTS: usize = 4;
+pub const MAX_TARGETS: usize = 4;
 /// Largest non-streaming upstream response read into memory.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest upstream error body read (the message is all that is kept).
@@ -64,6 +74,10 @@ struct Failed {
     error: ApiError,
     /// Whether the next target may be tried.
     retry: bool,
+    /// The account is cooling down: another account of the same backend may serve.
+    verdict: Verdict,
+    /// For the usage record.
+    class: &'static str,
 }
 
 impl From<ApiError> for Failed {
@@ -71,17 +85,109 @@ impl From<ApiError> for Failed {
         Self {
             error,
             retry: false,
+            verdict: Verdict::Fine,
+            class: "invalid_request",
+        }
+    }
+}
+
+impl Failed {
+    fn new(error: ApiError, class: &'static str) -> Self {
+        Self {
+            error,
+            retry: false,
+            verdict: Verdict::Fine,
+            class,
+        }
+    }
+
+    fn retry(mut self) -> Self {
+        self.retry = true;
+        self
+    }
+}
+
+/// One request's usage record, written when it is dropped: at the end of the handler,
+/// or, for a stream, when the stream ends or the client goes away.
+pub(crate) struct Meter {
+    recorder: Option<Recorder>,
+    started: Instant,
+    record: UsageRecord,
+    stream: Option<StreamMeter>,
+}
+
+impl Meter {
+    fn new(recorder: Option<Recorder>) -> Self {
+        Self {
+            recorder,
+            started: Instant::now(),
+            record: UsageRecord {
+                at_ms: crate::usage::now_ms(),
+                backend: String::new(),
+                account: String::new(),
+                model: String::new(),
+                status: 200,
+                tokens: Tokens::default(),
+                ttfb: None,
+                total: std::time::Duration::ZERO,
+                bytes: 0,
+                error_class: None,
+            },
+            stream: None,
+        }
+    }
+
+    /// Moves the duty to record into a new meter (which the stream then owns).
+    fn detach(&mut self) -> Meter {
+        Meter {
+            recorder: self.recorder.take(),
+            started: self.started,
+            record: self.record.clone(),
+            stream: self.stream.take(),
+        }
+    }
+
+    fn failed(&mut self, status: StatusCode, class: &'static str) {
+        self.record.status = status.as_u16();
+        self.record.error_class = Some(class);
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            if let Some(s) = &self.stream {
+                self.record.tokens = s.tokens;
+            }
+            self.record.total = self.started.elapsed();
+            recorder.record(std::mem::replace(
+                &mut self.record,
+                UsageRecord {
+                    at_ms: 0,
+                    backend: String::new(),
+                    account: String::new(),
+                    model: String::new(),
+                    status: 0,
+                    tokens: Tokens::default(),
+                    ttfb: None,
+                    total: std::time::Duration::ZERO,
+                    bytes: 0,
+                    error_class: None,
+                },
+            ));
         }
     }
 }
 
 /// Runs one request; every failure becomes an error in the client's format.
 pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -> Response {
-    match run(&gw, op, &headers, body).await {
+    let mut meter = Meter::new(gw.usage.clone());
+    match run(&gw, op, &headers, body, &mut meter).await {
         Ok(resp) => resp,
-        Err(e) => {
-            let mut resp = e.response(op.format());
-            if e.local_limit {
+        Err(f) => {
+            meter.failed(f.error.status, f.class);
+            let mut resp = f.error.response(op.format());
+            if f.error.local_limit {
                 resp = moat_net::error::refused(resp, "limit.busy", "overloaded");
             }
             resp
@@ -135,18 +241,28 @@ fn bad_json(e: &serde_json::Error) -> ApiError {
     ))
 }
 
-async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn run(
+    gw: &Gateway,
+    op: Op,
+    headers: &HeaderMap,
+    body: Bytes,
+    meter: &mut Meter,
+) -> Result<Response, Failed> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::invalid("request body must be a JSON object"));
+        return Err(ApiError::invalid("request body must be a JSON object").into());
     }
     let probe: Probe = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
     let model = match &probe.model {
         Some(Value::String(m)) => m.as_str(),
-        _ => return Err(ApiError::invalid("`model` is missing or not a string")),
+        _ => return Err(ApiError::invalid("`model` is missing or not a string").into()),
     };
+    meter.record.model = model.chars().take(256).collect();
     let decision = gw.router.resolve(model).map_err(|e| match e {
-        RouteError::Invalid(_) => ApiError::invalid(e.to_string()),
-        RouteError::NoRoute(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        RouteError::Invalid(_) => Failed::new(ApiError::invalid(e.to_string()), "invalid_request"),
+        RouteError::NoRoute(_) => Failed::new(
+            ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            "no_route",
+        ),
     })?;
     let streaming = op != Op::CountTokens && probe.stream == Some(Value::Bool(true));
     let (req, conversation) = match op {
@@ -157,43 +273,100 @@ async fn run(gw: &Gateway, op: Op, headers: &HeaderMap, body: Bytes) -> Result<R
         _ => (ClientBody::new(body), None),
     };
     let deadline = tokio::time::Instant::now() + gw.upstream_timeout;
-    let targets: Vec<&Target> = decision.targets.iter().take(MAX_ATTEMPTS).collect();
-    let mut last = None;
-    for (i, target) in targets.iter().enumerate() {
-        let Some(backend) = gw.backends.get(&target.backend) else {
-            continue;
+    let targets: Vec<(&Target, &Arc<Backend>)> = decision
+        .targets
+        .iter()
+        .filter_map(|t| gw.backends.get(&t.backend).map(|b| (t, b)))
+        .take(MAX_TARGETS)
+        .collect();
+    let mut last: Option<Failed> = None;
+    let mut attempts = 0;
+    'targets: for (i, &(target, backend)) in targets.iter().enumerate() {
+        let last_target = i + 1 == targets.len();
+        let pool = backend.pool();
+        // Only a shared pool needs the conversation (and so the parsed body).
+        let sticky_key = if pool.is_shared() {
+            req.value()
+                .ok()
+                .and_then(crate::pool::sticky::conversation_key)
+        } else {
+            None
         };
-        let attempt = Attempt {
-            gw,
-            op,
-            conversation: conversation.as_ref(),
-            req: &req,
-            requested: model,
-            target,
-            backend,
-            headers,
-            streaming,
-            deadline,
-        };
-        match attempt.run().await {
-            Ok(resp) => return Ok(resp),
-            Err(f) => {
-                let more = f.retry && i + 1 < targets.len();
-                tracing::warn!(
-                    backend = backend.name(),
-                    model = %target.model,
-                    status = f.error.status.as_u16(),
-                    failover = more,
-                    "upstream attempt failed"
-                );
-                last = Some(f.error);
-                if !more {
+        meter.record.backend = backend.name().to_string();
+        meter.record.model = target.model.clone();
+        let mut tried = Vec::new();
+        loop {
+            if attempts == MAX_ATTEMPTS {
+                break 'targets;
+            }
+            // Waiting for an account to come back is for requests that find the last
+            // target's pool spent; one that just got its own 429 (or 401) from the
+            // upstream passes that answer on, as the API itself would.
+            let may_wait = last_target && tried.is_empty();
+            let (index, account) = match pool.pick(sticky_key, &tried, may_wait).await {
+                Ok(picked) => picked,
+                Err(exhausted) => {
+                    if tried.is_empty() {
+                        let error = exhausted.error(backend.name(), std::time::Instant::now());
+                        last = Some(Failed::new(error, "exhausted").retry());
+                    }
+                    tracing::info!(
+                        backend = backend.name(),
+                        "no account of the backend is usable"
+                    );
+                    break;
+                }
+            };
+            attempts += 1;
+            tried.push(index);
+            meter.record.account = account.name().to_string();
+            let attempt = Attempt {
+                gw,
+                op,
+                conversation: conversation.as_ref(),
+                req: &req,
+                requested: model,
+                target,
+                backend,
+                account: &account,
+                headers,
+                streaming,
+                deadline,
+            };
+            match attempt.run(meter).await {
+                Ok(resp) => return Ok(resp),
+                Err(f) => {
+                    let other_account = f.verdict == Verdict::TryAnother;
+                    tracing::warn!(
+                        backend = backend.name(),
+                        account = account.name(),
+                        model = %target.model,
+                        status = f.error.status.as_u16(),
+                        class = f.class,
+                        "upstream attempt failed"
+                    );
+                    let retry = f.retry;
+                    last = Some(f);
+                    if other_account {
+                        continue;
+                    }
+                    if !retry {
+                        break 'targets;
+                    }
                     break;
                 }
             }
         }
+        if last.as_ref().is_some_and(|l| !l.retry) {
+            break;
+        }
     }
-    Err(last.unwrap_or_else(|| ApiError::upstream("no backend could take the request")))
+    Err(last.unwrap_or_else(|| {
+        Failed::new(
+            ApiError::upstream("no backend could take the request"),
+            "no_backend",
+        )
+    }))
 }
 
 /// A Responses request's conversation: everything said so far (the stored history of
@@ -281,6 +454,7 @@ struct Attempt<'a> {
     requested: &'a str,
     target: &'a Target,
     backend: &'a Arc<Backend>,
+    account: &'a InUse,
     headers: &'a HeaderMap,
     streaming: bool,
     deadline: tokio::time::Instant,
@@ -297,7 +471,7 @@ enum Shape {
 }
 
 impl Attempt<'_> {
-    async fn run(&self) -> Result<Response, Failed> {
+    async fn run(&self, meter: &mut Meter) -> Result<Response, Failed> {
         let kind = self.backend.kind();
         let (endpoint, shape, body) = match (self.op, kind) {
             (Op::Messages, BackendKind::Anthropic) => {
@@ -368,14 +542,31 @@ impl Attempt<'_> {
             }
         };
 
+        let credential = match self.account.credential(self.backend.auth()).await {
+            Ok(c) => c,
+            Err(error) => {
+                self.audit_auth("account.oauth_refresh_failed", None);
+                return Err(Failed {
+                    error,
+                    retry: true,
+                    verdict: Verdict::TryAnother,
+                    class: "oauth_refresh",
+                });
+            }
+        };
         let slot = self
             .backend
             .acquire()
             .await
-            .map_err(|error| Failed { error, retry: true })?;
-        let upstream_req = self
-            .backend
-            .request(Method::POST, endpoint, body, self.headers);
+            .map_err(|error| Failed::new(error, "busy").retry())?;
+        let upstream_req = self.backend.request(
+            Method::POST,
+            endpoint,
+            body,
+            self.headers,
+            credential.as_ref(),
+        );
+        drop(credential);
         let started = Instant::now();
         let health = self.backend.health();
         let resp = match tokio::time::timeout_at(self.deadline, self.backend.send(upstream_req))
@@ -383,34 +574,48 @@ impl Attempt<'_> {
         {
             Err(_) => {
                 health.failed("timeout");
-                return Err(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the model's backend did not answer within llm.upstream_timeout",
-                )
-                .into());
+                self.account.failed("timeout");
+                return Err(Failed::new(
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the model's backend did not answer within llm.upstream_timeout",
+                    ),
+                    "timeout",
+                ));
             }
             Ok(Err(EgressError::Connect(e))) => {
                 health.failed("connect");
+                self.account.failed("connect");
                 tracing::warn!(backend = self.backend.name(), error = %e, "cannot connect to backend");
-                return Err(Failed {
-                    error: ApiError::upstream("cannot reach the model's backend"),
-                    retry: true,
-                });
+                return Err(Failed::new(
+                    ApiError::upstream("cannot reach the model's backend"),
+                    "connect",
+                )
+                .retry());
             }
             Ok(Err(EgressError::Broken(e))) => {
                 health.failed("broken");
+                self.account.failed("broken");
                 tracing::warn!(backend = self.backend.name(), error = %e, "backend broke the connection");
-                return Err(ApiError::upstream(
-                    "the model's backend closed the connection before answering",
-                )
-                .into());
+                return Err(Failed::new(
+                    ApiError::upstream(
+                        "the model's backend closed the connection before answering",
+                    ),
+                    "broken",
+                ));
             }
             Ok(Ok(resp)) => resp,
         };
+        meter.record.ttfb = Some(meter.started.elapsed());
 
         let status = resp.status();
+        let verdict = self
+            .account
+            .observe(status, resp.headers(), std::time::Instant::now());
         if !status.is_success() {
-            return Err(self.upstream_failure(resp).await);
+            let mut failed = self.upstream_failure(resp).await;
+            failed.verdict = verdict;
+            return Err(failed);
         }
         health.ok(started.elapsed());
 
@@ -438,6 +643,7 @@ impl Attempt<'_> {
                     )))
                 }
             };
+            meter.stream = Some(StreamMeter::new(kind));
             let state = StreamState {
                 body: incoming,
                 parser: SseParser::new(),
@@ -446,6 +652,7 @@ impl Attempt<'_> {
                 deadline: self.deadline,
                 finished: false,
                 backend: self.backend.name().to_string(),
+                meter: meter.detach(),
                 _slot: slot,
             };
             let mut resp = Response::new(stream_body(state));
@@ -465,8 +672,16 @@ impl Attempt<'_> {
 
         let bytes = read_limited(incoming, MAX_RESPONSE_BYTES, self.deadline)
             .await
-            .map_err(Failed::from)?;
+            .map_err(|e| {
+                let class = if e.status == StatusCode::GATEWAY_TIMEOUT {
+                    "timeout"
+                } else {
+                    "broken"
+                };
+                Failed::new(e, class)
+            })?;
         drop(slot);
+        meter.record.tokens = Tokens::from_body(&bytes);
         let out = match shape {
             Shape::Same => bytes,
             Shape::AnthropicClientOpenAiUpstream => {
@@ -487,11 +702,32 @@ impl Attempt<'_> {
                 to_bytes(&r)
             }
         };
+        meter.record.bytes = out.len() as u64;
         let mut resp = json_response(StatusCode::OK, out);
         if shape == Shape::Same {
             copy_request_ids(&parts.headers, resp.headers_mut());
         }
         Ok(resp)
+    }
+
+    /// Reports an account's auth failure (audited by the server).
+    fn audit_auth(&self, action: &'static str, status: Option<StatusCode>) {
+        let Some(events) = &self.gw.events else {
+            return;
+        };
+        let mut detail = vec![];
+        if let Some(s) = status {
+            detail.push(("status", json!(s.as_u16())));
+        }
+        if let Some(c) = self.account.auth_cooldown(std::time::Instant::now()) {
+            detail.push(("cooldown_secs", json!(c.as_secs())));
+        }
+        events.account_event(AccountEvent {
+            backend: self.backend.name().to_string(),
+            account: self.account.name().to_string(),
+            action,
+            detail,
+        });
     }
 
     /// What a Responses client's request asked for, to echo in the response object.
@@ -549,11 +785,23 @@ impl Attempt<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u32>().ok());
         let retry = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+        let class = match status {
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "auth",
+            s if s.is_server_error() => "upstream_5xx",
+            _ => "upstream_4xx",
+        };
         self.backend.health().failed(if retry {
             "upstream_5xx_or_429"
         } else {
             "upstream_4xx"
         });
+        if class == "auth" {
+            if let Some(source) = self.account.oauth() {
+                source.invalidate();
+            }
+            self.audit_auth("account.auth_failed", Some(status));
+        }
         let body = read_limited(resp.into_body(), MAX_ERROR_BYTES, self.deadline)
             .await
             .unwrap_or_default();
@@ -570,9 +818,10 @@ impl Attempt<'_> {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => StatusCode::BAD_GATEWAY,
             s => s,
         };
-        let message = if status == StatusCode::BAD_GATEWAY {
+        let message = if class == "auth" {
             format!(
-                "the model's backend refused moat's credential; check the key of backend {:?} (`moat backend test {}`)",
+                "the model's backend refused moat's credential; check account {:?} of backend {:?} (`moat account check {}`)",
+                self.account.name(),
                 self.backend.name(),
                 self.backend.name()
             )
@@ -581,7 +830,12 @@ impl Attempt<'_> {
         };
         let mut error = ApiError::new(status, message);
         error.retry_after = retry_after;
-        Failed { error, retry }
+        Failed {
+            error,
+            retry,
+            verdict: Verdict::Fine,
+            class,
+        }
     }
 }
 
@@ -648,6 +902,7 @@ struct StreamState {
     deadline: tokio::time::Instant,
     finished: bool,
     backend: String,
+    meter: Meter,
     _slot: Slot,
 }
 
@@ -686,6 +941,11 @@ impl StreamState {
                 return self.fail(&ApiError::upstream(e.to_string()));
             }
         };
+        if let Some(m) = &mut self.meter.stream {
+            for ev in &events {
+                m.observe(ev);
+            }
+        }
         match &mut self.mode {
             Mode::Pass(p) => {
                 self.pending.push_back(data);
@@ -717,6 +977,11 @@ impl StreamState {
 
     fn fail(&mut self, err: &ApiError) {
         self.finished = true;
+        self.meter.record.error_class = Some(if err.status == StatusCode::GATEWAY_TIMEOUT {
+            "timeout"
+        } else {
+            "stream_broken"
+        });
         match &mut self.mode {
             Mode::Pass(p) => self.pending.extend(p.fail(err)),
             Mode::Translate(t) => self.pending.extend(t.fail(err)),
@@ -728,6 +993,7 @@ fn stream_body(state: StreamState) -> Body {
     let s = futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
+                s.meter.record.bytes += b.len() as u64;
                 return Some((Ok::<_, Infallible>(b), s));
             }
             if s.finished {

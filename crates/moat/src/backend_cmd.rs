@@ -4,7 +4,6 @@
 //! checked against the same validation as a load before anything is written, and replace
 //! the file atomically.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow};
@@ -14,7 +13,7 @@ use moat_core::config::llm::{
     AuthScheme, BackendConfig, BackendKind, LlmConfig, valid_backend_name,
 };
 use moat_core::home::Home;
-use moat_core::secret::{SecretRef, SecretString};
+use moat_core::secret::SecretRef;
 use moat_llm::backend::{Backend, Endpoint};
 
 use crate::Failure;
@@ -203,7 +202,9 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
             )?)
         }
     };
-    let backend = Backend::new(name, config, key).map_err(|e| Failure::usage(e.into()))?;
+    let backend = Backend::new(name, config, Vec::new(), &Default::default())
+        .map_err(|e| Failure::usage(e.into()))?;
+    let credential = key.map(|k| (k, backend.auth()));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,6 +218,7 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
             Endpoint::Models,
             bytes::Bytes::new(),
             &http::HeaderMap::new(),
+            credential.as_ref(),
         );
         let resp = tokio::time::timeout(config.connect_timeout * 3, backend.send(req))
             .await
@@ -293,25 +295,20 @@ pub fn route(home: &Home, model: &str) -> Result<(), Failure> {
             t.backend,
             t.model
         );
-    }
-    Ok(())
-}
-
-/// The resolved credential of each backend that has one; every value is known to the
-/// redactor from then on.
-pub fn backend_keys(
-    vault: &moat_vault::Vault,
-    llm: &LlmConfig,
-) -> Result<HashMap<String, SecretString>, Failure> {
-    let mut keys = HashMap::new();
-    for (name, b) in &llm.backends {
-        if let Some(r) = &b.key {
-            let value =
-                crate::serve::resolve_secret(vault, r, &format!("llm.backends.{name}.key"))?;
-            keys.insert(name.clone(), value);
+        if let Some(b) = loaded.config.llm.backends.get(&t.backend) {
+            let names: Vec<String> = b.pool().into_iter().map(|a| a.name).collect();
+            if names.len() > 1 {
+                println!(
+                    "     accounts {} ({}; a conversation stays on its account)",
+                    names.join(", "),
+                    b.strategy.as_str()
+                );
+            } else {
+                println!("     account {}", names.join(""));
+            }
         }
     }
-    Ok(keys)
+    Ok(())
 }
 
 fn check(llm: &LlmConfig) -> Result<(), Failure> {
@@ -319,7 +316,7 @@ fn check(llm: &LlmConfig) -> Result<(), Failure> {
         .map_err(|(key, message)| Failure::usage(anyhow!("invalid value for `{key}`: {message}")))
 }
 
-fn read_doc(home: &Home) -> Result<toml_edit::DocumentMut, Failure> {
+pub(crate) fn read_doc(home: &Home) -> Result<toml_edit::DocumentMut, Failure> {
     let path = home.config_file();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -360,7 +357,7 @@ fn backends_table(doc: &mut toml_edit::DocumentMut) -> Result<&mut toml_edit::Ta
         .ok_or_else(|| not_table("llm.backends"))
 }
 
-fn write_doc(home: &Home, doc: &toml_edit::DocumentMut) -> Result<(), Failure> {
+pub(crate) fn write_doc(home: &Home, doc: &toml_edit::DocumentMut) -> Result<(), Failure> {
     home.ensure().map_err(Failure::runtime)?;
     moat_core::atomic::write_atomic(&home.config_file(), doc.to_string().as_bytes())
         .map_err(Failure::runtime)

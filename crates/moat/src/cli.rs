@@ -77,6 +77,31 @@ pub enum Command {
     /// start; restart it after a change.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Manage the accounts pooled behind a backend ([[llm.backends.NAME.accounts]]).
+    ///
+    /// A backend can hold several credentials for the same API (keys, or OAuth logins).
+    /// Each request goes to the account with the most rate-limit headroom (or round-robin,
+    /// or fill-first: `strategy` under the backend), a conversation stays on its account
+    /// while that has headroom, and a 429, 401 or 403 cools the account and retries on
+    /// another. The backend's own `key` is its account named `default`.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Show where the tokens went: requests, tokens, error rate and latency per backend,
+    /// account and model, read from MOAT_HOME/state.db (the server need not run).
+    ///
+    /// Examples:
+    ///   moat usage                 the last 24 hours
+    ///   moat usage --since 7d
+    ///   moat usage --since all --json
+    #[command(verbatim_doc_comment)]
+    Usage {
+        /// How far back: a duration like 1h, 24h, 7d, or `all` (what llm.usage_retention kept).
+        #[arg(long, default_value = "24h", value_name = "DURATION|all")]
+        since: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which backend and upstream model a model name reaches, and the rule that
     /// decided it (a dry run of the route table; nothing is sent).
     Route {
@@ -253,6 +278,68 @@ pub enum BackendCommand {
     Test {
         /// The backend's name.
         name: String,
+    },
+}
+
+/// `moat account` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add an account to a backend's pool, with a key from the vault or an OAuth login.
+    ///
+    /// With --oauth, moat prints the provider's authorize URL (and opens it on a desktop),
+    /// receives the code on a one-shot server on 127.0.0.1 and a random port, checks
+    /// `state`, and exchanges the code with a PKCE verifier that never leaves moat. The
+    /// tokens go to the vault; moat refreshes them. The provider's settings (client_id,
+    /// authorize_url, token_url, scopes) go under [llm.backends.NAME.oauth].
+    ///
+    /// Examples:
+    ///   moat vault add anthropic-work && moat account add anthropic work --key-secret anthropic-work
+    ///   moat account add myprovider me --oauth
+    ///   moat account add myprovider me --oauth --manual     (no browser on this machine)
+    #[command(verbatim_doc_comment)]
+    #[command(group(clap::ArgGroup::new("credential").required(true).args(["key_secret", "oauth"])))]
+    Add {
+        /// The backend (see `moat backend list`).
+        backend: String,
+        /// A name for the account (letters, digits, '-' and '_').
+        name: String,
+        /// The vault secret holding the account's API key.
+        #[arg(long, value_name = "SECRET")]
+        key_secret: Option<String>,
+        /// Log in with OAuth 2.0 (authorization code with PKCE).
+        #[arg(long)]
+        oauth: bool,
+        /// Paste the code (or the address the browser was sent to) instead of receiving
+        /// it on a local port: for machines without a browser.
+        #[arg(long, requires = "oauth")]
+        manual: bool,
+        /// Print the authorize URL without opening a browser.
+        #[arg(long, requires = "oauth")]
+        no_browser: bool,
+        /// How long to wait for the browser to come back.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, requires = "oauth")]
+        timeout: std::time::Duration,
+        /// Replace an account of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List each backend's accounts (credentials shown only as their kind).
+    List,
+    /// Remove an account (and its OAuth tokens from the vault).
+    Remove {
+        /// The backend.
+        backend: String,
+        /// The account.
+        name: String,
+    },
+    /// Send one request per account (the model list) and report status, latency and the
+    /// rate-limit headroom the provider announced; refreshes OAuth tokens that are due.
+    /// Exits non-zero if any account fails.
+    Check {
+        /// Only this backend's accounts.
+        backend: Option<String>,
+        /// Only this account.
+        name: Option<String>,
     },
 }
 

@@ -1,6 +1,7 @@
 //! moat: the binary. Parses the command line and wires the rooms together; feature logic
 //! lives in the library crates.
 
+mod account_cmd;
 mod audit_cmd;
 mod audit_sink;
 mod backend_cmd;
@@ -12,6 +13,7 @@ mod sandbox_cmd;
 mod scan_cmd;
 mod serve;
 mod status;
+mod usage_cmd;
 mod vault_cmd;
 
 use std::io::Write;
@@ -109,6 +111,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit(command) => audit_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS),
         Command::Backend(command) => {
             backend_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Account(command) => {
+            account_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Usage { since, json } => {
+            usage_cmd::run(&home()?, since, *json).map(|()| ExitCode::SUCCESS)
         }
         Command::Route { model } => backend_cmd::route(&home()?, model).map(|()| ExitCode::SUCCESS),
         Command::Egress(command) => egress_cmd::run(&home()?, command),

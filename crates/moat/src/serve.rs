@@ -117,7 +117,7 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         Some(r) => Some(resolve_secret(&vault, r, "auth.api_key")?),
         None => None,
     };
-    let backend_keys = crate::backend_cmd::backend_keys(&vault, &config.llm)?;
+    let credentials = crate::account_cmd::credentials(home, &vault, &config.llm)?;
     let audit = crate::audit_cmd::open_keyed(home, &vault, &config.audit)?;
     drop(vault);
     if let Some(key) = &api_key
@@ -148,7 +148,22 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
     let mut gateway =
-        moat_llm::Gateway::new(&config.llm, backend_keys).map_err(|e| Failure::usage(e.into()))?;
+        moat_llm::Gateway::new(&config.llm, credentials).map_err(|e| Failure::usage(e.into()))?;
+    // Usage: one connection writes (off the request path), another reads for /analytics.
+    let (usage_db, analytics_db) = if config.llm.usage_retention.is_zero() {
+        (None, None)
+    } else {
+        (
+            Some(StateStore::open(&home.state_db()).map_err(Failure::runtime)?),
+            Some(StateStore::open(&home.state_db()).map_err(Failure::runtime)?),
+        )
+    };
+    let recorder = moat_llm::usage::Recorder::start(usage_db, config.llm.usage_retention);
+    gateway = gateway
+        .with_usage(recorder.clone(), analytics_db)
+        .with_events(Arc::new(crate::account_cmd::AuditAccountEvents(
+            audit.log(),
+        )));
     if !config.llm.responses_retention.is_zero() {
         // Its own connection to state.db: the Responses API keeps answers there.
         let db = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
@@ -157,6 +172,8 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
     }
     let gateway = Arc::new(gateway);
     let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log(), gateway));
+    // Everything answered is in state.db before the process ends.
+    recorder.flush();
     // The last checkpoint, whatever happened above.
     let closed = audit.close();
     served?;
@@ -235,7 +252,8 @@ async fn serve(
         gateway: gateway.clone(),
     });
     let table = gateway
-        .routes(RouteTable::new())
+        .clone()
+        .control_routes(gateway.routes(RouteTable::new()))
         .route("/health", Exposure::Open, get(health))
         .route(
             "/status",

@@ -17,6 +17,15 @@
 //!
 //! [llm.aliases]
 //! sonnet = "claude-sonnet-4-5"
+//!
+//! # A pool: more than one account behind one backend.
+//! [[llm.backends.anthropic.accounts]]
+//! name = "work"
+//! key = "secret:anthropic-work"
+//!
+//! [[llm.backends.anthropic.accounts]]
+//! name = "personal"
+//! oauth = true          # tokens from `moat account add anthropic personal --oauth`
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +58,41 @@ pub struct LlmConfig {
     /// keeps nothing.
     #[serde(with = "humantime_serde")]
     pub responses_retention: Duration,
+    /// How long per-request usage records (tokens, latency, status) are kept in
+    /// `state.db` for `/analytics` and `moat usage`; `0s` records nothing.
+    #[serde(with = "humantime_serde")]
+    pub usage_retention: Duration,
+    /// How accounts in a pool are shared.
+    pub pools: PoolConfig,
+}
+
+/// `[llm.pools]`: conversation stickiness and what happens when every account is spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Most conversations remembered for stickiness (one account per conversation, so
+    /// the provider's prompt cache keeps working).
+    pub sticky_max: usize,
+    /// A conversation not seen for this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub sticky_idle: Duration,
+    /// When every account of the last target is cooling down, a request waits this long
+    /// for one to come back before it gets 429 with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub exhausted_wait: Duration,
+    /// Most requests waiting that way at once; past it, 429 at once.
+    pub exhausted_queue: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            sticky_max: 10_000,
+            sticky_idle: Duration::from_secs(3600),
+            exhausted_wait: Duration::from_secs(10),
+            exhausted_queue: 64,
+        }
+    }
 }
 
 impl Default for LlmConfig {
@@ -60,6 +104,8 @@ impl Default for LlmConfig {
             upstream_timeout: Duration::from_secs(300),
             default_max_tokens: 4096,
             responses_retention: Duration::from_secs(30 * 86_400),
+            usage_retention: Duration::from_secs(90 * 86_400),
+            pools: PoolConfig::default(),
         }
     }
 }
@@ -123,6 +169,103 @@ pub struct BackendConfig {
     /// Longest wait for a TCP (and TLS) connection to the backend.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// More accounts (credentials) for the same API, pooled with `key`'s (which is the
+    /// account named `default`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountConfig>,
+    /// How a request picks among the accounts.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub strategy: Strategy,
+    /// The provider's OAuth 2.0 settings, for accounts with `oauth = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `[[llm.backends.NAME.accounts]]`: one credential in a backend's pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The account's name (letters, digits, `-`, `_`), unique in its backend.
+    pub name: String,
+    /// Its API key, by reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SecretRef>,
+    /// Its credential is an OAuth token pair kept in the vault by
+    /// `moat account add BACKEND NAME --oauth`, refreshed by moat.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub oauth: bool,
+}
+
+/// How a request picks an account from a backend's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The account with the largest share of its rate limits left.
+    #[default]
+    MostHeadroom,
+    /// Each account in turn.
+    RoundRobin,
+    /// The first account (in config order) until it runs out, then the next.
+    FillFirst,
+}
+
+impl Strategy {
+    /// The name used in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MostHeadroom => "most-headroom",
+            Self::RoundRobin => "round-robin",
+            Self::FillFirst => "fill-first",
+        }
+    }
+}
+
+/// `[llm.backends.NAME.oauth]`: an OAuth 2.0 provider that lets third-party clients log
+/// in (authorization code with PKCE, public client). These are the operator's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// The client id registered with the provider.
+    pub client_id: String,
+    /// Where the user logs in and approves (moat adds the PKCE parameters).
+    pub authorize_url: String,
+    /// Where codes and refresh tokens are exchanged for access tokens.
+    pub token_url: String,
+    /// The scopes asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// An access token is refreshed when it has less than this left.
+    #[serde(default = "default_refresh_before", with = "humantime_serde")]
+    pub refresh_before: Duration,
+}
+
+fn default_refresh_before() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The account name a backend's own `key` has in its pool.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+impl BackendConfig {
+    /// The pool: `key` as the account `default` (or, with no accounts at all, one
+    /// account without a credential, for local servers), then `accounts` in order.
+    pub fn pool(&self) -> Vec<AccountConfig> {
+        let mut pool = Vec::with_capacity(self.accounts.len() + 1);
+        if self.key.is_some() || self.accounts.is_empty() {
+            pool.push(AccountConfig {
+                name: DEFAULT_ACCOUNT.into(),
+                key: self.key.clone(),
+                oauth: false,
+            });
+        }
+        pool.extend(self.accounts.iter().cloned());
+        pool
+    }
+}
+
+/// The vault entry holding an OAuth account's tokens (moat's own namespace).
+pub fn oauth_vault_entry(backend: &str, account: &str) -> String {
+    format!("moat.oauth.{backend}.{account}")
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -150,6 +293,9 @@ impl BackendConfig {
             max_concurrency: default_max_concurrency(),
             max_queue: default_max_queue(),
             connect_timeout: default_connect_timeout(),
+            accounts: Vec::new(),
+            strategy: Strategy::default(),
+            oauth: None,
         }
     }
 }
@@ -213,6 +359,7 @@ pub fn validate(llm: &LlmConfig) -> Result<(), (String, String)> {
                 "must be between 1ms and 5m, like \"10s\"".into(),
             ));
         }
+        validate_accounts(name, b)?;
     }
     for (i, r) in llm.routes.iter().enumerate() {
         let key = |field: &str| format!("llm.routes[{i}].{field}");
@@ -251,6 +398,105 @@ pub fn validate(llm: &LlmConfig) -> Result<(), (String, String)> {
     }
     if llm.default_max_tokens == 0 {
         return Err(("llm.default_max_tokens".into(), "must be at least 1".into()));
+    }
+    let p = &llm.pools;
+    if p.sticky_max > 10_000_000 {
+        return Err((
+            "llm.pools.sticky_max".into(),
+            "must be at most 10000000".into(),
+        ));
+    }
+    if p.exhausted_wait > Duration::from_secs(600) {
+        return Err((
+            "llm.pools.exhausted_wait".into(),
+            "must be at most 10m, like \"10s\" (0s answers 429 at once)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_accounts(backend: &str, b: &BackendConfig) -> Result<(), (String, String)> {
+    let key = |field: &str| format!("llm.backends.{backend}.{field}");
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, a) in b.accounts.iter().enumerate() {
+        let at = key(&format!("accounts[{i}]"));
+        if !valid_backend_name(&a.name) {
+            return Err((
+                format!("{at}.name"),
+                "account names use letters, digits, '-' and '_' (at most 64)".into(),
+            ));
+        }
+        if a.name == DEFAULT_ACCOUNT && b.key.is_some() {
+            return Err((
+                format!("{at}.name"),
+                "\"default\" is the account of the backend's own `key`; choose another name".into(),
+            ));
+        }
+        if !seen.insert(a.name.as_str()) {
+            return Err((
+                format!("{at}.name"),
+                format!("{:?} is used twice in this backend", a.name),
+            ));
+        }
+        match (&a.key, a.oauth) {
+            (Some(_), true) => {
+                return Err((at, "set either `key` or `oauth = true`, not both".into()));
+            }
+            (None, false) => {
+                return Err((
+                    at,
+                    "needs a credential: `key = \"secret:NAME\"` or `oauth = true`".into(),
+                ));
+            }
+            (None, true) if b.oauth.is_none() => {
+                return Err((
+                    format!("{at}.oauth"),
+                    format!(
+                        "needs the provider's settings in [llm.backends.{backend}.oauth] (client_id, authorize_url, token_url)"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(o) = &b.oauth {
+        if o.client_id.is_empty() || o.client_id.len() > 512 {
+            return Err((key("oauth.client_id"), "must be 1 to 512 characters".into()));
+        }
+        for (field, url) in [
+            ("authorize_url", &o.authorize_url),
+            ("token_url", &o.token_url),
+        ] {
+            check_oauth_url(url).map_err(|m| (key(&format!("oauth.{field}")), m))?;
+        }
+        if o.refresh_before > Duration::from_secs(86_400) {
+            return Err((key("oauth.refresh_before"), "must be at most 24h".into()));
+        }
+    }
+    Ok(())
+}
+
+/// An OAuth endpoint: `https://`, or `http://` to a loopback address (a provider run
+/// locally); no credentials or fragment. A query is allowed (some authorize URLs carry one).
+fn check_oauth_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(format!("{url:?} has no host")),
+    };
+    match parsed.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(format!(
+                "{url:?} must be https:// (http:// only to a loopback address)"
+            ));
+        }
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} must not carry credentials or a fragment"));
     }
     Ok(())
 }
