@@ -126,15 +126,22 @@ impl Meter {
                 backend: String::new(),
                 account: String::new(),
                 model: String::new(),
-                status: 200,
+                // Until an answer is on its way: a client that goes away while the
+                // request waits is recorded as such (nginx's 499).
+                status: 499,
                 tokens: Tokens::default(),
                 ttfb: None,
                 total: std::time::Duration::ZERO,
                 bytes: 0,
-                error_class: None,
+                error_class: Some("client_closed"),
             },
             stream: None,
         }
+    }
+
+    fn answered(&mut self) {
+        self.record.status = 200;
+        self.record.error_class = None;
     }
 
     /// Moves the duty to record into a new meter (which the stream then owns).
@@ -526,6 +533,7 @@ impl Attempt<'_> {
             }
             (Op::CountTokens, BackendKind::Openai) => {
                 // OpenAI-compatible servers have no counting endpoint: an estimate.
+                meter.answered();
                 return Ok(json_response(
                     StatusCode::OK,
                     to_bytes(&json!({"input_tokens": estimate_tokens(self.req.value()?)})),
@@ -643,6 +651,7 @@ impl Attempt<'_> {
                     )))
                 }
             };
+            meter.answered();
             meter.stream = Some(StreamMeter::new(kind));
             let state = StreamState {
                 body: incoming,
@@ -702,6 +711,7 @@ impl Attempt<'_> {
                 to_bytes(&r)
             }
         };
+        meter.answered();
         meter.record.bytes = out.len() as u64;
         let mut resp = json_response(StatusCode::OK, out);
         if shape == Shape::Same {

@@ -298,7 +298,17 @@ fn login(
             "backend {backend:?} has no OAuth provider: set client_id, authorize_url and token_url under [llm.backends.{backend}.oauth] in config.toml"
         )));
     };
-    // The vault first: a login whose tokens cannot be kept is wasted.
+    // The vault first: a login whose tokens cannot be kept is wasted. A fresh home gets
+    // the sealed vault `moat serve` would make.
+    home.ensure().map_err(Failure::runtime)?;
+    if !home.vault_file().exists()
+        && let Some(outside) = crate::vault_cmd::create_sealed(home)?
+    {
+        println!(
+            "moat: created a vault sealed to this machine ({}, other half in {outside}) for the tokens",
+            home.vault_file().display()
+        );
+    }
     let vault = crate::vault_cmd::unlock(home)?;
     let data_key = vault.data_key_copy();
     drop(vault);

@@ -3,11 +3,12 @@
 //! through both backend kinds: llama.cpp speaks the OpenAI and the Anthropic API.
 //!
 //! Codex CLI itself (npm `@openai/codex`) runs a one-shot prompt through moat's
-//! Responses API to the same llama.cpp server.
+//! Responses API to the same llama.cpp server, and `moat account add --oauth` logs in
+//! against a real OAuth 2.0 server (npm's `oauth2-mock-server`).
 //!
 //! `scripts/peers` builds and caches the peers; `scripts/test` exports where they are
-//! (MOAT_PEER_PYTHON, MOAT_LLAMA_SERVER, MOAT_LLAMA_MODEL, MOAT_CODEX). Without them these
-//! tests fail with a message saying so.
+//! (MOAT_PEER_PYTHON, MOAT_LLAMA_SERVER, MOAT_LLAMA_MODEL, MOAT_CODEX,
+//! MOAT_OAUTH2_MOCK_SERVER). Without them these tests fail with a message saying so.
 
 mod common;
 
@@ -232,4 +233,304 @@ env_key = "MOAT_CODEX_TEST_KEY"
     // `codex exec` prints the final message on stdout.
     assert!(!stdout.trim().is_empty(), "no answer:\n{stderr}");
     assert!(!stderr.contains("ERROR"), "{stderr}");
+}
+
+/// npm's oauth2-mock-server, run by `tests/peers/oauth_server.mjs`.
+struct OAuthServer {
+    child: Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for OAuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OAuthServer {
+    fn start(login_ttl: u64, refresh_ttl: u64) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/peers/oauth_server.mjs"
+            ))
+            .env("MOAT_OAUTH2_MOCK_SERVER", peer("MOAT_OAUTH2_MOCK_SERVER"))
+            .env("LOGIN_TTL", login_ttl.to_string())
+            .env("REFRESH_TTL", refresh_ttl.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the OAuth server starts");
+        let port = first
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        Self {
+            child,
+            port,
+            lines: rx,
+        }
+    }
+
+    /// The token responses so far, as `GRANT STATUS`.
+    fn token_lines(&self) -> Vec<String> {
+        self.lines
+            .try_iter()
+            .filter_map(|l| l.strip_prefix("token ").map(str::to_string))
+            .collect()
+    }
+}
+
+/// Follows an authorize URL like a browser would: the server redirects to the
+/// redirect_uri at once (the mock logs the user in); returns that Location.
+fn authorize(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    let addr: std::net::SocketAddr = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap())
+        .parse()
+        .unwrap();
+    let path = format!("{}?{}", u.path(), u.query().unwrap_or_default());
+    let resp = common::get(addr, &path, &[]);
+    assert_eq!(resp.status, 302, "{}", resp.body);
+    resp.header("location").expect("a redirect").to_string()
+}
+
+/// Runs `moat account add ... --oauth` until it prints the authorize URL; returns the
+/// child and that URL.
+fn start_login(home: &std::path::Path, args: &[&str]) -> (Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = common::moat_cmd(home)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut url = None;
+    while url.is_none() && Instant::now() < deadline {
+        line.clear();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        url = line.trim().strip_prefix("http").map(|u| format!("http{u}"));
+    }
+    match url {
+        Some(url) => {
+            std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            (child, url)
+        }
+        None => {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "moat account add printed no authorize URL: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        }
+    }
+}
+
+#[test]
+fn oauth_login_with_pkce_against_a_real_server_then_one_refresh_for_many_requests() {
+    let oauth = OAuthServer::start(1, 3600);
+    let up = common::upstream::FakeUpstream::start();
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            r#"
+[llm.backends.prov]
+kind = "openai"
+base_url = "{}/v1"
+models = ["m-*"]
+
+[llm.backends.prov.oauth]
+client_id = "moat-test-client"
+authorize_url = "http://127.0.0.1:{port}/authorize"
+token_url = "http://127.0.0.1:{port}/token"
+scopes = ["openid", "offline_access"]
+"#,
+            up.url(),
+            port = oauth.port
+        ),
+    )
+    .unwrap();
+
+    // The browser round trip: the code reaches moat's loopback callback.
+    let (mut login, url) = start_login(
+        home.path(),
+        &[
+            "account",
+            "add",
+            "prov",
+            "me",
+            "--oauth",
+            "--no-browser",
+            "--timeout",
+            "30s",
+        ],
+    );
+    let q: std::collections::HashMap<String, String> = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["client_id"], "moat-test-client");
+    assert!(q["redirect_uri"].starts_with("http://127.0.0.1:"));
+    assert!(!url.contains("code_verifier"));
+    let back = authorize(&url);
+    assert!(back.starts_with(&q["redirect_uri"]), "{back}");
+    // A forged redirect (wrong state) would end the login; the real one completes it.
+    let callback = url::Url::parse(&back).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", callback.port().unwrap())
+        .parse()
+        .unwrap();
+    let page = common::get(
+        addr,
+        &format!("/callback?{}", callback.query().unwrap()),
+        &[],
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    let status = login.wait().unwrap();
+    assert!(status.success(), "login failed");
+    assert_eq!(oauth.token_lines(), vec!["authorization_code 200"]);
+    let config = std::fs::read_to_string(home.path().join("config.toml")).unwrap();
+    assert!(config.contains("oauth = true"), "{config}");
+
+    // The login's token expires in a second: the first requests refresh it, once, and
+    // all of them carry the new token.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut moat = Moat::start_in(home, &[], &[], None);
+    let n = 8;
+    for _ in 0..n {
+        up.push(common::upstream::Reply::json(
+            200,
+            serde_json::json!({"id": "c", "object": "chat.completion", "model": "m-1",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1}}),
+        ));
+    }
+    let body = serde_json::json!({"model": "m-1", "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+    let main = moat.main;
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || common::post_json(main, "/v1/chat/completions", &[], &body))
+        })
+        .collect();
+    for h in handles {
+        let resp = h.join().unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.body);
+    }
+    let tokens = oauth.token_lines();
+    assert_eq!(
+        tokens,
+        vec!["refresh_token 200"],
+        "concurrent refreshes must coalesce"
+    );
+    let seen = up.seen();
+    let bearer = seen[0].headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        bearer.starts_with("Bearer ey"),
+        "a JWT from the OAuth server"
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["authorization"] == bearer.as_str())
+    );
+    let token = bearer.trim_start_matches("Bearer ").to_string();
+
+    let accounts = common::get(
+        moat.main,
+        "/accounts",
+        &[("x-moat-control-token", &moat.token())],
+    );
+    let acct = &accounts.json()["backends"][0]["accounts"][0];
+    assert_eq!(acct["credential"], "oauth");
+    assert_eq!(acct["oauth"]["refreshes"], 1, "{acct}");
+    assert!(acct["oauth"]["expires_in_secs"].as_i64().unwrap() > 3500);
+    assert!(!accounts.body.contains(&token));
+    moat.terminate();
+    assert!(!moat.output().contains(&token), "the token reached the log");
+    let (_, audit, _) = common::run_moat(moat.home.path(), &["audit", "export"], &[]);
+    assert!(audit.contains("account.oauth_login"), "{audit}");
+    assert!(!audit.contains(&token));
+
+    // The refreshed tokens were saved: a restart needs no refresh, and check passes.
+    up.push(common::upstream::Reply::json(
+        200,
+        serde_json::json!({"data": [{"id": "m-1"}]}),
+    ));
+    let (code, out, err) = common::run_moat(moat.home.path(), &["account", "check", "prov"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok    prov/me") && out.contains("OAuth token expires in"),
+        "{out}"
+    );
+    assert!(!out.contains(&token));
+    assert_eq!(oauth.token_lines(), Vec::<String>::new());
+    assert_eq!(
+        up.seen().last().unwrap().headers["authorization"],
+        bearer.as_str()
+    );
+
+    // Headless: --manual takes the pasted address, state and all.
+    let (mut manual, url) = start_login(
+        moat.home.path(),
+        &["account", "add", "prov", "headless", "--oauth", "--manual"],
+    );
+    let back = authorize(&url);
+    assert!(back.starts_with("http://127.0.0.1/callback?"), "{back}");
+    {
+        use std::io::Write;
+        let mut stdin = manual.stdin.take().unwrap();
+        writeln!(stdin, "{back}").unwrap();
+    }
+    assert!(manual.wait().unwrap().success());
+    assert_eq!(oauth.token_lines(), vec!["authorization_code 200"]);
+
+    // A pasted address from another login (wrong state) is refused.
+    let (mut forged, url) = start_login(
+        moat.home.path(),
+        &["account", "add", "prov", "other", "--oauth", "--manual"],
+    );
+    let back = authorize(&url).replace("state=", "state=x");
+    {
+        use std::io::Write;
+        let mut stdin = forged.stdin.take().unwrap();
+        writeln!(stdin, "{back}").unwrap();
+    }
+    let out = forged.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state"));
+    let config = std::fs::read_to_string(moat.home.path().join("config.toml")).unwrap();
+    assert!(
+        config.contains("headless") && !config.contains("\"other\""),
+        "{config}"
+    );
 }
