@@ -315,6 +315,11 @@ impl Gateway {
                     .with_state(self.clone()),
             )
             .route(
+                "/v1/responses/{id}/input_items",
+                Exposure::Api,
+                axum::routing::get(response_input_items).with_state(self.clone()),
+            )
+            .route(
                 "/v1/models",
                 Exposure::Api,
                 axum::routing::get(models).with_state(self.clone()),
@@ -364,6 +369,49 @@ async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response 
     };
     match store.get(&id) {
         Ok(Some(s)) => json_response(StatusCode::OK, s.response.to_string()),
+        Ok(None) => no_such_response(&id),
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// `GET /v1/responses/{id}/input_items`: the input items of a stored response, paged
+/// (`limit` 1 to 100, default 20; `order` `desc` (default) or `asc`; `after` an item id).
+async fn response_input_items(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let id = response_id(&req);
+    let mut limit = 20usize;
+    let mut desc = true;
+    let mut after = None;
+    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "limit" => match v.parse::<usize>() {
+                Ok(n @ 1..=100) => limit = n,
+                _ => {
+                    return ApiError::invalid("`limit` must be a number from 1 to 100")
+                        .response(ApiFormat::OpenAi);
+                }
+            },
+            "order" => match v.as_ref() {
+                "asc" => desc = false,
+                "desc" => desc = true,
+                _ => {
+                    return ApiError::invalid("`order` must be \"asc\" or \"desc\"")
+                        .response(ApiFormat::OpenAi);
+                }
+            },
+            "after" => after = Some(v.into_owned()),
+            // `include` asks for extra fields moat does not keep; the items come without them.
+            _ => {}
+        }
+    }
+    let Some(store) = &gw.responses else {
+        return no_such_response(&id);
+    };
+    match store.get(&id) {
+        Ok(Some(s)) => {
+            let items = stored::input_items(&id, &s.input);
+            let page = stored::page(items, desc, after.as_deref(), limit);
+            json_response(StatusCode::OK, page.to_string())
+        }
         Ok(None) => no_such_response(&id),
         Err(e) => store_failed(&e),
     }

@@ -86,10 +86,106 @@ impl ResponseStore {
     }
 }
 
+/// The input items of a stored response as `GET /v1/responses/{id}/input_items` lists
+/// them: each a typed item with an id (stable for the response, so `after` pages work),
+/// message text as `input_text` parts (`output_text` for the assistant's).
+pub fn input_items(response_id: &str, input: &[Value]) -> Vec<Value> {
+    let stem = response_id.strip_prefix("resp_").unwrap_or(response_id);
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut item = item.clone();
+            let Some(obj) = item.as_object_mut() else {
+                return item;
+            };
+            let kind = obj
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("message")
+                .to_string();
+            if kind == "message" {
+                obj.insert("type".into(), "message".into());
+                let part = if obj.get("role").and_then(Value::as_str) == Some("assistant") {
+                    "output_text"
+                } else {
+                    "input_text"
+                };
+                if let Some(Value::String(text)) = obj.get("content") {
+                    let text = text.clone();
+                    obj.insert(
+                        "content".into(),
+                        serde_json::json!([{"type": part, "text": text}]),
+                    );
+                }
+                obj.entry("status").or_insert("completed".into());
+            }
+            if !obj.contains_key("id") {
+                let prefix = match kind.as_str() {
+                    "message" => "msg",
+                    "function_call" => "fc",
+                    "function_call_output" => "fco",
+                    _ => "item",
+                };
+                obj.insert("id".into(), format!("{prefix}_{stem}_{i:04}").into());
+            }
+            item
+        })
+        .collect()
+}
+
+/// One page of items: `order` `asc` or `desc`, after the item `after`, at most `limit`.
+pub fn page(items: Vec<Value>, order_desc: bool, after: Option<&str>, limit: usize) -> Value {
+    let mut items = items;
+    if order_desc {
+        items.reverse();
+    }
+    let start = after
+        .and_then(|a| items.iter().position(|i| i["id"].as_str() == Some(a)))
+        .map_or(0, |p| p + 1);
+    let rest = &items[start.min(items.len())..];
+    let data: Vec<Value> = rest.iter().take(limit).cloned().collect();
+    serde_json::json!({
+        "object": "list",
+        "first_id": data.first().map(|i| i["id"].clone()),
+        "last_id": data.last().map(|i| i["id"].clone()),
+        "has_more": rest.len() > limit,
+        "data": data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn input_items_get_types_ids_and_pages() {
+        let input = vec![
+            json!({"role": "user", "content": "hi"}),
+            json!({"role": "assistant", "content": "hello"}),
+            json!({"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}),
+            json!({"type": "function_call_output", "call_id": "c1", "output": "ok"}),
+        ];
+        let items = input_items("resp_abc", &input);
+        assert_eq!(items[0]["type"], "message");
+        assert_eq!(items[0]["id"], "msg_abc_0000");
+        assert_eq!(
+            items[0]["content"][0],
+            json!({"type": "input_text", "text": "hi"})
+        );
+        assert_eq!(items[1]["content"][0]["type"], "output_text");
+        assert_eq!(items[2]["id"], "fc_abc_0002");
+        assert_eq!(items[3]["id"], "fco_abc_0003");
+        let first = page(items.clone(), true, None, 3);
+        assert_eq!(first["data"][0]["id"], "fco_abc_0003");
+        assert_eq!(first["has_more"], true);
+        let next = page(items.clone(), true, first["last_id"].as_str(), 3);
+        assert_eq!(next["data"].as_array().unwrap().len(), 1);
+        assert_eq!(next["has_more"], false);
+        let asc = page(items, false, None, 20);
+        assert_eq!(asc["first_id"], "msg_abc_0000");
+    }
 
     #[test]
     fn put_get_delete_and_expiry() {

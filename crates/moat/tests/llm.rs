@@ -1118,6 +1118,52 @@ fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted(
             {"role": "user", "content": "Its population?"}
         ])
     );
+    // The second response's input items: the whole conversation it was given, newest first.
+    let second_id = second.json()["id"].as_str().unwrap().to_string();
+    let items = get(
+        moat.main,
+        &format!("/v1/responses/{second_id}/input_items?limit=2"),
+        &[],
+    );
+    assert_eq!(items.status, 200, "{}", items.body);
+    let page = items.json();
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["data"][0]["content"][0]["text"], "Its population?");
+    assert_eq!(page["data"][0]["type"], "message");
+    assert_eq!(page["data"][1]["role"], "assistant");
+    let rest = get(
+        moat.main,
+        &format!(
+            "/v1/responses/{second_id}/input_items?after={}",
+            page["last_id"].as_str().unwrap()
+        ),
+        &[],
+    );
+    assert_eq!(
+        rest.json()["data"][0]["content"][0]["text"],
+        "Capital of France?"
+    );
+    assert_eq!(rest.json()["has_more"], false);
+    let asc = get(
+        moat.main,
+        &format!("/v1/responses/{second_id}/input_items?order=asc"),
+        &[],
+    );
+    assert_eq!(
+        asc.json()["data"][0]["content"][0]["text"],
+        "Capital of France?"
+    );
+    let bad = get(
+        moat.main,
+        &format!("/v1/responses/{second_id}/input_items?limit=500"),
+        &[],
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        get(moat.main, "/v1/responses/resp_nope/input_items", &[]).status,
+        404
+    );
 
     let deleted = raw(
         moat.main,

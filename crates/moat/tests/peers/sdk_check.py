@@ -156,6 +156,11 @@ def responses_cases(model):
         model=model, previous_response_id=r.id, input="Say it again.", max_output_tokens=32, temperature=0,
     )
     check(follow_up.previous_response_id == r.id and follow_up.output, f"chained: {follow_up}")
+    # The SDK pages through the chained response's input items: the whole conversation.
+    items = list(oai.responses.input_items.list(follow_up.id, order="asc", limit=2))
+    texts = [c.text for i in items if i.type == "message" for c in i.content]
+    check(len(items) == 3 and texts[0] == "Say hello to me." and texts[-1] == "Say it again.",
+          f"input items: {items}")
     oai.responses.delete(r.id)
     try:
         oai.responses.retrieve(r.id)
