@@ -221,26 +221,37 @@ pub fn prometheus(c: &Counters, accounts: &[AccountGauges], dropped: u64) -> Str
         "Time from request to the upstream's response head.",
         &c.ttfb,
     );
-    out.push_str("# HELP moat_llm_account_headroom_ratio Share of the tightest rate limit left (1 when unknown).\n# TYPE moat_llm_account_headroom_ratio gauge\n");
-    for g in accounts {
-        let _ = writeln!(
-            out,
-            "moat_llm_account_headroom_ratio{{backend=\"{}\",account=\"{}\"}} {}",
-            label(&g.backend),
-            label(&g.account),
-            g.headroom
-        );
-    }
-    out.push_str("# HELP moat_llm_account_cooldown_seconds Cooldown left after a 429 or an auth failure.\n# TYPE moat_llm_account_cooldown_seconds gauge\n");
-    for g in accounts {
-        let _ = writeln!(
-            out,
-            "moat_llm_account_cooldown_seconds{{backend=\"{}\",account=\"{}\"}} {}",
-            label(&g.backend),
-            label(&g.account),
-            g.cooldown_secs
-        );
-    }
+    let gauge =
+        |out: &mut String, name: &str, help: &str, value: &dyn Fn(&AccountGauges) -> f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for g in accounts {
+                let _ = writeln!(
+                    out,
+                    "{name}{{backend=\"{}\",account=\"{}\"}} {}",
+                    label(&g.backend),
+                    label(&g.account),
+                    value(g)
+                );
+            }
+        };
+    gauge(
+        &mut out,
+        "moat_llm_account_headroom_ratio",
+        "Share of the tightest rate limit left (1 when unknown).",
+        &|g| g.headroom,
+    );
+    gauge(
+        &mut out,
+        "moat_llm_account_cooldown_seconds",
+        "Cooldown left after a 429 or an auth failure.",
+        &|g| g.cooldown_secs,
+    );
+    gauge(
+        &mut out,
+        "moat_llm_account_in_flight",
+        "Requests in flight per account.",
+        &|g| f64::from(g.in_flight),
+    );
     out.push_str("# HELP moat_llm_account_remaining What the provider says is left of each limit.\n# TYPE moat_llm_account_remaining gauge\n");
     for g in accounts {
         for (limit, n) in &g.remaining {
@@ -251,16 +262,6 @@ pub fn prometheus(c: &Counters, accounts: &[AccountGauges], dropped: u64) -> Str
                 label(&g.account)
             );
         }
-    }
-    out.push_str("# HELP moat_llm_account_in_flight Requests in flight per account.\n# TYPE moat_llm_account_in_flight gauge\n");
-    for g in accounts {
-        let _ = writeln!(
-            out,
-            "moat_llm_account_in_flight{{backend=\"{}\",account=\"{}\"}} {}",
-            label(&g.backend),
-            label(&g.account),
-            g.in_flight
-        );
     }
     out.push_str("# HELP moat_llm_usage_records_dropped_total Usage records lost because the writer fell behind.\n# TYPE moat_llm_usage_records_dropped_total counter\n");
     let _ = writeln!(out, "moat_llm_usage_records_dropped_total {dropped}");
