@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(at) = retry_after(&headers, now) {
         assert!(at >= now && at <= now + CAP);
     }
-    let _ = moat_llm::usage::Tokens::from_body(data);
+    let _ = moat_llm::usage::TokenCounts::from_body(data);
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
         let _ = moat_llm::pool::sticky::conversation_key(&v);
     }

@@ -267,18 +267,18 @@ impl Gateway {
             .values()
             .flat_map(|b| {
                 b.pool().accounts().iter().map(move |a| {
-                    let status = a.status(now);
+                    let (headroom, cooldown_secs, in_flight) = a.gauges(now);
                     analytics::AccountGauges {
                         backend: b.name().to_string(),
                         account: a.name().to_string(),
-                        headroom: status["headroom"].as_f64().unwrap_or(1.0),
-                        cooldown_secs: status["cooldown_secs"].as_f64().unwrap_or(0.0),
+                        headroom,
+                        cooldown_secs,
                         remaining: a
                             .headroom()
                             .dims()
                             .map(|(k, d)| (k.as_str(), d.remaining))
                             .collect(),
-                        in_flight: status["in_flight"].as_u64().unwrap_or(0) as u32,
+                        in_flight,
                     }
                 })
             })

@@ -215,11 +215,6 @@ impl OAuthClient {
         })
     }
 
-    /// The provider settings.
-    pub fn config(&self) -> &OAuthConfig {
-        &self.config
-    }
-
     /// Starts a login that returns to `redirect_uri`: fresh verifier (64 random bytes,
     /// 86 characters) and state, and the authorize URL with the S256 challenge.
     pub fn login(&self, redirect_uri: &str) -> Result<Login, OAuthError> {
@@ -468,13 +463,6 @@ impl TokenSource {
             "refreshes": self.refreshes.load(Ordering::Relaxed),
             "last_refresh_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })
-    }
-
-    /// Refreshes now, whatever the expiry (for `moat account check`).
-    pub async fn refresh_forced(&self) -> Result<Tokens, OAuthError> {
-        let _one_at_a_time = self.refreshing.lock().await;
-        let current = self.tokens();
-        self.refresh_now(&current).await
     }
 
     /// The current tokens' expiry, for `moat account check`.

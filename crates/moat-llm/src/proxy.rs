@@ -32,7 +32,7 @@ use crate::pool::{AccountEvent, InUse, Verdict};
 use crate::routing::{RouteError, Target};
 use crate::sse::SseParser;
 use crate::translate::{request, response, responses, stream};
-use crate::usage::{Recorder, StreamMeter, Tokens, UsageRecord};
+use crate::usage::{Recorder, StreamMeter, TokenCounts, UsageRecord};
 use crate::{Gateway, json_response};
 
 /// Most upstream attempts (accounts and targets together) for one request.
@@ -123,17 +123,11 @@ impl Meter {
             started: Instant::now(),
             record: UsageRecord {
                 at_ms: crate::usage::now_ms(),
-                backend: String::new(),
-                account: String::new(),
-                model: String::new(),
                 // Until an answer is on its way: a client that goes away while the
                 // request waits is recorded as such (nginx's 499).
                 status: 499,
-                tokens: Tokens::default(),
-                ttfb: None,
-                total: std::time::Duration::ZERO,
-                bytes: 0,
                 error_class: Some("client_closed"),
+                ..UsageRecord::default()
             },
             stream: None,
         }
@@ -167,21 +161,7 @@ impl Drop for Meter {
                 self.record.tokens = s.tokens;
             }
             self.record.total = self.started.elapsed();
-            recorder.record(std::mem::replace(
-                &mut self.record,
-                UsageRecord {
-                    at_ms: 0,
-                    backend: String::new(),
-                    account: String::new(),
-                    model: String::new(),
-                    status: 0,
-                    tokens: Tokens::default(),
-                    ttfb: None,
-                    total: std::time::Duration::ZERO,
-                    bytes: 0,
-                    error_class: None,
-                },
-            ));
+            recorder.record(std::mem::take(&mut self.record));
         }
     }
 }
@@ -682,15 +662,11 @@ impl Attempt<'_> {
         let bytes = read_limited(incoming, MAX_RESPONSE_BYTES, self.deadline)
             .await
             .map_err(|e| {
-                let class = if e.status == StatusCode::GATEWAY_TIMEOUT {
-                    "timeout"
-                } else {
-                    "broken"
-                };
+                let class = read_failure_class(&e);
                 Failed::new(e, class)
             })?;
         drop(slot);
-        meter.record.tokens = Tokens::from_body(&bytes);
+        meter.record.tokens = TokenCounts::from_body(&bytes);
         let out = match shape {
             Shape::Same => bytes,
             Shape::AnthropicClientOpenAiUpstream => {
@@ -877,6 +853,16 @@ fn estimate_tokens(req: &Value) -> u64 {
     (bytes as u64).div_ceil(4).max(1)
 }
 
+/// The usage class of a failure while reading an upstream body: the deadline passed
+/// (504) or the upstream broke off.
+fn read_failure_class(e: &ApiError) -> &'static str {
+    if e.status == StatusCode::GATEWAY_TIMEOUT {
+        "timeout"
+    } else {
+        "broken"
+    }
+}
+
 async fn read_limited(
     body: hyper::body::Incoming,
     limit: usize,
@@ -987,10 +973,9 @@ impl StreamState {
 
     fn fail(&mut self, err: &ApiError) {
         self.finished = true;
-        self.meter.record.error_class = Some(if err.status == StatusCode::GATEWAY_TIMEOUT {
-            "timeout"
-        } else {
-            "stream_broken"
+        self.meter.record.error_class = Some(match read_failure_class(err) {
+            "broken" => "stream_broken",
+            class => class,
         });
         match &mut self.mode {
             Mode::Pass(p) => self.pending.extend(p.fail(err)),

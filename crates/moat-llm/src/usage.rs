@@ -34,9 +34,9 @@ pub const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Tokens one exchange used, as far as the upstream said.
+/// TokenCounts one exchange used, as far as the upstream said.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tokens {
+pub struct TokenCounts {
     /// Prompt tokens, cached ones included.
     pub input: Option<u64>,
     /// Generated tokens.
@@ -45,7 +45,7 @@ pub struct Tokens {
     pub cached: Option<u64>,
 }
 
-impl Tokens {
+impl TokenCounts {
     /// From a `usage` object of either API (Anthropic's, Chat Completions' or Responses').
     pub fn from_usage(u: &Value) -> Self {
         let n = |k: &str| u.get(k).and_then(Value::as_u64);
@@ -74,7 +74,7 @@ impl Tokens {
 
     /// Later, more complete counts win field by field (a stream's `message_delta` after
     /// its `message_start`).
-    fn merge(&mut self, other: Tokens) {
+    fn merge(&mut self, other: TokenCounts) {
         self.input = other.input.or(self.input);
         self.output = other.output.or(self.output);
         self.cached = other.cached.or(self.cached);
@@ -99,7 +99,7 @@ impl Tokens {
 pub struct StreamMeter {
     kind: BackendKind,
     /// What has been seen so far.
-    pub tokens: Tokens,
+    pub tokens: TokenCounts,
 }
 
 impl StreamMeter {
@@ -107,7 +107,7 @@ impl StreamMeter {
     pub fn new(kind: BackendKind) -> Self {
         Self {
             kind,
-            tokens: Tokens::default(),
+            tokens: TokenCounts::default(),
         }
     }
 
@@ -134,13 +134,13 @@ impl StreamMeter {
             }
         };
         if let Some(u) = usage {
-            self.tokens.merge(Tokens::from_usage(&u));
+            self.tokens.merge(TokenCounts::from_usage(&u));
         }
     }
 }
 
 /// One gateway request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRecord {
     /// When it arrived, unix milliseconds.
     pub at_ms: i64,
@@ -152,8 +152,8 @@ pub struct UsageRecord {
     pub model: String,
     /// The status the client got.
     pub status: u16,
-    /// Tokens.
-    pub tokens: Tokens,
+    /// TokenCounts.
+    pub tokens: TokenCounts,
     /// Time to the upstream's response head.
     pub ttfb: Option<Duration>,
     /// Time to the end of the response.
@@ -184,7 +184,7 @@ type SeriesKey = (String, String, String);
 pub struct Counters {
     /// Requests by series and status.
     pub requests: BTreeMap<(SeriesKey, u16), u64>,
-    /// Tokens by series: input, output, cached.
+    /// TokenCounts by series: input, output, cached.
     pub tokens: BTreeMap<SeriesKey, [u64; 3]>,
     /// Request duration per backend: bucket counts, sum, count.
     pub duration: BTreeMap<String, Histogram>,
@@ -307,7 +307,7 @@ impl Recorder {
 }
 
 fn writer(rx: Receiver<Msg>, db: Option<StateStore>, retention: Duration, metrics: &Metrics) {
-    let mut last_prune = Instant::now() - Duration::from_secs(3600);
+    let mut last_prune: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
@@ -330,8 +330,8 @@ fn writer(rx: Receiver<Msg>, db: Option<StateStore>, retention: Duration, metric
             if let Err(e) = insert(db, &batch) {
                 tracing::error!(error = %e, records = batch.len(), "cannot write usage records to state.db");
             }
-            if last_prune.elapsed() > Duration::from_secs(60) {
-                last_prune = Instant::now();
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                last_prune = Some(Instant::now());
                 let cutoff = now_ms() - retention.as_millis() as i64;
                 if let Err(e) = db
                     .connection()
@@ -401,23 +401,26 @@ mod tests {
 
     #[test]
     fn both_usage_shapes_in_one_convention() {
-        let a = Tokens::from_usage(&json!({
+        let a = TokenCounts::from_usage(&json!({
             "input_tokens": 10, "output_tokens": 5,
             "cache_read_input_tokens": 30, "cache_creation_input_tokens": 2}));
         assert_eq!(
             a,
-            Tokens {
+            TokenCounts {
                 input: Some(42),
                 output: Some(5),
                 cached: Some(30)
             }
         );
-        let o = Tokens::from_usage(&json!({
+        let o = TokenCounts::from_usage(&json!({
             "prompt_tokens": 42, "completion_tokens": 5,
             "prompt_tokens_details": {"cached_tokens": 30}}));
         assert_eq!(o, a);
-        assert_eq!(Tokens::from_body(b"{\"id\":1}"), Tokens::default());
-        assert_eq!(Tokens::from_body(b"not json"), Tokens::default());
+        assert_eq!(
+            TokenCounts::from_body(b"{\"id\":1}"),
+            TokenCounts::default()
+        );
+        assert_eq!(TokenCounts::from_body(b"not json"), TokenCounts::default());
     }
 
     #[test]
@@ -465,7 +468,7 @@ mod tests {
                 account: "a".into(),
                 model: "m".into(),
                 status,
-                tokens: Tokens {
+                tokens: TokenCounts {
                     input: Some(10),
                     output: Some(2),
                     cached: None,

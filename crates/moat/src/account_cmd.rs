@@ -203,9 +203,7 @@ fn list(home: &Home) -> Result<(), Failure> {
     let loaded = crate::load_config(home, &[])?;
     let llm = &loaded.config.llm;
     if llm.backends.is_empty() {
-        println!(
-            "no backends; add one with `moat backend add NAME --kind anthropic|openai --base-url URL`"
-        );
+        println!("{}", crate::backend_cmd::NO_BACKENDS);
         return Ok(());
     }
     println!(
@@ -594,7 +592,7 @@ fn check_accounts(
         .filter(|(n, _)| only_backend.is_none_or(|b| b == n.as_str()))
         .collect();
     if selected.is_empty() {
-        println!("no backends; add one with `moat backend add`");
+        println!("{}", crate::backend_cmd::NO_BACKENDS);
         return Ok(());
     }
     let needs_vault = selected.iter().any(|(_, b)| {

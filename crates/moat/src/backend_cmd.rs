@@ -114,13 +114,15 @@ fn add(home: &Home, name: &str, backend: BackendConfig, replace: bool) -> Result
     Ok(())
 }
 
+/// What `list` commands print when config has no backend.
+pub(crate) const NO_BACKENDS: &str =
+    "no backends; add one with `moat backend add NAME --kind anthropic|openai --base-url URL`";
+
 fn list(home: &Home) -> Result<(), Failure> {
     let loaded = crate::load_config(home, &[])?;
     let llm = &loaded.config.llm;
     if llm.backends.is_empty() {
-        println!(
-            "no backends; add one with `moat backend add NAME --kind anthropic|openai --base-url URL`"
-        );
+        println!("{NO_BACKENDS}");
         return Ok(());
     }
     println!(

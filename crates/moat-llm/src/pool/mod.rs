@@ -275,6 +275,20 @@ impl Account {
         self.state().headroom
     }
 
+    /// Headroom share, cooldown left (seconds, 0 when none) and requests in flight: the
+    /// account's live gauges.
+    pub fn gauges(&self, now: Instant) -> (f64, f64, u32) {
+        let s = self.state();
+        let cooldown = s.cooldown.map_or(0.0, |(until, _)| {
+            until.saturating_duration_since(now).as_secs_f64()
+        });
+        (
+            s.headroom.fraction(now),
+            cooldown,
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
     /// Status for `/accounts`: never the credential.
     pub fn status(&self, now: Instant) -> Value {
         let s = self.state();
