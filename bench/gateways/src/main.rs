@@ -302,9 +302,16 @@ async fn main() {
             Err(e) => Err(e),
         },
         // The suite blocks on child processes; it runs off the async workers.
-        Cmd::Suite(a) => tokio::task::spawn_blocking(move || run_suite(a))
-            .await
-            .unwrap_or_else(|e| Err(anyhow::anyhow!("the suite panicked: {e}"))),
+        Cmd::Suite(a) => {
+            let suite = tokio::task::spawn_blocking(move || run_suite(a));
+            tokio::select! {
+                r = suite => r.unwrap_or_else(|e| Err(anyhow::anyhow!("the suite panicked: {e}"))),
+                _ = tokio::signal::ctrl_c() => {
+                    suite::stop_all();
+                    Err(anyhow::anyhow!("interrupted; the gateways were stopped and no report was written"))
+                }
+            }
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -132,6 +132,11 @@ pub fn markdown(opts: &Options, r: &Results, chart: Option<&str>, stamp: &str) -
                             .sum();
                         (errors > 0).then(|| format!("{} failed requests in `{}`", errors, w.name))
                     })
+                    .chain(t.stalls.iter().filter(|(_, rep, _)| rep.failed() > 0).map(
+                        |(level, rep, _)| {
+                            format!("{} failed of {level} streams at once", rep.failed())
+                        },
+                    ))
                     .collect();
                 if failing.is_empty() {
                     "ran every workload it supports".into()

@@ -206,10 +206,19 @@ impl Bench {
             .args(&cmd[1..])
             .stderr(Stdio::inherit())
             .output()?;
-        if !out.status.success() {
-            bail!("the load generator failed ({})", out.status);
-        }
-        serde_json::from_slice(&out.stdout).context("the load generator's report")
+        // A generator that failed is recorded as a failed measurement, so one bad cell does
+        // not lose the rest of the run.
+        let report = out
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<Report>(&out.stdout).ok())
+            .flatten();
+        Ok(report.unwrap_or_else(|| {
+            let mut r = Report::default();
+            r.errors.insert("load generator failed".into(), 1);
+            r.first_error = Some(format!("the load generator exited with {}", out.status));
+            r
+        }))
     }
 
     fn closed(&self, e: &Endpoint, w: &Workload, c: usize, secs: f64) -> anyhow::Result<Report> {
@@ -240,10 +249,31 @@ fn start(target: &mut Target, dir: &Path, cpus: &Cpus) -> anyhow::Result<Child> 
     }
     // Its own process group, so stopping it stops its workers too.
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    Ok(c.spawn()?)
+    let child = c.spawn()?;
+    if let Ok(mut groups) = GATEWAY_GROUPS.lock() {
+        groups.push(child.id());
+    }
+    Ok(child)
+}
+
+/// The process groups of the running gateways. They are outside the terminal's group, so
+/// Ctrl-C does not reach them: `stop_all` does, from the interrupt handler.
+static GATEWAY_GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+pub fn stop_all() {
+    if let Ok(groups) = GATEWAY_GROUPS.lock() {
+        for pgid in groups.iter() {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", "--", &format!("-{pgid}")])
+                .status();
+        }
+    }
 }
 
 fn stop(child: &mut Child) {
+    if let Ok(mut groups) = GATEWAY_GROUPS.lock() {
+        groups.retain(|&g| g != child.id());
+    }
     let _ = Command::new("kill")
         .args(["-s", "TERM", "--", &format!("-{}", child.id())])
         .status();
