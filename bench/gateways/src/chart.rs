@@ -47,13 +47,15 @@ pub fn draw(opts: &Options, r: &Results, out: &Path) -> anyhow::Result<()> {
         .filter(|t| matches!(t.status, Status::Ran) && t.kind != Kind::Direct)
         .map(|t| t.kind)
         .collect();
-    let root = BitMapBackend::new(out, (1500, 1000)).into_drawing_area();
+    // Three panels a row: one per workload, then the throughput panel.
+    let rows = (opts.workloads.len() + 1).div_ceil(3);
+    let root = BitMapBackend::new(out, (1500, 60 + 470 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
         "Added p99 latency over direct, ms (log scale; 0.01 and below, or faster than direct, on the floor)",
         (FONT, 26),
     )?;
-    let panels = root.split_evenly((2, 3));
+    let panels = root.split_evenly((rows, 3));
     let cs = &opts.concurrency;
     for (panel, w) in panels.iter().zip(opts.workloads.iter()) {
         let mut lines = Vec::new();

@@ -2,7 +2,7 @@
 //! how it is configured and started, and where each workload is sent through it.
 //!
 //! Every gateway gets its best configuration for this job: logging off or at warnings,
-//! no database, no telemetry, keep-alive on, one process pinned to its own core.
+//! no database, no telemetry, keep-alive on, one process (one worker) on the gateway core.
 
 use std::path::{Path, PathBuf};
 
@@ -74,10 +74,16 @@ impl Installs {
 /// loopback run.
 const LITELLM_KEY: &str = "sk-bench-litellm-master";
 
+/// Why a peer's Responses API to an OpenAI-format provider is not measured: it forwards
+/// the request as is to the provider's own `/v1/responses`, which this fake upstream (Chat
+/// Completions and Messages only) does not serve; a failure there would be the fake's.
+const NATIVE_RESPONSES: &str = "not measured: it forwards the Responses API to the provider natively, and the fake upstream speaks only Chat Completions and Messages";
+
 fn path_of(api: ClientApi) -> &'static str {
     match api {
         ClientApi::Openai => "/v1/chat/completions",
         ClientApi::Anthropic => "/v1/messages",
+        ClientApi::Responses => "/v1/responses",
     }
 }
 
@@ -106,19 +112,25 @@ pub fn endpoint(
             headers: Vec::new(),
         }),
         Kind::Moat => Ok(plain(match w.upstream {
-            ClientApi::Openai => model,
             ClientApi::Anthropic => format!("ant:{model}"),
+            _ => model,
         })),
+        Kind::Litellm if w.client == ClientApi::Responses && w.upstream == ClientApi::Openai => {
+            Err(NATIVE_RESPONSES)
+        }
         Kind::Litellm => {
             let mut e = plain(match w.upstream {
-                ClientApi::Openai => format!("openai/{model}"),
                 ClientApi::Anthropic => format!("anthropic/{model}"),
+                _ => format!("openai/{model}"),
             });
             e.headers = vec![match w.client {
-                ClientApi::Openai => ("authorization".into(), format!("Bearer {LITELLM_KEY}")),
                 ClientApi::Anthropic => ("x-api-key".into(), LITELLM_KEY.into()),
+                _ => ("authorization".into(), format!("Bearer {LITELLM_KEY}")),
             }];
             Ok(e)
+        }
+        Kind::Portkey if w.client == ClientApi::Responses && w.upstream == ClientApi::Openai => {
+            Err(NATIVE_RESPONSES)
         }
         Kind::Portkey => {
             if w.client == ClientApi::Anthropic && w.translated() {
@@ -127,8 +139,8 @@ pub fn endpoint(
                 );
             }
             let (provider, key) = match w.upstream {
-                ClientApi::Openai => ("openai", ("authorization", "Bearer bench-upstream-key")),
                 ClientApi::Anthropic => ("anthropic", ("x-api-key", "bench-upstream-key")),
+                _ => ("openai", ("authorization", "Bearer bench-upstream-key")),
             };
             let mut e = plain(model);
             e.headers = vec![

@@ -24,8 +24,12 @@ use crate::upstream::DELTA_TEXT;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientApi {
+    /// Chat Completions.
     Openai,
+    /// Messages.
     Anthropic,
+    /// OpenAI's Responses API (a client format only: no upstream speaks it here).
+    Responses,
 }
 
 /// How requests are sent.
@@ -55,6 +59,8 @@ pub struct Spec {
     /// Bytes of text a whole answer must at least carry.
     pub expect_bytes: usize,
     pub mode: Mode,
+    /// Closed loop only: load sent first, with the same connections, and not counted.
+    pub warmup: Duration,
     /// A pause between two deltas longer than this makes the stream stalled.
     pub stall: Duration,
     pub timeout: Duration,
@@ -105,6 +111,9 @@ pub struct Report {
     pub latency: Pcts,
     pub ttft: Pcts,
     pub gap: Pcts,
+    /// Successful answers including warm-up ones: what the gateway's CPU time was spent on.
+    #[serde(default)]
+    pub handled: usize,
     /// Streams that arrived whole but paused longer than the stall limit somewhere.
     pub stalled: usize,
 }
@@ -117,6 +126,9 @@ impl Report {
 
 #[derive(Default)]
 struct Sample {
+    /// When it was sent (or scheduled) and when its answer ended.
+    started: Option<Instant>,
+    done: Option<Instant>,
     ok: bool,
     error: Option<(String, String)>,
     latency_us: u64,
@@ -125,7 +137,7 @@ struct Sample {
     stalled: bool,
 }
 
-pub fn request_body(model: &str, stream: bool, request_bytes: usize) -> Bytes {
+pub fn request_body(api: ClientApi, model: &str, stream: bool, request_bytes: usize) -> Bytes {
     const TURN: usize = 2000;
     let mut messages = Vec::new();
     if request_bytes <= TURN {
@@ -143,10 +155,16 @@ pub fn request_body(model: &str, stream: bool, request_bytes: usize) -> Bytes {
             messages.push(serde_json::json!({"role": role, "content": text}));
         }
     }
-    // Both APIs take this shape for plain-text turns; only the path and headers differ.
-    let body = serde_json::json!({
-        "model": model, "stream": stream, "max_tokens": 1024, "messages": messages,
-    });
+    // Chat Completions and Messages take the same shape for plain-text turns.
+    let body = match api {
+        ClientApi::Openai | ClientApi::Anthropic => serde_json::json!({
+            "model": model, "stream": stream, "max_tokens": 1024, "messages": messages,
+        }),
+        ClientApi::Responses => serde_json::json!({
+            "model": model, "stream": stream, "max_output_tokens": 1024, "input": messages,
+            "store": false,
+        }),
+    };
     Bytes::from(body.to_string())
 }
 
@@ -163,17 +181,20 @@ pub async fn run(spec: Spec) -> Report {
         .pool_max_idle_per_host(concurrency)
         .pool_idle_timeout(Duration::from_secs(30))
         .build(connector);
-    let body = request_body(&spec.model, spec.stream, spec.request_bytes);
+    let body = request_body(spec.api, &spec.model, spec.stream, spec.request_bytes);
     let spec = Arc::new(spec);
     let start = Instant::now();
     let mut samples = Vec::new();
     let mut dropped = 0usize;
+    let mut window = None;
     match spec.mode {
         Mode::Closed {
             concurrency,
             duration,
         } => {
-            let end = start + duration;
+            let counted_from = start + spec.warmup;
+            let end = counted_from + duration;
+            window = Some((counted_from, end));
             let mut tasks = Vec::new();
             for _ in 0..concurrency {
                 let (client, spec, body) = (client.clone(), spec.clone(), body.clone());
@@ -240,10 +261,17 @@ pub async fn run(spec: Spec) -> Report {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    summarize(samples, dropped, elapsed)
+    summarize(samples, dropped, elapsed, window)
 }
 
-fn summarize(samples: Vec<Sample>, dropped: usize, elapsed: f64) -> Report {
+/// `window`: for a closed loop, throughput is the answers that ended inside it over its
+/// length (requests still running at its end would otherwise stretch the divisor).
+fn summarize(
+    samples: Vec<Sample>,
+    dropped: usize,
+    elapsed: f64,
+    window: Option<(Instant, Instant)>,
+) -> Report {
     let mut report = Report {
         sent: samples.len() + dropped,
         elapsed_s: elapsed,
@@ -255,7 +283,18 @@ fn summarize(samples: Vec<Sample>, dropped: usize, elapsed: f64) -> Report {
             .insert("dropped (generator over 8192 in flight)".into(), dropped);
     }
     let (mut latency, mut ttft, mut gaps) = (Vec::new(), Vec::new(), Vec::new());
+    let mut in_window = 0usize;
     for s in samples {
+        let ended_in_window =
+            |(from, to): (Instant, Instant)| s.ok && s.done.is_some_and(|d| d >= from && d <= to);
+        in_window += usize::from(window.is_some_and(ended_in_window));
+        report.handled += usize::from(s.ok);
+        // Warm-up requests only open connections and wake the gateway: throughput counts
+        // what ended in the window, the other figures what started in it.
+        if window.is_some_and(|(from, _)| s.started.is_some_and(|t| t < from)) {
+            report.sent = report.sent.saturating_sub(1);
+            continue;
+        }
         if let Some((kind, detail)) = s.error {
             *report.errors.entry(kind).or_default() += 1;
             report.first_error.get_or_insert(detail);
@@ -267,7 +306,10 @@ fn summarize(samples: Vec<Sample>, dropped: usize, elapsed: f64) -> Report {
         ttft.extend(s.ttft_us);
         gaps.extend(s.gaps_us);
     }
-    report.rps = report.ok as f64 / elapsed.max(1e-9);
+    report.rps = match window {
+        Some((from, to)) => in_window as f64 / (to - from).as_secs_f64().max(1e-9),
+        None => report.ok as f64 / elapsed.max(1e-9),
+    };
     report.latency = Pcts::of(latency);
     report.ttft = Pcts::of(ttft);
     report.gap = Pcts::of(gaps);
@@ -280,16 +322,17 @@ async fn one(
     body: Bytes,
     start: Instant,
 ) -> Sample {
-    match tokio::time::timeout(spec.timeout, exchange(client, spec, body, start)).await {
-        Ok(sample) => sample,
-        Err(_) => Sample {
-            error: Some((
-                "timeout".into(),
+    let mut sample =
+        match tokio::time::timeout(spec.timeout, exchange(client, spec, body, start)).await {
+            Ok(sample) => sample,
+            Err(_) => fail(
+                "timeout",
                 format!("no complete answer in {:?}", spec.timeout),
-            )),
-            ..Sample::default()
-        },
-    }
+            ),
+        };
+    sample.started = Some(start);
+    sample.done = Some(Instant::now());
+    sample
 }
 
 async fn exchange(
@@ -300,7 +343,7 @@ async fn exchange(
 ) -> Sample {
     let mut req = hyper::Request::post(&spec.url).header("content-type", "application/json");
     let defaults: &[(&str, &str)] = match spec.api {
-        ClientApi::Openai => &[("authorization", "Bearer bench-client-key")],
+        ClientApi::Openai | ClientApi::Responses => &[("authorization", "Bearer bench-client-key")],
         ClientApi::Anthropic => &[
             ("x-api-key", "bench-client-key"),
             ("anthropic-version", "2023-06-01"),
@@ -329,10 +372,11 @@ async fn exchange(
     let status = resp.status();
     let mut body = resp.into_body();
     let mut seen = Vec::new();
+    let mut events = SseEvents::default();
     let mut deltas = 0u32;
+    let mut ended = false;
     let mut last_delta = None::<Instant>;
     let mut sample = Sample::default();
-    let marker = DELTA_TEXT.as_bytes();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             return fail(
@@ -343,63 +387,170 @@ async fn exchange(
         let Some(data) = frame.data_ref() else {
             continue;
         };
-        if spec.stream {
-            // Count markers in the new bytes plus a tail of the old ones, so a delta split
-            // across two reads is still seen once.
-            let from = seen.len().saturating_sub(marker.len() - 1);
-            seen.extend_from_slice(data);
-            let found = count(&seen[from..], marker) as u32;
-            if found > 0 {
-                let now = Instant::now();
-                match last_delta {
-                    None => sample.ttft_us = Some(micros(now - start)),
-                    Some(prev) => sample.gaps_us.push(micros(now - prev)),
+        seen.extend_from_slice(data);
+        if !spec.stream || !status.is_success() {
+            continue;
+        }
+        let now = Instant::now();
+        let mut found = 0u32;
+        for event in events.push(data) {
+            match read_event(spec.api, &event) {
+                Event::Delta(n) if !ended => found += n,
+                Event::End => ended = true,
+                Event::Failed => return fail("error event", one_line(&event, 300)),
+                // Anything after the terminator, or a delta after it, breaks the stream.
+                Event::Delta(_) => {
+                    return fail(
+                        "incomplete stream",
+                        "data after the end of the stream".into(),
+                    );
                 }
-                last_delta = Some(now);
-                deltas += found;
+                Event::Other => {}
             }
-        } else {
-            seen.extend_from_slice(data);
+        }
+        if found > 0 {
+            match last_delta {
+                None => sample.ttft_us = Some(micros(now - start)),
+                Some(prev) => sample.gaps_us.push(micros(now - prev)),
+            }
+            // Deltas that arrived together were held back: each after the first had no gap.
+            sample.gaps_us.extend((1..found).map(|_| 0));
+            last_delta = Some(now);
+            deltas += found;
         }
     }
     sample.latency_us = micros(start.elapsed());
     if !status.is_success() {
-        let head = String::from_utf8_lossy(&seen[..seen.len().min(300)]).into_owned();
         return fail(
             &format!("status {}", status.as_u16()),
-            format!("{status}: {head}"),
+            format!("{status}: {}", one_line(&seen, 300)),
         );
     }
     if spec.stream {
-        let terminator: &[u8] = match spec.api {
-            ClientApi::Openai => b"[DONE]",
-            ClientApi::Anthropic => b"message_stop",
-        };
-        if deltas != spec.expect_deltas || count(&seen, terminator) == 0 {
-            let tail =
-                String::from_utf8_lossy(&seen[seen.len().saturating_sub(300)..]).into_owned();
+        if deltas != spec.expect_deltas || !ended {
+            let tail = &seen[seen.len().saturating_sub(300)..];
             return fail(
                 "incomplete stream",
                 format!(
-                    "{deltas} of {} deltas; ends with: {tail}",
-                    spec.expect_deltas
+                    "{deltas} of {} deltas, {}; ends with: {}",
+                    spec.expect_deltas,
+                    if ended { "ended" } else { "no end event" },
+                    one_line(tail, 300)
                 ),
             );
         }
         sample.stalled = sample.gaps_us.iter().any(|&g| g > micros(spec.stall));
-    } else if seen.len() < spec.expect_bytes {
-        let head = String::from_utf8_lossy(&seen[..seen.len().min(300)]).into_owned();
-        return fail(
-            "short answer",
-            format!(
-                "{} bytes, expected {}: {head}",
-                seen.len(),
-                spec.expect_bytes
-            ),
-        );
+    } else {
+        let text = answer_text(spec.api, &seen);
+        if text.as_ref().is_none_or(|t| t.len() != spec.expect_bytes) {
+            return fail(
+                "wrong answer",
+                format!(
+                    "expected {} bytes of text; got: {}",
+                    spec.expect_bytes,
+                    one_line(&seen, 300)
+                ),
+            );
+        }
     }
     sample.ok = true;
     sample
+}
+
+/// Splits a byte stream into SSE events (the text between blank lines), whatever the reads.
+#[derive(Default)]
+struct SseEvents {
+    buf: Vec<u8>,
+}
+
+impl SseEvents {
+    fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        self.buf
+            .extend(data.iter().copied().filter(|&b| b != b'\r'));
+        let mut out = Vec::new();
+        while let Some(at) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            out.push(self.buf.drain(..at + 2).collect());
+        }
+        out
+    }
+}
+
+enum Event {
+    /// A content delta carrying this many marker words.
+    Delta(u32),
+    /// The stream's terminator.
+    End,
+    /// An error event.
+    Failed,
+    Other,
+}
+
+/// What one SSE event is, in the client's API.
+fn read_event(api: ClientApi, event: &[u8]) -> Event {
+    let text = String::from_utf8_lossy(event);
+    let data: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if api == ClientApi::Openai && data.trim() == "[DONE]" {
+        return Event::End;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+        return Event::Other;
+    };
+    let markers = |t: Option<&str>| t.map_or(0, |t| t.matches(DELTA_TEXT).count() as u32);
+    let kind = v["type"].as_str().unwrap_or("");
+    match api {
+        ClientApi::Openai if v.get("error").is_some() => Event::Failed,
+        ClientApi::Openai => match markers(v["choices"][0]["delta"]["content"].as_str()) {
+            0 => Event::Other,
+            n => Event::Delta(n),
+        },
+        ClientApi::Anthropic => match kind {
+            "content_block_delta" if v["delta"]["type"] == "text_delta" => {
+                Event::Delta(markers(v["delta"]["text"].as_str()))
+            }
+            "message_stop" => Event::End,
+            "error" => Event::Failed,
+            _ => Event::Other,
+        },
+        ClientApi::Responses => match kind {
+            "response.output_text.delta" => Event::Delta(markers(v["delta"].as_str())),
+            "response.completed" => Event::End,
+            "error" | "response.failed" | "response.incomplete" => Event::Failed,
+            _ => Event::Other,
+        },
+    }
+}
+
+/// The text of a whole answer in the client's API, if the body is one.
+fn answer_text(api: ClientApi, body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = match api {
+        ClientApi::Openai => v["choices"][0]["message"]["content"].as_str()?.to_string(),
+        ClientApi::Anthropic => v["content"]
+            .as_array()?
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect(),
+        ClientApi::Responses => v["output"]
+            .as_array()?
+            .iter()
+            .filter_map(|item| item["content"].as_array())
+            .flatten()
+            .filter(|part| part["type"] == "output_text")
+            .filter_map(|part| part["text"].as_str())
+            .collect(),
+    };
+    Some(text)
+}
+
+fn one_line(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(max).collect()
 }
 
 fn fail(kind: &str, detail: String) -> Sample {
@@ -411,13 +562,6 @@ fn fail(kind: &str, detail: String) -> Sample {
 
 fn micros(d: Duration) -> u64 {
     d.as_micros().min(u64::MAX as u128) as u64
-}
-
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
-    haystack
-        .windows(needle.len())
-        .filter(|w| *w == needle)
-        .count()
 }
 
 #[cfg(test)]
@@ -433,7 +577,7 @@ mod tests {
 
     #[test]
     fn a_long_request_is_a_conversation_ending_with_the_user() {
-        let body = request_body("m", true, 150_000);
+        let body = request_body(ClientApi::Anthropic, "m", true, 150_000);
         assert!((150_000..160_000).contains(&body.len()), "{}", body.len());
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let messages = v["messages"].as_array().unwrap();
@@ -466,6 +610,7 @@ mod tests {
                 concurrency: 2,
                 duration: Duration::from_millis(200),
             },
+            warmup: Duration::from_millis(50),
             stall: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
         }
@@ -512,5 +657,42 @@ mod tests {
         let rate = run(rate).await;
         assert!((45..=55).contains(&rate.sent), "{rate:?}");
         assert_eq!(rate.failed(), 0);
+    }
+
+    #[test]
+    fn events_are_found_whatever_the_reads_and_only_deltas_count() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"tok tok \"}}]}\r\n\r\ndata: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"},{\"x\":\"tok \"}]}\n\ndata: [DONE]\n\n";
+        let mut events = SseEvents::default();
+        let mut found = Vec::new();
+        for b in stream.as_bytes() {
+            found.extend(events.push(std::slice::from_ref(b)));
+        }
+        let kinds: Vec<String> = found
+            .iter()
+            .map(|e| match read_event(ClientApi::Openai, e) {
+                Event::Delta(n) => format!("delta {n}"),
+                Event::End => "end".into(),
+                Event::Failed => "failed".into(),
+                Event::Other => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["delta 2", "other", "end"]);
+        // Responses repeats the whole text in its `.done` events: only deltas count.
+        let done = br#"data: {"type":"response.output_text.done","text":"tok tok "}"#;
+        assert!(matches!(
+            read_event(ClientApi::Responses, done),
+            Event::Other
+        ));
+        let err = b"event: error\ndata: {\"type\":\"error\",\"error\":{}}";
+        assert!(matches!(
+            read_event(ClientApi::Anthropic, err),
+            Event::Failed
+        ));
+        let whole =
+            br#"{"output":[{"type":"message","content":[{"type":"output_text","text":"abc"}]}]}"#;
+        assert_eq!(
+            answer_text(ClientApi::Responses, whole).as_deref(),
+            Some("abc")
+        );
     }
 }

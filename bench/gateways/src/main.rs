@@ -81,6 +81,9 @@ struct LoadArgs {
     wave: Option<usize>,
     #[arg(long, default_value_t = 5.0)]
     duration_s: f64,
+    /// Closed loop: seconds of load first, on the same connections, not counted.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_s: f64,
     /// A gap between two deltas longer than this marks the stream stalled.
     #[arg(long, default_value_t = 100)]
     stall_ms: u64,
@@ -112,7 +115,7 @@ struct SuiteArgs {
     /// Targets to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     targets: Vec<Kind>,
-    /// Workloads to run: small, large, stream, oai-to-ant, ant-to-oai (default: all).
+    /// Workloads to run: small, large, stream, oai-to-ant, ant-to-oai, resp-to-oai, resp-to-ant (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
@@ -178,6 +181,7 @@ fn load_spec(a: LoadArgs) -> anyhow::Result<load::Spec> {
         expect_deltas: a.expect_deltas,
         expect_bytes: a.expect_bytes,
         mode,
+        warmup: Duration::from_secs_f64(a.warmup_s.clamp(0.0, 3600.0)),
         stall: Duration::from_millis(a.stall_ms),
         timeout: Duration::from_secs(a.timeout_s.max(1)),
     })
@@ -256,8 +260,11 @@ fn run_suite(a: SuiteArgs) -> anyhow::Result<()> {
     let stamp = std::process::Command::new("date")
         .args(["-u", "+%Y%m%dT%H%M%SZ"])
         .output()
+        .ok()
+        .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "latest".into());
+        .filter(|s| !s.is_empty())
+        .context("`date -u` gave no time stamp for the report's name")?;
     let png_name = format!("gateways-{stamp}.png");
     let png = a.out.join(&png_name);
     let chart = match chart::draw(&opts, &results, &png) {
@@ -281,7 +288,9 @@ fn run_suite(a: SuiteArgs) -> anyhow::Result<()> {
         a.out.join("gateways-latest.md"),
     )?;
     if chart.is_some() {
-        std::fs::copy(&png, a.out.join("gateways-latest.png"))?;
+        let tmp = a.out.join(".gateways-latest.png.tmp");
+        std::fs::copy(&png, &tmp)?;
+        std::fs::rename(&tmp, a.out.join("gateways-latest.png"))?;
     }
     println!("{}", md_path.display());
     Ok(())

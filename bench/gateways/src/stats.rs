@@ -115,7 +115,7 @@ pub fn cell(runs: &[Measurement], workload: &str, c: usize, target: Kind) -> Cel
         cpu_us_per_request: Spread::of(
             mine.iter()
                 .filter(|m| m.report.ok > 0 && target != Kind::Direct)
-                .map(|m| m.cpu_ns as f64 / 1e3 / m.report.ok as f64)
+                .map(|m| m.cpu_ns as f64 / 1e3 / m.report.handled.max(m.report.ok) as f64)
                 .collect(),
         ),
         ok: mine.iter().map(|m| m.report.ok).sum(),

@@ -100,8 +100,8 @@ pub struct Target {
     pub peak_rss_kib: u64,
     /// The highest constant rate whose p99 stayed within the budget with no error, and its report.
     pub budget: Option<(f64, Report)>,
-    /// Per level: the wave's report and the tree's peak RSS during it.
-    pub stalls: Vec<(usize, Report, u64)>,
+    /// Per level: the workload, the wave's report and the tree's peak RSS during it.
+    pub stalls: Vec<(usize, &'static str, Report, u64)>,
 }
 
 pub struct Measurement {
@@ -221,12 +221,15 @@ impl Bench {
         }))
     }
 
-    fn closed(&self, e: &Endpoint, w: &Workload, c: usize, secs: f64) -> anyhow::Result<Report> {
+    fn closed(&self, e: &Endpoint, w: &Workload, c: usize) -> anyhow::Result<Report> {
+        let o = &self.opts;
         let mode = [
             "--concurrency".into(),
             c.to_string(),
             "--duration-s".into(),
-            secs.to_string(),
+            o.secs.to_string(),
+            "--warmup-s".into(),
+            o.warmup.to_string(),
         ];
         self.load(e, w, &mode, 60)
     }
@@ -254,6 +257,26 @@ fn start(target: &mut Target, dir: &Path, cpus: &Cpus) -> anyhow::Result<Child> 
         groups.push(child.id());
     }
     Ok(child)
+}
+
+/// Stops (SIGSTOP) every running gateway but `kind`, so an idle Python or Node runtime
+/// does not take time from the one measured on the same core; returns their groups.
+fn pause_others(targets: &[Target], kind: Kind) -> Vec<u32> {
+    let others: Vec<u32> = targets
+        .iter()
+        .filter(|t| t.kind != kind)
+        .filter_map(|t| t.pid)
+        .collect();
+    signal_groups(&others, "STOP");
+    others
+}
+
+fn signal_groups(groups: &[u32], signal: &str) {
+    for pgid in groups {
+        let _ = Command::new("kill")
+            .args(["-s", signal, "--", &format!("-{pgid}")])
+            .status();
+    }
 }
 
 /// The process groups of the running gateways. They are outside the terminal's group, so
@@ -360,7 +383,14 @@ fn run_with_upstream(b: &Bench, work: &Path, began: Instant) -> anyhow::Result<R
             };
             t.launch = gateway::launch(kind, install, &dir, port, b.upstream_port);
             eprintln!("bench: starting {}", kind.label());
-            let mut child = start(&mut t, &dir, &b.cpus)?;
+            let mut child = match start(&mut t, &dir, &b.cpus) {
+                Ok(child) => child,
+                Err(e) => {
+                    t.status = Status::FailedToStart(format!("{e:#}"));
+                    targets.push(t);
+                    continue;
+                }
+            };
             match wait_ready(b, kind, port, &mut child) {
                 Ok(()) => {
                     t.pid = Some(child.id());
@@ -406,7 +436,7 @@ fn wait_ready(b: &Bench, kind: Kind, port: u16, child: &mut Child) -> anyhow::Re
         if let Ok(Some(status)) = child.try_wait() {
             bail!("it exited ({status})");
         }
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             let r = b.load(&e, &w, &["--wave".into(), "1".into()], 20)?;
             if r.ok == 1 {
                 return Ok(());
@@ -458,10 +488,12 @@ fn measure(
                 let Ok(e) = gateway::endpoint(t.kind, &w, t.port, b.upstream_port) else {
                     continue;
                 };
-                b.closed(&e, &w, c, opts.warmup)?;
+                let others = pause_others(targets, t.kind);
                 let before = t.pid.map_or(0, procfs::cpu_ns);
-                let report = b.closed(&e, &w, c, opts.secs)?;
+                let report = b.closed(&e, &w, c);
                 let cpu_ns = t.pid.map_or(0, procfs::cpu_ns).saturating_sub(before);
+                signal_groups(&others, "CONT");
+                let report = report?;
                 runs.push(Measurement {
                     target: t.kind,
                     workload: w.name,
@@ -485,7 +517,10 @@ fn measure(
             kind.label(),
             opts.budget_ms
         );
-        targets[i].budget = budget(b, kind, port)?;
+        let others = pause_others(targets, kind);
+        let budget = budget(b, kind, port);
+        signal_groups(&others, "CONT");
+        targets[i].budget = budget?;
         for &level in &opts.stall_levels {
             eprintln!("bench: {}: {level} streams at once", kind.label());
             let Some((w, e)) = stream_endpoint(b, kind, port) else {
@@ -494,9 +529,12 @@ fn measure(
             if let Some(pid) = pid {
                 watch.reset(pid);
             }
-            let report = b.load(&e, &w, &["--wave".into(), level.to_string()], 120)?;
+            let others = pause_others(targets, kind);
+            let report = b.load(&e, &w, &["--wave".into(), level.to_string()], 120);
+            signal_groups(&others, "CONT");
+            let report = report?;
             let rss = pid.map_or(0, |p| watch.peak(p));
-            targets[i].stalls.push((level, report, rss));
+            targets[i].stalls.push((level, w.name, report, rss));
             std::thread::sleep(Duration::from_secs(1));
         }
     }

@@ -35,7 +35,7 @@ const PACED: Shape = Shape {
     latency: Duration::ZERO,
 };
 
-pub const ALL: [Workload; 5] = [
+pub const ALL: [Workload; 7] = [
     Workload {
         name: "small",
         title: "OpenAI, whole, small bodies",
@@ -87,6 +87,24 @@ pub const ALL: [Workload; 5] = [
         title: "Anthropic client to an OpenAI upstream, translated, streamed 64x20 ms",
         client: ClientApi::Anthropic,
         upstream: ClientApi::Openai,
+        stream: true,
+        request_bytes: 0,
+        shape: PACED,
+    },
+    Workload {
+        name: "resp-to-oai",
+        title: "Responses API client to an OpenAI upstream, translated, streamed 64x20 ms",
+        client: ClientApi::Responses,
+        upstream: ClientApi::Openai,
+        stream: true,
+        request_bytes: 0,
+        shape: PACED,
+    },
+    Workload {
+        name: "resp-to-ant",
+        title: "Responses API client to an Anthropic upstream, translated, streamed 64x20 ms",
+        client: ClientApi::Responses,
+        upstream: ClientApi::Anthropic,
         stream: true,
         request_bytes: 0,
         shape: PACED,
