@@ -13,6 +13,7 @@ mod suite;
 mod upstream;
 mod workload;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -304,8 +305,11 @@ async fn main() {
         Cmd::Load(a) => match load_spec(a) {
             Ok(spec) => {
                 let report = load::run(spec).await;
+                // A closed stdout means the suite that asked is gone: nothing to tell.
                 serde_json::to_string(&report)
-                    .map(|s| println!("{s}"))
+                    .map(|s| {
+                        let _ = writeln!(std::io::stdout(), "{s}");
+                    })
                     .map_err(Into::into)
             }
             Err(e) => Err(e),

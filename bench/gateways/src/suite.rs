@@ -250,10 +250,15 @@ fn start(target: &mut Target, dir: &Path, cpus: &Cpus) -> anyhow::Result<Child> 
     if let Some(cwd) = &target.launch.cwd {
         c.current_dir(cwd);
     }
-    // Its own process group, so stopping it stops its workers too.
-    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    Ok(spawn_in_group(&mut c)?)
+}
+
+/// Spawns in a process group of its own, so stopping it stops its workers too, and
+/// registers the group for `stop_all`.
+fn spawn_in_group(c: &mut Command) -> std::io::Result<Child> {
+    std::os::unix::process::CommandExt::process_group(c, 0);
     let child = c.spawn()?;
-    if let Ok(mut groups) = GATEWAY_GROUPS.lock() {
+    if let Ok(mut groups) = CHILD_GROUPS.lock() {
         groups.push(child.id());
     }
     Ok(child)
@@ -279,22 +284,21 @@ fn signal_groups(groups: &[u32], signal: &str) {
     }
 }
 
-/// The process groups of the running gateways. They are outside the terminal's group, so
-/// Ctrl-C does not reach them: `stop_all` does, from the interrupt handler.
-static GATEWAY_GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// The process groups of the fake upstream and the running gateways. They are outside the
+/// terminal's group, so Ctrl-C does not reach them: `stop_all` does, from the interrupt
+/// handler.
+static CHILD_GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 pub fn stop_all() {
-    if let Ok(groups) = GATEWAY_GROUPS.lock() {
-        for pgid in groups.iter() {
-            let _ = Command::new("kill")
-                .args(["-s", "TERM", "--", &format!("-{pgid}")])
-                .status();
-        }
+    if let Ok(groups) = CHILD_GROUPS.lock() {
+        // A gateway paused for another's measurement acts on TERM only once continued.
+        signal_groups(&groups, "TERM");
+        signal_groups(&groups, "CONT");
     }
 }
 
 fn stop(child: &mut Child) {
-    if let Ok(mut groups) = GATEWAY_GROUPS.lock() {
+    if let Ok(mut groups) = CHILD_GROUPS.lock() {
         groups.retain(|&g| g != child.id());
     }
     let _ = Command::new("kill")
@@ -333,10 +337,7 @@ pub fn run(opts: Options, work: &Path) -> anyhow::Result<Results> {
             format!("127.0.0.1:{upstream_port}"),
         ],
     );
-    let mut upstream = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdout(Stdio::null())
-        .spawn()?;
+    let mut upstream = spawn_in_group(Command::new(&cmd[0]).args(&cmd[1..]).stdout(Stdio::null()))?;
     let bench = Bench {
         exe,
         cpus: cpus.clone(),
@@ -344,8 +345,7 @@ pub fn run(opts: Options, work: &Path) -> anyhow::Result<Results> {
         opts,
     };
     let result = run_with_upstream(&bench, work, began);
-    let _ = upstream.kill();
-    let _ = upstream.wait();
+    stop(&mut upstream);
     result
 }
 
