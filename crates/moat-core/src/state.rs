@@ -46,6 +46,11 @@ const MIGRATIONS: &[&str] = &[
          error_class   TEXT
      ) STRICT;
      CREATE INDEX usage_at ON usage (at);",
+    // 4: the backend with native Responses, and its account, that made a stored response
+    // and hold it too (so a chained request can go to them as it came, and a delete
+    // reaches them); NULL when moat made the response by translation.
+    "ALTER TABLE responses ADD COLUMN backend TEXT;
+     ALTER TABLE responses ADD COLUMN account TEXT;",
 ];
 
 /// The schema version this build writes.

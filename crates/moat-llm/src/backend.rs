@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::Full;
-use moat_core::config::llm::{AuthScheme, BackendConfig, BackendKind, PoolConfig};
+use moat_core::config::llm::{AuthScheme, BackendConfig, BackendKind, PoolConfig, ResponsesMode};
 use moat_core::secret::SecretString;
 use moat_net::egress::Egress;
 use serde_json::{Value, json};
@@ -34,14 +34,18 @@ pub enum Endpoint {
     Complete,
     /// The model list of either kind.
     Models,
+    /// OpenAI `/responses`, for backends with `responses = "native"`.
+    Responses,
 }
 
 /// A configured backend, ready to take requests.
 pub struct Backend {
     name: String,
     kind: BackendKind,
-    /// The upstream URL of each [`Endpoint`], built once from the configured base.
-    urls: [http::Uri; 4],
+    native_responses: bool,
+    /// The upstream URL of each [`Endpoint`] the kind has, built once from the
+    /// configured base.
+    urls: [Option<http::Uri>; 5],
     pool: Pool,
     auth: AuthScheme,
     egress: Egress,
@@ -76,15 +80,19 @@ pub struct InvalidBaseUrl {
 }
 
 impl Endpoint {
-    fn path(self, kind: BackendKind) -> &'static str {
-        match (kind, self) {
+    /// The path under the base URL; none where the kind's API has no such endpoint.
+    fn path(self, kind: BackendKind) -> Option<&'static str> {
+        Some(match (kind, self) {
             (BackendKind::Anthropic, Endpoint::Generate) => "/v1/messages",
             (BackendKind::Anthropic, Endpoint::CountTokens) => "/v1/messages/count_tokens",
             (BackendKind::Anthropic, Endpoint::Complete) => "/v1/complete",
             (BackendKind::Anthropic, Endpoint::Models) => "/v1/models",
+            (BackendKind::Anthropic, Endpoint::Responses) => return None,
+            (BackendKind::Openai, Endpoint::Generate) => "/chat/completions",
             (BackendKind::Openai, Endpoint::Models) => "/models",
-            (BackendKind::Openai, _) => "/chat/completions",
-        }
+            (BackendKind::Openai, Endpoint::Responses) => "/responses",
+            (BackendKind::Openai, Endpoint::CountTokens | Endpoint::Complete) => return None,
+        })
     }
 }
 
@@ -104,12 +112,17 @@ impl Backend {
         })?;
         let base = base_url.as_str().trim_end_matches('/');
         let parse = |endpoint: Endpoint| {
-            format!("{base}{}", endpoint.path(config.kind))
-                .parse::<http::Uri>()
-                .map_err(|e| InvalidBaseUrl {
-                    backend: name.to_string(),
-                    reason: e.to_string(),
+            endpoint
+                .path(config.kind)
+                .map(|path| {
+                    format!("{base}{path}")
+                        .parse::<http::Uri>()
+                        .map_err(|e| InvalidBaseUrl {
+                            backend: name.to_string(),
+                            reason: e.to_string(),
+                        })
                 })
+                .transpose()
         };
         // In declaration order: `url` indexes by the discriminant.
         let urls = [
@@ -117,10 +130,12 @@ impl Backend {
             parse(Endpoint::CountTokens)?,
             parse(Endpoint::Complete)?,
             parse(Endpoint::Models)?,
+            parse(Endpoint::Responses)?,
         ];
         Ok(Self {
             name: name.to_string(),
             kind: config.kind,
+            native_responses: config.responses == ResponsesMode::Native,
             urls,
             pool: Pool::new(accounts, config.strategy, pools.clone()),
             auth: config.auth,
@@ -142,6 +157,11 @@ impl Backend {
         self.kind
     }
 
+    /// Whether `/v1/responses` passes through untouched to the backend's own `/responses`.
+    pub fn native_responses(&self) -> bool {
+        self.native_responses
+    }
+
     /// The accounts and how they are shared.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -152,9 +172,9 @@ impl Backend {
         self.auth
     }
 
-    /// The URL of `endpoint` on this backend.
-    pub fn url(&self, endpoint: Endpoint) -> &http::Uri {
-        &self.urls[endpoint as usize]
+    /// The URL of `endpoint` on this backend, if its API has that endpoint.
+    pub fn url(&self, endpoint: Endpoint) -> Option<&http::Uri> {
+        self.urls[endpoint as usize].as_ref()
     }
 
     /// Waits for a concurrency slot; refuses at once when the queue is full.
@@ -185,10 +205,64 @@ impl Backend {
         body: Bytes,
         client: &HeaderMap,
         credential: Option<&(SecretString, AuthScheme)>,
+    ) -> Result<http::Request<Full<Bytes>>, ApiError> {
+        let uri = self
+            .url(endpoint)
+            .ok_or_else(|| self.no_endpoint())?
+            .clone();
+        Ok(self.request_to(method, uri, body, client, credential))
+    }
+
+    /// `DELETE /responses/{id}` on a backend with native Responses; the id is one the
+    /// backend itself gave, percent-encoded as one path segment all the same.
+    pub fn delete_response_request(
+        &self,
+        id: &str,
+        credential: Option<&(SecretString, AuthScheme)>,
+    ) -> Result<http::Request<Full<Bytes>>, ApiError> {
+        if matches!(id, "" | "." | "..") {
+            return Err(ApiError::invalid("not a response id"));
+        }
+        let base = self
+            .url(Endpoint::Responses)
+            .ok_or_else(|| self.no_endpoint())?;
+        let mut url = url::Url::parse(&base.to_string())
+            .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?;
+        url.path_segments_mut()
+            .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?
+            .push(id);
+        let uri = url
+            .as_str()
+            .parse::<http::Uri>()
+            .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?;
+        Ok(self.request_to(
+            Method::DELETE,
+            uri,
+            Bytes::new(),
+            &HeaderMap::new(),
+            credential,
+        ))
+    }
+
+    fn no_endpoint(&self) -> ApiError {
+        ApiError::invalid(format!(
+            "backend {:?} ({} API) has no endpoint for this request",
+            self.name,
+            self.kind.as_str()
+        ))
+    }
+
+    fn request_to(
+        &self,
+        method: Method,
+        uri: http::Uri,
+        body: Bytes,
+        client: &HeaderMap,
+        credential: Option<&(SecretString, AuthScheme)>,
     ) -> http::Request<Full<Bytes>> {
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = method;
-        *req.uri_mut() = self.url(endpoint).clone();
+        *req.uri_mut() = uri;
         let h = req.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -246,6 +320,9 @@ impl Backend {
         let mut v = self.health.json();
         v["name"] = json!(self.name);
         v["kind"] = json!(self.kind.as_str());
+        if self.native_responses {
+            v["responses"] = json!("native");
+        }
         v["available_slots"] = json!(self.slots.available_permits());
         v["queued"] = json!(self.waiting.load(Ordering::Relaxed));
         v["accounts"] = json!(self.pool.accounts().len());
@@ -296,5 +373,72 @@ impl Health {
             "last_latency_ms": last.and_then(|(_, r)| r.ok()).map(|d| d.as_millis() as u64),
             "last_error": last.and_then(|(_, r)| r.err()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use moat_core::config::llm::ResponsesMode;
+
+    use super::*;
+
+    fn backend(kind: BackendKind, base: &str) -> Backend {
+        let mut config = BackendConfig::new(kind, base);
+        config.responses = match kind {
+            BackendKind::Openai => ResponsesMode::Native,
+            BackendKind::Anthropic => ResponsesMode::Translate,
+        };
+        Backend::new("b", &config, Vec::new(), &PoolConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn each_kind_has_only_its_own_endpoints() {
+        let o = backend(BackendKind::Openai, "http://127.0.0.1:1/v1/");
+        assert_eq!(
+            o.url(Endpoint::Generate).unwrap(),
+            "http://127.0.0.1:1/v1/chat/completions"
+        );
+        assert_eq!(
+            o.url(Endpoint::Responses).unwrap(),
+            "http://127.0.0.1:1/v1/responses"
+        );
+        assert!(o.url(Endpoint::CountTokens).is_none());
+        assert!(o.url(Endpoint::Complete).is_none());
+        let a = backend(BackendKind::Anthropic, "http://127.0.0.1:1");
+        assert!(a.url(Endpoint::Responses).is_none());
+        let refused = a
+            .request(
+                Method::POST,
+                Endpoint::Responses,
+                Bytes::new(),
+                &HeaderMap::new(),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            refused.message.contains("no endpoint"),
+            "{}",
+            refused.message
+        );
+    }
+
+    #[test]
+    fn a_response_id_is_one_path_segment() {
+        let o = backend(BackendKind::Openai, "http://127.0.0.1:1/v1");
+        let uri = |id: &str| {
+            o.delete_response_request(id, None)
+                .map(|r| r.uri().to_string())
+        };
+        assert_eq!(
+            uri("resp_abc").unwrap(),
+            "http://127.0.0.1:1/v1/responses/resp_abc"
+        );
+        assert_eq!(
+            uri("../../admin?x=1#y").unwrap(),
+            "http://127.0.0.1:1/v1/responses/..%2F..%2Fadmin%3Fx=1%23y"
+        );
+        for bad in ["", ".", ".."] {
+            assert!(uri(bad).is_err(), "{bad:?}");
+        }
     }
 }

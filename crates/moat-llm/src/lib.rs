@@ -417,20 +417,82 @@ async fn response_input_items(State(gw): State<Arc<Gateway>>, req: Request) -> R
     }
 }
 
-/// `DELETE /v1/responses/{id}`: forgets a stored response.
+/// `DELETE /v1/responses/{id}`: forgets a stored response, at the native backend that
+/// holds it too before moat's own copy (a failure there keeps both, to retry).
 async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
     let Some(store) = &gw.responses else {
         return no_such_response(&id);
     };
+    let stored = match store.get(&id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return no_such_response(&id),
+        Err(e) => return store_failed(&e),
+    };
+    if let Some(holder) = &stored.held_by
+        && let Err(e) = delete_at_holder(&gw, holder, &id).await
+    {
+        return e.response(ApiFormat::OpenAi);
+    }
     match store.delete(&id) {
-        Ok(true) => json_response(
+        Ok(_) => json_response(
             StatusCode::OK,
             serde_json::json!({"id": id, "object": "response", "deleted": true}).to_string(),
         ),
-        Ok(false) => no_such_response(&id),
         Err(e) => store_failed(&e),
     }
+}
+
+/// Deletes response `id` at the backend account that made it; gone already is fine.
+async fn delete_at_holder(gw: &Gateway, holder: &stored::Holder, id: &str) -> Result<(), ApiError> {
+    let backend = gw
+        .backends
+        .get(&holder.backend)
+        .filter(|b| b.native_responses());
+    let account = backend.and_then(|b| {
+        b.pool()
+            .accounts()
+            .iter()
+            .find(|a| a.name() == holder.account)
+    });
+    let (Some(backend), Some(account)) = (backend, account) else {
+        tracing::warn!(
+            backend = %holder.backend,
+            account = %holder.account,
+            "the backend account that holds a stored response is no longer configured with native Responses; only moat's copy is deleted"
+        );
+        return Ok(());
+    };
+    let credential = account.credential(backend.auth()).await?;
+    let req = backend.delete_response_request(id, credential.as_ref())?;
+    drop(credential);
+    let resp = tokio::time::timeout(gw.upstream_timeout, backend.send(req))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "backend {:?} did not answer the delete; moat kept its copy too, retry",
+                    holder.backend
+                ),
+            )
+        })?
+        .map_err(|e| {
+            tracing::warn!(backend = %holder.backend, error = %e, "deleting a response upstream");
+            ApiError::upstream(format!(
+                "cannot reach backend {:?} to delete the response there; moat kept its copy too, retry",
+                holder.backend
+            ))
+        })?;
+    let status = resp.status();
+    account.observe(status, resp.headers(), std::time::Instant::now());
+    if status.is_success() || status == StatusCode::NOT_FOUND {
+        return Ok(());
+    }
+    Err(ApiError::upstream(format!(
+        "backend {:?} answered {status} to the delete; moat kept its copy too, retry",
+        holder.backend
+    )))
 }
 
 /// `GET /accounts`.

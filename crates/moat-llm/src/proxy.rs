@@ -31,7 +31,8 @@ use crate::errors::{ApiError, ApiFormat, upstream_message};
 use crate::pool::{AccountEvent, InUse, Verdict};
 use crate::routing::{RouteError, Target};
 use crate::sse::SseParser;
-use crate::translate::{request, response, responses, stream};
+use crate::stored::Holder;
+use crate::translate::{native_responses, request, response, responses, stream};
 use crate::usage::{Recorder, StreamMeter, TokenCounts, UsageRecord};
 use crate::{Gateway, json_response};
 
@@ -361,16 +362,57 @@ async fn run(
 struct Conversation {
     input: Vec<Value>,
     previous: Option<String>,
+    /// `previous_response_id` named a response moat does not hold: only a backend with
+    /// native Responses (which may hold it) can take the request, as it came.
+    previous_unknown: bool,
+    /// The request with the stored conversation in its `input` and no
+    /// `previous_response_id`, when moat holds the previous response.
+    expanded: Option<ClientBody>,
+    /// The native-Responses backend account that holds the previous response too.
+    held_by: Option<Holder>,
     store: bool,
 }
 
+impl Conversation {
+    /// Whether the answer is kept. Not when the conversation's start is unknown to
+    /// moat: a stored answer would carry half the history, and `previous_response_id`
+    /// pointing at it must stay with the upstream that knows the rest.
+    fn keeps(&self) -> bool {
+        self.store && !self.previous_unknown
+    }
+
+    /// Whether `account` of `backend` holds the previous response itself, so that the
+    /// request goes to it as it came (with the upstream's own state, reasoning included).
+    /// Another account of the same backend (another organisation) would not find it.
+    fn held_by(&self, backend: &Backend, account: &str) -> bool {
+        backend.native_responses()
+            && self
+                .held_by
+                .as_ref()
+                .is_some_and(|h| h.backend == backend.name() && h.account == account)
+    }
+
+    /// The refusal for a backend that cannot know an unknown `previous_response_id`.
+    fn previous_not_found(&self) -> Option<Failed> {
+        let id = self.previous.as_deref().filter(|_| self.previous_unknown)?;
+        let error = ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "previous response {id:?} not found (moat keeps responses for llm.responses_retention)"
+            ),
+        );
+        // A later target with native Responses may still know it.
+        Some(Failed::new(error, "invalid_request").retry())
+    }
+}
+
 /// Expands `previous_response_id` into the stored conversation; the request that goes on
-/// carries the whole input and no id.
+/// carries the whole input and no id. An id moat does not hold stays in the request.
 fn responses_conversation(
     gw: &Gateway,
     body: Bytes,
 ) -> Result<(ClientBody, Conversation), ApiError> {
-    let mut req: Value = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
+    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
     let mut input = match req.get("input") {
         Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
         Some(Value::Array(items)) => items.clone(),
@@ -380,26 +422,19 @@ fn responses_conversation(
         .get("previous_response_id")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if let Some(id) = &previous {
-        let not_found = || {
+    let stored = match (&previous, &gw.responses) {
+        (Some(id), Some(store)) => store.get(id).map_err(|e| {
+            tracing::error!(error = %e, "reading a stored response");
             ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "previous response {id:?} not found (moat keeps responses for llm.responses_retention)"
-                ),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the response store failed",
             )
-        };
-        let store = gw.responses.as_ref().ok_or_else(not_found)?;
-        let stored = store
-            .get(id)
-            .map_err(|e| {
-                tracing::error!(error = %e, "reading a stored response");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the response store failed",
-                )
-            })?
-            .ok_or_else(not_found)?;
+        })?,
+        _ => None,
+    };
+    let previous_unknown = previous.is_some() && stored.is_none();
+    let (mut expanded, mut held_by) = (None, None);
+    if let Some(stored) = stored {
         let mut history = stored.input;
         history.extend(
             stored.response["output"]
@@ -411,23 +446,23 @@ fn responses_conversation(
         );
         history.extend(input);
         input = history;
-        if let Some(obj) = req.as_object_mut() {
+        let mut full = req.clone();
+        if let Some(obj) = full.as_object_mut() {
             obj.remove("previous_response_id");
             obj.insert("input".into(), Value::Array(input.clone()));
         }
+        expanded = Some(ClientBody::parsed(to_bytes(&full), full));
+        held_by = stored.held_by;
     }
     let store = gw.responses.is_some() && req.get("store") != Some(&Value::Bool(false));
-    // Only an expanded conversation needs new bytes; the parse is kept either way.
-    let raw = if previous.is_some() {
-        to_bytes(&req)
-    } else {
-        body
-    };
     Ok((
-        ClientBody::parsed(raw, req),
+        ClientBody::parsed(body, req),
         Conversation {
             input,
             previous,
+            previous_unknown,
+            expanded,
+            held_by,
             store,
         },
     ))
@@ -455,15 +490,37 @@ enum Shape {
     OpenAiClientAnthropicUpstream,
     ResponsesClientOpenAiUpstream,
     ResponsesClientAnthropicUpstream,
+    /// A Responses client and a backend with native Responses: passed through.
+    NativeResponses,
+}
+
+impl Shape {
+    /// The upstream's bytes reach the client as they are.
+    fn passes_through(self) -> bool {
+        matches!(self, Shape::Same | Shape::NativeResponses)
+    }
 }
 
 impl Attempt<'_> {
     async fn run(&self, meter: &mut Meter) -> Result<Response, Failed> {
         let kind = self.backend.kind();
+        if self.op == Op::Responses
+            && !self.backend.native_responses()
+            && let Some(refused) = self.conversation.and_then(Conversation::previous_not_found)
+        {
+            return Err(refused);
+        }
         let (endpoint, shape, body) = match (self.op, kind) {
-            (Op::Messages, BackendKind::Anthropic) => {
-                (Endpoint::Generate, Shape::Same, self.same_format_body()?)
-            }
+            (Op::Responses, BackendKind::Openai) if self.backend.native_responses() => (
+                Endpoint::Responses,
+                Shape::NativeResponses,
+                self.same_format_body(self.responses_request())?,
+            ),
+            (Op::Messages, BackendKind::Anthropic) => (
+                Endpoint::Generate,
+                Shape::Same,
+                self.same_format_body(self.req)?,
+            ),
             (Op::Messages, BackendKind::Openai) => {
                 let v = request::anthropic_to_openai(self.req.value()?, &self.target.model)?;
                 (
@@ -472,9 +529,11 @@ impl Attempt<'_> {
                     to_bytes(&v),
                 )
             }
-            (Op::Chat, BackendKind::Openai) => {
-                (Endpoint::Generate, Shape::Same, self.same_format_body()?)
-            }
+            (Op::Chat, BackendKind::Openai) => (
+                Endpoint::Generate,
+                Shape::Same,
+                self.same_format_body(self.req)?,
+            ),
             (Op::Chat, BackendKind::Anthropic) => {
                 let v = request::openai_to_anthropic(
                     self.req.value()?,
@@ -488,7 +547,7 @@ impl Attempt<'_> {
                 )
             }
             (Op::Responses, BackendKind::Openai) => {
-                let v = responses::to_chat(self.req.value()?, &self.target.model)?;
+                let v = responses::to_chat(self.responses_request().value()?, &self.target.model)?;
                 (
                     Endpoint::Generate,
                     Shape::ResponsesClientOpenAiUpstream,
@@ -496,7 +555,8 @@ impl Attempt<'_> {
                 )
             }
             (Op::Responses, BackendKind::Anthropic) => {
-                let chat = responses::to_chat(self.req.value()?, &self.target.model)?;
+                let chat =
+                    responses::to_chat(self.responses_request().value()?, &self.target.model)?;
                 let v = request::openai_to_anthropic(
                     &chat,
                     &self.target.model,
@@ -508,9 +568,11 @@ impl Attempt<'_> {
                     to_bytes(&v),
                 )
             }
-            (Op::CountTokens, BackendKind::Anthropic) => {
-                (Endpoint::CountTokens, Shape::Same, self.same_format_body()?)
-            }
+            (Op::CountTokens, BackendKind::Anthropic) => (
+                Endpoint::CountTokens,
+                Shape::Same,
+                self.same_format_body(self.req)?,
+            ),
             (Op::CountTokens, BackendKind::Openai) => {
                 // OpenAI-compatible servers have no counting endpoint: an estimate.
                 meter.answered();
@@ -519,9 +581,11 @@ impl Attempt<'_> {
                     to_bytes(&json!({"input_tokens": estimate_tokens(self.req.value()?)})),
                 ));
             }
-            (Op::Complete, BackendKind::Anthropic) => {
-                (Endpoint::Complete, Shape::Same, self.same_format_body()?)
-            }
+            (Op::Complete, BackendKind::Anthropic) => (
+                Endpoint::Complete,
+                Shape::Same,
+                self.same_format_body(self.req)?,
+            ),
             (Op::Complete, BackendKind::Openai) => {
                 return Err(ApiError::invalid(
                     "the legacy /v1/complete API is served only by anthropic backends; use /v1/messages",
@@ -553,7 +617,7 @@ impl Attempt<'_> {
             body,
             self.headers,
             credential.as_ref(),
-        );
+        )?;
         drop(credential);
         let started = Instant::now();
         let health = self.backend.health();
@@ -630,9 +694,13 @@ impl Attempt<'_> {
                         Box::new(self.responses_stream()?),
                     )))
                 }
+                Shape::NativeResponses => Mode::Native(self.native_watch()),
             };
             meter.answered();
-            meter.stream = Some(StreamMeter::new(kind));
+            meter.stream = Some(match shape {
+                Shape::NativeResponses => StreamMeter::responses(),
+                _ => StreamMeter::new(kind),
+            });
             let state = StreamState {
                 body: incoming,
                 parser: SseParser::new(),
@@ -653,7 +721,7 @@ impl Attempt<'_> {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             // Tell nginx-like proxies between moat and the client not to buffer.
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            if shape == Shape::Same {
+            if shape.passes_through() {
                 copy_request_ids(&parts.headers, h);
             }
             return Ok(resp);
@@ -669,6 +737,19 @@ impl Attempt<'_> {
         meter.record.tokens = TokenCounts::from_body(&bytes);
         let out = match shape {
             Shape::Same => bytes,
+            Shape::NativeResponses => {
+                if self.conversation.is_some_and(Conversation::keeps) {
+                    // Kept as the upstream made it; the client gets its exact bytes.
+                    match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(r) => self.keep(&r, native_holder(&r, &self.holder())),
+                        Err(_) => tracing::warn!(
+                            backend = self.backend.name(),
+                            "a native Responses answer is not JSON; not stored"
+                        ),
+                    }
+                }
+                bytes
+            }
             Shape::AnthropicClientOpenAiUpstream => {
                 to_bytes(&response::openai_to_anthropic(&parse_upstream(&bytes)?))
             }
@@ -677,20 +758,20 @@ impl Attempt<'_> {
             }
             Shape::ResponsesClientOpenAiUpstream => {
                 let r = responses::from_chat(&parse_upstream(&bytes)?, &self.echo()?);
-                self.keep(&r);
+                self.keep(&r, None);
                 to_bytes(&r)
             }
             Shape::ResponsesClientAnthropicUpstream => {
                 let chat = response::anthropic_to_openai(&parse_upstream(&bytes)?);
                 let r = responses::from_chat(&chat, &self.echo()?);
-                self.keep(&r);
+                self.keep(&r, None);
                 to_bytes(&r)
             }
         };
         meter.answered();
         meter.record.bytes = out.len() as u64;
         let mut resp = json_response(StatusCode::OK, out);
-        if shape == Shape::Same {
+        if shape.passes_through() {
             copy_request_ids(&parts.headers, resp.headers_mut());
         }
         Ok(resp)
@@ -725,13 +806,51 @@ impl Attempt<'_> {
         })
     }
 
-    /// Keeps a finished response when the client asked for `store`.
-    fn keep(&self, response: &Value) {
+    /// This attempt's backend account, as the holder of a response it makes.
+    fn holder(&self) -> Holder {
+        Holder {
+            backend: self.backend.name().to_string(),
+            account: self.account.name().to_string(),
+        }
+    }
+
+    /// The Responses request as this backend takes it: as it came when the backend
+    /// holds the previous response itself, else with moat's stored conversation.
+    fn responses_request(&self) -> &ClientBody {
+        match self.conversation {
+            Some(c) if !c.held_by(self.backend, self.account.name()) => {
+                c.expanded.as_ref().unwrap_or(self.req)
+            }
+            _ => self.req,
+        }
+    }
+
+    /// Keeps a finished response when the client asked for `store`; `held_by` names
+    /// the native backend account that keeps it too.
+    fn keep(&self, response: &Value, held_by: Option<&Holder>) {
         if let (Some(c), Some(store)) = (self.conversation, &self.gw.responses)
-            && c.store
-            && let Err(e) = store.put(&c.input, response)
+            && c.keeps()
+            && response["id"].as_str().is_some_and(|id| !id.is_empty())
+            && let Err(e) = store.put(&c.input, response, held_by)
         {
             tracing::error!(error = %e, "storing a response");
+        }
+    }
+
+    /// The watcher of a native Responses stream, keeping the final response when asked.
+    fn native_watch(&self) -> native_responses::NativeWatch {
+        let w = native_responses::NativeWatch::new();
+        match (self.conversation, &self.gw.responses) {
+            (Some(c), Some(store)) if c.keeps() => {
+                let (store, input) = (store.clone(), c.input.clone());
+                let holder = self.holder();
+                w.on_finish(Box::new(move |r| {
+                    if let Err(e) = store.put(&input, r, native_holder(r, &holder)) {
+                        tracing::error!(error = %e, "storing a response");
+                    }
+                }))
+            }
+            _ => w,
         }
     }
 
@@ -739,10 +858,10 @@ impl Attempt<'_> {
     fn responses_stream(&self) -> Result<responses::ChatToResponses, Failed> {
         let t = responses::ChatToResponses::new(self.echo()?);
         Ok(match (self.conversation, &self.gw.responses) {
-            (Some(c), Some(store)) if c.store => {
+            (Some(c), Some(store)) if c.keeps() => {
                 let (store, input) = (store.clone(), c.input.clone());
                 t.on_finish(Box::new(move |r| {
-                    if let Err(e) = store.put(&input, r) {
+                    if let Err(e) = store.put(&input, r, None) {
                         tracing::error!(error = %e, "storing a response");
                     }
                 }))
@@ -751,13 +870,13 @@ impl Attempt<'_> {
         })
     }
 
-    /// The request bytes for a same-format upstream: untouched unless routing renamed
-    /// the model.
-    fn same_format_body(&self) -> Result<Bytes, Failed> {
+    /// The request bytes for a same-format upstream: `req` untouched unless routing
+    /// renamed the model.
+    fn same_format_body(&self, req: &ClientBody) -> Result<Bytes, Failed> {
         if self.target.model == self.requested {
-            return Ok(self.req.raw.clone());
+            return Ok(req.raw.clone());
         }
-        let mut v = self.req.value()?.clone();
+        let mut v = req.value()?.clone();
         v["model"] = json!(self.target.model);
         Ok(to_bytes(&v))
     }
@@ -825,6 +944,12 @@ impl Attempt<'_> {
     }
 }
 
+/// The native backend account holding a response it made: only one that says it
+/// stored it (some servers, and OpenAI for zero-retention organisations, keep nothing).
+fn native_holder<'a>(response: &Value, holder: &'a Holder) -> Option<&'a Holder> {
+    (response["store"] == Value::Bool(true)).then_some(holder)
+}
+
 fn parse_upstream(bytes: &[u8]) -> Result<Value, Failed> {
     serde_json::from_slice(bytes).map_err(|_| {
         ApiError::upstream("the model's backend sent a response that is not JSON").into()
@@ -885,6 +1010,7 @@ async fn read_limited(
 
 enum Mode {
     Pass(stream::PassThrough),
+    Native(native_responses::NativeWatch),
     Translate(Box<dyn stream::StreamTranslator>),
 }
 
@@ -951,6 +1077,14 @@ impl StreamState {
                     }
                 }
             }
+            Mode::Native(w) => {
+                self.pending.push_back(data);
+                for ev in &events {
+                    if w.observe(ev) {
+                        self.finished = true;
+                    }
+                }
+            }
             Mode::Translate(t) => {
                 for ev in events {
                     self.pending.extend(t.event(ev));
@@ -967,6 +1101,7 @@ impl StreamState {
         self.finished = true;
         match &mut self.mode {
             Mode::Pass(p) => self.pending.extend(p.end()),
+            Mode::Native(w) => self.pending.extend(w.end()),
             Mode::Translate(t) => self.pending.extend(t.end()),
         }
     }
@@ -979,6 +1114,7 @@ impl StreamState {
         });
         match &mut self.mode {
             Mode::Pass(p) => self.pending.extend(p.fail(err)),
+            Mode::Native(w) => self.pending.extend(w.fail(err)),
             Mode::Translate(t) => self.pending.extend(t.fail(err)),
         }
     }

@@ -17,6 +17,18 @@ pub struct Stored {
     pub input: Vec<Value>,
     /// The response object.
     pub response: Value,
+    /// The native-Responses backend account that made the response and holds it too;
+    /// none when moat made it.
+    pub held_by: Option<Holder>,
+}
+
+/// A backend account that holds a response itself (native Responses, `store: true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The backend's name.
+    pub backend: String,
+    /// The account's name in the backend's pool (responses belong to the account).
+    pub account: String,
 }
 
 /// The responses table (its own connection to `state.db`).
@@ -41,8 +53,14 @@ impl ResponseStore {
         }
     }
 
-    /// Keeps `response` (its `id` is the key) after `input`; drops expired ones.
-    pub fn put(&self, input: &[Value], response: &Value) -> Result<(), rusqlite::Error> {
+    /// Keeps `response` (its `id` is the key) after `input`, made by moat or `held_by` a
+    /// native-Responses backend; drops expired ones.
+    pub fn put(
+        &self,
+        input: &[Value],
+        response: &Value,
+        held_by: Option<&Holder>,
+    ) -> Result<(), rusqlite::Error> {
         let id = response["id"].as_str().unwrap_or_default();
         let db = self.db.lock().expect("not poisoned");
         let conn = db.connection();
@@ -52,8 +70,15 @@ impl ResponseStore {
             params![cutoff],
         )?;
         conn.execute(
-            "INSERT OR REPLACE INTO responses (id, created_at, input, response) VALUES (?1, ?2, ?3, ?4)",
-            params![id, now(), Value::Array(input.to_vec()).to_string(), response.to_string()],
+            "INSERT OR REPLACE INTO responses (id, created_at, input, response, backend, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id,
+                now(),
+                Value::Array(input.to_vec()).to_string(),
+                response.to_string(),
+                held_by.map(|h| &h.backend),
+                held_by.map(|h| &h.account)
+            ],
         )?;
         Ok(())
     }
@@ -62,17 +87,21 @@ impl ResponseStore {
     pub fn get(&self, id: &str) -> Result<Option<Stored>, rusqlite::Error> {
         let db = self.db.lock().expect("not poisoned");
         let cutoff = now() - self.retention.as_secs() as i64;
-        let row: Option<(String, String)> = db
+        type Row = (String, String, Option<String>, Option<String>);
+        let row: Option<Row> = db
             .connection()
             .query_row(
-                "SELECT input, response FROM responses WHERE id = ?1 AND created_at >= ?2",
+                "SELECT input, response, backend, account FROM responses WHERE id = ?1 AND created_at >= ?2",
                 params![id, cutoff],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        Ok(row.map(|(input, response)| Stored {
+        Ok(row.map(|(input, response, backend, account)| Stored {
             input: serde_json::from_str::<Vec<Value>>(&input).unwrap_or_default(),
             response: serde_json::from_str(&response).unwrap_or(Value::Null),
+            held_by: backend
+                .zip(account)
+                .map(|(backend, account)| Holder { backend, account }),
         }))
     }
 
@@ -194,18 +223,28 @@ mod tests {
         let store = ResponseStore::new(db, Duration::from_secs(3600));
         let input = vec![json!({"role": "user", "content": "hi"})];
         store
-            .put(&input, &json!({"id": "resp_1", "output": []}))
+            .put(&input, &json!({"id": "resp_1", "output": []}), None)
             .unwrap();
         let got = store.get("resp_1").unwrap().unwrap();
         assert_eq!(got.input, input);
         assert_eq!(got.response["id"], "resp_1");
+        assert_eq!(got.held_by, None);
+        let holder = Holder {
+            backend: "openai".into(),
+            account: "default".into(),
+        };
+        store
+            .put(&input, &json!({"id": "resp_n"}), Some(&holder))
+            .unwrap();
+        let got = store.get("resp_n").unwrap().unwrap();
+        assert_eq!(got.held_by, Some(holder));
         assert!(store.delete("resp_1").unwrap());
         assert!(!store.delete("resp_1").unwrap());
         assert_eq!(store.get("resp_1").unwrap(), None);
 
         let db = StateStore::open(&dir.path().join("state.db")).unwrap();
         let gone = ResponseStore::new(db, Duration::ZERO);
-        gone.put(&input, &json!({"id": "resp_2"})).unwrap();
+        gone.put(&input, &json!({"id": "resp_2"}), None).unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(gone.get("resp_2").unwrap(), None);
     }

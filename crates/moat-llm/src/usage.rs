@@ -97,24 +97,44 @@ impl TokenCounts {
 /// Reads the usage out of an upstream event stream as it passes.
 #[derive(Debug)]
 pub struct StreamMeter {
-    kind: BackendKind,
+    wire: Wire,
     /// What has been seen so far.
     pub tokens: TokenCounts,
 }
 
+/// The stream format a meter reads.
+#[derive(Debug, Clone, Copy)]
+enum Wire {
+    Messages,
+    ChatCompletions,
+    Responses,
+}
+
 impl StreamMeter {
-    /// A meter for a stream in `kind`'s format.
+    /// A meter for a stream in `kind`'s generation format.
     pub fn new(kind: BackendKind) -> Self {
+        let wire = match kind {
+            BackendKind::Anthropic => Wire::Messages,
+            BackendKind::Openai => Wire::ChatCompletions,
+        };
         Self {
-            kind,
+            wire,
+            tokens: TokenCounts::default(),
+        }
+    }
+
+    /// A meter for a Responses API event stream (a native backend's).
+    pub fn responses() -> Self {
+        Self {
+            wire: Wire::Responses,
             tokens: TokenCounts::default(),
         }
     }
 
     /// Looks at one upstream event; only the few that carry usage are parsed.
     pub fn observe(&mut self, ev: &SseEvent) {
-        let usage = match self.kind {
-            BackendKind::Anthropic => match ev.event.as_deref() {
+        let usage = match self.wire {
+            Wire::Messages => match ev.event.as_deref() {
                 Some("message_start") => serde_json::from_str::<Value>(&ev.data)
                     .ok()
                     .and_then(|v| v.pointer("/message/usage").cloned()),
@@ -123,13 +143,17 @@ impl StreamMeter {
                     .and_then(|v| v.get("usage").cloned()),
                 _ => None,
             },
-            BackendKind::Openai => {
+            Wire::ChatCompletions | Wire::Responses => {
                 if !ev.data.contains("\"usage\"") {
                     return;
                 }
+                let at = match self.wire {
+                    Wire::Responses => "/response/usage",
+                    _ => "/usage",
+                };
                 serde_json::from_str::<Value>(&ev.data)
                     .ok()
-                    .and_then(|v| v.get("usage").cloned())
+                    .and_then(|v| v.pointer(at).cloned())
                     .filter(Value::is_object)
             }
         };
@@ -451,6 +475,21 @@ mod tests {
             json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}),
         ));
         assert_eq!(o.tokens.output, Some(4));
+        let mut r = StreamMeter::responses();
+        r.observe(&ev(
+            Some("response.created"),
+            json!({"type": "response.created", "response": {"usage": null}}),
+        ));
+        r.observe(&ev(
+            Some("response.completed"),
+            json!({"type": "response.completed", "response": {"usage": {
+                "input_tokens": 9, "output_tokens": 2,
+                "input_tokens_details": {"cached_tokens": 5}
+            }}}),
+        ));
+        assert_eq!(r.tokens.input, Some(9));
+        assert_eq!(r.tokens.output, Some(2));
+        assert_eq!(r.tokens.cached, Some(5));
     }
 
     #[test]

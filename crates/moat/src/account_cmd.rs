@@ -694,13 +694,15 @@ async fn check_one(
         .credential(upstream.auth())
         .await
         .map_err(|e| Failure::runtime(anyhow!("{}", e.message)))?;
-    let req = upstream.request(
-        Method::GET,
-        Endpoint::Models,
-        bytes::Bytes::new(),
-        &http::HeaderMap::new(),
-        credential.as_ref(),
-    );
+    let req = upstream
+        .request(
+            Method::GET,
+            Endpoint::Models,
+            bytes::Bytes::new(),
+            &http::HeaderMap::new(),
+            credential.as_ref(),
+        )
+        .map_err(|e| Failure::runtime(anyhow!("{}", e.message)))?;
     let started = Instant::now();
     let wait = b.connect_timeout * 3;
     let resp = tokio::time::timeout(wait, upstream.send(req))

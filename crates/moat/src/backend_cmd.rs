@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow};
 use http::Method;
 use http_body_util::BodyExt;
 use moat_core::config::llm::{
-    AuthScheme, BackendConfig, BackendKind, LlmConfig, valid_backend_name,
+    AuthScheme, BackendConfig, BackendKind, LlmConfig, ResponsesMode, valid_backend_name,
 };
 use moat_core::home::Home;
 use moat_core::secret::SecretRef;
@@ -27,6 +27,7 @@ pub fn run(home: &Home, command: &BackendCommand) -> Result<(), Failure> {
             base_url,
             key_secret,
             bearer,
+            native_responses,
             models,
             replace,
         } => {
@@ -50,6 +51,14 @@ pub fn run(home: &Home, command: &BackendCommand) -> Result<(), Failure> {
                     )));
                 }
                 backend.auth = AuthScheme::Bearer;
+            }
+            if *native_responses {
+                if kind != BackendKind::Openai {
+                    return Err(Failure::usage(anyhow!(
+                        "--native-responses is for openai backends; an anthropic backend's Responses requests are translated"
+                    )));
+                }
+                backend.responses = ResponsesMode::Native;
             }
             backend.models = models.clone();
             add(home, name, backend, *replace)
@@ -85,6 +94,9 @@ fn add(home: &Home, name: &str, backend: BackendConfig, replace: bool) -> Result
     }
     if backend.auth == AuthScheme::Bearer {
         entry.insert("auth", toml_edit::value("bearer"));
+    }
+    if backend.responses == ResponsesMode::Native {
+        entry.insert("responses", toml_edit::value("native"));
     }
     if !backend.models.is_empty() {
         let mut a = toml_edit::Array::new();
@@ -126,16 +138,20 @@ fn list(home: &Home) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<10} {:<40} {:<6} MODELS",
-        "NAME", "KIND", "BASE URL", "KEY"
+        "{:<16} {:<10} {:<40} {:<6} {:<10} MODELS",
+        "NAME", "KIND", "BASE URL", "KEY", "RESPONSES"
     );
     for (name, b) in &llm.backends {
         println!(
-            "{:<16} {:<10} {:<40} {:<6} {}",
+            "{:<16} {:<10} {:<40} {:<6} {:<10} {}",
             name,
             b.kind.as_str(),
             b.base_url,
             if b.key.is_some() { "***" } else { "-" },
+            match b.responses {
+                ResponsesMode::Native => "native",
+                ResponsesMode::Translate => "translate",
+            },
             if b.models.is_empty() {
                 "-".to_string()
             } else {
@@ -215,13 +231,15 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
     println!("moat: asking backend {name:?} for its models…");
     let started = Instant::now();
     let outcome = runtime.block_on(async {
-        let req = backend.request(
-            Method::GET,
-            Endpoint::Models,
-            bytes::Bytes::new(),
-            &http::HeaderMap::new(),
-            credential.as_ref(),
-        );
+        let req = backend
+            .request(
+                Method::GET,
+                Endpoint::Models,
+                bytes::Bytes::new(),
+                &http::HeaderMap::new(),
+                credential.as_ref(),
+            )
+            .map_err(|e| anyhow!("{}", e.message))?;
         let resp = tokio::time::timeout(config.connect_timeout * 3, backend.send(req))
             .await
             .map_err(|_| anyhow!("no answer within {:?}", config.connect_timeout * 3))?

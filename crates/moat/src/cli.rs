@@ -238,6 +238,8 @@ pub enum BackendCommand {
     ///   moat backend add anthropic --kind anthropic --base-url https://api.anthropic.com \
     ///       --key-secret anthropic-key --models 'claude-*'
     ///   moat backend add local --kind openai --base-url http://127.0.0.1:8080/v1 --models smollm2
+    ///   moat backend add openai --kind openai --base-url https://api.openai.com/v1 \
+    ///       --key-secret openai-key --native-responses --models 'gpt-*'
     #[command(verbatim_doc_comment)]
     Add {
         /// A name for the backend (letters, digits, '-' and '_'); routes refer to it.
@@ -258,6 +260,11 @@ pub enum BackendCommand {
         /// instead of `x-api-key`.
         #[arg(long)]
         bearer: bool,
+        /// Pass /v1/responses through untouched to the backend's own /responses (OpenAI
+        /// itself, or a server that implements the Responses API, built-in tools and all)
+        /// instead of translating it to Chat Completions. openai backends only.
+        #[arg(long)]
+        native_responses: bool,
         /// Model names (exact or glob like 'claude-*') this backend serves under their own
         /// name; repeat for more.
         #[arg(long = "models", value_name = "GLOB")]

@@ -1203,3 +1203,279 @@ fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted(
         404
     );
 }
+
+/// A Responses API event as OpenAI sends it: named, typed, numbered.
+fn r_event(seq: u64, kind: &str, mut data: Value) -> String {
+    data["type"] = json!(kind);
+    data["sequence_number"] = json!(seq);
+    format!("event: {kind}\ndata: {data}\n\n")
+}
+
+#[test]
+fn native_responses_pass_through_untouched_and_are_kept() {
+    let (ant, native) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = backends(&ant, &native).replace(
+        "[llm.backends.oai]",
+        "[llm.backends.native]\nresponses = \"native\"",
+    );
+    let moat = start(&config);
+
+    // Whole response: the request and the answer cross byte for byte, built-in tools and
+    // reasoning items included (the backend runs them).
+    let answer = json!({
+        "id": "resp_up1", "object": "response", "created_at": 1, "status": "completed",
+        "model": "gpt-5", "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
+            {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": "Paris.", "annotations": []}]}
+        ],
+        "usage": {"input_tokens": 11, "output_tokens": 3, "total_tokens": 14,
+                  "input_tokens_details": {"cached_tokens": 4}},
+        "store": true
+    })
+    .to_string();
+    let mut reply = Reply::json(200, Value::Null).header("x-request-id", "req_native");
+    reply.chunks = vec![(Duration::ZERO, answer.clone())];
+    native.push(reply);
+    let request = r#"{"model":"gpt-5","input":[{"type":"reasoning","id":"rs_0","summary":[],"encrypted_content":"e"},{"role":"user","content":"Capital of France?"}],"tools":[{"type":"web_search_preview"}],"reasoning":{"effort":"low"},"include":["reasoning.encrypted_content"]}"#;
+    let resp = post_json(moat.main, "/v1/responses", &[], request);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.body, answer, "the answer is passed as it came");
+    assert_eq!(resp.header("x-request-id"), Some("req_native"));
+    let seen = &native.seen()[0];
+    assert_eq!(seen.path, "/v1/responses");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {CANARY}"));
+    assert_eq!(seen.body, serde_json::from_str::<Value>(request).unwrap());
+
+    // Kept, so the conversation goes on through any backend: here a translated one.
+    let got = get(moat.main, "/v1/responses/resp_up1", &[]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json()["output"][1]["content"][0]["text"], "Paris.");
+    ant.push(Reply::json(200, anthropic_message()));
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "claude-sonnet-4-5", "previous_response_id": "resp_up1", "input": "And Italy?"}).to_string(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let messages = &ant.seen()[0].body["messages"];
+    let texts: Vec<(&str, &str)> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let text = m["content"].as_str().or(m["content"][0]["text"].as_str());
+            (m["role"].as_str().unwrap(), text.unwrap())
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("user", "Capital of France?"),
+            ("assistant", "Paris."),
+            ("user", "And Italy?")
+        ],
+        "{messages}"
+    );
+
+    // The native backend holds resp_up1 too: a chained request goes to it as it came,
+    // and moat keeps the whole conversation for the answer.
+    let mut reply = Reply::json(200, Value::Null);
+    reply.chunks = vec![(Duration::ZERO, answer.replace("resp_up1", "resp_up3"))];
+    native.push(reply);
+    let here = json!({"model": "gpt-5", "previous_response_id": "resp_up1", "input": "And Spain?"});
+    let resp = post_json(moat.main, "/v1/responses", &[], &here.to_string());
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(native.seen()[1].body, here);
+    let items = get(
+        moat.main,
+        "/v1/responses/resp_up3/input_items?order=asc",
+        &[],
+    );
+    assert_eq!(items.status, 200, "{}", items.body);
+    let kinds: Vec<String> = items.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["type"].as_str().unwrap(),
+                i["role"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "reasoning/-",
+            "message/user",
+            "message/assistant",
+            "message/user"
+        ]
+    );
+
+    // Deleting reaches the backend account that holds it; a failure there keeps both.
+    let delete = |id: &str| {
+        raw(
+            moat.main,
+            format!(
+                "DELETE /v1/responses/{id} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                moat.host()
+            )
+            .as_bytes(),
+        )
+    };
+    native.push(Reply::json(500, json!({"error": {"message": "try later"}})));
+    let resp = delete("resp_up1");
+    assert_eq!(resp.status, 502, "{}", resp.body);
+    assert!(resp.body.contains("kept its copy"), "{}", resp.body);
+    assert_eq!(get(moat.main, "/v1/responses/resp_up1", &[]).status, 200);
+    native.push(Reply::json(
+        200,
+        json!({"id": "resp_up1", "object": "response", "deleted": true}),
+    ));
+    let resp = delete("resp_up1");
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = native.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (&last.method, last.path.as_str()),
+        (&http::Method::DELETE, "/v1/responses/resp_up1")
+    );
+    assert_eq!(last.headers["authorization"], format!("Bearer {CANARY}"));
+    assert_eq!(get(moat.main, "/v1/responses/resp_up1", &[]).status, 404);
+    let n = native.seen().len();
+
+    // A previous response moat never saw: only the native backend may know it; the
+    // request goes as it came and the answer is not kept (its history is elsewhere).
+    let mut reply = Reply::json(200, Value::Null);
+    reply.chunks = vec![(
+        Duration::ZERO,
+        answer.replace("resp_up1", "resp_up2").to_string(),
+    )];
+    native.push(reply);
+    let chained =
+        json!({"model": "gpt-5", "previous_response_id": "resp_elsewhere", "input": "more"});
+    let resp = post_json(moat.main, "/v1/responses", &[], &chained.to_string());
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(native.seen()[n].body, chained);
+    assert_eq!(get(moat.main, "/v1/responses/resp_up2", &[]).status, 404);
+    let mut translated = chained.clone();
+    translated["model"] = json!("claude-sonnet-4-5");
+    let resp = post_json(moat.main, "/v1/responses", &[], &translated.to_string());
+    assert_eq!(resp.status, 404, "{}", resp.body);
+    assert!(resp.body.contains("resp_elsewhere"), "{}", resp.body);
+    assert_eq!(ant.seen().len(), 1, "nothing sent upstream");
+
+    // Streamed: the events cross untouched and the final response is kept.
+    let events = [
+        r_event(
+            0,
+            "response.created",
+            json!({"response": {"id": "resp_s", "object": "response", "status": "in_progress", "output": []}}),
+        ),
+        r_event(
+            1,
+            "response.output_item.added",
+            json!({"output_index": 0, "item": {"type": "message", "id": "msg_s", "role": "assistant", "content": []}}),
+        ),
+        r_event(
+            2,
+            "response.output_text.delta",
+            json!({"item_id": "msg_s", "output_index": 0, "content_index": 0, "delta": "Ro"}),
+        ),
+        r_event(
+            3,
+            "response.output_text.delta",
+            json!({"item_id": "msg_s", "output_index": 0, "content_index": 0, "delta": "me."}),
+        ),
+        r_event(
+            4,
+            "response.completed",
+            json!({"response": {"id": "resp_s", "object": "response", "status": "completed",
+            "output": [{"type": "message", "id": "msg_s", "role": "assistant", "content": [{"type": "output_text", "text": "Rome."}]}],
+            "usage": {"input_tokens": 20, "output_tokens": 2, "total_tokens": 22}}}),
+        ),
+    ];
+    native.push(Reply::sse(&events));
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-5", "input": "Capital of Italy?", "stream": true}).to_string(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.body, events.concat());
+    let got = get(moat.main, "/v1/responses/resp_s", &[]);
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.json()["output"][0]["content"][0]["text"], "Rome.");
+
+    // Cut short: moat ends the stream the Responses way, numbered after the last event.
+    let mut broken = Reply::sse(&events[..3]);
+    broken.break_after = true;
+    native.push(broken);
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-5", "input": "x", "stream": true, "store": false}).to_string(),
+    );
+    let got = sse_events(&resp.body);
+    let tail: Vec<(&str, Value)> = got[got.len() - 2..]
+        .iter()
+        .map(|(n, d)| (n.as_deref().unwrap(), serde_json::from_str(d).unwrap()))
+        .collect();
+    assert_eq!(tail[0].0, "error", "{}", resp.body);
+    // The fake may lose its last event to the break: numbered after what arrived.
+    let delivered = got.len() as u64 - 2;
+    assert!(delivered >= 1, "{}", resp.body);
+    assert_eq!(tail[0].1["sequence_number"], delivered);
+    assert_eq!(tail[1].0, "response.failed");
+    assert_eq!(tail[1].1["sequence_number"], delivered + 1);
+    assert_eq!(tail[1].1["response"]["id"], "resp_s");
+    assert_eq!(tail[1].1["response"]["status"], "failed");
+
+    // The backend's refusal reaches the client in OpenAI's shape, with its status.
+    native.push(Reply::json(
+        400,
+        json!({"error": {"message": "Unsupported parameter: 'foo'.", "type": "invalid_request_error", "param": "foo", "code": null}}),
+    ));
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-5", "input": "x", "foo": 1}).to_string(),
+    );
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(
+        resp.json()["error"]["message"],
+        "Unsupported parameter: 'foo'."
+    );
+
+    // Usage was read from both answers' own usage objects (whole and streamed).
+    let mut moat = moat;
+    moat.terminate();
+    assert!(!moat.output().contains(CANARY));
+    let (code, out, err) = run_moat(
+        moat.home.path(),
+        &["usage", "--since", "all", "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let u: Value = serde_json::from_str(&out).unwrap();
+    let sum = |field: &str| -> u64 {
+        u["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["backend"] == "native")
+            .map(|g| g[field].as_u64().unwrap())
+            .sum()
+    };
+    // resp_up1, resp_up3, resp_up2 (11/3/4 each) + the stream (20/2).
+    assert_eq!(sum("input_tokens"), 53, "{out}");
+    assert_eq!(sum("output_tokens"), 11, "{out}");
+    assert_eq!(sum("cached_tokens"), 12, "{out}");
+}

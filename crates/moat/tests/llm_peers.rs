@@ -112,15 +112,49 @@ impl LlamaServer {
     }
 }
 
+/// The client key every moat in these tests requires (`auth.api_key`).
+const CLIENT_KEY: (&str, &str) = ("CLIENT_KEY", "moat-test-client-key");
+
+/// Starts moat requiring the client key, with `llm` (TOML) as the rest of its config.
+fn moat_with(llm: &str, env: &[(&str, &str)]) -> Moat {
+    let home = new_home();
+    let config = format!("[auth]\napi_key = \"env:CLIENT_KEY\"\n{llm}");
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let env: Vec<(&str, &str)> = std::iter::once(CLIENT_KEY)
+        .chain(env.iter().copied())
+        .collect();
+    Moat::start_in(home, &[], &env, None)
+}
+
+/// Runs `sdk_check.py ARGS...`; fails with its output and the logs of `moats`. Returns
+/// what it printed.
+fn sdk_check(args: &[String], moats: &[&Moat]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/sdk_check.py");
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run the SDK checks");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<String> = moats
+        .iter()
+        .map(|m| format!("moat at {}:\n{}", m.main, m.output()))
+        .collect();
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\n{}",
+        logs.join("\n")
+    );
+    stdout
+}
+
 #[test]
 fn official_sdks_through_moat_to_llama_cpp_on_both_backend_kinds() {
     let llama = LlamaServer::start();
-    let home = new_home();
-    let config = format!(
-        r#"
-[auth]
-api_key = "env:CLIENT_KEY"
-
+    let moat = moat_with(
+        &format!(
+            r#"
 [llm.backends.llama-openai]
 kind = "openai"
 base_url = "http://127.0.0.1:{port}/v1"
@@ -137,25 +171,81 @@ targets = ["llama-openai:smollm2"]
 model = "smol-via-anthropic"
 targets = ["llama-anthropic:smollm2"]
 "#,
-        port = llama.port
+            port = llama.port
+        ),
+        &[],
     );
-    std::fs::write(home.path().join("config.toml"), config).unwrap();
-    let moat = Moat::start_in(home, &[], &[("CLIENT_KEY", "moat-test-client-key")], None);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/sdk_check.py");
-    let out = Command::new(peer("MOAT_PEER_PYTHON"))
-        .arg(script)
-        .arg(format!("http://{}", moat.main))
-        .args(["smol-via-openai", "smol-via-anthropic"])
-        .output()
-        .expect("run the SDK checks");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}\nmoat log:\n{}",
-        moat.output()
+    let stdout = sdk_check(
+        &[
+            format!("http://{}", moat.main),
+            "smol-via-openai".into(),
+            "smol-via-anthropic".into(),
+        ],
+        &[&moat],
     );
     assert_eq!(stdout.matches("ok: ").count(), 6, "{stdout}");
+}
+
+/// A backend with native Responses gets the SDK's requests as they came. The Responses
+/// server here is a second moat (translating to llama.cpp, proven above): the SDK talks
+/// to moat B, whose backend `moat-a` is marked `responses = "native"`, so B passes every
+/// request and event through, keeps what A answers, chains by `previous_response_id`
+/// through A's own store, and forwards deletes to it.
+#[test]
+fn responses_pass_through_to_a_native_responses_server() {
+    let llama = LlamaServer::start();
+    // Debug logging puts each request's path in A's log.
+    let moat_a = moat_with(
+        &format!(
+            r#"
+[llm.backends.llama-openai]
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+
+[[llm.routes]]
+model = "smol-via-openai"
+targets = ["llama-openai:smollm2"]
+"#,
+            port = llama.port
+        ),
+        &[("MOAT_LOG", "debug")],
+    );
+    let moat_b = moat_with(
+        &format!(
+            r#"
+[llm.backends.moat-a]
+kind = "openai"
+base_url = "http://{a}/v1"
+key = "env:CLIENT_KEY"
+responses = "native"
+
+[[llm.routes]]
+model = "smol-native"
+targets = ["moat-a:smol-via-openai"]
+"#,
+            a = moat_a.main
+        ),
+        &[],
+    );
+    let stdout = sdk_check(
+        &[
+            "--responses-only".into(),
+            format!("http://{}", moat_b.main),
+            "smol-native".into(),
+        ],
+        &[&moat_b, &moat_a],
+    );
+    assert_eq!(stdout.matches("ok: ").count(), 1, "{stdout}");
+    // B sent A only /v1/responses requests (and the delete), none translated.
+    let a_log = moat_a.output();
+    assert!(
+        a_log.contains("path=\"/v1/responses\"") && a_log.contains("method=DELETE"),
+        "{a_log}"
+    );
+    assert!(
+        !a_log.contains("/v1/chat/completions"),
+        "moat B translated instead of passing through:\n{a_log}"
+    );
 }
 
 #[test]

@@ -179,6 +179,21 @@ pub struct BackendConfig {
     /// The provider's OAuth 2.0 settings, for accounts with `oauth = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<OAuthConfig>,
+    /// How `/v1/responses` reaches this backend (OpenAI-kind only can be `native`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub responses: ResponsesMode,
+}
+
+/// How a Responses API request reaches a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponsesMode {
+    /// Translated to the backend's Chat Completions or Messages API.
+    #[default]
+    Translate,
+    /// Passed untouched to the backend's own `/responses` (OpenAI itself, or any server
+    /// that implements the Responses API).
+    Native,
 }
 
 /// `[[llm.backends.NAME.accounts]]`: one credential in a backend's pool.
@@ -296,6 +311,7 @@ impl BackendConfig {
             accounts: Vec::new(),
             strategy: Strategy::default(),
             oauth: None,
+            responses: ResponsesMode::default(),
         }
     }
 }
@@ -357,6 +373,12 @@ pub fn validate(llm: &LlmConfig) -> Result<(), (String, String)> {
             return Err((
                 key("connect_timeout"),
                 "must be between 1ms and 5m, like \"10s\"".into(),
+            ));
+        }
+        if b.responses == ResponsesMode::Native && b.kind != BackendKind::Openai {
+            return Err((
+                key("responses"),
+                "\"native\" needs kind = \"openai\" (the Anthropic API has no /v1/responses); remove it to translate".into(),
             ));
         }
         validate_accounts(name, b)?;
@@ -575,5 +597,19 @@ mod tests {
         let (key, message) = validate(&llm).unwrap_err();
         assert_eq!(key, "llm.routes[0].targets");
         assert!(message.contains("nope"), "{message}");
+    }
+
+    #[test]
+    fn native_responses_only_for_openai_kind() {
+        let mut llm = LlmConfig::default();
+        let mut b = BackendConfig::new(BackendKind::Openai, "https://api.openai.com/v1");
+        b.responses = ResponsesMode::Native;
+        llm.backends.insert("oai".into(), b.clone());
+        assert!(validate(&llm).is_ok());
+        b.kind = BackendKind::Anthropic;
+        llm.backends.insert("oai".into(), b);
+        let (key, message) = validate(&llm).unwrap_err();
+        assert_eq!(key, "llm.backends.oai.responses");
+        assert!(message.contains("kind = \"openai\""), "{message}");
     }
 }

@@ -7,8 +7,10 @@
 //! temperature, top_p and max_tokens (with a default where Anthropic requires one);
 //! finish reasons (`tool_use` ⇄ `tool_calls`, `max_tokens` ⇄ `length`,
 //! `end_turn`/`stop_sequence` → `stop`); usage with cached tokens; ids, model names and
-//! errors.
+//! errors. Responses API clients are served through Chat Completions
+//! ([`responses`]), or passed through to backends that speak it ([`native_responses`]).
 
+pub mod native_responses;
 pub mod request;
 pub mod response;
 pub mod responses;

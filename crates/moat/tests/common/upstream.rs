@@ -58,6 +58,7 @@ impl Reply {
 /// What the upstream received.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub method: http::Method,
     pub path: String,
     pub headers: http::HeaderMap,
     pub body: serde_json::Value,
@@ -138,6 +139,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .await
         .unwrap_or_default();
     shared.seen.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
         path: parts.uri.path().to_string(),
         headers: parts.headers.clone(),
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),

@@ -1,7 +1,9 @@
 """Drives moat with the official anthropic and openai SDKs (Messages, Chat Completions and
 the Responses API); run by tests/llm_peers.rs.
 
-usage: sdk_check.py BASE_URL MODEL...   (each MODEL is routed by moat to a real backend)
+usage: sdk_check.py [--responses-only] BASE_URL MODEL...
+       (each MODEL is routed by moat to a real backend; --responses-only runs only the
+       Responses API cases, for a backend that serves that API and no other)
 
 Every call is checked for what a user of the SDK relies on; the first failure exits
 non-zero with a message naming the model, the SDK and the case.
@@ -13,7 +15,11 @@ import sys
 import anthropic
 import openai
 
-BASE, MODELS = sys.argv[1], sys.argv[2:]
+ARGS = sys.argv[1:]
+RESPONSES_ONLY = ARGS[:1] == ["--responses-only"]
+if RESPONSES_ONLY:
+    ARGS = ARGS[1:]
+BASE, MODELS = ARGS[0], ARGS[1:]
 KEY = "moat-test-client-key"
 ant = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0, timeout=120)
 oai = openai.OpenAI(base_url=BASE + "/v1", api_key=KEY, max_retries=0, timeout=120)
@@ -221,7 +227,8 @@ def responses_cases(model):
 
 failed = False
 for model in MODELS:
-    for name, cases in (("anthropic", anthropic_cases), ("openai", openai_cases), ("openai responses", responses_cases)):
+    suites = (("anthropic", anthropic_cases), ("openai", openai_cases), ("openai responses", responses_cases))
+    for name, cases in suites[2:] if RESPONSES_ONLY else suites:
         try:
             cases(model)
             print(f"ok: {name} SDK via {model}")
