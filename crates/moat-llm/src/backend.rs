@@ -213,11 +213,15 @@ impl Backend {
         Ok(self.request_to(method, uri, body, client, credential))
     }
 
-    /// `DELETE /responses/{id}` on a backend with native Responses; the id is one the
-    /// backend itself gave, percent-encoded as one path segment all the same.
-    pub fn delete_response_request(
+    /// A request about one stored response on a backend with native Responses:
+    /// `GET`/`DELETE /responses/{id}`, or `POST /responses/{id}/cancel` with `cancel`.
+    /// The id is one the backend itself gave, percent-encoded as one path segment all
+    /// the same.
+    pub fn response_request(
         &self,
+        method: Method,
         id: &str,
+        cancel: bool,
         credential: Option<&(SecretString, AuthScheme)>,
     ) -> Result<http::Request<Full<Bytes>>, ApiError> {
         if matches!(id, "" | "." | "..") {
@@ -228,20 +232,20 @@ impl Backend {
             .ok_or_else(|| self.no_endpoint())?;
         let mut url = url::Url::parse(&base.to_string())
             .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?;
-        url.path_segments_mut()
-            .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?
-            .push(id);
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?;
+            path.push(id);
+            if cancel {
+                path.push("cancel");
+            }
+        }
         let uri = url
             .as_str()
             .parse::<http::Uri>()
             .map_err(|_| ApiError::upstream("the backend's URL is not usable"))?;
-        Ok(self.request_to(
-            Method::DELETE,
-            uri,
-            Bytes::new(),
-            &HeaderMap::new(),
-            credential,
-        ))
+        Ok(self.request_to(method, uri, Bytes::new(), &HeaderMap::new(), credential))
     }
 
     fn no_endpoint(&self) -> ApiError {
@@ -426,7 +430,7 @@ mod tests {
     fn a_response_id_is_one_path_segment() {
         let o = backend(BackendKind::Openai, "http://127.0.0.1:1/v1");
         let uri = |id: &str| {
-            o.delete_response_request(id, None)
+            o.response_request(Method::DELETE, id, false, None)
                 .map(|r| r.uri().to_string())
         };
         assert_eq!(
@@ -440,5 +444,12 @@ mod tests {
         for bad in ["", ".", ".."] {
             assert!(uri(bad).is_err(), "{bad:?}");
         }
+        let cancel = o
+            .response_request(Method::POST, "resp_abc", true, None)
+            .unwrap();
+        assert_eq!(
+            cancel.uri().to_string(),
+            "http://127.0.0.1:1/v1/responses/resp_abc/cancel"
+        );
     }
 }

@@ -46,7 +46,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use moat_core::config::llm::LlmConfig;
 use moat_core::state::StateStore;
@@ -315,6 +315,11 @@ impl Gateway {
                     .with_state(self.clone()),
             )
             .route(
+                "/v1/responses/{id}/cancel",
+                Exposure::Api,
+                axum::routing::post(cancel_response).with_state(self.clone()),
+            )
+            .route(
                 "/v1/responses/{id}/input_items",
                 Exposure::Api,
                 axum::routing::get(response_input_items).with_state(self.clone()),
@@ -361,16 +366,79 @@ fn no_such_response(id: &str) -> Response {
         .response(ApiFormat::OpenAi)
 }
 
-/// `GET /v1/responses/{id}`: a stored response.
+/// `GET /v1/responses/{id}`: a stored response. One still running at the native backend
+/// that holds it (`background`) is asked for afresh, and kept once it is done.
 async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
     let Some(store) = &gw.responses else {
         return no_such_response(&id);
     };
-    match store.get(&id) {
-        Ok(Some(s)) => json_response(StatusCode::OK, s.response.to_string()),
-        Ok(None) => no_such_response(&id),
-        Err(e) => store_failed(&e),
+    let stored = match store.get(&id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return no_such_response(&id),
+        Err(e) => return store_failed(&e),
+    };
+    let running = matches!(
+        stored.response["status"].as_str(),
+        Some("queued" | "in_progress")
+    );
+    if let (true, Some(holder)) = (running, &stored.held_by) {
+        return relay_from_holder(&gw, store, &stored, holder, &id, Method::GET).await;
+    }
+    json_response(StatusCode::OK, stored.response.to_string())
+}
+
+/// `POST /v1/responses/{id}/cancel`: cancels a background response at the native backend
+/// that runs it. moat's own responses are never in the background.
+async fn cancel_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let id = response_id(&req);
+    let Some(store) = &gw.responses else {
+        return no_such_response(&id);
+    };
+    let stored = match store.get(&id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return no_such_response(&id),
+        Err(e) => return store_failed(&e),
+    };
+    match &stored.held_by {
+        Some(holder) => relay_from_holder(&gw, store, &stored, holder, &id, Method::POST).await,
+        None => {
+            ApiError::invalid("only a background response can be cancelled; this one is complete")
+                .response(ApiFormat::OpenAi)
+        }
+    }
+}
+
+/// Asks the holder of response `id` for it (`GET`) or to cancel it (`POST`), answers with
+/// what it said, and keeps the newer copy.
+async fn relay_from_holder(
+    gw: &Gateway,
+    store: &stored::ResponseStore,
+    stored: &stored::Stored,
+    holder: &stored::Holder,
+    id: &str,
+    method: Method,
+) -> Response {
+    let (status, body) = match ask_holder(gw, holder, method, id).await {
+        Ok(Some(answer)) => answer,
+        // The holder is gone from config: moat's copy is all there is.
+        Ok(None) => return json_response(StatusCode::OK, stored.response.to_string()),
+        Err(e) => return e.response(ApiFormat::OpenAi),
+    };
+    if !status.is_success() {
+        let message = errors::upstream_message(&body)
+            .unwrap_or_else(|| format!("backend {:?} answered {status}", holder.backend));
+        return ApiError::new(status, message).response(ApiFormat::OpenAi);
+    }
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(fresh) if fresh["id"] == id => {
+            if let Err(e) = store.put(&stored.input, &fresh, Some(holder)) {
+                tracing::error!(error = %e, "storing a response");
+            }
+            json_response(StatusCode::OK, body)
+        }
+        _ => ApiError::upstream("the model's backend sent a response that is not this one")
+            .response(ApiFormat::OpenAi),
     }
 }
 
@@ -429,10 +497,20 @@ async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         Ok(None) => return no_such_response(&id),
         Err(e) => return store_failed(&e),
     };
-    if let Some(holder) = &stored.held_by
-        && let Err(e) = delete_at_holder(&gw, holder, &id).await
-    {
-        return e.response(ApiFormat::OpenAi);
+    if let Some(holder) = &stored.held_by {
+        match ask_holder(&gw, holder, Method::DELETE, &id).await {
+            Ok(None) => {}
+            // Gone there already is as good as deleted.
+            Ok(Some((status, _))) if status.is_success() || status == StatusCode::NOT_FOUND => {}
+            Ok(Some((status, _))) => {
+                return ApiError::upstream(format!(
+                    "backend {:?} answered {status} to the delete; moat kept its copy too, retry",
+                    holder.backend
+                ))
+                .response(ApiFormat::OpenAi);
+            }
+            Err(e) => return e.response(ApiFormat::OpenAi),
+        }
     }
     match store.delete(&id) {
         Ok(_) => json_response(
@@ -443,8 +521,18 @@ async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
     }
 }
 
-/// Deletes response `id` at the backend account that made it; gone already is fine.
-async fn delete_at_holder(gw: &Gateway, holder: &stored::Holder, id: &str) -> Result<(), ApiError> {
+/// Largest answer read from a holder about one response.
+const MAX_HOLDER_ANSWER: usize = 64 * 1024 * 1024;
+
+/// Sends `GET`/`DELETE /responses/{id}` (or `POST .../cancel` for `POST`) to the backend
+/// account that holds response `id`: its status and body, or none when that account is
+/// no longer configured with native Responses.
+async fn ask_holder(
+    gw: &Gateway,
+    holder: &stored::Holder,
+    method: Method,
+    id: &str,
+) -> Result<Option<(StatusCode, bytes::Bytes)>, ApiError> {
     let backend = gw
         .backends
         .get(&holder.backend)
@@ -459,40 +547,38 @@ async fn delete_at_holder(gw: &Gateway, holder: &stored::Holder, id: &str) -> Re
         tracing::warn!(
             backend = %holder.backend,
             account = %holder.account,
-            "the backend account that holds a stored response is no longer configured with native Responses; only moat's copy is deleted"
+            "the backend account that holds a stored response is no longer configured with native Responses; moat's copy is all there is"
         );
-        return Ok(());
+        return Ok(None);
     };
     let credential = account.credential(backend.auth()).await?;
-    let req = backend.delete_response_request(id, credential.as_ref())?;
+    let cancel = method == Method::POST;
+    let req = backend.response_request(method, id, cancel, credential.as_ref())?;
     drop(credential);
-    let resp = tokio::time::timeout(gw.upstream_timeout, backend.send(req))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "backend {:?} did not answer the delete; moat kept its copy too, retry",
-                    holder.backend
-                ),
-            )
-        })?
-        .map_err(|e| {
-            tracing::warn!(backend = %holder.backend, error = %e, "deleting a response upstream");
-            ApiError::upstream(format!(
-                "cannot reach backend {:?} to delete the response there; moat kept its copy too, retry",
-                holder.backend
-            ))
+    let unreachable = |what: &str| {
+        format!(
+            "{what} backend {:?}, which holds the response; moat kept its copy, retry",
+            holder.backend
+        )
+    };
+    let exchange = async {
+        let resp = backend.send(req).await.map_err(|e| {
+            tracing::warn!(backend = %holder.backend, error = %e, "asking the holder of a response");
+            ApiError::upstream(unreachable("cannot reach"))
         })?;
-    let status = resp.status();
-    account.observe(status, resp.headers(), std::time::Instant::now());
-    if status.is_success() || status == StatusCode::NOT_FOUND {
-        return Ok(());
-    }
-    Err(ApiError::upstream(format!(
-        "backend {:?} answered {status} to the delete; moat kept its copy too, retry",
-        holder.backend
-    )))
+        let status = resp.status();
+        account.observe(status, resp.headers(), std::time::Instant::now());
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_HOLDER_ANSWER)
+            .collect()
+            .await
+            .map_err(|_| ApiError::upstream(unreachable("lost the answer of")))?
+            .to_bytes();
+        Ok::<_, ApiError>((status, body))
+    };
+    tokio::time::timeout(gw.upstream_timeout, exchange)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, unreachable("no answer from")))?
+        .map(Some)
 }
 
 /// `GET /accounts`.

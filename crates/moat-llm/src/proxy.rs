@@ -271,10 +271,23 @@ async fn run(
     let mut attempts = 0;
     'targets: for (i, &(target, backend)) in targets.iter().enumerate() {
         let last_target = i + 1 == targets.len();
+        if !backend.native_responses()
+            && let Some(refused) = conversation.as_ref().and_then(Conversation::needs_native)
+        {
+            // A real upstream failure says more than this refusal.
+            last.get_or_insert(refused);
+            continue;
+        }
         let pool = backend.pool();
-        // Only a shared pool needs the conversation (and so the parsed body).
+        // Only a shared pool needs the conversation (and so the parsed body). A chained
+        // Responses request is keyed by its whole conversation, so every turn shares the
+        // first turn's key (and account, which holds the previous response natively).
         let sticky_key = if pool.is_shared() {
-            req.value()
+            conversation
+                .as_ref()
+                .and_then(|c| c.expanded.as_ref())
+                .unwrap_or(&req)
+                .value()
                 .ok()
                 .and_then(crate::pool::sticky::conversation_key)
         } else {
@@ -370,6 +383,9 @@ struct Conversation {
     expanded: Option<ClientBody>,
     /// The native-Responses backend account that holds the previous response too.
     held_by: Option<Holder>,
+    /// The request names an upstream `conversation` (OpenAI's Conversations API): its
+    /// history lives with the backend, which only a native one can read.
+    upstream_conversation: bool,
     store: bool,
 }
 
@@ -378,7 +394,7 @@ impl Conversation {
     /// moat: a stored answer would carry half the history, and `previous_response_id`
     /// pointing at it must stay with the upstream that knows the rest.
     fn keeps(&self) -> bool {
-        self.store && !self.previous_unknown
+        self.store && !self.previous_unknown && !self.upstream_conversation
     }
 
     /// Whether `account` of `backend` holds the previous response itself, so that the
@@ -392,16 +408,24 @@ impl Conversation {
                 .is_some_and(|h| h.backend == backend.name() && h.account == account)
     }
 
-    /// The refusal for a backend that cannot know an unknown `previous_response_id`.
-    fn previous_not_found(&self) -> Option<Failed> {
-        let id = self.previous.as_deref().filter(|_| self.previous_unknown)?;
-        let error = ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "previous response {id:?} not found (moat keeps responses for llm.responses_retention)"
-            ),
-        );
-        // A later target with native Responses may still know it.
+    /// The refusal for a translated backend, which cannot know history that only an
+    /// upstream holds (an unknown `previous_response_id`, a `conversation`).
+    fn needs_native(&self) -> Option<Failed> {
+        let error = if let Some(id) = self.previous.as_deref().filter(|_| self.previous_unknown) {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "previous response {id:?} not found (moat keeps responses for llm.responses_retention)"
+                ),
+            )
+        } else if self.upstream_conversation {
+            ApiError::invalid(
+                "`conversation` needs a backend with native Responses (responses = \"native\"); send the history in `input` or use `previous_response_id`",
+            )
+        } else {
+            return None;
+        };
+        // A later target with native Responses may still serve it.
         Some(Failed::new(error, "invalid_request").retry())
     }
 }
@@ -442,7 +466,16 @@ fn responses_conversation(
                 .into_iter()
                 .flatten()
                 .filter(|item| matches!(item["type"].as_str(), Some("message" | "function_call")))
-                .cloned(),
+                .map(|item| {
+                    // Without its id: OpenAI refuses an output item it made whose
+                    // reasoning item (not carried over) is missing, and ids mean
+                    // nothing to another backend.
+                    let mut item = item.clone();
+                    if let Some(obj) = item.as_object_mut() {
+                        obj.remove("id");
+                    }
+                    item
+                }),
         );
         history.extend(input);
         input = history;
@@ -455,6 +488,7 @@ fn responses_conversation(
         held_by = stored.held_by;
     }
     let store = gw.responses.is_some() && req.get("store") != Some(&Value::Bool(false));
+    let upstream_conversation = req.get("conversation").is_some_and(|c| !c.is_null());
     Ok((
         ClientBody::parsed(body, req),
         Conversation {
@@ -463,6 +497,7 @@ fn responses_conversation(
             previous_unknown,
             expanded,
             held_by,
+            upstream_conversation,
             store,
         },
     ))
@@ -504,12 +539,6 @@ impl Shape {
 impl Attempt<'_> {
     async fn run(&self, meter: &mut Meter) -> Result<Response, Failed> {
         let kind = self.backend.kind();
-        if self.op == Op::Responses
-            && !self.backend.native_responses()
-            && let Some(refused) = self.conversation.and_then(Conversation::previous_not_found)
-        {
-            return Err(refused);
-        }
         let (endpoint, shape, body) = match (self.op, kind) {
             (Op::Responses, BackendKind::Openai) if self.backend.native_responses() => (
                 Endpoint::Responses,
@@ -704,6 +733,7 @@ impl Attempt<'_> {
             let state = StreamState {
                 body: incoming,
                 parser: SseParser::new(),
+                tail: bytes::BytesMut::new(),
                 mode,
                 pending: VecDeque::new(),
                 deadline: self.deadline,
@@ -1019,6 +1049,10 @@ enum Mode {
 struct StreamState {
     body: hyper::body::Incoming,
     parser: SseParser,
+    /// Passed-through bytes of an event not yet whole: held back, so that a stream
+    /// that breaks leaves the client at an event boundary, where moat's error event
+    /// can follow.
+    tail: bytes::BytesMut,
     mode: Mode,
     pending: VecDeque<Bytes>,
     deadline: tokio::time::Instant,
@@ -1070,20 +1104,26 @@ impl StreamState {
         }
         match &mut self.mode {
             Mode::Pass(p) => {
-                self.pending.push_back(data);
                 for ev in &events {
                     if p.observe(ev) {
                         self.finished = true;
                     }
                 }
+                if p.errored() {
+                    self.meter.record.error_class = Some("upstream_stream_error");
+                }
+                self.forward_whole_events(data);
             }
             Mode::Native(w) => {
-                self.pending.push_back(data);
                 for ev in &events {
                     if w.observe(ev) {
                         self.finished = true;
                     }
                 }
+                if w.errored() {
+                    self.meter.record.error_class = Some("upstream_stream_error");
+                }
+                self.forward_whole_events(data);
             }
             Mode::Translate(t) => {
                 for ev in events {
@@ -1097,12 +1137,46 @@ impl StreamState {
         }
     }
 
+    /// Queues the passed-through bytes that complete events; the rest waits in `tail`.
+    fn forward_whole_events(&mut self, data: Bytes) {
+        let Some(b) = self.parser.last_boundary() else {
+            self.tail.extend_from_slice(&data);
+            return;
+        };
+        let whole = if self.tail.is_empty() {
+            data.slice(..b)
+        } else {
+            self.tail.extend_from_slice(&data[..b]);
+            self.tail.split().freeze()
+        };
+        if !whole.is_empty() {
+            self.pending.push_back(whole);
+        }
+        self.tail.extend_from_slice(&data[b..]);
+    }
+
     fn end(&mut self) {
         self.finished = true;
-        match &mut self.mode {
-            Mode::Pass(p) => self.pending.extend(p.end()),
-            Mode::Native(w) => self.pending.extend(w.end()),
-            Mode::Translate(t) => self.pending.extend(t.end()),
+        let ending = match &mut self.mode {
+            Mode::Pass(p) => p.end(),
+            Mode::Native(w) => w.end(),
+            Mode::Translate(t) => {
+                let out = t.end();
+                self.pending.extend(out);
+                return;
+            }
+        };
+        match ending {
+            Some(error) => {
+                self.tail.clear();
+                self.pending.push_back(error);
+            }
+            // A complete stream goes out whole, whatever followed its last event.
+            None if !self.tail.is_empty() => {
+                let rest = self.tail.split().freeze();
+                self.pending.push_back(rest);
+            }
+            None => {}
         }
     }
 
@@ -1112,6 +1186,7 @@ impl StreamState {
             "broken" => "stream_broken",
             class => class,
         });
+        self.tail.clear();
         match &mut self.mode {
             Mode::Pass(p) => self.pending.extend(p.fail(err)),
             Mode::Native(w) => self.pending.extend(w.fail(err)),

@@ -51,6 +51,8 @@ pub struct SseParser {
     has_data: bool,
     /// Bytes of the event being built, lines included, for the cap.
     size: usize,
+    /// Where in the last fed bytes the last blank line ended.
+    boundary: Option<usize>,
 }
 
 impl SseParser {
@@ -62,6 +64,8 @@ impl SseParser {
     /// Feeds the next bytes; returns the events they completed.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         let mut out = Vec::new();
+        let fed = bytes.len();
+        self.boundary = None;
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
@@ -81,6 +85,9 @@ impl SseParser {
                 }
             }
             let line = std::mem::take(&mut self.line);
+            if line.is_empty() {
+                self.boundary = Some(fed - bytes.len());
+            }
             if let Some(event) = self.line_done(&line)? {
                 out.push(event);
             }
@@ -88,6 +95,13 @@ impl SseParser {
         self.grow(bytes.len())?;
         self.line.extend_from_slice(bytes);
         Ok(out)
+    }
+
+    /// How many of the bytes last fed end at an event boundary (a blank line): what a
+    /// proxy may forward without leaving its client inside a half-sent event. None when
+    /// they hold no boundary.
+    pub fn last_boundary(&self) -> Option<usize> {
+        self.boundary
     }
 
     fn grow(&mut self, n: usize) -> Result<(), SseError> {
@@ -230,5 +244,38 @@ mod tests {
         let events = p.feed(&bytes).unwrap();
         assert_eq!(events[0].event.as_deref(), Some("message_start"));
         assert_eq!(events[0].data, "{\"a\":\n1}");
+    }
+
+    #[test]
+    fn boundaries_split_whole_events_from_the_rest() {
+        let mut p = SseParser::new();
+        p.feed(b"data: 1\n\ndata: 2\n\ndata: 3").unwrap();
+        assert_eq!(p.last_boundary(), Some(18));
+        p.feed(b"more").unwrap();
+        assert_eq!(p.last_boundary(), None);
+        p.feed(b"\r\n\r\nx").unwrap();
+        assert_eq!(p.last_boundary(), Some(4));
+        // Forwarding the bytes up to each boundary hands a client whole events only.
+        let stream = b"event: a\ndata: 1\n\ndata: 2\r\n\r\n: c\n\ndata: 3\n\n";
+        for step in 1..stream.len() {
+            let mut p = SseParser::new();
+            let (mut sent, mut held) = (Vec::new(), Vec::new());
+            for chunk in stream.chunks(step) {
+                p.feed(chunk).unwrap();
+                held.extend_from_slice(chunk);
+                if let Some(b) = p.last_boundary() {
+                    let keep = chunk.len() - b;
+                    let upto = held.len() - keep;
+                    sent.extend(held.drain(..upto));
+                }
+                let whole = all(&sent, sent.len().max(1));
+                assert_eq!(all(&sent, 1), whole, "step {step}");
+                assert!(
+                    sent.is_empty() || matches!(sent.last(), Some(b'\n' | b'\r')),
+                    "step {step}"
+                );
+            }
+            assert_eq!(sent, stream, "step {step}");
+        }
     }
 }

@@ -1217,7 +1217,7 @@ fn native_responses_pass_through_untouched_and_are_kept() {
     let config = backends(&ant, &native).replace(
         "[llm.backends.oai]",
         "[llm.backends.native]\nresponses = \"native\"",
-    );
+    ) + "[[llm.routes]]\nmodel = \"both\"\ntargets = [\"native:gpt-5\", \"ant:claude-sonnet-4-5\"]\n";
     let moat = start(&config);
 
     // Whole response: the request and the answer cross byte for byte, built-in tools and
@@ -1412,8 +1412,15 @@ fn native_responses_pass_through_untouched_and_are_kept() {
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.json()["output"][0]["content"][0]["text"], "Rome.");
 
-    // Cut short: moat ends the stream the Responses way, numbered after the last event.
-    let mut broken = Reply::sse(&events[..3]);
+    // Cut short, mid-event: the client gets whole events only, then moat's ending,
+    // numbered after the last event that reached it.
+    let mut cut = events[..3].to_vec();
+    cut.push("event: response.output_text.delta\ndata: {\"type\":\"response.outp".into());
+    let mut broken = Reply::sse(&cut);
+    // A pause lets the half event out before the break (which may drop a last chunk).
+    broken
+        .chunks
+        .push((Duration::from_millis(100), String::new()));
     broken.break_after = true;
     native.push(broken);
     let resp = post_json(
@@ -1423,19 +1430,108 @@ fn native_responses_pass_through_untouched_and_are_kept() {
         &json!({"model": "gpt-5", "input": "x", "stream": true, "store": false}).to_string(),
     );
     let got = sse_events(&resp.body);
+    for (_, data) in &got {
+        assert!(
+            serde_json::from_str::<Value>(data).is_ok(),
+            "half an event reached the client: {}",
+            resp.body
+        );
+    }
     let tail: Vec<(&str, Value)> = got[got.len() - 2..]
         .iter()
         .map(|(n, d)| (n.as_deref().unwrap(), serde_json::from_str(d).unwrap()))
         .collect();
     assert_eq!(tail[0].0, "error", "{}", resp.body);
-    // The fake may lose its last event to the break: numbered after what arrived.
     let delivered = got.len() as u64 - 2;
-    assert!(delivered >= 1, "{}", resp.body);
+    assert_eq!(delivered, 3, "{}", resp.body);
     assert_eq!(tail[0].1["sequence_number"], delivered);
     assert_eq!(tail[1].0, "response.failed");
     assert_eq!(tail[1].1["sequence_number"], delivered + 1);
     assert_eq!(tail[1].1["response"]["id"], "resp_s");
     assert_eq!(tail[1].1["response"]["status"], "failed");
+
+    // A background response runs at the backend: reading it asks the backend until it
+    // is done, then moat's copy answers; cancelling goes to the backend too.
+    let background = |status: &str| {
+        json!({"id": "resp_bg", "object": "response", "status": status, "store": true,
+               "background": true, "output": []})
+    };
+    native.push(Reply::json(200, background("queued")));
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-5", "input": "slow", "background": true}).to_string(),
+    );
+    assert_eq!(resp.json()["status"], "queued", "{}", resp.body);
+    native.push(Reply::json(200, background("in_progress")));
+    native.push(Reply::json(200, background("completed")));
+    let seen_before = native.seen().len();
+    for want in ["in_progress", "completed", "completed"] {
+        let got = get(moat.main, "/v1/responses/resp_bg", &[]);
+        assert_eq!(got.json()["status"], want, "{}", got.body);
+    }
+    let seen = native.seen();
+    assert_eq!(
+        seen.len(),
+        seen_before + 2,
+        "a finished response is moat's to answer"
+    );
+    assert_eq!(
+        (&seen[seen_before].method, seen[seen_before].path.as_str()),
+        (&http::Method::GET, "/v1/responses/resp_bg")
+    );
+    native.push(Reply::json(200, background("cancelled")));
+    let cancelled = post_json(moat.main, "/v1/responses/resp_bg/cancel", &[], "");
+    assert_eq!(
+        cancelled.json()["status"],
+        "cancelled",
+        "{}",
+        cancelled.body
+    );
+    let last = native.seen().last().unwrap().clone();
+    assert_eq!(
+        (&last.method, last.path.as_str()),
+        (&http::Method::POST, "/v1/responses/resp_bg/cancel")
+    );
+    // Unknown ones are 404; moat's own answers are never in the background: 400.
+    let unknown = post_json(moat.main, "/v1/responses/resp_nope/cancel", &[], "");
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    ant.push(Reply::json(200, anthropic_message()));
+    let mine = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "claude-sonnet-4-5", "input": "hi"}).to_string(),
+    )
+    .json();
+    let mine = mine["id"].as_str().unwrap();
+    let refused = post_json(moat.main, &format!("/v1/responses/{mine}/cancel"), &[], "");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+
+    // History that only an upstream holds never goes to a translated backend, and that
+    // refusal does not hide a real upstream failure before it.
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "claude-sonnet-4-5", "conversation": "conv_1", "input": "x"}).to_string(),
+    );
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(resp.body.contains("conversation"), "{}", resp.body);
+    let ant_calls = ant.seen().len();
+    native.push(Reply::json(
+        503,
+        json!({"error": {"message": "overloaded"}}),
+    ));
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "both", "previous_response_id": "resp_far", "input": "x"}).to_string(),
+    );
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert_eq!(ant.seen().len(), ant_calls);
 
     // The backend's refusal reaches the client in OpenAI's shape, with its status.
     native.push(Reply::json(

@@ -81,9 +81,11 @@ pub fn conversation_key(req: &Value) -> Option<u64> {
     }
     let items: &[Value] = match req.get("messages").or_else(|| req.get("input")) {
         Some(Value::Array(items)) => items,
-        Some(Value::String(s)) => {
+        Some(text @ Value::String(_)) => {
+            // As the same text in a user message hashes: `input: "hi"` and
+            // `input: [{"role": "user", "content": "hi"}]` are one conversation.
             "user".hash(&mut h);
-            s.hash(&mut h);
+            hash_value(text, &mut h);
             return Some(h.finish());
         }
         _ => return None,
@@ -135,6 +137,10 @@ mod tests {
             conversation_key(&openai_other_system)
         );
         assert!(conversation_key(&json!({"input": "hello"})).is_some());
+        assert_eq!(
+            conversation_key(&json!({"input": "hello"})),
+            conversation_key(&json!({"input": [{"role": "user", "content": "hello"}]}))
+        );
         assert_eq!(conversation_key(&json!({"messages": []})), None);
     }
 

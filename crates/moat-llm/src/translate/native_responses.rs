@@ -21,7 +21,7 @@ pub struct NativeWatch {
     /// A terminal event (`response.completed`, `.incomplete`, `.failed`) went by, or
     /// moat ended the stream itself.
     done: bool,
-    /// The upstream reported an `error` event: its stream ends with it, whatever follows.
+    /// The upstream ended the stream with `error` or `response.failed`.
     errored: bool,
     on_finish: Option<OnFinish>,
 }
@@ -36,6 +36,11 @@ impl NativeWatch {
     pub fn on_finish(mut self, f: OnFinish) -> Self {
         self.on_finish = Some(f);
         self
+    }
+
+    /// Whether the upstream ended the stream with `error` or `response.failed`.
+    pub fn errored(&self) -> bool {
+        self.errored
     }
 
     /// Looks at one event on its way through; true once the stream is complete.
@@ -70,8 +75,12 @@ impl NativeWatch {
                     f(&v["response"]);
                 }
             }
-            "response.failed" => self.done = true,
-            "error" => self.errored = true,
+            // OpenAI ends a stream after its `error` event (and sends no `[DONE]`):
+            // waiting for more would hold the client until the upstream timeout.
+            "response.failed" | "error" => {
+                self.errored = true;
+                self.done = true;
+            }
             _ => {}
         }
         self.done
@@ -90,7 +99,7 @@ impl NativeWatch {
             return None;
         }
         self.done = true;
-        let seq = self.last_seq.map_or(0, |n| n + 1);
+        let seq = self.last_seq.map_or(0, |n| n.saturating_add(1));
         let error = json!({
             "type": "error",
             "code": openai_error_type(err.status),
@@ -104,15 +113,14 @@ impl NativeWatch {
         response["error"] = json!({"code": "server_error", "message": err.message});
         let failed = json!({
             "type": "response.failed",
-            "sequence_number": seq + 1,
+            "sequence_number": seq.saturating_add(1),
             "response": response,
         });
-        // A blank line first ends any event the upstream left half-sent.
+        // The proxy holds back a half-sent upstream event: these follow a boundary.
         Some(Bytes::from(
             [
-                b"\n\n".as_slice(),
-                &encode(Some("error"), &error.to_string()),
-                &encode(Some("response.failed"), &failed.to_string()),
+                encode(Some("error"), &error.to_string()),
+                encode(Some("response.failed"), &failed.to_string()),
             ]
             .concat(),
         ))
@@ -171,7 +179,6 @@ mod tests {
         }
         let tail = w.end().expect("an ending");
         let tail = String::from_utf8(tail.to_vec()).unwrap();
-        assert!(tail.starts_with("\n\n"), "{tail}");
         let out = events(&tail);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].event.as_deref(), Some("error"));
@@ -191,9 +198,12 @@ mod tests {
     fn an_upstream_error_event_is_its_own_ending() {
         let mut w = NativeWatch::new();
         let raw = "data: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"boom\",\"sequence_number\":1}\n\n";
-        for e in events(&format!("{CREATED}{raw}")) {
-            assert!(!w.observe(&e));
-        }
+        let done: Vec<bool> = events(&format!("{CREATED}{raw}"))
+            .iter()
+            .map(|e| w.observe(e))
+            .collect();
+        assert_eq!(done, [false, true]);
+        assert!(w.errored());
         assert_eq!(w.end(), None);
     }
 

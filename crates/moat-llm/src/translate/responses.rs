@@ -11,8 +11,9 @@
 //! `function_call_output`); function `tools`, `tool_choice`, `parallel_tool_calls`;
 //! `max_output_tokens`, `temperature`, `top_p`, `text.format` (JSON schema / object);
 //! `user`; `metadata` is echoed. Reasoning items are dropped (with a debug line). Built-in
-//! tools, `background` and `previous_response_id` (moat keeps no responses yet) are
-//! refused with a 400 that names them.
+//! tools and `background` are refused with a 400 that names them. (The proxy expands
+//! `previous_response_id` from moat's store before translating; one it does not hold
+//! never reaches here.)
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -42,7 +43,7 @@ pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
         .is_some_and(|v| !v.is_null())
     {
         return Err(ApiError::invalid(
-            "`previous_response_id` is not supported: moat does not keep responses; send the whole conversation in `input`",
+            "`previous_response_id` names no response moat keeps; send the whole conversation in `input`",
         ));
     }
     if obj.get("background") == Some(&Value::Bool(true)) {

@@ -515,6 +515,8 @@ impl StreamTranslator for OpenAiToAnthropic {
 pub struct PassThrough {
     /// An OpenAI chunk carried a finish reason (some servers then omit `[DONE]`).
     finished: bool,
+    /// The upstream ended the stream with an error event.
+    errored: bool,
     ending: Ending,
 }
 
@@ -523,21 +525,37 @@ impl PassThrough {
     pub fn new(format: ApiFormat) -> Self {
         Self {
             finished: false,
+            errored: false,
             ending: Ending::new(format),
         }
+    }
+
+    /// Whether the upstream ended the stream with an error event.
+    pub fn errored(&self) -> bool {
+        self.errored
     }
 
     /// Looks at one event; true when it ends the stream.
     pub fn observe(&mut self, ev: &SseEvent) -> bool {
         let last = match self.ending.format {
-            ApiFormat::Anthropic => {
-                matches!(ev.event.as_deref(), Some("message_stop" | "error"))
-            }
+            ApiFormat::Anthropic => match ev.event.as_deref() {
+                Some("message_stop") => true,
+                Some("error") => {
+                    self.errored = true;
+                    true
+                }
+                _ => false,
+            },
             ApiFormat::OpenAi => {
                 if has_finish_reason(&ev.data) {
                     self.finished = true;
                 }
-                ev.data.trim() == "[DONE]" || ev.data.contains("\"error\"")
+                if ev.data.contains("\"error\"") {
+                    self.errored = true;
+                    true
+                } else {
+                    ev.data.trim() == "[DONE]"
+                }
             }
         };
         self.ending.done |= last;
@@ -552,11 +570,10 @@ impl PassThrough {
         self.fail(&ended_early())
     }
 
-    /// The error that ends a broken stream, unless it already ended.
+    /// The error that ends a broken stream, unless it already ended. (The proxy holds
+    /// back a half-sent upstream event, so the client is at an event boundary.)
     pub fn fail(&mut self, err: &ApiError) -> Option<Bytes> {
-        // A blank line first ends any event the upstream left half-sent.
-        let event = self.ending.fail(err)?;
-        Some(Bytes::from([b"\n\n".as_slice(), &event].concat()))
+        self.ending.fail(err)
     }
 }
 
