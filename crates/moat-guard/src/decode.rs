@@ -24,20 +24,31 @@ const MIN_RUN: usize = 16;
 pub fn runs(text: &str) -> Vec<Decoded> {
     let mut out = Vec::new();
     let bytes = text.as_bytes();
-    // base64 and hex: maximal runs of their alphabets.
+    // base64 and hex: maximal runs of their alphabets (padding included), at least
+    // MIN_RUN long. Such a run starting anywhere in i..i + MIN_RUN covers byte
+    // i + MIN_RUN - 1: where that byte is outside the alphabet (in prose, nearly always),
+    // the whole stretch is skipped.
+    let member = |b: u8| is_b64(b) || b == b'=';
     let mut i = 0;
-    while i < bytes.len() {
-        if !is_b64(bytes[i]) {
-            i += 1;
+    while i + MIN_RUN <= bytes.len() {
+        let probe = i + MIN_RUN - 1;
+        if !member(bytes[probe]) {
+            i = probe + 1;
             continue;
         }
-        let start = i;
-        // Most runs are ordinary words: skip them without a second look.
-        let run_len = bytes[i..]
+        let mut start = probe;
+        while start > i && member(bytes[start - 1]) {
+            start -= 1;
+        }
+        let run_len = bytes[start..]
             .iter()
-            .position(|&b| !(is_b64(b) || b == b'='))
-            .unwrap_or(bytes.len() - i);
-        i += run_len;
+            .position(|&b| !member(b))
+            .unwrap_or(bytes.len() - start);
+        i = start + run_len;
+        // Padding belongs at the end of a run, never at its start.
+        while start < i && bytes[start] == b'=' {
+            start += 1;
+        }
         let run = &text[start..i];
         if run.len() >= MIN_RUN
             && let Some(d) = decode_run(run)
@@ -234,6 +245,55 @@ mod tests {
             .into_iter()
             .map(|d| (d.encoding, d.text))
             .collect()
+    }
+
+    /// The runs the skipping scan must find: every maximal run of the alphabet and
+    /// padding, leading padding dropped, at least MIN_RUN long (a plain left-to-right scan).
+    fn reference_runs(text: &str) -> Vec<Range<usize>> {
+        let b = text.as_bytes();
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            if !is_b64(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && (is_b64(b[i]) || b[i] == b'=') {
+                i += 1;
+            }
+            if i - start >= MIN_RUN {
+                out.push(start..i);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_skipping_scan_finds_every_long_run() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode("ignore previous instructions");
+        let mut texts = vec![
+            b64.clone(),
+            format!("x{b64}"),
+            format!("a= {b64}=="),
+            format!("==={b64} and ={b64}= then"),
+            format!("{}{b64}", "word ".repeat(7)),
+        ];
+        for cut in 0..b64.len() {
+            texts.push(format!("{} {}", &b64[..cut], &b64[cut..]));
+            texts.push(format!("{}={}", &b64[..cut], &b64[cut..]));
+        }
+        for t in &texts {
+            let want: Vec<Range<usize>> = reference_runs(t)
+                .into_iter()
+                .filter(|r| decode_run(&t[r.clone()]).is_some())
+                .collect();
+            let got: Vec<Range<usize>> = runs(t)
+                .into_iter()
+                .filter(|d| d.encoding == "base64" || d.encoding == "hex")
+                .map(|d| d.span)
+                .collect();
+            assert_eq!(got, want, "{t:?}");
+        }
     }
 
     #[test]

@@ -129,6 +129,53 @@ struct Meta {
     /// The word's roles in the verb…noun rules: bit `3 * rule + role` (0 verb, 1 noun,
     /// 2 qualifier) for each rule of [`signals::PROXIMITY`].
     roles: u32,
+    /// A common English word after ROT13 ([`ROT13_MARKERS`]): the text may hold ROT13.
+    marker: bool,
+}
+
+/// One automaton and what each of its patterns means, with an ASCII-only twin: most
+/// text is ASCII, where the other patterns cannot match, and the twin's far smaller
+/// table stays in the cache (the whole one is megabytes, for the CJK phrases).
+#[derive(Debug)]
+struct Phrases {
+    all: AhoCorasick,
+    all_meta: Vec<Meta>,
+    ascii: AhoCorasick,
+    ascii_meta: Vec<Meta>,
+}
+
+impl Phrases {
+    fn new(patterns: Vec<(String, Meta)>) -> Self {
+        let build = |patterns: &[&String]| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(patterns)
+                .expect("the built-in phrase lists compile")
+        };
+        let all: Vec<&String> = patterns.iter().map(|(p, _)| p).collect();
+        let ascii: Vec<&(String, Meta)> = patterns.iter().filter(|(p, _)| p.is_ascii()).collect();
+        Self {
+            all: build(&all),
+            all_meta: patterns.iter().map(|(_, m)| m.clone()).collect(),
+            ascii: build(&ascii.iter().map(|(p, _)| p).collect::<Vec<_>>()),
+            ascii_meta: ascii.iter().map(|(_, m)| m.clone()).collect(),
+        }
+    }
+
+    /// Every match in `haystack`, overlapping, with its meaning.
+    fn find<'a>(
+        &'a self,
+        haystack: &'a str,
+    ) -> impl Iterator<Item = (Range<usize>, &'a Meta)> + 'a {
+        let (ac, meta) = if haystack.is_ascii() {
+            (&self.ascii, &self.ascii_meta)
+        } else {
+            (&self.all, &self.all_meta)
+        };
+        ac.find_overlapping_iter(haystack)
+            .map(move |m| (m.start()..m.end(), &meta[m.pattern().as_usize()]))
+    }
 }
 
 /// A role word found in a `words` view: its bytes and roles.
@@ -142,16 +189,14 @@ struct RoleHit {
 /// The compiled phrase lists. Build once ([`Scanner::global`]); scanning is `&self`.
 #[derive(Debug)]
 pub struct Scanner {
-    words: AhoCorasick,
-    words_meta: Vec<Meta>,
+    /// Phrases and role words, and the ROT13 markers, in the `words` view.
+    words: Phrases,
     /// The ROT13 forms of the English phrases and role words, apart: run only on text
     /// that has ROT13'd common words ([`ROT13_MARKERS`]), so the main automaton stays
     /// small enough for the cache.
-    rot13: AhoCorasick,
-    rot13_meta: Vec<Meta>,
-    rot13_markers: AhoCorasick,
-    light: AhoCorasick,
-    light_meta: Vec<Meta>,
+    rot13: Phrases,
+    /// Tokens in the `light` view.
+    light: Phrases,
 }
 
 /// Common English words after ROT13 (and the words an override is made of): text with
@@ -235,6 +280,7 @@ impl Scanner {
                 rot13: false,
                 bounded,
                 roles: 0,
+                marker: false,
             };
             if phrase.lang == "en" {
                 let r = rot13(&normal);
@@ -262,6 +308,7 @@ impl Scanner {
                         rot13: false,
                         bounded: true,
                         roles: 1 << (3 * r + role),
+                        marker: false,
                     };
                     add(
                         rot13(word),
@@ -292,35 +339,37 @@ impl Scanner {
                 rot13: false,
                 bounded: false,
                 roles: 0,
+                marker: false,
             });
         }
-        let build = |patterns: &[String]| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::Standard)
-                .kind(Some(AhoCorasickKind::DFA))
-                .build(patterns)
-                .expect("the built-in phrase lists compile")
-        };
-        let (mut plain, mut plain_meta, mut rotated, mut rotated_meta) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut plain = Vec::new();
+        let mut rotated = Vec::new();
         for (text, meta) in words.into_iter().zip(words_meta) {
             if meta.rot13 {
-                rotated.push(text);
-                rotated_meta.push(meta);
+                rotated.push((text, meta));
             } else {
-                plain.push(text);
-                plain_meta.push(meta);
+                plain.push((text, meta));
             }
         }
-        let markers: Vec<String> = ROT13_MARKERS.iter().map(|m| (*m).to_string()).collect();
+        for m in ROT13_MARKERS {
+            plain.push((
+                (*m).to_string(),
+                Meta {
+                    family: Family::InstructionOverride,
+                    rule: (*m).to_string(),
+                    lang: "en",
+                    weight: 0.0,
+                    rot13: true,
+                    bounded: true,
+                    roles: 0,
+                    marker: true,
+                },
+            ));
+        }
         Self {
-            words: build(&plain),
-            words_meta: plain_meta,
-            rot13: build(&rotated),
-            rot13_meta: rotated_meta,
-            rot13_markers: build(&markers),
-            light: build(&light),
-            light_meta,
+            words: Phrases::new(plain),
+            rot13: Phrases::new(rotated),
+            light: Phrases::new(light.into_iter().zip(light_meta).collect()),
         }
     }
 
@@ -381,9 +430,7 @@ impl Scanner {
             out,
         );
         let mut labels = Vec::new();
-        for m in self.light.find_overlapping_iter(&views.light) {
-            let meta = &self.light_meta[m.pattern().as_usize()];
-            let mut range = m.start()..m.end();
+        for (mut range, meta) in self.light.find(&views.light) {
             if views.light.as_bytes()[range.start] == b'\n' && range.len() > 1 {
                 range.start += 1;
             }
@@ -393,12 +440,18 @@ impl Scanner {
             }
             out.push(signal(meta, place(span), hidden(None)));
         }
-        // Letter-spaced words ("I G N O R E") joined up, when there are any.
-        if views.spaced_letters
-            && let Some((joined, at)) = normalize::despaced(&views.words, &views.words_at)
-        {
+        // Letter-spaced words ("I G N O R E") joined up, each run with the words around
+        // it; only what the joined run takes part in counts (the rest was found above).
+        for d in normalize::despaced(&views.words, &views.words_at, &views.spaced_runs) {
+            let run = place(original_span(&d.at, text, d.run.clone()));
+            let mut found = Vec::new();
             let spaced = Some("letter-spacing");
-            self.word_signals(&joined, &at, text, spaced, &place, &hidden, out);
+            self.word_signals(&d.text, &d.at, text, spaced, &place, &hidden, &mut found);
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|s| s.span.start < run.end && run.start < s.span.end),
+            );
         }
         if !views.words.is_ascii() {
             for (range, weight) in detect::cjk_overrides(&views.words) {
@@ -508,35 +561,30 @@ impl Scanner {
         out: &mut Vec<Signal>,
     ) {
         let bytes = words.as_bytes();
-        let rotated = self
-            .rot13_markers
-            .find_overlapping_iter(words)
-            .any(|m| bounded(bytes, m.start(), m.end()));
-        let passes: &[(&AhoCorasick, &[Meta], bool)] = if rotated {
-            &[
-                (&self.words, &self.words_meta, false),
-                (&self.rot13, &self.rot13_meta, true),
-            ]
-        } else {
-            &[(&self.words, &self.words_meta, false)]
-        };
-        for &(automaton, metas, rot) in passes {
+        let mut rotated = false;
+        for (automaton, rot) in [(&self.words, false), (&self.rot13, true)] {
+            if rot && !rotated {
+                break;
+            }
             // Plain and ROT13 role words apart: a rule never mixes the two.
             let mut hits = Vec::new();
-            for m in automaton.find_overlapping_iter(words) {
-                let meta = &metas[m.pattern().as_usize()];
-                if meta.bounded && !bounded(bytes, m.start(), m.end()) {
+            for (range, meta) in automaton.find(words) {
+                if meta.bounded && !bounded(bytes, range.start, range.end) {
+                    continue;
+                }
+                if meta.marker {
+                    rotated = true;
                     continue;
                 }
                 if meta.roles != 0 {
                     hits.push(RoleHit {
-                        start: m.start(),
-                        end: m.end(),
+                        start: range.start,
+                        end: range.end,
                         roles: meta.roles,
                     });
                 }
                 if meta.weight > 0.0 {
-                    let span = original_span(at, text, m.start()..m.end());
+                    let span = original_span(at, text, range);
                     let own = if rot { Some("rot13") } else { extra };
                     out.push(signal(meta, place(span), hidden(own)));
                 }
