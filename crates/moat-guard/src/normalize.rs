@@ -118,6 +118,28 @@ const FILLERS: &[&[u8]] = &[
     b"this", b"its",
 ];
 
+/// Whether `word` is one of [`FILLERS`] (as a match: this runs for every word).
+#[inline]
+fn is_filler(word: &[u8]) -> bool {
+    let filler = matches!(
+        word,
+        b"a" | b"an"
+            | b"the"
+            | b"all"
+            | b"any"
+            | b"of"
+            | b"your"
+            | b"my"
+            | b"our"
+            | b"these"
+            | b"those"
+            | b"this"
+            | b"its"
+    );
+    debug_assert_eq!(filler, FILLERS.contains(&word));
+    filler
+}
+
 struct Builder {
     views: Views,
     /// `views.light` and `views.words` as bytes while they are built (pushing a byte is
@@ -224,6 +246,31 @@ impl Builder {
         self.views.words_at.push(at);
     }
 
+    /// A run of ASCII word characters (each with a nonzero [`WORD`] entry) starting at
+    /// original offset `at`: what [`Builder::push_ascii`] would do byte by byte.
+    #[inline]
+    fn push_ascii_word(&mut self, run: &[u8], at: u32, leet: bool) {
+        let end = at + run.len() as u32;
+        let light_start = self.light.len();
+        self.light
+            .extend(run.iter().map(|&c| LIGHT[usize::from(c)]));
+        self.views.light_at.extend(at..end);
+        self.light_space = false;
+        if let Some(sep_at) = self.pending_sep.take()
+            && !self.words.is_empty()
+        {
+            self.separate(sep_at);
+        }
+        self.last_word_cjk = false;
+        if leet {
+            self.words.extend(run.iter().map(|&c| WORD[usize::from(c)]));
+        } else {
+            // Without leetspeak a word reads the same in both views.
+            self.words.extend_from_slice(&self.light[light_start..]);
+        }
+        self.views.words_at.extend(at..end);
+    }
+
     /// Drops the word just finished if it is a filler; counts one-letter words in a row.
     #[inline]
     fn end_word(&mut self) {
@@ -240,7 +287,7 @@ impl Builder {
         }
         // Inside letter spacing ("d i s r e g a r d") a lone "a" is a letter, not a word.
         let in_letter_run = len == 1 && self.letters_in_a_row >= 2;
-        if len <= 5 && !in_letter_run && FILLERS.contains(&&self.words[start..]) {
+        if len <= 5 && !in_letter_run && is_filler(&self.words[start..]) {
             self.words.truncate(self.word_begin);
             self.views.words_at.truncate(self.word_begin);
         }
@@ -298,6 +345,27 @@ const WORD: [u8; 128] = {
     t
 };
 
+/// [`CLASS`] bits: an ASCII word character (nonzero in [`WORD`]), and one that
+/// leetspeak folds (so that its `words` byte differs from its `light` byte).
+const IS_WORD: u8 = 1;
+const IS_LEET: u8 = 2;
+
+/// Each byte's [`IS_WORD`] and [`IS_LEET`] bits (none for non-ASCII bytes).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 128 {
+        if WORD[i] != 0 {
+            t[i] = IS_WORD;
+            if WORD[i] != LIGHT[i] {
+                t[i] |= IS_LEET;
+            }
+        }
+        i += 1;
+    }
+    t
+};
+
 /// Builds both views of `text`.
 pub fn views(text: &str) -> Views {
     let mut views = Views::default();
@@ -349,6 +417,25 @@ pub fn views_into(text: &str, views: &mut Views) {
                 _ => b.views.invisible.push(i..end),
             }
             i = end;
+            continue;
+        }
+        if CLASS[usize::from(byte)] & IS_WORD != 0 {
+            // A run of ASCII word characters, the bulk of most text: copied a word at a
+            // time rather than a byte at a time.
+            let mut end = i;
+            let mut leet = 0;
+            while let Some(&c) = bytes.get(end) {
+                let class = CLASS[usize::from(c)];
+                if class & IS_WORD == 0 {
+                    break;
+                }
+                leet |= class;
+                end += 1;
+            }
+            let len = end - i;
+            b.push_ascii_word(&bytes[i..end], at, leet & IS_LEET != 0);
+            prev_visible = char::from(bytes[i + len - 1]);
+            i += len;
             continue;
         }
         if byte.is_ascii() {

@@ -343,6 +343,10 @@ pub const CJK_WINDOW: usize = 10;
 
 /// Every phrase that is not generated.
 pub const PHRASES: &[Phrase] = &[
+    // A spoofed end of the wrapper moat puts around untrusted content, in words (the
+    // `light` view's tokens all start with `<`, `[` or a line break, which keeps their
+    // automaton's scan to a skip between those bytes).
+    p("end of untrusted", SpoofedDelimiter, "any", 0.7),
     // ---- instruction override (besides verb…noun, see OVERRIDE_VERBS) ----
     p("ignore everything above", InstructionOverride, "en", 0.7),
     p(
@@ -749,7 +753,6 @@ pub const TOKENS: &[Phrase] = &[
     p("\nhuman:", SystemImpersonation, "any", 0.3),
     p("\nai:", SystemImpersonation, "any", 0.2),
     p("</untrusted", SpoofedDelimiter, "any", 0.7),
-    p("end of untrusted", SpoofedDelimiter, "any", 0.7),
     p("<<moat-untrusted", SpoofedDelimiter, "any", 0.8),
     p("</document>", SpoofedDelimiter, "any", 0.4),
     p("</tool_result>", SpoofedDelimiter, "any", 0.6),
