@@ -203,6 +203,12 @@ pub struct SandboxRun {
     /// Keep the workspace folder afterwards and print where it is.
     #[arg(long)]
     pub keep_workspace: bool,
+    /// Pass the command's output to a terminal untouched. By default, output bound for a
+    /// terminal shows control characters as ^X and \u{..} (an untrusted program's escape
+    /// sequences could retitle the window, write the clipboard or hide text); output to
+    /// a pipe or file is always passed untouched.
+    #[arg(long)]
+    pub raw_output: bool,
     /// Print the report as JSON on stdout instead of the command's output.
     #[arg(long)]
     pub json: bool,

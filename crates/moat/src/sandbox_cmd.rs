@@ -2,7 +2,7 @@
 //! profile and see what a tool would see.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -87,8 +87,16 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
     if args.json {
         println!("{}", report_json(&report, kept.as_deref()));
     } else {
-        let _ = std::io::stdout().write_all(&report.stdout);
-        let _ = std::io::stderr().write_all(&report.stderr);
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        let shown = |bytes: &[u8], terminal: bool| -> Vec<u8> {
+            if terminal && !args.raw_output {
+                for_terminal(bytes)
+            } else {
+                bytes.to_vec()
+            }
+        };
+        let _ = out.write_all(&shown(&report.stdout, out.is_terminal()));
+        let _ = err.write_all(&shown(&report.stderr, err.is_terminal()));
         eprintln!("{}", summary(&report));
         if let Some(path) = &kept {
             eprintln!("moat sandbox: workspace kept at {}", path.display());
@@ -97,6 +105,26 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
     Ok(ExitCode::from(
         report.outcome.exit_status().clamp(0, 255) as u8
     ))
+}
+
+/// `bytes` made safe to show on a terminal: line feeds and tabs stay, every other control
+/// character (C0, DEL, C1) shows as `^X` or `\u{..}`, so no escape sequence reaches it.
+fn for_terminal(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\0'..='\u{1f}' => {
+                out.push('^');
+                out.push(char::from(c as u8 + 0x40));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            '\u{80}'..='\u{9f}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into_bytes()
 }
 
 fn split_assignment<'a>(
@@ -276,4 +304,25 @@ fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
         },
         "workspace": kept.map(|p| p.display().to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_output_carries_no_control_sequences() {
+        let hostile = "ok\tdone\n\x1b]52;c;aGk=\x07\x1b[2Jtitle\rover\u{9b}31m\x7f\n";
+        let shown = String::from_utf8(for_terminal(hostile.as_bytes())).unwrap();
+        assert_eq!(
+            shown,
+            "ok\tdone\n^[]52;c;aGk=^G^[[2Jtitle^Mover\\u{9b}31m^?\n"
+        );
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+        );
+        assert_eq!(for_terminal(b"caf\xc3\xa9"), "café".as_bytes());
+    }
 }

@@ -97,7 +97,18 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let _ = std::io::Write::write_all(&mut sync_w, b"1");
     drop(sync_w);
 
-    let (setup_error, listener) = read_setup(errors_r)?;
+    let (setup_error, listener) = match read_setup(errors_r, deadline) {
+        Ok(read) => read,
+        // The guard kills the child on the way out.
+        Err(source) if source.kind() == std::io::ErrorKind::TimedOut => {
+            return Err(SandboxError::Setup {
+                stage: "waiting for the setup to finish within the wall-time limit (is a granted folder on a hung network or FUSE filesystem?)",
+                source,
+                hint: "",
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some((stage, errno)) = setup_error {
         let source = std::io::Error::from_raw_os_error(errno);
         return Err(match stage {
@@ -175,12 +186,26 @@ fn write_id_maps(pid: libc::pid_t, plan: &plan::ChildPlan) -> std::io::Result<()
     Ok(())
 }
 
-/// Blocks until the child either execs (the socket closes) or reports a failed step;
-/// on the way it may pass the seccomp listener.
+/// Waits until the child either execs (the socket closes) or reports a failed step; on
+/// the way it may pass the seccomp listener. A setup still going at `deadline` (a bind
+/// source on a hung filesystem blocks the child in the kernel) is a `TimedOut` error.
 #[allow(clippy::type_complexity)]
-fn read_setup(errors: OwnedFd) -> std::io::Result<(Option<(Stage, i32)>, Option<OwnedFd>)> {
+fn read_setup(
+    errors: OwnedFd,
+    deadline: Instant,
+) -> std::io::Result<(Option<(Stage, i32)>, Option<OwnedFd>)> {
     let mut listener = None;
-    while let Some((record, fds)) = sys::recv_record(errors.as_raw_fd())? {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !sys::wait_readable(errors.as_raw_fd(), left)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the sandbox's setup did not finish in time",
+            ));
+        }
+        let Some((record, fds)) = sys::recv_record(errors.as_raw_fd())? else {
+            break;
+        };
         if record.len() < 8 {
             break;
         }
@@ -266,4 +291,30 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
             cpus: Vec::new(),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_setup_that_never_finishes_times_out() {
+        let (reader, writer) = sys::socketpair().unwrap();
+        let started = Instant::now();
+        let Err(err) = read_setup(reader, started + Duration::from_millis(200)) else {
+            panic!("a setup that never reports finished");
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(writer);
+
+        // The child's exec closes its end: a setup that finished.
+        let (reader, writer) = sys::socketpair().unwrap();
+        drop(writer);
+        let (failed, listener) =
+            read_setup(reader, Instant::now() + Duration::from_secs(5)).unwrap();
+        assert!(failed.is_none() && listener.is_none());
+    }
 }
