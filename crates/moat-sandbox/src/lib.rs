@@ -9,7 +9,9 @@
 //! unprivileged uid that is `nobody` on the host when moat runs as root; a seccomp
 //! allowlist with a kill list for escape attempts; Landlock rules over the same paths; and
 //! rlimits for memory, processes and CPU time, CPU affinity for the CPU count, a wall-time
-//! kill of the whole process tree, and capped output.
+//! kill of the whole process tree, and capped output. With [`Network`] grants, loopback
+//! comes up with one proxy socket on it that the caller's side serves: tunnels only to
+//! granted destinations its [`Judge`] (the egress policy) lets through.
 //!
 //! ```no_run
 //! use moat_sandbox::{Spec, run};
@@ -31,8 +33,10 @@ mod outcome;
 mod spec;
 
 pub use error::SandboxError;
-pub use outcome::{Enforcement, LimitMechanism, Outcome, Report, Violation, truncation_marker};
-pub use spec::{Access, DEFAULT_PATH, Grant, Level, Limits, Spec};
+pub use outcome::{
+    Enforcement, LimitMechanism, NetEvent, Outcome, Report, Violation, truncation_marker,
+};
+pub use spec::{Access, DEFAULT_PATH, Grant, Judge, Level, Limits, NetGrant, Network, Spec};
 
 /// Runs one command as `spec` says and reports how it ended.
 ///

@@ -130,6 +130,20 @@ pub struct Report {
     pub peak_rss_bytes: u64,
     /// What isolation was in force.
     pub enforcement: Enforcement,
+    /// Each connection through the egress proxy: where to, and whether it was let through.
+    pub network_log: Vec<NetEvent>,
+}
+
+/// One decision of the sandbox's egress proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetEvent {
+    /// `host:port` as the command asked for it.
+    pub destination: String,
+    /// Whether a tunnel was made.
+    pub allowed: bool,
+    /// Why not (not granted, the egress policy's refusal, a failed connection), or
+    /// `tunnel`.
+    pub reason: String,
 }
 
 /// Appended to a stream cut at the output limit.

@@ -2,7 +2,9 @@
 //! folders it is granted, and its limits.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How strongly a command is isolated.
@@ -113,6 +115,95 @@ pub struct Spec {
     pub limits: Limits,
     /// How to isolate.
     pub level: Level,
+    /// Network access, only through moat's egress proxy; `None` is no network at all.
+    pub network: Option<Network>,
+}
+
+/// Decides whether a destination the grants allow may be reached, and where it is: the
+/// caller's egress policy (name rules, address classes, ports) and resolver. The
+/// addresses to connect to, or why not.
+pub type Judge = Arc<dyn Fn(&str, u16) -> Result<Vec<SocketAddr>, String> + Send + Sync>;
+
+/// A sandbox's network: one HTTP proxy on its loopback (`HTTP_PROXY`, `HTTPS_PROXY`),
+/// served by moat, which tunnels (`CONNECT`) only to granted destinations the [`Judge`]
+/// lets through. Nothing else is reachable: the network namespace has only loopback.
+#[derive(Clone)]
+pub struct Network {
+    /// Where the command may connect.
+    pub grants: Vec<NetGrant>,
+    /// The egress policy every granted destination must also pass.
+    pub judge: Judge,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One destination a command may reach: a host name (or `*.suffix`, or an IP address)
+/// and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetGrant {
+    /// Lowercase host, `*.example.com` for any subdomain, or an IP address.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl NetGrant {
+    /// `HOST` (port 443), `HOST:PORT`, `*.SUFFIX[:PORT]` or `[IPV6]:PORT`.
+    pub fn parse(text: &str) -> Result<NetGrant, String> {
+        let bad = |why: &str| {
+            format!("network grant {text:?}: {why}; use HOST, HOST:PORT or *.DOMAIN:PORT")
+        };
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            (h, after.strip_prefix(':'))
+        } else {
+            match text.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (text, None),
+            }
+        };
+        let port = match port {
+            None => 443,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("bad port"))?,
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let name = host.strip_prefix("*.").unwrap_or(&host);
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && (name.parse::<std::net::IpAddr>().is_ok()
+                || name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !valid {
+            return Err(bad("not a host name"));
+        }
+        Ok(NetGrant { host, port })
+    }
+
+    /// Whether this grant covers `host` (lowercase, no trailing dot) at `port`.
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        port == self.port
+            && match self.host.strip_prefix("*.") {
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                None => host == self.host,
+            }
+    }
 }
 
 /// The `PATH` declared when a caller declares none.
@@ -139,6 +230,7 @@ impl Spec {
             hidden: Vec::new(),
             limits: Limits::default(),
             level: Level::Process,
+            network: None,
         }
     }
 
@@ -167,6 +259,44 @@ impl Spec {
             self.program.to_string_lossy().into_owned()
         } else {
             format!("PATH={}", self.path_var().to_string_lossy())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_grants_parse_and_match() {
+        let g = NetGrant::parse("API.example.com").unwrap();
+        assert_eq!((g.host.as_str(), g.port), ("api.example.com", 443));
+        assert!(g.allows("api.example.com", 443));
+        assert!(!g.allows("api.example.com", 80));
+        assert!(!g.allows("evil-api.example.com", 443));
+        let w = NetGrant::parse("*.example.com:8443").unwrap();
+        assert!(w.allows("a.example.com", 8443));
+        assert!(w.allows("b.a.example.com", 8443));
+        assert!(!w.allows("example.com", 8443));
+        assert!(!w.allows("badexample.com", 8443));
+        let ip = NetGrant::parse("[::1]:8080").unwrap();
+        assert_eq!((ip.host.as_str(), ip.port), ("::1", 8080));
+        assert!(
+            NetGrant::parse("127.0.0.1:5000")
+                .unwrap()
+                .allows("127.0.0.1", 5000)
+        );
+        for bad in [
+            "",
+            ":443",
+            "host:0",
+            "host:99999",
+            "a b",
+            "ex ample.com",
+            "[::1",
+            "x/y",
+        ] {
+            assert!(NetGrant::parse(bad).is_err(), "{bad:?}");
         }
     }
 }

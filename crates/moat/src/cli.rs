@@ -182,8 +182,10 @@ pub struct SandboxRun {
     /// The profile from [sandbox.profiles.NAME] (`default` is built in).
     #[arg(long, default_value = "default", value_name = "NAME")]
     pub profile: String,
-    /// A host folder visible at the same path: ro:/path or rw:/path (repeatable).
-    #[arg(long = "grant", value_name = "ro:PATH|rw:PATH")]
+    /// A host folder visible at the same path (ro:/path or rw:/path), or a destination
+    /// reachable through moat's egress proxy (net:HOST[:PORT], port 443 by default,
+    /// net:*.example.com for subdomains; it must also pass [egress]). Repeatable.
+    #[arg(long = "grant", value_name = "ro:PATH|rw:PATH|net:HOST[:PORT]")]
     pub grants: Vec<String>,
     /// An environment variable for the command (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]

@@ -9,9 +9,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use moat_core::config::egress::EgressConfig;
 use moat_core::config::sandbox::{SandboxProfile, parse_grant};
 use moat_core::home::Home;
-use moat_sandbox::{Access, Grant, Level, Limits, Report, SandboxError, Spec};
+use moat_net::egress::{Host, Policy};
+use moat_sandbox::{
+    Access, Grant, Judge, Level, Limits, NetGrant, Network, Report, SandboxError, Spec,
+};
 
 use crate::Failure;
 use crate::cli::{SandboxCommand, SandboxRun};
@@ -37,7 +41,7 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
                 home.config_file().display()
             ))
         })?;
-    let mut spec = spec_for(&profile, args)?;
+    let mut spec = spec_for(&profile, args, &loaded.config.egress)?;
     spec.hidden.push(home.root().to_path_buf());
     // One unlock (one password prompt at most) for all the secrets of the call.
     let vault = match args.secrets.is_empty() {
@@ -137,8 +141,13 @@ fn split_assignment<'a>(
         .ok_or_else(|| Failure::usage(anyhow!("{flag} {text:?}: expected {shape}")))
 }
 
-/// The spec a profile and the command-line overrides describe.
-fn spec_for(profile: &SandboxProfile, args: &SandboxRun) -> Result<Spec, Failure> {
+/// The spec a profile and the command-line overrides describe; network grants go
+/// through `egress`, moat's egress policy.
+fn spec_for(
+    profile: &SandboxProfile,
+    args: &SandboxRun,
+    egress: &EgressConfig,
+) -> Result<Spec, Failure> {
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut spec = Spec::new(program, rest.to_vec(), PathBuf::new());
     spec.level = Level::parse(&profile.level).expect("validated with the config");
@@ -159,10 +168,18 @@ fn spec_for(profile: &SandboxProfile, args: &SandboxRun) -> Result<Spec, Failure
         let (name, value) = split_assignment(assignment, "--env", "NAME=VALUE")?;
         spec.set_env(name, value);
     }
+    let mut net = Vec::new();
     for grant in profile.grants.iter().chain(&args.grants) {
+        if let Some(destination) = grant.strip_prefix("net:") {
+            net.push(
+                NetGrant::parse(destination)
+                    .map_err(|e| Failure::usage(anyhow!("--grant {grant:?}: {e}")))?,
+            );
+            continue;
+        }
         let (writable, path) = parse_grant(grant).ok_or_else(|| {
             Failure::usage(anyhow!(
-                "--grant {grant:?}: expected ro:/absolute/path or rw:/absolute/path"
+                "--grant {grant:?}: expected ro:/absolute/path, rw:/absolute/path or net:HOST[:PORT]"
             ))
         })?;
         spec.grants.push(Grant {
@@ -174,7 +191,43 @@ fn spec_for(profile: &SandboxProfile, args: &SandboxRun) -> Result<Spec, Failure
             },
         });
     }
+    if !net.is_empty() {
+        spec.network = Some(Network {
+            grants: net,
+            judge: egress_judge(egress)?,
+        });
+    }
     Ok(spec)
+}
+
+/// moat's egress policy as the sandbox proxy's judge: a granted destination must also
+/// pass the name rules, the port list and the address classes (`[egress]`), for every
+/// address its name resolves to.
+fn egress_judge(egress: &EgressConfig) -> Result<Judge, Failure> {
+    let policy = Policy::from_config(egress).map_err(|e| Failure::usage(anyhow!("{e}")))?;
+    Ok(std::sync::Arc::new(move |host: &str, port: u16| {
+        let url = if host.contains(':') {
+            format!("https://[{host}]:{port}/")
+        } else {
+            format!("https://{host}:{port}/")
+        };
+        let checked = policy.check_url(&url).map_err(|r| r.to_string())?;
+        let ips: Vec<std::net::IpAddr> = match &checked.host {
+            Host::Addr(ip) => vec![*ip],
+            Host::Name(name) => std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+                .map_err(|e| format!("cannot resolve {name}: {e}"))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        let name = checked.host.to_string();
+        policy
+            .check_resolved(&name, &ips)
+            .map_err(|r| r.to_string())?;
+        Ok(ips
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, port))
+            .collect())
+    }))
 }
 
 /// A per-call folder under `MOAT_HOME/sandbox/`, removed when dropped unless kept.
@@ -236,7 +289,11 @@ fn summary(report: &Report) -> String {
         parts.push("limits by rlimits (no writable cgroup v2 is used)".into());
         parts.push(format!("host uid {}", e.host_uid));
         parts.push(format!("CPU {:?}", e.cpus));
-        parts.push("no network".into());
+        parts.push(if e.network {
+            "network only through moat's egress proxy".into()
+        } else {
+            "no network".into()
+        });
     }
     let outcome = match report.violation {
         Some(v) => format!(
@@ -253,6 +310,18 @@ fn summary(report: &Report) -> String {
         report.peak_rss_bytes / (1024 * 1024),
         parts.join(", ")
     );
+    for event in &report.network_log {
+        line.push_str(&format!(
+            "\nmoat sandbox: network {} {}{}",
+            event.destination,
+            if event.allowed {
+                "tunnelled"
+            } else {
+                "refused: "
+            },
+            if event.allowed { "" } else { &event.reason }
+        ));
+    }
     for (name, cut) in [
         ("stdout", report.stdout_truncated),
         ("stderr", report.stderr_truncated),
@@ -302,6 +371,11 @@ fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
             "network": e.network,
             "cpus": e.cpus,
         },
+        "network": report.network_log.iter().map(|e| serde_json::json!({
+            "destination": e.destination,
+            "allowed": e.allowed,
+            "reason": e.reason,
+        })).collect::<Vec<_>>(),
         "workspace": kept.map(|p| p.display().to_string()),
     })
 }

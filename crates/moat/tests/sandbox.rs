@@ -197,3 +197,88 @@ fn json_reports_the_outcome_and_the_enforcement() {
     assert_eq!(v["enforcement"]["network"], false);
     assert!(v["enforcement"]["landlock_abi"].as_u64().is_some(), "{out}");
 }
+
+/// A host service on 127.0.0.1 that answers one HTTP request per connection.
+fn http_service() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nhello\n",
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn network_grants_pass_moat_s_egress_policy_too() {
+    let port = http_service();
+    let home = new_home();
+    // Through a CONNECT tunnel (python's http.client, as any HTTPS client would).
+    let client = format!(
+        "import http.client\n\
+         c = http.client.HTTPConnection('127.0.0.1', 3128, timeout=10)\n\
+         c.set_tunnel('127.0.0.1', {port})\n\
+         try:\n c.request('GET', '/'); print('got', c.getresponse().read().decode().strip())\n\
+         except OSError as e:\n print('failed', e)"
+    );
+    let grant = format!("net:127.0.0.1:{port}");
+    let run = |home: &std::path::Path| {
+        sandbox(
+            home,
+            &["--grant", &grant, "--", "python3", "-c", &client],
+            &[],
+        )
+    };
+    // Granted, but the default egress policy refuses the port and loopback.
+    let (code, out, err) = run(home.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("failed") && out.contains("403"), "{out}");
+    assert!(
+        err.contains(&format!(
+            "network 127.0.0.1:{port} refused: port {port} is refused"
+        )),
+        "{err}"
+    );
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[egress]\nallowed_ports = [443, {port}]\n"),
+    )
+    .unwrap();
+    let (_, out, err) = run(home.path());
+    assert!(out.contains("failed"), "{out}");
+    assert!(
+        err.contains("refused: ") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    // The owner opens loopback on purpose: the tunnel works.
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[egress]\nallowed_ports = [443, {port}]\nallow_cidrs = [\"127.0.0.1/32\"]\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(home.path());
+    assert_eq!((code, out.as_str()), (0, "got hello\n"), "{err}");
+    assert!(
+        err.contains("network only through moat's egress proxy"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("network 127.0.0.1:{port} tunnelled")),
+        "{err}"
+    );
+    // Not granted: refused whatever the policy says.
+    let (_, out, err) = sandbox(
+        home.path(),
+        &["--grant", "net:example.com", "--", "python3", "-c", &client],
+        &[],
+    );
+    assert!(out.contains("failed"), "{out}");
+    assert!(err.contains("refused: not granted"), "{err}");
+    let (code, _, err) = sandbox(home.path(), &["--grant", "net:a b", "--", "true"], &[]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -10,7 +10,7 @@
 //! wall_time = "5m"
 //! output_kib = 4096
 //! env = { LANG = "C.UTF-8" } # the whole environment besides PATH and HOME
-//! grants = ["ro:/srv/datasets", "rw:/home/me/project"]
+//! grants = ["ro:/srv/datasets", "rw:/home/me/project", "net:pypi.org", "net:*.pythonhosted.org"]
 //! ```
 //!
 //! A profile named `default` is used when none is named; it exists with the built-in
@@ -49,7 +49,9 @@ pub struct SandboxProfile {
     pub output_kib: u64,
     /// Environment variables the command sees, besides PATH and HOME.
     pub env: BTreeMap<String, String>,
-    /// Host folders visible inside at the same path: `ro:/path` or `rw:/path`.
+    /// Host folders visible inside at the same path (`ro:/path` or `rw:/path`), and
+    /// destinations reachable through moat's egress proxy (`net:HOST[:PORT]`, port 443
+    /// by default, `*.domain` for subdomains).
     pub grants: Vec<String>,
 }
 
@@ -102,10 +104,15 @@ pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
             ));
         }
         for grant in &p.grants {
-            if parse_grant(grant).is_none() {
+            let net = grant.strip_prefix("net:").is_some_and(|d| {
+                !d.is_empty() && !d.contains(|c: char| c.is_whitespace() || c == '/')
+            });
+            if !net && parse_grant(grant).is_none() {
                 return Err((
                     key("grants"),
-                    format!("{grant:?} must be ro:/absolute/path or rw:/absolute/path"),
+                    format!(
+                        "{grant:?} must be ro:/absolute/path, rw:/absolute/path or net:HOST[:PORT]"
+                    ),
                 ));
             }
         }
@@ -152,5 +159,24 @@ mod tests {
         assert_eq!(validate(&c).unwrap_err().0, "sandbox.profiles.t.level");
         assert!(c.profile("default").is_some());
         assert!(c.profile("missing").is_none());
+        let with_grants = |grants: &[&str]| {
+            let mut c = SandboxConfig::default();
+            c.profiles.insert(
+                "t".into(),
+                SandboxProfile {
+                    grants: grants.iter().map(|g| g.to_string()).collect(),
+                    ..SandboxProfile::default()
+                },
+            );
+            validate(&c)
+        };
+        assert!(with_grants(&["net:pypi.org", "net:*.example.com:8443", "ro:/srv"]).is_ok());
+        for bad in ["net:", "net:a b", "net:host/path", "tcp:host"] {
+            assert_eq!(
+                with_grants(&[bad]).unwrap_err().0,
+                "sandbox.profiles.t.grants",
+                "{bad}"
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 
 use libc::{c_ulong, c_void};
 
-use super::plan::{ChildPlan, HOSTNAME, Op, SANDBOX_ID};
+use super::plan::{ChildPlan, HOSTNAME, NetSetup, Op, SANDBOX_ID};
 use super::sys::{self, CAP_V3, CapData, CapHeader, raw};
 
 /// The setup steps, in order; the parent turns a number back into words.
@@ -26,6 +26,7 @@ pub enum Stage {
     PivotRoot,
     ReadOnlyRoot,
     Hostname,
+    Network,
     Workdir,
     Limits,
     Stdio,
@@ -38,7 +39,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, indexed by its number.
-    pub const ALL: [Stage; 18] = [
+    pub const ALL: [Stage; 19] = [
         Stage::WaitForParent,
         Stage::Identity,
         Stage::Capabilities,
@@ -49,6 +50,7 @@ impl Stage {
         Stage::PivotRoot,
         Stage::ReadOnlyRoot,
         Stage::Hostname,
+        Stage::Network,
         Stage::Workdir,
         Stage::Limits,
         Stage::Stdio,
@@ -72,6 +74,7 @@ impl Stage {
             Stage::PivotRoot => "pivot_root into the new root",
             Stage::ReadOnlyRoot => "making the root read-only",
             Stage::Hostname => "setting the hostname",
+            Stage::Network => "bringing up loopback and the egress proxy's socket",
             Stage::Workdir => "entering /workspace",
             Stage::Limits => "setting resource limits",
             Stage::Stdio => "connecting standard input and output",
@@ -375,9 +378,12 @@ fn install_filter(
 
 /// Marks the record that carries the seccomp listener descriptor.
 pub const LISTENER_RECORD: u32 = u32::MAX;
+/// Marks the record that carries the egress proxy's listening socket.
+pub const PROXY_RECORD: u32 = u32::MAX - 1;
 
-/// Passes the seccomp listener to the parent over the error socket (SCM_RIGHTS).
-fn send_listener(fds: &ChildFds, listener: RawFd) {
+/// Passes a descriptor to the parent over the error socket (SCM_RIGHTS), in a record
+/// marked `marker`.
+fn send_fd(fds: &ChildFds, stage: Stage, marker: u32, listener: RawFd) {
     #[repr(C)]
     struct Control {
         header: libc::cmsghdr,
@@ -385,7 +391,7 @@ fn send_listener(fds: &ChildFds, listener: RawFd) {
         _pad: u32,
     }
     let mut record = [0u8; 8];
-    record[..4].copy_from_slice(&LISTENER_RECORD.to_le_bytes());
+    record[..4].copy_from_slice(&marker.to_le_bytes());
     let mut iov = libc::iovec {
         iov_base: record.as_mut_ptr().cast(),
         iov_len: record.len(),
@@ -404,7 +410,7 @@ fn send_listener(fds: &ChildFds, listener: RawFd) {
     msg.msg_controllen = std::mem::size_of::<Control>();
     check(
         fds,
-        Stage::Seccomp,
+        stage,
         raw(
             libc::SYS_sendmsg,
             fds.errors as usize,
@@ -414,6 +420,63 @@ fn send_listener(fds: &ChildFds, listener: RawFd) {
             0,
         ),
     );
+}
+
+/// Brings up the namespace's loopback and opens the egress proxy's listening socket on
+/// it, which goes to the parent (moat serves it); the child keeps no copy, and the port
+/// stays taken, so nothing inside can listen there instead.
+fn network(fds: &ChildFds, net: &NetSetup) {
+    let flags = libc::SOCK_CLOEXEC as usize;
+    let control = raw(
+        libc::SYS_socket,
+        libc::AF_INET as usize,
+        libc::SOCK_DGRAM as usize | flags,
+        0,
+        0,
+        0,
+    );
+    check(fds, Stage::Network, control);
+    check(
+        fds,
+        Stage::Network,
+        raw(
+            libc::SYS_ioctl,
+            control as usize,
+            libc::SIOCSIFFLAGS as usize,
+            &net.lo_up as *const libc::ifreq as usize,
+            0,
+            0,
+        ),
+    );
+    raw(libc::SYS_close, control as usize, 0, 0, 0, 0);
+    let listener = raw(
+        libc::SYS_socket,
+        libc::AF_INET as usize,
+        libc::SOCK_STREAM as usize | flags,
+        0,
+        0,
+        0,
+    );
+    check(fds, Stage::Network, listener);
+    check(
+        fds,
+        Stage::Network,
+        raw(
+            libc::SYS_bind,
+            listener as usize,
+            &net.proxy as *const libc::sockaddr_in as usize,
+            std::mem::size_of::<libc::sockaddr_in>(),
+            0,
+            0,
+        ),
+    );
+    check(
+        fds,
+        Stage::Network,
+        raw(libc::SYS_listen, listener as usize, 64, 0, 0, 0),
+    );
+    send_fd(fds, Stage::Network, PROXY_RECORD, listener as RawFd);
+    raw(libc::SYS_close, listener as usize, 0, 0, 0, 0);
 }
 
 /// Writes `/proc/self/fd/N` and a NUL into `slot` without allocating.
@@ -634,6 +697,9 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
             0,
         ),
     );
+    if let Some(net) = &plan.network {
+        network(fds, net);
+    }
     check(
         fds,
         Stage::Workdir,
@@ -762,7 +828,7 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
             install_filter(fds, &plan.seccomp.kill, 0),
         );
     } else {
-        send_listener(fds, listener as RawFd);
+        send_fd(fds, Stage::Seccomp, LISTENER_RECORD, listener as RawFd);
         raw(libc::SYS_close, listener as usize, 0, 0, 0, 0);
     }
 

@@ -59,9 +59,20 @@ fn handled_fs(abi: u32) -> u64 {
     all
 }
 
-/// `LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP` (ABI 4): handled with
-/// no rule, so no TCP at all even if a network namespace were shared.
+/// `LANDLOCK_ACCESS_NET_BIND_TCP | LANDLOCK_ACCESS_NET_CONNECT_TCP` (ABI 4): handled, so
+/// no TCP at all even if a network namespace were shared, but for the ports allowed.
 const NET_ALL_TCP: u64 = 0b11;
+/// `LANDLOCK_ACCESS_NET_CONNECT_TCP`.
+const NET_CONNECT_TCP: u64 = 0b10;
+/// `LANDLOCK_RULE_NET_PORT`.
+const RULE_NET_PORT: usize = 2;
+
+/// `struct landlock_net_port_attr`.
+#[repr(C)]
+pub struct NetPort {
+    allowed_access: u64,
+    port: u64,
+}
 /// `LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL` (ABI 6): no connecting
 /// to abstract sockets or signalling processes outside the sandbox.
 const SCOPE_ALL: u64 = 0b11;
@@ -99,12 +110,15 @@ pub struct Plan {
     attr: RulesetAttr,
     attr_size: usize,
     rules: Vec<(CString, u64)>,
+    /// TCP ports that may be connected to (ABI 4+; below it, the network namespace alone
+    /// confines).
+    connect: Vec<NetPort>,
 }
 
 impl Plan {
-    /// A plan for `abi` that allows `rules` (path inside the sandbox, rights) and nothing
-    /// else.
-    pub fn new(abi: u32, rules: Vec<(CString, u64)>) -> Plan {
+    /// A plan for `abi` that allows `rules` (path inside the sandbox, rights), TCP
+    /// connections to `connect_ports`, and nothing else.
+    pub fn new(abi: u32, rules: Vec<(CString, u64)>, connect_ports: Vec<u16>) -> Plan {
         let handled = handled_fs(abi);
         let attr = RulesetAttr {
             handled_access_fs: handled,
@@ -122,11 +136,23 @@ impl Plan {
             .into_iter()
             .map(|(path, access)| (path, access & handled))
             .collect();
+        let connect = if abi >= 4 {
+            connect_ports
+                .into_iter()
+                .map(|port| NetPort {
+                    allowed_access: NET_CONNECT_TCP,
+                    port: u64::from(port),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Plan {
             abi,
             attr,
             attr_size,
             rules,
+            connect,
         }
     }
 
@@ -174,6 +200,21 @@ impl Plan {
                 return Err(err);
             }
         }
+        for port in &self.connect {
+            let added = sys::raw(
+                sys::SYS_LANDLOCK_ADD_RULE,
+                ruleset as usize,
+                RULE_NET_PORT,
+                port as *const NetPort as usize,
+                0,
+                0,
+            );
+            if added < 0 {
+                let err = sys::errno();
+                sys::raw(libc::SYS_close, ruleset as usize, 0, 0, 0, 0);
+                return Err(err);
+            }
+        }
         let restricted = sys::raw(
             sys::SYS_LANDLOCK_RESTRICT_SELF,
             ruleset as usize,
@@ -201,10 +242,16 @@ mod tests {
         assert_eq!(handled_fs(2) & fs::REFER, fs::REFER);
         assert_eq!(handled_fs(2) & fs::TRUNCATE, 0);
         assert_eq!(handled_fs(5) & fs::IOCTL_DEV, fs::IOCTL_DEV);
-        let p = Plan::new(1, vec![(CString::new("/tmp").unwrap(), fs::READ_WRITE)]);
+        let p = Plan::new(
+            1,
+            vec![(CString::new("/tmp").unwrap(), fs::READ_WRITE)],
+            vec![3128],
+        );
+        assert!(p.connect.is_empty(), "no network rules before ABI 4");
         assert_eq!(p.rules[0].1 & (fs::REFER | fs::TRUNCATE), 0);
         assert_eq!(p.attr_size, 8);
-        let p = Plan::new(7, Vec::new());
+        let p = Plan::new(7, Vec::new(), vec![3128]);
+        assert_eq!(p.connect.len(), 1);
         assert_eq!(p.attr_size, 24);
         assert_eq!({ p.attr.scoped }, SCOPE_ALL);
     }

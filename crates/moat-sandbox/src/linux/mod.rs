@@ -5,6 +5,7 @@ mod bpf;
 mod child;
 pub mod landlock;
 mod plan;
+mod proxy;
 pub mod seccomp;
 mod supervise;
 mod sys;
@@ -97,7 +98,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let _ = std::io::Write::write_all(&mut sync_w, b"1");
     drop(sync_w);
 
-    let (setup_error, listener) = match read_setup(errors_r, deadline) {
+    let (setup_error, listener, proxy_socket) = match read_setup(errors_r, deadline) {
         Ok(read) => read,
         // The guard kills the child on the way out.
         Err(source) if source.kind() == std::io::ErrorKind::TimedOut => {
@@ -129,6 +130,18 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         });
     }
 
+    // The proxy serves until the sandbox ends; nothing reaches out before it runs.
+    let proxy = match (&spec.network, proxy_socket) {
+        (Some(network), Some(socket)) => Some(proxy::Proxy::start(socket, network)?),
+        (Some(_), None) => {
+            return Err(SandboxError::Setup {
+                stage: "bringing up loopback and the egress proxy's socket",
+                source: std::io::Error::other("the sandbox sent no proxy socket"),
+                hint: "",
+            });
+        }
+        _ => None,
+    };
     let finished = supervise::supervise(supervise::Running {
         pid,
         pidfd: pidfd.as_fd(),
@@ -142,7 +155,8 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         listener,
     })?;
     guard.armed = false; // supervise reaped it
-    Ok(finished.into_report(
+    let network_log = proxy.map(proxy::Proxy::stop).unwrap_or_default();
+    let mut report = finished.into_report(
         start,
         plan.cpu_limit_secs,
         Enforcement {
@@ -151,10 +165,12 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             landlock_abi: plan.landlock.as_ref().map(|l| l.abi),
             seccomp_allowed: seccomp::allowed_count(),
             host_uid: plan.host_uid,
-            network: false,
+            network: spec.network.is_some(),
             cpus: plan.cpu_list.clone(),
         },
-    ))
+    );
+    report.network_log = network_log;
+    Ok(report)
 }
 
 /// The workspace is the one place the command may write: when the sandbox runs under
@@ -193,8 +209,9 @@ fn write_id_maps(pid: libc::pid_t, plan: &plan::ChildPlan) -> std::io::Result<()
 fn read_setup(
     errors: OwnedFd,
     deadline: Instant,
-) -> std::io::Result<(Option<(Stage, i32)>, Option<OwnedFd>)> {
+) -> std::io::Result<(Option<(Stage, i32)>, Option<OwnedFd>, Option<OwnedFd>)> {
     let mut listener = None;
+    let mut proxy = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if !sys::wait_readable(errors.as_raw_fd(), left)? {
@@ -214,14 +231,18 @@ fn read_setup(
             listener = fds.into_iter().next();
             continue;
         }
+        if stage == child::PROXY_RECORD {
+            proxy = fds.into_iter().next();
+            continue;
+        }
         let errno = i32::from_le_bytes(record[4..8].try_into().expect("4 bytes"));
         let stage = Stage::ALL
             .get(stage as usize)
             .copied()
             .unwrap_or(Stage::Exec);
-        return Ok((Some((stage, errno)), listener));
+        return Ok((Some((stage, errno)), listener, proxy));
     }
-    Ok((None, listener))
+    Ok((None, listener, proxy))
 }
 
 /// Runs `spec` with no isolation (the `none` level): an empty environment but the declared
@@ -313,8 +334,8 @@ mod tests {
         // The child's exec closes its end: a setup that finished.
         let (reader, writer) = sys::socketpair().unwrap();
         drop(writer);
-        let (failed, listener) =
+        let (failed, listener, proxy) =
             read_setup(reader, Instant::now() + Duration::from_secs(5)).unwrap();
-        assert!(failed.is_none() && listener.is_none());
+        assert!(failed.is_none() && listener.is_none() && proxy.is_none());
     }
 }

@@ -135,6 +135,37 @@ pub struct ChildPlan {
     /// The host identity of the sandbox's uid/gid 1000.
     pub host_uid: u32,
     pub host_gid: u32,
+    /// The loopback and proxy socket to set up, when the command has network grants.
+    pub network: Option<NetSetup>,
+}
+
+/// The port of moat's egress proxy on the sandbox's loopback.
+pub const PROXY_PORT: u16 = 3128;
+
+/// What the child needs to bring its loopback up and open the proxy's listening socket
+/// (built here: the child may not allocate).
+pub struct NetSetup {
+    /// `lo`, with IFF_UP.
+    pub lo_up: libc::ifreq,
+    /// 127.0.0.1:[`PROXY_PORT`].
+    pub proxy: libc::sockaddr_in,
+}
+
+impl NetSetup {
+    fn new() -> NetSetup {
+        // SAFETY: ifreq and sockaddr_in are plain C structs for which all-zero is valid.
+        let mut lo_up: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, &src) in lo_up.ifr_name.iter_mut().zip(b"lo") {
+            *dst = src as c_char;
+        }
+        lo_up.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as i16;
+        // SAFETY: as above.
+        let mut proxy: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        proxy.sin_family = libc::AF_INET as libc::sa_family_t;
+        proxy.sin_port = PROXY_PORT.to_be();
+        proxy.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        NetSetup { lo_up, proxy }
+    }
 }
 
 fn cstring(bytes: impl AsRef<[u8]>, what: &str) -> Result<CString, SandboxError> {
@@ -443,7 +474,24 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         argv.push(cstring(arg.as_bytes(), "an argument")?);
     }
     let mut envp = Vec::new();
-    for (name, value) in &spec.env {
+    let mut env: Vec<(String, OsString)> = spec.env.clone();
+    if spec.network.is_some() {
+        // Every common client honours one of these; the proxy is the only way out.
+        let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            if !env.iter().any(|(n, _)| n == name) {
+                env.push((name.to_string(), proxy.clone().into()));
+            }
+        }
+    }
+    for (name, value) in &env {
         if !valid_env_name(name) {
             return Err(SandboxError::Invalid(format!(
                 "{name:?} is not a valid environment variable name"
@@ -466,7 +514,11 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     ];
     let (cpus, cpu_list) = pick_cpus(limits.cpus)?;
     let seccomp = super::seccomp::filters().map_err(SandboxError::Unsupported)?;
-    let landlock = landlock::abi().map(|abi| landlock::Plan::new(abi, rules));
+    let connect_ports = match spec.network {
+        Some(_) => vec![PROXY_PORT],
+        None => Vec::new(),
+    };
+    let landlock = landlock::abi().map(|abi| landlock::Plan::new(abi, rules, connect_ports));
     let (host_uid, host_gid) = host_ids();
 
     Ok(ChildPlan {
@@ -491,6 +543,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         cap_last: cap_last(),
         host_uid,
         host_gid,
+        network: spec.network.as_ref().map(|_| NetSetup::new()),
     })
 }
 

@@ -339,6 +339,7 @@ impl Finished {
             cpu_time,
             peak_rss_bytes,
             enforcement,
+            network_log: Vec::new(),
         }
     }
 }

@@ -1,0 +1,144 @@
+//! Network grants: the command reaches granted destinations through moat's egress proxy
+//! on its loopback, and nothing else; every refusal says why and is in the report.
+//!
+//! Real namespaces and a real python3 client inside; the host side is a listener on the
+//! host's 127.0.0.1 (the only kind of address tests may use), which the judge here lets
+//! through as moat's egress policy would with `egress.allow_cidrs = ["127.0.0.1/32"]`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use moat_sandbox::{Judge, NetGrant, Network, Spec, run};
+
+/// A host service answering each line with `pong:LINE`; counts its connections.
+fn host_service() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() {
+                let _ = writeln!(&conn, "pong:{}", line.trim());
+            }
+        }
+    });
+    (port, seen)
+}
+
+const CLIENT: &str = r#"
+import os, socket, sys
+port = int(sys.argv[1])
+print("proxy", os.environ.get("HTTPS_PROXY"))
+def ask(head, then=None):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+    s.sendall(head.encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        c = s.recv(1)
+        if not c:
+            break
+        got += c
+    status = got.split(b" ")[1].decode() if got else "none"
+    if status == "200" and then:
+        s.sendall(then.encode())
+        status += " " + s.makefile().readline().strip()
+    elif status != "200":
+        status += " " + s.recv(4096).decode().strip()
+    return status
+print("granted", ask(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n", "ping\n"))
+print("other-port", ask(f"CONNECT 127.0.0.1:{port + 1} HTTP/1.1\r\n\r\n"))
+print("policy", ask("CONNECT refused.example:443 HTTP/1.1\r\n\r\n"))
+print("plain", ask(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n"))
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=3)
+    print("direct CONNECTED")
+except OSError as e:
+    print("direct refused", type(e).__name__)
+"#;
+
+#[test]
+fn granted_destinations_only_through_the_proxy() {
+    let (port, seen) = host_service();
+    let judge: Judge = Arc::new(|host: &str, port: u16| match host {
+        "127.0.0.1" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+        _ => Err(format!("refused by moat's egress policy ({host})")),
+    });
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new(
+        "/usr/bin/python3",
+        ["-c", CLIENT, &port.to_string()],
+        ws.path(),
+    );
+    spec.network = Some(Network {
+        grants: vec![
+            NetGrant::parse(&format!("127.0.0.1:{port}")).unwrap(),
+            NetGrant::parse("refused.example").unwrap(),
+        ],
+        judge,
+    });
+    let report = match run(&spec) {
+        Ok(r) => r,
+        Err(e) => panic!("the sandbox could not start: {e}"),
+    };
+    let out = String::from_utf8_lossy(&report.stdout);
+    assert!(report.outcome.success(), "{report:?}\n{out}");
+    assert!(out.contains("proxy http://127.0.0.1:3128"), "{out}");
+    assert!(out.contains("granted 200 pong:ping"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "other-port 403 moat: 127.0.0.1:{} is not granted",
+            port + 1
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy 403 moat: refused.example:443: refused by moat's egress policy"),
+        "{out}"
+    );
+    assert!(out.contains("plain 405"), "{out}");
+    assert!(out.contains("direct refused"), "{out}");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "only the tunnel reached the host"
+    );
+    assert!(report.enforcement.network);
+    let log: Vec<(bool, &str)> = report
+        .network_log
+        .iter()
+        .map(|e| (e.allowed, e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (true, "tunnel"),
+            (false, "not granted"),
+            (false, "refused by moat's egress policy (refused.example)")
+        ],
+        "{:?}",
+        report.network_log
+    );
+}
+
+#[test]
+fn without_grants_there_is_no_proxy() {
+    let ws = tempfile::tempdir().unwrap();
+    let report = run(&Spec::new(
+        "/usr/bin/python3",
+        [
+            "-c",
+            "import os, socket\nprint(os.environ.get('HTTPS_PROXY'))\ntry:\n socket.create_connection(('127.0.0.1', 3128), timeout=3)\n print('reached')\nexcept OSError as e:\n print('no proxy', type(e).__name__)",
+        ],
+        ws.path(),
+    ))
+    .unwrap_or_else(|e| panic!("the sandbox could not start: {e}"));
+    let out = String::from_utf8_lossy(&report.stdout);
+    assert!(out.contains("None\nno proxy"), "{out}");
+    assert!(report.network_log.is_empty());
+}
