@@ -43,6 +43,12 @@ pub use spec::{Access, DEFAULT_PATH, Grant, Judge, Level, Limits, NetGrant, Netw
 /// A command that runs and fails is `Ok` with its [`Outcome`]; `Err` means it could not
 /// be started (a refused grant, a missing kernel feature, a command not found).
 pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
+    if spec.level == Level::None && spec.network.is_some() {
+        // Grants confine nothing without isolation: refuse rather than look confined.
+        return Err(SandboxError::Invalid(
+            "network grants apply to the process level; the none level has the host's whole network".into(),
+        ));
+    }
     match spec.level {
         #[cfg(target_os = "linux")]
         Level::Process => linux::run_process(spec),

@@ -142,3 +142,20 @@ fn without_grants_there_is_no_proxy() {
     assert!(out.contains("None\nno proxy"), "{out}");
     assert!(report.network_log.is_empty());
 }
+
+#[test]
+fn grants_without_isolation_are_refused() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new("/bin/true", Vec::<String>::new(), ws.path());
+    spec.level = moat_sandbox::Level::None;
+    spec.network = Some(Network {
+        grants: vec![NetGrant::parse("example.com").unwrap()],
+        judge: Arc::new(|_: &str, _: u16| Err("unused".into())),
+    });
+    match run(&spec) {
+        Err(moat_sandbox::SandboxError::Invalid(why)) => {
+            assert!(why.contains("none level"), "{why}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

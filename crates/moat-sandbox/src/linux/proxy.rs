@@ -8,6 +8,7 @@
 //! judge returned. Everything else is answered `403`/`405` with the reason, and every
 //! decision is logged in the report. Nothing is resolved or connected before both checks.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
@@ -39,9 +40,10 @@ pub struct Proxy {
 struct State {
     network: Network,
     events: Mutex<Vec<NetEvent>>,
-    /// Both ends of every tunnel, to shut down when the sandbox ends.
-    open: Mutex<Vec<TcpStream>>,
+    /// Both ends of every open tunnel, to shut down when the sandbox ends.
+    open: Mutex<HashMap<usize, [TcpStream; 2]>>,
     tunnels: AtomicUsize,
+    next_id: AtomicUsize,
 }
 
 impl State {
@@ -65,8 +67,9 @@ impl Proxy {
         let state = Arc::new(State {
             network: network.clone(),
             events: Mutex::new(Vec::new()),
-            open: Mutex::new(Vec::new()),
+            open: Mutex::new(HashMap::new()),
             tunnels: AtomicUsize::new(0),
+            next_id: AtomicUsize::new(0),
         });
         let s = state.clone();
         let accept = std::thread::Builder::new()
@@ -109,14 +112,16 @@ impl Proxy {
             );
         }
         let _ = self.accept.join();
-        for stream in self
+        for [a, b] in self
             .state
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
+            .drain()
+            .map(|(_, ends)| ends)
         {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
         }
         std::mem::take(&mut *self.state.events.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -258,14 +263,26 @@ fn connect_any(addrs: &[SocketAddr]) -> Option<TcpStream> {
 
 /// Copies both ways until either side is done; `stop` can break it from outside.
 fn tunnel(state: &State, client: TcpStream, upstream: TcpStream) {
-    {
-        let mut open = state.open.lock().unwrap_or_else(|p| p.into_inner());
-        for s in [&client, &upstream] {
-            if let Ok(c) = s.try_clone() {
-                open.push(c);
-            }
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    if let (Ok(a), Ok(b)) = (client.try_clone(), upstream.try_clone()) {
+        state
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, [a, b]);
+    }
+    // Forgotten when done, so a long run of short tunnels holds no descriptors.
+    struct Forget<'a>(&'a State, usize);
+    impl Drop for Forget<'_> {
+        fn drop(&mut self) {
+            self.0
+                .open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.1);
         }
     }
+    let _forget = Forget(state, id);
     let (Ok(mut client_r), Ok(mut upstream_w)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
