@@ -156,6 +156,8 @@ struct Builder {
     letters_in_a_row: u32,
     /// Where in `words` the current run of one-letter words began, and where it ends.
     run: Range<usize>,
+    /// Whether the current line goes into `light` (see [`LIGHT_TRIGGERS`]).
+    light_on: bool,
 }
 
 impl Builder {
@@ -217,6 +219,14 @@ impl Builder {
     /// The common case, one ASCII byte, without char classification tables of Unicode.
     #[inline]
     fn push_ascii(&mut self, b: u8, at: u32) {
+        if self.light_on {
+            self.push_ascii_light(b, at);
+        }
+        self.push_ascii_word_byte(b, at);
+    }
+
+    #[inline]
+    fn push_ascii_light(&mut self, b: u8, at: u32) {
         let light = LIGHT[usize::from(b)];
         if light == b' ' {
             if !self.light_space {
@@ -229,6 +239,10 @@ impl Builder {
             self.views.light_at.push(at);
             self.light_space = false;
         }
+    }
+
+    #[inline]
+    fn push_ascii_word_byte(&mut self, b: u8, at: u32) {
         let word = WORD[usize::from(b)];
         if word == 0 {
             if self.pending_sep.is_none() {
@@ -252,17 +266,19 @@ impl Builder {
     fn push_ascii_word(&mut self, run: &[u8], at: u32, leet: bool) {
         let end = at + run.len() as u32;
         let light_start = self.light.len();
-        self.light
-            .extend(run.iter().map(|&c| LIGHT[usize::from(c)]));
-        self.views.light_at.extend(at..end);
-        self.light_space = false;
+        if self.light_on {
+            self.light
+                .extend(run.iter().map(|&c| LIGHT[usize::from(c)]));
+            self.views.light_at.extend(at..end);
+            self.light_space = false;
+        }
         if let Some(sep_at) = self.pending_sep.take()
             && !self.words.is_empty()
         {
             self.separate(sep_at);
         }
         self.last_word_cjk = false;
-        if leet {
+        if leet || !self.light_on {
             self.words.extend(run.iter().map(|&c| WORD[usize::from(c)]));
         } else {
             // Without leetspeak a word reads the same in both views.
@@ -366,6 +382,30 @@ const CLASS: [u8; 256] = {
     t
 };
 
+/// The ASCII bytes without which a line holds nothing the `light` view is scanned for:
+/// every chat-template token and role label (`<`, `[`, `#`, `:`), markdown image
+/// beacons (`!`, `[`, `]`) and pipes to a shell (`|`). An ASCII text's `light` view keeps
+/// only the lines that have one (each after its line break); other text keeps all.
+pub const LIGHT_TRIGGERS: &[u8] = b"<[]#:|!";
+
+const IS_TRIGGER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < LIGHT_TRIGGERS.len() {
+        t[LIGHT_TRIGGERS[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// Whether the line starting at `bytes` (up to its line break) has a trigger.
+fn line_has_trigger(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .take_while(|&&b| b != b'\n')
+        .any(|&b| IS_TRIGGER[usize::from(b)])
+}
+
 /// Builds both views of `text`.
 pub fn views(text: &str) -> Views {
     let mut views = Views::default();
@@ -376,6 +416,11 @@ pub fn views(text: &str) -> Views {
 /// Builds both views of `text` into `views`, reusing its buffers (a long text is scanned
 /// window after window: fresh buffers each time would cost a page fault every 4 KiB).
 pub fn views_into(text: &str, views: &mut Views) {
+    views_into_with(text, views, true);
+}
+
+/// [`views_into`], with the sparse `light` view for ASCII text only when `sparse`.
+pub(crate) fn views_into_with(text: &str, views: &mut Views, sparse: bool) {
     let mut reused = std::mem::take(views);
     reused.light.clear();
     reused.light_at.clear();
@@ -400,11 +445,17 @@ pub fn views_into(text: &str, views: &mut Views) {
         light_space: false,
         letters_in_a_row: 0,
         run: 0..0,
+        light_on: true,
     };
     // A line break before the first line, so "at line start" needs no special case.
     b.push_light('\n', 0);
     let mut prev_visible = ' ';
     let bytes = text.as_bytes();
+    // ASCII has no confusable of a trigger byte: lines without one can be left out.
+    let sparse_light = sparse && text.is_ascii();
+    if sparse_light {
+        b.light_on = line_has_trigger(bytes);
+    }
     let mut i = 0;
     while i < bytes.len() {
         let at = i as u32;
@@ -437,6 +488,10 @@ pub fn views_into(text: &str, views: &mut Views) {
             prev_visible = char::from(bytes[i + len - 1]);
             i += len;
             continue;
+        }
+        if byte == b'\n' && sparse_light {
+            // The line break belongs to the line it starts.
+            b.light_on = line_has_trigger(&bytes[i + 1..]);
         }
         if byte.is_ascii() {
             if byte != b'\r' {
