@@ -78,7 +78,13 @@ pub fn runs(text: &str) -> Vec<Decoded> {
             });
         }
     }
-    let entities: Vec<usize> = text.match_indices('&').map(|(i, _)| i).collect();
+    // Only ampersands that start an entity count: prose has bare ones ("AT&T", "&c."),
+    // and decoding a whole window for them costs a copy of it.
+    let entities: Vec<usize> = text
+        .match_indices('&')
+        .map(|(i, _)| i)
+        .filter(|&i| entity_at(&text[i..]).is_some())
+        .collect();
     if entities.len() >= 3 {
         let decoded = html_decode(text);
         if decoded != text && readable(&decoded) {
@@ -192,39 +198,41 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The character an HTML entity at the start of `s` (which starts with `&`) stands for,
+/// and the entity's length.
+fn entity_at(s: &str) -> Option<(char, usize)> {
+    let semi = s.bytes().take(12).position(|b| b == b';')?;
+    let entity = &s[1..semi];
+    let c = if let Some(num) = entity.strip_prefix('#') {
+        let value = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => num.parse::<u32>().ok(),
+        };
+        value.and_then(char::from_u32)
+    } else {
+        match entity {
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "nbsp" => Some(' '),
+            _ => None,
+        }
+    };
+    c.map(|c| (c, semi + 1))
+}
+
 fn html_decode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let Some(semi) = rest.bytes().take(12).position(|b| b == b';') else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..semi];
-        let c = if let Some(num) = entity.strip_prefix('#') {
-            let value = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                None => num.parse::<u32>().ok(),
-            };
-            value.and_then(char::from_u32)
-        } else {
-            match entity {
-                "lt" => Some('<'),
-                "gt" => Some('>'),
-                "amp" => Some('&'),
-                "quot" => Some('"'),
-                "apos" => Some('\''),
-                "nbsp" => Some(' '),
-                _ => None,
-            }
-        };
-        match c {
-            Some(c) => {
+        match entity_at(rest) {
+            Some((c, len)) => {
                 out.push(c);
-                rest = &rest[semi + 1..];
+                rest = &rest[len..];
             }
             None => {
                 out.push('&');
