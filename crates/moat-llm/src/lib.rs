@@ -361,6 +361,22 @@ fn store_failed(e: &rusqlite::Error) -> Response {
     .response(ApiFormat::OpenAi)
 }
 
+/// The store and the stored response `id`, or the answer that says why not.
+fn find_stored<'a>(
+    gw: &'a Gateway,
+    id: &str,
+) -> Result<(&'a stored::ResponseStore, stored::Stored), Box<Response>> {
+    let store = gw
+        .responses
+        .as_deref()
+        .ok_or_else(|| Box::new(no_such_response(id)))?;
+    match store.get(id) {
+        Ok(Some(s)) => Ok((store, s)),
+        Ok(None) => Err(Box::new(no_such_response(id))),
+        Err(e) => Err(Box::new(store_failed(&e))),
+    }
+}
+
 fn no_such_response(id: &str) -> Response {
     ApiError::new(StatusCode::NOT_FOUND, format!("no stored response {id:?}"))
         .response(ApiFormat::OpenAi)
@@ -370,13 +386,9 @@ fn no_such_response(id: &str) -> Response {
 /// that holds it (`background`) is asked for afresh, and kept once it is done.
 async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
-    let Some(store) = &gw.responses else {
-        return no_such_response(&id);
-    };
-    let stored = match store.get(&id) {
-        Ok(Some(s)) => s,
-        Ok(None) => return no_such_response(&id),
-        Err(e) => return store_failed(&e),
+    let (store, stored) = match find_stored(&gw, &id) {
+        Ok(found) => found,
+        Err(answer) => return *answer,
     };
     let running = matches!(
         stored.response["status"].as_str(),
@@ -392,13 +404,9 @@ async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response 
 /// that runs it. moat's own responses are never in the background.
 async fn cancel_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
-    let Some(store) = &gw.responses else {
-        return no_such_response(&id);
-    };
-    let stored = match store.get(&id) {
-        Ok(Some(s)) => s,
-        Ok(None) => return no_such_response(&id),
-        Err(e) => return store_failed(&e),
+    let (store, stored) = match find_stored(&gw, &id) {
+        Ok(found) => found,
+        Err(answer) => return *answer,
     };
     match &stored.held_by {
         Some(holder) => relay_from_holder(&gw, store, &stored, holder, &id, Method::POST).await,
@@ -489,13 +497,9 @@ async fn response_input_items(State(gw): State<Arc<Gateway>>, req: Request) -> R
 /// holds it too before moat's own copy (a failure there keeps both, to retry).
 async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
-    let Some(store) = &gw.responses else {
-        return no_such_response(&id);
-    };
-    let stored = match store.get(&id) {
-        Ok(Some(s)) => s,
-        Ok(None) => return no_such_response(&id),
-        Err(e) => return store_failed(&e),
+    let (store, stored) = match find_stored(&gw, &id) {
+        Ok(found) => found,
+        Err(answer) => return *answer,
     };
     if let Some(holder) = &stored.held_by {
         match ask_holder(&gw, holder, Method::DELETE, &id).await {
