@@ -151,11 +151,16 @@ fn answer(mut client: &TcpStream, status: u16, why: &str) -> io::Result<()> {
 /// Reads the request head (up to the blank line), bounded in size and time.
 fn read_head(client: &mut TcpStream) -> Option<Vec<u8>> {
     client.set_read_timeout(Some(HEAD_TIMEOUT)).ok()?;
+    let deadline = std::time::Instant::now() + HEAD_TIMEOUT;
     let mut head = Vec::with_capacity(512);
     let mut byte = [0u8; 1];
     // Byte by byte: nothing after the head may be consumed, it belongs to the tunnel.
+    // The whole head within the timeout too, not just each byte of it.
     while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
-        if head.len() >= MAX_HEAD || client.read(&mut byte).ok()? == 0 {
+        if head.len() >= MAX_HEAD
+            || std::time::Instant::now() > deadline
+            || client.read(&mut byte).ok()? == 0
+        {
             return None;
         }
         head.push(byte[0]);
