@@ -201,7 +201,14 @@ impl NetGrant {
                 Some(suffix) => host
                     .strip_suffix(suffix)
                     .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-                None => host == self.host,
+                // Addresses by value: `[0::1]` is `[::1]`, `::ffff:127.0.0.1` is `127.0.0.1`.
+                None => match (
+                    self.host.parse::<std::net::IpAddr>(),
+                    host.parse::<std::net::IpAddr>(),
+                ) {
+                    (Ok(granted), Ok(asked)) => granted.to_canonical() == asked.to_canonical(),
+                    _ => host == self.host,
+                },
             }
     }
 }
@@ -286,6 +293,10 @@ mod tests {
                 .unwrap()
                 .allows("127.0.0.1", 5000)
         );
+        assert!(ip.allows("0::1", 8080));
+        assert!(!ip.allows("::2", 8080));
+        let v4 = NetGrant::parse("127.0.0.1:5000").unwrap();
+        assert!(v4.allows("::ffff:127.0.0.1", 5000));
         for bad in [
             "",
             ":443",

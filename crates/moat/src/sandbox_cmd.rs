@@ -214,10 +214,13 @@ fn egress_judge(egress: &EgressConfig) -> Result<Judge, Failure> {
         let checked = policy.check_url(&url).map_err(|r| r.to_string())?;
         let ips: Vec<std::net::IpAddr> = match &checked.host {
             Host::Addr(ip) => vec![*ip],
-            Host::Name(name) => std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
-                .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                .map(|a| a.ip())
-                .collect(),
+            // Fully qualified: no resolver search domain may stand in for the name.
+            Host::Name(name) => {
+                std::net::ToSocketAddrs::to_socket_addrs(&(format!("{name}.").as_str(), port))
+                    .map_err(|e| format!("cannot resolve {name}: {e}"))?
+                    .map(|a| a.ip())
+                    .collect()
+            }
         };
         let name = checked.host.to_string();
         policy

@@ -34,19 +34,47 @@ const MAX_EVENTS: usize = 256;
 pub struct Proxy {
     listener: TcpListener,
     state: Arc<State>,
-    accept: JoinHandle<()>,
+    accept: Option<JoinHandle<()>>,
 }
 
 struct State {
     network: Network,
     events: Mutex<Vec<NetEvent>>,
-    /// Both ends of every open tunnel, to shut down when the sandbox ends.
-    open: Mutex<HashMap<usize, [TcpStream; 2]>>,
+    /// Whether the proxy stopped, and the sockets of every connection being served
+    /// (from accept on), to shut down when it stops: one lock, so no connection can
+    /// register after the stop and outlive it.
+    open: Mutex<(bool, HashMap<usize, Vec<TcpStream>>)>,
     tunnels: AtomicUsize,
     next_id: AtomicUsize,
 }
 
 impl State {
+    /// Keeps a clone of `stream` under connection `id`; false (and the stream shut) when
+    /// the proxy already stopped.
+    fn register(&self, id: usize, stream: &TcpStream) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.0 {
+            let _ = stream.shutdown(Shutdown::Both);
+            return false;
+        }
+        if let Ok(c) = stream.try_clone() {
+            open.1.entry(id).or_default().push(c);
+        }
+        true
+    }
+
+    fn forget(&self, id: usize) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .remove(&id);
+    }
+
+    fn stopped(&self) -> bool {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
     fn log(&self, destination: String, allowed: bool, reason: String) {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if events.len() < MAX_EVENTS {
@@ -67,7 +95,7 @@ impl Proxy {
         let state = Arc::new(State {
             network: network.clone(),
             events: Mutex::new(Vec::new()),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new((false, HashMap::new())),
             tunnels: AtomicUsize::new(0),
             next_id: AtomicUsize::new(0),
         });
@@ -75,22 +103,38 @@ impl Proxy {
         let accept = std::thread::Builder::new()
             .name("moat-sandbox-proxy".into())
             .spawn(move || {
-                // Ends when `stop` shuts the socket down (accept then fails).
-                while let Ok((client, _)) = serving.accept() {
-                    let s = s.clone();
+                loop {
+                    let client = match serving.accept() {
+                        Ok((client, _)) => client,
+                        // `stop` shuts the socket down, which fails the accept.
+                        Err(_) if s.stopped() => break,
+                        // Out of descriptors and the like: later connections still
+                        // deserve an answer.
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                    };
+                    let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+                    if !s.register(id, &client) {
+                        break;
+                    }
                     if s.tunnels.fetch_add(1, Ordering::AcqRel) >= MAX_TUNNELS {
                         s.tunnels.fetch_sub(1, Ordering::AcqRel);
                         let _ = answer(&client, 503, "too many connections through the proxy");
+                        s.forget(id);
                         continue;
                     }
                     let mine = s.clone();
                     let spawned = std::thread::Builder::new()
                         .name("moat-sandbox-tunnel".into())
                         .spawn(move || {
-                            serve(&mine, client);
+                            serve(&mine, id, client);
+                            mine.forget(id);
                             mine.tunnels.fetch_sub(1, Ordering::AcqRel);
                         });
                     if spawned.is_err() {
+                        s.forget(id);
                         s.tunnels.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
@@ -98,12 +142,22 @@ impl Proxy {
         Ok(Proxy {
             listener,
             state,
-            accept,
+            accept: Some(accept),
         })
     }
 
-    /// Stops accepting, breaks every tunnel, and returns the decisions made.
-    pub fn stop(self) -> Vec<NetEvent> {
+    /// Stops accepting, breaks every connection, and returns the decisions made.
+    pub fn stop(mut self) -> Vec<NetEvent> {
+        self.shut();
+        std::mem::take(&mut *self.state.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn shut(&mut self) {
+        let open = {
+            let mut open = self.state.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.0 = true;
+            std::mem::take(&mut open.1)
+        };
         // SAFETY: shutdown on a socket this struct owns; it wakes the blocked accept.
         unsafe {
             libc::shutdown(
@@ -111,19 +165,19 @@ impl Proxy {
                 libc::SHUT_RDWR,
             );
         }
-        let _ = self.accept.join();
-        for [a, b] in self
-            .state
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, ends)| ends)
-        {
-            let _ = a.shutdown(Shutdown::Both);
-            let _ = b.shutdown(Shutdown::Both);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
         }
-        std::mem::take(&mut *self.state.events.lock().unwrap_or_else(|p| p.into_inner()))
+        for stream in open.into_values().flatten() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// A proxy dropped without `stop` (an error on the way) still ends everything.
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shut();
     }
 }
 
@@ -218,7 +272,7 @@ fn granted(grants: &[NetGrant], host: &str, port: u16) -> bool {
     grants.iter().any(|g| g.allows(host, port))
 }
 
-fn serve(state: &State, mut client: TcpStream) {
+fn serve(state: &State, id: usize, mut client: TcpStream) {
     let Some(head) = read_head(&mut client) else {
         return;
     };
@@ -253,11 +307,11 @@ fn serve(state: &State, mut client: TcpStream) {
         state.log(destination, false, "connection failed".into());
         return;
     };
-    if answer(&client, 200, "").is_err() {
+    if !state.register(id, &upstream) || answer(&client, 200, "").is_err() {
         return;
     }
     state.log(destination, true, "tunnel".into());
-    tunnel(state, client, upstream);
+    tunnel(client, upstream);
 }
 
 fn connect_any(addrs: &[SocketAddr]) -> Option<TcpStream> {
@@ -266,28 +320,9 @@ fn connect_any(addrs: &[SocketAddr]) -> Option<TcpStream> {
         .find_map(|a| TcpStream::connect_timeout(a, CONNECT_TIMEOUT).ok())
 }
 
-/// Copies both ways until either side is done; `stop` can break it from outside.
-fn tunnel(state: &State, client: TcpStream, upstream: TcpStream) {
-    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    if let (Ok(a), Ok(b)) = (client.try_clone(), upstream.try_clone()) {
-        state
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, [a, b]);
-    }
-    // Forgotten when done, so a long run of short tunnels holds no descriptors.
-    struct Forget<'a>(&'a State, usize);
-    impl Drop for Forget<'_> {
-        fn drop(&mut self) {
-            self.0
-                .open
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&self.1);
-        }
-    }
-    let _forget = Forget(state, id);
+/// Copies both ways until either side is done; `stop` can break it from outside (both
+/// sockets are registered).
+fn tunnel(client: TcpStream, upstream: TcpStream) {
     let (Ok(mut client_r), Ok(mut upstream_w)) = (client.try_clone(), upstream.try_clone()) else {
         return;
     };
