@@ -7,9 +7,11 @@
 //! (the only writable place, with host folders only by explicit grant); an empty
 //! environment but what the caller declares; `no_new_privs`, no capabilities, an
 //! unprivileged uid that is `nobody` on the host when moat runs as root; a seccomp
-//! allowlist with a kill list for escape attempts; Landlock rules over the same paths; and
-//! rlimits for memory, processes and CPU time, CPU affinity for the CPU count, a wall-time
-//! kill of the whole process tree, and capped output. With [`Network`] grants, loopback
+//! allowlist with a kill list for escape attempts; Landlock rules over the same paths; a
+//! cgroup of the call's own for memory and processes (v2, or v1 on a hybrid host; an
+//! out-of-memory kill becomes [`Outcome::OutOfMemory`]) or rlimits where none can be made,
+//! RLIMIT_CPU, CPU affinity for the CPU count, a wall-time kill of the whole process tree,
+//! and capped output. With [`Network`] grants, loopback
 //! comes up with one proxy socket on it that the caller's side serves: tunnels only to
 //! granted destinations its [`Judge`] (the egress policy) lets through.
 //!

@@ -13,6 +13,10 @@ pub enum Outcome {
     TimedOut,
     /// The CPU-time limit stopped it (`SIGXCPU`/`SIGKILL` from RLIMIT_CPU).
     CpuLimit,
+    /// The kernel killed a process of the sandbox for going over the memory limit, and the
+    /// command did not succeed. Only a cgroup can tell (see [`LimitMechanism`]); under
+    /// rlimits the program sees allocation failures and ends as it handles them.
+    OutOfMemory,
     /// A process of the sandbox made a system call on the kill list (ptrace, mount, bpf, a
     /// new namespace...): the whole sandbox was killed before the call ran
     /// ([`Report::violation`] names it), or, on kernels before 5.0, the process died of
@@ -27,14 +31,15 @@ impl Outcome {
     }
 
     /// A conventional shell exit status for this outcome: the command's own status, 128 +
-    /// signal, 124 for a timeout (as timeout(1)), 159 (128 + SIGSYS) for a policy
-    /// violation.
+    /// signal, 124 for a timeout (as timeout(1)), 137 (128 + SIGKILL) for out of memory,
+    /// 159 (128 + SIGSYS) for a policy violation.
     pub fn exit_status(self) -> i32 {
         match self {
             Outcome::Exited(code) => code,
             Outcome::Signaled(sig) => 128 + sig,
             Outcome::TimedOut => 124,
             Outcome::CpuLimit => 128 + libc::SIGXCPU,
+            Outcome::OutOfMemory => 128 + libc::SIGKILL,
             Outcome::PolicyViolation => 128 + libc::SIGSYS,
         }
     }
@@ -46,6 +51,9 @@ impl Outcome {
             Outcome::Signaled(sig) => format!("killed by signal {sig} ({})", signal_name(sig)),
             Outcome::TimedOut => "timed out: the whole process tree was killed".into(),
             Outcome::CpuLimit => "stopped by the CPU-time limit".into(),
+            Outcome::OutOfMemory => {
+                "out of memory: the kernel killed it at the memory limit".into()
+            }
             Outcome::PolicyViolation => {
                 "policy violation: a forbidden system call; the sandbox was killed".into()
             }
@@ -68,14 +76,43 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// How the memory, CPU and process limits were enforced.
+/// How the memory, CPU and process limits were enforced. Every mechanism pins the CPU
+/// count by affinity and keeps RLIMIT_CPU as a backstop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitMechanism {
-    /// setrlimit: RLIMIT_AS for memory (the program sees allocation failures), RLIMIT_NPROC
-    /// for processes, CPU affinity for the CPU count, RLIMIT_CPU as a backstop.
-    Rlimits,
+    /// A cgroup v2 of the sandbox's own: `memory.max` (no swap) for the whole process
+    /// tree, out-of-memory kills counted, `pids.max` for processes.
+    CgroupV2 {
+        /// The group's directory.
+        path: std::path::PathBuf,
+    },
+    /// A cgroup in the legacy v1 memory and pids hierarchies of a hybrid host (used when
+    /// v2 has no memory controller to give): the same limits as v2.
+    CgroupV1 {
+        /// The group's directory in the memory hierarchy.
+        path: std::path::PathBuf,
+    },
+    /// setrlimit: RLIMIT_AS for memory (each process's address space; the program sees
+    /// allocation failures), RLIMIT_NPROC for processes.
+    Rlimits {
+        /// Why no cgroup could be used.
+        why_not_cgroup: String,
+    },
     /// Nothing beyond the wall-time and output limits (the `none` level).
     WallTimeOnly,
+}
+
+impl LimitMechanism {
+    /// A short name for reports and JSON: `cgroup_v2`, `cgroup_v1`, `rlimits`,
+    /// `wall_time_only`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LimitMechanism::CgroupV2 { .. } => "cgroup_v2",
+            LimitMechanism::CgroupV1 { .. } => "cgroup_v1",
+            LimitMechanism::Rlimits { .. } => "rlimits",
+            LimitMechanism::WallTimeOnly => "wall_time_only",
+        }
+    }
 }
 
 /// What isolation was in force, for reports and audit.

@@ -50,7 +50,8 @@ impl Level {
 /// Resource limits for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Address space of each process (RLIMIT_AS), and the size of each tmpfs.
+    /// Memory of the whole sandbox when a cgroup holds it, else the address space of each
+    /// process (RLIMIT_AS); also the size of each tmpfs.
     pub memory_bytes: u64,
     /// CPUs the command may run on.
     pub cpus: u32,
@@ -60,6 +61,10 @@ pub struct Limits {
     pub wall_time: Duration,
     /// Bytes kept of each of stdout and stderr; the rest is read and dropped.
     pub output_bytes: usize,
+    /// Whether memory and processes may be held by a cgroup of the call's own where one
+    /// can be made (see [`crate::LimitMechanism`]); false keeps to rlimits, which start
+    /// faster on hosts where moving a process between cgroups is slow.
+    pub use_cgroup: bool,
 }
 
 impl Default for Limits {
@@ -70,6 +75,7 @@ impl Default for Limits {
             processes: 64,
             wall_time: Duration::from_secs(30),
             output_bytes: 1024 * 1024,
+            use_cgroup: true,
         }
     }
 }

@@ -147,12 +147,15 @@ pub enum Command {
     /// /workspace as its only writable place (host folders only with --grant); an empty
     /// environment but PATH, HOME and what you declare; no capabilities, no_new_privs,
     /// Landlock and a seccomp filter; and limits: memory, CPUs, processes, wall time
-    /// (the whole process tree is killed), output size.
+    /// (the whole process tree is killed), output size. Memory and processes are held by
+    /// a cgroup of the call's own where moat can make one (cgroup v2, or v1 on a hybrid
+    /// host, as root), else by rlimits; the summary says which, and why not a cgroup.
     ///
     /// The command's output is printed as it was captured; a summary goes to stderr.
     /// Exit status: the command's own; 128+N when signal N killed it; 124 on timeout;
-    /// 159 (128+SIGSYS) when it made a forbidden system call; 125 when the sandbox
-    /// could not be set up; 127 when the command was not found.
+    /// 137 when it ran out of memory (cgroups only); 159 (128+SIGSYS) when it made a
+    /// forbidden system call; 125 when the sandbox could not be set up; 127 when the
+    /// command was not found.
     ///
     /// Examples:
     ///   moat sandbox run -- sh -c 'id; ls /'

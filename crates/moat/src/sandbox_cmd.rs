@@ -157,6 +157,7 @@ fn spec_for(
         processes: profile.processes,
         wall_time: args.wall_time.unwrap_or(profile.wall_time),
         output_bytes: (profile.output_kib * 1024) as usize,
+        ..Limits::default()
     };
     if spec.limits.wall_time.is_zero() {
         return Err(Failure::usage(anyhow!("--wall-time must be above zero")));
@@ -289,7 +290,14 @@ fn summary(report: &Report) -> String {
             None => "no Landlock (the kernel lacks it)".into(),
         });
         parts.push(format!("seccomp allowlist of {} calls", e.seccomp_allowed));
-        parts.push("limits by rlimits (no writable cgroup v2 is used)".into());
+        parts.push(match &e.limits {
+            moat_sandbox::LimitMechanism::CgroupV2 { .. } => "limits by cgroup v2".into(),
+            moat_sandbox::LimitMechanism::CgroupV1 { .. } => "limits by cgroup v1".into(),
+            moat_sandbox::LimitMechanism::Rlimits { why_not_cgroup } => {
+                format!("limits by rlimits (no cgroup: {why_not_cgroup})")
+            }
+            moat_sandbox::LimitMechanism::WallTimeOnly => "wall time only".into(),
+        });
         parts.push(format!("host uid {}", e.host_uid));
         parts.push(format!("CPU {:?}", e.cpus));
         parts.push(if e.network {
@@ -347,6 +355,7 @@ fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
         }
         moat_sandbox::Outcome::TimedOut => serde_json::json!({"kind": "timed_out"}),
         moat_sandbox::Outcome::CpuLimit => serde_json::json!({"kind": "cpu_limit"}),
+        moat_sandbox::Outcome::OutOfMemory => serde_json::json!({"kind": "out_of_memory"}),
         moat_sandbox::Outcome::PolicyViolation => serde_json::json!({
             "kind": "policy_violation",
             "syscall": report.violation.map(|v| v.syscall),
@@ -364,9 +373,15 @@ fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
         "peak_rss_bytes": report.peak_rss_bytes,
         "enforcement": {
             "level": e.level.name(),
-            "limits": match e.limits {
-                moat_sandbox::LimitMechanism::Rlimits => "rlimits",
-                moat_sandbox::LimitMechanism::WallTimeOnly => "wall_time_only",
+            "limits": e.limits.name(),
+            "cgroup": match &e.limits {
+                moat_sandbox::LimitMechanism::CgroupV2 { path }
+                | moat_sandbox::LimitMechanism::CgroupV1 { path } => Some(path.display().to_string()),
+                _ => None,
+            },
+            "why_not_cgroup": match &e.limits {
+                moat_sandbox::LimitMechanism::Rlimits { why_not_cgroup } => Some(why_not_cgroup.as_str()),
+                _ => None,
             },
             "landlock_abi": e.landlock_abi,
             "seccomp_allowed": e.seccomp_allowed,

@@ -42,6 +42,29 @@ fn exit_statuses_say_how_the_command_ended() {
     assert_eq!(code, 124, "{err}");
     assert!(err.contains("timed out"), "{err}");
 
+    // Out of memory, where a cgroup holds the limit (as root it must; the report says
+    // which mechanism it was either way).
+    let (code, out, err) = sandbox(
+        home.path(),
+        &["--memory", "64", "--json", "--", "python3", "-c", "b = bytearray(256 << 20)"],
+        &[],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect(&err);
+    let limits = report["enforcement"]["limits"].as_str().unwrap().to_string();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if limits.starts_with("cgroup") || root {
+        assert!(limits.starts_with("cgroup_v"), "{report}");
+        assert_eq!(code, 137, "{report}");
+        assert_eq!(report["outcome"]["kind"], "out_of_memory", "{report}");
+    } else {
+        assert_eq!(limits, "rlimits");
+        assert!(report["enforcement"]["why_not_cgroup"].is_string(), "{report}");
+        assert_eq!(code, 1, "{report}");
+    }
+
     let (code, _, err) = sandbox(home.path(), &["--", "unshare", "-U", "true"], &[]);
     assert_eq!(code, 159, "{err}");
     assert!(err.contains("policy violation: unshare (by pid"), "{err}");

@@ -94,6 +94,9 @@ pub struct ChildFds {
     pub stderr: RawFd,
     pub errors: RawFd,
     pub sync: RawFd,
+    /// Where the child moves itself into the sandbox's cgroup (see
+    /// `Cgroup::entry_files`); -1 for none. None at all: limits fall to rlimits.
+    pub cgroup: [RawFd; 2],
 }
 
 fn fail(fds: &ChildFds, stage: Stage, errno: i32) -> ! {
@@ -521,6 +524,26 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
     {
         sys::exit(127);
     }
+    // Into the sandbox's cgroup before anything else runs here ("0" is this process). A
+    // cgroup namespace made after has that group as its root: the command sees `/`, not
+    // moat's groups.
+    for &entry in fds.cgroup.iter().filter(|&&fd| fd >= 0) {
+        if !sys::write_all(entry, b"0") {
+            fail(fds, Stage::Limits, sys::errno());
+        }
+    }
+    check(
+        fds,
+        Stage::Limits,
+        raw(
+            libc::SYS_unshare,
+            libc::CLONE_NEWCGROUP as usize,
+            0,
+            0,
+            0,
+            0,
+        ),
+    );
 
     // Open the bind sources while we still have moat's host identity (moat's home may be
     // closed to the sandbox user) and the host's tree is still in view.
@@ -706,7 +729,12 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
         raw(libc::SYS_chdir, plan.workdir.as_ptr() as usize, 0, 0, 0, 0),
     );
 
-    for &(resource, soft, hard) in &plan.rlimits {
+    let fallback: &[_] = if fds.cgroup[0] < 0 {
+        &plan.fallback_rlimits
+    } else {
+        &[]
+    };
+    for &(resource, soft, hard) in plan.rlimits.iter().chain(fallback) {
         let limit = libc::rlimit64 {
             rlim_cur: soft,
             rlim_max: hard,

@@ -1,7 +1,8 @@
 //! The Linux implementation: the `process` level (namespaces, a new root, Landlock,
-//! seccomp, rlimits) and the unconfined `none` level, sharing one supervisor.
+//! seccomp, a cgroup or rlimits) and the unconfined `none` level, sharing one supervisor.
 
 mod bpf;
+mod cgroup;
 mod child;
 pub mod landlock;
 mod plan;
@@ -23,8 +24,8 @@ const NAMESPACES: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP) as u64;
+    | libc::CLONE_NEWUTS) as u64;
+// CLONE_NEWCGROUP comes later, from the child, once it is in its own cgroup.
 
 const USERNS_HINT: &str = "; moat needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu) or to run as root";
 
@@ -34,20 +35,41 @@ pub use plan::{host_ids, privileged};
 pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let start = Instant::now();
     let deadline = start + spec.limits.wall_time;
+    let making_cgroup = cgroup::Maker::start(&spec.limits);
     let mut plan = plan::build(spec)?;
     hand_over_workspace(spec, plan.host_uid, plan.host_gid)?;
+    // Dropped after the guard below: the group is removed only once the guard has killed
+    // and reaped whatever a failed setup left in it.
+    let cgroup = making_cgroup.finish();
+    let entries = match &cgroup {
+        Ok(group) => group.entry_files().map_err(|source| SandboxError::Setup {
+            stage: "opening the sandbox's cgroup",
+            source,
+            hint: "",
+        })?,
+        Err(why) => {
+            tracing::debug!(%why, "no cgroup for the sandbox; limits by rlimits");
+            Vec::new()
+        }
+    };
+    let mut cgroup_fds = [-1; 2];
+    for (slot, entry) in cgroup_fds.iter_mut().zip(&entries) {
+        *slot = entry.as_raw_fd();
+    }
 
     let (stdin_r, stdin_w) = sys::pipe()?;
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
     let (errors_r, errors_w) = sys::socketpair()?;
-    let (sync_r, sync_w) = sys::pipe()?;
+    // A socket, not a pipe: a child that died early must not SIGPIPE moat.
+    let (sync_r, sync_w) = sys::socketpair()?;
     let fds = ChildFds {
         stdin: stdin_r.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         errors: errors_w.as_raw_fd(),
         sync: sync_r.as_raw_fd(),
+        cgroup: cgroup_fds,
     };
 
     // No signal handler of moat's may run in the child before exec: block everything
@@ -70,7 +92,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             });
         }
     };
-    drop((stdin_r, out_w, err_w, errors_w, sync_r));
+    drop((stdin_r, out_w, err_w, errors_w, sync_r, entries));
     let kill = || {
         sys::raw(
             libc::SYS_pidfd_send_signal,
@@ -94,8 +116,8 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             hint: USERNS_HINT,
         });
     }
-    let mut sync_w = std::fs::File::from(sync_w);
-    let _ = std::io::Write::write_all(&mut sync_w, b"1");
+    // A child that is gone already (a failed setup step) reports why in read_setup.
+    let _ = sys::send_byte(sync_w.as_raw_fd(), b'1');
     drop(sync_w);
 
     let (setup_error, listener, proxy_socket) = match read_setup(errors_r, deadline) {
@@ -156,12 +178,33 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     })?;
     guard.armed = false; // supervise reaped it
     let network_log = proxy.map(proxy::Proxy::stop).unwrap_or_default();
+    let (limits, oom_kills) = match &cgroup {
+        Ok(group) => (
+            match group.version {
+                cgroup::Version::V2 => LimitMechanism::CgroupV2 {
+                    path: group.path().to_owned(),
+                },
+                cgroup::Version::V1 => LimitMechanism::CgroupV1 {
+                    path: group.path().to_owned(),
+                },
+            },
+            group.oom_kills(),
+        ),
+        Err(why) => (
+            LimitMechanism::Rlimits {
+                why_not_cgroup: why.clone(),
+            },
+            0,
+        ),
+    };
+    drop(cgroup); // removes the group now that its processes are gone
     let mut report = finished.into_report(
         start,
         plan.cpu_limit_secs,
+        oom_kills,
         Enforcement {
             level: Level::Process,
-            limits: LimitMechanism::Rlimits,
+            limits,
             landlock_abi: plan.landlock.as_ref().map(|l| l.abi),
             seccomp_allowed: seccomp::allowed_count(),
             host_uid: plan.host_uid,
@@ -302,6 +345,7 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
     Ok(finished.into_report(
         start,
         u64::MAX,
+        0,
         Enforcement {
             level: Level::None,
             limits: LimitMechanism::WallTimeOnly,

@@ -111,7 +111,12 @@ pub struct ChildPlan {
     /// One buffer per source for the child to write `/proc/self/fd/N` into.
     pub source_slots: Vec<[u8; 32]>,
     pub workdir: CString,
+    /// Applied always.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// Memory and processes, applied only when no cgroup holds them: RLIMIT_AS refuses
+    /// programs that reserve more address space than they use, and a cgroup counts the
+    /// whole tree.
+    pub fallback_rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
     /// The soft RLIMIT_CPU, which tells a CPU-limit kill from others.
     pub cpu_limit_secs: u64,
     pub cpus: libc::cpu_set_t,
@@ -263,6 +268,7 @@ fn valid_env_name(name: &str) -> bool {
 
 /// Builds the plan for `spec`. Host paths are resolved and checked here, so a missing
 /// grant or workspace fails before anything is started.
+/// The child's plan for `spec`.
 pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     let program = spec.program.as_bytes();
     if program.is_empty() {
@@ -507,10 +513,12 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
 
     let cpu_limit_secs = limits.wall_time.as_secs().max(1) * u64::from(limits.cpus) + 1;
     let rlimits = vec![
-        (libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
-        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
         (libc::RLIMIT_CPU, cpu_limit_secs, cpu_limit_secs + 1),
         (libc::RLIMIT_CORE, 0, 0),
+    ];
+    let fallback_rlimits = vec![
+        (libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
+        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
     ];
     let (cpus, cpu_list) = pick_cpus(limits.cpus)?;
     let seccomp = super::seccomp::filters().map_err(SandboxError::Unsupported)?;
@@ -529,6 +537,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         sources,
         workdir: cstring("/workspace", "path")?,
         rlimits,
+        fallback_rlimits,
         cpu_limit_secs,
         cpus,
         cpu_list,

@@ -297,13 +297,18 @@ fn duration(t: libc::timeval) -> Duration {
 }
 
 impl Finished {
-    /// The typed outcome: a timeout wins over the SIGKILL that enforced it.
-    fn outcome(&self, cpu_limit_secs: u64) -> Outcome {
+    /// The typed outcome: a timeout wins over the SIGKILL that enforced it; an
+    /// out-of-memory kill anywhere in the sandbox explains a failure (a shell reports its
+    /// killed child as status 137, the kernel kills the command itself with SIGKILL).
+    fn outcome(&self, cpu_limit_secs: u64, oom_kills: u64) -> Outcome {
         let cpu = duration(self.usage.ru_utime) + duration(self.usage.ru_stime);
+        let succeeded = libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0;
         if self.violation.is_some() {
             Outcome::PolicyViolation
         } else if self.timed_out {
             Outcome::TimedOut
+        } else if oom_kills > 0 && !succeeded {
+            Outcome::OutOfMemory
         } else if libc::WIFEXITED(self.status) {
             Outcome::Exited(libc::WEXITSTATUS(self.status))
         } else {
@@ -321,9 +326,10 @@ impl Finished {
         self,
         start: Instant,
         cpu_limit_secs: u64,
+        oom_kills: u64,
         enforcement: Enforcement,
     ) -> Report {
-        let outcome = self.outcome(cpu_limit_secs);
+        let outcome = self.outcome(cpu_limit_secs, oom_kills);
         let cpu_time = duration(self.usage.ru_utime) + duration(self.usage.ru_stime);
         let peak_rss_bytes = self.usage.ru_maxrss.max(0) as u64 * 1024;
         let (stdout, stdout_truncated) = self.stdout.finish();

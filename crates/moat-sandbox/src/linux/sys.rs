@@ -195,6 +195,17 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Sends one byte on a socket; a peer that is gone is an error, not a SIGPIPE.
+pub fn send_byte(sock: RawFd, byte: u8) -> io::Result<()> {
+    // SAFETY: send reads one byte from a live local.
+    let sent = unsafe { libc::send(sock, (&byte as *const u8).cast(), 1, libc::MSG_NOSIGNAL) };
+    if sent == 1 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Waits until `fd` is readable (or at its end), at most `timeout`; false on timeout.
 pub fn wait_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
     let deadline = std::time::Instant::now() + timeout;

@@ -1,0 +1,452 @@
+//! Memory and process limits from a cgroup of the sandbox's own, where moat may make one.
+//!
+//! A cgroup counts what the whole process tree really uses (resident pages, page cache,
+//! its tmpfs files) instead of each process's address space, so programs that reserve
+//! large virtual areas (Go, the JVM, V8) run, a tree of processes shares one budget, and
+//! the kernel's out-of-memory kill inside it is counted: that count turns into the typed
+//! `OutOfMemory` outcome.
+//!
+//! Tried in order:
+//! - cgroup v2, when moat's own cgroup hands the memory and pids controllers to its
+//!   children (already, or moat can enable them: the kernel refuses that while moat's
+//!   cgroup holds processes itself, unless it is the root).
+//! - cgroup v1, the legacy hierarchies of a hybrid host, when the memory and pids
+//!   hierarchies let moat make a child group there (in practice: moat runs as root).
+//! - Neither: the caller falls back to rlimits and reports why.
+//!
+//! Each sandbox gets `moat-sandbox-<moat's pid>-<n>` beside nothing else of moat's, and it
+//! is removed when the sandbox ends; groups left by a moat that died are swept once per
+//! process.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "moat-sandbox-";
+
+/// Which cgroup interface holds the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// One sandbox's cgroup (one directory for v2, one per controller for v1). Dropping it
+/// kills what is left inside and removes the directories.
+#[derive(Debug)]
+pub struct Cgroup {
+    pub version: Version,
+    /// The group that holds the memory limit (and, for v2, everything).
+    memory: PathBuf,
+    /// For v1, the group in the pids hierarchy; for v2 the same as `memory`.
+    pids: PathBuf,
+}
+
+impl Cgroup {
+    /// A new cgroup limited to `memory_bytes` (no swap) and `processes`, or why none could
+    /// be made, for the report.
+    pub fn create(memory_bytes: u64, processes: u64) -> Result<Cgroup, String> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let name = unique_name();
+        let v2 = match own_dir(&mounts, &own, None) {
+            Some(parent) => match create_v2(&parent, &name, memory_bytes, processes) {
+                Ok(group) => return Ok(group),
+                Err(why) => why,
+            },
+            None => "cgroup v2 is not mounted".to_string(),
+        };
+        let v1 = match (
+            own_dir(&mounts, &own, Some("memory")),
+            own_dir(&mounts, &own, Some("pids")),
+        ) {
+            (Some(memory), Some(pids)) => {
+                match create_v1(&memory, &pids, &name, memory_bytes, processes) {
+                    Ok(group) => return Ok(group),
+                    Err(why) => why,
+                }
+            }
+            _ => "no cgroup v1 memory and pids hierarchies".to_string(),
+        };
+        Err(format!("{v2}; {v1}"))
+    }
+
+    /// The files through which a process moves itself into the group, opened for
+    /// writing: `tasks` in each v1 hierarchy, `cgroup.procs` for v2. The child writes "0"
+    /// to each. Moving oneself through v1's `tasks` skips the lock that makes moving
+    /// another process wait for an RCU grace period (~8 ms here); the write is checked
+    /// against these files' opener, moat, not against the child.
+    pub fn entry_files(&self) -> std::io::Result<Vec<OwnedFd>> {
+        let file = match self.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
+        let mut dirs = vec![&self.memory];
+        if self.pids != self.memory {
+            dirs.push(&self.pids);
+        }
+        dirs.into_iter()
+            .map(|dir| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(dir.join(file))
+                    .map(OwnedFd::from)
+            })
+            .collect()
+    }
+
+    /// How many processes the kernel killed for going over the memory limit.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match self.version {
+            Version::V2 => "memory.events",
+            Version::V1 => "memory.oom_control",
+        };
+        std::fs::read_to_string(self.memory.join(file))
+            .ok()
+            .and_then(|text| counter(&text, "oom_kill"))
+            .unwrap_or(0)
+    }
+
+    /// The group's path, for the report.
+    pub fn path(&self) -> &Path {
+        &self.memory
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if self.version == Version::V2 {
+            // Linux 5.14+: kills everything inside at once; older kernels lack the file,
+            // and the PID namespace's end has killed the tree anyway.
+            let _ = std::fs::write(self.memory.join("cgroup.kill"), "1");
+        }
+        remove(&self.memory);
+        if self.pids != self.memory {
+            remove(&self.pids);
+        }
+    }
+}
+
+/// Makes the group on a thread of its own, beside the plan's building (making a memory
+/// group takes most of a millisecond).
+pub struct Maker(Result<std::thread::JoinHandle<Result<Cgroup, String>>, String>);
+
+impl Maker {
+    pub fn start(limits: &crate::Limits) -> Maker {
+        if !limits.use_cgroup {
+            return Maker(Err("not asked for (use_cgroup is off)".into()));
+        }
+        let (memory_bytes, processes) = (limits.memory_bytes, limits.processes);
+        Maker(
+            std::thread::Builder::new()
+                .name("moat-sandbox-cgroup".into())
+                .spawn(move || Cgroup::create(memory_bytes, processes))
+                .map_err(|e| format!("cannot start a thread to make the cgroup: {e}")),
+        )
+    }
+
+    /// The group, or why there is none.
+    pub fn finish(self) -> Result<Cgroup, String> {
+        self.0?
+            .join()
+            .unwrap_or_else(|_| Err("making the cgroup panicked".into()))
+    }
+}
+
+/// Removes an emptied group. Processes killed with their PID namespace may take a moment
+/// to leave it; the kernel refuses the rmdir (EBUSY) until they have.
+fn remove(dir: &Path) {
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() >= until => {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "could not remove the sandbox's cgroup; the next moat start sweeps it");
+                return;
+            }
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+fn unique_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{PREFIX}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn create_v2(
+    parent: &Path,
+    name: &str,
+    memory_bytes: u64,
+    processes: u64,
+) -> Result<Cgroup, String> {
+    let read = |file: &str| std::fs::read_to_string(parent.join(file)).unwrap_or_default();
+    let available = read("cgroup.controllers");
+    let missing: Vec<&str> = ["memory", "pids"]
+        .into_iter()
+        .filter(|c| !has_word(&available, c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cgroup v2 {} has no {} controller",
+            parent.display(),
+            missing.join(" or ")
+        ));
+    }
+    let delegated = read("cgroup.subtree_control");
+    if !has_word(&delegated, "memory") || !has_word(&delegated, "pids") {
+        std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids").map_err(|e| {
+            format!(
+                "cgroup v2 {} does not hand memory and pids to its children and cannot be made to ({e}; the kernel refuses while the group holds processes itself: run moat in a group of its own with a delegated subtree)",
+                parent.display()
+            )
+        })?;
+    }
+    sweep_once(parent);
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir)
+        .map_err(|e| format!("cannot create the cgroup v2 {}: {e}", dir.display()))?;
+    let group = Cgroup {
+        version: Version::V2,
+        memory: dir.clone(),
+        pids: dir,
+    };
+    set(&group.memory, "memory.max", memory_bytes)?;
+    // Absent without swap accounting; then there is no swap to escape to either.
+    let _ = std::fs::write(group.memory.join("memory.swap.max"), "0");
+    // The whole sandbox ends on an out-of-memory kill, not a random member of it.
+    let _ = std::fs::write(group.memory.join("memory.oom.group"), "1");
+    set(&group.pids, "pids.max", processes)?;
+    Ok(group)
+}
+
+fn create_v1(
+    memory_parent: &Path,
+    pids_parent: &Path,
+    name: &str,
+    memory_bytes: u64,
+    processes: u64,
+) -> Result<Cgroup, String> {
+    sweep_once(memory_parent);
+    sweep_once(pids_parent);
+    let memory = memory_parent.join(name);
+    let pids = pids_parent.join(name);
+    std::fs::create_dir(&memory)
+        .map_err(|e| format!("cannot create the cgroup v1 {}: {e}", memory.display()))?;
+    if let Err(e) = std::fs::create_dir(&pids) {
+        remove(&memory);
+        return Err(format!(
+            "cannot create the cgroup v1 {}: {e}",
+            pids.display()
+        ));
+    }
+    let group = Cgroup {
+        version: Version::V1,
+        memory,
+        pids,
+    };
+    set(&group.memory, "memory.limit_in_bytes", memory_bytes)?;
+    // Memory plus swap, so swap is no way around the limit (absent without swap
+    // accounting, and then there is nothing to close).
+    let memsw = group.memory.join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        set(&group.memory, "memory.memsw.limit_in_bytes", memory_bytes)?;
+    }
+    set(&group.pids, "pids.max", processes)?;
+    Ok(group)
+}
+
+fn set(dir: &Path, file: &str, value: u64) -> Result<(), String> {
+    std::fs::write(dir.join(file), value.to_string())
+        .map_err(|e| format!("cannot set {file} in {}: {e}", dir.display()))
+}
+
+/// Removes groups a moat that is gone left behind (it died before its sandboxes ended).
+/// Only empty groups can be removed; a busy one is left alone.
+fn sweep_once(parent: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if swept.iter().any(|p| p == parent) {
+        return;
+    }
+    swept.push(parent.to_path_buf());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if owner != std::process::id() && !Path::new(&format!("/proc/{owner}")).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// The directory of moat's own cgroup: in the v2 hierarchy (`controller` None) or in the
+/// v1 hierarchy that has `controller`. `mountinfo` and `own` are `/proc/self/mountinfo`
+/// and `/proc/self/cgroup`.
+fn own_dir(mountinfo: &str, own: &str, controller: Option<&str>) -> Option<PathBuf> {
+    let path = own.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let matches = match controller {
+            None => id == "0" && controllers.is_empty(),
+            Some(c) => controllers.split(',').any(|x| x == c),
+        };
+        matches.then_some(path)
+    })?;
+    let (root, mount_point) = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let left: Vec<&str> = left.split(' ').collect();
+        let mut right = right.split(' ');
+        let (fstype, _source, options) = (right.next()?, right.next()?, right.next()?);
+        let matches = match controller {
+            None => fstype == "cgroup2",
+            Some(c) => fstype == "cgroup" && options.split(',').any(|x| x == c),
+        };
+        (matches && left.len() >= 5).then(|| (unescape(left[3]), unescape(left[4])))
+    })?;
+    // A group outside what the mount shows (another cgroup namespace) cannot be reached.
+    let relative = if root == "/" {
+        path
+    } else {
+        path.strip_prefix(root.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))?
+    };
+    if relative.split('/').any(|part| part == "..") {
+        return None;
+    }
+    Some(Path::new(&mount_point).join(relative.trim_start_matches('/')))
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, b| v * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn has_word(list: &str, word: &str) -> bool {
+    list.split_whitespace().any(|w| w == word)
+}
+
+/// The value of `key N` in a flat-keyed cgroup file.
+fn counter(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTS: &str = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+35 30 0:31 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+36 30 0:32 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids
+37 30 0:33 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+";
+    const HYBRID_OWN: &str = "\
+9:pids:/user.slice
+4:memory:/user.slice/session-1.scope
+3:cpu,cpuacct:/
+0::/user.slice/session-1.scope
+";
+
+    #[test]
+    fn finds_the_own_group_in_each_hierarchy() {
+        assert_eq!(
+            own_dir(HYBRID_MOUNTS, HYBRID_OWN, None).unwrap(),
+            Path::new("/sys/fs/cgroup/unified/user.slice/session-1.scope")
+        );
+        assert_eq!(
+            own_dir(HYBRID_MOUNTS, HYBRID_OWN, Some("memory")).unwrap(),
+            Path::new("/sys/fs/cgroup/memory/user.slice/session-1.scope")
+        );
+        assert_eq!(
+            own_dir(HYBRID_MOUNTS, HYBRID_OWN, Some("pids")).unwrap(),
+            Path::new("/sys/fs/cgroup/pids/user.slice")
+        );
+        // cpu is one of two controllers of its hierarchy.
+        assert_eq!(
+            own_dir(HYBRID_MOUNTS, HYBRID_OWN, Some("cpuacct")).unwrap(),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct")
+        );
+        assert!(own_dir(HYBRID_MOUNTS, HYBRID_OWN, Some("blkio")).is_none());
+    }
+
+    #[test]
+    fn a_unified_host_and_a_mount_of_a_subtree() {
+        let mounts = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            own_dir(mounts, "0::/system.slice/moat.service\n", None).unwrap(),
+            Path::new("/sys/fs/cgroup/system.slice/moat.service")
+        );
+        assert!(own_dir(mounts, "0::/system.slice\n", Some("memory")).is_none());
+        // A container sees only its subtree, mounted at its root.
+        let mounts = "40 30 0:26 /box /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            own_dir(mounts, "0::/box/inner\n", None).unwrap(),
+            Path::new("/sys/fs/cgroup/inner")
+        );
+        assert!(own_dir(mounts, "0::/boxer\n", None).is_none());
+        assert!(own_dir(mounts, "0::/elsewhere\n", None).is_none());
+        assert!(own_dir(mounts, "0::/box/../etc\n", None).is_none());
+        let spaced = "40 30 0:26 / /mnt/cgroup\\040two rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            own_dir(spaced, "0::/\n", None).unwrap(),
+            Path::new("/mnt/cgroup two")
+        );
+    }
+
+    #[test]
+    fn reads_the_oom_kill_counter() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(counter(v1, "oom_kill"), Some(3));
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 1\n";
+        assert_eq!(counter(v2, "oom_kill"), Some(1));
+        assert_eq!(counter("", "oom_kill"), None);
+    }
+}
