@@ -269,11 +269,17 @@ async fn accept_loop(
         let protocols = protocols.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
+        let Some(acceptor) = tls else {
+            tokio::spawn(async move {
+                let _slot = slot;
+                protocols.serve_plain(watcher, stream, service).await
+            });
+            continue;
+        };
+        // A task of its own type: the TLS and HTTP/2 state is several KiB, and a plain
+        // connection's task would otherwise be as large as the largest path.
         tokio::spawn(async move {
             let _slot = slot;
-            let Some(acceptor) = tls else {
-                return protocols.serve_plain(watcher, stream, service).await;
-            };
             match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
             {
                 Ok(Ok(tls_stream)) => {

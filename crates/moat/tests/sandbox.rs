@@ -46,11 +46,22 @@ fn exit_statuses_say_how_the_command_ended() {
     // which mechanism it was either way).
     let (code, out, err) = sandbox(
         home.path(),
-        &["--memory", "64", "--json", "--", "python3", "-c", "b = bytearray(256 << 20)"],
+        &[
+            "--memory",
+            "64",
+            "--json",
+            "--",
+            "python3",
+            "-c",
+            "b = bytearray(256 << 20)",
+        ],
         &[],
     );
     let report: serde_json::Value = serde_json::from_str(&out).expect(&err);
-    let limits = report["enforcement"]["limits"].as_str().unwrap().to_string();
+    let limits = report["enforcement"]["limits"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
@@ -61,7 +72,10 @@ fn exit_statuses_say_how_the_command_ended() {
         assert_eq!(report["outcome"]["kind"], "out_of_memory", "{report}");
     } else {
         assert_eq!(limits, "rlimits");
-        assert!(report["enforcement"]["why_not_cgroup"].is_string(), "{report}");
+        assert!(
+            report["enforcement"]["why_not_cgroup"].is_string(),
+            "{report}"
+        );
         assert_eq!(code, 1, "{report}");
     }
 
