@@ -178,8 +178,8 @@ pub struct NetEvent {
     pub destination: String,
     /// Whether a tunnel was made.
     pub allowed: bool,
-    /// Why not (not granted, the egress policy's refusal, a failed connection), or
-    /// `tunnel`.
+    /// Why not (not granted, the egress policy's refusal, a failed connection), or how:
+    /// `tunnel` (CONNECT) or `http` (a plain-HTTP request forwarded).
     pub reason: String,
 }
 

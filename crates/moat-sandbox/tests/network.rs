@@ -12,6 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use moat_sandbox::{Judge, NetGrant, Network, Spec, run};
 
+/// The judge of these tests: the host's 127.0.0.1 only, as moat's egress policy with
+/// `egress.allow_cidrs = ["127.0.0.1/32"]` would let through.
+fn loopback_judge() -> Judge {
+    Arc::new(|host: &str, port: u16| match host {
+        "127.0.0.1" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+        _ => Err(format!("refused by moat's egress policy ({host})")),
+    })
+}
+
 /// A host service answering each line with `pong:LINE`; counts its connections.
 fn host_service() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -54,7 +63,7 @@ def ask(head, then=None):
 print("granted", ask(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n", "ping\n"))
 print("other-port", ask(f"CONNECT 127.0.0.1:{port + 1} HTTP/1.1\r\n\r\n"))
 print("policy", ask("CONNECT refused.example:443 HTTP/1.1\r\n\r\n"))
-print("plain", ask(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n"))
+print("https-absolute", ask(f"GET https://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n"))
 try:
     socket.create_connection(("127.0.0.1", port), timeout=3)
     print("direct CONNECTED")
@@ -65,10 +74,7 @@ except OSError as e:
 #[test]
 fn granted_destinations_only_through_the_proxy() {
     let (port, seen) = host_service();
-    let judge: Judge = Arc::new(|host: &str, port: u16| match host {
-        "127.0.0.1" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
-        _ => Err(format!("refused by moat's egress policy ({host})")),
-    });
+    let judge = loopback_judge();
     let ws = tempfile::tempdir().unwrap();
     let mut spec = Spec::new(
         "/usr/bin/python3",
@@ -101,7 +107,10 @@ fn granted_destinations_only_through_the_proxy() {
         out.contains("policy 403 moat: refused.example:443: refused by moat's egress policy"),
         "{out}"
     );
-    assert!(out.contains("plain 405"), "{out}");
+    assert!(
+        out.contains("https-absolute 400 moat: the sandbox's proxy takes CONNECT"),
+        "{out}"
+    );
     assert!(out.contains("direct refused"), "{out}");
     assert_eq!(
         seen.load(Ordering::SeqCst),
@@ -123,6 +132,108 @@ fn granted_destinations_only_through_the_proxy() {
         ],
         "{:?}",
         report.network_log
+    );
+}
+
+/// A host HTTP server that answers each request with its request line and headers as the
+/// body; counts its connections.
+fn host_http() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            head.push_str(&format!("body={}", String::from_utf8_lossy(&body)));
+            let _ = write!(
+                &conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{head}",
+                head.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// Python's own HTTP client, proxied by the environment the sandbox sets.
+const URLLIB: &str = r#"
+import sys, urllib.request, urllib.error
+port = int(sys.argv[1])
+def show(name, req):
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            print(name, r.status, repr(r.read().decode()))
+    except urllib.error.HTTPError as e:
+        print(name, e.code, repr(e.read().decode()))
+show("get", f"http://127.0.0.1:{port}/hello?x=1")
+show("post", urllib.request.Request(f"http://127.0.0.1:{port}/submit", data=b"a=1&b=2"))
+show("other-port", f"http://127.0.0.1:{port + 1}/")
+"#;
+
+#[test]
+fn plain_http_goes_through_the_proxy_one_checked_request_per_connection() {
+    let (port, seen) = host_http();
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new(
+        "/usr/bin/python3",
+        ["-c", URLLIB, &port.to_string()],
+        ws.path(),
+    );
+    spec.network = Some(Network {
+        grants: vec![NetGrant::parse(&format!("127.0.0.1:{port}")).unwrap()],
+        judge: loopback_judge(),
+    });
+    let report = run(&spec).unwrap_or_else(|e| panic!("the sandbox could not start: {e}"));
+    let out = String::from_utf8_lossy(&report.stdout);
+    assert!(report.outcome.success(), "{report:?}\n{out}");
+    let get = out
+        .lines()
+        .find(|l| l.starts_with("get "))
+        .unwrap_or_default();
+    // Origin form, the client's own Host, and a connection of its own.
+    assert!(
+        get.starts_with("get 200 'GET /hello?x=1 HTTP/1.1\\r\\n"),
+        "{out}"
+    );
+    assert!(get.contains(&format!("Host: 127.0.0.1:{port}")), "{out}");
+    assert!(
+        get.contains("Connection: close") && !get.contains("keep-alive"),
+        "{out}"
+    );
+    assert!(out.contains("post 200 'POST /submit HTTP/1.1"), "{out}");
+    assert!(out.contains("body=a=1&b=2'"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "other-port 403 'moat: 127.0.0.1:{} is not granted to this sandbox",
+            port + 1
+        )),
+        "{out}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "{out}");
+    let log: Vec<(bool, &str)> = report
+        .network_log
+        .iter()
+        .map(|e| (e.allowed, e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        log,
+        [(true, "http"), (true, "http"), (false, "not granted")]
     );
 }
 

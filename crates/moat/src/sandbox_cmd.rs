@@ -322,15 +322,14 @@ fn summary(report: &Report) -> String {
         parts.join(", ")
     );
     for event in &report.network_log {
+        let what = match (event.allowed, event.reason.as_str()) {
+            (true, "http") => "forwarded (plain http)".to_string(),
+            (true, _) => "tunnelled".to_string(),
+            (false, why) => format!("refused: {why}"),
+        };
         line.push_str(&format!(
-            "\nmoat sandbox: network {} {}{}",
-            event.destination,
-            if event.allowed {
-                "tunnelled"
-            } else {
-                "refused: "
-            },
-            if event.allowed { "" } else { &event.reason }
+            "\nmoat sandbox: network {} {what}",
+            event.destination
         ));
     }
     for (name, cut) in [

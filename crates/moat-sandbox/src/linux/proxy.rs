@@ -2,11 +2,15 @@
 //!
 //! The sandbox's network namespace has only loopback, where the child opened a listening
 //! socket at 127.0.0.1:[`super::plan::PROXY_PORT`] and handed it to moat. This module
-//! serves it from moat's side: each connection must open with `CONNECT host:port`, the
-//! destination must be granted ([`NetGrant`]) and pass the caller's [`Judge`] (moat's
-//! egress policy and resolver), and only then is a TCP tunnel made to an address the
-//! judge returned. Everything else is answered `403`/`405` with the reason, and every
-//! decision is logged in the report. Nothing is resolved or connected before both checks.
+//! serves it from moat's side: each connection opens with `CONNECT host:port` (a tunnel,
+//! for https) or a plain-HTTP request in absolute form (`GET http://host:port/path`, as
+//! `HTTP_PROXY` clients send it); the destination must be granted ([`NetGrant`]) and pass
+//! the caller's [`Judge`] (moat's egress policy and resolver), and only then is a TCP
+//! connection made to an address the judge returned. A plain request goes on with its
+//! target in origin form and `Connection: close`, so every request of the client opens a
+//! connection of its own and is checked. Everything else is answered `400`/`403` with the
+//! reason, and every decision is logged in the report. Nothing is resolved or connected
+//! before both checks.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -223,49 +227,130 @@ fn read_head(client: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// `CONNECT host:port HTTP/1.x` → the lowercase host (no brackets, no trailing dot) and
-/// the port.
-pub(crate) fn parse_connect(head: &[u8]) -> Result<(String, u16), (u16, &'static str)> {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = std::str::from_utf8(line)
+/// What a client asked the proxy for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// `CONNECT host:port`: a tunnel.
+    Connect { host: String, port: u16 },
+    /// A plain-HTTP request in absolute form, with the head to send on in its place.
+    Forward {
+        host: String,
+        port: u16,
+        head: Vec<u8>,
+    },
+}
+
+/// Parses a request head: `CONNECT host:port HTTP/1.x`, or `METHOD http://host[:port]/path
+/// HTTP/1.x` with its headers. Hosts come back lowercase, without brackets or a trailing
+/// dot.
+pub(crate) fn parse_request(head: &[u8]) -> Result<Request, (u16, &'static str)> {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = std::str::from_utf8(&head[..line_end])
         .map_err(|_| (400, "the request line is not text"))?
         .trim_end_matches('\r');
     let mut parts = line.split(' ');
     let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    if method != Some("CONNECT") {
-        return Err((
-            405,
-            "the sandbox's proxy only tunnels (CONNECT): use https:// URLs",
-        ));
-    }
-    if !version.is_some_and(|v| v.starts_with("HTTP/1.")) || parts.next().is_some() {
-        return Err((400, "malformed CONNECT request"));
-    }
-    let target = target.unwrap_or_default();
-    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
-        let (h, p) = rest
-            .split_once("]:")
-            .ok_or((400, "CONNECT needs host:port"))?;
-        (h, p)
-    } else {
-        target
-            .rsplit_once(':')
-            .ok_or((400, "CONNECT needs host:port"))?
+    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
+        return Err((400, "malformed request line"));
     };
-    let port = port
-        .parse::<u16>()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or((400, "CONNECT needs a port from 1 to 65535"))?;
+    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
+        return Err((400, "malformed request line"));
+    }
+    if method == "CONNECT" {
+        let (host, port) = host_port(target, None).ok_or((400, "CONNECT needs host:port"))?;
+        return Ok(Request::Connect { host, port });
+    }
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err((400, "malformed request line"));
+    }
+    let Some(rest) = target.strip_prefix("http://") else {
+        return Err((
+            400,
+            "the sandbox's proxy takes CONNECT (for https) or absolute http:// URLs",
+        ));
+    };
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err((400, "credentials in a proxied URL are refused"));
+    }
+    let (host, port) =
+        host_port(authority, Some(80)).ok_or((400, "the URL names no valid host and port"))?;
+    let path = path.split('#').next().unwrap_or_default();
+    let path = if path.is_empty() || path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Ok(Request::Forward {
+        head: forwarded_head(method, &path, version, &head[line_end..], authority),
+        host,
+        port,
+    })
+}
+
+/// The head sent on for a plain request: the target in origin form, the headers minus
+/// the hop-by-hop ones the proxy itself answers to, `Host` if the client sent none, and
+/// `Connection: close` (a later request on the same connection could name another host).
+fn forwarded_head(
+    method: &str,
+    path: &str,
+    version: &str,
+    rest: &[u8],
+    authority: &str,
+) -> Vec<u8> {
+    let mut out = format!("{method} {path} {version}\r\n").into_bytes();
+    let mut has_host = false;
+    for line in rest.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+        if matches!(
+            name.as_str(),
+            "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive"
+        ) {
+            continue;
+        }
+        has_host |= name == "host";
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_host {
+        out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out
+}
+
+/// `host:port` (or `[v6]:port`; the port may be left out when there is a default).
+fn host_port(target: &str, default_port: Option<u16>) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let (h, p) = rest.split_once(']')?;
+        match p.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if p.is_empty() => (h, None),
+            None => return None,
+        }
+    } else {
+        match target.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (target, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+        None => default_port?,
+    };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty()
-        || !host
+    let valid = !host.is_empty()
+        && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-    {
-        return Err((400, "CONNECT names no valid host"));
-    }
-    Ok((host, port))
+        && (host.contains(':') == target.starts_with('['));
+    valid.then_some((host, port))
 }
 
 fn granted(grants: &[NetGrant], host: &str, port: u16) -> bool {
@@ -276,8 +361,9 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
     let Some(head) = read_head(&mut client) else {
         return;
     };
-    let (host, port) = match parse_connect(&head) {
-        Ok(target) => target,
+    let (host, port, forward) = match parse_request(&head) {
+        Ok(Request::Connect { host, port }) => (host, port, None),
+        Ok(Request::Forward { host, port, head }) => (host, port, Some(head)),
         Err((status, why)) => {
             let _ = answer(&client, status, why);
             return;
@@ -289,7 +375,12 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
         format!("{host}:{port}")
     };
     if !granted(&state.network.grants, &host, port) {
-        let why = format!("{destination} is not granted to this sandbox");
+        let hint = if forward.is_some() && granted(&state.network.grants, &host, 443) {
+            " (a grant without a port means 443; grant HOST:80 for http)"
+        } else {
+            ""
+        };
+        let why = format!("{destination} is not granted to this sandbox{hint}");
         let _ = answer(&client, 403, &why);
         state.log(destination, false, "not granted".into());
         return;
@@ -302,15 +393,32 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
             return;
         }
     };
-    let Some(upstream) = connect_any(&addrs) else {
+    let Some(mut upstream) = connect_any(&addrs) else {
         let _ = answer(&client, 502, &format!("cannot connect to {destination}"));
         state.log(destination, false, "connection failed".into());
         return;
     };
-    if !state.register(id, &upstream) || answer(&client, 200, "").is_err() {
+    if !state.register(id, &upstream) {
         return;
     }
-    state.log(destination, true, "tunnel".into());
+    let how = match &forward {
+        // The upstream's answer goes back as it comes; the proxy adds nothing.
+        Some(head) => {
+            if upstream.write_all(head).is_err() {
+                let _ = answer(&client, 502, &format!("cannot send to {destination}"));
+                state.log(destination, false, "connection failed".into());
+                return;
+            }
+            "http"
+        }
+        None => {
+            if answer(&client, 200, "").is_err() {
+                return;
+            }
+            "tunnel"
+        }
+    };
+    state.log(destination, true, how.into());
     tunnel(client, upstream);
 }
 
@@ -344,21 +452,23 @@ fn tunnel(client: TcpStream, upstream: TcpStream) {
 mod tests {
     use super::*;
 
+    fn connect(head: &[u8]) -> Result<(String, u16), u16> {
+        match parse_request(head) {
+            Ok(Request::Connect { host, port }) => Ok((host, port)),
+            Ok(other) => panic!("not a CONNECT: {other:?}"),
+            Err((status, _)) => Err(status),
+        }
+    }
+
     #[test]
     fn connect_requests_parse() {
         assert_eq!(
-            parse_connect(b"CONNECT Example.COM.:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            connect(b"CONNECT Example.COM.:443 HTTP/1.1\r\nHost: x\r\n\r\n"),
             Ok(("example.com".into(), 443))
         );
         assert_eq!(
-            parse_connect(b"CONNECT [::1]:8080 HTTP/1.1\r\n\r\n"),
+            connect(b"CONNECT [::1]:8080 HTTP/1.1\r\n\r\n"),
             Ok(("::1".into(), 8080))
-        );
-        assert_eq!(
-            parse_connect(b"GET http://x/ HTTP/1.1\r\n\r\n")
-                .unwrap_err()
-                .0,
-            405
         );
         for bad in [
             &b"CONNECT example.com HTTP/1.1\r\n\r\n"[..],
@@ -366,8 +476,45 @@ mod tests {
             b"CONNECT ex/ample.com:443 HTTP/1.1\r\n\r\n",
             b"CONNECT example.com:443\r\n\r\n",
             b"CONNECT a b HTTP/1.1 x\r\n\r\n",
+            b"CONNECT ::1:443 HTTP/1.1\r\n\r\n",
+            b"CONNECT [::1]443 HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(parse_connect(bad).unwrap_err().0, 400, "{bad:?}");
+            assert_eq!(connect(bad), Err(400), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plain_requests_go_on_in_origin_form_and_close() {
+        let head = b"POST http://API.example:8080/v1/x?q=1#frag HTTP/1.1\r\nHost: api.example:8080\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n";
+        let Ok(Request::Forward { host, port, head }) = parse_request(head) else {
+            panic!("not forwarded");
+        };
+        assert_eq!((host.as_str(), port), ("api.example", 8080));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /v1/x?q=1 HTTP/1.1\r\nHost: api.example:8080\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+        // Port 80 by default; a Host header is added when missing; an empty path is /.
+        let Ok(Request::Forward { host, port, head }) =
+            parse_request(b"GET http://[::1]?x HTTP/1.0\r\n\r\n")
+        else {
+            panic!("not forwarded");
+        };
+        assert_eq!((host.as_str(), port), ("::1", 80));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /?x HTTP/1.0\r\nHost: [::1]\r\nConnection: close\r\n\r\n"
+        );
+        for bad in [
+            &b"GET https://example.com/ HTTP/1.1\r\n\r\n"[..],
+            b"GET /relative HTTP/1.1\r\n\r\n",
+            b"GET http://user:pw@example.com/ HTTP/1.1\r\n\r\n",
+            b"GET http://example.com:99999/ HTTP/1.1\r\n\r\n",
+            b"GET http:///path HTTP/1.1\r\n\r\n",
+            b"get http://example.com/ HTTP/1.1\r\n\r\n",
+            b"GET http://example.com/ SPDY/3\r\n\r\n",
+        ] {
+            assert_eq!(parse_request(bad).err().map(|e| e.0), Some(400), "{bad:?}");
         }
     }
 }
