@@ -36,7 +36,8 @@ pub struct SandboxProfile {
     /// `process` (the default), `none` (no isolation: owner only), `container` (gVisor's
     /// runsc) or `vm` (Firecracker).
     pub level: String,
-    /// Memory per process, in MiB (also the size of the private /tmp).
+    /// Memory in MiB: of the whole sandbox where a cgroup holds it, else of each process
+    /// (RLIMIT_AS); also the size of the private /tmp.
     pub memory_mib: u64,
     /// CPUs the command may run on.
     pub cpus: u32,
