@@ -161,6 +161,7 @@ pub enum Command {
     ///   moat sandbox run -- sh -c 'id; ls /'
     ///   moat sandbox run --grant ro:/srv/data -- python3 /srv/data/report.py
     ///   moat sandbox run --profile build --wall-time 5m -- make -j2
+    ///   moat sandbox run --tool shell --trust guest -- sh -c 'ulimit -a'
     ///   moat sandbox run --secret GITHUB_TOKEN=github -- ./publish.sh
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
@@ -183,8 +184,16 @@ pub enum SandboxCommand {
 #[derive(Debug, Args)]
 pub struct SandboxRun {
     /// The profile from [sandbox.profiles.NAME] (`default` is built in).
-    #[arg(long, default_value = "default", value_name = "NAME")]
-    pub profile: String,
+    #[arg(long, value_name = "NAME", conflicts_with = "tool")]
+    pub profile: Option<String>,
+    /// Run as the tool NAME would: with the profile [sandbox.tools.NAME] chooses for the
+    /// trust level given by --trust.
+    #[arg(long, value_name = "NAME")]
+    pub tool: Option<String>,
+    /// The trust level whose profile --tool uses (the assistant gives one to each
+    /// sender; you at the terminal are `owner`).
+    #[arg(long, value_name = "LEVEL", default_value = "owner", requires = "tool")]
+    pub trust: String,
     /// A host folder visible at the same path (ro:/path or rw:/path), or a destination
     /// reachable through moat's egress proxy (net:HOST[:PORT], port 443 by default,
     /// net:*.example.com for subdomains; it must also pass [egress]). Repeatable.

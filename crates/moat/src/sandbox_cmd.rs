@@ -29,18 +29,18 @@ const NOT_FOUND: u8 = 127;
 pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
     let SandboxCommand::Run(args) = command;
     let loaded = crate::load_config(home, &[])?;
-    let profile = loaded
-        .config
-        .sandbox
-        .profile(&args.profile)
-        .ok_or_else(|| {
-            Failure::usage(anyhow!(
-                "no sandbox profile {:?}: define [sandbox.profiles.{}] in {}",
-                args.profile,
-                args.profile,
-                home.config_file().display()
-            ))
-        })?;
+    let sandbox = &loaded.config.sandbox;
+    let name = match (&args.profile, &args.tool) {
+        (Some(name), _) => name.as_str(),
+        (None, Some(tool)) => sandbox.profile_for(tool, &args.trust),
+        (None, None) => "default",
+    };
+    let profile = sandbox.profile(name).ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "no sandbox profile {name:?}: define [sandbox.profiles.{name}] in {}",
+            home.config_file().display()
+        ))
+    })?;
     let mut spec = spec_for(&profile, args, &loaded.config.egress)?;
     spec.hidden.push(home.root().to_path_buf());
     // One unlock (one password prompt at most) for all the secrets of the call.
@@ -89,7 +89,7 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
         }
     };
     if args.json {
-        println!("{}", report_json(&report, kept.as_deref()));
+        println!("{}", report_json(&report, name, kept.as_deref()));
     } else {
         let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
         let shown = |bytes: &[u8], terminal: bool| -> Vec<u8> {
@@ -101,7 +101,7 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
         };
         let _ = out.write_all(&shown(&report.stdout, out.is_terminal()));
         let _ = err.write_all(&shown(&report.stderr, err.is_terminal()));
-        eprintln!("{}", summary(&report));
+        eprintln!("{}", summary(&report, name));
         if let Some(path) = &kept {
             eprintln!("moat sandbox: workspace kept at {}", path.display());
         }
@@ -281,9 +281,9 @@ fn ms(d: Duration) -> String {
 }
 
 /// One line for people: how it ended and what isolation was in force.
-fn summary(report: &Report) -> String {
+fn summary(report: &Report, profile: &str) -> String {
     let e = &report.enforcement;
-    let mut parts = vec![format!("{} level", e.level.name())];
+    let mut parts = vec![format!("profile {profile}, {} level", e.level.name())];
     if e.level == Level::Process {
         parts.push(match e.landlock_abi {
             Some(abi) => format!("Landlock ABI {abi}"),
@@ -345,7 +345,7 @@ fn summary(report: &Report) -> String {
     line
 }
 
-fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
+fn report_json(report: &Report, profile: &str, kept: Option<&Path>) -> serde_json::Value {
     let e = &report.enforcement;
     let outcome = match report.outcome {
         moat_sandbox::Outcome::Exited(code) => serde_json::json!({"kind": "exited", "code": code}),
@@ -371,6 +371,7 @@ fn report_json(report: &Report, kept: Option<&Path>) -> serde_json::Value {
         "cpu_ms": report.cpu_time.as_secs_f64() * 1000.0,
         "peak_rss_bytes": report.peak_rss_bytes,
         "enforcement": {
+            "profile": profile,
             "level": e.level.name(),
             "limits": e.limits.name(),
             "cgroup": match &e.limits {

@@ -218,6 +218,61 @@ fn a_vault_secret_is_injected_for_one_call_and_profiles_apply() {
 }
 
 #[test]
+fn a_tool_runs_with_the_profile_its_trust_level_chooses() {
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        r#"
+[sandbox.profiles.build]
+env = { WHO = "build" }
+[sandbox.profiles.locked]
+env = { WHO = "locked" }
+wall_time = "1s"
+[sandbox.profiles.host]
+level = "none"
+[sandbox.tools.shell]
+profile = "locked"
+trust = { owner = "build" }
+"#,
+    )
+    .unwrap();
+    let script = ["--", "sh", "-c", "echo $WHO"];
+    let with = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&script);
+        sandbox(home.path(), &args, &[])
+    };
+    let (code, out, err) = with(&["--tool", "shell"]);
+    assert_eq!((code, out.as_str()), (0, "build\n"), "{err}");
+    assert!(err.contains("profile build, process level"), "{err}");
+    let (code, out, err) = with(&["--tool", "shell", "--trust", "guest"]);
+    assert_eq!((code, out.as_str()), (0, "locked\n"), "{err}");
+    let (code, out, _) = with(&["--tool", "unlisted", "--trust", "guest"]);
+    assert_eq!((code, out.as_str()), (0, "\n"));
+    // --trust needs --tool, and --profile and --tool exclude each other.
+    for bad in [
+        &["--trust", "guest"][..],
+        &["--tool", "shell", "--profile", "build"],
+    ] {
+        let (code, _, err) = with(bad);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+
+    // No isolation is for the owner only: the config saying otherwise is refused.
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[sandbox.profiles.host]\nlevel = \"none\"\n[sandbox.tools.shell]\ntrust = { guest = \"host\" }\n",
+    )
+    .unwrap();
+    let (code, _, err) = with(&["--tool", "shell", "--trust", "guest"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("sandbox.tools.shell.trust.guest") && err.contains("only the owner"),
+        "{err}"
+    );
+}
+
+#[test]
 fn json_reports_the_outcome_and_the_enforcement() {
     let home = new_home();
     let (code, out, err) = sandbox(

@@ -15,6 +15,18 @@
 //!
 //! A profile named `default` is used when none is named; it exists with the built-in
 //! values below unless configured.
+//!
+//! Which profile a tool runs with is chosen per tool and per trust level of whoever asked
+//! for the call:
+//!
+//! ```toml
+//! [sandbox.tools.shell]
+//! profile = "locked"                 # any trust level not listed below
+//! trust = { owner = "build" }        # trust level -> profile
+//! ```
+//!
+//! A tool without an entry runs with `default`. A profile at level `none` (no isolation)
+//! may be chosen for the `owner` trust level only.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,7 +39,31 @@ use serde::{Deserialize, Serialize};
 pub struct SandboxConfig {
     /// Profiles by name.
     pub profiles: BTreeMap<String, SandboxProfile>,
+    /// The profile each tool runs with, by trust level.
+    pub tools: BTreeMap<String, ToolSandbox>,
 }
+
+/// One `[sandbox.tools.NAME]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolSandbox {
+    /// The profile for every trust level without its own entry in `trust`.
+    pub profile: String,
+    /// Trust level (`owner`, or a level the assistant gives a sender) to profile.
+    pub trust: BTreeMap<String, String>,
+}
+
+impl Default for ToolSandbox {
+    fn default() -> Self {
+        Self {
+            profile: "default".into(),
+            trust: BTreeMap::new(),
+        }
+    }
+}
+
+/// The trust level of moat's owner: the only one a profile without isolation may serve.
+pub const OWNER: &str = "owner";
 
 /// One `[sandbox.profiles.NAME]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,8 +121,59 @@ pub fn parse_grant(text: &str) -> Option<(bool, &str)> {
     path.starts_with('/').then_some((writable, path))
 }
 
+/// Whether `name` can name a tool or a trust level: lowercase letters, digits, `_`, `-`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Checks `[sandbox.tools]`: names, that every profile exists, and that `none` serves the
+/// owner only.
+fn validate_tools(s: &SandboxConfig) -> Result<(), (String, String)> {
+    for (tool, t) in &s.tools {
+        if !valid_name(tool) {
+            return Err((
+                format!("sandbox.tools.{tool}"),
+                "a tool name is lowercase letters, digits, _ and -".into(),
+            ));
+        }
+        let choices = std::iter::once((None, &t.profile))
+            .chain(t.trust.iter().map(|(level, p)| (Some(level.as_str()), p)));
+        for (level, profile) in choices {
+            let key = match level {
+                None => format!("sandbox.tools.{tool}.profile"),
+                Some(level) => format!("sandbox.tools.{tool}.trust.{level}"),
+            };
+            if level.is_some_and(|l| !valid_name(l)) {
+                return Err((
+                    key,
+                    "a trust level is lowercase letters, digits, _ and -".into(),
+                ));
+            }
+            let Some(found) = s.profile(profile) else {
+                return Err((
+                    key,
+                    format!("no profile {profile:?}: define [sandbox.profiles.{profile}]"),
+                ));
+            };
+            if found.level == "none" && level != Some(OWNER) {
+                return Err((
+                    key,
+                    format!(
+                        "profile {profile:?} has level \"none\" (no isolation), which only the owner may be given: choose it under trust.{OWNER}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks `[sandbox]`; the error names the key.
 pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
+    validate_tools(s)?;
     for (name, p) in &s.profiles {
         let key = |field: &str| format!("sandbox.profiles.{name}.{field}");
         if !LEVELS.contains(&p.level.as_str()) {
@@ -130,6 +217,15 @@ pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
 }
 
 impl SandboxConfig {
+    /// The name of the profile `tool` runs with for someone at trust level `trust`: the
+    /// tool's entry for that level, else the tool's profile, else `default`.
+    pub fn profile_for<'a>(&'a self, tool: &str, trust: &str) -> &'a str {
+        match self.tools.get(tool) {
+            Some(t) => t.trust.get(trust).unwrap_or(&t.profile),
+            None => "default",
+        }
+    }
+
     /// The profile called `name`; `default` exists even when not configured.
     pub fn profile(&self, name: &str) -> Option<SandboxProfile> {
         match self.profiles.get(name) {
@@ -179,5 +275,51 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn tools_choose_a_profile_per_trust_level_and_none_is_for_the_owner() {
+        let parsed: SandboxConfig = toml::from_str(
+            r#"
+            [profiles.build]
+            memory_mib = 1024
+            [profiles.host]
+            level = "none"
+            [profiles.locked]
+            wall_time = "5s"
+            [tools.shell]
+            profile = "locked"
+            trust = { owner = "build", trusted = "default" }
+            [tools.python]
+            trust = { owner = "host" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(validate(&parsed), Ok(()));
+        assert_eq!(parsed.profile_for("shell", "owner"), "build");
+        assert_eq!(parsed.profile_for("shell", "trusted"), "default");
+        assert_eq!(parsed.profile_for("shell", "stranger"), "locked");
+        assert_eq!(parsed.profile_for("python", "owner"), "host");
+        assert_eq!(parsed.profile_for("python", "trusted"), "default");
+        assert_eq!(parsed.profile_for("unlisted", "owner"), "default");
+
+        let refused = |tools: &str| {
+            let text = format!("[profiles.host]\nlevel = \"none\"\n{tools}");
+            let c: SandboxConfig = toml::from_str(&text).unwrap();
+            validate(&c).unwrap_err()
+        };
+        let (key, why) = refused("[tools.shell]\nprofile = \"host\"");
+        assert_eq!(key, "sandbox.tools.shell.profile");
+        assert!(why.contains("only the owner"), "{why}");
+        let (key, _) = refused("[tools.shell]\ntrust = { guest = \"host\" }");
+        assert_eq!(key, "sandbox.tools.shell.trust.guest");
+        let (key, why) = refused("[tools.shell]\ntrust = { owner = \"nope\" }");
+        assert_eq!(key, "sandbox.tools.shell.trust.owner");
+        assert!(why.contains("no profile \"nope\""), "{why}");
+        assert_eq!(refused("[tools.Shell]").0, "sandbox.tools.Shell");
+        assert_eq!(
+            refused("[tools.shell]\ntrust = { \"Owner \" = \"default\" }").0,
+            "sandbox.tools.shell.trust.Owner "
+        );
     }
 }
