@@ -32,6 +32,12 @@ pub enum SecretError {
         "invalid {0} reference: vault names use letters, digits, '_', '-' and '.'; variable names letters, digits and '_', not starting with a digit"
     )]
     BadName(String),
+    /// The name has the shape of a credential (`sk-...`, `ghp_...`): most likely the key
+    /// itself, pasted where its name belongs. Not echoed, not stored.
+    #[error(
+        "that {0} reference has the shape of a key itself, not of a name: store the key with `moat vault add NAME` (it reads the value from a prompt or stdin) and refer to NAME"
+    )]
+    LooksLikeAValue(String),
     /// The referenced environment variable is unset or empty.
     #[error("environment variable {0} is not set (referenced as env:{0})")]
     EnvMissing(String),
@@ -88,6 +94,11 @@ impl FromStr for SecretRef {
         if !valid {
             // Not echoed: what failed to be a name may be a value pasted in the wrong place.
             return Err(SecretError::BadName(kind.to_string()));
+        }
+        // A valid name can still be a pasted key ("sk-proj-..." is all name characters):
+        // kept, it would be written to config.toml and printed.
+        if crate::redact::Redactor::new().redact(name) != name {
+            return Err(SecretError::LooksLikeAValue(kind.to_string()));
         }
         Ok(make(name.to_string()))
     }
@@ -167,6 +178,17 @@ mod tests {
             "env:A B".parse::<SecretRef>(),
             Err(SecretError::BadName(_))
         ));
+        for pasted in [
+            "secret:sk-proj-abcdefghijklmnop1234",
+            "secret:sk-ant-api03-abcdefgh",
+            "env:ghp_0123456789abcdefghij0123456789",
+        ] {
+            let err = pasted.parse::<SecretRef>().unwrap_err();
+            assert!(matches!(err, SecretError::LooksLikeAValue(_)), "{pasted}");
+            assert!(!err.to_string().contains("abcdefgh"), "{err}");
+        }
+        assert!("secret:openai-key".parse::<SecretRef>().is_ok());
+        assert!("secret:anthropic_work.2".parse::<SecretRef>().is_ok());
     }
 
     #[test]

@@ -48,15 +48,19 @@ pub fn run(home: &Home, command: &AccountCommand) -> Result<(), Failure> {
             let loaded = crate::load_config(home, &[])?;
             let config = backend_config(&loaded.config.llm, backend)?;
             let account = match (key_secret, oauth) {
-                (Some(secret), false) => AccountConfig {
-                    name: name.clone(),
-                    key: Some(
-                        format!("secret:{secret}")
-                            .parse::<SecretRef>()
-                            .map_err(|e| Failure::usage(anyhow!("--key-secret: {e}")))?,
-                    ),
-                    oauth: false,
-                },
+                (Some(secret), false) => {
+                    AccountConfig {
+                        name: name.clone(),
+                        key: Some(format!("secret:{secret}").parse::<SecretRef>().map_err(
+                            |e| {
+                                Failure::usage(anyhow!(
+                                    "the value of --key-secret is not usable ({e})"
+                                ))
+                            },
+                        )?),
+                        oauth: false,
+                    }
+                }
                 (None, true) => AccountConfig {
                     name: name.clone(),
                     key: None,

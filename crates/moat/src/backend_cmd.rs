@@ -37,11 +37,9 @@ pub fn run(home: &Home, command: &BackendCommand) -> Result<(), Failure> {
             };
             let mut backend = BackendConfig::new(kind, base_url.trim_end_matches('/'));
             backend.key = match key_secret {
-                Some(s) => Some(
-                    format!("secret:{s}")
-                        .parse::<SecretRef>()
-                        .map_err(|e| Failure::usage(anyhow!("--key-secret: {e}")))?,
-                ),
+                Some(s) => Some(format!("secret:{s}").parse::<SecretRef>().map_err(|e| {
+                    Failure::usage(anyhow!("the value of --key-secret is not usable ({e})"))
+                })?),
                 None => None,
             };
             if *bearer {
