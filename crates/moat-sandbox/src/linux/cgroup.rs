@@ -123,7 +123,12 @@ impl Drop for Cgroup {
         if self.version == Version::V2 {
             // Linux 5.14+: kills everything inside at once; older kernels lack the file,
             // and the PID namespace's end has killed the tree anyway.
-            let _ = std::fs::write(self.memory.join("cgroup.kill"), "1");
+            let kill = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.memory.join("cgroup.kill"));
+            if let Ok(mut kill) = kill {
+                let _ = std::io::Write::write_all(&mut kill, b"1");
+            }
         }
         remove(&self.memory);
         if self.pids != self.memory {
@@ -439,6 +444,41 @@ mod tests {
             own_dir(spaced, "0::/\n", None).unwrap(),
             Path::new("/mnt/cgroup two")
         );
+    }
+
+    /// The v2 path on a directory laid out like a cgroup2 group (this test machine's v2
+    /// mount has no memory controller to give): which files get which values.
+    #[test]
+    fn a_v2_group_gets_its_limits_and_no_swap() {
+        let parent = tempfile::tempdir().unwrap();
+        let write =
+            |file: &str, text: &str| std::fs::write(parent.path().join(file), text).unwrap();
+        write("cgroup.controllers", "cpuset cpu io memory hugetlb pids\n");
+        write("cgroup.subtree_control", "memory pids\n");
+        let group = create_v2(parent.path(), "moat-sandbox-1-0", 128 << 20, 32).unwrap();
+        assert_eq!(group.version, Version::V2);
+        let read = |file: &str| std::fs::read_to_string(group.path().join(file)).unwrap();
+        assert_eq!(read("memory.max"), (128u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("memory.oom.group"), "1");
+        assert_eq!(read("pids.max"), "32");
+        std::fs::write(group.path().join("cgroup.procs"), "").unwrap();
+        let entries = group.entry_files().unwrap();
+        assert_eq!(entries.len(), 1, "one group holds both limits");
+        std::fs::write(group.path().join("memory.events"), "oom 1\noom_kill 2\n").unwrap();
+        assert_eq!(group.oom_kills(), 2);
+        // Its directory goes with it (here: once the files a real cgroupfs has are gone).
+        let dir = group.path().to_owned();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        drop(entries);
+        drop(group);
+        assert!(!dir.exists());
+
+        write("cgroup.controllers", "cpu io\n");
+        let why = create_v2(parent.path(), "moat-sandbox-1-1", 1 << 28, 8).unwrap_err();
+        assert!(why.contains("no memory or pids controller"), "{why}");
     }
 
     #[test]
