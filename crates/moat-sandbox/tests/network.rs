@@ -128,7 +128,11 @@ fn granted_destinations_only_through_the_proxy() {
         [
             (true, "tunnel"),
             (false, "not granted"),
-            (false, "refused by moat's egress policy (refused.example)")
+            (false, "refused by moat's egress policy (refused.example)"),
+            (
+                false,
+                "the sandbox's proxy takes CONNECT (for https) or absolute http:// URLs"
+            ),
         ],
         "{:?}",
         report.network_log

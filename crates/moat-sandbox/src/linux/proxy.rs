@@ -33,6 +33,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Decisions kept for the report.
 const MAX_EVENTS: usize = 256;
+/// The destination logged for a connection refused before it named one.
+const UNPARSED: &str = "(no destination)";
 
 /// A running proxy; [`Proxy::stop`] ends it and every tunnel.
 pub struct Proxy {
@@ -125,7 +127,9 @@ impl Proxy {
                     }
                     if s.tunnels.fetch_add(1, Ordering::AcqRel) >= MAX_TUNNELS {
                         s.tunnels.fetch_sub(1, Ordering::AcqRel);
-                        let _ = answer(&client, 503, "too many connections through the proxy");
+                        let why = "too many connections through the proxy";
+                        let _ = answer(&client, 503, why);
+                        s.log(UNPARSED.into(), false, why.into());
                         s.forget(id);
                         continue;
                     }
@@ -359,6 +363,11 @@ fn granted(grants: &[NetGrant], host: &str, port: u16) -> bool {
 
 fn serve(state: &State, id: usize, mut client: TcpStream) {
     let Some(head) = read_head(&mut client) else {
+        state.log(
+            UNPARSED.into(),
+            false,
+            "no complete request head (8 KiB at most, within 10 s)".into(),
+        );
         return;
     };
     let (host, port, forward) = match parse_request(&head) {
@@ -366,6 +375,7 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
         Ok(Request::Forward { host, port, head }) => (host, port, Some(head)),
         Err((status, why)) => {
             let _ = answer(&client, status, why);
+            state.log(UNPARSED.into(), false, why.into());
             return;
         }
     };
@@ -422,10 +432,17 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
     tunnel(client, upstream);
 }
 
+/// The first of `addrs` that accepts, all within [`CONNECT_TIMEOUT`] together: a name
+/// with many dead addresses holds a connection slot no longer than one.
 fn connect_any(addrs: &[SocketAddr]) -> Option<TcpStream> {
-    addrs
-        .iter()
-        .find_map(|a| TcpStream::connect_timeout(a, CONNECT_TIMEOUT).ok())
+    let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+    addrs.iter().find_map(|a| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        TcpStream::connect_timeout(a, left).ok()
+    })
 }
 
 /// Copies both ways until either side is done; `stop` can break it from outside (both
