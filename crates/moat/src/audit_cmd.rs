@@ -124,6 +124,25 @@ pub fn record_now(home: &Home, record: Record) {
     }
 }
 
+/// Records several entries from a command-line process with one opening of the log.
+pub fn record_all_now(home: &Home, records: Vec<Record>) {
+    if records.is_empty() {
+        return;
+    }
+    let result = open_unkeyed(home).and_then(|w| {
+        for record in records {
+            w.log().record(record).map_err(Failure::runtime)?;
+        }
+        w.close().map_err(Failure::runtime)
+    });
+    if let Err(f) = result {
+        eprintln!(
+            "moat: warning: the audit log could not record the sandbox's events: {:#}",
+            f.error()
+        );
+    }
+}
+
 fn parse_key(value: &[u8]) -> Result<AuditKey, Failure> {
     let seed = moat_audit::entry::unhex(value).ok_or_else(|| {
         Failure::runtime(anyhow!(

@@ -373,4 +373,28 @@ fn network_grants_pass_moat_s_egress_policy_too() {
     assert!(err.contains("refused: not granted"), "{err}");
     let (code, _, err) = sandbox(home.path(), &["--grant", "net:a b", "--", "true"], &[]);
     assert_eq!(code, 2, "{err}");
+
+    // Each run and each refused destination is in the audit log; arguments are not.
+    let (code, out, err) = run_moat(
+        home.path(),
+        &["audit", "tail", "-n", "100", "--action", "sandbox.*"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let refused: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("sandbox.egress.refused"))
+        .collect();
+    assert_eq!(refused.len(), 3, "{out}");
+    assert!(refused.iter().any(|l| l.contains("not granted")), "{out}");
+    assert!(refused.iter().all(|l| l.contains("127.0.0.1:")), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("sandbox.run")).count(),
+        4,
+        "{out}"
+    );
+    assert!(
+        out.contains("python3") && !out.contains("set_tunnel"),
+        "{out}"
+    );
 }
