@@ -107,6 +107,9 @@ pub struct KernelSupport {
     /// Whether a sysctl keeps this process from creating user namespaces (root is exempt
     /// from the unprivileged switches).
     pub user_namespaces_restricted: bool,
+    /// What holds memory and processes: `cgroup v2` or `cgroup v1` (a group was made and
+    /// removed to find out), or why rlimits do.
+    pub limits: Result<&'static str, String>,
 }
 
 /// Probes the kernel, without starting a sandbox.
@@ -127,5 +130,6 @@ pub fn kernel_support() -> KernelSupport {
         seccomp_allowed: linux::seccomp::allowed_count(),
         user_namespaces_restricted: read("/proc/sys/user/max_user_namespaces") == Some(0)
             || (!privileged && unprivileged_blocked),
+        limits: linux::cgroup_probe(),
     }
 }

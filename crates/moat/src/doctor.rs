@@ -229,9 +229,15 @@ fn sandbox_support() -> Outcome {
             "user namespaces are restricted on this kernel: tool sandboxes may fail to start (allow them with sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0)".into(),
         );
     }
+    let limits = match &support.limits {
+        Ok(version) => format!("memory and processes limited by {version}"),
+        Err(why) => format!(
+            "memory and processes limited by rlimits, per process (no cgroup: {why}); out of memory is not reported as such"
+        ),
+    };
     match support.landlock_abi {
         Some(abi) => Outcome::Ok(format!(
-            "Landlock ABI {abi}, seccomp allowlist of {} calls; sandboxed commands run as host uid {}",
+            "Landlock ABI {abi}, seccomp allowlist of {} calls, {limits}; sandboxed commands run as host uid {}",
             support.seccomp_allowed, support.host_uid
         )),
         None => Outcome::Warn(

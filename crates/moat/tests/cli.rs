@@ -120,6 +120,16 @@ fn doctor_reports_each_problem_with_its_fix() {
         out.contains("ok    exposure") && out.contains("loopback only"),
         "{out}"
     );
+    // The sandbox line says what will hold a tool's memory, and why when not a cgroup.
+    let sandbox = out
+        .lines()
+        .find(|l| l.contains("sandbox:"))
+        .unwrap_or_default();
+    assert!(
+        sandbox.contains("limited by cgroup v")
+            || sandbox.contains("limited by rlimits, per process (no cgroup: "),
+        "{out}"
+    );
 
     std::fs::write(
         home.path().join("config.toml"),

@@ -31,6 +31,16 @@ const USERNS_HINT: &str = "; moat needs unprivileged user namespaces (sysctl ker
 
 pub use plan::{host_ids, privileged};
 
+/// Which cgroup version the sandbox's limits would use, or why none: a group with the
+/// default limits is made and removed.
+pub fn cgroup_probe() -> Result<&'static str, String> {
+    let limits = crate::Limits::default();
+    cgroup::Cgroup::create(limits.memory_bytes, limits.processes).map(|group| match group.version {
+        cgroup::Version::V1 => "cgroup v1",
+        cgroup::Version::V2 => "cgroup v2",
+    })
+}
+
 /// Runs `spec` at the `process` level.
 pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let start = Instant::now();
