@@ -207,6 +207,7 @@ fn spec_for(
 /// address its name resolves to.
 fn egress_judge(egress: &EgressConfig) -> Result<Judge, Failure> {
     let policy = Policy::from_config(egress).map_err(|e| Failure::usage(anyhow!("{e}")))?;
+    let within = egress.connect_timeout;
     Ok(std::sync::Arc::new(move |host: &str, port: u16| {
         let url = if host.contains(':') {
             format!("https://[{host}]:{port}/")
@@ -217,12 +218,7 @@ fn egress_judge(egress: &EgressConfig) -> Result<Judge, Failure> {
         let ips: Vec<std::net::IpAddr> = match &checked.host {
             Host::Addr(ip) => vec![*ip],
             // Fully qualified: no resolver search domain may stand in for the name.
-            Host::Name(name) => {
-                std::net::ToSocketAddrs::to_socket_addrs(&(format!("{name}.").as_str(), port))
-                    .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                    .map(|a| a.ip())
-                    .collect()
-            }
+            Host::Name(name) => resolve(name, port, within)?,
         };
         let name = checked.host.to_string();
         policy
@@ -233,6 +229,30 @@ fn egress_judge(egress: &EgressConfig) -> Result<Judge, Failure> {
             .map(|ip| std::net::SocketAddr::new(ip, port))
             .collect())
     }))
+}
+
+/// The addresses of `name`, fully qualified (no resolver search domain may stand in for
+/// it), within `within`: the system resolver can block for much longer, and each
+/// connection of the sandbox's proxy waits on this.
+fn resolve(name: &str, port: u16, within: Duration) -> Result<Vec<std::net::IpAddr>, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let query = format!("{name}.");
+    std::thread::Builder::new()
+        .name("moat-sandbox-dns".into())
+        .spawn(move || {
+            let answer = std::net::ToSocketAddrs::to_socket_addrs(&(query.as_str(), port))
+                .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>());
+            let _ = tx.send(answer);
+        })
+        .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+    match rx.recv_timeout(within) {
+        Ok(Ok(ips)) => Ok(ips),
+        Ok(Err(e)) => Err(format!("cannot resolve {name}: {e}")),
+        Err(_) => Err(format!(
+            "cannot resolve {name}: no answer within {} (egress.connect_timeout)",
+            humantime::format_duration(within)
+        )),
+    }
 }
 
 /// A per-call folder under `MOAT_HOME/sandbox/`, removed when dropped unless kept.
