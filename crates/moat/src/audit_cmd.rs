@@ -111,24 +111,16 @@ fn report_recovery(writer: &AuditWriter) {
 /// Records one entry from a command-line process and waits until it is on disk. A failure
 /// is reported but does not undo what the command did.
 pub fn record_now(home: &Home, record: Record) {
-    let action = record.action.clone();
-    let result = open_unkeyed(home).and_then(|w| {
-        w.log().record(record).map_err(Failure::runtime)?;
-        w.close().map_err(Failure::runtime)
-    });
-    if let Err(f) = result {
-        eprintln!(
-            "moat: warning: the audit log could not record {action}: {:#}",
-            f.error()
-        );
-    }
+    record_all_now(home, vec![record]);
 }
 
-/// Records several entries from a command-line process with one opening of the log.
+/// Records entries from a command-line process with one opening of the log, and waits
+/// until they are on disk; a failure is reported, naming the actions, and undoes nothing.
 pub fn record_all_now(home: &Home, records: Vec<Record>) {
     if records.is_empty() {
         return;
     }
+    let actions: Vec<String> = records.iter().map(|r| r.action.clone()).collect();
     let result = open_unkeyed(home).and_then(|w| {
         for record in records {
             w.log().record(record).map_err(Failure::runtime)?;
@@ -137,7 +129,8 @@ pub fn record_all_now(home: &Home, records: Vec<Record>) {
     });
     if let Err(f) = result {
         eprintln!(
-            "moat: warning: the audit log could not record the sandbox's events: {:#}",
+            "moat: warning: the audit log could not record {}: {:#}",
+            actions.join(", "),
             f.error()
         );
     }
