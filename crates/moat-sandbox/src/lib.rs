@@ -25,6 +25,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The `container` level hands the same filesystem, environment and limits to gVisor's
+//! `runsc` as an OCI bundle, when it is installed and moat runs as root: the command then
+//! runs on gVisor's user-space kernel instead of the host's (see `linux/gvisor.rs`). The
+//! `vm` level (Firecracker) is refused, saying what it needs.
+//!
 //! `run` blocks; async callers use `spawn_blocking`. It is safe to call from a
 //! multi-threaded program: the child makes only raw system calls until `execve`.
 
@@ -39,6 +44,10 @@ pub use outcome::{
     Enforcement, LimitMechanism, NetEvent, Outcome, Report, Violation, truncation_marker,
 };
 pub use spec::{Access, DEFAULT_PATH, Grant, Judge, Level, Limits, NetGrant, Network, Spec};
+
+/// Whether moat runs as root (the container level needs it).
+#[cfg(target_os = "linux")]
+pub use linux::privileged;
 
 /// Runs one command as `spec` says and reports how it ended.
 ///
@@ -60,13 +69,19 @@ pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
         Level::Process | Level::None => Err(SandboxError::Unsupported(
             "the sandbox needs Linux (namespaces, seccomp, Landlock)".into(),
         )),
-        Level::Container => Err(delegated(Level::Container)),
-        Level::Vm => Err(delegated(Level::Vm)),
+        #[cfg(target_os = "linux")]
+        Level::Container => match find_on_path("runsc") {
+            Some(runsc) => linux::gvisor::run_container(spec, &runsc),
+            None => Err(delegated(Level::Container, false)),
+        },
+        #[cfg(not(target_os = "linux"))]
+        Level::Container => Err(delegated(Level::Container, false)),
+        Level::Vm => Err(delegated(Level::Vm, find_on_path("firecracker").is_some())),
     }
 }
 
-/// The refusal for a level that delegates to an external runtime.
-fn delegated(level: Level) -> SandboxError {
+/// The refusal for a level that delegates to an external runtime: `installed` or not.
+fn delegated(level: Level, installed: bool) -> SandboxError {
     let (program, how) = match level {
         Level::Container => (
             "runsc",
@@ -77,7 +92,7 @@ fn delegated(level: Level) -> SandboxError {
             "install Firecracker (https://github.com/firecracker-microvm/firecracker/releases) with a guest kernel and root filesystem",
         ),
     };
-    if find_on_path(program) {
+    if installed {
         SandboxError::Unsupported(format!(
             "{program} is installed, but this build of moat cannot drive it yet; choose level = \"process\""
         ))
@@ -90,9 +105,11 @@ fn delegated(level: Level) -> SandboxError {
     }
 }
 
-fn find_on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+/// Where `program` is on moat's `PATH`.
+pub fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
 }
 
 /// What this kernel offers the `process` level, for `moat doctor` and test reports.
@@ -131,5 +148,23 @@ pub fn kernel_support() -> KernelSupport {
         user_namespaces_restricted: read("/proc/sys/user/max_user_namespaces") == Some(0)
             || (!privileged && unprivileged_blocked),
         limits: linux::cgroup_probe(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_runtime_is_named_with_how_to_install_it() {
+        let message = delegated(Level::Container, false).to_string();
+        assert!(
+            message.contains("runsc") && message.contains("gvisor.dev"),
+            "{message}"
+        );
+        let message = delegated(Level::Vm, false).to_string();
+        assert!(message.contains("firecracker"), "{message}");
+        let message = delegated(Level::Vm, true).to_string();
+        assert!(message.contains("level = \"process\""), "{message}");
     }
 }

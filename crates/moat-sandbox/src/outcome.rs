@@ -98,18 +98,22 @@ pub enum LimitMechanism {
         /// Why no cgroup could be used.
         why_not_cgroup: String,
     },
+    /// gVisor's `runsc` (the `container` level): the sandbox's own cgroup holds memory
+    /// (gVisor's kernel included), processes and a CPU quota.
+    Runsc,
     /// Nothing beyond the wall-time and output limits (the `none` level).
     WallTimeOnly,
 }
 
 impl LimitMechanism {
-    /// A short name for reports and JSON: `cgroup_v2`, `cgroup_v1`, `rlimits`,
+    /// A short name for reports and JSON: `cgroup_v2`, `cgroup_v1`, `rlimits`, `runsc`,
     /// `wall_time_only`.
     pub fn name(&self) -> &'static str {
         match self {
             LimitMechanism::CgroupV2 { .. } => "cgroup_v2",
             LimitMechanism::CgroupV1 { .. } => "cgroup_v1",
             LimitMechanism::Rlimits { .. } => "rlimits",
+            LimitMechanism::Runsc => "runsc",
             LimitMechanism::WallTimeOnly => "wall_time_only",
         }
     }

@@ -194,6 +194,7 @@ pub fn run(home: &Home) -> ExitCode {
     }
 
     results.push(("sandbox", sandbox_support()));
+    results.push(("sandbox container level", container_level()));
 
     // Messages can quote configuration; they leave the process redacted like everything else.
     let redactor = moat_core::redact::global();
@@ -218,6 +219,20 @@ pub fn run(home: &Home) -> ExitCode {
     } else {
         println!("\nAll checks passed.");
         ExitCode::SUCCESS
+    }
+}
+
+/// Whether profiles at `level = "container"` can run: gVisor's runsc on PATH, and root.
+fn container_level() -> Outcome {
+    match moat_sandbox::find_on_path("runsc") {
+        None => Outcome::Warn(
+            "runsc (gVisor) is not on PATH: profiles at level \"container\" are refused (install gVisor, e.g. apt-get install runsc)".into(),
+        ),
+        Some(runsc) if !moat_sandbox::privileged() => Outcome::Warn(format!(
+            "{} found, but the container level needs moat to run as root",
+            runsc.display()
+        )),
+        Some(runsc) => Outcome::Ok(format!("gVisor's {} drives level \"container\"", runsc.display())),
     }
 }
 

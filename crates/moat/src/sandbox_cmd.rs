@@ -361,7 +361,9 @@ fn summary(report: &Report, profile: &str) -> String {
             moat_sandbox::LimitMechanism::Rlimits { why_not_cgroup } => {
                 format!("limits by rlimits (no cgroup: {why_not_cgroup})")
             }
-            moat_sandbox::LimitMechanism::WallTimeOnly => "wall time only".into(),
+            moat_sandbox::LimitMechanism::Runsc | moat_sandbox::LimitMechanism::WallTimeOnly => {
+                e.limits.name().into()
+            }
         });
         parts.push(format!("host uid {}", e.host_uid));
         parts.push(format!("CPU {:?}", e.cpus));
@@ -370,6 +372,9 @@ fn summary(report: &Report, profile: &str) -> String {
         } else {
             "no network".into()
         });
+    }
+    if e.level == Level::Container {
+        parts.push("gVisor (runsc), limits by its cgroup, no network".into());
     }
     let outcome = match report.violation {
         Some(v) => format!(

@@ -290,6 +290,42 @@ fn json_reports_the_outcome_and_the_enforcement() {
     assert!(v["enforcement"]["landlock_abi"].as_u64().is_some(), "{out}");
 }
 
+#[test]
+fn a_container_profile_runs_on_gvisor_and_says_so() {
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[sandbox.profiles.gv]\nlevel = \"container\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = sandbox(
+        home.path(),
+        &[
+            "--profile",
+            "gv",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "dmesg | head -1; exit 5",
+        ],
+        &[],
+    );
+    assert_eq!(code, 5, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect(&err);
+    assert!(v["stdout"].as_str().unwrap().contains("gVisor"), "{out}");
+    assert_eq!(v["enforcement"]["level"], "container");
+    assert_eq!(v["enforcement"]["limits"], "runsc");
+
+    let (code, _, err) = sandbox(
+        home.path(),
+        &["--profile", "gv", "--", "sh", "-c", "exit 2"],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("container level, gVisor (runsc)"), "{err}");
+}
+
 /// A host service on 127.0.0.1 that answers one HTTP request per connection.
 fn http_service() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,9 +1,11 @@
 //! The Linux implementation: the `process` level (namespaces, a new root, Landlock,
-//! seccomp, a cgroup or rlimits) and the unconfined `none` level, sharing one supervisor.
+//! seccomp, a cgroup or rlimits), the `container` level (gVisor's runsc) and the
+//! unconfined `none` level, sharing one supervisor.
 
 mod bpf;
 mod cgroup;
 mod child;
+pub mod gvisor;
 pub mod landlock;
 mod plan;
 mod proxy;
@@ -331,25 +333,8 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
         // SAFETY: kill takes no pointers; -pid is the process group we created.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     };
-    let mut guard = supervise::ChildGuard {
-        pid,
-        kill: &kill,
-        armed: true,
-    };
     let pidfd = sys::pidfd_open(pid)?;
-    let finished = supervise::supervise(supervise::Running {
-        pid,
-        pidfd: pidfd.as_fd(),
-        stdin: child.stdin.take().map(OwnedFd::from),
-        stdout: child.stdout.take().map(OwnedFd::from).expect("piped"),
-        stderr: child.stderr.take().map(OwnedFd::from).expect("piped"),
-        input: &spec.stdin,
-        output_limit: spec.limits.output_bytes,
-        deadline,
-        kill: &kill,
-        listener: None,
-    })?;
-    guard.armed = false;
+    let finished = supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill)?;
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
     Ok(finished.into_report(

@@ -31,12 +31,12 @@ const STAGING: &str = "/tmp";
 /// The uid and gid the command has inside.
 pub const SANDBOX_ID: u32 = 1000;
 /// The host identity used when moat runs as root: the command must not be root anywhere.
-const NOBODY: u32 = 65534;
+pub(super) const NOBODY: u32 = 65534;
 
 /// Host directories shared read-only when present.
-const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub(super) const SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Host files and folders under `/etc` that programs need to start.
-const ETC_SHARED: &[&str] = &[
+pub(super) const ETC_SHARED: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",
@@ -63,10 +63,10 @@ const RESERVED: &[&str] = &[
     "/workspace",
 ];
 
-const PASSWD: &str = "root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:1000:1000:moat sandbox:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n";
-const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
-const HOSTS: &str = "127.0.0.1\tlocalhost moat-sandbox\n::1\tlocalhost\n";
-const NSSWITCH: &str = "passwd: files\ngroup: files\nhosts: files\n";
+pub(super) const PASSWD: &str = "root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:1000:1000:moat sandbox:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n";
+pub(super) const GROUP: &str = "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n";
+pub(super) const HOSTS: &str = "127.0.0.1\tlocalhost moat-sandbox\n::1\tlocalhost\n";
+pub(super) const NSSWITCH: &str = "passwd: files\ngroup: files\nhosts: files\n";
 /// The sandbox's hostname (its own UTS namespace).
 pub const HOSTNAME: &[u8] = b"moat-sandbox";
 
@@ -185,7 +185,7 @@ fn staged(inside: &Path) -> CString {
 }
 
 /// Resolves a host path the caller named to an absolute, symlink-free directory.
-fn resolve_dir(path: &Path) -> Result<PathBuf, SandboxError> {
+pub(super) fn resolve_dir(path: &Path) -> Result<PathBuf, SandboxError> {
     let resolved = std::fs::canonicalize(path).map_err(|source| SandboxError::Path {
         path: path.to_path_buf(),
         source,
@@ -260,21 +260,14 @@ fn pick_cpus(n: u32) -> Result<(libc::cpu_set_t, Vec<usize>), SandboxError> {
     Ok((set, chosen))
 }
 
-fn valid_env_name(name: &str) -> bool {
+pub(super) fn valid_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// Builds the plan for `spec`. Host paths are resolved and checked here, so a missing
-/// grant or workspace fails before anything is started.
-/// The child's plan for `spec`.
-pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
-    let program = spec.program.as_bytes();
-    if program.is_empty() {
-        return Err(SandboxError::Invalid("no command given".into()));
-    }
-    let limits = &spec.limits;
+/// Refuses limits no sandbox can run under.
+pub(super) fn check_limits(limits: &crate::Limits) -> Result<(), SandboxError> {
     if limits.memory_bytes < 16 * 1024 * 1024 {
         return Err(SandboxError::Invalid(
             "the memory limit must be at least 16 MiB".into(),
@@ -285,6 +278,68 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
             "the process, CPU and wall-time limits must be above zero".into(),
         ));
     }
+    Ok(())
+}
+
+/// The granted folders, resolved: none may be `/`, cover or lie in a folder the sandbox
+/// provides itself, or overlap another grant.
+pub(super) fn checked_grants(spec: &Spec) -> Result<Vec<(PathBuf, Access)>, SandboxError> {
+    let mut grants: Vec<(PathBuf, Access)> = Vec::new();
+    for grant in &spec.grants {
+        let path = resolve_dir(&grant.path)?;
+        if path == Path::new("/") || RESERVED.iter().any(|r| within(&path, Path::new(r))) {
+            return Err(SandboxError::ReservedPath(path));
+        }
+        if let Some((other, _)) = grants
+            .iter()
+            .find(|(g, _)| within(&path, g) || within(g, &path))
+        {
+            return Err(SandboxError::Invalid(format!(
+                "the grants {} and {} overlap; grant one folder that covers what is needed",
+                other.display(),
+                path.display()
+            )));
+        }
+        grants.push((path, grant.access));
+    }
+    Ok(grants)
+}
+
+/// Nothing shared may contain a hidden path or lie inside one; the workspace may lie
+/// inside one (it is a folder of moat's home made for this call) but not contain it.
+pub(super) fn check_hidden(
+    spec: &Spec,
+    workspace: &Path,
+    exposed: &[PathBuf],
+) -> Result<(), SandboxError> {
+    for hidden in &spec.hidden {
+        let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
+        let exposes = |shared: &PathBuf| {
+            if shared == workspace {
+                within(&hidden, shared) && hidden != *shared
+            } else {
+                within(&hidden, shared) || within(shared, &hidden)
+            }
+        };
+        if let Some(shared) = exposed.iter().find(|e| exposes(e)) {
+            return Err(SandboxError::ExposesHidden {
+                grant: shared.clone(),
+                hidden,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Builds the plan for `spec`. Host paths are resolved and checked here, so a missing
+/// grant or workspace fails before anything is started.
+pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
+    let program = spec.program.as_bytes();
+    if program.is_empty() {
+        return Err(SandboxError::Invalid("no command given".into()));
+    }
+    let limits = &spec.limits;
+    check_limits(limits)?;
 
     let mut ops = Vec::new();
     let mut sources = Vec::new();
@@ -416,24 +471,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     rules.push((cstring("/workspace", "path")?, fs::READ_WRITE));
     exposed.push(workspace.clone());
 
-    let mut grants: Vec<(PathBuf, Access)> = Vec::new();
-    for grant in &spec.grants {
-        let path = resolve_dir(&grant.path)?;
-        if path == Path::new("/") || RESERVED.iter().any(|r| within(&path, Path::new(r))) {
-            return Err(SandboxError::ReservedPath(path));
-        }
-        if let Some((other, _)) = grants
-            .iter()
-            .find(|(g, _)| within(&path, g) || within(g, &path))
-        {
-            return Err(SandboxError::Invalid(format!(
-                "the grants {} and {} overlap; grant one folder that covers what is needed",
-                other.display(),
-                path.display()
-            )));
-        }
-        grants.push((path, grant.access));
-    }
+    let grants = checked_grants(spec)?;
     for (path, access) in &grants {
         let mut ancestor = PathBuf::from("/");
         for part in path.components().skip(1) {
@@ -456,24 +494,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         exposed.push(path.clone());
     }
 
-    // Nothing shared may contain a hidden path or lie inside one; the workspace may lie
-    // inside one (it is a folder of moat's home made for this call) but not contain it.
-    for hidden in &spec.hidden {
-        let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
-        let exposes = |shared: &PathBuf| {
-            if *shared == workspace {
-                within(&hidden, shared) && hidden != *shared
-            } else {
-                within(&hidden, shared) || within(shared, &hidden)
-            }
-        };
-        if let Some(shared) = exposed.iter().find(|e| exposes(e)) {
-            return Err(SandboxError::ExposesHidden {
-                grant: shared.clone(),
-                hidden,
-            });
-        }
-    }
+    check_hidden(spec, &workspace, &exposed)?;
 
     let mut argv = vec![cstring(program, "the command")?];
     for arg in &spec.args {

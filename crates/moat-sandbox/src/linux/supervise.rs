@@ -131,6 +131,38 @@ impl Drop for ChildGuard<'_> {
     }
 }
 
+/// Supervises a command started with `std::process::Command` (stdio piped): a guard kills
+/// it on any early return, as for the process level's own child.
+pub fn supervise_spawned(
+    child: &mut std::process::Child,
+    pidfd: BorrowedFd<'_>,
+    spec: &crate::Spec,
+    deadline: Instant,
+    kill: &dyn Fn(),
+) -> std::io::Result<Finished> {
+    let pid = child.id() as libc::pid_t;
+    let mut guard = ChildGuard {
+        pid,
+        kill,
+        armed: true,
+    };
+    let piped = |fd: Option<OwnedFd>| fd.ok_or_else(|| std::io::Error::other("stdio not piped"));
+    let finished = supervise(Running {
+        pid,
+        pidfd,
+        stdin: child.stdin.take().map(OwnedFd::from),
+        stdout: piped(child.stdout.take().map(OwnedFd::from))?,
+        stderr: piped(child.stderr.take().map(OwnedFd::from))?,
+        input: &spec.stdin,
+        output_limit: spec.limits.output_bytes,
+        deadline,
+        kill,
+        listener: None,
+    })?;
+    guard.armed = false; // supervise reaped it
+    Ok(finished)
+}
+
 /// Runs the loop until the command has ended and its output is read.
 pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
     let mut stdin = run.stdin;
