@@ -174,6 +174,16 @@ fn validate_tools(s: &SandboxConfig) -> Result<(), (String, String)> {
 /// Checks `[sandbox]`; the error names the key.
 pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
     validate_tools(s)?;
+    // `default` serves every tool without an entry, at every trust level: at level none
+    // it would run any sender's tool calls on the host.
+    if s.profiles.get("default").is_some_and(|p| p.level == "none") {
+        return Err((
+            "sandbox.profiles.default.level".into(),
+            format!(
+                "\"default\" runs every tool not listed in [sandbox.tools], for everyone, so it cannot be \"none\": give that level to another profile and choose it under [sandbox.tools.TOOL] trust.{OWNER}"
+            ),
+        ));
+    }
     for (name, p) in &s.profiles {
         let key = |field: &str| format!("sandbox.profiles.{name}.{field}");
         if !LEVELS.contains(&p.level.as_str()) {
@@ -317,6 +327,9 @@ mod tests {
         assert_eq!(key, "sandbox.tools.shell.trust.owner");
         assert!(why.contains("no profile \"nope\""), "{why}");
         assert_eq!(refused("[tools.Shell]").0, "sandbox.tools.Shell");
+        let (key, why) = refused("[profiles.default]\nlevel = \"none\"");
+        assert_eq!(key, "sandbox.profiles.default.level");
+        assert!(why.contains("every tool not listed"), "{why}");
         assert_eq!(
             refused("[tools.shell]\ntrust = { \"Owner \" = \"default\" }").0,
             "sandbox.tools.shell.trust.Owner "
