@@ -31,10 +31,14 @@ const MAX_HEAD: usize = 8 * 1024;
 /// Time for a client to send its request head, and for a destination to accept.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Decisions kept for the report.
+/// Decisions kept for the report, of each kind: allowed connections cannot crowd the
+/// refusals (which the audit log records) out. Past the cap, one last event counts the
+/// rest.
 const MAX_EVENTS: usize = 256;
 /// The destination logged for a connection refused before it named one.
 const UNPARSED: &str = "(no destination)";
+/// The destination of the event that counts decisions past [`MAX_EVENTS`].
+const UNTOLD: &str = "(more connections)";
 
 /// A running proxy; [`Proxy::stop`] ends it and every tunnel.
 pub struct Proxy {
@@ -83,13 +87,39 @@ impl State {
 
     fn log(&self, destination: String, allowed: bool, reason: String) {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if events.len() < MAX_EVENTS {
-            events.push(NetEvent {
-                destination,
-                allowed,
-                reason,
-            });
-        }
+        record(&mut events, destination, allowed, reason);
+    }
+}
+
+/// Adds one decision to `events`, within [`MAX_EVENTS`] of each kind.
+fn record(events: &mut Vec<NetEvent>, destination: String, allowed: bool, reason: String) {
+    let kept = events.iter().filter(|e| e.allowed == allowed).count();
+    // Past the cap, the last event of the kind counts the rest.
+    let counting = events
+        .iter_mut()
+        .rev()
+        .find(|e| e.allowed == allowed)
+        .filter(|e| e.destination == UNTOLD);
+    if let Some(summary) = counting {
+        let before: u64 = summary
+            .reason
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        summary.reason = format!("{} more not itemized", before + 1);
+    } else if kept < MAX_EVENTS {
+        events.push(NetEvent {
+            destination,
+            allowed,
+            reason,
+        });
+    } else {
+        events.push(NetEvent {
+            destination: UNTOLD.into(),
+            allowed,
+            reason: "1 more not itemized".into(),
+        });
     }
 }
 
@@ -294,8 +324,10 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<Request, (u16, &'static str)>
 }
 
 /// The head sent on for a plain request: the target in origin form, the headers minus
-/// the hop-by-hop ones the proxy itself answers to, `Host` if the client sent none, and
-/// `Connection: close` (a later request on the same connection could name another host).
+/// the hop-by-hop ones the proxy itself answers to, `Host` set to the authority that was
+/// checked (a client's own `Host` could name an ungranted site that shares the granted
+/// server), and `Connection: close` (a later request on the same connection could name
+/// another host).
 fn forwarded_head(
     method: &str,
     path: &str,
@@ -304,7 +336,6 @@ fn forwarded_head(
     authority: &str,
 ) -> Vec<u8> {
     let mut out = format!("{method} {path} {version}\r\n").into_bytes();
-    let mut has_host = false;
     for line in rest.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
@@ -314,17 +345,14 @@ fn forwarded_head(
         let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
         if matches!(
             name.as_str(),
-            "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive"
+            "connection" | "proxy-connection" | "proxy-authorization" | "keep-alive" | "host"
         ) {
             continue;
         }
-        has_host |= name == "host";
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    if !has_host {
-        out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
-    }
+    out.extend_from_slice(format!("Host: {authority}\r\n").as_bytes());
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out
 }
@@ -501,15 +529,40 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_kept_however_many_connections_were_allowed() {
+        let mut events = Vec::new();
+        for i in 0..MAX_EVENTS + 10 {
+            record(&mut events, format!("ok{i}:443"), true, "granted".into());
+        }
+        for i in 0..MAX_EVENTS + 3 {
+            record(
+                &mut events,
+                format!("no{i}:443"),
+                false,
+                "not granted".into(),
+            );
+        }
+        let refused: Vec<_> = events.iter().filter(|e| !e.allowed).collect();
+        assert_eq!(refused.len(), MAX_EVENTS + 1);
+        assert_eq!(refused[0].destination, "no0:443");
+        assert_eq!(refused[MAX_EVENTS].destination, UNTOLD);
+        assert_eq!(refused[MAX_EVENTS].reason, "3 more not itemized");
+        let allowed = events.iter().rfind(|e| e.allowed).unwrap();
+        assert_eq!(allowed.reason, "10 more not itemized");
+    }
+
+    #[test]
     fn plain_requests_go_on_in_origin_form_and_close() {
-        let head = b"POST http://API.example:8080/v1/x?q=1#frag HTTP/1.1\r\nHost: api.example:8080\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n";
+        // The client's Host names another site on the same server: the checked authority
+        // replaces it.
+        let head = b"POST http://API.example:8080/v1/x?q=1#frag HTTP/1.1\r\nHost: ungranted.example\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n";
         let Ok(Request::Forward { host, port, head }) = parse_request(head) else {
             panic!("not forwarded");
         };
         assert_eq!((host.as_str(), port), ("api.example", 8080));
         assert_eq!(
             String::from_utf8(head).unwrap(),
-            "POST /v1/x?q=1 HTTP/1.1\r\nHost: api.example:8080\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+            "POST /v1/x?q=1 HTTP/1.1\r\nContent-Length: 2\r\nHost: API.example:8080\r\nConnection: close\r\n\r\n"
         );
         // Port 80 by default; a Host header is added when missing; an empty path is /.
         let Ok(Request::Forward { host, port, head }) =
