@@ -48,10 +48,11 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
             "network grants apply to the process level; the container level has no network (only loopback): choose level = \"process\" for a tool that needs the egress proxy".into(),
         ));
     }
-    let bundle = Bundle::write(spec)?;
+    let bundle = Bundle::write(spec, runsc)?;
     super::hand_over_workspace(spec, plan::NOBODY, plan::NOBODY)?;
 
-    let mut child = Command::new(runsc)
+    let mut command = Command::new(runsc);
+    command
         .arg("--root")
         .arg(bundle.state())
         .arg("--network=none")
@@ -73,28 +74,39 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| SandboxError::Setup {
-            stage: "starting runsc",
-            source,
-            hint: "",
-        })?;
+        .stderr(Stdio::piped());
+    // If moat dies, runsc goes too: its container would otherwise run on without a
+    // wall-time limit. (The thread that starts runsc supervises it to the end.)
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|source| SandboxError::Setup {
+        stage: "starting runsc",
+        source,
+        hint: "",
+    })?;
     let pid = child.id() as libc::pid_t;
-    let pidfd = sys::pidfd_open(pid)?;
+    let pidfd = supervise::pidfd_or_kill(&mut child)?;
     // `runsc kill` ends the container's processes at once and `runsc run` exits, cleaning
     // up after itself. Killing runsc instead would leave the sandbox (in a session of its
     // own) to die slowly and its state for a slow `runsc delete`; that is only the
     // backstop for a sandbox that does not answer.
     let kill = || {
-        bundle.kill_container(runsc);
+        bundle.kill_container();
         if !sys::wait_readable(pidfd.as_raw_fd(), RUNSC_GRACE).unwrap_or(false) {
             // SAFETY: kill takes no pointers; -pid is the process group runsc leads.
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
     };
     let finished = supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill)?;
-    bundle.delete_sandbox(runsc);
+    bundle.delete_sandbox();
     let runtime_error = bundle.runtime_error();
 
     let cpu_limit_secs = cpu_limit_secs(&spec.limits);
@@ -169,6 +181,15 @@ fn refusal(spec: &Spec, message: String) -> SandboxError {
 struct Bundle {
     root: tempfile::TempDir,
     id: String,
+    runsc: PathBuf,
+}
+
+/// However the call ended (an early error included), the sandbox goes before its state
+/// folder does: without its state runsc could no longer find it to delete it.
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        self.delete_sandbox();
+    }
 }
 
 impl Bundle {
@@ -186,7 +207,7 @@ impl Bundle {
 
     /// Lays out the bundle for `spec`: host paths are resolved and checked first, so a
     /// refused grant fails before runsc starts.
-    fn write(spec: &Spec) -> Result<Bundle, SandboxError> {
+    fn write(spec: &Spec, runsc: &Path) -> Result<Bundle, SandboxError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         if spec.program.is_empty() {
             return Err(SandboxError::Invalid("no command given".into()));
@@ -229,15 +250,26 @@ impl Bundle {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let root = tempfile::Builder::new()
-            .prefix("moat-runsc-")
-            .tempdir()
-            .map_err(|source| SandboxError::Setup {
-                stage: "making the sandbox's bundle folder",
-                source,
-                hint: "",
-            })?;
-        let bundle = Bundle { root, id };
+        // config.json carries the call's secrets: on tmpfs (root's /run) where there is
+        // one, so that not even a crash leaves them on disk.
+        let mut folder = tempfile::Builder::new();
+        folder.prefix("moat-runsc-");
+        let run = Path::new("/run");
+        let root = if run.is_dir() {
+            folder.tempdir_in(run)
+        } else {
+            folder.tempdir()
+        }
+        .map_err(|source| SandboxError::Setup {
+            stage: "making the sandbox's bundle folder",
+            source,
+            hint: "",
+        })?;
+        let bundle = Bundle {
+            root,
+            id,
+            runsc: runsc.to_owned(),
+        };
         let namespaces: Vec<Value> = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
             .map(|kind| json!({ "type": kind }))
             .to_vec();
@@ -273,8 +305,8 @@ impl Bundle {
     /// Removes what a killed or failed `runsc run` left: the sandbox's state, then any of
     /// its cgroups still there (runsc leaves them when its sandbox fails to boot). A run
     /// that ended by itself has cleaned up already.
-    fn delete_sandbox(&self, runsc: &Path) {
-        self.force_delete(runsc);
+    fn delete_sandbox(&self) {
+        self.force_delete();
         let cgroups = Path::new("/sys/fs/cgroup");
         let mut groups = vec![cgroups.join(&self.id)];
         if let Ok(hierarchies) = std::fs::read_dir(cgroups) {
@@ -292,29 +324,45 @@ impl Bundle {
         std::fs::read_dir(self.state()).is_ok_and(|mut entries| entries.next().is_some())
     }
 
-    fn runsc(&self, runsc: &Path, args: &[&str]) {
-        let _ = Command::new(runsc)
+    /// Runs `runsc ARGS` on this sandbox's state, for at most [`RUNSC_GRACE`]: a runsc
+    /// that hangs must not hold up the wall-time kill it is part of.
+    fn runsc(&self, args: &[&str]) {
+        let started = Command::new(&self.runsc)
             .arg("--root")
             .arg(self.state())
             .args(args)
             .env_clear()
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
+            .spawn();
+        let Ok(mut child) = started else { return };
+        let done = sys::pidfd_open(child.id() as libc::pid_t)
+            .and_then(|fd| sys::wait_readable(fd.as_raw_fd(), RUNSC_GRACE))
+            .unwrap_or(false);
+        if !done {
+            tracing::warn!(
+                command = args.first().copied().unwrap_or(""),
+                "runsc did not answer in time; killed"
+            );
+            // SAFETY: kill takes no pointers; -pid is the process group runsc leads.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+        }
+        let _ = child.wait();
     }
 
     /// Kills every process of the container, if it still runs.
-    fn kill_container(&self, runsc: &Path) {
+    fn kill_container(&self) {
         if self.is_live() {
-            self.runsc(runsc, &["kill", "--all", &self.id, "KILL"]);
+            self.runsc(&["kill", "--all", &self.id, "KILL"]);
         }
     }
 
     /// Removes the sandbox and its state, if runsc left any.
-    fn force_delete(&self, runsc: &Path) {
+    fn force_delete(&self) {
         if self.is_live() {
-            self.runsc(runsc, &["delete", "--force", &self.id]);
+            self.runsc(&["delete", "--force", &self.id]);
         }
     }
 
@@ -360,7 +408,7 @@ impl RootFs {
             let access = if *writable { "rw" } else { "ro" };
             mounts.push(json!({
                 "destination": inside, "type": "bind", "source": host,
-                "options": ["rbind", access, "nosuid", "nodev"],
+                "options": ["bind", access, "nosuid", "nodev"],
             }));
         }
         mounts
@@ -498,7 +546,7 @@ mod tests {
     #[test]
     fn the_bundle_has_the_process_levels_filesystem_and_no_privilege() {
         let workspace = tempfile::tempdir().unwrap();
-        let bundle = Bundle::write(&spec(workspace.path())).unwrap();
+        let bundle = Bundle::write(&spec(workspace.path()), Path::new("runsc")).unwrap();
         let config: Value =
             serde_json::from_slice(&std::fs::read(bundle.dir().join("config.json")).unwrap())
                 .unwrap();
@@ -555,7 +603,7 @@ mod tests {
         }];
         hidden.hidden = vec![secret.path().join("vault")];
         assert!(matches!(
-            Bundle::write(&hidden),
+            Bundle::write(&hidden, Path::new("runsc")),
             Err(SandboxError::ExposesHidden { .. })
         ));
 
@@ -565,13 +613,13 @@ mod tests {
             access: Access::ReadOnly,
         }];
         assert!(matches!(
-            Bundle::write(&reserved),
+            Bundle::write(&reserved, Path::new("runsc")),
             Err(SandboxError::ReservedPath(_))
         ));
 
         let mut binary = spec(workspace.path());
         binary.args = vec![OsString::from_vec(vec![0xff, 0xfe])];
-        let Err(SandboxError::Invalid(why)) = Bundle::write(&binary) else {
+        let Err(SandboxError::Invalid(why)) = Bundle::write(&binary, Path::new("runsc")) else {
             panic!("a non-UTF-8 argument cannot go into config.json");
         };
         assert!(why.contains("process level"), "{why}");

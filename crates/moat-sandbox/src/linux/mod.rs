@@ -329,11 +329,11 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
             searched: spec.searched(),
         })?;
     let pid = child.id() as libc::pid_t;
+    let pidfd = supervise::pidfd_or_kill(&mut child)?;
     let kill = || {
         // SAFETY: kill takes no pointers; -pid is the process group we created.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     };
-    let pidfd = sys::pidfd_open(pid)?;
     let finished = supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill)?;
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };

@@ -131,6 +131,18 @@ impl Drop for ChildGuard<'_> {
     }
 }
 
+/// A pidfd for a command just started with `std::process::Command`, whose process group
+/// it leads. Without one it cannot be supervised: it is killed and reaped before the
+/// error returns, so nothing outlives a failed call.
+pub fn pidfd_or_kill(child: &mut std::process::Child) -> std::io::Result<OwnedFd> {
+    let pid = child.id() as libc::pid_t;
+    sys::pidfd_open(pid).inspect_err(|_| {
+        // SAFETY: kill takes no pointers; -pid is the process group the child leads.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = child.wait();
+    })
+}
+
 /// Supervises a command started with `std::process::Command` (stdio piped): a guard kills
 /// it on any early return, as for the process level's own child.
 pub fn supervise_spawned(
