@@ -9,12 +9,14 @@
 //! Tried in order:
 //! - cgroup v2, when moat's own cgroup hands the memory and pids controllers to its
 //!   children (already, or moat can enable them: the kernel refuses that while moat's
-//!   cgroup holds processes itself, unless it is the root).
+//!   cgroup holds processes itself, unless it is the root; when moat is the only one
+//!   there, it first moves itself into a leaf child, `moat-supervisor`, as systemd asks
+//!   of a service with `Delegate=yes`).
 //! - cgroup v1, the legacy hierarchies of a hybrid host, when the memory and pids
 //!   hierarchies let moat make a child group there (in practice: moat runs as root).
 //! - Neither: the caller falls back to rlimits and reports why.
 //!
-//! Each sandbox gets `moat-sandbox-<moat's pid>-<n>` beside nothing else of moat's, and it
+//! Each sandbox gets `moat-sandbox-<moat's pid>-<n>` (beside moat's leaf, if any), and it
 //! is removed when the sandbox ends; groups left by a moat that died are swept once per
 //! process.
 
@@ -54,7 +56,7 @@ impl Cgroup {
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let name = unique_name();
         let v2 = match own_dir(&mounts, &own, None) {
-            Some(parent) => match create_v2(&parent, &name, memory_bytes, processes) {
+            Some(parent) => match create_v2(delegating(&parent), &name, memory_bytes, processes) {
                 Ok(group) => return Ok(group),
                 Err(why) => why,
             },
@@ -193,6 +195,43 @@ fn unique_name() -> String {
     )
 }
 
+/// The leaf group moat moves itself into (see [`move_into_leaf`]).
+const SUPERVISOR: &str = "moat-supervisor";
+
+/// The group whose children the sandboxes' groups are: moat's own, or, once moat has
+/// moved into its leaf, the leaf's parent.
+fn delegating(own: &Path) -> &Path {
+    match own.parent() {
+        Some(parent) if own.file_name() == Some(std::ffi::OsStr::new(SUPERVISOR)) => parent,
+        _ => own,
+    }
+}
+
+/// When moat is the only process in its own group (a systemd service with
+/// `Delegate=yes`, say), moves it into a leaf child of that group, as systemd asks of a
+/// delegated service, so that the group may hand controllers to the sandboxes' groups
+/// beside the leaf. Another process there is not moat's to move: then nothing moves.
+fn move_into_leaf(parent: &Path) -> bool {
+    let me = std::process::id().to_string();
+    let procs = std::fs::read_to_string(parent.join("cgroup.procs")).unwrap_or_default();
+    if procs.split_whitespace().any(|pid| pid != me) || procs.trim().is_empty() {
+        return false;
+    }
+    let leaf = parent.join(SUPERVISOR);
+    if let Err(e) = std::fs::create_dir(&leaf)
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return false;
+    }
+    match std::fs::write(leaf.join("cgroup.procs"), &me) {
+        Ok(()) => {
+            tracing::info!(cgroup = %leaf.display(), "moved moat into a leaf cgroup so that sandboxes may have groups of their own beside it");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 fn create_v2(
     parent: &Path,
     name: &str,
@@ -214,12 +253,19 @@ fn create_v2(
     }
     let delegated = read("cgroup.subtree_control");
     if !has_word(&delegated, "memory") || !has_word(&delegated, "pids") {
-        std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids").map_err(|e| {
-            format!(
-                "cgroup v2 {} does not hand memory and pids to its children and cannot be made to ({e}; the kernel refuses while the group holds processes itself: run moat in a group of its own with a delegated subtree)",
-                parent.display()
-            )
-        })?;
+        let enable = || std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids");
+        enable()
+            .or_else(|e| match e.raw_os_error() {
+                // The kernel's "no internal processes" rule: moat's group holds moat.
+                Some(libc::EBUSY) if move_into_leaf(parent) => enable(),
+                _ => Err(e),
+            })
+            .map_err(|e| {
+                format!(
+                    "cgroup v2 {} does not hand memory and pids to its children and cannot be made to ({e}; the kernel refuses while the group holds processes other than moat: run moat in a group of its own with a delegated subtree, e.g. a systemd service with Delegate=yes)",
+                    parent.display()
+                )
+            })?;
     }
     sweep_once(parent);
     let dir = parent.join(name);
@@ -479,6 +525,18 @@ mod tests {
         write("cgroup.controllers", "cpu io\n");
         let why = create_v2(parent.path(), "moat-sandbox-1-1", 1 << 28, 8).unwrap_err();
         assert!(why.contains("no memory or pids controller"), "{why}");
+    }
+
+    #[test]
+    fn sandboxes_go_beside_moats_leaf_not_inside_it() {
+        let own = Path::new("/sys/fs/cgroup/system.slice/moat.service");
+        assert_eq!(delegating(own), own);
+        assert_eq!(delegating(&own.join(SUPERVISOR)), own);
+        // A fresh group holding someone else: nothing is moved.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), "1\n").unwrap();
+        assert!(!move_into_leaf(dir.path()));
+        assert!(!dir.path().join(SUPERVISOR).exists());
     }
 
     #[test]
