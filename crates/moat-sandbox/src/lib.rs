@@ -105,9 +105,11 @@ fn delegated(level: Level, installed: bool) -> SandboxError {
     }
 }
 
-/// Where `program` is on moat's `PATH`.
+/// Where `program` is on moat's `PATH` (absolute entries only: a relative one would
+/// pick a program by the current folder, for a runtime that runs as root).
 pub fn find_on_path(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(program))
         .find(|path| path.is_file())
 }

@@ -152,12 +152,28 @@ fn spec_for(
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let mut spec = Spec::new(program, rest.to_vec(), PathBuf::new());
     spec.level = Level::parse(&profile.level).expect("validated with the config");
+    let memory_mib = args.memory.unwrap_or(profile.memory_mib);
+    let memory_bytes = memory_mib.checked_mul(1024 * 1024).ok_or_else(|| {
+        Failure::usage(anyhow!(
+            "a memory limit of {memory_mib} MiB is beyond any machine"
+        ))
+    })?;
+    let output_bytes = profile
+        .output_kib
+        .checked_mul(1024)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "output_kib = {} is beyond any machine",
+                profile.output_kib
+            ))
+        })?;
     spec.limits = Limits {
-        memory_bytes: args.memory.unwrap_or(profile.memory_mib) * 1024 * 1024,
+        memory_bytes,
         cpus: profile.cpus,
         processes: profile.processes,
         wall_time: args.wall_time.unwrap_or(profile.wall_time),
-        output_bytes: (profile.output_kib * 1024) as usize,
+        output_bytes,
         ..Limits::default()
     };
     if spec.limits.wall_time.is_zero() {
