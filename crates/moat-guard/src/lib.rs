@@ -443,15 +443,13 @@ impl Scanner {
         // Letter-spaced words ("I G N O R E") joined up, each run with the words around
         // it; only what the joined run takes part in counts (the rest was found above).
         for d in normalize::despaced(&views.words, &views.words_at, &views.spaced_runs) {
-            let run = place(original_span(&d.at, text, d.run.clone()));
+            let runs: Vec<Range<usize>> = (d.runs.iter())
+                .map(|r| place(original_span(&d.at, text, r.clone())))
+                .collect();
             let mut found = Vec::new();
             let spaced = Some("letter-spacing");
             self.word_signals(&d.text, &d.at, text, spaced, &place, &hidden, &mut found);
-            out.extend(
-                found
-                    .into_iter()
-                    .filter(|s| s.span.start < run.end && run.start < s.span.end),
-            );
+            out.extend(found.into_iter().filter(|s| overlaps_any(&runs, &s.span)));
         }
         if !views.words.is_ascii() {
             for (range, weight) in detect::cjk_overrides(&views.words) {
@@ -497,11 +495,11 @@ impl Scanner {
                 weight: 0.7,
             });
         }
+        // Both lists are in text order: one pass over the tag runs serves every span.
+        let mut tag_runs = views.smuggled.iter().peekable();
         for span in &views.invisible {
-            let tags = views
-                .smuggled
-                .iter()
-                .any(|(r, _)| r.start >= span.start && r.end <= span.end);
+            while tag_runs.next_if(|(r, _)| r.start < span.start).is_some() {}
+            let tags = tag_runs.peek().is_some_and(|(r, _)| r.end <= span.end);
             out.push(Signal {
                 family: Family::InvisibleText,
                 rule: if tags {
@@ -613,6 +611,12 @@ impl Default for Scanner {
     }
 }
 
+/// Whether `span` overlaps one of `sorted` (in order, not overlapping each other).
+fn overlaps_any(sorted: &[Range<usize>], span: &Range<usize>) -> bool {
+    let i = sorted.partition_point(|r| r.end <= span.start);
+    sorted.get(i).is_some_and(|r| r.start < span.end)
+}
+
 /// Whether `start..end` of a `words` view is whole words.
 fn bounded(words: &[u8], start: usize, end: usize) -> bool {
     (start == 0 || words[start - 1] == b' ') && (end == words.len() || words[end] == b' ')
@@ -679,16 +683,29 @@ mod detect {
     use super::original_span;
     use crate::signals::*;
 
+    /// Longest alt text of a beacon, in bytes.
+    const MAX_ALT: usize = 512;
+
     /// `![alt](http…?…)`: an image whose URL carries a query, the classic beacon that
     /// leaks data when a client renders markdown.
     pub fn beacons(light: &str, at: &[u32], text: &str) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         let mut from = 0;
+        // The latest "![" before the current "](http", found by one forward pass over the
+        // text shared by every opener (searching back from each would be a pass per
+        // opener), and where that search has got to.
+        let mut alt: Option<usize> = None;
+        let mut alt_searched = 0;
         while let Some(i) = light[from..].find("](http") {
             let open = from + i;
             from = open + 2;
-            let alt_start = light[..open].rfind("![");
-            let Some(alt_start) = alt_start.filter(|&s| open - s <= 512) else {
+            while let Some(j) = light[alt_searched..open].find("![") {
+                alt = Some(alt_searched + j);
+                alt_searched += j + 2;
+            }
+            // No "![" starts at open - 1 (the opener's ']' is there): resume at the opener.
+            alt_searched = open;
+            let Some(alt_start) = alt.filter(|&s| open - s <= MAX_ALT) else {
                 continue;
             };
             if light[alt_start + 2..open].contains('\n') {
@@ -723,17 +740,14 @@ mod detect {
     /// `curl … | sh` and friends on one line.
     pub fn pipe_to_shell(light: &str, at: &[u32], text: &str) -> Vec<Range<usize>> {
         let mut out = Vec::new();
-        let mut done_line = usize::MAX;
-        // Only lines with a pipe can pipe to a shell: start from each '|'.
-        for (pipe_at, _) in light.match_indices('|') {
-            let line_start = light[..pipe_at].rfind('\n').map_or(0, |i| i + 1);
-            if line_start == done_line {
+        let mut line_start = 0;
+        // Line by line, each once: only lines with a pipe can pipe to a shell.
+        for line in light.split_inclusive('\n') {
+            let start = line_start;
+            line_start += line.len();
+            if !line.contains('|') {
                 continue;
             }
-            let line_end = light[pipe_at..]
-                .find('\n')
-                .map_or(light.len(), |i| pipe_at + i);
-            let line = &light[line_start..line_end];
             let fetch = ["curl ", "wget ", "iwr ", "invoke-webrequest"]
                 .iter()
                 .filter_map(|f| line.find(f))
@@ -748,12 +762,7 @@ mod detect {
             .filter_map(|p| rest.find(p).map(|i| i + p.len()))
             .min();
             if let Some(end) = pipe {
-                done_line = line_start;
-                out.push(original_span(
-                    at,
-                    text,
-                    line_start + fetch..line_start + fetch + end,
-                ));
+                out.push(original_span(at, text, start + fetch..start + fetch + end));
             }
         }
         out
