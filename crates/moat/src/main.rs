@@ -61,7 +61,28 @@ pub fn load_config(home: &Home, flags: &[Override]) -> Result<Loaded, Failure> {
     Config::load(home, flags).map_err(|e| Failure::usage(e.into()))
 }
 
+/// Rust ignores SIGPIPE, so printing to a reader that has gone (`moat audit list | head`)
+/// panics. A closed stdout is the reader's choice, not a failure of moat's: leave quietly
+/// with the status a shell shows for SIGPIPE, as other command-line tools do.
+fn leave_quietly_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // std's own wording for a failed print!; EPIPE is os error 32 on Linux.
+        if message.starts_with("failed printing to stdout") && message.contains("(os error 32)") {
+            std::process::exit(128 + 13);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    leave_quietly_when_stdout_closes();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -92,8 +113,15 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let home = || Home::locate(cli.home.as_deref()).map_err(|e| Failure::usage(e.into()));
     match &cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "moat", &mut std::io::stdout());
-            Ok(ExitCode::SUCCESS)
+            // Into memory first: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "moat", &mut script);
+            match std::io::stdout().lock().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::runtime(
+                    anyhow::Error::from(e).context("cannot write the completion script"),
+                )),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Serve(args) => serve::run(&home()?, args, cli.verbose).map(|()| ExitCode::SUCCESS),
         Command::Config(ConfigCommand::Path) => {

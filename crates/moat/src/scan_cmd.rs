@@ -1,11 +1,12 @@
 //! `moat scan FILE|-`: the prompt-injection scanner on a file or standard input.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use moat_guard::{Scanner, Tier};
+use moat_guard::{Report, Scanner, Tier};
 
 use crate::Failure;
 
@@ -32,18 +33,108 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Failure> {
             .with_context(|| format!("cannot read {}", file.display()))
             .map_err(Failure::runtime)?;
     }
-    // Spans are byte offsets into the text as decoded; invalid UTF-8 becomes U+FFFD.
-    let text = String::from_utf8_lossy(&bytes);
-    let report = Scanner::global().scan(&text);
-    if json {
-        let out = serde_json::to_string_pretty(&report).expect("a report serializes");
-        println!("{out}");
-        return Ok(exit_code(report.tier));
+    let input = Input::decode(&bytes);
+    let report = Scanner::global().scan(&input.text);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if json {
+        // Spans as byte offsets into the input, as in the text report.
+        let mut shown = report.clone();
+        for s in &mut shown.signals {
+            s.span = input.original(s.span.clone());
+        }
+        serde_json::to_writer_pretty(&mut out, &shown)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        write_text(&mut out, &input, &report)
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => Ok(exit_code(report.tier)),
+        // A reader that stopped early (`| head`) has what it wanted: the tier still counts.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit_code(report.tier)),
+        Err(e) => Err(Failure::runtime(
+            anyhow::Error::from(e).context("cannot write the report"),
+        )),
     }
-    println!("tier: {} (score {:.2})", report.tier.as_str(), report.score);
+}
+
+/// The input as the scanner reads it (invalid UTF-8 as U+FFFD), and the way back to the
+/// input's own byte offsets, so that spans point into the file even where it is not text.
+struct Input {
+    text: String,
+    /// Where each stretch of `text` came from: (text range, input range), in order; a
+    /// stretch of invalid bytes is one U+FFFD in `text`.
+    pieces: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Input {
+    fn decode(bytes: &[u8]) -> Input {
+        let mut text = String::with_capacity(bytes.len());
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for chunk in bytes.utf8_chunks() {
+            for (part, len) in [
+                (chunk.valid(), chunk.valid().len()),
+                (
+                    if chunk.invalid().is_empty() {
+                        ""
+                    } else {
+                        "\u{FFFD}"
+                    },
+                    chunk.invalid().len(),
+                ),
+            ] {
+                if len > 0 {
+                    pieces.push((text.len()..text.len() + part.len(), at..at + len));
+                    text.push_str(part);
+                    at += len;
+                }
+            }
+        }
+        Input { text, pieces }
+    }
+
+    /// The input bytes that `span` of the text came from.
+    fn original(&self, span: Range<usize>) -> Range<usize> {
+        self.offset(span.start)..self.offset(span.end)
+    }
+
+    /// Spans fall on character boundaries: inside a valid stretch the offset carries over;
+    /// a replacement character starts where its invalid bytes do.
+    fn offset(&self, t: usize) -> usize {
+        let i = self.pieces.partition_point(|(text, _)| text.start <= t);
+        match i.checked_sub(1).map(|i| &self.pieces[i]) {
+            Some((text, input)) if t < text.end || i == self.pieces.len() => {
+                input.start + (t - text.start).min(input.len())
+            }
+            Some((_, input)) => input.end,
+            None => 0,
+        }
+    }
+}
+
+/// The report for people: the tier, then each signal with its span (in input bytes),
+/// line and excerpt.
+fn write_text(out: &mut impl Write, input: &Input, report: &Report) -> std::io::Result<()> {
+    let text = input.text.as_str();
+    writeln!(
+        out,
+        "tier: {} (score {:.2})",
+        report.tier.as_str(),
+        report.score
+    )?;
     let redactor = moat_core::redact::global();
+    // Signals come in text order: lines are counted as the spans move on, not from the
+    // start for each (hostile text can carry a signal every few bytes).
+    let (mut counted_to, mut line) = (0, 1);
     for s in &report.signals {
-        let line = text[..s.span.start].matches('\n').count() + 1;
+        if s.span.start > counted_to {
+            line += text.as_bytes()[counted_to..s.span.start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            counted_to = s.span.start;
+        }
         let excerpt: String = text[s.span.clone()].chars().take(80).collect();
         // Debug formatting escapes control characters: scanned text may be hostile.
         let excerpt = format!("{:?}", redactor.redact(&excerpt));
@@ -52,13 +143,37 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Failure> {
             .as_deref()
             .map(|e| format!(" (hidden: {e})"))
             .unwrap_or_default();
-        println!(
+        let span = input.original(s.span.clone());
+        writeln!(
+            out,
             "  {}..{} line {line}: {} {excerpt}{hidden} [{}]",
-            s.span.start,
-            s.span.end,
+            span.start,
+            span.end,
             s.family.as_str(),
             s.rule
-        );
+        )?;
     }
-    Ok(exit_code(report.tier))
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_map_back_to_the_input_bytes_around_invalid_utf8() {
+        let input = Input::decode(b"ab\xff\xfecd\xe2\x82");
+        assert_eq!(input.text, "ab\u{FFFD}\u{FFFD}cd\u{FFFD}");
+        // "ab" | U+FFFD (\xff) | U+FFFD (\xfe) | "cd" | U+FFFD (\xe2\x82, cut short)
+        assert_eq!(input.original(0..2), 0..2);
+        assert_eq!(input.original(2..5), 2..3);
+        assert_eq!(input.original(2..8), 2..4);
+        assert_eq!(input.original(8..10), 4..6);
+        assert_eq!(input.original(8..13), 4..8);
+        assert_eq!(input.original(13..13), 8..8);
+        let valid = Input::decode("héllo".as_bytes());
+        assert_eq!(valid.original(1..3), 1..3);
+        assert_eq!(valid.original(0..6), 0..6);
+        assert_eq!(Input::decode(b"").original(0..0), 0..0);
+    }
 }
