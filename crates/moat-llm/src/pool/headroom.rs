@@ -58,19 +58,46 @@ impl Kind {
         }
     }
 
-    fn anthropic(self) -> &'static str {
+    /// Anthropic's `(limit, remaining, reset)` headers for this quantity (spelled out:
+    /// this runs on every response).
+    fn anthropic(self) -> [&'static str; 3] {
         match self {
-            Kind::Requests => "requests",
-            Kind::Tokens => "tokens",
-            Kind::InputTokens => "input-tokens",
-            Kind::OutputTokens => "output-tokens",
+            Kind::Requests => [
+                "anthropic-ratelimit-requests-limit",
+                "anthropic-ratelimit-requests-remaining",
+                "anthropic-ratelimit-requests-reset",
+            ],
+            Kind::Tokens => [
+                "anthropic-ratelimit-tokens-limit",
+                "anthropic-ratelimit-tokens-remaining",
+                "anthropic-ratelimit-tokens-reset",
+            ],
+            Kind::InputTokens => [
+                "anthropic-ratelimit-input-tokens-limit",
+                "anthropic-ratelimit-input-tokens-remaining",
+                "anthropic-ratelimit-input-tokens-reset",
+            ],
+            Kind::OutputTokens => [
+                "anthropic-ratelimit-output-tokens-limit",
+                "anthropic-ratelimit-output-tokens-remaining",
+                "anthropic-ratelimit-output-tokens-reset",
+            ],
         }
     }
 
-    fn openai(self) -> Option<&'static str> {
+    /// OpenAI's `(limit, remaining, reset)` headers, for the quantities it reports.
+    fn openai(self) -> Option<[&'static str; 3]> {
         match self {
-            Kind::Requests => Some("requests"),
-            Kind::Tokens => Some("tokens"),
+            Kind::Requests => Some([
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ]),
+            Kind::Tokens => Some([
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ]),
             _ => None,
         }
     }
@@ -100,19 +127,12 @@ impl Headroom {
         let wall = SystemTime::now();
         let mut any = false;
         for kind in Kind::ALL {
-            let a = |part: &str| format!("anthropic-ratelimit-{}-{part}", kind.anthropic());
             let from_anthropic =
-                read_dim(headers, &a("limit"), &a("remaining"), &a("reset"), |v| {
-                    parse_rfc3339(v, wall, now)
-                });
-            let from_openai = kind.openai().and_then(|name| {
-                read_dim(
-                    headers,
-                    &format!("x-ratelimit-limit-{name}"),
-                    &format!("x-ratelimit-remaining-{name}"),
-                    &format!("x-ratelimit-reset-{name}"),
-                    |v| parse_go_duration(v).map(|d| now + d.min(MAX_RESET)),
-                )
+                read_dim(headers, kind.anthropic(), |v| parse_rfc3339(v, wall, now));
+            let from_openai = kind.openai().and_then(|names| {
+                read_dim(headers, names, |v| {
+                    parse_go_duration(v).map(|d| now + d.min(MAX_RESET))
+                })
             });
             if let Some(d) = from_anthropic.or(from_openai) {
                 self.dims[kind as usize] = Some(d);
@@ -172,9 +192,7 @@ impl Headroom {
 
 fn read_dim(
     headers: &HeaderMap,
-    limit: &str,
-    remaining: &str,
-    reset: &str,
+    [limit, remaining, reset]: [&str; 3],
     parse_reset: impl Fn(&str) -> Option<Instant>,
 ) -> Option<Dim> {
     let num = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
