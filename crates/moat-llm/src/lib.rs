@@ -29,6 +29,7 @@
 pub mod analytics;
 pub mod backend;
 pub mod errors;
+pub mod json_size;
 pub mod oauth;
 pub mod pool;
 pub mod proxy;
@@ -438,7 +439,7 @@ async fn relay_from_holder(
             .unwrap_or_else(|| format!("backend {:?} answered {status}", holder.backend));
         return ApiError::new(status, message).response(ApiFormat::OpenAi);
     }
-    match serde_json::from_slice::<serde_json::Value>(&body) {
+    match json_size::parse(&body) {
         Ok(fresh) if fresh["id"] == id => {
             if let Err(e) = store.put(&stored.input, &fresh, Some(holder)) {
                 tracing::error!(error = %e, "storing a response");

@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::backend::{Backend, Endpoint, Slot};
 use crate::errors::{ApiError, ApiFormat, upstream_message};
+use crate::json_size;
 use crate::pool::{AccountEvent, InUse, Verdict};
 use crate::routing::{RouteError, Target};
 use crate::sse::SseParser;
@@ -214,9 +215,23 @@ impl ClientBody {
 
     fn value(&self) -> Result<&Value, ApiError> {
         self.value
-            .get_or_init(|| serde_json::from_slice(&self.raw).map_err(|e| bad_json(&e)))
+            .get_or_init(|| json_size::parse(&self.raw).map_err(refused_body))
             .as_ref()
             .map_err(Clone::clone)
+    }
+}
+
+/// A client body that cannot be parsed for translation.
+fn refused_body(why: json_size::Refused) -> ApiError {
+    match why {
+        json_size::Refused::TooManyValues => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request has more than {} JSON values, more than moat translates in one request",
+                json_size::MAX_VALUES
+            ),
+        ),
+        json_size::Refused::Invalid(e) => bad_json(&e),
     }
 }
 
@@ -436,7 +451,7 @@ fn responses_conversation(
     gw: &Gateway,
     body: Bytes,
 ) -> Result<(ClientBody, Conversation), ApiError> {
-    let req: Value = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
+    let req: Value = json_size::parse(&body).map_err(refused_body)?;
     let mut input = match req.get("input") {
         Some(Value::String(s)) => vec![json!({"role": "user", "content": s})],
         Some(Value::Array(items)) => items.clone(),
@@ -484,7 +499,22 @@ fn responses_conversation(
             obj.remove("previous_response_id");
             obj.insert("input".into(), Value::Array(input.clone()));
         }
-        expanded = Some(ClientBody::parsed(to_bytes(&full), full));
+        let full_bytes = to_bytes(&full);
+        // What is stored is read back whole on the next turn: it stays within what moat
+        // parses for one request.
+        if full_bytes.len() > json_size::MAX_CONVERSATION_BYTES
+            || json_size::more_values_than(&full_bytes, json_size::MAX_VALUES)
+        {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "with its earlier turns the conversation would pass moat's bound for one ({} MiB or {} JSON values): start a new conversation (without previous_response_id)",
+                    json_size::MAX_CONVERSATION_BYTES >> 20,
+                    json_size::MAX_VALUES
+                ),
+            ));
+        }
+        expanded = Some(ClientBody::parsed(full_bytes, full));
         held_by = stored.held_by;
     }
     let store = gw.responses.is_some() && req.get("store") != Some(&Value::Bool(false));
@@ -770,11 +800,11 @@ impl Attempt<'_> {
             Shape::NativeResponses => {
                 if self.conversation.is_some_and(Conversation::keeps) {
                     // Kept as the upstream made it; the client gets its exact bytes.
-                    match serde_json::from_slice::<Value>(&bytes) {
+                    match json_size::parse(&bytes) {
                         Ok(r) => self.keep(&r, native_holder(&r, &self.holder())),
                         Err(_) => tracing::warn!(
                             backend = self.backend.name(),
-                            "a native Responses answer is not JSON; not stored"
+                            "a native Responses answer is not JSON or too large to keep; not stored"
                         ),
                     }
                 }
@@ -981,8 +1011,16 @@ fn native_holder<'a>(response: &Value, holder: &'a Holder) -> Option<&'a Holder>
 }
 
 fn parse_upstream(bytes: &[u8]) -> Result<Value, Failed> {
-    serde_json::from_slice(bytes).map_err(|_| {
-        ApiError::upstream("the model's backend sent a response that is not JSON").into()
+    json_size::parse(bytes).map_err(|why| {
+        let error = match why {
+            json_size::Refused::TooManyValues => {
+                ApiError::upstream("the model's backend sent a response too large to translate")
+            }
+            json_size::Refused::Invalid(_) => {
+                ApiError::upstream("the model's backend sent a response that is not JSON")
+            }
+        };
+        error.into()
     })
 }
 

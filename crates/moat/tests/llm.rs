@@ -622,8 +622,28 @@ targets = ["dead:m0", "ant:m1", "oai:m2"]
 fn bad_requests_get_errors_in_the_client_format() {
     let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
     let moat = start(&backends(&ant, &oai));
+    // A body that would take a hundred times its size once parsed for translation.
+    let tiny_objects = vec![r#"{"a":0}"#; 150_000].join(",");
+    let translated_to_openai = format!(
+        r#"{{"model":"gpt-4o","max_tokens":1,"messages":[{{"role":"user","content":"hi"}}],"metadata":{{"x":[{tiny_objects}]}}}}"#
+    );
+    let translated_to_anthropic = format!(
+        r#"{{"model":"claude-a","messages":[{{"role":"user","content":"hi"}}],"x":[{tiny_objects}]}}"#
+    );
     let cases = [
         ("/v1/messages", "{not json", 400, "invalid_request_error"),
+        (
+            "/v1/messages",
+            translated_to_openai.as_str(),
+            413,
+            "request_too_large",
+        ),
+        (
+            "/v1/chat/completions",
+            translated_to_anthropic.as_str(),
+            413,
+            "invalid_request_error",
+        ),
         (
             "/v1/messages",
             r#"{"model":"claude x","max_tokens":1,"messages":[]}"#,
@@ -1202,6 +1222,29 @@ fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted(
         get(moat.main, &format!("/v1/responses/{id}"), &[]).status,
         404
     );
+
+    // Each turn within bounds, the chain past them: refused before anything is sent or
+    // stored, so a conversation cannot grow without end.
+    let turn = |previous: Option<&str>| {
+        let items: Vec<Value> = (0..30_000)
+            .map(|i| json!({"role": "user", "content": format!("{i}")}))
+            .collect();
+        let mut body = json!({"model": "gpt-4o", "input": items});
+        if let Some(id) = previous {
+            body["previous_response_id"] = json!(id);
+        }
+        post_json(moat.main, "/v1/responses", &[], &body.to_string())
+    };
+    let sent_before = oai.seen().len();
+    oai.push(completion("ok"));
+    let big = turn(None);
+    assert_eq!(big.status, 200, "{}", big.body);
+    let big_id = big.json()["id"].as_str().unwrap().to_string();
+    oai.push(completion("ok"));
+    let bigger = turn(Some(&big_id));
+    assert_eq!(bigger.status, 413, "{}", bigger.body);
+    assert!(bigger.body.contains("start a new conversation"), "{}", bigger.body);
+    assert_eq!(oai.seen().len(), sent_before + 1);
 }
 
 /// A Responses API event as OpenAI sends it: named, typed, numbered.

@@ -1,0 +1,88 @@
+//! Bounds on what turning JSON into a `serde_json::Value` may cost.
+//!
+//! A parsed `Value` takes far more memory than its text: `{"a":0}` is 7 bytes of JSON and
+//! several hundred bytes of map, so a 10 MiB body of tiny objects became ~900 MiB inside
+//! moat. Documents that moat parses whole (to translate them, to store a conversation)
+//! have their values counted first, by a scan that allocates nothing, and are refused
+//! past [`MAX_VALUES`]; a real request (a long agent conversation with a hundred tools)
+//! has tens of thousands.
+
+use serde_json::Value;
+
+/// Most values (objects, arrays and their members) in a document moat parses whole.
+pub const MAX_VALUES: usize = 100_000;
+
+/// Most bytes of a Responses conversation once its stored history is put back in front
+/// of the new input: far past any model's context window, and what one request may make
+/// moat send and store.
+pub const MAX_CONVERSATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a document was not parsed.
+#[derive(Debug)]
+pub enum Refused {
+    /// More than [`MAX_VALUES`] values.
+    TooManyValues,
+    /// Not JSON.
+    Invalid(serde_json::Error),
+}
+
+/// Parses `json` unless it holds more than [`MAX_VALUES`] values.
+pub fn parse(json: &[u8]) -> Result<Value, Refused> {
+    if more_values_than(json, MAX_VALUES) {
+        return Err(Refused::TooManyValues);
+    }
+    serde_json::from_slice(json).map_err(Refused::Invalid)
+}
+
+/// Whether `json` has more than `limit` values, counting the openings of objects and
+/// arrays and the commas between members, outside strings. Malformed text is counted
+/// the same way; the parser refuses it afterwards.
+pub fn more_values_than(json: &[u8], limit: usize) -> bool {
+    let mut count = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => {
+                count += 1;
+                if count > limit {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_counted_outside_strings_only() {
+        assert!(!more_values_than(br#"{"a":[1,2,3]}"#, 4));
+        assert!(more_values_than(br#"{"a":[1,2,3]}"#, 3));
+        // Brackets and commas inside strings, escaped quotes included, are text.
+        let text = br#"{"a":"[[[,,,{{{\"[[[,,,"}"#;
+        assert!(!more_values_than(text, 1));
+        let tiny_objects = format!("[{}]", vec![r#"{"a":0}"#; 200_000].join(","));
+        assert!(matches!(
+            parse(tiny_objects.as_bytes()),
+            Err(Refused::TooManyValues)
+        ));
+        assert!(matches!(parse(b"{\"a\":"), Err(Refused::Invalid(_))));
+        assert_eq!(parse(br#"{"a":[1]}"#).unwrap()["a"][0], 1);
+    }
+}
