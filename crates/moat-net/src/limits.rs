@@ -5,9 +5,12 @@
 //! caller passed its class's checks, so unknown paths and unauthenticated callers never
 //! make moat buffer anything. A body is then collected under the size cap (a chunked body
 //! that grows past it gets 413 the moment it does) and a deadline (a body still incomplete
-//! when it passes gets 408: slow-loris), holding its share of a global budget of buffered
-//! bytes until the request is done (none left: 503 with `Retry-After`). Refusals close the
-//! connection, so the unread rest of a body is never consumed.
+//! when it passes gets 408: slow-loris), taking its share of a global budget of buffered
+//! bytes as its bytes arrive and holding it until the request is done (none left: 503
+//! with `Retry-After`). Shares follow what was received, not what was declared: idle
+//! connections that declare 10 MiB each and send a byte must not use the budget up for
+//! everyone. Refusals close the connection, so the unread rest of a body is never
+//! consumed.
 //!
 //! Slow *headers* get a 408 from the accept loop (see `slow_head`).
 
@@ -18,7 +21,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{error_response, refused};
@@ -76,21 +79,9 @@ impl BodyReader {
         if let Some(refusal) = self.refuse_declared(req.headers()) {
             return Err(refusal);
         }
-        // Unknown length: reserve the most it may grow to.
-        let bytes = declared_length(req.headers()).unwrap_or(self.limits.max_bytes);
-        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
-        let Ok(permit) = self.budget.clone().try_acquire_many_owned(units) else {
-            let mut resp = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many request bodies in flight; retry shortly",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Err(refused(closing(resp), "limit.busy", "overloaded"));
-        };
-        let mut req = Box::pin(read_body(self.limits, req)).await?;
-        req.extensions_mut().insert(BudgetShare(Arc::new(permit)));
+        let (req, share) = Box::pin(read_body(self.limits, &self.budget, req)).await?;
+        let mut req = req;
+        req.extensions_mut().insert(BudgetShare(Arc::new(share)));
         Ok(req)
     }
 }
@@ -102,40 +93,97 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Collects `req`'s body under `limits`.
-async fn read_body<B>(limits: BodyLimits, req: http::Request<B>) -> Result<Request, Response>
+/// Collects `req`'s body under `limits`, taking budget for its bytes as they arrive.
+async fn read_body<B>(
+    limits: BodyLimits,
+    budget: &Arc<Semaphore>,
+    req: http::Request<B>,
+) -> Result<(Request, OwnedSemaphorePermit), Response>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = req.into_parts();
-    let limit = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
-    let collected =
-        tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect()).await;
-    match collected {
-        Err(_) => Err(refused(
-            closing(error_response(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                &format!(
-                    "request body not received within {}s",
-                    limits.read_timeout.as_secs_f64()
-                ),
-            )),
-            "limit.body_timeout",
-            "request_timeout",
-        )),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(limits.max_bytes)),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "request body could not be read");
-            Err(closing(error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "request body could not be read",
-            )))
+    let mut body = std::pin::pin!(body);
+    let deadline = tokio::time::Instant::now() + limits.read_timeout;
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut received: u64 = 0;
+    let mut share: Option<OwnedSemaphorePermit> = None;
+    let mut held: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(timed_out(limits)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                tracing::debug!(error = %e, "request body could not be read");
+                return Err(closing(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "request body could not be read",
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        received += data.len() as u64;
+        if received > limits.max_bytes {
+            return Err(too_large(limits.max_bytes));
         }
-        Ok(Ok(c)) => Ok(Request::from_parts(parts, Body::from(c.to_bytes()))),
+        let need = received.div_ceil(BUDGET_UNIT).max(1) - held;
+        if need > 0 {
+            let units = u32::try_from(need).unwrap_or(u32::MAX);
+            let Ok(more) = budget.clone().try_acquire_many_owned(units) else {
+                return Err(busy());
+            };
+            held += need;
+            match &mut share {
+                Some(s) => s.merge(more),
+                None => share = Some(more),
+            }
+        }
+        chunks.push(data);
     }
+    let share = match share {
+        Some(s) => s,
+        // Nothing arrived after all: a unit, so that every body holds a share.
+        None => budget.clone().try_acquire_owned().map_err(|_| busy())?,
+    };
+    let bytes = match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    };
+    Ok((Request::from_parts(parts, Body::from(bytes)), share))
+}
+
+/// 503: the budget of buffered bytes is used up.
+fn busy() -> Response {
+    let mut resp = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many request bodies in flight; retry shortly",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    refused(closing(resp), "limit.busy", "overloaded")
+}
+
+/// 408: the body did not arrive within the read timeout (slow-loris).
+fn timed_out(limits: BodyLimits) -> Response {
+    refused(
+        closing(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!(
+                "request body not received within {}s",
+                limits.read_timeout.as_secs_f64()
+            ),
+        )),
+        "limit.body_timeout",
+        "request_timeout",
+    )
 }
 
 fn too_large(max: u64) -> Response {

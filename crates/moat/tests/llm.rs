@@ -1243,7 +1243,11 @@ fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted(
     oai.push(completion("ok"));
     let bigger = turn(Some(&big_id));
     assert_eq!(bigger.status, 413, "{}", bigger.body);
-    assert!(bigger.body.contains("start a new conversation"), "{}", bigger.body);
+    assert!(
+        bigger.body.contains("start a new conversation"),
+        "{}",
+        bigger.body
+    );
     assert_eq!(oai.seen().len(), sent_before + 1);
 }
 

@@ -571,26 +571,44 @@ fn buffered_bodies_share_a_budget_and_overflow_gets_503() {
         ],
     );
     let host = moat.host();
+    let small_body = || {
+        raw(moat.main, format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz").as_bytes())
+    };
+    // Idle connections that declare the whole budget and send a byte hold a byte's share,
+    // not what they declared: they cannot lock everyone else out.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(moat.main).unwrap();
+        s.write_all(
+            format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\na")
+                .as_bytes(),
+        )
+        .unwrap();
+        idle.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let r = small_body();
+    assert_eq!(r.status, 200, "idle declarations took the budget: {r:?}");
+    drop(idle);
     // A loaded machine can delay the holder past a deadline (seen once in a full parallel
     // run); a fresh holder gets another try, but a budget that never applies still fails.
     let mut last = None;
     let mut holders = Vec::new();
     for _attempt in 0..3 {
-        // One slow body holds the whole budget...
+        // One slow body that has sent nearly the whole budget holds it...
         let mut first = TcpStream::connect(moat.main).unwrap();
         first
             .write_all(
-                format!(
-                    "GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\nabc"
-                )
-                .as_bytes(),
+                format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\n")
+                    .as_bytes(),
             )
             .unwrap();
+        first.write_all(&vec![b'a'; 1048576 - 10]).unwrap();
         holders.push(first);
         // ...so a second body must wait its turn (once the first has taken its share).
         let deadline = Instant::now() + Duration::from_secs(3);
         let r = loop {
-            let r = raw(moat.main, format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz").as_bytes());
+            let r = small_body();
             if r.status == 503 || Instant::now() > deadline {
                 break r;
             }
