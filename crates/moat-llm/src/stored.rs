@@ -62,6 +62,11 @@ impl ResponseStore {
         held_by: Option<&Holder>,
     ) -> Result<(), rusqlite::Error> {
         let id = response["id"].as_str().unwrap_or_default();
+        // Serialized before the lock: every other request that stores or reads waits on it.
+        let (input, response) = (
+            Value::Array(input.to_vec()).to_string(),
+            response.to_string(),
+        );
         let db = self.db.lock().expect("not poisoned");
         let conn = db.connection();
         let cutoff = now() - self.retention.as_secs() as i64;
@@ -74,8 +79,8 @@ impl ResponseStore {
             params![
                 id,
                 now(),
-                Value::Array(input.to_vec()).to_string(),
-                response.to_string(),
+                input,
+                response,
                 held_by.map(|h| &h.backend),
                 held_by.map(|h| &h.account)
             ],
@@ -96,6 +101,8 @@ impl ResponseStore {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
+        // Parsed after the lock is released.
+        drop(db);
         Ok(row.map(|(input, response, backend, account)| Stored {
             input: serde_json::from_str::<Vec<Value>>(&input).unwrap_or_default(),
             response: serde_json::from_str(&response).unwrap_or(Value::Null),

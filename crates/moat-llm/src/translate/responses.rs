@@ -15,6 +15,8 @@
 //! `previous_response_id` from moat's store before translating; one it does not hold
 //! never reaches here.)
 
+use std::collections::{HashMap, HashSet};
+
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
@@ -292,9 +294,9 @@ pub struct Echo {
     pub model: String,
     fields: Map<String, Value>,
     /// Names of the request's custom (free-form) tools.
-    custom: Vec<String>,
-    /// Tools inside a namespace: (tool name, namespace).
-    namespaced: Vec<(String, String)>,
+    custom: HashSet<String>,
+    /// Tools inside a namespace: tool name → namespace.
+    namespaced: HashMap<String, String>,
 }
 
 impl Echo {
@@ -346,14 +348,17 @@ impl Echo {
             .filter(|t| t["type"] == "custom")
             .filter_map(|t| t["name"].as_str().map(str::to_string))
             .collect();
-        let mut namespaced = Vec::new();
+        let mut namespaced = HashMap::new();
         for ns in req["tools"].as_array().into_iter().flatten() {
             if ns["type"] == "namespace"
                 && let Some(name) = ns["name"].as_str()
             {
                 for t in ns["tools"].as_array().into_iter().flatten() {
                     if let Some(inner) = t["name"].as_str() {
-                        namespaced.push((inner.to_string(), name.to_string()));
+                        // The first namespace that names a tool is its own.
+                        namespaced
+                            .entry(inner.to_string())
+                            .or_insert_with(|| name.to_string());
                     }
                 }
             }
@@ -367,7 +372,7 @@ impl Echo {
     }
 
     fn is_custom(&self, name: &str) -> bool {
-        self.custom.iter().any(|c| c == name)
+        self.custom.contains(name)
     }
 
     /// A tool call item, marked with the namespace of its tool when it has one.
@@ -384,7 +389,7 @@ impl Echo {
         } else {
             call_item(id, call_id, name, arguments, status)
         };
-        if let Some((_, ns)) = self.namespaced.iter().find(|(n, _)| n == name) {
+        if let Some(ns) = self.namespaced.get(name) {
             item["namespace"] = json!(ns);
         }
         item
@@ -558,7 +563,7 @@ pub struct ChatToResponses {
     /// Output items in order, and which are still open.
     items: Vec<(Item, bool)>,
     /// Chat tool-call index → position in `items`.
-    calls: Vec<(u64, usize)>,
+    calls: HashMap<u64, usize>,
     open_message: Option<usize>,
     finish: Option<String>,
     usage: Value,
@@ -582,7 +587,7 @@ impl ChatToResponses {
             seq: 0,
             started: false,
             items: Vec::new(),
-            calls: Vec::new(),
+            calls: HashMap::new(),
             open_message: None,
             finish: None,
             usage: Value::Null,
@@ -668,8 +673,8 @@ impl ChatToResponses {
 
     fn call_delta(&mut self, call: &Value, out: &mut Vec<Bytes>) {
         let key = call["index"].as_u64().unwrap_or(0);
-        let index = match self.calls.iter().find(|(k, _)| *k == key) {
-            Some(&(_, i)) => i,
+        let index = match self.calls.get(&key) {
+            Some(&i) => i,
             None => {
                 // A tool call after text: the text is finished.
                 if let Some(m) = self.open_message.take() {
@@ -691,7 +696,7 @@ impl ChatToResponses {
                 let json = self.item_json(&item, "in_progress");
                 self.items.push((item, true));
                 let index = self.items.len() - 1;
-                self.calls.push((key, index));
+                self.calls.insert(key, index);
                 self.emit(
                     out,
                     "response.output_item.added",
