@@ -267,7 +267,13 @@ async fn run(
             "no_route",
         ),
     })?;
-    let streaming = op != Op::CountTokens && probe.stream == Some(Value::Bool(true));
+    // Anything but a boolean would be read one way here and perhaps another upstream
+    // (moat waiting for JSON while the upstream streams).
+    let streaming = match &probe.stream {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(on)) => *on && op != Op::CountTokens,
+        Some(_) => return Err(ApiError::invalid("`stream` must be true or false").into()),
+    };
     let (req, conversation) = match op {
         Op::Responses => {
             let (req, c) = responses_conversation(gw, body)?;

@@ -664,6 +664,12 @@ fn bad_requests_get_errors_in_the_client_format() {
         ),
         (
             "/v1/chat/completions",
+            r#"{"model":"claude-a","stream":"true","messages":[]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        (
+            "/v1/chat/completions",
             r#"{"model":"claude-a","messages":[{"role":"wizard","content":"x"}]}"#,
             400,
             "invalid_request_error",
