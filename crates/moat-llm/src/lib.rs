@@ -379,8 +379,14 @@ fn find_stored<'a>(
 }
 
 fn no_such_response(id: &str) -> Response {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no stored response {id:?}"))
-        .response(ApiFormat::OpenAi)
+    // Named back as far as an id of moat's could go: a path can be kilobytes long.
+    let shown: String = id.chars().take(64).collect();
+    let more = if shown.len() < id.len() { "…" } else { "" };
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no stored response {shown:?}{more}"),
+    )
+    .response(ApiFormat::OpenAi)
 }
 
 /// `GET /v1/responses/{id}`: a stored response. One still running at the native backend
