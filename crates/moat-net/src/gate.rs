@@ -16,6 +16,7 @@ use std::time::Instant;
 use axum::response::Response;
 use http::{Request, StatusCode};
 
+use crate::conns::{ConnState, Responding};
 use crate::error::{Refused, error_response, refused};
 use crate::headers::set_security_headers;
 use crate::limits::BodyReader;
@@ -71,16 +72,51 @@ pub struct Gate {
     routes: Routes,
     config: Arc<GateConfig>,
     conn: ConnInfo,
+    /// The connection's state under the limits: a response counts there until its body
+    /// is finished, so a connection answering is never closed as idle.
+    state: Arc<ConnState>,
 }
 
 impl Gate {
     /// A gate for one connection in front of `routes`.
-    pub fn new(routes: Routes, config: Arc<GateConfig>, conn: ConnInfo) -> Self {
+    pub fn new(
+        routes: Routes,
+        config: Arc<GateConfig>,
+        conn: ConnInfo,
+        state: Arc<ConnState>,
+    ) -> Self {
         Self {
             routes,
             config,
             conn,
+            state,
         }
+    }
+}
+
+/// A response body that keeps its connection counted as answering until it is finished.
+struct Answering {
+    body: axum::body::Body,
+    _responding: Responding,
+}
+
+impl http_body::Body for Answering {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -96,7 +132,16 @@ where
     fn call(&self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.conn);
         let gate = self.clone();
-        Box::pin(async move { Ok(gate.pass(req).await) })
+        let responding = self.state.responding();
+        Box::pin(async move {
+            let resp = gate.pass(req).await;
+            Ok(resp.map(|body| {
+                axum::body::Body::new(Answering {
+                    body,
+                    _responding: responding,
+                })
+            }))
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::conns::ConnLimits;
+use crate::conns::{ConnLimits, ConnState};
 use crate::exposure::ListenerKind;
 use crate::gate::{Gate, GateConfig};
 use crate::routes::Routes;
@@ -197,10 +197,29 @@ impl Protocols {
     /// Serves a plain connection: HTTP/1.1 (no client of an LLM API speaks HTTP/2 without
     /// TLS, and sniffing every connection for it costs). A request head that stalls past
     /// the header timeout gets a 408.
-    async fn serve_plain(&self, watcher: Watcher, stream: TcpStream, service: Gate) {
+    async fn serve_plain(
+        &self,
+        watcher: Watcher,
+        stream: TcpStream,
+        service: Gate,
+        state: &ConnState,
+    ) {
         let (stream, tracker) = TrackedStream::new(stream);
+        state.track(tracker.pending_flag());
         let conn = self.http1.serve_connection(TokioIo::new(stream), service);
-        if let Err(e) = watcher.watch(conn).await {
+        let mut served = std::pin::pin!(watcher.watch(conn));
+        let result = loop {
+            tokio::select! {
+                result = &mut served => break result,
+                () = state.evicted() => {
+                    if state.close_if_idle() {
+                        tracing::debug!("closing an idle connection: its client is at its connection limit and opened another");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
             if e.is_timeout() && tracker.head_pending() {
                 tracker.answer_408(self.header_timeout.as_secs_f64());
             }
@@ -265,14 +284,15 @@ async fn accept_loop(
             local: stream.local_addr().unwrap_or(listener.local),
             tls: listener.tls.is_some(),
         };
-        let service = Gate::new(routes.clone(), gate.clone(), info);
+        let service = Gate::new(routes.clone(), gate.clone(), info, slot.state().clone());
         let protocols = protocols.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         let Some(acceptor) = tls else {
             tokio::spawn(async move {
-                let _slot = slot;
-                protocols.serve_plain(watcher, stream, service).await
+                protocols
+                    .serve_plain(watcher, stream, service, slot.state())
+                    .await
             });
             continue;
         };

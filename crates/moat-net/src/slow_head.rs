@@ -52,6 +52,11 @@ impl TrackedStream {
 }
 
 impl Tracker {
+    /// The flag behind [`Tracker::head_pending`], for the connection limits.
+    pub fn pending_flag(&self) -> Arc<AtomicBool> {
+        self.head_pending.clone()
+    }
+
     /// Whether bytes of a request have arrived that no response has followed yet.
     pub fn head_pending(&self) -> bool {
         self.head_pending.load(Ordering::Relaxed)

@@ -668,24 +668,58 @@ fn a_remote_listener_needs_a_long_api_key() {
 #[test]
 fn connections_per_client_are_capped() {
     let moat = Moat::start(&[], &[("MOAT_MAX_CONNECTIONS_PER_IP", "3")]);
-    let idle: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(moat.main).unwrap())
+    let health = || {
+        format!(
+            "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            moat.host()
+        )
+    };
+    let answered = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        std::io::Read::read(s, &mut buf).unwrap_or(0) > 0
+    };
+    // Three connections each part way through a request head: none may be closed for
+    // another, so the fourth is closed unanswered.
+    let busy: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(moat.main).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+            s
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let mut over = TcpStream::connect(moat.main).unwrap();
-    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = write!(
-        over,
-        "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        moat.host()
-    );
-    let mut buf = [0u8; 64];
-    let n = std::io::Read::read(&mut over, &mut buf).unwrap_or(0);
-    assert_eq!(
-        n, 0,
+    let _ = over.write_all(health().as_bytes());
+    assert!(
+        !answered(&mut over),
         "the connection over the cap should be closed unanswered"
     );
-    drop(idle);
+    drop(busy);
+    std::thread::sleep(Duration::from_millis(200));
+    // Three connections opened and left silent: each new connection closes the one that
+    // has waited longest, so the client is never locked out.
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = TcpStream::connect(moat.main).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut next = TcpStream::connect(moat.main).unwrap();
+    next.write_all(health().as_bytes()).unwrap();
+    assert!(
+        answered(&mut next),
+        "an idle connection should have made room"
+    );
+    // The oldest idle connection was the one closed.
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(std::io::Read::read(&mut idle[0], &mut buf).unwrap_or(0), 0);
+    drop(idle.drain(..));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         get(moat.main, "/health", &[]).status,
