@@ -445,16 +445,22 @@ async fn relay_from_holder(
             .unwrap_or_else(|| format!("backend {:?} answered {status}", holder.backend));
         return ApiError::new(status, message).response(ApiFormat::OpenAi);
     }
-    match json_size::parse(&body) {
-        Ok(fresh) if fresh["id"] == id => {
-            if let Err(e) = store.put(&stored.input, &fresh, Some(holder)) {
-                tracing::error!(error = %e, "storing a response");
-            }
-            json_response(StatusCode::OK, body)
+    let fresh = match json_size::parse(&body) {
+        Ok(fresh) => fresh,
+        Err(json_size::Refused::TooManyValues) => {
+            return ApiError::upstream("the model's backend sent a response too large to keep")
+                .response(ApiFormat::OpenAi);
         }
-        _ => ApiError::upstream("the model's backend sent a response that is not this one")
-            .response(ApiFormat::OpenAi),
+        Err(json_size::Refused::Invalid(_)) => serde_json::Value::Null,
+    };
+    if fresh["id"] != id {
+        return ApiError::upstream("the model's backend sent a response that is not this one")
+            .response(ApiFormat::OpenAi);
     }
+    if let Err(e) = store.put(&stored.input, &fresh, Some(holder)) {
+        tracing::error!(error = %e, "storing a response");
+    }
+    json_response(StatusCode::OK, body)
 }
 
 /// `GET /v1/responses/{id}/input_items`: the input items of a stored response, paged

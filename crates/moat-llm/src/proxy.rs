@@ -24,6 +24,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use moat_core::config::llm::BackendKind;
 use moat_net::egress::EgressError;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::backend::{Backend, Endpoint, Slot};
@@ -184,12 +185,15 @@ pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -
     }
 }
 
-/// The fields routing needs, read without building the whole document (a long
-/// conversation is skipped over, not allocated).
+/// The fields routing needs, read without building the whole document: the rest is
+/// skipped over, and these two stay text until they are checked (either could be a
+/// megabytes-deep array).
 #[derive(serde::Deserialize)]
-struct Probe {
-    model: Option<Value>,
-    stream: Option<Value>,
+struct Probe<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
 }
 
 /// A client's request body, parsed into a JSON value only when translation needs it.
@@ -255,10 +259,11 @@ async fn run(
         return Err(ApiError::invalid("request body must be a JSON object").into());
     }
     let probe: Probe = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
-    let model = match &probe.model {
-        Some(Value::String(m)) => m.as_str(),
+    let model: String = match probe.model.map(RawValue::get) {
+        Some(raw) if raw.starts_with('"') => serde_json::from_str(raw).map_err(|e| bad_json(&e))?,
         _ => return Err(ApiError::invalid("`model` is missing or not a string").into()),
     };
+    let model = model.as_str();
     meter.record.model = model.chars().take(256).collect();
     let decision = gw.router.resolve(model).map_err(|e| match e {
         RouteError::Invalid(_) => Failed::new(ApiError::invalid(e.to_string()), "invalid_request"),
@@ -269,9 +274,9 @@ async fn run(
     })?;
     // Anything but a boolean would be read one way here and perhaps another upstream
     // (moat waiting for JSON while the upstream streams).
-    let streaming = match &probe.stream {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(on)) => *on && op != Op::CountTokens,
+    let streaming = match probe.stream.map(RawValue::get) {
+        None | Some("null" | "false") => false,
+        Some("true") => op != Op::CountTokens,
         Some(_) => return Err(ApiError::invalid("`stream` must be true or false").into()),
     };
     let (req, conversation) = match op {

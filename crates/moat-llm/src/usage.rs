@@ -25,6 +25,8 @@ use crate::sse::SseEvent;
 
 /// Records waiting for the writer at most: [`LINGER`] of records at 160,000 a second.
 const QUEUE: usize = 8192;
+/// Most records written in one transaction; a full batch is written without waiting.
+const BATCH: usize = 2048;
 /// How long the writer sleeps between batches while records keep coming (a flush wakes
 /// it at once). It sleeps rather than waits on the channel: a waiting receiver is woken
 /// by every send, a thread switch per request.
@@ -361,11 +363,14 @@ fn writer(rx: Receiver<Msg>, db: Option<StateStore>, retention: Duration, metric
         take(first, &mut batch, &mut flushes);
         let deadline = Instant::now() + LINGER;
         loop {
-            while let Ok(msg) = rx.try_recv() {
+            // A full batch is committed at once: under a flood the queue keeps draining.
+            while batch.len() < BATCH
+                && let Ok(msg) = rx.try_recv()
+            {
                 take(msg, &mut batch, &mut flushes);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if !flushes.is_empty() || left.is_zero() {
+            if !flushes.is_empty() || left.is_zero() || batch.len() >= BATCH {
                 break;
             }
             std::thread::park_timeout(left);

@@ -62,36 +62,28 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Failure> {
 /// input's own byte offsets, so that spans point into the file even where it is not text.
 struct Input {
     text: String,
-    /// Where each stretch of `text` came from: (text range, input range), in order; a
-    /// stretch of invalid bytes is one U+FFFD in `text`.
-    pieces: Vec<(Range<usize>, Range<usize>)>,
+    /// For each U+FFFD put in for invalid bytes: its offset in `text`, and what to add to
+    /// a text offset after it (up to the next one) to get the input offset. One pair per
+    /// replacement, so binary input costs a bounded multiple of its size.
+    replaced: Vec<(usize, isize)>,
 }
 
 impl Input {
     fn decode(bytes: &[u8]) -> Input {
         let mut text = String::with_capacity(bytes.len());
-        let mut pieces = Vec::new();
+        let mut replaced = Vec::new();
         let mut at = 0;
         for chunk in bytes.utf8_chunks() {
-            for (part, len) in [
-                (chunk.valid(), chunk.valid().len()),
-                (
-                    if chunk.invalid().is_empty() {
-                        ""
-                    } else {
-                        "\u{FFFD}"
-                    },
-                    chunk.invalid().len(),
-                ),
-            ] {
-                if len > 0 {
-                    pieces.push((text.len()..text.len() + part.len(), at..at + len));
-                    text.push_str(part);
-                    at += len;
-                }
+            text.push_str(chunk.valid());
+            at += chunk.valid().len();
+            if !chunk.invalid().is_empty() {
+                let replacement = text.len();
+                text.push(char::REPLACEMENT_CHARACTER);
+                at += chunk.invalid().len();
+                replaced.push((replacement, at as isize - text.len() as isize));
             }
         }
-        Input { text, pieces }
+        Input { text, replaced }
     }
 
     /// The input bytes that `span` of the text came from.
@@ -99,17 +91,17 @@ impl Input {
         self.offset(span.start)..self.offset(span.end)
     }
 
-    /// Spans fall on character boundaries: inside a valid stretch the offset carries over;
-    /// a replacement character starts where its invalid bytes do.
+    /// Spans fall on character boundaries: after a replacement the offset shifts by what
+    /// it replaced; a replacement character itself starts where its invalid bytes do.
     fn offset(&self, t: usize) -> usize {
-        let i = self.pieces.partition_point(|(text, _)| text.start <= t);
-        match i.checked_sub(1).map(|i| &self.pieces[i]) {
-            Some((text, input)) if t < text.end || i == self.pieces.len() => {
-                input.start + (t - text.start).min(input.len())
-            }
-            Some((_, input)) => input.end,
-            None => 0,
-        }
+        let i = self.replaced.partition_point(|&(at, _)| at <= t);
+        let shift = |i: usize| i.checked_sub(1).map_or(0, |i| self.replaced[i].1);
+        let shift = match i.checked_sub(1).map(|k| self.replaced[k].0) {
+            // On (or inside) a replacement character: the shift before it.
+            Some(at) if t < at + char::REPLACEMENT_CHARACTER.len_utf8() => shift(i - 1),
+            _ => shift(i),
+        };
+        t.saturating_add_signed(shift)
     }
 }
 

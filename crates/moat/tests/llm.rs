@@ -630,6 +630,8 @@ fn bad_requests_get_errors_in_the_client_format() {
     let translated_to_anthropic = format!(
         r#"{{"model":"claude-a","messages":[{{"role":"user","content":"hi"}}],"x":[{tiny_objects}]}}"#
     );
+    let stream_of_objects =
+        format!(r#"{{"model":"gpt-4o","stream":[{tiny_objects}],"messages":[]}}"#);
     let cases = [
         ("/v1/messages", "{not json", 400, "invalid_request_error"),
         (
@@ -665,6 +667,13 @@ fn bad_requests_get_errors_in_the_client_format() {
         (
             "/v1/chat/completions",
             r#"{"model":"claude-a","stream":"true","messages":[]}"#,
+            400,
+            "invalid_request_error",
+        ),
+        // Same format, not translated: routing's own fields are still read as text only.
+        (
+            "/v1/chat/completions",
+            stream_of_objects.as_str(),
             400,
             "invalid_request_error",
         ),

@@ -214,10 +214,14 @@ fn delegating(own: &Path) -> &Path {
 fn move_into_leaf(parent: &Path) -> bool {
     let me = std::process::id().to_string();
     let procs = std::fs::read_to_string(parent.join("cgroup.procs")).unwrap_or_default();
-    if procs.split_whitespace().any(|pid| pid != me) || procs.trim().is_empty() {
+    let leaf = parent.join(SUPERVISOR);
+    if procs.trim().is_empty() {
+        // Another call moved moat a moment ago.
+        return leaf.is_dir();
+    }
+    if procs.split_whitespace().any(|pid| pid != me) {
         return false;
     }
-    let leaf = parent.join(SUPERVISOR);
     if let Err(e) = std::fs::create_dir(&leaf)
         && e.kind() != std::io::ErrorKind::AlreadyExists
     {

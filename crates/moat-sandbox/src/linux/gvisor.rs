@@ -250,21 +250,19 @@ impl Bundle {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        // config.json carries the call's secrets: on tmpfs (root's /run) where there is
-        // one, so that not even a crash leaves them on disk.
+        // config.json carries the call's secrets: in root's /run (a tmpfs on systemd
+        // hosts, so that not even a crash leaves them on disk) where moat may write there,
+        // else in the temporary folder.
         let mut folder = tempfile::Builder::new();
         folder.prefix("moat-runsc-");
-        let run = Path::new("/run");
-        let root = if run.is_dir() {
-            folder.tempdir_in(run)
-        } else {
-            folder.tempdir()
-        }
-        .map_err(|source| SandboxError::Setup {
-            stage: "making the sandbox's bundle folder",
-            source,
-            hint: "",
-        })?;
+        let root = folder
+            .tempdir_in("/run")
+            .or_else(|_| folder.tempdir())
+            .map_err(|source| SandboxError::Setup {
+                stage: "making the sandbox's bundle folder",
+                source,
+                hint: "",
+            })?;
         let bundle = Bundle {
             root,
             id,
