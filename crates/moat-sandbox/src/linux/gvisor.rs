@@ -34,6 +34,63 @@ use crate::{Access, Level, SandboxError, Spec};
 /// share the sandbox's cgroup with the command.
 pub const SENTRY_ALLOWANCE: u64 = 64 * 1024 * 1024;
 
+/// What names each sandbox's bundle folder and cgroups: then moat's pid and a number.
+const LEFTOVER_PREFIX: &str = "moat-runsc-";
+
+/// Removes what a moat that died left of its gVisor sandboxes: bundle folders (their
+/// config.json holds a call's secrets) and empty cgroups. Its sandboxes died with it
+/// (runsc has a parent-death signal and kills an attached sandbox when it dies). Once per
+/// process; a pid that is alive again (reused) keeps its leftovers, to be safe.
+fn sweep_leftovers() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let cgroups = Path::new("/sys/fs/cgroup");
+        let mut places = vec![Path::new("/run").to_path_buf(), std::env::temp_dir()];
+        places.push(cgroups.to_path_buf());
+        if let Ok(hierarchies) = std::fs::read_dir(cgroups) {
+            places.extend(hierarchies.flatten().map(|h| h.path()));
+        }
+        for place in places {
+            sweep_dead(&place, |dir| {
+                if dir.starts_with(cgroups) {
+                    std::fs::remove_dir(dir)
+                } else {
+                    std::fs::remove_dir_all(dir)
+                }
+            });
+        }
+    });
+}
+
+/// Calls `remove` on each entry of `place` named for a moat process that is gone.
+fn sweep_dead(place: &Path, remove: impl Fn(&Path) -> std::io::Result<()>) {
+    let Ok(entries) = std::fs::read_dir(place) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(LEFTOVER_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let Some(owner) = owner else { continue };
+        let gone = owner != std::process::id() && !Path::new(&format!("/proc/{owner}")).exists();
+        // Folders only: a file or link by that name is not moat's.
+        let folder = entry.file_type().is_ok_and(|t| t.is_dir());
+        if gone && folder {
+            match remove(&entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed what a moat that died left of a gVisor sandbox")
+                }
+                Err(error) => {
+                    tracing::debug!(path = %entry.path().display(), %error, "a dead moat's leftover stays")
+                }
+            }
+        }
+    }
+}
+
 /// Runs `spec` in a gVisor sandbox with `runsc` (found on `PATH`).
 pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> {
     let start = Instant::now();
@@ -48,6 +105,7 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
             "network grants apply to the process level; the container level has no network (only loopback): choose level = \"process\" for a tool that needs the egress proxy".into(),
         ));
     }
+    sweep_leftovers();
     let bundle = Bundle::write(spec, runsc)?;
     super::hand_over_workspace(spec, plan::NOBODY, plan::NOBODY)?;
 
@@ -246,15 +304,17 @@ impl Bundle {
 
         let process = process(spec)?;
         let id = format!(
-            "moat-{}-{}",
+            "{LEFTOVER_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         // config.json carries the call's secrets: in root's /run (a tmpfs on systemd
         // hosts, so that not even a crash leaves them on disk) where moat may write there,
         // else in the temporary folder.
+        // Named after moat's pid, so that a later moat can tell a dead one's leftovers.
+        let prefix = format!("{LEFTOVER_PREFIX}{}-", std::process::id());
         let mut folder = tempfile::Builder::new();
-        folder.prefix("moat-runsc-");
+        folder.prefix(&prefix);
         let root = folder
             .tempdir_in("/run")
             .or_else(|_| folder.tempdir())
@@ -621,5 +681,24 @@ mod tests {
             panic!("a non-UTF-8 argument cannot go into config.json");
         };
         assert!(why.contains("process level"), "{why}");
+    }
+    #[test]
+    fn a_dead_moats_leftovers_go_and_a_live_ones_stay() {
+        let place = tempfile::tempdir().unwrap();
+        // No process has a pid above the kernel's limit of 2^22.
+        let dead = place.path().join(format!("{LEFTOVER_PREFIX}4194305-abc"));
+        let mine = place
+            .path()
+            .join(format!("{LEFTOVER_PREFIX}{}-abc", std::process::id()));
+        let not_ours = place.path().join("moat-other-4194305");
+        let a_file = place.path().join(format!("{LEFTOVER_PREFIX}4194306-x"));
+        for dir in [&dead, &mine, &not_ours] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("config.json"), "{}").unwrap();
+        }
+        std::fs::write(&a_file, "").unwrap();
+        sweep_dead(place.path(), |dir| std::fs::remove_dir_all(dir));
+        assert!(!dead.exists());
+        assert!(mine.exists() && not_ours.exists() && a_file.exists());
     }
 }
