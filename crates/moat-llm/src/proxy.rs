@@ -240,7 +240,15 @@ fn refused_body(why: json_size::Refused) -> ApiError {
 }
 
 fn bad_json(e: &serde_json::Error) -> ApiError {
-    // serde's message can quote the input; give the position only.
+    // serde's message can quote the input; give the position only (and the one reason
+    // that is not the input's fault).
+    if e.to_string().starts_with("recursion limit exceeded") {
+        return ApiError::invalid(format!(
+            "request body nests JSON more than 128 levels deep (line {}, column {})",
+            e.line(),
+            e.column()
+        ));
+    }
     ApiError::invalid(format!(
         "request body is not valid JSON (line {}, column {})",
         e.line(),

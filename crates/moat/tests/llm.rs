@@ -632,8 +632,14 @@ fn bad_requests_get_errors_in_the_client_format() {
     );
     let stream_of_objects =
         format!(r#"{{"model":"gpt-4o","stream":[{tiny_objects}],"messages":[]}}"#);
+    let deep = format!(
+        r#"{{"model":"gpt-4o","max_tokens":1,"messages":[{{"role":"user","content":"hi"}}],"metadata":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
     let cases = [
         ("/v1/messages", "{not json", 400, "invalid_request_error"),
+        ("/v1/messages", deep.as_str(), 400, "invalid_request_error"),
         (
             "/v1/messages",
             translated_to_openai.as_str(),
@@ -699,6 +705,9 @@ fn bad_requests_get_errors_in_the_client_format() {
     for (path, body, status, kind) in cases {
         let resp = post_json(moat.main, path, &[], body);
         assert_eq!(resp.status, status, "{path} {body}: {}", resp.body);
+        if body == deep {
+            assert!(resp.body.contains("128 levels"), "{}", resp.body);
+        }
         let v = resp.json();
         if path == "/v1/chat/completions" {
             assert_eq!(v["error"]["type"], kind, "{}", resp.body);
