@@ -1,4 +1,4 @@
-//! Crash-safe file replacement.
+//! Crash-safe file replacement, and reading back only what a file of moat's can be.
 //!
 //! Every file moat rewrites goes through [`write_atomic`]: the new contents go to a
 //! temporary file in the same directory, are fsync'd, renamed over the target, and then the
@@ -7,9 +7,42 @@
 //! never a mix and never an empty file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Reads `path` whole if it is a regular file of at most `max` bytes. A FIFO, a device
+/// (`/dev/zero`) or a folder in a file's place is refused without waiting on it (it is
+/// opened non-blocking and checked before a byte is read), and a file past `max` is
+/// refused rather than read into memory.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a device, pipe or folder is in its place)",
+        ));
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than the {max} bytes such a file can be"),
+        )
+    };
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(out)
+}
 
 /// Mode of every file moat writes: readable and writable by the owner only.
 pub const FILE_MODE: u32 = 0o600;
@@ -79,6 +112,27 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"hello").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"hello");
+        assert!(read_regular(&file, 4).is_err());
+        assert!(read_regular(dir.path(), 1 << 20).is_err());
+        assert!(read_regular(Path::new("/dev/zero"), 1 << 20).is_err());
+        // A FIFO nobody writes to: refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = read_regular(&fifo, 1 << 20).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert!(read_regular(&link, 1 << 20).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -29,6 +29,8 @@ pub mod egress;
 pub mod llm;
 pub mod sandbox;
 
+/// The largest config.toml moat reads.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 /// The main listener's port unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 7411;
 /// The largest request body accepted by default: 10 MiB.
@@ -460,7 +462,11 @@ impl Config {
         flags: &[Override],
     ) -> Result<Loaded, ConfigError> {
         let file = home.config_file();
-        let (mut tree, file_exists) = match std::fs::read_to_string(&file) {
+        let read = crate::atomic::read_regular(&file, MAX_CONFIG_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+        });
+        let (mut tree, file_exists) = match read {
             Ok(text) => {
                 let table: toml::Table =
                     text.parse()

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::sync::{Arc, LazyLock, RwLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex::{Captures, Regex};
 
 /// What a redacted value is replaced with.
@@ -32,6 +32,36 @@ pub const MARK: &str = "[REDACTED]";
 
 /// Known values shorter than this are not matched: they would blank out ordinary words.
 pub const MIN_KNOWN_SECRET_LEN: usize = 6;
+
+/// Known secrets longer than this are matched as pieces of [`KNOWN_PIECE_LEN`] bytes (the
+/// last piece runs to the end): every copy of the value is still covered end to end, and
+/// a repetitive value makes one piece, not a pattern whose matcher takes quadratic time
+/// to build. (A value that is one piece repeated may keep a remainder shorter than two
+/// pieces in view; no credential has that shape.)
+const WHOLE_UP_TO: usize = 4096;
+const KNOWN_PIECE_LEN: usize = 1024;
+
+/// What of `value` the matcher looks for: the value, or its pieces when it is long.
+fn known_pieces(value: &str) -> Vec<&str> {
+    if value.len() <= WHOLE_UP_TO {
+        return vec![value];
+    }
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < value.len() {
+        let mut end = (start + KNOWN_PIECE_LEN).min(value.len());
+        // The remainder joins the last piece rather than being a short one of its own.
+        if value.len() - end < KNOWN_PIECE_LEN {
+            end = value.len();
+        }
+        while !value.is_char_boundary(end) {
+            end += 1;
+        }
+        pieces.push(&value[start..end]);
+        start = end;
+    }
+    pieces
+}
 
 /// Names that mark a parameter, header or JSON field as secret-bearing.
 const SECRET_NAME: &str = r"[A-Za-z0-9_.\-]*(?:key|token|passw(?:or)?d|pwd|secret|credential|auth|signature|cookie|session)[A-Za-z0-9_.\-]*";
@@ -127,12 +157,20 @@ impl Redactor {
             return;
         }
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        if known.values.iter().any(|v| v == value) {
+        let before = known.values.len();
+        for piece in known_pieces(value) {
+            if !known.values.iter().any(|v| v == piece) {
+                known.values.push(piece.to_string());
+            }
+        }
+        if known.values.len() == before {
             return;
         }
-        known.values.push(value.to_string());
+        // A contiguous NFA: its size follows the patterns' bytes, where a DFA's would
+        // multiply them by the alphabet (a 1 MB value took half a gigabyte).
         known.automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
             .build(&known.values)
             .ok();
     }
@@ -344,6 +382,29 @@ mod tests {
             "the password is [REDACTED]!"
         );
         assert_eq!(red.redact("a short word"), "a short word");
+    }
+
+    #[test]
+    fn long_known_values_are_covered_by_pieces() {
+        let red = Redactor::new();
+        // 10 KB that no shape would catch, and 60 KB of one letter.
+        let long: String = (0..10_000u32)
+            .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+            .collect();
+        let repetitive = "x".repeat(60_000);
+        red.add_known_secret(&long);
+        red.add_known_secret(&repetitive);
+        let out = red.redact(&format!("before {long} after")).into_owned();
+        assert!(out.starts_with("before [REDACTED]") && out.ends_with("[REDACTED] after"));
+        assert!(!out.contains(&long[..1000]) && !out.contains(&long[9000..]));
+        // A value that repeats one piece can leave less than two pieces' worth over.
+        let out = red.redact(&format!("({repetitive})")).into_owned();
+        let left = out.matches('x').count();
+        assert!(left < 2 * KNOWN_PIECE_LEN, "{left} of 60000 left");
+        for piece in known_pieces(&long) {
+            assert!(piece.len() >= KNOWN_PIECE_LEN && piece.len() < 2 * KNOWN_PIECE_LEN);
+        }
+        assert_eq!(known_pieces(&long).concat(), long);
     }
 
     #[test]

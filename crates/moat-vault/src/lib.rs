@@ -38,6 +38,13 @@ use zeroize::Zeroizing;
 pub use events::VaultEvent;
 pub use format::KdfParams;
 
+/// The largest value an entry holds. Every value unlocked is handed to the redactor,
+/// whose matcher grows with what it must recognize: credentials are kilobytes at most.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The largest vault file moat reads (thousands of entries of [`MAX_VALUE_BYTES`]).
+const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Errors of the vault. None carries a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -64,6 +71,11 @@ pub enum VaultError {
     /// An entry by that name exists.
     #[error("a secret named {0:?} exists already; remove it first or choose another name")]
     EntryExists(String),
+    /// A value over [`MAX_VALUE_BYTES`].
+    #[error(
+        "the secret is {0} bytes; a vault entry holds at most {MAX_VALUE_BYTES} (keys, tokens and certificates fit: store a large file elsewhere and its key here)"
+    )]
+    TooLarge(usize),
     /// The name is not valid. Not echoed: a value pasted where a name belongs must not be
     /// printed back.
     #[error("invalid secret name: use 1-128 letters, digits, '_', '-' and '.'")]
@@ -266,7 +278,7 @@ impl Vault {
     /// Opens and decrypts the vault at `path` for reading, with a password or a data key
     /// (from a seal).
     pub fn open<'a>(path: &Path, unlock: impl Into<Unlock<'a>>) -> Result<Vault, VaultError> {
-        let file = match std::fs::read(path) {
+        let file = match moat_core::atomic::read_regular(path, MAX_FILE_BYTES) {
             Ok(f) => Zeroizing::new(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(VaultError::Missing(path.to_path_buf()));
@@ -352,6 +364,9 @@ impl Vault {
         let value = Zeroizing::new(value);
         if !valid_name(name) {
             return Err(VaultError::BadName(name.to_string()));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(VaultError::TooLarge(value.len()));
         }
         if self.get(name).is_some() {
             return Err(VaultError::EntryExists(name.to_string()));

@@ -10,6 +10,9 @@ use moat_guard::{Report, Scanner, Tier};
 
 use crate::Failure;
 
+/// The most `moat scan` reads.
+const MAX_INPUT: u64 = 256 * 1024 * 1024;
+
 /// The exit status of each tier.
 fn exit_code(tier: Tier) -> ExitCode {
     ExitCode::from(match tier {
@@ -23,15 +26,23 @@ fn exit_code(tier: Tier) -> ExitCode {
 /// Scans `file` (`-` for stdin) and prints the report.
 pub fn run(file: &Path, json: bool) -> Result<ExitCode, Failure> {
     let mut bytes = Vec::new();
-    if file == Path::new("-") {
+    // Pipes are welcome (`moat scan <(curl ...)`); an endless source is cut off.
+    let read = if file == Path::new("-") {
         std::io::stdin()
+            .take(MAX_INPUT + 1)
             .read_to_end(&mut bytes)
             .context("cannot read standard input")
-            .map_err(Failure::runtime)?;
     } else {
-        bytes = std::fs::read(file)
+        std::fs::File::open(file)
+            .and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut bytes))
             .with_context(|| format!("cannot read {}", file.display()))
-            .map_err(Failure::runtime)?;
+    };
+    read.map_err(Failure::runtime)?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the input is larger than {} MiB, more than moat scan reads at once: split it",
+            MAX_INPUT >> 20
+        )));
     }
     let input = Input::decode(&bytes);
     let report = Scanner::global().scan(&input.text);

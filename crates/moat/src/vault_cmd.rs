@@ -126,6 +126,11 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             println!("removed {name}");
         }
         VaultCommand::Rename { old, new } => {
+            if let Some(reserved) = [old, new].into_iter().find(|n| n.starts_with(RESERVED)) {
+                return Err(Failure::usage(anyhow!(
+                    "{reserved:?} is one of moat's own names (the audit key and checkpoint): entries under {RESERVED:?} are neither renamed nor made by renaming"
+                )));
+            }
             let credential = credential(home, "vault password")?;
             transact(home, &path, &credential, |v| v.rename(old, new))?;
             emit(
@@ -640,7 +645,10 @@ fn check_new(pw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, Failure> {
 fn read_value(from_stdin: bool) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let mut value = Zeroizing::new(Vec::new());
     if from_stdin {
+        // One byte past the most a vault holds is enough to refuse: a value piped from
+        // the wrong file (or /dev/zero) is not read whole.
         std::io::stdin()
+            .take(moat_vault::MAX_VALUE_BYTES as u64 + 3)
             .read_to_end(&mut value)
             .map_err(Failure::runtime)?;
         if value.ends_with(b"\n") {

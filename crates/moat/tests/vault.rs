@@ -103,6 +103,21 @@ fn the_vault_lifecycle_never_shows_values_unless_revealed() {
         vault(home.path(), &pw, &["rename", "anthropic", "claude"], None).0,
         0
     );
+    // moat's own names are neither renamed nor made by renaming.
+    for (old, new) in [
+        ("claude", "moat.audit.checkpoint"),
+        ("moat.audit.signing-key", "x"),
+    ] {
+        let (code, _, err) = vault(home.path(), &pw, &["rename", old, new], None);
+        assert_eq!(code, 2, "{old} -> {new}: {err}");
+        assert!(err.contains("moat's own names"), "{err}");
+    }
+    // A value past what a vault entry holds is refused, and not read whole.
+    let big = "k".repeat(moat_vault::MAX_VALUE_BYTES + 1);
+    let (code, _, err) = vault(home.path(), &pw, &["add", "big", "--stdin"], Some(&big));
+    assert_ne!(code, 0);
+    assert!(err.contains("at most 65536"), "{err}");
+    assert!(!err.contains("kkkkkkkk"));
     let (code, _, err) = vault(home.path(), &pw, &["passwd"], None);
     assert_eq!(code, 2, "the new password needs its own source: {err}");
     let pw2 = password_file(home.path(), "second-password-4567");
