@@ -683,7 +683,7 @@ impl Config {
         let mut problems = Vec::new();
         if self.auth.api_key.is_none() {
             problems.push(format!(
-                "refusing to listen on {} without authentication: anyone who can reach that address could use your accounts. \
+                "refusing to listen on {} without authentication, as anyone who can reach that address could use your accounts. \
                  Set an API key (the {API_KEY_ENV} environment variable, or `api_key = \"secret:NAME\"` under [auth] in config.toml), \
                  or listen on loopback (server.listen = \"127.0.0.1:{}\")",
                 s.listen,

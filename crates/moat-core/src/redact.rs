@@ -69,9 +69,13 @@ const SECRET_NAME: &str = r"[A-Za-z0-9_.\-]*(?:key|token|passw(?:or)?d|pwd|secre
 /// Each shape: an optional kept prefix (`pre`), the secret, and an optional kept suffix.
 fn shapes() -> Vec<String> {
     [
-        // Counts with secret-looking names (`max_tokens=1024`, `input_tokens: 7`) are kept
-        // whole: the `keep` alternative wins at their position, before the secret shapes.
-        r"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b)".to_string(),
+        // Counts with secret-looking names (`max_tokens=1024`, `input_tokens: 7`) and
+        // references to where a credential is (`key = "secret:NAME"`, `api_key=env:VAR`:
+        // moat's own config syntax, never a value) are kept whole: the `keep`
+        // alternative wins at their position, before the secret shapes.
+        format!(
+            r#"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b|(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*["']?(?:secret|env):[A-Za-z0-9_.\-]+["']?)"#
+        ),
         // PEM private keys, whole block.
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----".to_string(),
         // JSON string fields with a secret-bearing name: keep the name and the quotes.
@@ -382,6 +386,16 @@ mod tests {
             "the password is [REDACTED]!"
         );
         assert_eq!(red.redact("a short word"), "a short word");
+    }
+
+    #[test]
+    fn references_to_credentials_are_not_credentials() {
+        let r = |t: &str| Redactor::new().redact(t).into_owned();
+        assert_eq!(
+            r(r#"set `key = "secret:NAME"` or api_key=env:MOAT_KEY"#),
+            r#"set `key = "secret:NAME"` or api_key=env:MOAT_KEY"#
+        );
+        assert_eq!(r(r#"key = "sk-live-value""#), r#"key = "[REDACTED]""#);
     }
 
     #[test]

@@ -262,7 +262,15 @@ fn glob(pattern: Option<&str>) -> Result<Option<glob::Pattern>, Failure> {
 
 /// One entry as `tail` prints it.
 fn show(line: &[u8], action: Option<&glob::Pattern>) -> Option<String> {
-    let e = moat_audit::entry::parse(line)?;
+    if line.trim_ascii().is_empty() {
+        return None;
+    }
+    let Some(e) = moat_audit::entry::parse(line) else {
+        // Never skipped in silence: a damaged line is what tail's reader most needs to see.
+        return Some(
+            "     ? an entry that cannot be read (damaged?): run `moat audit verify`".into(),
+        );
+    };
     if action.is_some_and(|p| !p.matches(&e.action)) {
         return None;
     }
@@ -271,10 +279,13 @@ fn show(line: &[u8], action: Option<&glob::Pattern>) -> Option<String> {
     } else {
         format!(" {}", serde_json::Value::Object(e.details))
     };
-    Some(format!(
+    // Fields can carry what a client sent (a target, an actor's name): shown, never
+    // interpreted by the terminal.
+    let line = format!(
         "{:>6} {} {} {} {} {}{details}",
         e.seq, e.time, e.action, e.outcome, e.actor, e.target
-    ))
+    );
+    Some(crate::terminal::shown(&line, false))
 }
 
 fn tail(home: &Home, follow: bool, action: Option<&str>, count: usize) -> Result<(), Failure> {
@@ -285,8 +296,10 @@ fn tail(home: &Home, follow: bool, action: Option<&str>, count: usize) -> Result
     let mut shown: Vec<String> = Vec::new();
     for (_, path) in segments.iter().rev() {
         let bytes = std::fs::read(path).map_err(Failure::runtime)?;
+        // Whole lines only: one being written as this reads is not damage.
         let mut here: Vec<String> = bytes
-            .split(|b| *b == b'\n')
+            .split_inclusive(|b| *b == b'\n')
+            .filter_map(|l| l.strip_suffix(b"\n"))
             .filter_map(|l| show(l, pattern.as_ref()))
             .collect();
         here.append(&mut shown);

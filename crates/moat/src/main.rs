@@ -13,6 +13,7 @@ mod sandbox_cmd;
 mod scan_cmd;
 mod serve;
 mod status;
+mod terminal;
 mod usage_cmd;
 mod vault_cmd;
 

@@ -112,24 +112,9 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
     ))
 }
 
-/// `bytes` made safe to show on a terminal: line feeds and tabs stay, every other control
-/// character (C0, DEL, C1) shows as `^X` or `\u{..}`, so no escape sequence reaches it.
+/// `bytes` made safe to show on a terminal (see [`crate::terminal::shown`]).
 fn for_terminal(bytes: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' | '\t' => out.push(c),
-            '\0'..='\u{1f}' => {
-                out.push('^');
-                out.push(char::from(c as u8 + 0x40));
-            }
-            '\u{7f}' => out.push_str("^?"),
-            '\u{80}'..='\u{9f}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.into_bytes()
+    crate::terminal::shown(&String::from_utf8_lossy(bytes), true).into_bytes()
 }
 
 fn split_assignment<'a>(

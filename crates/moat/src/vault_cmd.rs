@@ -84,11 +84,12 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
                     e.name(),
                     humantime::format_rfc3339_seconds(updated)
                 );
+                // Free text someone typed, or pasted: shown, never interpreted.
                 if let Some(s) = e.scope() {
-                    line.push_str(&format!("  scope {s}"));
+                    line.push_str(&format!("  scope {}", crate::terminal::shown(s, false)));
                 }
                 if let Some(d) = e.description() {
-                    line.push_str(&format!("  {d}"));
+                    line.push_str(&format!("  {}", crate::terminal::shown(d, false)));
                 }
                 println!("{}", moat_core::redact::global().redact(&line));
             }

@@ -112,6 +112,18 @@ fn the_vault_lifecycle_never_shows_values_unless_revealed() {
         assert_eq!(code, 2, "{old} -> {new}: {err}");
         assert!(err.contains("moat's own names"), "{err}");
     }
+    // Free text is listed, never interpreted by the terminal.
+    let hostile = "\u{1b}]0;PWN\u{7}\u{1b}[2J\nfake line";
+    let (code, _, err) = vault(
+        home.path(),
+        &pw,
+        &["add", "odd", "--stdin", "--description", hostile],
+        Some("value-of-odd-123"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = vault(home.path(), &pw, &["list"], None);
+    assert!(out.contains("^[]0;PWN^G^[[2J^Jfake line"), "{out}");
+    assert!(!out.contains('\u{1b}'));
     // A value past what a vault entry holds is refused, and not read whole.
     let big = "k".repeat(moat_vault::MAX_VALUE_BYTES + 1);
     let (code, _, err) = vault(home.path(), &pw, &["add", "big", "--stdin"], Some(&big));
