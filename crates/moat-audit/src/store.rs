@@ -94,9 +94,13 @@ pub enum Head {
     Signed(Statement),
 }
 
+/// The largest file of the audit folder moat reads: far past any segment (a device or
+/// pipe in a file's place is refused whatever the bound).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// Reads the head, keeping the newest slot that `public` signed.
 pub fn read_head(dir: &Path, public: &VerifyingKey) -> io::Result<Head> {
-    let bytes = match std::fs::read(dir.join(HEAD)) {
+    let bytes = match moat_core::atomic::read_regular(&dir.join(HEAD), MAX_FILE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Head::Missing),
         Err(e) => return Err(e),

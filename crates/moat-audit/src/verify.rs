@@ -146,7 +146,7 @@ pub fn verify(
 
 fn read_checkpoints(dir: &Path) -> Result<Option<Vec<Statement>>, AuditError> {
     let path = dir.join(store::CHECKPOINTS);
-    let bytes = match std::fs::read(&path) {
+    let bytes = match moat_core::atomic::read_regular(&path, store::MAX_FILE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(AuditError::io(&path, e)),
@@ -191,7 +191,8 @@ fn walk(
     });
     let last_index = segments.len().saturating_sub(1);
     for (index, (_, path)) in segments.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|e| AuditError::io(path, e))?;
+        let bytes = moat_core::atomic::read_regular(path, store::MAX_FILE_BYTES)
+            .map_err(|e| AuditError::io(path, e))?;
         let mut lines = bytes.split_inclusive(|b| *b == b'\n').peekable();
         while let Some(raw) = lines.next() {
             let Some(line) = raw.strip_suffix(b"\n") else {

@@ -295,7 +295,8 @@ fn tail(home: &Home, follow: bool, action: Option<&str>, count: usize) -> Result
     // Walk back from the newest segment until enough entries match.
     let mut shown: Vec<String> = Vec::new();
     for (_, path) in segments.iter().rev() {
-        let bytes = std::fs::read(path).map_err(Failure::runtime)?;
+        let bytes = moat_core::atomic::read_regular(path, store::MAX_FILE_BYTES)
+            .map_err(Failure::runtime)?;
         // Whole lines only: one being written as this reads is not damage.
         let mut here: Vec<String> = bytes
             .split_inclusive(|b| *b == b'\n')
@@ -391,7 +392,8 @@ fn export(home: &Home, since: Option<&str>, out: Option<&Path>) -> Result<(), Fa
     let dir = dir(home);
     let mut bytes = Vec::new();
     for (_, path) in store::segments(&dir).map_err(Failure::runtime)? {
-        let segment = std::fs::read(&path).map_err(Failure::runtime)?;
+        let segment = moat_core::atomic::read_regular(&path, store::MAX_FILE_BYTES)
+            .map_err(Failure::runtime)?;
         for line in segment.split_inclusive(|b| *b == b'\n') {
             if !line.ends_with(b"\n") {
                 continue; // an unfinished last line is not an entry
