@@ -78,7 +78,10 @@ fn sweep_dead(place: &Path, remove: impl Fn(&Path) -> std::io::Result<()>) {
         let gone = owner != std::process::id() && !Path::new(&format!("/proc/{owner}")).exists();
         // Folders only: a file or link by that name is not moat's.
         let folder = entry.file_type().is_ok_and(|t| t.is_dir());
-        if gone && folder {
+        // A bundle whose lock someone holds is in use, whatever its pid says here.
+        let locked = std::fs::File::open(entry.path().join(IN_USE))
+            .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        if gone && folder && !locked {
             match remove(&entry.path()) {
                 Ok(()) => {
                     tracing::info!(path = %entry.path().display(), "removed what a moat that died left of a gVisor sandbox")
@@ -240,7 +243,13 @@ struct Bundle {
     root: tempfile::TempDir,
     id: String,
     runsc: PathBuf,
+    /// Held locked while the bundle lives: a sweeping moat (perhaps in another PID
+    /// namespace, where this pid means nothing) can tell the folder is in use.
+    _in_use: Option<std::fs::File>,
 }
+
+/// The lock file in each bundle folder (see [`Bundle`]).
+const IN_USE: &str = "in-use.lock";
 
 /// However the call ended (an early error included), the sandbox goes before its state
 /// folder does: without its state runsc could no longer find it to delete it.
@@ -323,10 +332,14 @@ impl Bundle {
                 source,
                 hint: "",
             })?;
+        let in_use = std::fs::File::create(root.path().join(IN_USE))
+            .ok()
+            .filter(|f| f.try_lock().is_ok());
         let bundle = Bundle {
             root,
             id,
             runsc: runsc.to_owned(),
+            _in_use: in_use,
         };
         let namespaces: Vec<Value> = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
             .map(|kind| json!({ "type": kind }))
@@ -697,8 +710,16 @@ mod tests {
             std::fs::write(dir.join("config.json"), "{}").unwrap();
         }
         std::fs::write(&a_file, "").unwrap();
+        // A pid that means nothing here, but whose bundle is locked: in use elsewhere.
+        let elsewhere = place.path().join(format!("{LEFTOVER_PREFIX}4194307-abc"));
+        std::fs::create_dir(&elsewhere).unwrap();
+        let held = std::fs::File::create(elsewhere.join(IN_USE)).unwrap();
+        held.try_lock().unwrap();
         sweep_dead(place.path(), |dir| std::fs::remove_dir_all(dir));
         assert!(!dead.exists());
-        assert!(mine.exists() && not_ours.exists() && a_file.exists());
+        assert!(mine.exists() && not_ours.exists() && a_file.exists() && elsewhere.exists());
+        drop(held);
+        sweep_dead(place.path(), |dir| std::fs::remove_dir_all(dir));
+        assert!(!elsewhere.exists());
     }
 }
