@@ -2,8 +2,9 @@
 //! and in all, so one client cannot exhaust file descriptors for everyone.
 //!
 //! A client at its limit gets room by losing its own longest-idle connection: one that
-//! has received nothing of a request since its last response and is answering none
-//! (idle keep-alive, or never used). Connections opened and left silent therefore cannot
+//! has received nothing of a request since its last response was sent whole (flushed),
+//! is answering none, and has been so for [`MIN_IDLE`] (idle keep-alive, or never
+//! used). Connections opened and left silent therefore cannot
 //! lock their client's later requests out until the header timeout frees them; and as
 //! every local program shares 127.0.0.1, that client is everyone on this machine. A
 //! connection with a request under way is never closed for another; when none is idle, the
@@ -13,10 +14,16 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::ratelimit::client_key;
+use crate::slow_head::Activity;
+
+/// How long a connection must have been quiet to be closed for another: a client that
+/// reuses a connection a moment after its response must not find it closing.
+const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// The limits and the open connections; shared by all listeners.
 #[derive(Debug, Clone)]
@@ -29,10 +36,9 @@ pub struct ConnLimits {
 /// What the limits know of one open connection, and how it is asked to close.
 #[derive(Debug, Default)]
 pub struct ConnState {
-    /// Set while bytes of a request have arrived that no response has followed
-    /// ([`crate::slow_head::TrackedStream`]); unset for connections not tracked, which are
-    /// then never taken for idle.
-    head_pending: OnceLock<Arc<AtomicBool>>,
+    /// What the socket has seen ([`crate::slow_head::TrackedStream`]); unset for
+    /// connections not tracked, which are then never taken for idle.
+    activity: OnceLock<Arc<Activity>>,
     /// Responses still being sent (their bodies not yet finished).
     responding: AtomicUsize,
     evicted: AtomicBool,
@@ -40,9 +46,9 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// Lets the limits see when a request is arriving on this connection.
-    pub fn track(&self, head_pending: Arc<AtomicBool>) {
-        let _ = self.head_pending.set(head_pending);
+    /// Lets the limits see what the connection's socket is doing.
+    pub fn track(&self, activity: Arc<Activity>) {
+        let _ = self.activity.set(activity);
     }
 
     /// Counts one response in flight until the guard is dropped.
@@ -51,13 +57,13 @@ impl ConnState {
         Responding(self.clone())
     }
 
-    /// Nothing of a request received and nothing being answered.
-    fn idle(&self) -> bool {
-        self.head_pending
-            .get()
-            .is_some_and(|pending| !pending.load(Ordering::Acquire))
-            && self.responding.load(Ordering::Acquire) == 0
-            && !self.evicted.load(Ordering::Acquire)
+    /// How long nothing of a request has been received and nothing answered or left
+    /// unsent; `None` while something is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.responding.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        self.activity.get()?.quiet_for()
     }
 
     /// Resolves when the limits want this connection closed to make room.
@@ -68,11 +74,7 @@ impl ConnState {
     /// Whether the connection may close now that it is asked to: a request may have
     /// begun in between, and then it stays (counted under the limit again).
     pub fn close_if_idle(&self) -> bool {
-        let idle = self
-            .head_pending
-            .get()
-            .is_some_and(|pending| !pending.load(Ordering::Acquire))
-            && self.responding.load(Ordering::Acquire) == 0;
+        let idle = self.idle_for().is_some();
         if !idle {
             self.evicted.store(false, Ordering::Release);
         }
@@ -129,8 +131,13 @@ impl ConnLimits {
             .filter(|c| c.evicted.load(Ordering::Acquire))
             .count();
         if conns.len() - closing >= self.per_client {
-            // In order of admission: the first idle one has waited longest.
-            let victim = conns.iter().find(|c| c.idle())?;
+            let victim = conns
+                .iter()
+                .filter(|c| !c.evicted.load(Ordering::Acquire))
+                .filter_map(|c| Some((c, c.idle_for()?)))
+                .filter(|(_, quiet)| *quiet >= MIN_IDLE)
+                .max_by_key(|(_, quiet)| *quiet)
+                .map(|(c, _)| c)?;
             victim.evicted.store(true, Ordering::Release);
             victim.evict.notify_one();
         }
@@ -181,32 +188,46 @@ mod tests {
 
     #[test]
     fn a_client_at_its_limit_loses_its_longest_idle_connection_only() {
-        let limits = ConnLimits::new(3, 100);
+        let limits = ConnLimits::new(4, 100);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let flags: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
-        let slots: Vec<ConnSlot> = flags
+        let quiet = |secs: u64| Activity::for_test(false, Duration::from_secs(secs));
+        // Mid-request; answering; idle 5 s; idle 9 s (the longest); in order of admission.
+        let activities = [
+            Activity::for_test(true, Duration::from_secs(60)),
+            quiet(60),
+            quiet(5),
+            quiet(9),
+        ];
+        let slots: Vec<ConnSlot> = activities
             .iter()
-            .map(|f| {
+            .map(|a| {
                 let slot = limits.admit(ip).unwrap();
-                slot.state().track(f.clone());
+                slot.state().track(a.clone());
                 slot
             })
             .collect();
-        // The first is mid-request, the second is sending a response: the third goes.
-        flags[0].store(true, Ordering::Release);
         let answering = slots[1].state().responding();
-        let fourth = limits.admit(ip).expect("room made");
-        assert!(slots[2].state().evicted.load(Ordering::Acquire));
-        assert!(!slots[0].state().evicted.load(Ordering::Acquire));
-        assert!(!slots[1].state().evicted.load(Ordering::Acquire));
-        // Nothing idle is left (the fourth is untracked): the next is refused.
+        let evicted = |i: usize| slots[i].state().evicted.load(Ordering::Acquire);
+        let fifth = limits.admit(ip).expect("room made");
+        assert!(evicted(3) && !evicted(0) && !evicted(1) && !evicted(2));
+        let sixth = limits.admit(ip).expect("room made again");
+        assert!(evicted(2));
+        // Nothing idle long enough is left: the next is refused.
         assert!(limits.admit(ip).is_none());
+        // A connection that took a request after all stays, counted again.
+        activities[2].set_pending(true);
+        assert!(!slots[2].state().close_if_idle());
+        assert!(!evicted(2));
         drop(answering);
-        let fifth = limits
+        let seventh = limits
             .admit(ip)
             .expect("the finished response left an idle connection");
-        assert!(slots[1].state().evicted.load(Ordering::Acquire));
-        drop((fourth, fifth, slots));
+        assert!(evicted(1));
+        // Just quiet is not idle enough.
+        let fresh = limits.admit("127.0.0.2".parse().unwrap()).unwrap();
+        fresh.state().track(quiet(0));
+        assert!(fresh.state().idle_for().is_some_and(|d| d < MIN_IDLE));
+        drop((fifth, sixth, seventh, slots, fresh));
         assert!(limits.open.lock().unwrap().is_empty());
     }
 }

@@ -205,7 +205,7 @@ impl Protocols {
         state: &ConnState,
     ) {
         let (stream, tracker) = TrackedStream::new(stream);
-        state.track(tracker.pending_flag());
+        state.track(tracker.activity());
         let conn = self.http1.serve_connection(TokioIo::new(stream), service);
         let mut served = std::pin::pin!(watcher.watch(conn));
         let result = loop {

@@ -11,55 +11,124 @@
 use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::headers::SECURITY_HEADERS;
 
+/// What the socket has seen, shared with the connection limits (which close an idle
+/// connection for a new one of the same client: see `conns`).
+#[derive(Debug)]
+pub struct Activity {
+    /// Bytes of a request have arrived that no response has followed yet.
+    head_pending: AtomicBool,
+    /// Bytes were written that hyper has not flushed since.
+    unflushed: AtomicBool,
+    /// When the connection last went quiet (opened, or a write flushed), in milliseconds
+    /// since [`Activity::clock`]'s start.
+    quiet_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            head_pending: AtomicBool::new(false),
+            unflushed: AtomicBool::new(false),
+            quiet_since_ms: AtomicU64::new(Self::now_ms()),
+        }
+    }
+
+    fn now_ms() -> u64 {
+        // A start a day back (where the clock allows), so "quiet since" never clamps at 0.
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(|| {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now)
+        });
+        start.elapsed().as_millis() as u64
+    }
+
+    /// An activity as the limits' tests need it: `pending` or quiet for `quiet`.
+    #[cfg(test)]
+    pub(crate) fn for_test(pending: bool, quiet: Duration) -> Arc<Activity> {
+        let a = Activity::new();
+        a.head_pending.store(pending, Ordering::Release);
+        let now = Self::now_ms();
+        a.quiet_since_ms.store(
+            now.saturating_sub(quiet.as_millis() as u64),
+            Ordering::Release,
+        );
+        Arc::new(a)
+    }
+
+    /// Marks bytes of a request received (tests).
+    #[cfg(test)]
+    pub(crate) fn set_pending(&self, pending: bool) {
+        self.head_pending.store(pending, Ordering::Release);
+    }
+
+    /// How long the connection has had nothing of a request in and nothing unsent out,
+    /// or `None` while it has.
+    pub fn quiet_for(&self) -> Option<Duration> {
+        if self.head_pending.load(Ordering::Acquire) || self.unflushed.load(Ordering::Acquire) {
+            return None;
+        }
+        let since = self.quiet_since_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(Self::now_ms().saturating_sub(since)))
+    }
+}
+
 /// A TCP stream for hyper that tracks half-received requests.
 pub struct TrackedStream {
     inner: TcpStream,
-    head_pending: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 /// What the accept loop keeps after handing the stream to hyper.
 pub struct Tracker {
     socket: Option<socket2::Socket>,
-    head_pending: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 impl TrackedStream {
     /// Wraps `stream`; the tracker can answer 408 after hyper has dropped the stream.
     pub fn new(stream: TcpStream) -> (Self, Tracker) {
-        let head_pending = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(Activity::new());
         // A duplicate descriptor: one syscall per connection, nothing per request.
         let socket = socket2::SockRef::from(&stream).try_clone().ok();
         let tracker = Tracker {
             socket,
-            head_pending: head_pending.clone(),
+            activity: activity.clone(),
         };
         (
             Self {
                 inner: stream,
-                head_pending,
+                activity,
             },
             tracker,
         )
     }
+
+    fn wrote(&self) {
+        // A response is going out: what was read belonged to a request being answered.
+        self.activity.head_pending.store(false, Ordering::Release);
+        self.activity.unflushed.store(true, Ordering::Release);
+    }
 }
 
 impl Tracker {
-    /// The flag behind [`Tracker::head_pending`], for the connection limits.
-    pub fn pending_flag(&self) -> Arc<AtomicBool> {
-        self.head_pending.clone()
+    /// What the socket has seen, for the connection limits.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
     }
 
     /// Whether bytes of a request have arrived that no response has followed yet.
     pub fn head_pending(&self) -> bool {
-        self.head_pending.load(Ordering::Relaxed)
+        self.activity.head_pending.load(Ordering::Relaxed)
     }
 
     /// Writes a 408 with the security headers (best effort, never blocking) and closes.
@@ -92,7 +161,7 @@ impl AsyncRead for TrackedStream {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.head_pending.store(true, Ordering::Relaxed);
+            self.activity.head_pending.store(true, Ordering::Release);
         }
         result
     }
@@ -104,8 +173,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // A response is going out: what was read belonged to a request being answered.
-        self.head_pending.store(false, Ordering::Relaxed);
+        self.wrote();
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
@@ -114,7 +182,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.head_pending.store(false, Ordering::Relaxed);
+        self.wrote();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -123,7 +191,16 @@ impl AsyncWrite for TrackedStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        // hyper flushes the socket once its own buffer is written out: all sent.
+        if matches!(flushed, Poll::Ready(Ok(())))
+            && self.activity.unflushed.swap(false, Ordering::AcqRel)
+        {
+            self.activity
+                .quiet_since_ms
+                .store(Activity::now_ms(), Ordering::Release);
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

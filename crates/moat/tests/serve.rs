@@ -697,8 +697,9 @@ fn connections_per_client_are_capped() {
     );
     drop(busy);
     std::thread::sleep(Duration::from_millis(200));
-    // Three connections opened and left silent: each new connection closes the one that
-    // has waited longest, so the client is never locked out.
+    // Three connections opened and left silent: a new connection closes the one that
+    // has waited longest (once it has been quiet a second), so the client is never
+    // locked out.
     let mut idle: Vec<TcpStream> = (0..3)
         .map(|_| {
             let s = TcpStream::connect(moat.main).unwrap();
@@ -706,7 +707,7 @@ fn connections_per_client_are_capped() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(1300));
     let mut next = TcpStream::connect(moat.main).unwrap();
     next.write_all(health().as_bytes()).unwrap();
     assert!(
