@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        // O_NOCTTY: a terminal in a file's place must not become moat's.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {

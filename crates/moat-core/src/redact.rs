@@ -63,6 +63,9 @@ fn known_pieces(value: &str) -> Vec<&str> {
     pieces
 }
 
+/// moat's references to a credential (`secret:NAME`, `env:VAR`), by their grammar.
+const REFERENCE: &str = r"(?:secret:[A-Za-z0-9_.\-]{1,128}|env:[A-Za-z_][A-Za-z0-9_]{0,127})";
+
 /// Names that mark a parameter, header or JSON field as secret-bearing.
 const SECRET_NAME: &str = r"[A-Za-z0-9_.\-]*(?:key|token|passw(?:or)?d|pwd|secret|credential|auth|signature|cookie|session)[A-Za-z0-9_.\-]*";
 
@@ -73,8 +76,10 @@ fn shapes() -> Vec<String> {
         // references to where a credential is (`key = "secret:NAME"`, `api_key=env:VAR`:
         // moat's own config syntax, never a value) are kept whole: the `keep`
         // alternative wins at their position, before the secret shapes.
+        // A reference is a whole value: its name's grammar, then its end (quote,
+        // space, separator or the end of the text); anything else is not one.
         format!(
-            r#"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b|(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*["']?(?:secret|env):[A-Za-z0-9_.\-]+["']?)"#
+            r#"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b|(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*(?:"{REFERENCE}"|'{REFERENCE}'|{REFERENCE}(?:[\s,;&)`\]]|$)))"#
         ),
         // PEM private keys, whole block.
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----".to_string(),
@@ -92,19 +97,27 @@ fn shapes() -> Vec<String> {
         format!(r#"(?P<pre5>(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*')[^'\n]+(?P<post5>')"#),
         // Query strings, form bodies and plain assignments: `?key=...`, `password = x`.
         format!(r#"(?P<pre6>(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*)[^&\s"'#<>,;]+"#),
-        // Provider key formats.
-        r"\bsk-ant-[A-Za-z0-9_\-]{8,}".to_string(),
-        r"\bsk-[A-Za-z0-9_\-]{16,}".to_string(),
-        r"\b(?:gh[pousr]|github_pat)_[A-Za-z0-9_]{20,}".to_string(),
-        r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b".to_string(),
-        r"\bxox[abprs]-[A-Za-z0-9\-]{10,}".to_string(),
-        r"\bAIza[0-9A-Za-z_\-]{35}".to_string(),
-        r"\b(?:hf|gsk|glpat|r8|pplx|xai)[_-][A-Za-z0-9_\-]{20,}".to_string(),
-        // JWTs (the signature may be empty for alg=none).
-        r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*".to_string(),
     ]
-    .into()
+    .into_iter()
+    .chain(PROVIDER_SHAPES.iter().map(|s| s.to_string()))
+    .collect()
 }
+
+/// Provider key formats, and JWTs (the signature may be empty for alg=none).
+const PROVIDER_SHAPES: &[&str] = &[
+    r"\bsk-ant-[A-Za-z0-9_\-]{8,}",
+    r"\bsk-[A-Za-z0-9_\-]{16,}",
+    r"\b(?:gh[pousr]|github_pat)_[A-Za-z0-9_]{20,}",
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
+    r"\bAIza[0-9A-Za-z_\-]{35}",
+    r"\b(?:hf|gsk|glpat|r8|pplx|xai)[_-][A-Za-z0-9_\-]{20,}",
+    r"\beyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*",
+];
+
+static PROVIDER_KEYS: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&PROVIDER_SHAPES.join("|")).expect("provider key patterns are valid")
+});
 
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
     let alternation = shapes()
@@ -205,7 +218,8 @@ impl Redactor {
 fn redact_shapes(text: &str) -> Cow<'_, str> {
     SHAPES.replace_all(text, |caps: &Captures<'_>| {
         if let Some(keep) = caps.name("keep") {
-            return keep.as_str().to_string();
+            // A key pasted where its name belongs (`secret:sk-ant-...`) is still a key.
+            return PROVIDER_KEYS.replace_all(keep.as_str(), MARK).into_owned();
         }
         let mut out = String::new();
         let mut post = "";
@@ -396,6 +410,18 @@ mod tests {
             r#"set `key = "secret:NAME"` or api_key=env:MOAT_KEY"#
         );
         assert_eq!(r(r#"key = "sk-live-value""#), r#"key = "[REDACTED]""#);
+        // Only a whole reference is one; a key pasted as its name is still a key.
+        assert_eq!(r("password=secret:abc/def+ghi"), "password=[REDACTED]");
+        assert_eq!(
+            r(r#"password = "secret:abc def""#),
+            r#"password = "[REDACTED]""#
+        );
+        let pasted = r#"api_key = "secret:sk-ant-api03-abcdefghijklmnop""#;
+        assert_eq!(r(pasted), r#"api_key = "secret:[REDACTED]""#);
+        assert_eq!(
+            r("token: env:ghp_abcdefghijklmnopqrstuvwxyz0123"),
+            "token: env:[REDACTED]"
+        );
     }
 
     #[test]

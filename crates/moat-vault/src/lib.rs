@@ -71,9 +71,9 @@ pub enum VaultError {
     /// An entry by that name exists.
     #[error("a secret named {0:?} exists already; remove it first or choose another name")]
     EntryExists(String),
-    /// A value over [`MAX_VALUE_BYTES`].
+    /// A value over [`MAX_VALUE_BYTES`] (its length, or as much of it as was read).
     #[error(
-        "the secret is {0} bytes; a vault entry holds at most {MAX_VALUE_BYTES} (keys, tokens and certificates fit: store a large file elsewhere and its key here)"
+        "the secret is larger than the {MAX_VALUE_BYTES} bytes a vault entry holds (keys, tokens and certificates fit: store a large file elsewhere and its key here)"
     )]
     TooLarge(usize),
     /// The name is not valid. Not echoed: a value pasted where a name belongs must not be

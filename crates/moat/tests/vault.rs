@@ -128,7 +128,7 @@ fn the_vault_lifecycle_never_shows_values_unless_revealed() {
     let big = "k".repeat(moat_vault::MAX_VALUE_BYTES + 1);
     let (code, _, err) = vault(home.path(), &pw, &["add", "big", "--stdin"], Some(&big));
     assert_ne!(code, 0);
-    assert!(err.contains("at most 65536"), "{err}");
+    assert!(err.contains("larger than the 65536 bytes"), "{err}");
     assert!(!err.contains("kkkkkkkk"));
     let (code, _, err) = vault(home.path(), &pw, &["passwd"], None);
     assert_eq!(code, 2, "the new password needs its own source: {err}");

@@ -333,13 +333,17 @@ impl Bundle {
                 hint: "",
             })?;
         let in_use = std::fs::File::create(root.path().join(IN_USE))
-            .ok()
-            .filter(|f| f.try_lock().is_ok());
+            .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::from))
+            .map_err(|source| SandboxError::Setup {
+                stage: "locking the sandbox's bundle folder",
+                source,
+                hint: "",
+            })?;
         let bundle = Bundle {
             root,
             id,
             runsc: runsc.to_owned(),
-            _in_use: in_use,
+            _in_use: Some(in_use),
         };
         let namespaces: Vec<Value> = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
             .map(|kind| json!({ "type": kind }))
