@@ -51,6 +51,11 @@ impl ConnState {
         let _ = self.activity.set(activity);
     }
 
+    /// Whether the limits see this connection's socket (and so may close it when idle).
+    pub fn is_tracked(&self) -> bool {
+        self.activity.get().is_some()
+    }
+
     /// Counts one response in flight until the guard is dropped.
     pub fn responding(self: &Arc<Self>) -> Responding {
         self.responding.fetch_add(1, Ordering::AcqRel);

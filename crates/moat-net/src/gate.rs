@@ -132,9 +132,13 @@ where
     fn call(&self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.conn);
         let gate = self.clone();
-        let responding = self.state.responding();
+        // Only a connection the limits may close as idle needs its answers counted.
+        let responding = self.state.is_tracked().then(|| self.state.responding());
         Box::pin(async move {
             let resp = gate.pass(req).await;
+            let Some(responding) = responding else {
+                return Ok(resp);
+            };
             Ok(resp.map(|body| {
                 axum::body::Body::new(Answering {
                     body,
