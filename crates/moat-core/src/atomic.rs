@@ -11,23 +11,28 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Reads `path` whole if it is a regular file of at most `max` bytes. A FIFO, a device
-/// (`/dev/zero`) or a folder in a file's place is refused without waiting on it (it is
-/// opened non-blocking and checked before a byte is read), and a file past `max` is
-/// refused rather than read into memory.
-pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+/// Opens `path` for reading if it is a regular file. A FIFO, a device (`/dev/zero`) or a
+/// folder in a file's place is refused without waiting on it: it is opened non-blocking
+/// (and never as a controlling terminal) and checked before a byte is read.
+pub fn open_regular(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
-        // O_NOCTTY: a terminal in a file's place must not become moat's.
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
+    if !file.metadata()?.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file (a device, pipe or folder is in its place)",
         ));
     }
+    Ok(file)
+}
+
+/// Reads `path` whole if it is a regular file ([`open_regular`]) of at most `max` bytes:
+/// a larger one is refused rather than read into memory.
+pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let meta = file.metadata()?;
     let too_large = || {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -113,6 +118,8 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn only_regular_files_of_bounded_size_are_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -133,8 +140,6 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
         assert!(read_regular(&link, 1 << 20).is_err());
     }
-
-    use super::*;
 
     #[test]
     fn replaces_contents_with_mode_0600_and_leaves_no_temp_file() {

@@ -348,21 +348,9 @@ fn follow_segment(
     pattern: Option<&glob::Pattern>,
 ) -> Result<u64, Failure> {
     use std::io::{Seek, SeekFrom};
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, and a regular file only: a FIFO or device put in the folder while
-    // this follows must not hang it or fill memory.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(Failure::runtime)?;
-    if !file.metadata().map_err(Failure::runtime)?.is_file() {
-        return Err(Failure::runtime(anyhow!(
-            "{} is not a regular file: the audit folder was tampered with",
-            path.display()
-        )));
-    }
-    let mut file = file;
+    // A FIFO or device put in the folder while this follows must not hang it.
+    let mut file = moat_core::atomic::open_regular(path)
+        .map_err(|e| Failure::runtime(anyhow!("{}: {e}", path.display())))?;
     file.seek(SeekFrom::Start(offset))
         .map_err(Failure::runtime)?;
     let mut reader = std::io::BufReader::new(file);

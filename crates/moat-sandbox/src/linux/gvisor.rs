@@ -245,7 +245,7 @@ struct Bundle {
     runsc: PathBuf,
     /// Held locked while the bundle lives: a sweeping moat (perhaps in another PID
     /// namespace, where this pid means nothing) can tell the folder is in use.
-    _in_use: Option<std::fs::File>,
+    _in_use: std::fs::File,
 }
 
 /// The lock file in each bundle folder (see [`Bundle`]).
@@ -343,7 +343,7 @@ impl Bundle {
             root,
             id,
             runsc: runsc.to_owned(),
-            _in_use: Some(in_use),
+            _in_use: in_use,
         };
         let namespaces: Vec<Value> = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
             .map(|kind| json!({ "type": kind }))
