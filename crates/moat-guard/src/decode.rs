@@ -6,6 +6,8 @@ use std::ops::Range;
 
 use base64::Engine;
 
+use crate::swar::{CASE_BITS, HIGH_BITS, LOW_BITS, in_range, load};
+
 /// A decoded run: where it was and what it said.
 #[derive(Debug)]
 pub struct Decoded {
@@ -25,27 +27,11 @@ pub fn runs(text: &str) -> Vec<Decoded> {
     let mut out = Vec::new();
     let bytes = text.as_bytes();
     // base64 and hex: maximal runs of their alphabets (padding included), at least
-    // MIN_RUN long. Such a run starting anywhere in i..i + MIN_RUN covers byte
-    // i + MIN_RUN - 1: where that byte is outside the alphabet (in prose, nearly always),
-    // the whole stretch is skipped.
-    let member = |b: u8| is_b64(b) || b == b'=';
-    let mut i = 0;
-    while i + MIN_RUN <= bytes.len() {
-        let probe = i + MIN_RUN - 1;
-        if !member(bytes[probe]) {
-            i = probe + 1;
-            continue;
-        }
-        let mut start = probe;
-        while start > i && member(bytes[start - 1]) {
-            start -= 1;
-        }
-        let run_len = bytes[start..]
-            .iter()
-            .position(|&b| !member(b))
-            .unwrap_or(bytes.len() - start);
-        i = start + run_len;
+    // MIN_RUN long.
+    for run in alphabet_runs(bytes) {
+        let i = run.end;
         // Padding belongs at the end of a run, never at its start.
+        let mut start = run.start;
         while start < i && bytes[start] == b'=' {
             start += 1;
         }
@@ -98,6 +84,67 @@ pub fn runs(text: &str) -> Vec<Decoded> {
         }
     }
     out
+}
+
+/// The maximal runs of base64 and hex bytes ([`is_b64`] and `=`) at least [`MIN_RUN`]
+/// long, in order. Prose has a run end every few bytes: eight bytes at a time, only the
+/// first and last run end in each eight matter (a run between them is shorter).
+fn alphabet_runs(bytes: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut i = 0;
+    // Where the run that reaches the current chunk began.
+    let mut run_start = 0;
+    // A long run found with the chunk that ended it, whose own last run starts here.
+    let mut next_start = None;
+    std::iter::from_fn(move || {
+        if let Some(start) = next_start.take() {
+            run_start = start;
+        }
+        while let Some(x) = load(bytes, i) {
+            let ends = !alphabet_bytes(x) & HIGH_BITS;
+            let chunk = i;
+            i += 8;
+            if ends == 0 {
+                continue;
+            }
+            let first = chunk + (ends.trailing_zeros() / 8) as usize;
+            let last = chunk + 7 - (ends.leading_zeros() / 8) as usize;
+            let found = run_start..first;
+            if found.len() >= MIN_RUN {
+                next_start = Some(last + 1);
+                return Some(found);
+            }
+            run_start = last + 1;
+        }
+        // The last few bytes, one at a time.
+        while i < bytes.len() {
+            let member = is_b64(bytes[i]) || bytes[i] == b'=';
+            i += 1;
+            if !member {
+                let found = run_start..i - 1;
+                run_start = i;
+                if found.len() >= MIN_RUN {
+                    return Some(found);
+                }
+            }
+        }
+        let found = run_start..bytes.len();
+        run_start = bytes.len();
+        (found.len() >= MIN_RUN).then_some(found)
+    })
+}
+
+/// The high bit of each byte of `x` in the base64 alphabets (standard and URL-safe:
+/// letters, digits, `+ / - _`) or `=`.
+#[inline]
+fn alphabet_bytes(x: u64) -> u64 {
+    let ascii = !x & HIGH_BITS;
+    let low = x & !HIGH_BITS;
+    let letters = in_range(low | CASE_BITS, b'a', b'z');
+    let digits = in_range(low, b'0', b'9');
+    // '+' '-' '/' are the odd bytes of 0x2b..=0x2f (',' and '.' the even ones).
+    let signs = in_range(low, b'+', b'/') & ((low & LOW_BITS) << 7);
+    let others = in_range(low, b'_', b'_') | in_range(low, b'=', b'=');
+    (letters | digits | signs | others) & ascii
 }
 
 /// The base64 alphabets (standard and URL-safe), as a table: this runs on every byte.
@@ -247,6 +294,57 @@ fn html_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`alphabet_runs`] byte by byte.
+    fn alphabet_runs_slowly(bytes: &[u8]) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 0..=bytes.len() {
+            let member = bytes.get(i).is_some_and(|&b| is_b64(b) || b == b'=');
+            if !member {
+                if i - start >= MIN_RUN {
+                    out.push(start..i);
+                }
+                start = i + 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn alphabet_runs_are_found_eight_bytes_at_a_time_as_one_at_a_time() {
+        // Runs of every length near MIN_RUN at every alignment, with every byte value
+        // as the separator, and a pseudo-random mix.
+        let mut texts: Vec<Vec<u8>> = Vec::new();
+        for sep in 0..=255u8 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33] {
+                for pad in 0..9 {
+                    let mut t = vec![sep; pad];
+                    t.extend(std::iter::repeat_n(b'Q', len));
+                    t.push(sep);
+                    t.extend(std::iter::repeat_n(b'=', len / 2));
+                    t.extend_from_slice(b"x-y_z+w/v0123456789");
+                    texts.push(t);
+                }
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let t: Vec<u8> = (0..seed % 97)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b" aZ9=+/-_.,\xff"[(seed % 12) as usize]
+                })
+                .collect();
+            texts.push(t);
+        }
+        for t in &texts {
+            let got: Vec<_> = alphabet_runs(t).collect();
+            assert_eq!(got, alphabet_runs_slowly(t), "{t:?}");
+        }
+    }
 
     fn decoded(text: &str) -> Vec<(&'static str, String)> {
         runs(text)
