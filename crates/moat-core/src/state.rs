@@ -118,6 +118,10 @@ impl StateStore {
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
+        // SQLite's page cache grows to 2 MiB per connection by default; this store's reads
+        // are point lookups of recent rows, and the OS caches the file anyway.
+        conn.pragma_update(None, "cache_size", "-512")
+            .map_err(err)?;
         let mut store = Self {
             conn,
             path: path.to_path_buf(),
