@@ -138,12 +138,18 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
         .stderr(Stdio::piped());
     // If moat dies, runsc goes too: its container would otherwise run on without a
     // wall-time limit. (The thread that starts runsc supervises it to the end.)
-    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
-    // async-signal-safe and touches no memory of ours.
+    // A moat that died between the fork and the prctl sent no signal: then the child's
+    // parent is no longer moat, and it must not exec.
+    let moat = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only calls prctl and getppid,
+    // which are async-signal-safe and touch no memory of ours.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != moat {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
