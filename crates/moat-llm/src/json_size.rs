@@ -66,9 +66,63 @@ pub fn more_values_than(json: &[u8], limit: usize) -> bool {
     false
 }
 
+/// Deepest nesting of objects and arrays moat accepts in a request, as deep as
+/// `serde_json` parses: a request forwarded untranslated is not parsed by moat, and an
+/// upstream with a recursive parser (a local model server) could be crashed by one
+/// nested a hundred thousand levels.
+pub const MAX_DEPTH: usize = 128;
+
+/// The byte offset where `json` first nests objects and arrays deeper than `limit`, if
+/// it does, counting brackets outside strings with a scan that allocates nothing.
+pub fn nested_deeper_than(json: &[u8], limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in json.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings_only() {
+        let nested = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(nested_deeper_than(nested(127).as_bytes(), MAX_DEPTH), None);
+        assert_eq!(
+            nested_deeper_than(nested(128).as_bytes(), MAX_DEPTH),
+            Some(5 + 127)
+        );
+        let quoted = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert_eq!(nested_deeper_than(quoted.as_bytes(), MAX_DEPTH), None);
+        // Siblings do not add up: depth comes back down.
+        let wide = format!("[{}]", vec!["[[[1]]]"; 1000].join(","));
+        assert_eq!(nested_deeper_than(wide.as_bytes(), 4), None);
+        assert_eq!(nested_deeper_than(wide.as_bytes(), 3), Some(3));
+    }
 
     #[test]
     fn values_are_counted_outside_strings_only() {

@@ -267,6 +267,14 @@ async fn run(
         return Err(ApiError::invalid("request body must be a JSON object").into());
     }
     let probe: Probe = serde_json::from_slice(&body).map_err(|e| bad_json(&e))?;
+    // Checked for every request, forwarded as it is or not (see `json_size::MAX_DEPTH`).
+    if let Some(at) = json_size::nested_deeper_than(&body, json_size::MAX_DEPTH) {
+        return Err(ApiError::invalid(format!(
+            "request body nests JSON more than {} levels deep (at byte {at})",
+            json_size::MAX_DEPTH
+        ))
+        .into());
+    }
     let model: String = match probe.model.map(RawValue::get) {
         Some(raw) if raw.starts_with('"') => serde_json::from_str(raw).map_err(|e| bad_json(&e))?,
         _ => return Err(ApiError::invalid("`model` is missing or not a string").into()),
