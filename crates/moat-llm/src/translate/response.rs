@@ -56,7 +56,7 @@ pub fn message_id(upstream: &str) -> String {
     if upstream.starts_with("msg_") {
         upstream.to_string()
     } else if upstream.is_empty() {
-        format!("msg_moat{:x}", unix_nanos())
+        format!("msg_moat{}", fresh_suffix())
     } else {
         format!("msg_{upstream}")
     }
@@ -67,10 +67,24 @@ pub fn completion_id(upstream: &str) -> String {
     if upstream.starts_with("chatcmpl-") {
         upstream.to_string()
     } else if upstream.is_empty() {
-        format!("chatcmpl-moat{:x}", unix_nanos())
+        format!("chatcmpl-moat{}", fresh_suffix())
     } else {
         format!("chatcmpl-{upstream}")
     }
+}
+
+/// A fresh id suffix: 128 random bits in hex. Ids name stored conversations that
+/// `GET /v1/responses/{id}` returns, so they must not be guessable from the time; were
+/// the OS's random source ever to fail, the time and a counter keep them unique.
+pub(crate) fn fresh_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_ok() {
+        return bytes.iter().map(|b| format!("{b:02x}")).collect();
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{n:x}", unix_nanos())
 }
 
 pub(crate) fn unix_nanos() -> u128 {
@@ -184,5 +198,26 @@ pub fn parse_arguments(args: &str) -> Value {
             }
             json!({})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_ids_are_random_not_the_time() {
+        let ids: Vec<String> = (0..64).map(|_| fresh_suffix()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        // Made in the same instant, they share no prefix a clock would give them.
+        let mut firsts: Vec<&str> = ids.iter().map(|id| &id[..4]).collect();
+        firsts.sort();
+        firsts.dedup();
+        assert!(firsts.len() > 32, "{ids:?}");
+        assert!(message_id("").starts_with("msg_moat"));
+        assert!(completion_id("").starts_with("chatcmpl-moat"));
     }
 }

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::response::{unix_nanos, unix_now};
+use super::response::{fresh_suffix, unix_now};
 use super::stream::StreamTranslator;
 use crate::errors::ApiError;
 use crate::sse::{SseEvent, SseParser, encode};
@@ -28,11 +28,7 @@ use crate::sse::{SseEvent, SseParser, encode};
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // The counter keeps ids made in the same nanosecond apart.
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_moat{:x}{n:x}", unix_nanos())
+    format!("{prefix}_moat{}", fresh_suffix())
 }
 
 /// A Responses request → a Chat Completions request for `model`.
