@@ -119,6 +119,12 @@ static PROVIDER_KEYS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&PROVIDER_SHAPES.join("|")).expect("provider key patterns are valid")
 });
 
+/// Whether `text` holds something in a known provider key format (`sk-ant-…`, `ghp_…`,
+/// a JWT...): for refusing a key pasted where a name belongs.
+pub fn looks_like_provider_key(text: &str) -> bool {
+    PROVIDER_KEYS.is_match(text)
+}
+
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
     let alternation = shapes()
         .iter()

@@ -78,8 +78,16 @@ pub enum VaultError {
     TooLarge(usize),
     /// The name is not valid. Not echoed: a value pasted where a name belongs must not be
     /// printed back.
-    #[error("invalid secret name: use 1-128 letters, digits, '_', '-' and '.'")]
+    #[error(
+        "invalid secret name: use 1-128 letters, digits, '_', '-' and '.', starting with a letter, digit or '_'"
+    )]
     BadName(String),
+    /// The name has the shape of an API key: most likely the key, pasted where its name
+    /// belongs. Not echoed.
+    #[error(
+        "that name looks like an API key: name the secret (for example anthropic-key) and give the key as its value when asked"
+    )]
+    KeyAsName,
     /// Reading or writing the file failed.
     #[error("{path}: {source}")]
     Io {
@@ -229,12 +237,30 @@ impl std::fmt::Debug for Vault {
     }
 }
 
-/// Whether `name` is a valid entry name: 1-128 of `[A-Za-z0-9_.-]`.
+/// Whether `name` is a valid entry name: 1-128 of `[A-Za-z0-9_.-]`. Entries made by
+/// older versions are held to this only; new ones to [`check_new_name`].
 pub fn valid_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Whether `name` may name a new entry: [`valid_name`], starting with a letter, digit or
+/// `_` (not `.`, `..` or something that reads as an option), and not shaped like an API
+/// key (a key pasted as the name would be listed and logged in the clear).
+pub fn check_new_name(name: &str) -> Result<(), VaultError> {
+    let first_ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid_name(name) || !first_ok {
+        return Err(VaultError::BadName(name.to_string()));
+    }
+    if moat_core::redact::looks_like_provider_key(name) {
+        return Err(VaultError::KeyAsName);
+    }
+    Ok(())
 }
 
 fn now() -> u64 {
@@ -362,9 +388,7 @@ impl Vault {
         scope: Option<String>,
     ) -> Result<(), VaultError> {
         let value = Zeroizing::new(value);
-        if !valid_name(name) {
-            return Err(VaultError::BadName(name.to_string()));
-        }
+        check_new_name(name)?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(VaultError::TooLarge(value.len()));
         }
@@ -396,9 +420,7 @@ impl Vault {
 
     /// Renames an entry.
     pub fn rename(&mut self, old: &str, new: &str) -> Result<(), VaultError> {
-        if !valid_name(new) {
-            return Err(VaultError::BadName(new.to_string()));
-        }
+        check_new_name(new)?;
         if self.get(new).is_some() {
             return Err(VaultError::EntryExists(new.to_string()));
         }

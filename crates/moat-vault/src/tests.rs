@@ -145,6 +145,18 @@ fn names_are_validated_and_unique() {
     let (_d, path) = new_vault();
     let r = Vault::update(&path, PW, |v| v.add("bad name", vec![1], None, None));
     assert!(matches!(r, Err(VaultError::BadName(_))));
+    for name in [".", "..", "-x", ".hidden"] {
+        let r = Vault::update(&path, PW, |v| v.add(name, vec![1], None, None));
+        assert!(matches!(r, Err(VaultError::BadName(_))), "{name}");
+    }
+    // A key pasted where its name belongs (spelled in parts: no key-shaped literal here).
+    let pasted = format!("{}-{}-{}", "sk", "proj", "0123456789abcdefghijKLMNOP");
+    let r = Vault::update(&path, PW, |v| v.add(&pasted, vec![1], None, None));
+    assert!(matches!(r, Err(VaultError::KeyAsName)));
+    assert!(!VaultError::KeyAsName.to_string().contains(&pasted));
+    let r = Vault::update(&path, PW, |v| v.rename("anthropic-main", &pasted));
+    assert!(matches!(r, Err(VaultError::KeyAsName)));
+    assert!(crate::check_new_name("_private.key-2").is_ok());
     let r = Vault::update(&path, PW, |v| v.add("anthropic-main", vec![1], None, None));
     assert!(matches!(r, Err(VaultError::EntryExists(_))));
     let r = Vault::update(&path, PW, |v| v.rename("nope", "other"));

@@ -104,9 +104,8 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             description,
             scope,
         } => {
-            if !moat_vault::valid_name(name) {
-                return Err(vault_failure(VaultError::BadName(name.clone())));
-            }
+            // Before the value is asked for.
+            moat_vault::check_new_name(name).map_err(vault_failure)?;
             if name.starts_with(RESERVED) {
                 return Err(Failure::usage(anyhow!(
                     "names starting with {RESERVED:?} are moat's own (the audit key and checkpoint); choose another name"
@@ -489,6 +488,7 @@ fn guard_attempts<T>(home: &Home, result: Result<T, VaultError>) -> Result<T, Fa
 fn vault_failure(e: VaultError) -> Failure {
     match e {
         VaultError::BadName(_)
+        | VaultError::KeyAsName
         | VaultError::Exists(_)
         | VaultError::EntryExists(_)
         | VaultError::NoEntry(_) => Failure::usage(e.into()),

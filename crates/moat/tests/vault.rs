@@ -130,6 +130,12 @@ fn the_vault_lifecycle_never_shows_values_unless_revealed() {
     assert_ne!(code, 0);
     assert!(err.contains("larger than the 65536 bytes"), "{err}");
     assert!(!err.contains("kkkkkkkk"));
+    // A key pasted as the name is refused before the value is asked for, and not echoed.
+    let pasted = format!("{}-{}-{}", "sk", "ant", "api03-0123456789abcdefghij");
+    let (code, out, err) = vault(home.path(), &pw, &["add", &pasted], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("looks like an API key"), "{err}");
+    assert!(!err.contains(&pasted) && !out.contains(&pasted));
     let (code, _, err) = vault(home.path(), &pw, &["passwd"], None);
     assert_eq!(code, 2, "the new password needs its own source: {err}");
     let pw2 = password_file(home.path(), "second-password-4567");
