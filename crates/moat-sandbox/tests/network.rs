@@ -274,3 +274,86 @@ fn grants_without_isolation_are_refused() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A tool that tunnels to a granted name and then asks TLS for another site behind the
+/// same addresses (domain fronting).
+const FRONTING: &str = r#"
+import socket, ssl, sys
+port = int(sys.argv[1])
+def tls_through_tunnel(server_hostname):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+    s.sendall(f"CONNECT granted.test:{port} HTTP/1.1\r\n\r\n".encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(1)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.wrap_socket(s, server_hostname=server_hostname).close()
+        return "handshake done"
+    except (OSError, ssl.SSLError) as e:
+        return type(e).__name__
+print("other", tls_through_tunnel("other.test"))
+print("same", tls_through_tunnel("granted.test"))
+"#;
+
+/// A host service that keeps the first bytes of each connection that sends any.
+fn recording_service() -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = got.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            if let Ok(n @ 1..) = conn.read(&mut buf) {
+                record.lock().unwrap().push(buf[..n].to_vec());
+            }
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn a_tunnel_opens_only_for_the_tls_name_it_was_granted_for() {
+    let (port, received) = recording_service();
+    let judge: Judge = Arc::new(|host: &str, port: u16| match host {
+        "granted.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+        _ => Err(format!("refused by moat's egress policy ({host})")),
+    });
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new(
+        "/usr/bin/python3",
+        ["-c", FRONTING, &port.to_string()],
+        ws.path(),
+    );
+    spec.network = Some(Network {
+        grants: vec![NetGrant::parse(&format!("granted.test:{port}")).unwrap()],
+        judge,
+    });
+    let report = run(&spec).unwrap_or_else(|e| panic!("the sandbox could not start: {e}"));
+    let out = String::from_utf8_lossy(&report.stdout);
+    assert!(report.outcome.success(), "{report:?}\n{out}");
+    // Only the ClientHello asking for the granted name reached the host (which is no TLS
+    // server, so that handshake fails there).
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "{out}");
+    let granted_name = received[0].windows(12).any(|w| w == b"granted.test");
+    assert!(granted_name && received[0][0] == 0x16, "{out}");
+    let log: Vec<(bool, &str)> = report
+        .network_log
+        .iter()
+        .map(|e| (e.allowed, e.reason.as_str()))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (false, "TLS asked for \"other.test\", not the granted host"),
+            (true, "tunnel"),
+        ],
+        "{:?}",
+        report.network_log
+    );
+}

@@ -12,6 +12,7 @@ mod proxy;
 pub mod seccomp;
 mod supervise;
 mod sys;
+mod tls_name;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;

@@ -10,7 +10,8 @@
 //! target in origin form and `Connection: close`, so every request of the client opens a
 //! connection of its own and is checked. Everything else is answered `400`/`403` with the
 //! reason, and every decision is logged in the report. Nothing is resolved or connected
-//! before both checks.
+//! before both checks. A tunnel carrying TLS opens only if the server name its
+//! ClientHello asks for is the granted host ([`super::tls_name`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::tls_name::{Opening, name_matches, read_opening};
 use crate::outcome::NetEvent;
 use crate::spec::{NetGrant, Network};
 
@@ -451,6 +453,29 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
         }
         None => {
             if answer(&client, 200, "").is_err() {
+                return;
+            }
+            // The name TLS asks for must be the granted host (see `tls_name`); what
+            // was read to learn it goes on unchanged.
+            let mut opening = Vec::new();
+            match read_opening(&client, &mut opening) {
+                Opening::Tls(Some(name)) if !name_matches(&name, &host) => {
+                    let name: String = name.chars().take(253).collect();
+                    state.log(
+                        destination,
+                        false,
+                        format!("TLS asked for {name:?}, not the granted host"),
+                    );
+                    return;
+                }
+                Opening::Unreadable(why) => {
+                    state.log(destination, false, why.into());
+                    return;
+                }
+                Opening::Tls(_) | Opening::NotTls => {}
+            }
+            if upstream.write_all(&opening).is_err() {
+                state.log(destination, false, "connection failed".into());
                 return;
             }
             "tunnel"
