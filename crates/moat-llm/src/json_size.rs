@@ -38,10 +38,18 @@ pub fn parse(json: &[u8]) -> Result<Value, Refused> {
 /// arrays and the commas between members, outside strings. Malformed text is counted
 /// the same way; the parser refuses it afterwards.
 pub fn more_values_than(json: &[u8], limit: usize) -> bool {
-    let mut count = 0usize;
+    structure(json)
+        .filter(|&(_, b)| matches!(b, b'{' | b'[' | b','))
+        .nth(limit)
+        .is_some()
+}
+
+/// The bytes of `json` outside strings (with their offsets): its structure, read without
+/// allocating or parsing.
+fn structure(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
     let mut in_string = false;
     let mut escaped = false;
-    for &b in json {
+    json.iter().enumerate().filter_map(move |(i, &b)| {
         if in_string {
             if escaped {
                 escaped = false;
@@ -50,20 +58,11 @@ pub fn more_values_than(json: &[u8], limit: usize) -> bool {
             } else if b == b'"' {
                 in_string = false;
             }
-            continue;
+            return None;
         }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' | b',' => {
-                count += 1;
-                if count > limit {
-                    return true;
-                }
-            }
-            _ => {}
-        }
-    }
-    false
+        in_string = b == b'"';
+        Some((i, b))
+    })
 }
 
 /// Deepest nesting of objects and arrays moat accepts in a request, as deep as
@@ -76,32 +75,14 @@ pub const MAX_DEPTH: usize = 128;
 /// it does, counting brackets outside strings with a scan that allocates nothing.
 pub fn nested_deeper_than(json: &[u8], limit: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, &b) in json.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
+    structure(json).find_map(|(i, b)| {
         match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > limit {
-                    return Some(i);
-                }
-            }
+            b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
-    }
-    None
+        (depth > limit).then_some(i)
+    })
 }
 
 #[cfg(test)]
