@@ -459,13 +459,17 @@ fn serve(state: &State, id: usize, mut client: TcpStream) {
             // was read to learn it goes on unchanged.
             let mut opening = Vec::new();
             match read_opening(&client, &mut opening) {
-                Opening::Tls(Some(name)) if !name_matches(&name, &host) => {
-                    let name: String = name.chars().take(253).collect();
-                    state.log(
-                        destination,
-                        false,
-                        format!("TLS asked for {name:?}, not the granted host"),
-                    );
+                Opening::Tls(name) if !name_matches(name.as_deref(), &host) => {
+                    let why = match name {
+                        Some(name) => {
+                            let name: String = name.chars().take(253).collect();
+                            format!("TLS asked for {name:?}, not the granted host")
+                        }
+                        None => {
+                            "TLS asked for no server name; the granted host must be named".into()
+                        }
+                    };
+                    state.log(destination, false, why);
                     return;
                 }
                 Opening::Unreadable(why) => {

@@ -10,7 +10,7 @@
 
 use std::io::{self, Read};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most bytes read looking for a whole ClientHello (post-quantum key shares make them a
 /// few KiB; several records at most).
@@ -31,26 +31,40 @@ pub(crate) enum Opening {
 
 /// Reads `client`'s opening up to a whole ClientHello, keeping every byte read in `seen`.
 pub(crate) fn read_opening(client: &TcpStream, seen: &mut Vec<u8>) -> Opening {
-    if client.set_read_timeout(Some(HELLO_TIMEOUT)).is_err() {
-        return Opening::Unreadable("cannot set a read timeout");
-    }
-    let opening = read_with_timeout(client, seen);
+    let deadline = Instant::now() + HELLO_TIMEOUT;
+    let opening = read_until(client, seen, deadline);
     let _ = client.set_read_timeout(None);
     opening
 }
 
-fn read_with_timeout(client: &TcpStream, seen: &mut Vec<u8>) -> Opening {
+/// Lets the next read wait only until `deadline`: a client sending a byte now and then
+/// must not hold a tunnel slot for longer than [`HELLO_TIMEOUT`] in all.
+fn wait_until(client: &TcpStream, deadline: Instant) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    !left.is_zero() && client.set_read_timeout(Some(left)).is_ok()
+}
+
+fn read_until(client: &TcpStream, seen: &mut Vec<u8>, deadline: Instant) -> Opening {
     let mut first = [0u8; 1];
-    match client.peek(&mut first) {
-        Ok(1) => {}
-        _ => return Opening::Unreadable("the client sent nothing"),
+    if !wait_until(client, deadline) || client.peek(&mut first).ok() != Some(1) {
+        return Opening::Unreadable("the client sent nothing");
     }
-    // A TLS record of the handshake type.
-    if first[0] != 0x16 {
-        return Opening::NotTls;
+    match first[0] {
+        // A TLS record of the handshake type: the ClientHello.
+        0x16 => {}
+        // Other TLS record types (change cipher spec, alert, data, heartbeat) before the
+        // ClientHello, or an SSLv2-style hello: a server may skip or accept them and take
+        // a ClientHello after, which would go unread.
+        0x14 | 0x15 | 0x17 | 0x18 | 0x80.. => {
+            return Opening::Unreadable("TLS that does not open with a ClientHello");
+        }
+        _ => return Opening::NotTls,
     }
     let mut acceptor = rustls::server::Acceptor::default();
     loop {
+        if !wait_until(client, deadline) {
+            return Opening::Unreadable("no whole TLS ClientHello within 10 s");
+        }
         let mut reader = Kept {
             inner: client,
             seen: &mut *seen,
@@ -58,7 +72,15 @@ fn read_with_timeout(client: &TcpStream, seen: &mut Vec<u8>) -> Opening {
         match acceptor.read_tls(&mut reader) {
             Ok(0) => return Opening::Unreadable("the client closed during its TLS handshake"),
             Ok(_) => {}
-            Err(_) => return Opening::Unreadable("no whole TLS ClientHello within 10 s"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Opening::Unreadable("no whole TLS ClientHello within 10 s");
+            }
+            Err(_) => return Opening::Unreadable("the TLS ClientHello could not be read"),
         }
         match acceptor.accept() {
             Ok(Some(accepted)) => {
@@ -86,13 +108,15 @@ impl Read for Kept<'_> {
     }
 }
 
-/// Whether the server name a ClientHello asked for is the host the tunnel was granted
-/// for. A tunnel to an address literal was granted by address: any name may follow.
-pub(crate) fn name_matches(asked: &str, host: &str) -> bool {
+/// Whether the server name a ClientHello asked for (`None`: none, or an address) is the
+/// host the tunnel was granted for. A tunnel to an address literal was granted by
+/// address: any name, or none, may follow. A tunnel granted by name needs that name:
+/// without one, many servers pick the site by the `Host` header inside, unseen here.
+pub(crate) fn name_matches(asked: Option<&str>, host: &str) -> bool {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return true;
     }
-    asked.trim_end_matches('.').eq_ignore_ascii_case(host)
+    asked.is_some_and(|asked| asked.trim_end_matches('.').eq_ignore_ascii_case(host))
 }
 
 #[cfg(test)]
@@ -162,6 +186,14 @@ mod tests {
         let (opening, seen) = opening_of(b"SSH-2.0-OpenSSH_9.6\r\n", 1);
         assert_eq!(opening, Opening::NotTls);
         assert!(seen.is_empty(), "peeked, not read");
+        // A warning alert first, then a ClientHello a server might take after skipping it.
+        let mut alert_first = vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x01, 0x5a];
+        alert_first.extend_from_slice(&client_hello("evil.example"));
+        let (opening, _) = opening_of(&alert_first, 1);
+        assert_eq!(
+            opening,
+            Opening::Unreadable("TLS that does not open with a ClientHello")
+        );
         // A handshake record of 40 bytes that are no ClientHello.
         let mut broken = vec![0x16, 0x03, 0x01, 0x00, 40];
         broken.extend_from_slice(&[0xff; 40]);
@@ -179,11 +211,15 @@ mod tests {
 
     #[test]
     fn names_match_the_granted_host_only() {
-        assert!(name_matches("API.Example.com", "api.example.com"));
-        assert!(name_matches("api.example.com.", "api.example.com"));
-        assert!(!name_matches("evil.example", "api.example.com"));
-        assert!(!name_matches("api.example.com.evil", "api.example.com"));
-        assert!(name_matches("anything.example", "192.0.2.1"));
-        assert!(name_matches("anything.example", "2001:db8::1"));
+        assert!(name_matches(Some("API.Example.com"), "api.example.com"));
+        assert!(name_matches(Some("api.example.com."), "api.example.com"));
+        assert!(!name_matches(Some("evil.example"), "api.example.com"));
+        assert!(!name_matches(
+            Some("api.example.com.evil"),
+            "api.example.com"
+        ));
+        assert!(!name_matches(None, "api.example.com"));
+        assert!(name_matches(Some("anything.example"), "192.0.2.1"));
+        assert!(name_matches(None, "2001:db8::1"));
     }
 }
