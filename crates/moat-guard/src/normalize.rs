@@ -91,7 +91,9 @@ fn escape_len(b: &[u8]) -> usize {
         return 2;
     }
     match b.get(1) {
-        Some(c) if c.is_ascii() => 2,
+        // A control byte after ESC (a line break above all) is not part of the escape:
+        // swallowing a line break would hide where the next line starts.
+        Some(c) if c.is_ascii() && !c.is_ascii_control() => 2,
         _ => 1,
     }
 }
