@@ -66,10 +66,10 @@ fn structure(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
 }
 
 /// Deepest nesting of objects and arrays moat accepts in a request, as deep as
-/// `serde_json` parses: a request forwarded untranslated is not parsed by moat, and an
-/// upstream with a recursive parser (a local model server) could be crashed by one
-/// nested a hundred thousand levels.
-pub const MAX_DEPTH: usize = 128;
+/// `serde_json` parses (its limit of 128 stops at the 128th level): a request forwarded
+/// untranslated is not parsed by moat, and an upstream with a recursive parser (a local
+/// model server) could be crashed by one nested a hundred thousand levels.
+pub const MAX_DEPTH: usize = 127;
 
 /// The byte offset where `json` first nests objects and arrays deeper than `limit`, if
 /// it does, counting brackets outside strings with a scan that allocates nothing.
@@ -92,11 +92,14 @@ mod tests {
     #[test]
     fn nesting_is_measured_outside_strings_only() {
         let nested = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
-        assert_eq!(nested_deeper_than(nested(127).as_bytes(), MAX_DEPTH), None);
+        // The object and 126 arrays: 127 levels, as deep as serde_json goes.
+        assert_eq!(nested_deeper_than(nested(126).as_bytes(), MAX_DEPTH), None);
+        assert!(serde_json::from_str::<Value>(&nested(126)).is_ok());
         assert_eq!(
-            nested_deeper_than(nested(128).as_bytes(), MAX_DEPTH),
-            Some(5 + 127)
+            nested_deeper_than(nested(127).as_bytes(), MAX_DEPTH),
+            Some(5 + 126)
         );
+        assert!(serde_json::from_str::<Value>(&nested(127)).is_err());
         let quoted = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
         assert_eq!(nested_deeper_than(quoted.as_bytes(), MAX_DEPTH), None);
         // Siblings do not add up: depth comes back down.

@@ -244,7 +244,8 @@ fn bad_json(e: &serde_json::Error) -> ApiError {
     // that is not the input's fault).
     if e.to_string().starts_with("recursion limit exceeded") {
         return ApiError::invalid(format!(
-            "request body nests JSON more than 128 levels deep (line {}, column {})",
+            "request body nests JSON more than {} levels deep (line {}, column {})",
+            json_size::MAX_DEPTH,
             e.line(),
             e.column()
         ));
