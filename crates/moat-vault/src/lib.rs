@@ -246,9 +246,12 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// Whether `name` may name a new entry: [`valid_name`], starting with a letter, digit or
-/// `_` (not `.`, `..` or something that reads as an option), and not shaped like an API
-/// key (a key pasted as the name would be listed and logged in the clear).
+/// Whether `name` may name an entry a person makes (`moat vault add`, `rename`; moat's
+/// own entries are held to [`valid_name`] only): [`valid_name`], starting with a letter,
+/// digit or `_` (not `.`, `..` or something that reads as an option), and not an API
+/// key (a key pasted as the name would be listed and logged in the clear). A name is
+/// taken for a key when it has a provider key's shape and a key's mix of characters
+/// (digits with capitals, or many digits): `hf_token_for_private_models` is a name.
 pub fn check_new_name(name: &str) -> Result<(), VaultError> {
     let first_ok = name
         .bytes()
@@ -257,7 +260,10 @@ pub fn check_new_name(name: &str) -> Result<(), VaultError> {
     if !valid_name(name) || !first_ok {
         return Err(VaultError::BadName(name.to_string()));
     }
-    if moat_core::redact::looks_like_provider_key(name) {
+    let digits = name.bytes().filter(u8::is_ascii_digit).count();
+    let capitals = name.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed = digits > 0 && capitals || digits >= 4;
+    if mixed && moat_core::redact::looks_like_provider_key(name) {
         return Err(VaultError::KeyAsName);
     }
     Ok(())
@@ -388,7 +394,9 @@ impl Vault {
         scope: Option<String>,
     ) -> Result<(), VaultError> {
         let value = Zeroizing::new(value);
-        check_new_name(name)?;
+        if !valid_name(name) {
+            return Err(VaultError::BadName(name.to_string()));
+        }
         if value.len() > MAX_VALUE_BYTES {
             return Err(VaultError::TooLarge(value.len()));
         }
@@ -420,7 +428,9 @@ impl Vault {
 
     /// Renames an entry.
     pub fn rename(&mut self, old: &str, new: &str) -> Result<(), VaultError> {
-        check_new_name(new)?;
+        if !valid_name(new) {
+            return Err(VaultError::BadName(new.to_string()));
+        }
         if self.get(new).is_some() {
             return Err(VaultError::EntryExists(new.to_string()));
         }

@@ -145,18 +145,48 @@ fn names_are_validated_and_unique() {
     let (_d, path) = new_vault();
     let r = Vault::update(&path, PW, |v| v.add("bad name", vec![1], None, None));
     assert!(matches!(r, Err(VaultError::BadName(_))));
+    // What a person may name an entry (moat's own entries, such as OAuth tokens named
+    // after a backend, are held to `valid_name` only).
     for name in [".", "..", "-x", ".hidden"] {
-        let r = Vault::update(&path, PW, |v| v.add(name, vec![1], None, None));
-        assert!(matches!(r, Err(VaultError::BadName(_))), "{name}");
+        assert!(
+            matches!(crate::check_new_name(name), Err(VaultError::BadName(_))),
+            "{name}"
+        );
     }
     // A key pasted where its name belongs (spelled in parts: no key-shaped literal here).
     let pasted = format!("{}-{}-{}", "sk", "proj", "0123456789abcdefghijKLMNOP");
-    let r = Vault::update(&path, PW, |v| v.add(&pasted, vec![1], None, None));
-    assert!(matches!(r, Err(VaultError::KeyAsName)));
+    assert!(matches!(
+        crate::check_new_name(&pasted),
+        Err(VaultError::KeyAsName)
+    ));
     assert!(!VaultError::KeyAsName.to_string().contains(&pasted));
-    let r = Vault::update(&path, PW, |v| v.rename("anthropic-main", &pasted));
-    assert!(matches!(r, Err(VaultError::KeyAsName)));
-    assert!(crate::check_new_name("_private.key-2").is_ok());
+    let slack = format!("{}-{}", "xoxb", "123456789012-abcdefghijkl");
+    assert!(matches!(
+        crate::check_new_name(&slack),
+        Err(VaultError::KeyAsName)
+    ));
+    for name in [
+        "_private.key-2",
+        "hf_token_for_private_models",
+        "gsk_groq_production_key",
+        "xai-production-api-key-01",
+        "moat.oauth.hf-inference-endpoints-eu.main",
+    ] {
+        assert!(crate::check_new_name(name).is_ok(), "{name}");
+    }
+    let r = Vault::update(&path, PW, |v| {
+        v.add(
+            "moat.oauth.hf-inference-endpoints-eu.main",
+            vec![1],
+            None,
+            None,
+        )
+    });
+    assert!(r.is_ok(), "{r:?}");
+    Vault::update(&path, PW, |v| {
+        v.remove("moat.oauth.hf-inference-endpoints-eu.main")
+    })
+    .unwrap();
     let r = Vault::update(&path, PW, |v| v.add("anthropic-main", vec![1], None, None));
     assert!(matches!(r, Err(VaultError::EntryExists(_))));
     let r = Vault::update(&path, PW, |v| v.rename("nope", "other"));

@@ -126,6 +126,7 @@ pub fn run(home: &Home, command: &VaultCommand) -> Result<(), Failure> {
             println!("removed {name}");
         }
         VaultCommand::Rename { old, new } => {
+            moat_vault::check_new_name(new).map_err(vault_failure)?;
             if let Some(reserved) = [old, new].into_iter().find(|n| n.starts_with(RESERVED)) {
                 return Err(Failure::usage(anyhow!(
                     "{reserved:?} is one of moat's own names (the audit key and checkpoint): entries under {RESERVED:?} are neither renamed nor made by renaming"
