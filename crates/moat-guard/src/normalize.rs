@@ -156,17 +156,19 @@ const fn filler_slot(key: u64) -> usize {
     (key.wrapping_mul(FILLER_HASH) >> 58) as usize
 }
 
-/// Whether the word of `len` bytes that `tail` ends with is one of [`FILLERS`].
-/// `tail` holds the last eight bytes pushed to the `words` view, the latest in its top
-/// byte ([`Builder::words_tail`]). This runs for every word, and whether a word is a
-/// filler is as good as random, so it is computed without branches; and without reading
-/// the bytes back from the view, which, just written a few at a time, would stall the
-/// load that reads them whole.
+/// Whether the last `len` bytes of `words` (a word) are one of [`FILLERS`]. This runs
+/// for every word, and whether a word is a filler is as good as random, so it is
+/// computed without a branch per length or letter: the view's last eight bytes read as
+/// one number (zeros in front when it is shorter) keep just the word's bytes.
 #[inline]
-fn is_filler(tail: u64, len: usize) -> bool {
+fn ends_with_filler(words: &[u8], len: usize) -> bool {
+    debug_assert!(len <= words.len());
+    let mut tail = [0u8; 8];
+    let n = words.len().min(8);
+    tail[8 - n..].copy_from_slice(&words[words.len() - n..]);
     // The word's bytes, or the last eight of a longer word (never a filler).
     let shift = 8 * (8 - len.clamp(1, 8)) as u32;
-    let key = tail >> shift;
+    let key = u64::from_le_bytes(tail) >> shift;
     (len > 0) & (FILLER_SLOTS[filler_slot(key)] == key)
 }
 
@@ -178,10 +180,6 @@ struct Builder {
     words: Vec<u8>,
     /// Where the current word (with the space before it) begins in `words`.
     word_begin: usize,
-    /// The last eight bytes pushed to `words`, the latest in the top byte (see
-    /// [`is_filler`]). Not updated when a filler is dropped: the bytes of the next
-    /// word, all pushed after, are all that is read of it.
-    words_tail: u64,
     /// A separator is owed to `words` before the next word character.
     pending_sep: Option<u32>,
     last_word_cjk: bool,
@@ -229,7 +227,6 @@ impl Builder {
             let mut buf = [0u8; 4];
             let encoded = c.encode_utf8(&mut buf).as_bytes();
             self.words.extend_from_slice(encoded);
-            self.note_words(encoded);
             self.views.words_at.push_same(at, encoded.len());
         } else if self.pending_sep.is_none() {
             self.pending_sep = Some(at);
@@ -243,7 +240,6 @@ impl Builder {
         self.word_begin = self.words.len();
         if !self.words.is_empty() {
             self.words.push(b' ');
-            self.note_words(b" ");
             self.views.words_at.push(sep_at);
         }
     }
@@ -289,7 +285,6 @@ impl Builder {
         }
         self.last_word_cjk = false;
         self.words.push(word);
-        self.note_words(&[word]);
         self.views.words_at.push(at);
     }
 
@@ -308,40 +303,13 @@ impl Builder {
             self.separate(sep_at);
         }
         self.last_word_cjk = false;
-        let start = self.words.len();
         if leet {
             append_word(&mut self.words, run, None, &WORD);
         } else {
             // Without leetspeak a word reads the same in both views.
             append_word(&mut self.words, run, lowered, &LIGHT);
         }
-        match lowered {
-            // Shifted in from the register it is in, not read back.
-            Some(bytes) if !leet => {
-                let n = 8 * run.len() as u32;
-                self.words_tail = (self.words_tail >> n) | (u64::from_le_bytes(bytes) << (64 - n));
-            }
-            _ => {
-                let tail = self.words.len().saturating_sub(8).max(start);
-                self.note_words_from(tail);
-            }
-        }
         self.views.words_at.push_step(at, run.len());
-    }
-
-    /// Shifts `bytes`, just pushed to `words`, into [`Builder::words_tail`].
-    #[inline]
-    fn note_words(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.words_tail = (self.words_tail >> 8) | (u64::from(b) << 56);
-        }
-    }
-
-    /// [`Builder::note_words`] for the bytes of `words` from `start`.
-    fn note_words_from(&mut self, start: usize) {
-        for &b in &self.words[start..] {
-            self.words_tail = (self.words_tail >> 8) | (u64::from(b) << 56);
-        }
     }
 
     /// Drops the word just finished if it is a filler; counts one-letter words in a row.
@@ -360,7 +328,7 @@ impl Builder {
         }
         // Inside letter spacing ("d i s r e g a r d") a lone "a" is a letter, not a word.
         let in_letter_run = (len == 1) & (self.letters_in_a_row >= 2);
-        let filler = !in_letter_run & is_filler(self.words_tail, len);
+        let filler = !in_letter_run & ends_with_filler(&self.words, len);
         debug_assert_eq!(
             filler,
             !in_letter_run && FILLERS.contains(&&self.words[start..])
@@ -593,7 +561,6 @@ pub(crate) fn views_into_with(text: &str, views: &mut Views, sparse: bool) {
         light,
         words,
         word_begin: 0,
-        words_tail: 0,
         pending_sep: None,
         last_word_cjk: false,
         light_space: false,
