@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use moat_sandbox::{Judge, NetGrant, Network, Spec, run};
+use moat_sandbox::{Judge, NetGrant, Network, Report, Spec, run};
 
 /// The judge of these tests: the host's 127.0.0.1 only, as moat's egress policy with
 /// `egress.allow_cidrs = ["127.0.0.1/32"]` would let through.
@@ -19,6 +19,37 @@ fn loopback_judge() -> Judge {
         "127.0.0.1" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
         _ => Err(format!("refused by moat's egress policy ({host})")),
     })
+}
+
+/// Runs the python3 `script` (with `port` as its argument) in a sandbox granted
+/// `grants` and judged by `judge`: the report and the script's output.
+fn python_with_grants(
+    script: &str,
+    port: u16,
+    grants: &[String],
+    judge: Judge,
+) -> (Report, String) {
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = Spec::new(
+        "/usr/bin/python3",
+        ["-c", script, &port.to_string()],
+        ws.path(),
+    );
+    spec.network = Some(Network {
+        grants: grants.iter().map(|g| NetGrant::parse(g).unwrap()).collect(),
+        judge,
+    });
+    let report = run(&spec).unwrap_or_else(|e| panic!("the sandbox could not start: {e}"));
+    let out = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(report.outcome.success(), "{report:?}\n{out}");
+    (report, out)
+}
+
+/// The proxy's decisions in the report: allowed or not, and why.
+fn decisions(report: &Report) -> Vec<(bool, &str)> {
+    (report.network_log.iter())
+        .map(|e| (e.allowed, e.reason.as_str()))
+        .collect()
 }
 
 /// A host service answering each line with `pong:LINE`; counts its connections.
@@ -74,26 +105,8 @@ except OSError as e:
 #[test]
 fn granted_destinations_only_through_the_proxy() {
     let (port, seen) = host_service();
-    let judge = loopback_judge();
-    let ws = tempfile::tempdir().unwrap();
-    let mut spec = Spec::new(
-        "/usr/bin/python3",
-        ["-c", CLIENT, &port.to_string()],
-        ws.path(),
-    );
-    spec.network = Some(Network {
-        grants: vec![
-            NetGrant::parse(&format!("127.0.0.1:{port}")).unwrap(),
-            NetGrant::parse("refused.example").unwrap(),
-        ],
-        judge,
-    });
-    let report = match run(&spec) {
-        Ok(r) => r,
-        Err(e) => panic!("the sandbox could not start: {e}"),
-    };
-    let out = String::from_utf8_lossy(&report.stdout);
-    assert!(report.outcome.success(), "{report:?}\n{out}");
+    let grants = [format!("127.0.0.1:{port}"), "refused.example".into()];
+    let (report, out) = python_with_grants(CLIENT, port, &grants, loopback_judge());
     assert!(out.contains("proxy http://127.0.0.1:3128"), "{out}");
     assert!(out.contains("granted 200 pong:ping"), "{out}");
     assert!(
@@ -118,13 +131,8 @@ fn granted_destinations_only_through_the_proxy() {
         "only the tunnel reached the host"
     );
     assert!(report.enforcement.network);
-    let log: Vec<(bool, &str)> = report
-        .network_log
-        .iter()
-        .map(|e| (e.allowed, e.reason.as_str()))
-        .collect();
     assert_eq!(
-        log,
+        decisions(&report),
         [
             (true, "tunnel"),
             (false, "not granted"),
@@ -193,19 +201,8 @@ show("other-port", f"http://127.0.0.1:{port + 1}/")
 #[test]
 fn plain_http_goes_through_the_proxy_one_checked_request_per_connection() {
     let (port, seen) = host_http();
-    let ws = tempfile::tempdir().unwrap();
-    let mut spec = Spec::new(
-        "/usr/bin/python3",
-        ["-c", URLLIB, &port.to_string()],
-        ws.path(),
-    );
-    spec.network = Some(Network {
-        grants: vec![NetGrant::parse(&format!("127.0.0.1:{port}")).unwrap()],
-        judge: loopback_judge(),
-    });
-    let report = run(&spec).unwrap_or_else(|e| panic!("the sandbox could not start: {e}"));
-    let out = String::from_utf8_lossy(&report.stdout);
-    assert!(report.outcome.success(), "{report:?}\n{out}");
+    let grants = [format!("127.0.0.1:{port}")];
+    let (report, out) = python_with_grants(URLLIB, port, &grants, loopback_judge());
     let get = out
         .lines()
         .find(|l| l.starts_with("get "))
@@ -230,13 +227,8 @@ fn plain_http_goes_through_the_proxy_one_checked_request_per_connection() {
         "{out}"
     );
     assert_eq!(seen.load(Ordering::SeqCst), 2, "{out}");
-    let log: Vec<(bool, &str)> = report
-        .network_log
-        .iter()
-        .map(|e| (e.allowed, e.reason.as_str()))
-        .collect();
     assert_eq!(
-        log,
+        decisions(&report),
         [(true, "http"), (true, "http"), (false, "not granted")]
     );
 }
@@ -323,32 +315,16 @@ fn a_tunnel_opens_only_for_the_tls_name_it_was_granted_for() {
         "granted.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
         _ => Err(format!("refused by moat's egress policy ({host})")),
     });
-    let ws = tempfile::tempdir().unwrap();
-    let mut spec = Spec::new(
-        "/usr/bin/python3",
-        ["-c", FRONTING, &port.to_string()],
-        ws.path(),
-    );
-    spec.network = Some(Network {
-        grants: vec![NetGrant::parse(&format!("granted.test:{port}")).unwrap()],
-        judge,
-    });
-    let report = run(&spec).unwrap_or_else(|e| panic!("the sandbox could not start: {e}"));
-    let out = String::from_utf8_lossy(&report.stdout);
-    assert!(report.outcome.success(), "{report:?}\n{out}");
+    let grants = [format!("granted.test:{port}")];
+    let (report, out) = python_with_grants(FRONTING, port, &grants, judge);
     // Only the ClientHello asking for the granted name reached the host (which is no TLS
     // server, so that handshake fails there).
     let received = received.lock().unwrap().clone();
     assert_eq!(received.len(), 1, "{out}");
     let granted_name = received[0].windows(12).any(|w| w == b"granted.test");
     assert!(granted_name && received[0][0] == 0x16, "{out}");
-    let log: Vec<(bool, &str)> = report
-        .network_log
-        .iter()
-        .map(|e| (e.allowed, e.reason.as_str()))
-        .collect();
     assert_eq!(
-        log,
+        decisions(&report),
         [
             (false, "TLS asked for \"other.test\", not the granted host"),
             (true, "tunnel"),
