@@ -77,11 +77,16 @@ pub fn completion_id(upstream: &str) -> String {
 /// `GET /v1/responses/{id}` returns, so they must not be guessable from the time; were
 /// the OS's random source ever to fail, the time and a counter keep them unique.
 pub(crate) fn fresh_suffix() -> String {
+    use std::fmt::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_ok() {
-        return bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut hex = String::with_capacity(32);
+        for b in bytes {
+            let _ = write!(hex, "{b:02x}");
+        }
+        return hex;
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:x}{n:x}", unix_nanos())
