@@ -85,7 +85,7 @@ pub enum VaultError {
     /// The name has the shape of an API key: most likely the key, pasted where its name
     /// belongs. Not echoed.
     #[error(
-        "that name looks like an API key: name the secret (for example anthropic-key) and give the key as its value when asked"
+        "that name looks like an API key, not a name; call the secret something like anthropic-key and give the key as its value when asked"
     )]
     KeyAsName,
     /// Reading or writing the file failed.
