@@ -28,7 +28,7 @@
 //! The `container` level hands the same filesystem, environment and limits to gVisor's
 //! `runsc` as an OCI bundle, when it is installed and moat runs as root: the command then
 //! runs on gVisor's user-space kernel instead of the host's (see `linux/gvisor.rs`). The
-//! `vm` level (Firecracker) is refused, saying what it needs.
+//! `vm` level (Firecracker) is not in this build: it is refused, naming the levels that are.
 //!
 //! `run` blocks; async callers use `spawn_blocking`. It is safe to call from a
 //! multi-threaded program: the child makes only raw system calls until `execve`.
@@ -72,37 +72,32 @@ pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
         #[cfg(target_os = "linux")]
         Level::Container => match find_on_path("runsc") {
             Some(runsc) => linux::gvisor::run_container(spec, &runsc),
-            None => Err(delegated(Level::Container, false)),
+            None => Err(runsc_missing()),
         },
         #[cfg(not(target_os = "linux"))]
-        Level::Container => Err(delegated(Level::Container, false)),
-        Level::Vm => Err(delegated(Level::Vm, find_on_path("firecracker").is_some())),
+        Level::Container => Err(runsc_missing()),
+        Level::Vm => Err(vm_unavailable()),
     }
 }
 
-/// The refusal for a level that delegates to an external runtime: `installed` or not.
-fn delegated(level: Level, installed: bool) -> SandboxError {
-    let (program, how) = match level {
-        Level::Container => (
-            "runsc",
-            "install gVisor (https://gvisor.dev/docs/user_guide/install/) so that runsc is on PATH",
-        ),
-        _ => (
-            "firecracker",
-            "install Firecracker (https://github.com/firecracker-microvm/firecracker/releases) with a guest kernel and root filesystem",
-        ),
-    };
-    if installed {
-        SandboxError::Unsupported(format!(
-            "{program} is installed, but this build of moat cannot drive it yet; choose level = \"process\""
-        ))
-    } else {
-        SandboxError::MissingRuntime {
-            level: level.name(),
-            program,
-            how,
-        }
+/// The refusal for the `container` level when gVisor's runsc is not installed.
+fn runsc_missing() -> SandboxError {
+    SandboxError::MissingRuntime {
+        level: Level::Container.name(),
+        program: "runsc",
+        how: "install gVisor (https://gvisor.dev/docs/user_guide/install/) so that runsc is on PATH",
     }
+}
+
+/// The `vm` level is named in config so profiles can ask for it, but this build does not
+/// drive Firecracker: installing it would change nothing, so the refusal does not say to.
+fn vm_unavailable() -> SandboxError {
+    SandboxError::Unsupported(
+        "the vm level (a firecracker micro-VM) is not available in this build of moat, \
+         whether or not Firecracker is installed; choose level = \"container\" (gVisor's runsc) \
+         or level = \"process\""
+            .into(),
+    )
 }
 
 /// Where `program` is on moat's `PATH` (absolute entries only: a relative one would
@@ -159,14 +154,15 @@ mod tests {
 
     #[test]
     fn a_missing_runtime_is_named_with_how_to_install_it() {
-        let message = delegated(Level::Container, false).to_string();
+        let message = runsc_missing().to_string();
         assert!(
             message.contains("runsc") && message.contains("gvisor.dev"),
             "{message}"
         );
-        let message = delegated(Level::Vm, false).to_string();
-        assert!(message.contains("firecracker"), "{message}");
-        let message = delegated(Level::Vm, true).to_string();
-        assert!(message.contains("level = \"process\""), "{message}");
+        let message = vm_unavailable().to_string();
+        assert!(
+            message.contains("firecracker") && message.contains("level = \"process\""),
+            "{message}"
+        );
     }
 }

@@ -515,12 +515,15 @@ fn a_missing_command_is_an_error_not_an_outcome() {
 }
 
 #[test]
-fn the_vm_level_says_what_to_install() {
+fn the_vm_level_is_refused_with_what_to_choose_instead() {
     let ws = tempfile::tempdir().unwrap();
     let mut s = spec(ws.path(), "true");
     s.level = moat_sandbox::Level::Vm;
     let message = run(&s).unwrap_err().to_string();
-    assert!(message.contains("firecracker"), "{message}");
+    assert!(
+        message.contains("firecracker") && message.contains("level = \"container\""),
+        "{message}"
+    );
 }
 
 #[test]
