@@ -540,6 +540,53 @@ fn mid_stream_errors_reach_the_client_in_its_format() {
 }
 
 #[test]
+fn same_format_streams_pass_whole_whatever_their_text_says() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    // Code output is full of the word "error": content, a tool named so, a logprob token.
+    let chunks = [
+        json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "error"}, "finish_reason": null}]}),
+        json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": " console.error(\"error\": x)"}, "logprobs": {"content": [{"token": "error", "logprob": 0.0}]}, "finish_reason": null}]}),
+        json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "error", "arguments": "{\"error\":1}"}}]}, "finish_reason": null}]}),
+        json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+    ];
+    let mut events: Vec<String> = chunks.iter().map(|c| o_event(c.clone())).collect();
+    events.push("data: [DONE]\n\n".into());
+    oai.push(Reply::sse(&events));
+    // The legacy Text Completions stream ends on a stop reason, with no message_stop.
+    ant.push(Reply::sse(&[
+        a_event("completion", json!({"type": "completion", "completion": " Hello", "stop_reason": null, "model": "claude-2.1"})),
+        a_event("ping", json!({"type": "ping"})),
+        a_event("completion", json!({"type": "completion", "completion": "!", "stop_reason": "stop_sequence", "model": "claude-2.1"})),
+    ]));
+    let moat = start(&backends(&ant, &oai));
+
+    let resp = post_json(moat.main, "/v1/chat/completions", &[],
+        &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    assert_eq!(resp.status, 200);
+    let expected: String = events.concat();
+    assert_eq!(
+        resp.body, expected,
+        "passed through byte for byte, to [DONE]"
+    );
+
+    let resp = post_json(moat.main, "/v1/complete", &[("anthropic-version", "2023-06-01")],
+        &json!({"model": "claude-2.1", "stream": true, "max_tokens_to_sample": 5, "prompt": "\n\nHuman: hi\n\nAssistant:"}).to_string());
+    assert_eq!(resp.status, 200);
+    let names: Vec<_> = sse_events(&resp.body).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            Some("completion".into()),
+            Some("ping".into()),
+            Some("completion".into())
+        ],
+        "no error appended to a finished completion stream: {}",
+        resp.body
+    );
+    assert_eq!(ant.seen()[0].path, "/v1/complete");
+}
+
+#[test]
 fn failover_on_5xx_429_and_dead_backends_but_not_after_bytes() {
     let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -544,13 +544,22 @@ impl PassThrough {
                     self.errored = true;
                     true
                 }
+                // The legacy Text Completions stream (`/v1/complete`) has no
+                // `message_stop`: its last `completion` event carries a stop reason and
+                // the upstream then closes.
+                Some("completion") => {
+                    if has_string_field(&ev.data, "stop_reason") {
+                        self.finished = true;
+                    }
+                    false
+                }
                 _ => false,
             },
             ApiFormat::OpenAi => {
-                if has_finish_reason(&ev.data) {
+                if has_string_field(&ev.data, "finish_reason") {
                     self.finished = true;
                 }
-                if ev.data.contains("\"error\"") {
+                if is_openai_error(&ev.data) {
                     self.errored = true;
                     true
                 } else {
@@ -577,15 +586,33 @@ impl PassThrough {
     }
 }
 
-/// Whether an OpenAI chunk carries a finish reason (`"finish_reason": "..."`, not `null`),
-/// found by a scan: the pass-through path must not parse every chunk.
-fn has_finish_reason(data: &str) -> bool {
-    const KEY: &str = "\"finish_reason\"";
-    data.match_indices(KEY).any(|(i, _)| {
-        let rest = data[i + KEY.len()..].trim_start();
-        rest.strip_prefix(':')
-            .is_some_and(|r| r.trim_start().starts_with('"'))
+/// Whether a JSON event carries `key` with a string value (`"finish_reason": "stop"`, not
+/// `null`), found by a scan: the pass-through path must not parse every chunk. Text inside
+/// a JSON string cannot fake it: its quotes are escaped.
+fn has_string_field(data: &str, key: &str) -> bool {
+    value_starts_after_key(data, key).any(|value| value.starts_with('"'))
+}
+
+/// Where the values of `"key":` begin in `data`, whitespace skipped. A `"key"` not followed
+/// by a colon is a string value (a chunk whose content is the word), not a key.
+fn value_starts_after_key<'a>(data: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> {
+    data.match_indices(key).filter_map(move |(i, _)| {
+        let quoted = data[..i].ends_with('"') && data[i + key.len()..].starts_with('"');
+        if !quoted {
+            return None;
+        }
+        let rest = data[i + key.len() + 1..].trim_start();
+        rest.strip_prefix(':').map(str::trim_start)
     })
+}
+
+/// Whether an OpenAI stream event is an error (`{"error": {...}}` at the top level) rather
+/// than a chunk. The scan finds candidates cheaply; only a candidate is parsed, since a
+/// tool's arguments or a vendor field may hold an `"error"` key deeper down.
+fn is_openai_error(data: &str) -> bool {
+    value_starts_after_key(data, "error").any(|value| !value.starts_with("null"))
+        && serde_json::from_str::<serde_json::Value>(data)
+            .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
 }
 
 #[cfg(test)]
@@ -594,17 +621,67 @@ mod tests {
 
     #[test]
     fn finish_reason_scan() {
-        assert!(has_finish_reason(
-            r#"{"choices":[{"finish_reason":"stop"}]}"#
-        ));
-        assert!(has_finish_reason(
-            r#"{"choices":[{"finish_reason" :  "length"}]}"#
-        ));
-        assert!(!has_finish_reason(
-            r#"{"choices":[{"finish_reason":null}]}"#
-        ));
-        assert!(!has_finish_reason(
+        let has = |data: &str| has_string_field(data, "finish_reason");
+        assert!(has(r#"{"choices":[{"finish_reason":"stop"}]}"#));
+        assert!(has(r#"{"choices":[{"finish_reason" :  "length"}]}"#));
+        assert!(!has(r#"{"choices":[{"finish_reason":null}]}"#));
+        assert!(!has(
             r#"{"choices":[{"delta":{"content":"finish_reason"}}]}"#
         ));
+        assert!(!has(
+            r#"{"choices":[{"delta":{"content":"\"finish_reason\": \"stop\""}}]}"#
+        ));
+    }
+
+    #[test]
+    fn only_a_top_level_error_object_is_an_openai_error() {
+        assert!(is_openai_error(
+            r#"{"error":{"message":"Overloaded","type":"server_error"}}"#
+        ));
+        assert!(is_openai_error(r#"{ "error" : "rate limited" }"#));
+        // The word in content, a quoted key in content, a tool named so, a null field,
+        // and an "error" key inside tool arguments' object are all ordinary chunks.
+        for chunk in [
+            r#"{"choices":[{"index":0,"delta":{"content":"error"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"{\"error\": 1}"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"error","arguments":""}}]}}]}"#,
+            r#"{"id":"c","error":null,"choices":[]}"#,
+            r#"{"choices":[{"delta":{},"logprobs":{"content":[{"token":"error","x":{"error":0}}]}}]}"#,
+            "[DONE]",
+        ] {
+            assert!(!is_openai_error(chunk), "{chunk}");
+        }
+    }
+
+    #[test]
+    fn a_legacy_completion_stream_ends_cleanly_on_its_stop_reason() {
+        let ev = |name: &str, data: &str| SseEvent {
+            event: Some(name.into()),
+            data: data.into(),
+        };
+        let mut p = PassThrough::new(ApiFormat::Anthropic);
+        assert!(!p.observe(&ev(
+            "completion",
+            r#"{"type":"completion","completion":" Hi","stop_reason":null}"#
+        )));
+        assert!(!p.observe(&ev("ping", r#"{"type":"ping"}"#)));
+        assert!(!p.observe(&ev(
+            "completion",
+            r#"{"type":"completion","completion":"","stop_reason":"stop_sequence"}"#
+        )));
+        assert_eq!(
+            p.end(),
+            None,
+            "a finished completion stream is not an early end"
+        );
+        let mut cut = PassThrough::new(ApiFormat::Anthropic);
+        cut.observe(&ev(
+            "completion",
+            r#"{"type":"completion","completion":" Hi","stop_reason":null}"#,
+        ));
+        assert!(
+            cut.end().is_some(),
+            "a completion stream cut short still is"
+        );
     }
 }
