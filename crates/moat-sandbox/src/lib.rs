@@ -54,6 +54,8 @@ pub use linux::privileged;
 /// A command that runs and fails is `Ok` with its [`Outcome`]; `Err` means it could not
 /// be started (a refused grant, a missing kernel feature, a command not found).
 pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
+    #[cfg(target_os = "linux")]
+    linux::check_limits(&spec.limits)?;
     if spec.level == Level::None && spec.network.is_some() {
         // Grants confine nothing without isolation: refuse rather than look confined.
         return Err(SandboxError::Invalid(

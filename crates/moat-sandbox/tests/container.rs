@@ -42,7 +42,8 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// What runsc left: its cgroups (in any hierarchy) and bundle folders.
+/// What runsc left: its cgroups (in any hierarchy) and bundle folders (in /run or the
+/// temporary folder), named `moat-runsc-<this test's pid>-<n>`.
 fn leftovers() -> Vec<String> {
     let mut found = Vec::new();
     let dirs = std::fs::read_dir("/sys/fs/cgroup")
@@ -50,11 +51,16 @@ fn leftovers() -> Vec<String> {
         .flatten()
         .flatten()
         .map(|h| h.path())
-        .chain([Path::new("/sys/fs/cgroup").to_owned()]);
+        .chain([
+            Path::new("/sys/fs/cgroup").to_owned(),
+            Path::new("/run").to_owned(),
+            std::env::temp_dir(),
+        ]);
+    let prefix = format!("moat-runsc-{}-", std::process::id());
     for dir in dirs {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("moat-{}-", std::process::id())) {
+            if name.starts_with(&prefix) {
                 found.push(entry.path().display().to_string());
             }
         }

@@ -109,7 +109,16 @@ fn exit_statuses_say_how_the_command_ended() {
 
 #[test]
 fn the_home_and_moat_s_environment_stay_outside() {
-    let home = new_home();
+    // Not under /tmp: the private /tmp would hide it whatever the root holds.
+    let home = tempfile::Builder::new()
+        .prefix("moat-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     std::fs::write(
         home.path().join("config.toml"),
         "# sk-ant-home-canary-0451\n",
@@ -128,6 +137,13 @@ fn the_home_and_moat_s_environment_stay_outside() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}/config.toml: No such file",
+            home.path().display()
+        )),
+        "{err}"
+    );
     for canary in ["env-canary", "home-canary"] {
         assert!(
             !out.contains(canary) && !err.contains(canary),

@@ -201,6 +201,15 @@ pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
                 "must be above zero".into(),
             ));
         }
+        if p.wall_time > Duration::from_secs(24 * 3600) {
+            return Err((
+                key("wall_time"),
+                "may be at most 24h: a tool call is not a service".into(),
+            ));
+        }
+        if p.memory_mib > u64::MAX / (1024 * 1024) {
+            return Err((key("memory_mib"), "is out of range".into()));
+        }
         for grant in &p.grants {
             let net = grant.strip_prefix("net:").is_some_and(|d| {
                 !d.is_empty() && !d.contains(|c: char| c.is_whitespace() || c == '/')
@@ -264,6 +273,14 @@ mod tests {
             },
         );
         assert_eq!(validate(&c).unwrap_err().0, "sandbox.profiles.t.level");
+        c.profiles.insert(
+            "t".into(),
+            SandboxProfile {
+                wall_time: Duration::from_secs(25 * 3600),
+                ..SandboxProfile::default()
+            },
+        );
+        assert_eq!(validate(&c).unwrap_err().0, "sandbox.profiles.t.wall_time");
         assert!(c.profile("default").is_some());
         assert!(c.profile("missing").is_none());
         let with_grants = |grants: &[&str]| {

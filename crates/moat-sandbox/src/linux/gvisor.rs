@@ -286,7 +286,7 @@ impl Bundle {
             return Err(SandboxError::Invalid("no command given".into()));
         }
         plan::check_limits(&spec.limits)?;
-        let workspace = plan::resolve_dir(&spec.workspace)?;
+        let workspace = plan::resolve_workspace(&spec.workspace)?;
         let grants = plan::checked_grants(spec)?;
         let mut rootfs = RootFs::default();
         let mut exposed = vec![workspace.clone()];

@@ -32,6 +32,7 @@ const NAMESPACES: u64 = (libc::CLONE_NEWUSER
 
 const USERNS_HINT: &str = "; moat needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu) or to run as root";
 
+pub(crate) use plan::check_limits;
 pub use plan::{host_ids, privileged};
 
 /// Which cgroup version the sandbox's limits would use, or why none: a group with the

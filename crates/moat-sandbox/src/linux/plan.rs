@@ -267,7 +267,7 @@ pub(super) fn valid_env_name(name: &str) -> bool {
 }
 
 /// Refuses limits no sandbox can run under.
-pub(super) fn check_limits(limits: &crate::Limits) -> Result<(), SandboxError> {
+pub(crate) fn check_limits(limits: &crate::Limits) -> Result<(), SandboxError> {
     if limits.memory_bytes < 16 * 1024 * 1024 {
         return Err(SandboxError::Invalid(
             "the memory limit must be at least 16 MiB".into(),
@@ -278,7 +278,33 @@ pub(super) fn check_limits(limits: &crate::Limits) -> Result<(), SandboxError> {
             "the process, CPU and wall-time limits must be above zero".into(),
         ));
     }
+    if limits.wall_time > MAX_WALL_TIME {
+        return Err(SandboxError::Invalid(format!(
+            "the wall-time limit may be at most {} hours: a tool call is not a service",
+            MAX_WALL_TIME.as_secs() / 3600
+        )));
+    }
     Ok(())
+}
+
+/// The longest wall time a call may ask for; also keeps deadline arithmetic in range.
+const MAX_WALL_TIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The workspace, resolved: a folder of its own, never `/` or a system folder, since it
+/// is bound read-write and, when moat is root, handed to the sandbox's identity.
+pub(super) fn resolve_workspace(path: &Path) -> Result<PathBuf, SandboxError> {
+    let workspace = resolve_dir(path)?;
+    let system = [
+        "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev", "/proc",
+        "/sys", "/boot", "/run",
+    ];
+    if workspace == Path::new("/") || system.iter().any(|d| within(&workspace, Path::new(d))) {
+        return Err(SandboxError::Invalid(format!(
+            "cannot use {} as the workspace: it is / or a system folder; give the call a folder of its own",
+            workspace.display()
+        )));
+    }
+    Ok(workspace)
 }
 
 /// The granted folders, resolved: none may be `/`, cover or lie in a folder the sandbox
@@ -306,7 +332,8 @@ pub(super) fn checked_grants(spec: &Spec) -> Result<Vec<(PathBuf, Access)>, Sand
 }
 
 /// Nothing shared may contain a hidden path or lie inside one; the workspace may lie
-/// inside one (it is a folder of moat's home made for this call) but not contain it.
+/// inside one (it is a folder of moat's home made for this call) but neither contain it
+/// nor be it.
 pub(super) fn check_hidden(
     spec: &Spec,
     workspace: &Path,
@@ -316,7 +343,7 @@ pub(super) fn check_hidden(
         let hidden = std::fs::canonicalize(hidden).unwrap_or_else(|_| hidden.clone());
         let exposes = |shared: &PathBuf| {
             if shared == workspace {
-                within(&hidden, shared) && hidden != *shared
+                within(&hidden, shared)
             } else {
                 within(&hidden, shared) || within(shared, &hidden)
             }
@@ -369,7 +396,7 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         Ok::<(), SandboxError>(())
     };
 
-    let workspace = resolve_dir(&spec.workspace)?;
+    let workspace = resolve_workspace(&spec.workspace)?;
     let mut exposed: Vec<PathBuf> = Vec::new();
 
     for name in SYSTEM_DIRS {
@@ -659,10 +686,41 @@ mod tests {
         let mut s = spec(&inner);
         s.hidden.push(vault.clone());
         assert!(build(&s).is_ok());
-        // A workspace that contains it is not.
-        let mut s = spec(dir.path());
-        s.hidden.push(vault);
-        assert!(matches!(build(&s), Err(SandboxError::ExposesHidden { .. })));
+        // A workspace that contains it is not, nor one that is it.
+        for workspace in [dir.path(), vault.as_path()] {
+            let mut s = spec(workspace);
+            s.hidden.push(vault.clone());
+            assert!(
+                matches!(build(&s), Err(SandboxError::ExposesHidden { .. })),
+                "{}",
+                workspace.display()
+            );
+        }
+    }
+
+    #[test]
+    fn the_workspace_is_never_the_root_or_a_system_folder() {
+        for system in ["/", "/etc", "/usr/share", "/proc", "/dev"] {
+            let err = build(&spec(Path::new(system))).err().expect(system);
+            assert!(
+                err.to_string().contains("as the workspace"),
+                "{system}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(build(&spec(dir.path())).is_ok());
+    }
+
+    #[test]
+    fn limits_out_of_range_are_refused_not_overflowed() {
+        let mut limits = crate::Limits {
+            wall_time: std::time::Duration::from_secs(u64::MAX),
+            ..crate::Limits::default()
+        };
+        let err = check_limits(&limits).unwrap_err();
+        assert!(err.to_string().contains("at most 24 hours"), "{err}");
+        limits.wall_time = MAX_WALL_TIME;
+        assert!(check_limits(&limits).is_ok());
     }
 
     #[test]
