@@ -693,11 +693,20 @@ impl Attempt<'_> {
                 });
             }
         };
-        let slot = self
-            .backend
-            .acquire()
-            .await
-            .map_err(|error| Failed::new(error, "busy").retry())?;
+        // The wait in the backend's queue counts against the same deadline, and ends as
+        // "busy" rather than as an upstream that never answered.
+        let slot = match tokio::time::timeout_at(self.deadline, self.backend.acquire()).await {
+            Ok(acquired) => acquired.map_err(|error| Failed::new(error, "busy").retry())?,
+            Err(_) => {
+                return Err(Failed::new(
+                    ApiError::busy(
+                        "this model's backend stayed at its concurrency limit until llm.upstream_timeout; retry shortly",
+                    ),
+                    "busy",
+                )
+                .retry());
+            }
+        };
         let upstream_req = self.backend.request(
             Method::POST,
             endpoint,

@@ -345,7 +345,7 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
     r.insert("model".into(), json!(model));
     r.insert("messages".into(), Value::Array(out));
     if let Some(v) = obj.get("max_tokens").filter(|v| !v.is_null()) {
-        r.insert("max_tokens".into(), v.clone());
+        r.insert(openai_max_tokens_key(model).into(), v.clone());
     }
     for key in ["temperature", "top_p"] {
         if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
@@ -605,4 +605,64 @@ fn assistant_blocks_to_openai(blocks: &[Value], i: usize) -> Result<Value> {
 fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| ApiError::invalid(format!("{what} must be a JSON object")))
+}
+
+/// The field an OpenAI upstream takes the output limit in. OpenAI's reasoning models
+/// (o1, o3, o4, gpt-5 and their variants) refuse `max_tokens` and take only
+/// `max_completion_tokens`, which other OpenAI-compatible servers (llama.cpp, Ollama,
+/// older vLLM) may not know: so the newer name goes only to those models, by their bare
+/// OpenAI names (a router's `vendor/model` names take `max_tokens` and map it).
+pub(crate) fn openai_max_tokens_key(model: &str) -> &'static str {
+    let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
+        model
+            .strip_prefix(family)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '.']))
+    });
+    if reasoning {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens() {
+        for model in [
+            "o1",
+            "o3-mini",
+            "o4-mini-2025-04-16",
+            "gpt-5",
+            "gpt-5.1",
+            "gpt-5-mini",
+        ] {
+            assert_eq!(
+                openai_max_tokens_key(model),
+                "max_completion_tokens",
+                "{model}"
+            );
+        }
+        for model in [
+            "gpt-4o",
+            "gpt-4.1",
+            "openai/o3-mini",
+            "o1x",
+            "gpt-50",
+            "llama3",
+            "qwen3:8b",
+        ] {
+            assert_eq!(openai_max_tokens_key(model), "max_tokens", "{model}");
+        }
+        let req = json!({"model": "claude-x", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]});
+        let out = anthropic_to_openai(&req, "o3-mini").unwrap();
+        assert_eq!(out["max_completion_tokens"], 64);
+        assert!(out.get("max_tokens").is_none());
+        assert_eq!(
+            anthropic_to_openai(&req, "gpt-4o").unwrap()["max_tokens"],
+            64
+        );
+    }
 }
