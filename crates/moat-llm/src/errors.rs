@@ -145,8 +145,27 @@ pub fn upstream_message(body: &[u8]) -> Option<String> {
         Value::String(s) => s.as_str(),
         _ => error.get("message")?.as_str()?,
     };
-    // An upstream's message is shown to the client: keep it short.
-    Some(message.chars().take(500).collect())
+    Some(for_the_client(message))
+}
+
+/// An upstream's own error message as the client may see it: short, and without the
+/// addresses of what stands behind the backend (a LiteLLM or Ollama reporting that its
+/// own upstream at `10.0.0.5:11434` refused). The words stay: a client acts on them
+/// ("prompt is too long", "context_length_exceeded").
+pub fn for_the_client(message: &str) -> String {
+    static ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(?x)
+              [A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>()\[\]{}]+       # a URL
+            | \[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\](?::[0-9]{1,5})?   # [IPv6]:port
+            | \b[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?::[0-9]{1,5})?\b    # IPv4:port
+            | \b[A-Za-z][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)*:[0-9]{2,5}\b  # host:port
+            "#,
+        )
+        .expect("a valid pattern")
+    });
+    let short: String = message.chars().take(500).collect();
+    ADDRESS.replace_all(&short, "[address]").into_owned()
 }
 
 #[cfg(test)]
@@ -190,5 +209,40 @@ mod tests {
         );
         assert_eq!(upstream_message(br#"{"error":"m3"}"#), Some("m3".into()));
         assert_eq!(upstream_message(b"<html>"), None);
+    }
+
+    #[test]
+    fn upstream_messages_lose_addresses_but_keep_their_words() {
+        for (from, to) in [
+            (
+                "litellm.APIConnectionError: OllamaException - [Errno 111] Connection refused: http://10.0.0.5:11434/api/chat",
+                "litellm.APIConnectionError: OllamaException - [Errno 111] Connection refused: [address]",
+            ),
+            (
+                "cannot reach 192.168.1.20:8000 (timeout)",
+                "cannot reach [address] (timeout)",
+            ),
+            ("upstream [fd00::1]:443 reset", "upstream [address] reset"),
+            (
+                "dial tcp gpu-box.internal:8080: refused",
+                "dial tcp [address]: refused",
+            ),
+            (
+                "connect to localhost:11434 failed",
+                "connect to [address] failed",
+            ),
+        ] {
+            assert_eq!(for_the_client(from), to);
+        }
+        for kept in [
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            "This model's maximum context length is 128000 tokens.",
+            "model llama3:70b not found, try pulling it first",
+            "rate limited until 2026-12-06T23:05:17Z",
+            "max_tokens: 8192 > 4096, which is the maximum allowed",
+        ] {
+            assert_eq!(for_the_client(kept), kept);
+        }
+        assert_eq!(for_the_client(&"é".repeat(600)).chars().count(), 500);
     }
 }

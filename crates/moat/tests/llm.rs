@@ -975,6 +975,21 @@ fn the_backend_key_never_leaves_in_logs_or_errors() {
     );
     assert_eq!(resp.status, 400);
     assert!(!resp.body.contains(CANARY), "{}", resp.body);
+    // Nor what stands behind the backend: an OpenAI-compatible proxy naming its upstream.
+    oai.push(Reply::json(502, json!({"error": {"message": "OllamaException: Connection refused: http://10.1.2.3:11434/api/chat", "type": "server_error"}})));
+    let resp = post_json(
+        moat.main,
+        "/v1/messages",
+        &[],
+        &json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    assert_eq!(resp.status, 502, "{}", resp.body);
+    assert_eq!(
+        resp.json()["error"]["message"],
+        "OllamaException: Connection refused: [address]",
+        "{}",
+        resp.body
+    );
     moat.terminate();
     let log = moat.output();
     assert!(!log.contains(CANARY), "key in the log");

@@ -79,7 +79,10 @@ pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
         ("parallel_tool_calls", "parallel_tool_calls"),
         ("temperature", "temperature"),
         ("top_p", "top_p"),
-        ("max_output_tokens", super::request::openai_max_tokens_key(model)),
+        (
+            "max_output_tokens",
+            super::request::openai_max_tokens_key(model),
+        ),
         ("user", "user"),
     ] {
         if let Some(v) = obj.get(from).filter(|v| !v.is_null()) {

@@ -61,13 +61,12 @@ fn ended_early() -> ApiError {
 fn upstream_error(data: &str) -> ApiError {
     let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     let e = &v["error"];
-    let message = e["message"]
-        .as_str()
-        .or(e.as_str())
-        .unwrap_or("the upstream reported an error")
-        .chars()
-        .take(500)
-        .collect::<String>();
+    let message = crate::errors::for_the_client(
+        e["message"]
+            .as_str()
+            .or(e.as_str())
+            .unwrap_or("the upstream reported an error"),
+    );
     let status = match e["type"].as_str().unwrap_or_default() {
         "overloaded_error" => StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
         "rate_limit_error" => StatusCode::TOO_MANY_REQUESTS,
