@@ -13,6 +13,16 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
     }
 }
 
+/// OpenAI `finish_reason` → Anthropic `stop_reason`, for a response that did or did not
+/// call tools. Some servers (Ollama, llama.cpp with some templates) finish a tool call with
+/// "stop"; an Anthropic client's tool loop waits for `tool_use`.
+pub fn stop_reason_after(finish_reason: &str, called_tools: bool) -> &'static str {
+    match stop_reason(finish_reason) {
+        "end_turn" if called_tools => "tool_use",
+        reason => reason,
+    }
+}
+
 /// OpenAI `finish_reason` → Anthropic `stop_reason`.
 pub fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
@@ -180,13 +190,14 @@ pub fn openai_to_anthropic(resp: &Value) -> Value {
         }));
     }
     let finish = choice["finish_reason"].as_str().unwrap_or("stop");
+    let called_tools = content.iter().any(|b| b["type"] == "tool_use");
     json!({
         "id": message_id(resp["id"].as_str().unwrap_or_default()),
         "type": "message",
         "role": "assistant",
         "model": resp["model"],
         "content": content,
-        "stop_reason": stop_reason(finish),
+        "stop_reason": stop_reason_after(finish, called_tools),
         "stop_sequence": null,
         "usage": anthropic_usage(&resp["usage"]),
     })
@@ -224,5 +235,21 @@ mod tests {
         assert!(firsts.len() > 32, "{ids:?}");
         assert!(message_id("").starts_with("msg_moat"));
         assert!(completion_id("").starts_with("chatcmpl-moat"));
+    }
+
+    #[test]
+    fn a_tool_call_finished_with_stop_is_tool_use() {
+        let resp = |calls: Value| {
+            json!({"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": null, "tool_calls": calls}}]})
+        };
+        let call = json!([{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]);
+        assert_eq!(openai_to_anthropic(&resp(call))["stop_reason"], "tool_use");
+        assert_eq!(
+            openai_to_anthropic(&resp(json!([])))["stop_reason"],
+            "end_turn"
+        );
+        assert_eq!(stop_reason_after("length", true), "max_tokens");
     }
 }

@@ -12,7 +12,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::response::{
-    anthropic_usage, completion_id, finish_reason, message_id, openai_usage, stop_reason, unix_now,
+    anthropic_usage, completion_id, finish_reason, message_id, openai_usage, stop_reason_after,
+    unix_now,
 };
 use crate::errors::{ApiError, ApiFormat};
 use crate::sse::{SseEvent, encode};
@@ -360,13 +361,14 @@ impl OpenAiToAnthropic {
         let mut out = Vec::new();
         self.start("", None, &mut out);
         self.close_open(&mut out);
-        for (_, index) in std::mem::take(&mut self.tools) {
+        let tools = std::mem::take(&mut self.tools);
+        for &index in tools.values() {
             out.push(Self::ev(
                 "content_block_stop",
                 json!({"type": "content_block_stop", "index": index}),
             ));
         }
-        let reason = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        let reason = stop_reason_after(self.finish.as_deref().unwrap_or("stop"), !tools.is_empty());
         let usage = if self.usage.is_null() {
             json!({"output_tokens": 0})
         } else {
@@ -649,6 +651,33 @@ mod tests {
             "[DONE]",
         ] {
             assert!(!is_openai_error(chunk), "{chunk}");
+        }
+    }
+
+    #[test]
+    fn a_streamed_tool_call_finished_with_stop_is_tool_use() {
+        let mut t = OpenAiToAnthropic::new("m");
+        let chunk = |v: Value| SseEvent {
+            event: None,
+            data: v.to_string(),
+        };
+        t.event(chunk(
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": null}]}),
+        ));
+        t.event(chunk(
+            json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        ));
+        let out: Vec<u8> = t.event(chunk_done()).concat();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
+    }
+
+    fn chunk_done() -> SseEvent {
+        SseEvent {
+            event: None,
+            data: "[DONE]".into(),
         }
     }
 
