@@ -292,10 +292,34 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+        if self.keep || remove_tree(&self.path).is_ok() {
+            return;
+        }
+        eprintln!(
+            "moat sandbox: could not remove the workspace {}; remove it by hand",
+            self.path.display()
+        );
+    }
+}
+
+/// Removes `path` and everything in it, first giving back to moat's user the folders a
+/// command made unreadable or unwritable (`chmod 0 d` inside the workspace).
+fn remove_tree(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return Ok(());
+    }
+    fn open_up(dir: &std::path::Path) {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            // Never through a link: only the workspace's own folders are touched.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&entry.path());
+            }
         }
     }
+    open_up(path);
+    std::fs::remove_dir_all(path)
 }
 
 fn ms(d: Duration) -> String {

@@ -100,6 +100,20 @@ fn exit_statuses_say_how_the_command_ended() {
         assert_eq!(code, 2, "{bad:?}: {err}");
         assert!(err.contains("moat"), "{err}");
     }
+    // A command that locks its own folders does not keep them from being removed (as
+    // root this passes either way; run unprivileged it needs the permissions given back).
+    let (code, _, err) = sandbox(
+        home.path(),
+        &[
+            "--",
+            "sh",
+            "-c",
+            "mkdir -p d/e && touch d/e/f && chmod 0 d/e d",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("could not remove"), "{err}");
     // Nothing is left behind in the home.
     let left: Vec<_> = std::fs::read_dir(home.path().join("sandbox"))
         .unwrap()
