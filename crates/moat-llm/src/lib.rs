@@ -330,6 +330,11 @@ impl Gateway {
                 Exposure::Api,
                 axum::routing::get(models).with_state(self.clone()),
             )
+            .route(
+                "/v1/models/{*id}",
+                Exposure::Api,
+                axum::routing::get(model).with_state(self.clone()),
+            )
     }
 }
 
@@ -625,24 +630,56 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     resp
 }
 
+/// The API a models request speaks: Anthropic's when it carries `anthropic-version`.
+fn models_format(headers: &HeaderMap) -> ApiFormat {
+    if headers.contains_key("anthropic-version") {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
+/// One model as `format` lists it.
+fn model_object(format: ApiFormat, name: &str) -> Value {
+    match format {
+        ApiFormat::Anthropic => json!({"type": "model", "id": name, "display_name": name,
+                                       "created_at": "1970-01-01T00:00:00Z"}),
+        ApiFormat::OpenAi => {
+            json!({"id": name, "object": "model", "created": 0, "owned_by": "moat"})
+        }
+    }
+}
+
+/// `GET /v1/models/{id}`: the model if the route table serves that name (by glob or
+/// `BACKEND:MODEL` too, which the list cannot show), else 404 in the client's format.
+async fn model(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let format = models_format(req.headers());
+    let raw = req
+        .extensions()
+        .get::<moat_net::routes::PathParams>()
+        .and_then(|p| p.get("id"))
+        .unwrap_or_default();
+    // SDKs escape a `/` in a model's name (`vendor%2Fmodel`).
+    let id = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    if gw.router.resolve(&id).is_ok() {
+        return json_response(StatusCode::OK, model_object(format, &id).to_string());
+    }
+    let shown: String = id.chars().take(64).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("model {shown:?} is not served by this gateway"),
+    )
+    .response(format)
+}
+
 /// `GET /v1/models`: the exact names the route table exposes, in Anthropic's shape when
 /// the request carries `anthropic-version`, else OpenAI's.
 async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let names = gw.router.model_names();
-    let format = if headers.contains_key("anthropic-version") {
-        ApiFormat::Anthropic
-    } else {
-        ApiFormat::OpenAi
-    };
+    let format = models_format(&headers);
+    let data: Vec<Value> = names.iter().map(|n| model_object(format, n)).collect();
     let body = match format {
         ApiFormat::Anthropic => {
-            let data: Vec<Value> = names
-                .iter()
-                .map(|n| {
-                    json!({"type": "model", "id": n, "display_name": n,
-                           "created_at": "1970-01-01T00:00:00Z"})
-                })
-                .collect();
             json!({
                 "data": data,
                 "has_more": false,
@@ -650,13 +687,7 @@ async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
                 "last_id": names.last(),
             })
         }
-        ApiFormat::OpenAi => {
-            let data: Vec<Value> = names
-                .iter()
-                .map(|n| json!({"id": n, "object": "model", "created": 0, "owned_by": "moat"}))
-                .collect();
-            json!({"object": "list", "data": data})
-        }
+        ApiFormat::OpenAi => json!({"object": "list", "data": data}),
     };
     json_response(StatusCode::OK, body.to_string())
 }

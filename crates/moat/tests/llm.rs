@@ -929,6 +929,35 @@ fn models_status_and_count_tokens() {
     );
     assert_eq!(r.json()["data"][0]["type"], "model");
     assert_eq!(r.json()["has_more"], false);
+    // One model by name: also those served by a glob or as BACKEND:MODEL, which no list
+    // can show; an SDK escapes the colon or a slash.
+    for (path, id) in [
+        ("/v1/models/claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("/v1/models/oai%3Agpt-4o", "oai:gpt-4o"),
+        ("/v1/models/sonnet", "sonnet"),
+    ] {
+        let r = common::get(moat.main, path, &[]);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["id"], id);
+        assert_eq!(r.json()["object"], "model");
+    }
+    let r = common::get(
+        moat.main,
+        "/v1/models/claude-haiku-4-5",
+        &[("anthropic-version", "2023-06-01")],
+    );
+    assert_eq!(r.json()["type"], "model", "{}", r.body);
+    for headers in [&[][..], &[("anthropic-version", "2023-06-01")][..]] {
+        let r = common::get(moat.main, "/v1/models/llama-unknown", headers);
+        assert_eq!(r.status, 404, "{}", r.body);
+        assert_eq!(r.json()["error"]["type"], "not_found_error", "{}", r.body);
+        assert_eq!(
+            r.json().get("type").is_some(),
+            !headers.is_empty(),
+            "{}",
+            r.body
+        );
+    }
 
     ant.push(Reply::json(200, json!({"input_tokens": 42})));
     let r = post_json(

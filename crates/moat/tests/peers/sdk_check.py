@@ -46,6 +46,8 @@ def check(ok, what):
 
 
 def anthropic_cases(model):
+    info = ant.models.retrieve(model)
+    check(info.id == model and info.type == "model", f"models.retrieve: {info}")
     m = ant.messages.create(model=model, max_tokens=16, messages=HELLO)
     check(m.type == "message" and m.role == "assistant", f"message shape: {m}")
     check(m.content and m.content[0].type == "text" and m.content[0].text, f"text: {m}")
@@ -92,6 +94,8 @@ def anthropic_cases(model):
 
 
 def openai_cases(model):
+    info = oai.models.retrieve(model)
+    check(info.id == model and info.object == "model", f"models.retrieve: {info}")
     r = oai.chat.completions.create(model=model, max_tokens=16, temperature=0, messages=HELLO)
     c = r.choices[0]
     check(c.message.role == "assistant" and c.message.content, f"message: {r}")
