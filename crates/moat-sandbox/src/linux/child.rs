@@ -22,6 +22,7 @@ pub enum Stage {
     PrivateMounts,
     StagingRoot,
     BuildRoot,
+    Proc,
     Mount,
     PivotRoot,
     ReadOnlyRoot,
@@ -39,13 +40,14 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, indexed by its number.
-    pub const ALL: [Stage; 19] = [
+    pub const ALL: [Stage; 20] = [
         Stage::WaitForParent,
         Stage::Identity,
         Stage::Capabilities,
         Stage::PrivateMounts,
         Stage::StagingRoot,
         Stage::BuildRoot,
+        Stage::Proc,
         Stage::Mount,
         Stage::PivotRoot,
         Stage::ReadOnlyRoot,
@@ -70,6 +72,7 @@ impl Stage {
             Stage::PrivateMounts => "making mounts private",
             Stage::StagingRoot => "mounting the new root's tmpfs",
             Stage::BuildRoot => "building the new root",
+            Stage::Proc => "mounting a fresh /proc",
             Stage::Mount => "bind-mounting a host path",
             Stage::PivotRoot => "pivot_root into the new root",
             Stage::ReadOnlyRoot => "making the root read-only",
@@ -310,7 +313,7 @@ fn run_op(fds: &ChildFds, op: &Op, slots: &[[u8; 32]]) {
         Op::Proc(target) => {
             check(
                 fds,
-                Stage::BuildRoot,
+                Stage::Proc,
                 mount(
                     c"proc".as_ptr(),
                     target.as_ptr(),

@@ -30,6 +30,7 @@ const NAMESPACES: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS) as u64;
 // CLONE_NEWCGROUP comes later, from the child, once it is in its own cgroup.
 
+const PROC_HINT: &str = "; the kernel refuses a new /proc where the host's /proc has paths covered by other mounts (as inside a Docker container): run moat on the host, or in a container started with --security-opt systempaths=unconfined";
 const USERNS_HINT: &str = "; moat needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu) or to run as root";
 
 pub(crate) use plan::check_limits;
@@ -156,10 +157,19 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             },
             stage => SandboxError::Setup {
                 stage: stage.describe(),
-                hint: if errno == libc::EPERM {
-                    USERNS_HINT
-                } else {
-                    ""
+                hint: match (stage, errno) {
+                    (Stage::Proc, libc::EPERM) => PROC_HINT,
+                    // Before the namespaces are in place, a refusal is the kernel's
+                    // policy on user namespaces; later ones have other causes.
+                    (
+                        Stage::WaitForParent
+                        | Stage::Identity
+                        | Stage::Capabilities
+                        | Stage::PrivateMounts
+                        | Stage::StagingRoot,
+                        libc::EPERM,
+                    ) => USERNS_HINT,
+                    _ => "",
                 },
                 source,
             },
