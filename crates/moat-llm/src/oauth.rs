@@ -101,6 +101,8 @@ pub struct Tokens {
     pub refresh: Option<SecretString>,
     /// When the access token expires, unix seconds; `None`: not said.
     pub expires_at: Option<u64>,
+    /// How long the access token lasted when issued, seconds (`expires_in`), if said.
+    pub lifetime: Option<u64>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -124,6 +126,7 @@ impl Tokens {
             "access_token": self.access.expose(),
             "refresh_token": self.refresh.as_ref().map(SecretString::expose),
             "expires_at": self.expires_at,
+            "lifetime": self.lifetime,
         })
         .to_string()
     }
@@ -137,6 +140,7 @@ impl Tokens {
                 .as_str()
                 .map(|s| SecretString::new(s.to_string())),
             expires_at: v["expires_at"].as_u64(),
+            lifetime: v["lifetime"].as_u64(),
         })
     }
 
@@ -145,9 +149,20 @@ impl Tokens {
         self.expires_at.map(|t| t as i64 - unix_now() as i64)
     }
 
+    /// Whether the token has more than `margin` left. The margin is at most half the
+    /// token's lifetime: a provider whose tokens last 5 minutes would otherwise have every
+    /// request refresh under the default 5-minute margin.
     fn fresh(&self, margin: Duration) -> bool {
+        let margin = self
+            .lifetime
+            .map_or(margin.as_secs(), |l| margin.as_secs().min(l / 2));
         self.expires_in()
-            .is_none_or(|left| left > margin.as_secs() as i64)
+            .is_none_or(|left| left > i64::try_from(margin).unwrap_or(i64::MAX))
+    }
+
+    /// Whether the access token still works (it has not expired).
+    fn unexpired(&self) -> bool {
+        self.expires_in().is_none_or(|left| left > 0)
     }
 }
 
@@ -327,7 +342,8 @@ impl OAuthClient {
                 .as_str()
                 .filter(|t| !t.is_empty())
                 .map(|s| SecretString::new(s.to_string())),
-            expires_at: expires_in.map(|s| unix_now() + s),
+            expires_at: expires_in.map(|s| unix_now().saturating_add(s)),
+            lifetime: expires_in,
         })
     }
 }
@@ -351,7 +367,12 @@ pub struct TokenSource {
     store: std::sync::Arc<dyn TokenStore>,
     refreshes: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// When the last refresh failed: requests queued behind it do not each try again.
+    failed_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long after a failed refresh the next one may be tried.
+const RETRY_REFRESH_AFTER: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -377,6 +398,7 @@ impl TokenSource {
             store,
             refreshes: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            failed_at: Mutex::new(None),
         }
     }
 
@@ -388,20 +410,40 @@ impl TokenSource {
     }
 
     /// A usable access token: the current one while it has more than `refresh_before`
-    /// left, else a refreshed one. Callers that arrive during a refresh wait for it.
+    /// left, else a refreshed one. Callers that arrive during a refresh wait for it, unless
+    /// the current token still works; after a failed refresh, the next waits a few seconds.
     pub async fn access_token(&self) -> Result<SecretString, OAuthError> {
         let margin = self.client.config.refresh_before;
         let current = self.tokens();
         if current.fresh(margin) {
             return Ok(current.access);
         }
-        let _one_at_a_time = self.refreshing.lock().await;
+        let _one_at_a_time = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            // Someone is refreshing: an unexpired token serves meanwhile.
+            Err(_) if current.unexpired() => return Ok(current.access),
+            Err(_) => self.refreshing.lock().await,
+        };
         // Whoever held the lock before may have refreshed already, in this process or
         // another one sharing the vault (a provider that rotates refresh tokens would
         // refuse the old one).
         let current = self.tokens();
         if current.fresh(margin) {
             return Ok(current.access);
+        }
+        let failed_recently = self
+            .failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < RETRY_REFRESH_AFTER);
+        if failed_recently {
+            return if current.unexpired() {
+                Ok(current.access)
+            } else {
+                Err(OAuthError::Network(format!(
+                    "the last refresh failed moments ago; the next is tried after {RETRY_REFRESH_AFTER:?}"
+                )))
+            };
         }
         let current = match self.store.load(&self.entry) {
             // A different token: not the one just refused (see `invalidate`).
@@ -437,6 +479,7 @@ impl TokenSource {
                 self.refreshes.fetch_add(1, Ordering::Relaxed);
                 *last = None;
                 drop(last);
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if let Err(e) = self.store.save(&self.entry, &t) {
                     tracing::warn!(entry = %self.entry, error = %e, "the refreshed OAuth tokens could not be saved; they last until moat stops");
                 }
@@ -445,6 +488,8 @@ impl TokenSource {
             }
             Err(e) => {
                 *last = Some(e.class());
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::Instant::now());
                 Err(e)
             }
         }
@@ -483,14 +528,97 @@ mod tests {
         );
     }
 
+    struct NoStore;
+    impl TokenStore for NoStore {
+        fn save(&self, _: &str, _: &Tokens) -> Result<(), String> {
+            Ok(())
+        }
+        fn load(&self, _: &str) -> Option<Tokens> {
+            None
+        }
+    }
+
+    /// A token endpoint that counts connections and closes each at once.
+    fn closing_endpoint() -> (String, std::sync::Arc<AtomicU64>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        (url, seen)
+    }
+
+    fn source(token_url: &str, expires_at: u64) -> TokenSource {
+        let config = OAuthConfig {
+            client_id: "c".into(),
+            authorize_url: "http://127.0.0.1:1/authorize".into(),
+            token_url: token_url.into(),
+            scopes: Vec::new(),
+            refresh_before: Duration::from_secs(300),
+        };
+        let tokens = Tokens {
+            access: SecretString::new("at-old".into()),
+            refresh: Some(SecretString::new("rt-old".into())),
+            expires_at: Some(expires_at),
+            lifetime: None,
+        };
+        TokenSource::new(
+            std::sync::Arc::new(OAuthClient::new(&config).unwrap()),
+            "e".into(),
+            tokens,
+            std::sync::Arc::new(NoStore),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_refresh_is_not_repeated_by_every_waiting_request() {
+        let (url, seen) = closing_endpoint();
+        let source = std::sync::Arc::new(source(&url, 1));
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let s = source.clone();
+                tokio::spawn(async move { s.access_token().await })
+            })
+            .collect();
+        for call in calls {
+            assert!(
+                call.await.unwrap().is_err(),
+                "an expired token and no refresh"
+            );
+        }
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "one refresh attempt, not eight"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_that_still_works_serves_while_its_refresh_fails() {
+        let (url, seen) = closing_endpoint();
+        // 60 s left: inside the 300 s margin, so a refresh is due, but not expired.
+        let source = source(&url, unix_now() + 60);
+        for _ in 0..3 {
+            assert_eq!(source.access_token().await.unwrap().expose(), "at-old");
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "retried only after a pause");
+    }
+
     #[test]
     fn vault_json_round_trip_and_debug_hides_tokens() {
         let t = Tokens {
             access: SecretString::new("at-canary-1".into()),
             refresh: Some(SecretString::new("rt-canary-1".into())),
             expires_at: Some(12),
+            lifetime: Some(3600),
         };
         let back = Tokens::from_vault_json(&t.to_vault_json()).unwrap();
+        assert_eq!(back.lifetime, Some(3600));
         assert_eq!(back.access.expose(), "at-canary-1");
         assert_eq!(back.refresh.unwrap().expose(), "rt-canary-1");
         assert_eq!(back.expires_at, Some(12));

@@ -681,7 +681,16 @@ impl Attempt<'_> {
             }
         };
 
-        let credential = match self.account.credential(self.backend.auth()).await {
+        let credential = match tokio::time::timeout_at(
+            self.deadline,
+            self.account.credential(self.backend.auth()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::upstream(
+                "the account's OAuth token could not be refreshed within llm.upstream_timeout",
+            ))
+        }) {
             Ok(c) => c,
             Err(error) => {
                 self.audit_auth("account.oauth_refresh_failed", None);
