@@ -496,6 +496,15 @@ fn custom_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &st
     })
 }
 
+/// A reasoning item: the thinking as one summary part.
+fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({
+        "type": "reasoning",
+        "id": id,
+        "summary": [{"type": "summary_text", "text": text}],
+    })
+}
+
 /// A chat completion → a response object.
 pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
     let choice = &chat["choices"][0];
@@ -505,11 +514,7 @@ pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
         .as_str()
         .filter(|r| !r.is_empty())
     {
-        output.push(json!({
-            "type": "reasoning",
-            "id": unique("rs"),
-            "summary": [{"type": "summary_text", "text": reasoning}],
-        }));
+        output.push(reasoning_item(&unique("rs"), reasoning));
     }
     if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
         output.push(message_item(&unique("msg"), text, "completed"));
@@ -535,6 +540,11 @@ pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
 /// One output item of a stream in progress.
 #[derive(Debug)]
 enum Item {
+    /// A reasoning model's thinking, given as a summary (as a whole response gives it).
+    Reasoning {
+        id: String,
+        text: String,
+    },
     Message {
         id: String,
         text: String,
@@ -564,6 +574,7 @@ pub struct ChatToResponses {
     /// Chat tool-call index → position in `items`.
     calls: HashMap<u64, usize>,
     open_message: Option<usize>,
+    open_reasoning: Option<usize>,
     finish: Option<String>,
     usage: Value,
     done: bool,
@@ -588,6 +599,7 @@ impl ChatToResponses {
             items: Vec::new(),
             calls: HashMap::new(),
             open_message: None,
+            open_reasoning: None,
             finish: None,
             usage: Value::Null,
             done: false,
@@ -619,6 +631,7 @@ impl ChatToResponses {
 
     fn item_json(&self, item: &Item, status: &str) -> Value {
         match item {
+            Item::Reasoning { id, text } => reasoning_item(id, text),
             Item::Message { id, text } => message_item(id, text, status),
             Item::Call {
                 id,
@@ -630,7 +643,59 @@ impl ChatToResponses {
         }
     }
 
+    fn reasoning_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        let index = match self.open_reasoning {
+            Some(i) => i,
+            None => {
+                if let Some(m) = self.open_message.take() {
+                    self.close(m, out);
+                }
+                let id = unique("rs");
+                self.items.push((
+                    Item::Reasoning {
+                        id: id.clone(),
+                        text: String::new(),
+                    },
+                    true,
+                ));
+                let index = self.items.len() - 1;
+                self.open_reasoning = Some(index);
+                let mut item = reasoning_item(&id, "");
+                item["summary"] = json!([]);
+                self.emit(
+                    out,
+                    "response.output_item.added",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.added",
+                    json!({
+                        "item_id": id, "output_index": index, "summary_index": 0,
+                        "part": {"type": "summary_text", "text": ""},
+                    }),
+                );
+                index
+            }
+        };
+        let Item::Reasoning { id, text } = &mut self.items[index].0 else {
+            return;
+        };
+        text.push_str(delta);
+        let id = id.clone();
+        self.emit(
+            out,
+            "response.reasoning_summary_text.delta",
+            json!({
+                "item_id": id, "output_index": index, "summary_index": 0, "delta": delta,
+            }),
+        );
+    }
+
     fn text_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        if let Some(r) = self.open_reasoning.take() {
+            self.close(r, out);
+        }
         let index = match self.open_message {
             Some(i) => i,
             None => {
@@ -663,7 +728,7 @@ impl ChatToResponses {
                 text.push_str(delta);
                 id.clone()
             }
-            Item::Call { .. } => return,
+            Item::Call { .. } | Item::Reasoning { .. } => return,
         };
         self.emit(out, "response.output_text.delta", json!({
             "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": [],
@@ -675,9 +740,12 @@ impl ChatToResponses {
         let index = match self.calls.get(&key) {
             Some(&i) => i,
             None => {
-                // A tool call after text: the text is finished.
+                // A tool call after text or thinking: they are finished.
                 if let Some(m) = self.open_message.take() {
                     self.close(m, out);
+                }
+                if let Some(r) = self.open_reasoning.take() {
+                    self.close(r, out);
                 }
                 let call_id = call["id"].as_str().unwrap_or_default().to_string();
                 let name = call["function"]["name"]
@@ -724,7 +792,7 @@ impl ChatToResponses {
                 }
                 id.clone()
             }
-            Item::Message { .. } => return,
+            Item::Message { .. } | Item::Reasoning { .. } => return,
         };
         self.emit(
             out,
@@ -741,6 +809,24 @@ impl ChatToResponses {
         }
         self.items[index].1 = false;
         match &self.items[index].0 {
+            Item::Reasoning { id, text } => {
+                let (id, text) = (id.clone(), text.clone());
+                self.emit(
+                    out,
+                    "response.reasoning_summary_text.done",
+                    json!({
+                        "item_id": id, "output_index": index, "summary_index": 0, "text": text,
+                    }),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.done",
+                    json!({
+                        "item_id": id, "output_index": index, "summary_index": 0,
+                        "part": {"type": "summary_text", "text": text},
+                    }),
+                );
+            }
             Item::Message { id, text } => {
                 let (id, text) = (id.clone(), text.clone());
                 self.emit(out, "response.output_text.done", json!({
@@ -831,12 +917,23 @@ impl StreamTranslator for ChatToResponses {
         let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) else {
             return out;
         };
+        // An upstream error mid-stream (vLLM sends one, then `[DONE]`; an Anthropic
+        // upstream's error event arrives here as one): the response failed.
+        if chunk.get("error").is_some_and(|e| !e.is_null()) {
+            return self.fail(&super::stream::upstream_error(&ev.data));
+        }
         self.start(&mut out);
         if chunk.get("usage").is_some_and(|u| !u.is_null()) {
             self.usage = chunk["usage"].clone();
         }
         for choice in chunk["choices"].as_array().into_iter().flatten() {
             let delta = &choice["delta"];
+            if let Some(r) = delta["reasoning_content"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+            {
+                self.reasoning_delta(r, &mut out);
+            }
             if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
                 self.text_delta(text, &mut out);
             }
@@ -1139,6 +1236,82 @@ mod tests {
         assert_eq!(done["output"][1]["arguments"], "{\"a\":1}");
         assert_eq!(done["output"][1]["call_id"], "call_1");
         assert_eq!(done["usage"]["total_tokens"], 8);
+    }
+
+    fn feed(t: &mut ChatToResponses, chunks: &[Value]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend(t.event(SseEvent {
+                event: None,
+                data: c.to_string(),
+            }));
+        }
+        out.extend(t.event(SseEvent {
+            event: None,
+            data: "[DONE]".into(),
+        }));
+        events(&out)
+    }
+
+    #[test]
+    fn streamed_thinking_is_a_reasoning_item_before_the_text() {
+        let mut t = ChatToResponses::new(Echo::new(&json!({"model": "m"}), "m"));
+        let evs = feed(
+            &mut t,
+            &[
+                json!({"choices": [{"index": 0, "delta": {"reasoning_content": "Let me "}}]}),
+                json!({"choices": [{"index": 0, "delta": {"reasoning_content": "think."}}]}),
+                json!({"choices": [{"index": 0, "delta": {"content": "Four."}, "finish_reason": "stop"}]}),
+            ],
+        );
+        let kinds: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds[2..9],
+            [
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+            ]
+        );
+        let done = &evs.last().unwrap()["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"][0]["type"], "reasoning");
+        assert_eq!(done["output"][0]["summary"][0]["text"], "Let me think.");
+        assert_eq!(done["output"][1]["content"][0]["text"], "Four.");
+        // As a whole response gives it.
+        let whole = from_chat(
+            &json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant",
+                "reasoning_content": "Let me think.", "content": "Four."}}]}),
+            &Echo::new(&json!({"model": "m"}), "m"),
+        );
+        assert_eq!(whole["output"][0]["summary"], done["output"][0]["summary"]);
+    }
+
+    #[test]
+    fn an_upstream_error_mid_stream_fails_the_response_with_its_message() {
+        let mut t = ChatToResponses::new(Echo::new(&json!({"model": "m"}), "m"));
+        // vLLM's shape: an error chunk, then [DONE].
+        let evs = feed(
+            &mut t,
+            &[
+                json!({"choices": [{"index": 0, "delta": {"content": "par"}}]}),
+                json!({"error": {"message": "CUDA out of memory", "type": "internal_error", "code": 500}}),
+            ],
+        );
+        let kinds: Vec<&str> = evs.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds[kinds.len() - 2..],
+            ["error", "response.failed"],
+            "{kinds:?}"
+        );
+        assert!(!kinds.contains(&"response.completed"));
+        let failed = &evs.last().unwrap()["response"];
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["message"], "CUDA out of memory");
     }
 
     #[test]

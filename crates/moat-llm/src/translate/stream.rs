@@ -59,7 +59,7 @@ fn ended_early() -> ApiError {
 }
 
 /// The `ApiError` an upstream error event stands for.
-fn upstream_error(data: &str) -> ApiError {
+pub(crate) fn upstream_error(data: &str) -> ApiError {
     let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
     let e = &v["error"];
     let message = crate::errors::for_the_client(
