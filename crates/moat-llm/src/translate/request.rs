@@ -28,6 +28,14 @@ pub fn openai_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) ->
             "`n` other than 1 is not supported by this model's backend",
         ));
     }
+    // A schema the answer must follow cannot be promised by Messages: refused rather than
+    // answered with free text the client then fails to parse. (`json_object` is a hint
+    // the prompt must repeat anyway, so it is dropped.)
+    if req.pointer("/response_format/type").and_then(Value::as_str) == Some("json_schema") {
+        return Err(ApiError::invalid(
+            "`response_format` json_schema (structured output; `text.format` in the Responses API) is not supported by this model's backend (Anthropic Messages); route the model to an OpenAI-compatible backend or ask for JSON in the prompt",
+        ));
+    }
     let messages = obj
         .get("messages")
         .and_then(Value::as_array)
@@ -628,6 +636,19 @@ pub(crate) fn openai_max_tokens_key(model: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_schema_answer_format_is_refused_for_anthropic() {
+        let req = |format: Value| json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": format});
+        let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}});
+        let err = openai_to_anthropic(&req(schema), "claude-x", 1024).unwrap_err();
+        assert_eq!(err.status, http::StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("json_schema"), "{}", err.message);
+        assert!(
+            openai_to_anthropic(&req(json!({"type": "json_object"})), "claude-x", 1024).is_ok()
+        );
+        assert!(openai_to_anthropic(&req(json!({"type": "text"})), "claude-x", 1024).is_ok());
+    }
 
     #[test]
     fn reasoning_models_get_max_completion_tokens() {
