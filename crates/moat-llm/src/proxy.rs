@@ -508,7 +508,12 @@ fn responses_conversation(
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|item| matches!(item["type"].as_str(), Some("message" | "function_call")))
+                .filter(|item| {
+                    matches!(
+                        item["type"].as_str(),
+                        Some("message" | "function_call" | "custom_tool_call")
+                    )
+                })
                 .map(|item| {
                     // Without its id: OpenAI refuses an output item it made whose
                     // reasoning item (not carried over) is missing, and ids mean

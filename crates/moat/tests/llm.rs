@@ -1388,6 +1388,54 @@ fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted(
     assert_eq!(oai.seen().len(), sent_before + 1);
 }
 
+#[test]
+fn a_chained_turn_keeps_the_custom_tool_call_its_output_answers() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    // Codex's apply_patch is a custom (free-form) tool: the chat upstream calls it.
+    oai.push(Reply::json(200, json!({
+        "id": "chatcmpl-t", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_p", "type": "function", "function": {"name": "apply_patch", "arguments": "{\"input\":\"*** Begin Patch\"}"}}]}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1}
+    })));
+    let tools = json!([{"type": "custom", "name": "apply_patch", "description": "Edit files"}]);
+    let first = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "input": "Fix the bug", "tools": tools}).to_string(),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        first.json()["output"][0]["type"],
+        "custom_tool_call",
+        "{}",
+        first.body
+    );
+    let id = first.json()["id"].as_str().unwrap().to_string();
+
+    oai.push(Reply::json(200, json!({
+        "id": "chatcmpl-u", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Done."}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1}
+    })));
+    let second = post_json(moat.main, "/v1/responses", &[],
+        &json!({"model": "gpt-4o", "previous_response_id": id, "tools": tools,
+                "input": [{"type": "custom_tool_call_output", "call_id": "call_p", "output": "applied"}]}).to_string());
+    assert_eq!(second.status, 200, "{}", second.body);
+    // The upstream saw the call the output answers, then the output.
+    let messages = oai.seen()[1].body["messages"].clone();
+    let n = messages.as_array().unwrap().len();
+    assert_eq!(
+        messages[n - 2]["tool_calls"][0]["id"],
+        "call_p",
+        "{messages}"
+    );
+    assert_eq!(messages[n - 1]["role"], "tool", "{messages}");
+    assert_eq!(messages[n - 1]["tool_call_id"], "call_p", "{messages}");
+}
+
 /// A Responses API event as OpenAI sends it: named, typed, numbered.
 fn r_event(seq: u64, kind: &str, mut data: Value) -> String {
     data["type"] = json!(kind);
