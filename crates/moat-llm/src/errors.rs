@@ -31,6 +31,10 @@ pub struct ApiError {
     /// moat's own limit refused the request (audited as `limit.busy`), as opposed to an
     /// upstream that answered 503.
     pub local_limit: bool,
+    /// OpenAI's machine-readable `code` (`context_length_exceeded`), for OpenAI clients.
+    pub code: Option<String>,
+    /// OpenAI's `param`: the request field at fault, for OpenAI clients.
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -41,7 +45,16 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             local_limit: false,
+            code: None,
+            param: None,
         }
+    }
+
+    /// The same error with OpenAI's `code` and `param`.
+    pub fn with_code(mut self, code: Option<String>, param: Option<String>) -> Self {
+        self.code = code;
+        self.param = param;
+        self
     }
 
     /// 503 with `Retry-After: 1`: one of moat's own limits is full.
@@ -68,7 +81,12 @@ impl ApiError {
         let message = moat_core::redact::global()
             .redact(&self.message)
             .into_owned();
-        error_body(format, self.status, &message)
+        let mut body = error_body(format, self.status, &message);
+        if format == ApiFormat::OpenAi {
+            body["error"]["code"] = json!(self.code);
+            body["error"]["param"] = json!(self.param);
+        }
+        body
     }
 
     /// The whole response for `format`.
@@ -135,6 +153,27 @@ pub fn error_body(format: ApiFormat, status: StatusCode, message: &str) -> Value
             },
         }),
     }
+}
+
+/// OpenAI's `code` and `param` inside an upstream error body, where it has them (a code
+/// may be a number on some servers). Short words, not free text: passed on as they are.
+pub fn upstream_code(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let word = |v: &Value| {
+        match v {
+            Value::String(s) => Some(s.as_str().to_owned()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+        .filter(|w| {
+            w.len() <= 64
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-[]".contains(&b))
+        })
+    };
+    (word(&v["error"]["code"]), word(&v["error"]["param"]))
 }
 
 /// The message inside an upstream error body of either format, if it has one.

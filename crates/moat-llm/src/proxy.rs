@@ -455,11 +455,13 @@ impl Conversation {
     /// upstream holds (an unknown `previous_response_id`, a `conversation`).
     fn needs_native(&self) -> Option<Failed> {
         let error = if let Some(id) = self.previous.as_deref().filter(|_| self.previous_unknown) {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "previous response {id:?} not found (moat keeps responses for llm.responses_retention)"
-                ),
+            // OpenAI's answer for an unknown id: a 400 the SDKs raise as BadRequestError.
+            ApiError::invalid(format!(
+                "Previous response with id {id:?} not found (moat keeps responses for llm.responses_retention)"
+            ))
+            .with_code(
+                Some("previous_response_not_found".into()),
+                Some("previous_response_id".into()),
             )
         } else if self.upstream_conversation {
             ApiError::invalid(
@@ -1044,7 +1046,13 @@ impl Attempt<'_> {
         } else {
             message
         };
-        let mut error = ApiError::new(status, message);
+        // An auth code (`invalid_api_key`) would blame the client's key for moat's.
+        let (code, param) = if class == "auth" {
+            (None, None)
+        } else {
+            crate::errors::upstream_code(&body)
+        };
+        let mut error = ApiError::new(status, message).with_code(code, param);
         error.retry_after = retry_after;
         Failed {
             error,

@@ -1342,8 +1342,14 @@ fn stored_responses_chain_with_previous_response_id_and_can_be_read_and_deleted(
         &[],
         &json!({"model": "gpt-4o", "previous_response_id": id, "input": "?"}).to_string(),
     );
-    assert_eq!(chained.status, 404, "{}", chained.body);
+    // As OpenAI answers an unknown id: 400, with the code and param SDK users check.
+    assert_eq!(chained.status, 400, "{}", chained.body);
     assert!(chained.body.contains("not found"), "{}", chained.body);
+    assert_eq!(
+        chained.json()["error"]["code"],
+        "previous_response_not_found"
+    );
+    assert_eq!(chained.json()["error"]["param"], "previous_response_id");
 
     oai.push(completion("ok"));
     let unstored = post_json(
@@ -1597,7 +1603,7 @@ fn native_responses_pass_through_untouched_and_are_kept() {
     let mut translated = chained.clone();
     translated["model"] = json!("claude-sonnet-4-5");
     let resp = post_json(moat.main, "/v1/responses", &[], &translated.to_string());
-    assert_eq!(resp.status, 404, "{}", resp.body);
+    assert_eq!(resp.status, 400, "{}", resp.body);
     assert!(resp.body.contains("resp_elsewhere"), "{}", resp.body);
     assert_eq!(ant.seen().len(), 1, "nothing sent upstream");
 
@@ -1780,6 +1786,24 @@ fn native_responses_pass_through_untouched_and_are_kept() {
     assert_eq!(
         resp.json()["error"]["message"],
         "Unsupported parameter: 'foo'."
+    );
+    assert_eq!(resp.json()["error"]["param"], "foo", "{}", resp.body);
+    // And its machine-readable code, which clients act on.
+    native.push(Reply::json(
+        400,
+        json!({"error": {"message": "This model's maximum context length is 8 tokens.", "type": "invalid_request_error", "param": "input", "code": "context_length_exceeded"}}),
+    ));
+    let resp = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-5", "input": "x"}).to_string(),
+    );
+    assert_eq!(
+        resp.json()["error"]["code"],
+        "context_length_exceeded",
+        "{}",
+        resp.body
     );
 
     // Usage was read from both answers' own usage objects (whole and streamed).
