@@ -1015,7 +1015,10 @@ impl Attempt<'_> {
             "upstream_4xx"
         });
         if class == "auth" {
-            if let Some(source) = self.account.oauth() {
+            // A 401 refuses the token itself; a 403 only this request with it.
+            if status == StatusCode::UNAUTHORIZED
+                && let Some(source) = self.account.oauth()
+            {
                 source.invalidate();
             }
             self.audit_auth("account.auth_failed", Some(status));

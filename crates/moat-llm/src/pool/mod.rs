@@ -221,14 +221,24 @@ impl Account {
                     .or_else(|| s.headroom.spent_until(now))
                     .or_else(|| s.headroom.next_reset(now))
                     .unwrap_or(now + DEFAULT_RATE_COOLDOWN);
-                s.cooldown = Some((until, Cooldown::RateLimited));
+                // A late 429 from a request sent earlier does not shorten a longer wait.
+                match s.cooldown {
+                    Some((longer, kind)) if longer > until => s.cooldown = Some((longer, kind)),
+                    _ => s.cooldown = Some((until, Cooldown::RateLimited)),
+                }
                 s.last_error = Some("rate_limited");
                 Verdict::TryAnother
             }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            StatusCode::UNAUTHORIZED => {
                 drop(s);
                 self.failed_auth(now);
                 self.state().last_error = Some("auth");
+                Verdict::TryAnother
+            }
+            // A refusal of this request (a model the key may not use, a region), not of
+            // the key: another account may serve it, and this one stays in the pool.
+            StatusCode::FORBIDDEN => {
+                s.last_error = Some("forbidden");
                 Verdict::TryAnother
             }
             s5 if s5.is_server_error() => {
@@ -251,9 +261,15 @@ impl Account {
     }
 
     /// Cools the account for an auth failure: one minute, doubling, at most thirty.
-    /// Returns the cooldown.
+    /// Requests already in flight that fail during the cooldown count once: the wait
+    /// doubles per failure after a cooldown, not per answer. Returns the cooldown.
     fn failed_auth(&self, now: Instant) -> Duration {
         let mut s = self.state();
+        if let Some((until, Cooldown::Auth)) = s.cooldown
+            && until > now
+        {
+            return until - now;
+        }
         s.auth_failures = s.auth_failures.saturating_add(1);
         let wait = AUTH_COOLDOWN_FIRST
             .saturating_mul(1 << (s.auth_failures - 1).min(10))
@@ -595,14 +611,34 @@ mod tests {
         let none = HeaderMap::new();
         let a = &p.accounts[1];
         let mut waits = Vec::new();
+        let mut at = now;
         for _ in 0..7 {
-            a.observe(StatusCode::UNAUTHORIZED, &none, now);
-            waits.push(a.auth_cooldown(now).unwrap().as_secs());
+            a.observe(StatusCode::UNAUTHORIZED, &none, at);
+            // Eight requests that were in flight fail too: counted once.
+            for _ in 0..8 {
+                a.observe(StatusCode::UNAUTHORIZED, &none, at);
+            }
+            let wait = a.auth_cooldown(at).unwrap();
+            waits.push(wait.as_secs());
+            at += wait + Duration::from_secs(1);
         }
         assert_eq!(waits, vec![60, 120, 240, 480, 960, 1800, 1800]);
-        a.observe(StatusCode::OK, &none, now);
-        a.observe(StatusCode::FORBIDDEN, &none, now);
-        assert_eq!(a.auth_cooldown(now).unwrap().as_secs(), 60);
+        a.observe(StatusCode::OK, &none, at);
+        a.observe(StatusCode::UNAUTHORIZED, &none, at);
+        assert_eq!(a.auth_cooldown(at).unwrap().as_secs(), 60);
+        // A 403 refuses one request, not the key: no cooldown.
+        let b = &p.accounts[0];
+        let later = now + Duration::from_secs(30);
+        assert_eq!(
+            b.observe(StatusCode::FORBIDDEN, &none, later),
+            Verdict::TryAnother
+        );
+        assert!(b.auth_cooldown(later).is_none());
+        // A late 429 with a short Retry-After does not shorten a longer cooldown.
+        let mut short = HeaderMap::new();
+        short.insert("retry-after", "1".parse().unwrap());
+        a.observe(StatusCode::TOO_MANY_REQUESTS, &short, at);
+        assert_eq!(a.auth_cooldown(at).unwrap().as_secs(), 60);
     }
 
     #[test]
