@@ -214,6 +214,15 @@ fn parse_rfc3339(v: &str, wall: SystemTime, now: Instant) -> Option<Instant> {
 
 /// `retry-after`: delay seconds, or an HTTP date.
 pub fn retry_after(headers: &HeaderMap, now: Instant) -> Option<Instant> {
+    // OpenAI's finer `retry-after-ms`, where sent, says the same to the millisecond.
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
+        return Some(now + Duration::from_secs_f64(ms / 1000.0).min(MAX_RESET));
+    }
     let v = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -357,5 +366,12 @@ mod tests {
         assert!(at > now + Duration::from_secs(28));
         assert_eq!(retry_after(&headers(&[("retry-after", "-1")]), now), None);
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
+        assert_eq!(
+            retry_after(
+                &headers(&[("retry-after", "1"), ("retry-after-ms", "1500")]),
+                now
+            ),
+            Some(now + Duration::from_millis(1500))
+        );
     }
 }
