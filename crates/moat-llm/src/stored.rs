@@ -69,7 +69,8 @@ impl ResponseStore {
         );
         let db = self.db.lock().expect("not poisoned");
         let conn = db.connection();
-        let cutoff = now() - self.retention.as_secs() as i64;
+        let cutoff =
+            now().saturating_sub(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
         conn.execute(
             "DELETE FROM responses WHERE created_at < ?1",
             params![cutoff],
@@ -91,7 +92,8 @@ impl ResponseStore {
     /// The response `id`, unless it is unknown or expired.
     pub fn get(&self, id: &str) -> Result<Option<Stored>, rusqlite::Error> {
         let db = self.db.lock().expect("not poisoned");
-        let cutoff = now() - self.retention.as_secs() as i64;
+        let cutoff =
+            now().saturating_sub(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
         type Row = (String, String, Option<String>, Option<String>);
         let row: Option<Row> = db
             .connection()

@@ -64,8 +64,11 @@ impl TokenCounts {
         }
         let cache_read = n("cache_read_input_tokens");
         let cache_write = n("cache_creation_input_tokens");
-        let input =
-            n("input_tokens").map(|i| i + cache_read.unwrap_or(0) + cache_write.unwrap_or(0));
+        let input = n("input_tokens").map(|i| {
+            // Upstream numbers: summed without overflowing, however large.
+            i.saturating_add(cache_read.unwrap_or(0))
+                .saturating_add(cache_write.unwrap_or(0))
+        });
         Self {
             input,
             output: n("output_tokens"),
@@ -381,7 +384,8 @@ fn writer(rx: Receiver<Msg>, db: Option<StateStore>, retention: Duration, metric
             }
             if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                 last_prune = Some(Instant::now());
-                let cutoff = now_ms() - retention.as_millis() as i64;
+                let kept = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                let cutoff = now_ms().saturating_sub(kept);
                 if let Err(e) = db
                     .connection()
                     .execute("DELETE FROM usage WHERE at < ?1", params![cutoff])
