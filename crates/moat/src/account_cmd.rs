@@ -411,7 +411,8 @@ fn read_line() -> anyhow::Result<String> {
 }
 
 /// The code from what a user pasted: the whole redirect address (its `state` must
-/// match) or the bare code.
+/// match), `CODE#STATE` as some providers' pages show it (the state must match too), or
+/// the bare code (PKCE still binds it to this login's verifier).
 fn pasted_code(pasted: &str, state: &str) -> Result<String, moat_llm::oauth::OAuthError> {
     use moat_llm::oauth::OAuthError;
     if pasted.is_empty() {
@@ -421,6 +422,12 @@ fn pasted_code(pasted: &str, state: &str) -> Result<String, moat_llm::oauth::OAu
         });
     }
     let Ok(url) = url::Url::parse(pasted) else {
+        if let Some((code, pasted_state)) = pasted.split_once('#') {
+            if pasted_state != state {
+                return Err(OAuthError::StateMismatch);
+            }
+            return Ok(code.to_string());
+        }
         return Ok(pasted.to_string());
     };
     let params: HashMap<String, String> = url.query_pairs().into_owned().collect();
@@ -759,6 +766,11 @@ mod tests {
         );
         assert!(pasted_code("http://127.0.0.1/callback?code=xyz&state=t", "s").is_err());
         assert!(pasted_code("", "s").is_err());
+        assert_eq!(pasted_code("xyz#s", "s").unwrap(), "xyz");
+        assert!(matches!(
+            pasted_code("xyz#forged", "s"),
+            Err(moat_llm::oauth::OAuthError::StateMismatch)
+        ));
         assert!(pasted_code("http://127.0.0.1/callback?error=access_denied&state=s", "s").is_err());
     }
 }
