@@ -573,8 +573,9 @@ pub struct ChatToResponses {
     items: Vec<(Item, bool)>,
     /// Chat tool-call index → position in `items`.
     calls: HashMap<u64, usize>,
-    open_message: Option<usize>,
-    open_reasoning: Option<usize>,
+    /// The reasoning or message item text is streaming into: a new item of another kind
+    /// (or a tool call) closes it, so items finish in order.
+    open_text: Option<usize>,
     finish: Option<String>,
     usage: Value,
     done: bool,
@@ -598,8 +599,7 @@ impl ChatToResponses {
             started: false,
             items: Vec::new(),
             calls: HashMap::new(),
-            open_message: None,
-            open_reasoning: None,
+            open_text: None,
             finish: None,
             usage: Value::Null,
             done: false,
@@ -643,41 +643,53 @@ impl ChatToResponses {
         }
     }
 
-    fn reasoning_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
-        let index = match self.open_reasoning {
-            Some(i) => i,
-            None => {
-                if let Some(m) = self.open_message.take() {
-                    self.close(m, out);
-                }
-                let id = unique("rs");
-                self.items.push((
-                    Item::Reasoning {
-                        id: id.clone(),
-                        text: String::new(),
-                    },
-                    true,
-                ));
-                let index = self.items.len() - 1;
-                self.open_reasoning = Some(index);
-                let mut item = reasoning_item(&id, "");
-                item["summary"] = json!([]);
-                self.emit(
-                    out,
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": item}),
-                );
-                self.emit(
-                    out,
-                    "response.reasoning_summary_part.added",
-                    json!({
-                        "item_id": id, "output_index": index, "summary_index": 0,
-                        "part": {"type": "summary_text", "text": ""},
-                    }),
-                );
-                index
+    /// The open text item if it is `reasoning` (or a message, if not), else a new one
+    /// after closing whatever was open: announced with `output_item.added` and its first
+    /// part's `.added` event.
+    fn open_text_item(&mut self, reasoning: bool, out: &mut Vec<Bytes>) -> usize {
+        if let Some(i) = self.open_text {
+            if matches!(self.items[i].0, Item::Reasoning { .. }) == reasoning {
+                return i;
             }
+            self.close(i, out);
+        }
+        let index = self.items.len();
+        self.open_text = Some(index);
+        let (item, added, part_event, part) = if reasoning {
+            let id = unique("rs");
+            let mut added = reasoning_item(&id, "");
+            added["summary"] = json!([]);
+            let part = json!({"item_id": id, "output_index": index, "summary_index": 0,
+                              "part": {"type": "summary_text", "text": ""}});
+            let item = Item::Reasoning {
+                id,
+                text: String::new(),
+            };
+            (item, added, "response.reasoning_summary_part.added", part)
+        } else {
+            let id = unique("msg");
+            let mut added = message_item(&id, "", "in_progress");
+            added["content"] = json!([]);
+            let part = json!({"item_id": id, "output_index": index, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}});
+            let item = Item::Message {
+                id,
+                text: String::new(),
+            };
+            (item, added, "response.content_part.added", part)
         };
+        self.items.push((item, true));
+        self.emit(
+            out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": added}),
+        );
+        self.emit(out, part_event, part);
+        index
+    }
+
+    fn reasoning_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
+        let index = self.open_text_item(true, out);
         let Item::Reasoning { id, text } = &mut self.items[index].0 else {
             return;
         };
@@ -693,36 +705,7 @@ impl ChatToResponses {
     }
 
     fn text_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
-        if let Some(r) = self.open_reasoning.take() {
-            self.close(r, out);
-        }
-        let index = match self.open_message {
-            Some(i) => i,
-            None => {
-                let id = unique("msg");
-                self.items.push((
-                    Item::Message {
-                        id: id.clone(),
-                        text: String::new(),
-                    },
-                    true,
-                ));
-                let index = self.items.len() - 1;
-                self.open_message = Some(index);
-                let mut item = message_item(&id, "", "in_progress");
-                item["content"] = json!([]);
-                self.emit(
-                    out,
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": item}),
-                );
-                self.emit(out, "response.content_part.added", json!({
-                    "item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
-                }));
-                index
-            }
-        };
+        let index = self.open_text_item(false, out);
         let id = match &mut self.items[index].0 {
             Item::Message { id, text } => {
                 text.push_str(delta);
@@ -741,11 +724,8 @@ impl ChatToResponses {
             Some(&i) => i,
             None => {
                 // A tool call after text or thinking: they are finished.
-                if let Some(m) = self.open_message.take() {
-                    self.close(m, out);
-                }
-                if let Some(r) = self.open_reasoning.take() {
-                    self.close(r, out);
+                if let Some(open) = self.open_text.take() {
+                    self.close(open, out);
                 }
                 let call_id = call["id"].as_str().unwrap_or_default().to_string();
                 let name = call["function"]["name"]
