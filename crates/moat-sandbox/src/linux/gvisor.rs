@@ -285,7 +285,6 @@ impl Bundle {
         if spec.program.is_empty() {
             return Err(SandboxError::Invalid("no command given".into()));
         }
-        plan::check_limits(&spec.limits)?;
         let workspace = plan::resolve_workspace(&spec.workspace)?;
         let grants = plan::checked_grants(spec)?;
         let mut rootfs = RootFs::default();

@@ -365,8 +365,8 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     if program.is_empty() {
         return Err(SandboxError::Invalid("no command given".into()));
     }
+    // `crate::run` checked the limits before any level started.
     let limits = &spec.limits;
-    check_limits(limits)?;
 
     let mut ops = Vec::new();
     let mut sources = Vec::new();
