@@ -5,9 +5,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use moat_core::secret::SecretString;
-use moat_net::exposure::{Exposure, ListenerKind, Policy, RequestFacts};
+use moat_net::{Exposure, ListenerKind, Policy, PolicySettings, RequestFacts};
 
 const TOKEN: &str = "fuzz-control-token-0123456789";
+const KEY: &str = "fuzz-api-key-Zq4Rt8YpLm2Wx6Vn";
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -19,15 +20,18 @@ fuzz_target!(|data: &[u8]| {
     let remote_peer = flags & 1 == 1;
     let remote_listener = flags & 2 == 2;
 
-    let policy = Policy {
+    // A remote main listener exists only with a key (the constructor refuses it without).
+    let policy = Policy::new(PolicySettings {
         kind: ListenerKind::Main,
-        remote: remote_listener,
-        port: 7411,
+        bound: if remote_listener { ([10, 0, 0, 1], 7411).into() } else { ([127, 0, 0, 1], 7411).into() },
         allowed_hosts: vec!["moat.home.arpa".into()],
         cors_origin: Some("http://localhost:5173".into()),
-        api_key: None,
+        api_key: remote_listener.then(|| SecretString::new(KEY.into())),
         control_token: SecretString::new(TOKEN.into()),
-    };
+        tls: true,
+        allow_insecure_remote: false,
+    })
+    .expect("a valid policy");
     let facts = RequestFacts {
         peer: if remote_peer { [10, 0, 0, 2].into() } else { [127, 0, 0, 1].into() },
         local: if remote_peer { ([10, 0, 0, 1], 7411).into() } else { ([127, 0, 0, 1], 7411).into() },

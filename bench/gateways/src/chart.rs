@@ -39,7 +39,7 @@ fn register_font() -> anyhow::Result<()> {
         .map_err(|_| anyhow!("{path} is not a usable font"))
 }
 
-pub fn draw(opts: &Options, r: &Results, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn draw(opts: &Options, r: &Results, out: &Path) -> anyhow::Result<()> {
     register_font()?;
     let gateways: Vec<Kind> = r
         .targets

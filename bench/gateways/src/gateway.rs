@@ -10,7 +10,7 @@ use crate::load::ClientApi;
 use crate::workload::Workload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
+pub(crate) enum Kind {
     Direct,
     Moat,
     Litellm,
@@ -19,7 +19,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::Direct => "direct",
             Kind::Moat => "moat",
@@ -32,7 +32,7 @@ impl Kind {
 
 /// Where one workload goes through one target.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub url: String,
     pub api: ClientApi,
     pub model: String,
@@ -41,7 +41,7 @@ pub struct Endpoint {
 
 /// How to start a gateway.
 #[derive(Debug, Clone, Default)]
-pub struct Launch {
+pub(crate) struct Launch {
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Config files written before the start, shown in the report.
@@ -51,7 +51,7 @@ pub struct Launch {
 
 /// Where the installed gateways are (from the `run` script).
 #[derive(Debug, Clone, Default)]
-pub struct Installs {
+pub(crate) struct Installs {
     pub moat: PathBuf,
     pub litellm: Option<PathBuf>,
     pub portkey: Option<PathBuf>,
@@ -59,7 +59,7 @@ pub struct Installs {
 }
 
 impl Installs {
-    pub fn path(&self, kind: Kind) -> Option<&Path> {
+    pub(crate) fn path(&self, kind: Kind) -> Option<&Path> {
         match kind {
             Kind::Direct => None,
             Kind::Moat => Some(&self.moat),
@@ -89,7 +89,7 @@ fn path_of(api: ClientApi) -> &'static str {
 
 /// Where workload `w` goes through `kind` listening on `port`, the fake upstream being on
 /// `upstream`; `Err` says why the target does not do this workload.
-pub fn endpoint(
+pub(crate) fn endpoint(
     kind: Kind,
     w: &Workload,
     port: u16,
@@ -165,7 +165,7 @@ pub fn endpoint(
 }
 
 /// How to start `kind` on `port` in front of the upstream on `upstream`, with its files in `dir`.
-pub fn launch(kind: Kind, install: &Path, dir: &Path, port: u16, upstream: u16) -> Launch {
+pub(crate) fn launch(kind: Kind, install: &Path, dir: &Path, port: u16, upstream: u16) -> Launch {
     let s = |v: &str| v.to_string();
     let file = |name: &str, text: String| (dir.join(name), text);
     match kind {

@@ -23,7 +23,7 @@ use crate::upstream::DELTA_TEXT;
 /// The API a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ClientApi {
+pub(crate) enum ClientApi {
     /// Chat Completions.
     Openai,
     /// Messages.
@@ -34,7 +34,7 @@ pub enum ClientApi {
 
 /// How requests are sent.
 #[derive(Debug, Clone, Copy)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `concurrency` requests always in flight for `duration`.
     Closed {
         concurrency: usize,
@@ -47,7 +47,7 @@ pub enum Mode {
 }
 
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub url: String,
     pub api: ClientApi,
     pub model: String,
@@ -68,7 +68,7 @@ pub struct Spec {
 
 /// Percentiles in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct Pcts {
+pub(crate) struct Pcts {
     pub n: usize,
     pub p50: u64,
     pub p90: u64,
@@ -99,7 +99,7 @@ impl Pcts {
 
 /// What one load run measured; printed as one JSON line.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub sent: usize,
     pub ok: usize,
     pub errors: BTreeMap<String, usize>,
@@ -119,7 +119,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.errors.values().sum()
     }
 }
@@ -137,7 +137,12 @@ struct Sample {
     stalled: bool,
 }
 
-pub fn request_body(api: ClientApi, model: &str, stream: bool, request_bytes: usize) -> Bytes {
+pub(crate) fn request_body(
+    api: ClientApi,
+    model: &str,
+    stream: bool,
+    request_bytes: usize,
+) -> Bytes {
     const TURN: usize = 2000;
     let mut messages = Vec::new();
     if request_bytes <= TURN {
@@ -168,7 +173,7 @@ pub fn request_body(api: ClientApi, model: &str, stream: bool, request_bytes: us
     Bytes::from(body.to_string())
 }
 
-pub async fn run(spec: Spec) -> Report {
+pub(crate) async fn run(spec: Spec) -> Report {
     let concurrency = match spec.mode {
         Mode::Closed { concurrency, .. } => concurrency,
         Mode::Wave { n } => n,

@@ -281,7 +281,7 @@ fn run_suite(a: SuiteArgs) -> anyhow::Result<()> {
     let tmp = a.out.join(format!(".gateways-{stamp}.md.tmp"));
     std::fs::write(&tmp, &md)?;
     std::fs::rename(&tmp, &md_path)?;
-    // The README links the latest run under a fixed name.
+    // docs/benchmarks.md links the latest run under a fixed name.
     let latest_md = md.replace(&png_name, "gateways-latest.png");
     std::fs::write(a.out.join(".gateways-latest.md.tmp"), latest_md)?;
     std::fs::rename(

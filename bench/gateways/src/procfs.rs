@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 /// The process and all its descendants.
-pub fn tree(root: u32) -> Vec<u32> {
+pub(crate) fn tree(root: u32) -> Vec<u32> {
     let mut seen = BTreeSet::new();
     let mut todo = vec![root];
     while let Some(pid) = todo.pop() {
@@ -28,7 +28,7 @@ pub fn tree(root: u32) -> Vec<u32> {
 }
 
 /// Resident memory of the tree, in KiB.
-pub fn rss_kib(root: u32) -> u64 {
+pub(crate) fn rss_kib(root: u32) -> u64 {
     tree(root)
         .into_iter()
         .filter_map(|pid| {
@@ -42,7 +42,7 @@ pub fn rss_kib(root: u32) -> u64 {
 /// User plus system CPU time of the tree in nanoseconds, from each process's `stat`, which
 /// includes its exited threads and reaped children (10 ms ticks: fine over a
 /// measurement of seconds).
-pub fn cpu_ns(root: u32) -> u64 {
+pub(crate) fn cpu_ns(root: u32) -> u64 {
     let tick_ns = 1_000_000_000 / ticks_per_second().max(1);
     tree(root)
         .into_iter()

@@ -7,7 +7,7 @@ use crate::gateway::Kind;
 use crate::stats::{self, Cell, Spread};
 use crate::suite::{Options, Results, Status};
 
-pub fn ms(us: f64) -> String {
+pub(crate) fn ms(us: f64) -> String {
     let v = us / 1000.0;
     if v.abs() >= 100.0 {
         format!("{v:.0}")
@@ -75,7 +75,7 @@ fn has(cell: &Cell) -> bool {
     cell.repeats > 0
 }
 
-pub fn markdown(opts: &Options, r: &Results, chart: Option<&str>, stamp: &str) -> String {
+pub(crate) fn markdown(opts: &Options, r: &Results, chart: Option<&str>, stamp: &str) -> String {
     let mut md = String::new();
     let ran: Vec<Kind> = r
         .targets

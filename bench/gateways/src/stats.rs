@@ -8,14 +8,14 @@ use crate::suite::Measurement;
 
 /// A median with the smallest and largest value it was taken from.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Spread {
+pub(crate) struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
 }
 
 impl Spread {
-    pub fn of(mut v: Vec<f64>) -> Option<Self> {
+    pub(crate) fn of(mut v: Vec<f64>) -> Option<Self> {
         if v.is_empty() {
             return None;
         }
@@ -36,7 +36,7 @@ impl Spread {
 
 /// One (workload, concurrency, target) over all repeats.
 #[derive(Debug, Clone, Default)]
-pub struct Cell {
+pub(crate) struct Cell {
     pub repeats: usize,
     pub rps: Option<Spread>,
     pub p50_us: Option<Spread>,
@@ -56,7 +56,7 @@ pub struct Cell {
     pub first_error: Option<String>,
 }
 
-pub fn cell(runs: &[Measurement], workload: &str, c: usize, target: Kind) -> Cell {
+pub(crate) fn cell(runs: &[Measurement], workload: &str, c: usize, target: Kind) -> Cell {
     let mine: Vec<&Measurement> = runs
         .iter()
         .filter(|m| m.workload == workload && m.concurrency == c && m.target == target)

@@ -20,7 +20,7 @@ use crate::procfs;
 use crate::workload::Workload;
 
 #[derive(Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub installs: Installs,
     /// Peers the run script could not install, with why.
     pub not_installed: Vec<(Kind, String)>,
@@ -39,7 +39,7 @@ pub struct Options {
 
 /// Which cores the upstream, the load generator and the gateways run on.
 #[derive(Debug, Clone, Default)]
-pub struct Cpus {
+pub(crate) struct Cpus {
     pub upstream: Option<String>,
     pub load: Option<String>,
     pub gateway: Option<String>,
@@ -66,7 +66,7 @@ impl Cpus {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.upstream, &self.load, &self.gateway) {
             (Some(u), Some(l), Some(g)) => format!(
                 "upstream on CPU {u}, load generator on CPU {l}, gateway under test on CPU {g} (taskset)"
@@ -84,13 +84,13 @@ fn pinned(cpu: &Option<String>, command: Vec<String>) -> Vec<String> {
 }
 
 #[derive(Debug, Clone)]
-pub enum Status {
+pub(crate) enum Status {
     Ran,
     NotInstalled(String),
     FailedToStart(String),
 }
 
-pub struct Target {
+pub(crate) struct Target {
     pub kind: Kind,
     pub status: Status,
     pub port: u16,
@@ -104,7 +104,7 @@ pub struct Target {
     pub stalls: Vec<(usize, &'static str, Report, u64)>,
 }
 
-pub struct Measurement {
+pub(crate) struct Measurement {
     pub target: Kind,
     pub workload: &'static str,
     pub concurrency: usize,
@@ -113,7 +113,7 @@ pub struct Measurement {
     pub cpu_ns: u64,
 }
 
-pub struct Results {
+pub(crate) struct Results {
     pub cpus: Cpus,
     pub targets: Vec<Target>,
     pub runs: Vec<Measurement>,
@@ -289,7 +289,7 @@ fn signal_groups(groups: &[u32], signal: &str) {
 /// handler.
 static CHILD_GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-pub fn stop_all() {
+pub(crate) fn stop_all() {
     if let Ok(groups) = CHILD_GROUPS.lock() {
         // A gateway paused for another's measurement acts on TERM only once continued.
         signal_groups(&groups, "TERM");
@@ -322,7 +322,7 @@ fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
-pub fn run(opts: Options, work: &Path) -> anyhow::Result<Results> {
+pub(crate) fn run(opts: Options, work: &Path) -> anyhow::Result<Results> {
     let began = Instant::now();
     let exe = std::env::current_exe()?;
     let cpus = Cpus::for_machine();

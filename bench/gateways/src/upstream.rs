@@ -20,11 +20,11 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 /// The text of one streamed delta; the load generator counts it to check a stream arrived whole.
-pub const DELTA_TEXT: &str = "tok ";
+pub(crate) const DELTA_TEXT: &str = "tok ";
 
 /// The shape of a response, parsed from the model name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Deltas in a streamed answer.
     pub deltas: u32,
     /// Pause between two deltas.
@@ -47,7 +47,7 @@ impl Default for Shape {
 }
 
 impl Shape {
-    pub fn from_model(model: &str) -> Self {
+    pub(crate) fn from_model(model: &str) -> Self {
         let mut shape = Shape::default();
         // A gateway may keep a provider prefix ("openai/bench-...").
         let name = model.rsplit(['/', ',']).next().unwrap_or(model);
@@ -68,7 +68,7 @@ impl Shape {
     }
 
     /// The model name that asks for this shape.
-    pub fn model(&self) -> String {
+    pub(crate) fn model(&self) -> String {
         format!(
             "bench-d{}-g{}-b{}-l{}",
             self.deltas,
@@ -104,13 +104,13 @@ enum Api {
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves until the process ends. Prints `listening on ADDR` once bound.
-pub async fn serve(listen: SocketAddr) -> std::io::Result<()> {
+pub(crate) async fn serve(listen: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("listening on {}", listener.local_addr()?);
     serve_on(listener).await
 }
 
-pub async fn serve_on(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+pub(crate) async fn serve_on(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

@@ -6,7 +6,7 @@ use crate::load::ClientApi;
 use crate::upstream::Shape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Workload {
+pub(crate) struct Workload {
     /// Short name, used in tables, file names and `--workloads`.
     pub name: &'static str,
     pub title: &'static str,
@@ -18,12 +18,12 @@ pub struct Workload {
 }
 
 impl Workload {
-    pub fn translated(&self) -> bool {
+    pub(crate) fn translated(&self) -> bool {
         self.client != self.upstream
     }
 
     /// The text a whole answer must at least carry.
-    pub fn expect_bytes(&self) -> usize {
+    pub(crate) fn expect_bytes(&self) -> usize {
         if self.stream { 0 } else { self.shape.bytes }
     }
 }
@@ -35,7 +35,7 @@ const PACED: Shape = Shape {
     latency: Duration::ZERO,
 };
 
-pub const ALL: [Workload; 7] = [
+pub(crate) const ALL: [Workload; 7] = [
     Workload {
         name: "small",
         title: "OpenAI, whole, small bodies",
@@ -111,6 +111,6 @@ pub const ALL: [Workload; 7] = [
     },
 ];
 
-pub fn by_name(name: &str) -> Option<Workload> {
+pub(crate) fn by_name(name: &str) -> Option<Workload> {
     ALL.iter().copied().find(|w| w.name == name)
 }

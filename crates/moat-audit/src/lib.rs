@@ -35,7 +35,7 @@ pub mod store;
 pub mod verify;
 
 pub use entry::{Entry, Record};
-pub use log::{Anchor, AuditLog, AuditWriter, Options, Recovery, Stats};
+pub use log::{Anchor, AnchorError, AuditLog, AuditWriter, Options, Recovery, Stats};
 pub use sign::{AuditKey, Statement};
 pub use verify::{Break, BreakKind, Report, Trust};
 
@@ -59,8 +59,10 @@ pub enum AuditError {
     #[error("the audit log could not be written: {0}")]
     Write(String),
     /// The anchor (the vault) refused the checkpoint.
-    #[error("the latest checkpoint could not be stored in the vault: {0}")]
-    Anchor(String),
+    #[error(
+        "the latest checkpoint could not be stored in the vault ({0}); the log itself is intact, and the next checkpoint tries again"
+    )]
+    Anchor(#[source] AnchorError),
     /// The writer has stopped.
     #[error("the audit log is closed")]
     Closed,

@@ -33,7 +33,20 @@ const TAIL_WINDOW: u64 = 4 * MAX_DETAILS as u64;
 /// Where the latest checkpoint is also kept, out of reach of whoever can edit the log.
 pub trait Anchor: Send {
     /// Stores `checkpoint` as the latest.
-    fn store(&mut self, checkpoint: &Statement) -> Result<(), String>;
+    fn store(&mut self, checkpoint: &Statement) -> Result<(), AnchorError>;
+}
+
+/// Why an [`Anchor`] could not keep a checkpoint: the store's own error, whose message
+/// says what to do (a vault's, for moat).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct AnchorError(Box<dyn std::error::Error + Send + Sync>);
+
+impl AnchorError {
+    /// Wraps the store's error.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
 }
 
 /// How the log behaves.

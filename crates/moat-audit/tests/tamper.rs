@@ -1,5 +1,6 @@
 //! Every kind of tampering the issue lists, each detected as the right kind; recovery after
 //! a crash; many writers; canaries.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use moat_audit::{
 struct MemoryAnchor(std::sync::Arc<std::sync::Mutex<Option<Statement>>>);
 
 impl Anchor for MemoryAnchor {
-    fn store(&mut self, checkpoint: &Statement) -> Result<(), String> {
+    fn store(&mut self, checkpoint: &Statement) -> Result<(), moat_audit::AnchorError> {
         *self.0.lock().unwrap() = Some(checkpoint.clone());
         Ok(())
     }

@@ -126,9 +126,13 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     /// Largest request body, in bytes.
     pub max_body_bytes: u64,
-    /// Time allowed to receive a request's headers, and again its whole body.
+    /// Time allowed to receive a request's whole body, once its headers are in.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Time allowed to receive a request's headers. Short: every client sends them at
+    /// once, and a connection trickling them holds a place under the connection limits.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// Most bytes all request bodies together may hold in memory at once; past it,
     /// requests with bodies get 503 until others finish.
     pub max_buffered_bytes: u64,
@@ -143,6 +147,7 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_read_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
             max_buffered_bytes: 256 * 1024 * 1024,
             max_connections_per_ip: 256,
             max_connections: 4096,
@@ -249,7 +254,7 @@ pub enum LogFormat {
 /// Serde for `Option<SocketAddr>` where `"off"` or `""` mean "no listener".
 mod optional_addr {
     use super::*;
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         v: &Option<SocketAddr>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -258,7 +263,7 @@ mod optional_addr {
             None => s.serialize_str("off"),
         }
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Option<SocketAddr>, D::Error> {
         let s = String::deserialize(d)?;
@@ -316,6 +321,7 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_SHUTDOWN_GRACE", "server.shutdown_grace"),
     ("MOAT_MAX_BODY_BYTES", "limits.max_body_bytes"),
     ("MOAT_BODY_READ_TIMEOUT", "limits.body_read_timeout"),
+    ("MOAT_HEADER_TIMEOUT", "limits.header_timeout"),
     ("MOAT_MAX_BUFFERED_BYTES", "limits.max_buffered_bytes"),
     (
         "MOAT_MAX_CONNECTIONS_PER_IP",
@@ -428,6 +434,26 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         message: String,
     },
+}
+
+/// A value that parsed but cannot be used: which key, and what is wrong with it. The
+/// problem says what is expected, so it names the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{key}`: {problem}")]
+pub struct InvalidValue {
+    /// The dotted key, e.g. `llm.backends.local.base_url`.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub problem: String,
+}
+
+impl<K: Into<String>> From<(K, String)> for InvalidValue {
+    fn from((key, problem): (K, String)) -> Self {
+        Self {
+            key: key.into(),
+            problem,
+        }
+    }
 }
 
 /// A loaded configuration and where each overridden key came from.
@@ -550,28 +576,18 @@ impl Config {
             })?;
 
         config.resolve_paths(home.root());
+        let invalid = |e: InvalidValue| ConfigError::Invalid {
+            origin: origin_for(&e.key),
+            key: e.key,
+            message: e.problem,
+        };
         config
             .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                origin: origin_for(key),
-                key: key.to_string(),
-                message,
-            })?;
-        llm::validate(&config.llm).map_err(|(key, message)| ConfigError::Invalid {
-            origin: origin_for(&key),
-            key,
-            message,
-        })?;
-        egress::validate(&config.egress).map_err(|(key, message)| ConfigError::Invalid {
-            origin: origin_for(key),
-            key: key.to_string(),
-            message,
-        })?;
-        sandbox::validate(&config.sandbox).map_err(|(key, message)| ConfigError::Invalid {
-            origin: origin_for(&key),
-            key,
-            message,
-        })?;
+            .map_err(InvalidValue::from)
+            .map_err(invalid)?;
+        llm::validate(&config.llm).map_err(invalid)?;
+        egress::validate(&config.egress).map_err(invalid)?;
+        sandbox::validate(&config.sandbox).map_err(invalid)?;
         Ok(Loaded {
             config,
             file,
@@ -652,6 +668,14 @@ impl Config {
                 "must be between 1ms and 10m, like \"30s\"".into(),
             ));
         }
+        if self.limits.header_timeout.is_zero()
+            || self.limits.header_timeout > Duration::from_secs(600)
+        {
+            return Err((
+                "limits.header_timeout",
+                "must be between 1ms and 10m, like \"10s\"".into(),
+            ));
+        }
         if self.limits.max_buffered_bytes < self.limits.max_body_bytes {
             return Err((
                 "limits.max_buffered_bytes",
@@ -671,34 +695,6 @@ impl Config {
             return Err(("rate_limit.burst", "must be at least 1".into()));
         }
         Ok(())
-    }
-
-    /// Reasons the main listener may not start as configured, each naming the setting that
-    /// fixes it. Empty when the exposure is acceptable.
-    pub fn exposure_problems(&self) -> Vec<String> {
-        let s = &self.server;
-        if s.listen.ip().is_loopback() {
-            return Vec::new();
-        }
-        let mut problems = Vec::new();
-        if self.auth.api_key.is_none() {
-            problems.push(format!(
-                "refusing to listen on {} without authentication, as anyone who can reach that address could use your accounts. \
-                 Set an API key (the {API_KEY_ENV} environment variable, or `api_key = \"secret:NAME\"` under [auth] in config.toml), \
-                 or listen on loopback (server.listen = \"127.0.0.1:{}\")",
-                s.listen,
-                s.listen.port()
-            ));
-        }
-        if s.tls.is_none() && !s.allow_insecure_remote {
-            problems.push(format!(
-                "refusing to listen on {} without TLS: keys and tokens would cross the network in clear text. \
-                 Configure [server.tls] cert and key, or accept the risk with --allow-insecure-remote \
-                 (server.allow_insecure_remote = true)",
-                s.listen
-            ));
-        }
-        problems
     }
 
     /// The configuration as TOML; secrets appear only as references.
@@ -862,7 +858,6 @@ mod tests {
         let loaded = Config::load_with(&Home::at(dir.path()), |_| None, &[]).unwrap();
         assert!(!loaded.file_exists);
         assert_eq!(loaded.config, Config::default());
-        assert!(loaded.config.exposure_problems().is_empty());
     }
 
     #[test]
@@ -987,27 +982,6 @@ mod tests {
             shown.contains("env:MOAT_API_KEY") && !shown.contains("canary"),
             "{shown}"
         );
-    }
-
-    #[test]
-    fn non_loopback_listen_needs_auth_and_tls_or_opt_in() {
-        let l = load("[server]\nlisten = \"0.0.0.0:7411\"\n", &[], &[]).unwrap();
-        let p = l.config.exposure_problems();
-        assert_eq!(p.len(), 2);
-        assert!(
-            p[0].contains("MOAT_API_KEY") && p[0].contains("0.0.0.0:7411"),
-            "{}",
-            p[0]
-        );
-        assert!(p[1].contains("--allow-insecure-remote"), "{}", p[1]);
-
-        let l = load(
-            "[server]\nlisten = \"0.0.0.0:7411\"\nallow_insecure_remote = true\n[auth]\napi_key = \"env:K\"\n",
-            &[],
-            &[],
-        )
-        .unwrap();
-        assert!(l.config.exposure_problems().is_empty());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! - [`home`]: the `MOAT_HOME` directory and its layout;
 //! - [`config`]: the typed configuration, its layers (flag > env > file > default) and validation;
 //! - [`atomic`]: crash-safe 0600 file replacement;
-//! - [`state`]: the embedded SQLite state store and its migrations;
 //! - [`redact`]: the redactor every log line and error body passes through;
 //! - [`secret`]: secret references (`secret:NAME`, `env:VAR`) and values that never print.
 //!
@@ -21,4 +20,3 @@ pub mod config;
 pub mod home;
 pub mod redact;
 pub mod secret;
-pub mod state;

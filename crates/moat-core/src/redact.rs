@@ -78,8 +78,10 @@ fn shapes() -> Vec<String> {
         // alternative wins at their position, before the secret shapes.
         // A reference is a whole value: its name's grammar, then its end (quote,
         // space, separator or the end of the text); anything else is not one.
+        // A file path whose last part has a secret-looking name, before a colon, is a
+        // path in a message ("/etc/moat/key.pem: no certificate found"), not a field.
         format!(
-            r#"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b|(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*(?:"{REFERENCE}"|'{REFERENCE}'|{REFERENCE}(?:[\s,;&)`\]]|$)))"#
+            r#"(?P<keep>(?i:\b[A-Za-z0-9_.\-]*(?:tokens|_count|_len|_size|_ms|_secs))[ \t]*[=:][ \t]*[0-9]+\b|(?i:\b{SECRET_NAME})[ \t]*(?:=|:[ \t])[ \t]*(?:"{REFERENCE}"|'{REFERENCE}'|{REFERENCE}(?:[\s,;&)`\]]|$))|/(?i:{SECRET_NAME}):[ \t])"#
         ),
         // PEM private keys, whole block.
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----".to_string(),
@@ -179,7 +181,10 @@ impl Redactor {
         if value.len() < MIN_KNOWN_SECRET_LEN {
             return;
         }
-        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let mut known = self
+            .known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = known.values.len();
         for piece in known_pieces(value) {
             if !known.values.iter().any(|v| v == piece) {
@@ -201,7 +206,10 @@ impl Redactor {
     /// Returns `text` with every secret replaced by [`MARK`]; borrows when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let exact = {
-            let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+            let known = self
+                .known
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match &known.automaton {
                 Some(ac) if ac.is_match(text) => {
                     Cow::Owned(ac.replace_all(text, &vec![MARK; known.values.len()]))
@@ -491,6 +499,24 @@ mod tests {
         assert_eq!(
             String::from_utf8(sink.lock().unwrap().clone()).unwrap(),
             "value=[REDACTED] done\n"
+        );
+    }
+
+    #[test]
+    fn paths_in_moat_messages_are_not_fields() {
+        let r = Redactor::new();
+        for text in [
+            "cannot load TLS certificate from /etc/moat/key.pem: no certificate found",
+            "cannot write /home/me/.moat/control.token: Permission denied (os error 13)",
+            "cannot read /srv/secrets/api-key.txt: No such file or directory",
+        ] {
+            assert_eq!(r.redact(text), text);
+        }
+        // Fields still are, paths or not.
+        assert_eq!(r.redact("token: abcdef123"), "token: [REDACTED]");
+        assert_eq!(
+            r.redact("/etc/moat/key.pem: sk-ant-api03-abcdefghijkl"),
+            "/etc/moat/key.pem: [REDACTED]"
         );
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The writer is this same test binary, re-run with `MOAT_ATOMIC_WRITER` set: the
 //! `writer_process` test then loops forever writing versions.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -697,7 +697,7 @@ mod detect {
 
     /// `![alt](http…?…)`: an image whose URL carries a query, the classic beacon that
     /// leaks data when a client renders markdown.
-    pub fn beacons(light: &str, at: &Offsets, text: &str) -> Vec<Range<usize>> {
+    pub(crate) fn beacons(light: &str, at: &Offsets, text: &str) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         let mut from = 0;
         // The latest "![" before the current "](http", found by one forward pass over the
@@ -733,7 +733,7 @@ mod detect {
     /// An assistant turn and a user turn as line labels (found by the `light` automaton:
     /// `rule` is the token matched): a transcript forged inside content, to make the
     /// model think the conversation moved on.
-    pub fn fake_turns(labels: &[(&str, Range<usize>)]) -> Option<Range<usize>> {
+    pub(crate) fn fake_turns(labels: &[(&str, Range<usize>)]) -> Option<Range<usize>> {
         let first = |names: &[&str]| {
             labels
                 .iter()
@@ -747,7 +747,7 @@ mod detect {
     }
 
     /// `curl … | sh` and friends on one line.
-    pub fn pipe_to_shell(light: &str, at: &Offsets, text: &str) -> Vec<Range<usize>> {
+    pub(crate) fn pipe_to_shell(light: &str, at: &Offsets, text: &str) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         let mut line_start = 0;
         // Line by line, each once: only lines with a pipe can pipe to a shell.
@@ -843,7 +843,7 @@ mod detect {
     }
 
     /// Chinese overrides, by characters: a verb and, within a few characters, a noun.
-    pub fn cjk_overrides(words: &str) -> Vec<(Range<usize>, f32)> {
+    pub(crate) fn cjk_overrides(words: &str) -> Vec<(Range<usize>, f32)> {
         let mut out = Vec::new();
         let mut pos = 0;
         for word in words.split(' ') {

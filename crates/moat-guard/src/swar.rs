@@ -4,16 +4,16 @@
 //! without `unsafe`; each function's tests check it against the byte-by-byte answer.
 
 /// The high bit of every byte.
-pub const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+pub(crate) const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 /// The low bit of every byte (times `c`: `c` in every byte).
-pub const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LOW_BITS: u64 = 0x0101_0101_0101_0101;
 /// The bit that makes an ASCII letter lowercase, in every byte.
-pub const CASE_BITS: u64 = 0x2020_2020_2020_2020;
+pub(crate) const CASE_BITS: u64 = 0x2020_2020_2020_2020;
 
 /// For each byte of `x`: the high bit set where the byte is in `lo..=hi`. Every byte
 /// of `x` must be below 0x80, so that no subtraction borrows from its neighbour.
 #[inline]
-pub fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
+pub(crate) fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
     let at_least = (x | HIGH_BITS) - LOW_BITS * u64::from(lo);
     let at_most = ((LOW_BITS * u64::from(hi)) | HIGH_BITS) - x;
     at_least & at_most & HIGH_BITS
@@ -22,7 +22,7 @@ pub fn in_range(x: u64, lo: u8, hi: u8) -> u64 {
 /// `bytes[at..at + 8]` as a little-endian `u64` (the first byte lowest), if there are
 /// eight.
 #[inline]
-pub fn load(bytes: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn load(bytes: &[u8], at: usize) -> Option<u64> {
     let chunk = bytes.get(at..at + 8)?;
     Some(u64::from_le_bytes(chunk.try_into().expect("eight bytes")))
 }

@@ -1,5 +1,6 @@
 //! Hand-written cases: every family in every language, every obfuscation, and benign
 //! text that looks close. Spans must point at the attack in the original text.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use base64::Engine;
 use moat_guard::{Family, Scanner, Tier};

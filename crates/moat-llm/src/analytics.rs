@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use rusqlite::{Connection, params};
+use moat_state::rusqlite;
+use moat_state::rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::usage::{BUCKETS, Counters, Histogram};
@@ -93,7 +94,7 @@ pub fn summarize(conn: &Connection, since_ms: Option<i64>) -> rusqlite::Result<V
 }
 
 /// The nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[u64], p: u32) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], p: u32) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -121,7 +122,7 @@ pub fn total(groups: &[Group]) -> Group {
 }
 
 /// Tokens (input + output) per account since `since_ms`: the burn.
-pub fn tokens_by_account(
+pub(crate) fn tokens_by_account(
     conn: &Connection,
     since_ms: i64,
 ) -> rusqlite::Result<BTreeMap<(String, String), u64>> {
@@ -144,7 +145,7 @@ fn label(v: &str) -> String {
 
 /// One account's live gauges for `/metrics`.
 #[derive(Debug, Clone)]
-pub struct AccountGauges {
+pub(crate) struct AccountGauges {
     /// Backend.
     pub backend: String,
     /// Account.
@@ -160,7 +161,7 @@ pub struct AccountGauges {
 }
 
 /// The Prometheus text exposition (version 0.0.4) of the counters and gauges.
-pub fn prometheus(c: &Counters, accounts: &[AccountGauges], dropped: u64) -> String {
+pub(crate) fn prometheus(c: &Counters, accounts: &[AccountGauges], dropped: u64) -> String {
     let mut out = String::new();
     let series = |b: &str, a: &str, m: &str| {
         format!(

@@ -110,7 +110,7 @@ impl ApiError {
 }
 
 /// Anthropic's error type for a status.
-pub fn anthropic_error_type(status: StatusCode) -> &'static str {
+pub(crate) fn anthropic_error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 405 | 415 | 422 => "invalid_request_error",
         401 => "authentication_error",
@@ -126,7 +126,7 @@ pub fn anthropic_error_type(status: StatusCode) -> &'static str {
 }
 
 /// OpenAI's error type for a status.
-pub fn openai_error_type(status: StatusCode) -> &'static str {
+pub(crate) fn openai_error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 405 | 413 | 415 | 422 => "invalid_request_error",
         401 => "authentication_error",
@@ -138,7 +138,7 @@ pub fn openai_error_type(status: StatusCode) -> &'static str {
 }
 
 /// The error body of `format` for `status`.
-pub fn error_body(format: ApiFormat, status: StatusCode, message: &str) -> Value {
+pub(crate) fn error_body(format: ApiFormat, status: StatusCode, message: &str) -> Value {
     match format {
         ApiFormat::Anthropic => json!({
             "type": "error",
@@ -157,7 +157,7 @@ pub fn error_body(format: ApiFormat, status: StatusCode, message: &str) -> Value
 
 /// OpenAI's `code` and `param` inside an upstream error body, where it has them (a code
 /// may be a number on some servers). Short words, not free text: passed on as they are.
-pub fn upstream_code(body: &[u8]) -> (Option<String>, Option<String>) {
+pub(crate) fn upstream_code(body: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, None);
     };
@@ -191,7 +191,7 @@ pub fn upstream_message(body: &[u8]) -> Option<String> {
 /// addresses of what stands behind the backend (a LiteLLM or Ollama reporting that its
 /// own upstream at `10.0.0.5:11434` refused). The words stay: a client acts on them
 /// ("prompt is too long", "context_length_exceeded").
-pub fn for_the_client(message: &str) -> String {
+pub(crate) fn for_the_client(message: &str) -> String {
     static ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(
             r#"(?x)

@@ -10,16 +10,16 @@
 use serde_json::Value;
 
 /// Most values (objects, arrays and their members) in a document moat parses whole.
-pub const MAX_VALUES: usize = 100_000;
+pub(crate) const MAX_VALUES: usize = 100_000;
 
 /// Most bytes of a Responses conversation once its stored history is put back in front
 /// of the new input: far past any model's context window, and what one request may make
 /// moat send and store.
-pub const MAX_CONVERSATION_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_CONVERSATION_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a document was not parsed.
 #[derive(Debug)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// More than [`MAX_VALUES`] values.
     TooManyValues,
     /// Not JSON.
@@ -27,7 +27,7 @@ pub enum Refused {
 }
 
 /// Parses `json` unless it holds more than [`MAX_VALUES`] values.
-pub fn parse(json: &[u8]) -> Result<Value, Refused> {
+pub(crate) fn parse(json: &[u8]) -> Result<Value, Refused> {
     if more_values_than(json, MAX_VALUES) {
         return Err(Refused::TooManyValues);
     }
@@ -37,7 +37,7 @@ pub fn parse(json: &[u8]) -> Result<Value, Refused> {
 /// Whether `json` has more than `limit` values, counting the openings of objects and
 /// arrays and the commas between members, outside strings. Malformed text is counted
 /// the same way; the parser refuses it afterwards.
-pub fn more_values_than(json: &[u8], limit: usize) -> bool {
+pub(crate) fn more_values_than(json: &[u8], limit: usize) -> bool {
     structure(json)
         .filter(|&(_, b)| matches!(b, b'{' | b'[' | b','))
         .nth(limit)
@@ -69,11 +69,11 @@ fn structure(json: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
 /// `serde_json` parses (its limit of 128 stops at the 128th level): a request forwarded
 /// untranslated is not parsed by moat, and an upstream with a recursive parser (a local
 /// model server) could be crashed by one nested a hundred thousand levels.
-pub const MAX_DEPTH: usize = 127;
+pub(crate) const MAX_DEPTH: usize = 127;
 
 /// The byte offset where `json` first nests objects and arrays deeper than `limit`, if
 /// it does, counting brackets outside strings with a scan that allocates nothing.
-pub fn nested_deeper_than(json: &[u8], limit: usize) -> Option<usize> {
+pub(crate) fn nested_deeper_than(json: &[u8], limit: usize) -> Option<usize> {
     let mut depth = 0usize;
     structure(json).find_map(|(i, b)| {
         match b {

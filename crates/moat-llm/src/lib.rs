@@ -2,19 +2,22 @@
 //! number of Anthropic and OpenAI-compatible backends, with routing by model name,
 //! failover, and complete two-way translation, streaming and tool calls included.
 //!
-//! - [`routing`]: model name → ordered targets (exact, `BACKEND:MODEL`, globs, aliases);
-//! - [`backend`]: one upstream: fixed URLs, accounts, concurrency limit, health;
-//! - [`pool`]: the accounts behind a backend: headroom, stickiness, cooldowns;
-//! - [`oauth`]: OAuth 2.0 login with PKCE and token refresh;
-//! - [`proxy`]: one request through routing, translation, failover and streaming;
-//! - [`usage`] and [`analytics`]: per-request usage, recorded off the request path, and
-//!   its totals (`/accounts`, `/analytics`, `/metrics`);
+//! Its surface is [`Gateway`] (the routes and their handlers) and what the binary and the
+//! tests need around it, re-exported here; four namespaces are public as well:
+//!
 //! - [`translate`]: the wire-format translation, whole and event by event;
 //! - [`sse`]: the server-sent-events parser and writer;
-//! - [`errors`]: errors in the client's own API format.
+//! - [`pool`]: the accounts behind a backend: headroom, stickiness, cooldowns;
+//! - [`oauth`]: OAuth 2.0 login with PKCE, the loopback callback and token refresh.
+//!
+//! Behind them, private: routing (model name → ordered targets: exact, `BACKEND:MODEL`,
+//! globs, aliases), the backend (fixed URLs, accounts, concurrency limit, health), the
+//! proxy (one request through routing, translation, failover and streaming), usage and
+//! analytics (recorded off the request path; `/accounts`, `/analytics`, `/metrics`),
+//! stored responses, and errors in the client's own API format.
 //!
 //! ```
-//! use moat_llm::routing::Router;
+//! use moat_llm::Router;
 //! use moat_core::config::llm::{BackendConfig, BackendKind, LlmConfig};
 //! let mut llm = LlmConfig::default();
 //! let mut local = BackendConfig::new(BackendKind::Openai, "http://127.0.0.1:8080/v1");
@@ -26,18 +29,27 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod analytics;
-pub mod backend;
-pub mod errors;
-pub mod json_size;
+mod analytics;
+mod backend;
+mod errors;
+mod json_size;
 pub mod oauth;
 pub mod pool;
-pub mod proxy;
-pub mod routing;
+mod probe;
+mod proxy;
+mod routing;
 pub mod sse;
-pub mod stored;
+mod stored;
 pub mod translate;
-pub mod usage;
+mod usage;
+
+pub use analytics::{Group, summarize as summarize_usage, total as usage_total};
+pub use backend::{Backend, DEFAULT_ANTHROPIC_VERSION, Endpoint, Health, InvalidBaseUrl};
+pub use errors::{ApiError, ApiFormat, upstream_message};
+pub use probe::{ModelsAnswer, ProbeError, models as probe_models};
+pub use routing::{Decision, RouteError, Router, Target};
+pub use stored::{Holder, ResponseStore, StoreError, Stored};
+pub use usage::{Recorder, TokenCounts, UsageRecord, now_ms};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -50,17 +62,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
 use moat_core::config::llm::LlmConfig;
-use moat_core::state::StateStore;
-use moat_net::exposure::Exposure;
-use moat_net::routes::RouteTable;
+use moat_net::Exposure;
+use moat_net::RouteTable;
+use moat_state::StateStore;
+use moat_state::rusqlite;
 use serde_json::{Value, json};
 
-use crate::backend::{Backend, InvalidBaseUrl};
-use crate::errors::{ApiError, ApiFormat};
 use crate::pool::{Account, Credential, PoolEvents};
 use crate::proxy::Op;
-use crate::routing::Router;
-use crate::usage::Recorder;
 
 /// Each account's credential, by (backend, account); an account without one has none.
 pub type Credentials = HashMap<(String, String), Credential>;
@@ -207,7 +216,7 @@ impl Gateway {
                 "hint": "usage is not recorded: set llm.usage_retention above 0s",
             }));
         };
-        let db = db.lock().unwrap_or_else(|p| p.into_inner());
+        let db = db.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let conn = db.connection();
         let now_ms = usage::now_ms();
         let hour_ago = now_ms - 3_600_000;
@@ -352,13 +361,13 @@ async fn handle(gw: Arc<Gateway>, op: Op, req: Request) -> Response {
 
 fn response_id(req: &Request) -> String {
     req.extensions()
-        .get::<moat_net::routes::PathParams>()
+        .get::<moat_net::PathParams>()
         .and_then(|p| p.get("id"))
         .unwrap_or_default()
         .to_string()
 }
 
-fn store_failed(e: &rusqlite::Error) -> Response {
+fn store_failed(e: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %e, "state.db failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -368,7 +377,7 @@ fn store_failed(e: &rusqlite::Error) -> Response {
 }
 
 /// The store and the stored response `id`, or the answer that says why not.
-fn find_stored<'a>(
+async fn find_stored<'a>(
     gw: &'a Gateway,
     id: &str,
 ) -> Result<(&'a stored::ResponseStore, stored::Stored), Box<Response>> {
@@ -376,7 +385,7 @@ fn find_stored<'a>(
         .responses
         .as_deref()
         .ok_or_else(|| Box::new(no_such_response(id)))?;
-    match store.get(id) {
+    match store.get(id).await {
         Ok(Some(s)) => Ok((store, s)),
         Ok(None) => Err(Box::new(no_such_response(id))),
         Err(e) => Err(Box::new(store_failed(&e))),
@@ -398,7 +407,7 @@ fn no_such_response(id: &str) -> Response {
 /// that holds it (`background`) is asked for afresh, and kept once it is done.
 async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
-    let (store, stored) = match find_stored(&gw, &id) {
+    let (store, stored) = match find_stored(&gw, &id).await {
         Ok(found) => found,
         Err(answer) => return *answer,
     };
@@ -416,7 +425,7 @@ async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response 
 /// that runs it. moat's own responses are never in the background.
 async fn cancel_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
-    let (store, stored) = match find_stored(&gw, &id) {
+    let (store, stored) = match find_stored(&gw, &id).await {
         Ok(found) => found,
         Err(answer) => return *answer,
     };
@@ -462,9 +471,7 @@ async fn relay_from_holder(
         return ApiError::upstream("the model's backend sent a response that is not this one")
             .response(ApiFormat::OpenAi);
     }
-    if let Err(e) = store.put(&stored.input, &fresh, Some(holder)) {
-        tracing::error!(error = %e, "storing a response");
-    }
+    store.put(&stored.input, &fresh, Some(holder));
     json_response(StatusCode::OK, body)
 }
 
@@ -500,7 +507,7 @@ async fn response_input_items(State(gw): State<Arc<Gateway>>, req: Request) -> R
     let Some(store) = &gw.responses else {
         return no_such_response(&id);
     };
-    match store.get(&id) {
+    match store.get(&id).await {
         Ok(Some(s)) => {
             let items = stored::input_items(&id, &s.input);
             let page = stored::page(items, desc, after.as_deref(), limit);
@@ -515,7 +522,7 @@ async fn response_input_items(State(gw): State<Arc<Gateway>>, req: Request) -> R
 /// holds it too before moat's own copy (a failure there keeps both, to retry).
 async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = response_id(&req);
-    let (store, stored) = match find_stored(&gw, &id) {
+    let (store, stored) = match find_stored(&gw, &id).await {
         Ok(found) => found,
         Err(answer) => return *answer,
     };
@@ -534,7 +541,7 @@ async fn delete_response(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
             Err(e) => return e.response(ApiFormat::OpenAi),
         }
     }
-    match store.delete(&id) {
+    match store.delete(&id).await {
         Ok(_) => json_response(
             StatusCode::OK,
             serde_json::json!({"id": id, "object": "response", "deleted": true}).to_string(),
@@ -656,7 +663,7 @@ async fn model(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let format = models_format(req.headers());
     let raw = req
         .extensions()
-        .get::<moat_net::routes::PathParams>()
+        .get::<moat_net::PathParams>()
         .and_then(|p| p.get("id"))
         .unwrap_or_default();
     // SDKs escape a `/` in a model's name (`vendor%2Fmodel`).

@@ -405,7 +405,7 @@ impl TokenSource {
     fn tokens(&self) -> Tokens {
         self.tokens
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -434,7 +434,7 @@ impl TokenSource {
         let failed_recently = self
             .failed_at
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some_and(|at| at.elapsed() < RETRY_REFRESH_AFTER);
         if failed_recently {
             return if current.unexpired() {
@@ -450,7 +450,10 @@ impl TokenSource {
             Some(stored)
                 if stored.fresh(margin) && stored.access.expose() != current.access.expose() =>
             {
-                *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = stored.clone();
+                *self
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = stored.clone();
                 return Ok(stored.access);
             }
             Some(stored) if stored.refresh.is_some() => stored,
@@ -473,22 +476,34 @@ impl TokenSource {
             Ok(r) => self.client.refresh(r).await,
             Err(e) => Err(e),
         };
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match result {
             Ok(t) => {
                 self.refreshes.fetch_add(1, Ordering::Relaxed);
                 *last = None;
                 drop(last);
-                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self
+                    .failed_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 if let Err(e) = self.store.save(&self.entry, &t) {
                     tracing::warn!(entry = %self.entry, error = %e, "the refreshed OAuth tokens could not be saved; they last until moat stops");
                 }
-                *self.tokens.lock().unwrap_or_else(|p| p.into_inner()) = t.clone();
+                *self
+                    .tokens
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = t.clone();
                 Ok(t)
             }
             Err(e) => {
                 *last = Some(e.class());
-                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                *self
+                    .failed_at
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(std::time::Instant::now());
                 Err(e)
             }
@@ -497,7 +512,10 @@ impl TokenSource {
 
     /// Forces the next use to refresh (the provider refused the token).
     pub fn invalidate(&self) {
-        let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         t.expires_at = Some(0);
     }
 
@@ -506,7 +524,7 @@ impl TokenSource {
         json!({
             "expires_in_secs": self.tokens().expires_in(),
             "refreshes": self.refreshes.load(Ordering::Relaxed),
-            "last_refresh_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+            "last_refresh_error": *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         })
     }
 

@@ -39,9 +39,9 @@ use crate::usage::{Recorder, StreamMeter, TokenCounts, UsageRecord};
 use crate::{Gateway, json_response};
 
 /// Most upstream attempts (accounts and targets together) for one request.
-pub const MAX_ATTEMPTS: usize = 8;
+pub(crate) const MAX_ATTEMPTS: usize = 8;
 /// Most targets tried for one request.
-pub const MAX_TARGETS: usize = 4;
+pub(crate) const MAX_TARGETS: usize = 4;
 /// Largest non-streaming upstream response read into memory.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// Largest upstream error body read (the message is all that is kept).
@@ -49,7 +49,7 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 
 /// What the client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Anthropic `POST /v1/messages`.
     Messages,
     /// Anthropic `POST /v1/messages/count_tokens`.
@@ -64,7 +64,7 @@ pub enum Op {
 
 impl Op {
     /// The API the client speaks.
-    pub fn format(self) -> ApiFormat {
+    pub(crate) fn format(self) -> ApiFormat {
         match self {
             Op::Chat | Op::Responses => ApiFormat::OpenAi,
             _ => ApiFormat::Anthropic,
@@ -170,7 +170,7 @@ impl Drop for Meter {
 }
 
 /// Runs one request; every failure becomes an error in the client's format.
-pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -> Response {
     let mut meter = Meter::new(gw.usage.clone());
     match run(&gw, op, &headers, body, &mut meter).await {
         Ok(resp) => resp,
@@ -178,7 +178,7 @@ pub async fn handle(gw: Arc<Gateway>, op: Op, headers: HeaderMap, body: Bytes) -
             meter.failed(f.error.status, f.class);
             let mut resp = f.error.response(op.format());
             if f.error.local_limit {
-                resp = moat_net::error::refused(resp, "limit.busy", "overloaded");
+                resp = moat_net::refused(resp, "limit.busy", "overloaded");
             }
             resp
         }
@@ -298,7 +298,7 @@ async fn run(
     };
     let (req, conversation) = match op {
         Op::Responses => {
-            let (req, c) = responses_conversation(gw, body)?;
+            let (req, c) = responses_conversation(gw, body).await?;
             (req, Some(c))
         }
         _ => (ClientBody::new(body), None),
@@ -477,7 +477,7 @@ impl Conversation {
 
 /// Expands `previous_response_id` into the stored conversation; the request that goes on
 /// carries the whole input and no id. An id moat does not hold stays in the request.
-fn responses_conversation(
+async fn responses_conversation(
     gw: &Gateway,
     body: Bytes,
 ) -> Result<(ClientBody, Conversation), ApiError> {
@@ -492,7 +492,7 @@ fn responses_conversation(
         .and_then(Value::as_str)
         .map(str::to_string);
     let stored = match (&previous, &gw.responses) {
-        (Some(id), Some(store)) => store.get(id).map_err(|e| {
+        (Some(id), Some(store)) => store.get(id).await.map_err(|e| {
             tracing::error!(error = %e, "reading a stored response");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -594,6 +594,12 @@ enum Shape {
     NativeResponses,
 }
 
+/// What an attempt does: send to an endpoint in a shape, or answer without an upstream.
+enum Planned {
+    Send(Endpoint, Shape, Bytes),
+    Answer(Response),
+}
+
 impl Shape {
     /// The upstream's bytes reach the client as they are.
     fn passes_through(self) -> bool {
@@ -603,27 +609,68 @@ impl Shape {
 
 impl Attempt<'_> {
     async fn run(&self, meter: &mut Meter) -> Result<Response, Failed> {
-        let kind = self.backend.kind();
-        let (endpoint, shape, body) = match (self.op, kind) {
-            (Op::Responses, BackendKind::Openai) if self.backend.native_responses() => (
-                Endpoint::Responses,
-                Shape::NativeResponses,
-                self.same_format_body(self.responses_request())?,
-            ),
-            (Op::Messages, BackendKind::Anthropic) => (
+        let (endpoint, shape, body) = match self.plan()? {
+            Planned::Send(endpoint, shape, body) => (endpoint, shape, body),
+            Planned::Answer(resp) => {
+                meter.answered();
+                return Ok(resp);
+            }
+        };
+        let credential = self.credential().await?;
+        let slot = self.slot().await?;
+        let upstream_req = self.backend.request(
+            Method::POST,
+            endpoint,
+            body,
+            self.headers,
+            credential.as_ref(),
+        )?;
+        drop(credential);
+        let resp = self.send(upstream_req).await?;
+        meter.record.ttfb = Some(meter.started.elapsed());
+        let status = resp.status();
+        let verdict = self
+            .account
+            .observe(status, resp.headers(), std::time::Instant::now());
+        if !status.is_success() {
+            let mut failed = self.upstream_failure(resp).await;
+            failed.verdict = verdict;
+            return Err(failed);
+        }
+        let (parts, incoming) = resp.into_parts();
+        if self.streaming {
+            self.stream_response(shape, &parts.headers, incoming, slot, meter)
+        } else {
+            self.whole_response(shape, &parts.headers, incoming, slot, meter)
+                .await
+        }
+    }
+
+    /// Which endpoint, in which shape, with which body; or the answer itself when no
+    /// upstream is needed (or none can serve).
+    fn plan(&self) -> Result<Planned, Failed> {
+        Ok(match (self.op, self.backend.kind()) {
+            (Op::Responses, BackendKind::Openai) if self.backend.native_responses() => {
+                Planned::Send(
+                    Endpoint::Responses,
+                    Shape::NativeResponses,
+                    self.same_format_body(self.responses_request())?,
+                )
+            }
+            (Op::Messages, BackendKind::Anthropic) => Planned::Send(
                 Endpoint::Generate,
                 Shape::Same,
                 self.same_format_body(self.req)?,
             ),
             (Op::Messages, BackendKind::Openai) => {
                 let v = request::anthropic_to_openai(self.req.value()?, &self.target.model)?;
-                (
+                Planned::Send(
                     Endpoint::Generate,
                     Shape::AnthropicClientOpenAiUpstream,
                     to_bytes(&v),
                 )
             }
-            (Op::Chat, BackendKind::Openai) => (
+            (Op::Chat, BackendKind::Openai) => Planned::Send(
                 Endpoint::Generate,
                 Shape::Same,
                 self.same_format_body(self.req)?,
@@ -634,7 +681,7 @@ impl Attempt<'_> {
                     &self.target.model,
                     self.gw.default_max_tokens,
                 )?;
-                (
+                Planned::Send(
                     Endpoint::Generate,
                     Shape::OpenAiClientAnthropicUpstream,
                     to_bytes(&v),
@@ -642,7 +689,7 @@ impl Attempt<'_> {
             }
             (Op::Responses, BackendKind::Openai) => {
                 let v = responses::to_chat(self.responses_request().value()?, &self.target.model)?;
-                (
+                Planned::Send(
                     Endpoint::Generate,
                     Shape::ResponsesClientOpenAiUpstream,
                     to_bytes(&v),
@@ -656,26 +703,25 @@ impl Attempt<'_> {
                     &self.target.model,
                     self.gw.default_max_tokens,
                 )?;
-                (
+                Planned::Send(
                     Endpoint::Generate,
                     Shape::ResponsesClientAnthropicUpstream,
                     to_bytes(&v),
                 )
             }
-            (Op::CountTokens, BackendKind::Anthropic) => (
+            (Op::CountTokens, BackendKind::Anthropic) => Planned::Send(
                 Endpoint::CountTokens,
                 Shape::Same,
                 self.same_format_body(self.req)?,
             ),
             (Op::CountTokens, BackendKind::Openai) => {
                 // OpenAI-compatible servers have no counting endpoint: an estimate.
-                meter.answered();
-                return Ok(json_response(
+                Planned::Answer(json_response(
                     StatusCode::OK,
                     to_bytes(&json!({"input_tokens": estimate_tokens(self.req.value()?)})),
-                ));
+                ))
             }
-            (Op::Complete, BackendKind::Anthropic) => (
+            (Op::Complete, BackendKind::Anthropic) => Planned::Send(
                 Endpoint::Complete,
                 Shape::Same,
                 self.same_format_body(self.req)?,
@@ -686,51 +732,63 @@ impl Attempt<'_> {
                 )
                 .into());
             }
-        };
+        })
+    }
 
-        let credential = match tokio::time::timeout_at(
-            self.deadline,
-            self.account.credential(self.backend.auth()),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::upstream(
-                "the account's OAuth token could not be refreshed within llm.upstream_timeout",
-            ))
-        }) {
-            Ok(c) => c,
+    /// The account's credential, refreshing an OAuth token within the deadline.
+    async fn credential(
+        &self,
+    ) -> Result<
+        Option<(
+            moat_core::secret::SecretString,
+            moat_core::config::llm::AuthScheme,
+        )>,
+        Failed,
+    > {
+        match tokio::time::timeout_at(self.deadline, self.account.credential(self.backend.auth()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ApiError::upstream(
+                    "the account's OAuth token could not be refreshed within llm.upstream_timeout",
+                ))
+            }) {
+            Ok(c) => Ok(c),
             Err(error) => {
                 self.audit_auth("account.oauth_refresh_failed", None);
-                return Err(Failed {
+                Err(Failed {
                     error,
                     retry: true,
                     verdict: Verdict::TryAnother,
                     class: "oauth_refresh",
-                });
+                })
             }
-        };
+        }
+    }
+
+    /// A place in the backend's queue.
+    async fn slot(&self) -> Result<Slot, Failed> {
         // The wait in the backend's queue counts against the same deadline, and ends as
         // "busy" rather than as an upstream that never answered.
-        let slot = match tokio::time::timeout_at(self.deadline, self.backend.acquire()).await {
-            Ok(acquired) => acquired.map_err(|error| Failed::new(error, "busy").retry())?,
+        match tokio::time::timeout_at(self.deadline, self.backend.acquire()).await {
+            Ok(acquired) => acquired.map_err(|error| Failed::new(error, "busy").retry()),
             Err(_) => {
-                return Err(Failed::new(
+                Err(Failed::new(
                     ApiError::busy(
                         "this model's backend stayed at its concurrency limit until llm.upstream_timeout; retry shortly",
                     ),
                     "busy",
                 )
-                .retry());
+                .retry())
             }
-        };
-        let upstream_req = self.backend.request(
-            Method::POST,
-            endpoint,
-            body,
-            self.headers,
-            credential.as_ref(),
-        )?;
-        drop(credential);
+        }
+    }
+
+    /// Sends the request within the deadline; connection failures are classed for
+    /// failover and health.
+    async fn send(
+        &self,
+        upstream_req: http::Request<http_body_util::Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, Failed> {
         let started = Instant::now();
         let health = self.backend.health();
         let resp = match tokio::time::timeout_at(self.deadline, self.backend.send(upstream_req))
@@ -770,76 +828,86 @@ impl Attempt<'_> {
             }
             Ok(Ok(resp)) => resp,
         };
-        meter.record.ttfb = Some(meter.started.elapsed());
-
-        let status = resp.status();
-        let verdict = self
-            .account
-            .observe(status, resp.headers(), std::time::Instant::now());
-        if !status.is_success() {
-            let mut failed = self.upstream_failure(resp).await;
-            failed.verdict = verdict;
-            return Err(failed);
+        if resp.status().is_success() {
+            health.ok(started.elapsed());
         }
-        health.ok(started.elapsed());
+        Ok(resp)
+    }
 
-        let (parts, incoming) = resp.into_parts();
-        if self.streaming {
-            let mode = match shape {
-                Shape::Same => Mode::Pass(stream::PassThrough::new(self.op.format())),
-                Shape::AnthropicClientOpenAiUpstream => {
-                    Mode::Translate(Box::new(stream::OpenAiToAnthropic::new(self.requested)))
-                }
-                Shape::OpenAiClientAnthropicUpstream => {
-                    let opts = request::openai_stream_options(self.req.value()?);
-                    Mode::Translate(Box::new(stream::AnthropicToOpenAi::new(
-                        self.requested,
-                        opts.include_usage,
-                    )))
-                }
-                Shape::ResponsesClientOpenAiUpstream => {
-                    Mode::Translate(Box::new(self.responses_stream()?))
-                }
-                Shape::ResponsesClientAnthropicUpstream => {
-                    Mode::Translate(Box::new(responses::Chain::new(
-                        Box::new(stream::AnthropicToOpenAi::new(self.requested, true)),
-                        Box::new(self.responses_stream()?),
-                    )))
-                }
-                Shape::NativeResponses => Mode::Native(self.native_watch()),
-            };
-            meter.answered();
-            meter.stream = Some(match shape {
-                Shape::NativeResponses => StreamMeter::responses(),
-                _ => StreamMeter::new(kind),
-            });
-            let state = StreamState {
-                body: incoming,
-                parser: SseParser::new(),
-                tail: bytes::BytesMut::new(),
-                mode,
-                pending: VecDeque::new(),
-                deadline: self.deadline,
-                finished: false,
-                backend: self.backend.name().to_string(),
-                meter: meter.detach(),
-                _slot: slot,
-            };
-            let mut resp = Response::new(stream_body(state));
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream; charset=utf-8"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            // Tell nginx-like proxies between moat and the client not to buffer.
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            if shape.passes_through() {
-                copy_request_ids(&parts.headers, h);
+    /// The client's event stream: passed through, or translated event by event.
+    fn stream_response(
+        &self,
+        shape: Shape,
+        upstream_headers: &HeaderMap,
+        incoming: hyper::body::Incoming,
+        slot: Slot,
+        meter: &mut Meter,
+    ) -> Result<Response, Failed> {
+        let mode = match shape {
+            Shape::Same => Mode::Pass(stream::PassThrough::new(self.op.format())),
+            Shape::AnthropicClientOpenAiUpstream => {
+                Mode::Translate(Box::new(stream::OpenAiToAnthropic::new(self.requested)))
             }
-            return Ok(resp);
+            Shape::OpenAiClientAnthropicUpstream => {
+                let opts = request::openai_stream_options(self.req.value()?);
+                Mode::Translate(Box::new(stream::AnthropicToOpenAi::new(
+                    self.requested,
+                    opts.include_usage,
+                )))
+            }
+            Shape::ResponsesClientOpenAiUpstream => {
+                Mode::Translate(Box::new(self.responses_stream()?))
+            }
+            Shape::ResponsesClientAnthropicUpstream => {
+                Mode::Translate(Box::new(responses::Chain::new(
+                    Box::new(stream::AnthropicToOpenAi::new(self.requested, true)),
+                    Box::new(self.responses_stream()?),
+                )))
+            }
+            Shape::NativeResponses => Mode::Native(self.native_watch()),
+        };
+        meter.answered();
+        meter.stream = Some(match shape {
+            Shape::NativeResponses => StreamMeter::responses(),
+            _ => StreamMeter::new(self.backend.kind()),
+        });
+        let state = StreamState {
+            body: incoming,
+            parser: SseParser::new(),
+            tail: bytes::BytesMut::new(),
+            mode,
+            pending: VecDeque::new(),
+            deadline: self.deadline,
+            finished: false,
+            backend: self.backend.name().to_string(),
+            meter: meter.detach(),
+            _slot: slot,
+        };
+        let mut resp = Response::new(stream_body(state));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tell nginx-like proxies between moat and the client not to buffer.
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        if shape.passes_through() {
+            copy_request_ids(upstream_headers, h);
         }
+        Ok(resp)
+    }
 
+    /// The client's whole answer: the upstream's bytes, or their translation; a finished
+    /// Responses answer is kept when the client asked for `store`.
+    async fn whole_response(
+        &self,
+        shape: Shape,
+        upstream_headers: &HeaderMap,
+        incoming: hyper::body::Incoming,
+        slot: Slot,
+        meter: &mut Meter,
+    ) -> Result<Response, Failed> {
         let bytes = read_limited(incoming, MAX_RESPONSE_BYTES, self.deadline)
             .await
             .map_err(|e| {
@@ -885,7 +953,7 @@ impl Attempt<'_> {
         meter.record.bytes = out.len() as u64;
         let mut resp = json_response(StatusCode::OK, out);
         if shape.passes_through() {
-            copy_request_ids(&parts.headers, resp.headers_mut());
+            copy_request_ids(upstream_headers, resp.headers_mut());
         }
         Ok(resp)
     }
@@ -944,9 +1012,8 @@ impl Attempt<'_> {
         if let (Some(c), Some(store)) = (self.conversation, &self.gw.responses)
             && c.keeps()
             && response["id"].as_str().is_some_and(|id| !id.is_empty())
-            && let Err(e) = store.put(&c.input, response, held_by)
         {
-            tracing::error!(error = %e, "storing a response");
+            store.put(&c.input, response, held_by);
         }
     }
 
@@ -958,9 +1025,7 @@ impl Attempt<'_> {
                 let (store, input) = (store.clone(), c.input.clone());
                 let holder = self.holder();
                 w.on_finish(Box::new(move |r| {
-                    if let Err(e) = store.put(&input, r, native_holder(r, &holder)) {
-                        tracing::error!(error = %e, "storing a response");
-                    }
+                    store.put(&input, r, native_holder(r, &holder));
                 }))
             }
             _ => w,
@@ -973,11 +1038,7 @@ impl Attempt<'_> {
         Ok(match (self.conversation, &self.gw.responses) {
             (Some(c), Some(store)) if c.keeps() => {
                 let (store, input) = (store.clone(), c.input.clone());
-                t.on_finish(Box::new(move |r| {
-                    if let Err(e) = store.put(&input, r, None) {
-                        tracing::error!(error = %e, "storing a response");
-                    }
-                }))
+                t.on_finish(Box::new(move |r| store.put(&input, r, None)))
             }
             _ => t,
         })

@@ -3,12 +3,14 @@
 //! `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`. Kept for
 //! `llm.responses_retention`; older ones are deleted as new ones arrive.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
-use moat_core::state::StateStore;
-use rusqlite::{OptionalExtension, params};
+use moat_state::StateStore;
+use moat_state::rusqlite;
+use moat_state::rusqlite::{OptionalExtension, params};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 /// A stored response.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,11 +33,42 @@ pub struct Holder {
     pub account: String,
 }
 
-/// The responses table (its own connection to `state.db`).
+/// The responses table, kept by a thread of its own with its own connection to
+/// `state.db`: SQLite never blocks an async worker, and since the thread takes requests
+/// in order, a response kept before a chained request arrives is found by it.
 #[derive(Debug)]
 pub struct ResponseStore {
-    db: Mutex<StateStore>,
-    retention: Duration,
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused.
+    #[error("the response store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store's thread is gone (it panicked, or the server is stopping).
+    #[error("the response store is not running")]
+    Stopped,
+}
+
+type Row = (String, String, Option<String>, Option<String>);
+
+enum Job {
+    Put {
+        id: String,
+        input: String,
+        response: String,
+        held_by: Option<Holder>,
+    },
+    Get {
+        id: String,
+        reply: oneshot::Sender<rusqlite::Result<Option<Row>>>,
+    },
+    Delete {
+        id: String,
+        reply: oneshot::Sender<rusqlite::Result<bool>>,
+    },
 }
 
 fn now() -> i64 {
@@ -45,66 +78,52 @@ fn now() -> i64 {
 }
 
 impl ResponseStore {
-    /// Responses in `db`, kept for `retention`.
+    /// Responses in `db`, kept for `retention`; starts the store's thread.
     pub fn new(db: StateStore, retention: Duration) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("moat-responses".into())
+            .spawn(move || keeper(&db, retention, &rx));
+        if let Err(e) = spawned {
+            // Every call then answers `Stopped`: the gateway goes on without storing.
+            tracing::error!(error = %e, "cannot start the response store's thread");
+        }
         Self {
-            db: Mutex::new(db),
-            retention,
+            jobs: Mutex::new(tx),
         }
     }
 
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| StoreError::Stopped)
+    }
+
     /// Keeps `response` (its `id` is the key) after `input`, made by moat or `held_by` a
-    /// native-Responses backend; drops expired ones.
-    pub fn put(
-        &self,
-        input: &[Value],
-        response: &Value,
-        held_by: Option<&Holder>,
-    ) -> Result<(), rusqlite::Error> {
-        let id = response["id"].as_str().unwrap_or_default();
-        // Serialized before the lock: every other request that stores or reads waits on it.
-        let (input, response) = (
-            Value::Array(input.to_vec()).to_string(),
-            response.to_string(),
-        );
-        let db = self.db.lock().expect("not poisoned");
-        let conn = db.connection();
-        let cutoff =
-            now().saturating_sub(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
-        conn.execute(
-            "DELETE FROM responses WHERE created_at < ?1",
-            params![cutoff],
-        )?;
-        conn.execute(
-            "INSERT OR REPLACE INTO responses (id, created_at, input, response, backend, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                id,
-                now(),
-                input,
-                response,
-                held_by.map(|h| &h.backend),
-                held_by.map(|h| &h.account)
-            ],
-        )?;
-        Ok(())
+    /// native-Responses backend; drops expired ones. Returns at once: the write is queued
+    /// ahead of every later read, and a failure is logged.
+    pub fn put(&self, input: &[Value], response: &Value, held_by: Option<&Holder>) {
+        let job = Job::Put {
+            id: response["id"].as_str().unwrap_or_default().to_string(),
+            input: Value::Array(input.to_vec()).to_string(),
+            response: response.to_string(),
+            held_by: held_by.cloned(),
+        };
+        if let Err(e) = self.send(job) {
+            tracing::error!(error = %e, "storing a response");
+        }
     }
 
     /// The response `id`, unless it is unknown or expired.
-    pub fn get(&self, id: &str) -> Result<Option<Stored>, rusqlite::Error> {
-        let db = self.db.lock().expect("not poisoned");
-        let cutoff =
-            now().saturating_sub(i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX));
-        type Row = (String, String, Option<String>, Option<String>);
-        let row: Option<Row> = db
-            .connection()
-            .query_row(
-                "SELECT input, response, backend, account FROM responses WHERE id = ?1 AND created_at >= ?2",
-                params![id, cutoff],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        // Parsed after the lock is released.
-        drop(db);
+    pub async fn get(&self, id: &str) -> Result<Option<Stored>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Get {
+            id: id.to_string(),
+            reply,
+        })?;
+        let row = answer.await.map_err(|_| StoreError::Stopped)??;
         Ok(row.map(|(input, response, backend, account)| Stored {
             input: serde_json::from_str::<Vec<Value>>(&input).unwrap_or_default(),
             response: serde_json::from_str(&response).unwrap_or(Value::Null),
@@ -115,19 +134,73 @@ impl ResponseStore {
     }
 
     /// Forgets the response `id`; whether it was there.
-    pub fn delete(&self, id: &str) -> Result<bool, rusqlite::Error> {
-        let db = self.db.lock().expect("not poisoned");
-        let n = db
-            .connection()
-            .execute("DELETE FROM responses WHERE id = ?1", params![id])?;
-        Ok(n > 0)
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Delete {
+            id: id.to_string(),
+            reply,
+        })?;
+        Ok(answer.await.map_err(|_| StoreError::Stopped)??)
+    }
+}
+
+/// The store's thread: one job at a time, in the order they were queued, until every
+/// handle is gone.
+fn keeper(db: &StateStore, retention: Duration, jobs: &mpsc::Receiver<Job>) {
+    let conn = db.connection();
+    let cutoff = || now().saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Put {
+                id,
+                input,
+                response,
+                held_by,
+            } => {
+                let put = conn
+                    .execute(
+                        "DELETE FROM responses WHERE created_at < ?1",
+                        params![cutoff()],
+                    )
+                    .and_then(|_| {
+                        conn.execute(
+                            "INSERT OR REPLACE INTO responses (id, created_at, input, response, backend, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![
+                                id,
+                                now(),
+                                input,
+                                response,
+                                held_by.as_ref().map(|h| &h.backend),
+                                held_by.as_ref().map(|h| &h.account)
+                            ],
+                        )
+                    });
+                if let Err(e) = put {
+                    tracing::error!(error = %e, "storing a response");
+                }
+            }
+            Job::Get { id, reply } => {
+                let row = conn
+                    .query_row(
+                        "SELECT input, response, backend, account FROM responses WHERE id = ?1 AND created_at >= ?2",
+                        params![id, cutoff()],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional();
+                let _ = reply.send(row);
+            }
+            Job::Delete { id, reply } => {
+                let n = conn.execute("DELETE FROM responses WHERE id = ?1", params![id]);
+                let _ = reply.send(n.map(|n| n > 0));
+            }
+        }
     }
 }
 
 /// The input items of a stored response as `GET /v1/responses/{id}/input_items` lists
 /// them: each a typed item with an id (stable for the response, so `after` pages work),
 /// message text as `input_text` parts (`output_text` for the assistant's).
-pub fn input_items(response_id: &str, input: &[Value]) -> Vec<Value> {
+pub(crate) fn input_items(response_id: &str, input: &[Value]) -> Vec<Value> {
     let stem = response_id.strip_prefix("resp_").unwrap_or(response_id);
     input
         .iter()
@@ -173,7 +246,12 @@ pub fn input_items(response_id: &str, input: &[Value]) -> Vec<Value> {
 }
 
 /// One page of items: `order` `asc` or `desc`, after the item `after`, at most `limit`.
-pub fn page(items: Vec<Value>, order_desc: bool, after: Option<&str>, limit: usize) -> Value {
+pub(crate) fn page(
+    items: Vec<Value>,
+    order_desc: bool,
+    after: Option<&str>,
+    limit: usize,
+) -> Value {
     let mut items = items;
     if order_desc {
         items.reverse();
@@ -225,16 +303,15 @@ mod tests {
         assert_eq!(asc["first_id"], "msg_abc_0000");
     }
 
-    #[test]
-    fn put_get_delete_and_expiry() {
+    #[tokio::test]
+    async fn put_get_delete_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateStore::open(&dir.path().join("state.db")).unwrap();
         let store = ResponseStore::new(db, Duration::from_secs(3600));
         let input = vec![json!({"role": "user", "content": "hi"})];
-        store
-            .put(&input, &json!({"id": "resp_1", "output": []}), None)
-            .unwrap();
-        let got = store.get("resp_1").unwrap().unwrap();
+        store.put(&input, &json!({"id": "resp_1", "output": []}), None);
+        // Queued in order: a read right after a write finds it.
+        let got = store.get("resp_1").await.unwrap().unwrap();
         assert_eq!(got.input, input);
         assert_eq!(got.response["id"], "resp_1");
         assert_eq!(got.held_by, None);
@@ -242,19 +319,17 @@ mod tests {
             backend: "openai".into(),
             account: "default".into(),
         };
-        store
-            .put(&input, &json!({"id": "resp_n"}), Some(&holder))
-            .unwrap();
-        let got = store.get("resp_n").unwrap().unwrap();
+        store.put(&input, &json!({"id": "resp_n"}), Some(&holder));
+        let got = store.get("resp_n").await.unwrap().unwrap();
         assert_eq!(got.held_by, Some(holder));
-        assert!(store.delete("resp_1").unwrap());
-        assert!(!store.delete("resp_1").unwrap());
-        assert_eq!(store.get("resp_1").unwrap(), None);
+        assert!(store.delete("resp_1").await.unwrap());
+        assert!(!store.delete("resp_1").await.unwrap());
+        assert_eq!(store.get("resp_1").await.unwrap(), None);
 
         let db = StateStore::open(&dir.path().join("state.db")).unwrap();
         let gone = ResponseStore::new(db, Duration::ZERO);
-        gone.put(&input, &json!({"id": "resp_2"}), None).unwrap();
+        gone.put(&input, &json!({"id": "resp_2"}), None);
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(gone.get("resp_2").unwrap(), None);
+        assert_eq!(gone.get("resp_2").await.unwrap(), None);
     }
 }

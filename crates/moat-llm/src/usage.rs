@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moat_core::config::llm::BackendKind;
-use moat_core::state::StateStore;
-use rusqlite::params;
+use moat_state::StateStore;
+use moat_state::rusqlite;
+use moat_state::rusqlite::params;
 use serde_json::Value;
 
 use crate::sse::SseEvent;
@@ -34,7 +35,7 @@ const LINGER: Duration = Duration::from_millis(50);
 /// Most distinct metric series; past it, new models are counted as `other`.
 const MAX_SERIES: usize = 10_000;
 /// Latency histogram bounds, seconds.
-pub const BUCKETS: [f64; 12] = [
+pub(crate) const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -103,7 +104,7 @@ impl TokenCounts {
 
 /// Reads the usage out of an upstream event stream as it passes.
 #[derive(Debug)]
-pub struct StreamMeter {
+pub(crate) struct StreamMeter {
     wire: Wire,
     /// What has been seen so far.
     pub tokens: TokenCounts,
@@ -119,7 +120,7 @@ enum Wire {
 
 impl StreamMeter {
     /// A meter for a stream in `kind`'s generation format.
-    pub fn new(kind: BackendKind) -> Self {
+    pub(crate) fn new(kind: BackendKind) -> Self {
         let wire = match kind {
             BackendKind::Anthropic => Wire::Messages,
             BackendKind::Openai => Wire::ChatCompletions,
@@ -131,7 +132,7 @@ impl StreamMeter {
     }
 
     /// A meter for a Responses API event stream (a native backend's).
-    pub fn responses() -> Self {
+    pub(crate) fn responses() -> Self {
         Self {
             wire: Wire::Responses,
             tokens: TokenCounts::default(),
@@ -139,7 +140,7 @@ impl StreamMeter {
     }
 
     /// Looks at one upstream event; only the few that carry usage are parsed.
-    pub fn observe(&mut self, ev: &SseEvent) {
+    pub(crate) fn observe(&mut self, ev: &SseEvent) {
         let usage = match self.wire {
             Wire::Messages => match ev.event.as_deref() {
                 Some("message_start") => serde_json::from_str::<Value>(&ev.data)
@@ -245,7 +246,10 @@ impl Histogram {
 
 impl Metrics {
     fn add(&self, r: &UsageRecord) {
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut key = (r.backend.clone(), r.account.clone(), r.model.clone());
         if !c.tokens.contains_key(&key) && c.tokens.len() >= MAX_SERIES {
             key.2 = "other".into();
@@ -269,7 +273,10 @@ impl Metrics {
 
     /// A copy of the counters.
     pub fn snapshot(&self) -> Counters {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Records dropped because the writer fell behind.

@@ -3,6 +3,7 @@
 //! Volatile fields (`created`, generated ids) are normalised before comparing.
 //!
 //! To review a change in output, run with `MOAT_BLESS=1` and read the diff of the files.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::path::Path;
 

@@ -4,11 +4,14 @@
 //! A client at its limit gets room by losing its own longest-idle connection: one that
 //! has received nothing of a request since its last response was sent whole (flushed),
 //! is answering none, and has been so for [`MIN_IDLE`] (idle keep-alive, or never
-//! used). Connections opened and left silent therefore cannot
-//! lock their client's later requests out until the header timeout frees them; and as
-//! every local program shares 127.0.0.1, that client is everyone on this machine. A
-//! connection with a request under way is never closed for another; when none is idle, the
-//! new connection is closed as soon as it is accepted. The total limit is strict.
+//! used). When none is idle, it loses the connection whose request head has been
+//! arriving longest, if for at least [`SLOW_HEAD`]: a slow sender (one header byte every
+//! few seconds) loses to a new connection instead of holding its place until the header
+//! timeout. Connections opened and left silent, or trickling a head, therefore cannot lock
+//! their client's later requests out; and as every local program shares 127.0.0.1, that
+//! client is everyone on this machine. A connection whose request is being answered is
+//! never closed for another; when none can go, the new connection is closed as soon as it
+//! is accepted. The total limit is strict.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +27,11 @@ use crate::slow_head::Activity;
 /// How long a connection must have been quiet to be closed for another: a client that
 /// reuses a connection a moment after its response must not find it closing.
 const MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// How long a request head may take to arrive before its connection may be closed for a
+/// new one of the same client at its limit. Any client sends a head in far less; a
+/// connection still sending one after this is stalled or trickling on purpose.
+const SLOW_HEAD: Duration = Duration::from_secs(2);
 
 /// The limits and the open connections; shared by all listeners.
 #[derive(Debug, Clone)]
@@ -71,19 +79,30 @@ impl ConnState {
         self.activity.get()?.quiet_for()
     }
 
+    /// How long this connection's request head has been arriving, with nothing being
+    /// answered; `None` otherwise.
+    fn slow_for(&self) -> Option<Duration> {
+        if self.responding.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        self.activity.get()?.head_arriving_for()
+    }
+
     /// Resolves when the limits want this connection closed to make room.
     pub async fn evicted(&self) {
         self.evict.notified().await;
     }
 
-    /// Whether the connection may close now that it is asked to: a request may have
-    /// begun in between, and then it stays (counted under the limit again).
-    pub fn close_if_idle(&self) -> bool {
-        let idle = self.idle_for().is_some();
-        if !idle {
+    /// Whether the connection may close now that it is asked to: still idle, or still
+    /// slow sending its head. A request may have begun (or its head completed) in
+    /// between, and then it stays (counted under the limit again).
+    pub fn close_if_still_evictable(&self) -> bool {
+        let evictable =
+            self.idle_for().is_some() || self.slow_for().is_some_and(|d| d >= SLOW_HEAD);
+        if !evictable {
             self.evicted.store(false, Ordering::Release);
         }
-        idle
+        evictable
     }
 }
 
@@ -129,20 +148,28 @@ impl ConnLimits {
     pub fn admit(&self, ip: IpAddr) -> Option<ConnSlot> {
         let total = self.total.clone().try_acquire_owned().ok()?;
         let key = client_key(ip);
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let conns = open.entry(key).or_default();
         let closing = conns
             .iter()
             .filter(|c| c.evicted.load(Ordering::Acquire))
             .count();
         if conns.len() - closing >= self.per_client {
-            let victim = conns
-                .iter()
-                .filter(|c| !c.evicted.load(Ordering::Acquire))
+            let candidates = || conns.iter().filter(|c| !c.evicted.load(Ordering::Acquire));
+            let idle = candidates()
                 .filter_map(|c| Some((c, c.idle_for()?)))
                 .filter(|(_, quiet)| *quiet >= MIN_IDLE)
-                .max_by_key(|(_, quiet)| *quiet)
-                .map(|(c, _)| c)?;
+                .max_by_key(|(_, quiet)| *quiet);
+            let slow = || {
+                candidates()
+                    .filter_map(|c| Some((c, c.slow_for()?)))
+                    .filter(|(_, arriving)| *arriving >= SLOW_HEAD)
+                    .max_by_key(|(_, arriving)| *arriving)
+            };
+            let (victim, _) = idle.or_else(slow)?;
             victim.evicted.store(true, Ordering::Release);
             victim.evict.notify_one();
         }
@@ -159,7 +186,10 @@ impl ConnLimits {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(conns) = open.get_mut(&self.key) {
             conns.retain(|c| !Arc::ptr_eq(c, &self.state));
             if conns.is_empty() {
@@ -221,7 +251,7 @@ mod tests {
         assert!(limits.admit(ip).is_none());
         // A connection that took a request after all stays, counted again.
         activities[2].set_pending(true);
-        assert!(!slots[2].state().close_if_idle());
+        assert!(!slots[2].state().close_if_still_evictable());
         assert!(!evicted(2));
         drop(answering);
         let seventh = limits
@@ -234,5 +264,37 @@ mod tests {
         assert!(fresh.state().idle_for().is_some_and(|d| d < MIN_IDLE));
         drop((fifth, sixth, seventh, slots, fresh));
         assert!(limits.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn when_none_is_idle_the_slowest_stalled_head_makes_room() {
+        let limits = ConnLimits::new(3, 100);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // A head arriving for 30 s, one for 10 s, one that began just now.
+        let activities = [
+            Activity::pending_for_test(Duration::from_secs(10)),
+            Activity::pending_for_test(Duration::from_secs(30)),
+            Activity::pending_for_test(Duration::ZERO),
+        ];
+        let slots: Vec<ConnSlot> = activities
+            .iter()
+            .map(|a| {
+                let slot = limits.admit(ip).unwrap();
+                slot.state().track(a.clone());
+                slot
+            })
+            .collect();
+        let evicted = |i: usize| slots[i].state().evicted.load(Ordering::Acquire);
+        let fourth = limits.admit(ip).expect("a stalled head makes room");
+        assert!(evicted(1) && !evicted(0) && !evicted(2));
+        assert!(slots[1].state().close_if_still_evictable());
+        let fifth = limits.admit(ip).expect("and the next stalled one");
+        assert!(evicted(0));
+        // A head that began a moment ago is a request arriving, not a stall.
+        assert!(limits.admit(ip).is_none());
+        // Nor is one whose request is being answered.
+        let answering = slots[2].state().responding();
+        assert!(slots[2].state().slow_for().is_none());
+        drop((answering, fourth, fifth, slots));
     }
 }

@@ -22,7 +22,7 @@
 //! - **API key** / **control token**: compared in constant time.
 //!
 //! ```
-//! use moat_net::exposure::{Exposure, Check};
+//! use moat_net::{Check, Exposure};
 //! assert!(Exposure::Open.checks().is_empty());
 //! assert!(Exposure::Control.checks().contains(&Check::ControlToken));
 //! ```
@@ -173,27 +173,237 @@ impl Denial {
     }
 }
 
-/// The exposure settings of one listener.
+/// The exposure settings of one listener. Made only by [`Policy::new`], which refuses a
+/// remote main listener without a strong API key and TLS (or the explicit opt-out), so an
+/// open remote listener cannot be represented.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    kind: ListenerKind,
+    /// The main listener faces the network; authentication was checked at construction.
+    remote: bool,
+    port: u16,
+    allowed_hosts: Vec<String>,
+    cors_origin: Option<String>,
+    api_key: Option<SecretString>,
+    control_token: SecretString,
+}
+
+/// What a listener's [`Policy`] is made from.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
     /// Which listener.
     pub kind: ListenerKind,
-    /// True when the main listener is bound to a non-loopback address (start-up has
-    /// checked that authentication is configured).
-    pub remote: bool,
-    /// The port clients must name in `Host`.
-    pub port: u16,
-    /// Extra host names allowed in `Host`.
+    /// The address it is bound to (its port is the one clients must name in `Host`).
+    pub bound: SocketAddr,
+    /// Extra host names allowed in `Host` (`server.allowed_hosts`).
     pub allowed_hosts: Vec<String>,
-    /// The configured local web origin, if any.
+    /// The one local web origin allowed (`server.cors_origin`).
     pub cors_origin: Option<String>,
     /// The API key, if one is configured.
     pub api_key: Option<SecretString>,
     /// The control token of this run.
     pub control_token: SecretString,
+    /// Whether the listener speaks TLS.
+    pub tls: bool,
+    /// `server.allow_insecure_remote`: a remote main listener without TLS, knowingly.
+    pub allow_insecure_remote: bool,
+}
+
+/// The fewest characters an API key guarding a remote listener may have.
+pub const MIN_REMOTE_API_KEY_CHARS: usize = 16;
+/// The least guessing work, in bits by character frequency, such a key must take.
+const MIN_REMOTE_API_KEY_BITS: f64 = 48.0;
+
+/// The API key as far as a check can see it.
+#[derive(Debug, Clone, Copy)]
+pub enum ApiKeyState<'a> {
+    /// None configured.
+    Absent,
+    /// Configured, but its value is not at hand (a vault that stays locked for `doctor`).
+    Unread,
+    /// Configured, with this value.
+    Value(&'a str),
+}
+
+/// Why a main listener may not face the network as configured. Each says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExposureProblem {
+    /// No API key: anyone who reaches the address could use the accounts.
+    #[error("{}. {}", self.problem(), self.fix())]
+    NoApiKey {
+        /// The listener's address.
+        listen: SocketAddr,
+    },
+    /// No TLS and no explicit opt-out: keys would cross the network in clear text.
+    #[error("{}. {}", self.problem(), self.fix())]
+    NoTls {
+        /// The listener's address.
+        listen: SocketAddr,
+    },
+    /// A key that can be guessed.
+    #[error("{}. {}", self.problem(), self.fix())]
+    WeakApiKey {
+        /// The listener's address.
+        listen: SocketAddr,
+        /// Why the key is weak.
+        weakness: KeyWeakness,
+    },
+}
+
+/// Why an API key is too weak for a remote listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWeakness {
+    /// Fewer characters (not bytes) than [`MIN_REMOTE_API_KEY_CHARS`].
+    TooShort {
+        /// How many characters it has.
+        chars: usize,
+    },
+    /// It holds whitespace, which clients and shells mangle; all-blank keys are the worst.
+    Whitespace,
+    /// So repetitive that it takes little guessing (`aaaa…`, `abab…`).
+    Repetitive,
+}
+
+impl ExposureProblem {
+    /// What is wrong, in a sentence.
+    pub fn problem(&self) -> String {
+        match self {
+            Self::NoApiKey { listen } => format!(
+                "refusing to listen on {listen} without authentication, as anyone who can reach that address could use your accounts"
+            ),
+            Self::NoTls { listen } => format!(
+                "refusing to listen on {listen} without TLS: keys and tokens would cross the network in clear text"
+            ),
+            Self::WeakApiKey { listen, weakness } => {
+                let why = match weakness {
+                    KeyWeakness::TooShort { chars } => format!(
+                        "it has {chars} characters, and at least {MIN_REMOTE_API_KEY_CHARS} are needed"
+                    ),
+                    KeyWeakness::Whitespace => "it contains whitespace".to_string(),
+                    KeyWeakness::Repetitive => {
+                        "it repeats a few characters, so it takes little guessing".to_string()
+                    }
+                };
+                format!(
+                    "auth.api_key is too weak for a listener reachable from the network ({listen}): {why}"
+                )
+            }
+        }
+    }
+
+    /// What to do about it.
+    pub fn fix(&self) -> String {
+        match self {
+            Self::NoApiKey { listen } => format!(
+                "Set an API key (the MOAT_API_KEY environment variable, or `api_key = \"secret:NAME\"` under [auth] in config.toml), \
+                 or listen on loopback (server.listen = \"127.0.0.1:{}\")",
+                listen.port()
+            ),
+            Self::NoTls { .. } => "Configure [server.tls] cert and key, or accept the risk with --allow-insecure-remote \
+                 (server.allow_insecure_remote = true)"
+                .to_string(),
+            Self::WeakApiKey { .. } => {
+                "Use a random key, e.g. the output of `openssl rand -hex 24`".to_string()
+            }
+        }
+    }
+}
+
+/// Checks the main listener's exposure as configured: an empty list means it may start.
+/// A loopback address needs nothing; any other needs a strong API key, and TLS unless
+/// `allow_insecure_remote` says otherwise.
+pub fn exposure_problems(
+    listen: SocketAddr,
+    api_key: ApiKeyState<'_>,
+    tls: bool,
+    allow_insecure_remote: bool,
+) -> Vec<ExposureProblem> {
+    if listen.ip().is_loopback() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    match api_key {
+        ApiKeyState::Absent => problems.push(ExposureProblem::NoApiKey { listen }),
+        ApiKeyState::Unread => {}
+        ApiKeyState::Value(key) => {
+            if let Some(weakness) = key_weakness(key) {
+                problems.push(ExposureProblem::WeakApiKey { listen, weakness });
+            }
+        }
+    }
+    if !tls && !allow_insecure_remote {
+        problems.push(ExposureProblem::NoTls { listen });
+    }
+    problems
+}
+
+/// Why `key` would be a weak lock on a remote listener, if it would.
+pub fn key_weakness(key: &str) -> Option<KeyWeakness> {
+    if key.chars().any(char::is_whitespace) {
+        return Some(KeyWeakness::Whitespace);
+    }
+    let chars = key.chars().count();
+    if chars < MIN_REMOTE_API_KEY_CHARS {
+        return Some(KeyWeakness::TooShort { chars });
+    }
+    // Character frequency gives a ceiling on the guessing work: a random key's count is
+    // close to its length times log2 of its alphabet; `abab…` gets 1 bit a character.
+    let mut counts = std::collections::HashMap::new();
+    for c in key.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    let n = chars as f64;
+    let bits: f64 = counts
+        .values()
+        .map(|&k| {
+            let p = k as f64 / n;
+            -p * p.log2() * n
+        })
+        .sum();
+    (bits < MIN_REMOTE_API_KEY_BITS).then_some(KeyWeakness::Repetitive)
 }
 
 impl Policy {
+    /// The policy of one listener. A main listener bound to a non-loopback address is
+    /// refused, with every problem found, unless [`exposure_problems`] finds none.
+    pub fn new(settings: PolicySettings) -> Result<Self, Vec<ExposureProblem>> {
+        let remote = settings.kind == ListenerKind::Main && !settings.bound.ip().is_loopback();
+        if remote {
+            let key = match &settings.api_key {
+                Some(k) => ApiKeyState::Value(k.expose()),
+                None => ApiKeyState::Absent,
+            };
+            let problems = exposure_problems(
+                settings.bound,
+                key,
+                settings.tls,
+                settings.allow_insecure_remote,
+            );
+            if !problems.is_empty() {
+                return Err(problems);
+            }
+        }
+        Ok(Self {
+            kind: settings.kind,
+            remote,
+            port: settings.bound.port(),
+            allowed_hosts: settings.allowed_hosts,
+            cors_origin: settings.cors_origin,
+            api_key: settings.api_key,
+            control_token: settings.control_token,
+        })
+    }
+
+    /// Which listener this policy guards.
+    pub fn kind(&self) -> ListenerKind {
+        self.kind
+    }
+
+    /// The one local web origin CORS answers, if any.
+    pub fn cors_origin(&self) -> Option<&str> {
+        self.cors_origin.as_deref()
+    }
+
     /// Runs the checks of `class` against `facts`; the first failing check is the answer.
     pub fn decide(&self, class: Exposure, facts: &RequestFacts<'_>) -> Result<(), Denial> {
         for check in class.checks() {
@@ -227,7 +437,7 @@ impl Policy {
         let (name, port) = split_host_port(host);
         let default_port = if facts.tls { 443 } else { 80 };
         let port_ok = match port {
-            Some(p) => p.parse::<u16>().is_ok_and(|p| p == self.port),
+            Some(p) => strict_port(p) == Some(self.port),
             None => self.port == default_port,
         };
         if !port_ok {
@@ -267,6 +477,16 @@ impl Policy {
     }
 }
 
+/// A port as RFC 3986 writes one: digits only (Rust's parser would also take `+7411`),
+/// without leading zeros, so one port has one spelling.
+fn strict_port(p: &str) -> Option<u16> {
+    let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (p.len() > 1 && p.starts_with('0')) {
+        return None;
+    }
+    p.parse().ok()
+}
+
 /// Constant-time equality that leaks neither content nor length: both sides are hashed
 /// to a fixed size first.
 fn secret_eq(given: &str, expected: &str) -> bool {
@@ -283,15 +503,21 @@ mod tests {
     const KEY: &str = "api-key-0123456789";
 
     fn policy(remote: bool, api_key: bool) -> Policy {
-        Policy {
+        Policy::new(PolicySettings {
             kind: ListenerKind::Main,
-            remote,
-            port: 7411,
+            bound: if remote {
+                "192.0.2.1:7411".parse().unwrap()
+            } else {
+                "127.0.0.1:7411".parse().unwrap()
+            },
             allowed_hosts: vec!["moat.home.arpa".into()],
             cors_origin: Some("http://localhost:5173".into()),
             api_key: api_key.then(|| SecretString::new(KEY.into())),
             control_token: SecretString::new(TOKEN.into()),
-        }
+            tls: true,
+            allow_insecure_remote: false,
+        })
+        .unwrap()
     }
 
     fn local() -> RequestFacts<'static> {
@@ -562,5 +788,94 @@ mod tests {
                 && !Exposure::Control.served_on(ListenerKind::Lan)
         );
         assert!(Exposure::Control.served_on(ListenerKind::Main));
+    }
+
+    fn settings(bound: &str, key: Option<&str>, tls: bool) -> PolicySettings {
+        PolicySettings {
+            kind: ListenerKind::Main,
+            bound: bound.parse().unwrap(),
+            allowed_hosts: Vec::new(),
+            cors_origin: None,
+            api_key: key.map(|k| SecretString::new(k.into())),
+            control_token: SecretString::new(TOKEN.into()),
+            tls,
+            allow_insecure_remote: false,
+        }
+    }
+
+    #[test]
+    fn a_remote_main_listener_cannot_be_made_open() {
+        let problems = Policy::new(settings("0.0.0.0:7411", None, false)).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                ExposureProblem::NoApiKey {
+                    listen: "0.0.0.0:7411".parse().unwrap()
+                },
+                ExposureProblem::NoTls {
+                    listen: "0.0.0.0:7411".parse().unwrap()
+                },
+            ]
+        );
+        assert!(problems[0].to_string().contains("MOAT_API_KEY"));
+        assert!(problems[1].to_string().contains("--allow-insecure-remote"));
+        let mut opted_out = settings("0.0.0.0:7411", Some(KEY), false);
+        opted_out.allow_insecure_remote = true;
+        assert!(Policy::new(opted_out).is_ok());
+        assert!(Policy::new(settings("[::1]:7411", None, false)).is_ok());
+        // The LAN listener carries no Api or Control route: nothing to authenticate.
+        let mut lan = settings("0.0.0.0:7412", None, false);
+        lan.kind = ListenerKind::Lan;
+        assert!(Policy::new(lan).is_ok());
+    }
+
+    #[test]
+    fn weak_remote_keys_are_refused_with_the_reason() {
+        for (key, weakness) in [
+            ("                ", KeyWeakness::Whitespace),
+            ("correct horse battery staple", KeyWeakness::Whitespace),
+            // Eight characters in sixteen bytes: characters are counted, not bytes.
+            ("éééééééé", KeyWeakness::TooShort { chars: 8 }),
+            ("short-key", KeyWeakness::TooShort { chars: 9 }),
+            ("aaaaaaaaaaaaaaaaaaaaaaaa", KeyWeakness::Repetitive),
+            ("abababababababababababab", KeyWeakness::Repetitive),
+            ("abcdefabcdefabcd", KeyWeakness::Repetitive),
+        ] {
+            assert_eq!(key_weakness(key), Some(weakness), "{key:?}");
+            let problems = Policy::new(settings("192.0.2.1:7411", Some(key), true)).unwrap_err();
+            assert!(
+                matches!(problems[..], [ExposureProblem::WeakApiKey { .. }]),
+                "{key:?}: {problems:?}"
+            );
+            assert!(
+                !problems[0].to_string().contains(key),
+                "the key is not quoted"
+            );
+        }
+        for key in [
+            "3f9a1c0e7b5d2a4f8e6c1b3d5a7f9e2c4b6d8a0c1e3f5a7b",
+            "sk-moat-Zq4Rt8YpLm2Wx6Vn",
+            "0123456789abcdef",
+        ] {
+            assert_eq!(key_weakness(key), None, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_port_has_one_spelling() {
+        assert_eq!(strict_port("7411"), Some(7411));
+        for odd in [
+            "+7411", "07411", "0", "", " 7411", "7411 ", "74111", "-1", "0x1cf3",
+        ] {
+            assert_ne!(strict_port(odd), Some(7411), "{odd:?}");
+        }
+        let p = policy(false, false);
+        for host in ["127.0.0.1:+7411", "127.0.0.1:07411", "localhost:+7411"] {
+            let facts = RequestFacts {
+                host: Some(host),
+                ..local()
+            };
+            assert_eq!(p.decide(Exposure::Api, &facts), Err(Denial::Host), "{host}");
+        }
     }
 }

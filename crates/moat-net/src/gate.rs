@@ -68,7 +68,7 @@ pub trait NetEvents: Send + Sync {
 
 /// The gate of one connection.
 #[derive(Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     routes: Routes,
     config: Arc<GateConfig>,
     conn: ConnInfo,
@@ -79,7 +79,7 @@ pub struct Gate {
 
 impl Gate {
     /// A gate for one connection in front of `routes`.
-    pub fn new(
+    pub(crate) fn new(
         routes: Routes,
         config: Arc<GateConfig>,
         conn: ConnInfo,

@@ -47,7 +47,7 @@ pub struct BodyReader {
 
 /// A body's share of the budget, held in the request's extensions until it is dropped.
 #[derive(Debug, Clone)]
-pub struct BudgetShare(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub(crate) struct BudgetShare(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 impl BodyReader {
     /// `budget_bytes` is the most all request bodies may hold in memory at once.

@@ -9,8 +9,7 @@
 //!
 //! ```
 //! use axum::routing::get;
-//! use moat_net::exposure::Exposure;
-//! use moat_net::routes::RouteTable;
+//! use moat_net::{Exposure, RouteTable};
 //! let table = RouteTable::new()
 //!     .route("/health", Exposure::Open, get(|| async { "ok" }))
 //!     .route("/status", Exposure::Control, get(|| async { "..." }));
@@ -80,11 +79,11 @@ impl RouteTable {
 
     /// The dispatcher for one listener: only the routes its kind may carry.
     pub fn compile(&self, policy: Arc<Policy>) -> Result<Routes, RouteError> {
-        let cors = policy.cors_origin.as_deref().and_then(cors_for);
+        let cors = policy.cors_origin().and_then(cors_for);
         let mut paths = matchit::Router::new();
         let mut entries = Vec::new();
         for (path, class, handlers) in &self.routes {
-            if !class.served_on(policy.kind) {
+            if !class.served_on(policy.kind()) {
                 continue;
             }
             paths.insert(*path, entries.len()).map_err(|e| RouteError {
@@ -157,6 +156,24 @@ impl Routes {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let compiled = &self.inner;
+        if head_bytes(&req) > crate::server::MAX_HEAD_BYTES {
+            return crate::error::refused(
+                error_response(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request_header_fields_too_large",
+                    "the request's headers are over 64 KiB",
+                ),
+                "limit.headers",
+                "request_header_fields_too_large",
+            );
+        }
+        if let Some(why) = ambiguous(&req) {
+            return crate::error::refused(
+                error_response(StatusCode::BAD_REQUEST, "bad_request", why),
+                "request.ambiguous",
+                "bad_request",
+            );
+        }
         if let Some(refusal) = bodies.refuse_declared(req.headers()) {
             return refusal;
         }
@@ -179,7 +196,7 @@ impl Routes {
             if let Err(denial) = compiled.policy.decide(entry.class, &facts) {
                 tracing::warn!(
                     peer = %conn.peer,
-                    listener = %compiled.policy.kind,
+                    listener = %compiled.policy.kind(),
                     method = %req.method(),
                     path = req.uri().path(),
                     class = ?entry.class,
@@ -210,6 +227,39 @@ impl Routes {
             Err(never) => match never {},
         }
     }
+}
+
+/// The size of a request's head as it was sent (target and header lines). hyper's buffer
+/// limit bounds the memory a head may take, but only to within one read of it; this is
+/// the exact rule.
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + target
+}
+
+/// A request that names its host or origin twice, or two different ways, is refused
+/// (RFC 9112 §3.2) before any check reads it: which one a check would take is a guess,
+/// and another server behind or in front of moat may guess the other way.
+fn ambiguous<B>(req: &Request<B>) -> Option<&'static str> {
+    let headers = req.headers();
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some("more than one Host header");
+    }
+    if headers.get_all(header::ORIGIN).iter().nth(1).is_some() {
+        return Some("more than one Origin header");
+    }
+    if let (Some(authority), Some(host)) = (req.uri().authority(), headers.get(header::HOST))
+        && !host
+            .to_str()
+            .is_ok_and(|h| h.eq_ignore_ascii_case(authority.as_str()))
+    {
+        return Some("the request target names another host than the Host header");
+    }
+    None
 }
 
 fn is_preflight<B>(req: &Request<B>) -> bool {

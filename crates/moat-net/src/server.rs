@@ -172,6 +172,9 @@ pub async fn serve(
     }
 }
 
+/// The most a request's header section may take, in bytes.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// The protocol builders, configured once per listener.
 struct Protocols {
     header_timeout: Duration,
@@ -182,11 +185,16 @@ struct Protocols {
 impl Protocols {
     fn new(settings: &ConnSettings) -> Self {
         let mut http1 = hyper::server::conn::http1::Builder::new();
+        // A request head over 64 KiB gets hyper's 431: 256 connections per client must not
+        // each hold half a megabyte of headers (hyper's default buffer).
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout);
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2.timer(TokioTimer::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32);
         Self {
             header_timeout: settings.header_read_timeout,
             http1,
@@ -212,8 +220,8 @@ impl Protocols {
             tokio::select! {
                 result = &mut served => break result,
                 () = state.evicted() => {
-                    if state.close_if_idle() {
-                        tracing::debug!("closing an idle connection: its client is at its connection limit and opened another");
+                    if state.close_if_still_evictable() {
+                        tracing::debug!("closing an idle or stalled connection: its client is at its connection limit and opened another");
                         return;
                     }
                 }

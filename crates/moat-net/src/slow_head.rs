@@ -29,8 +29,10 @@ pub struct Activity {
     /// Bytes were written that hyper has not flushed since.
     unflushed: AtomicBool,
     /// When the connection last went quiet (opened, or a write flushed), in milliseconds
-    /// since [`Activity::clock`]'s start.
+    /// since [`Activity::now_ms`]'s start.
     quiet_since_ms: AtomicU64,
+    /// When the first byte of the request head now pending arrived (same clock).
+    pending_since_ms: AtomicU64,
 }
 
 impl Activity {
@@ -39,6 +41,7 @@ impl Activity {
             head_pending: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
             quiet_since_ms: AtomicU64::new(Self::now_ms()),
+            pending_since_ms: AtomicU64::new(0),
         }
     }
 
@@ -56,7 +59,9 @@ impl Activity {
     #[cfg(test)]
     pub(crate) fn for_test(pending: bool, quiet: Duration) -> Arc<Activity> {
         let a = Activity::new();
-        a.head_pending.store(pending, Ordering::Release);
+        if pending {
+            a.received();
+        }
         let now = Self::now_ms();
         a.quiet_since_ms.store(
             now.saturating_sub(quiet.as_millis() as u64),
@@ -68,7 +73,42 @@ impl Activity {
     /// Marks bytes of a request received (tests).
     #[cfg(test)]
     pub(crate) fn set_pending(&self, pending: bool) {
-        self.head_pending.store(pending, Ordering::Release);
+        if pending {
+            self.received();
+        } else {
+            self.head_pending.store(false, Ordering::Release);
+        }
+    }
+
+    /// A connection whose request head has been arriving for `for_` (tests).
+    #[cfg(test)]
+    pub(crate) fn pending_for_test(for_: Duration) -> Arc<Activity> {
+        let a = Activity::new();
+        a.head_pending.store(true, Ordering::Release);
+        a.pending_since_ms.store(
+            Self::now_ms().saturating_sub(for_.as_millis() as u64),
+            Ordering::Release,
+        );
+        Arc::new(a)
+    }
+
+    /// Notes bytes of a request received; the first since the last response starts the
+    /// head's clock.
+    fn received(&self) {
+        if !self.head_pending.swap(true, Ordering::AcqRel) {
+            self.pending_since_ms
+                .store(Self::now_ms(), Ordering::Release);
+        }
+    }
+
+    /// How long the request head now arriving has taken so far, or `None` when none is
+    /// arriving (or the last response is still being written).
+    pub(crate) fn head_arriving_for(&self) -> Option<Duration> {
+        if !self.head_pending.load(Ordering::Acquire) || self.unflushed.load(Ordering::Acquire) {
+            return None;
+        }
+        let since = self.pending_since_ms.load(Ordering::Acquire);
+        Some(Duration::from_millis(Self::now_ms().saturating_sub(since)))
     }
 
     /// How long the connection has had nothing of a request in and nothing unsent out,
@@ -83,20 +123,20 @@ impl Activity {
 }
 
 /// A TCP stream for hyper that tracks half-received requests.
-pub struct TrackedStream {
+pub(crate) struct TrackedStream {
     inner: TcpStream,
     activity: Arc<Activity>,
 }
 
 /// What the accept loop keeps after handing the stream to hyper.
-pub struct Tracker {
+pub(crate) struct Tracker {
     socket: Option<socket2::Socket>,
     activity: Arc<Activity>,
 }
 
 impl TrackedStream {
     /// Wraps `stream`; the tracker can answer 408 after hyper has dropped the stream.
-    pub fn new(stream: TcpStream) -> (Self, Tracker) {
+    pub(crate) fn new(stream: TcpStream) -> (Self, Tracker) {
         let activity = Arc::new(Activity::new());
         // A duplicate descriptor: one syscall per connection, nothing per request.
         let socket = socket2::SockRef::from(&stream).try_clone().ok();
@@ -122,17 +162,17 @@ impl TrackedStream {
 
 impl Tracker {
     /// What the socket has seen, for the connection limits.
-    pub fn activity(&self) -> Arc<Activity> {
+    pub(crate) fn activity(&self) -> Arc<Activity> {
         self.activity.clone()
     }
 
     /// Whether bytes of a request have arrived that no response has followed yet.
-    pub fn head_pending(&self) -> bool {
+    pub(crate) fn head_pending(&self) -> bool {
         self.activity.head_pending.load(Ordering::Relaxed)
     }
 
     /// Writes a 408 with the security headers (best effort, never blocking) and closes.
-    pub fn answer_408(&self, timeout_secs: f64) {
+    pub(crate) fn answer_408(&self, timeout_secs: f64) {
         let Some(socket) = &self.socket else { return };
         let body = format!(
             "{{\"type\":\"error\",\"error\":{{\"type\":\"request_timeout\",\"code\":\"request_timeout\",\"message\":\"request headers not received within {timeout_secs}s\"}}}}"
@@ -161,7 +201,7 @@ impl AsyncRead for TrackedStream {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.head_pending.store(true, Ordering::Release);
+            self.activity.received();
         }
         result
     }

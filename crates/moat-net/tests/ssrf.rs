@@ -4,6 +4,7 @@
 //! Names resolve through a test resolver that answers as public DNS answers for them
 //! (`localtest.me` is 127.0.0.1, `*.nip.io` embeds its address); no test resolves a real
 //! name or connects anywhere but loopback.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};

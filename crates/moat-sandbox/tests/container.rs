@@ -3,6 +3,7 @@
 //!
 //! These need root and `runsc` on PATH (Debian's package `runsc`; `.ci/run` installs it).
 //! Without them they fail, saying what is missing, rather than pass silently.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! These run real commands (sh, bash, coreutils, python3 from the host's /usr) in real
 //! namespaces. They need root, as in CI, or unprivileged user namespaces; a kernel without
 //! a feature the sandbox relies on fails them loudly rather than passing silently.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -4,6 +4,7 @@
 //! Real namespaces and a real python3 client inside; the host side is a listener on the
 //! host's 127.0.0.1 (the only kind of address tests may use), which the judge here lets
 //! through as moat's egress policy would with `egress.allow_cidrs = ["127.0.0.1/32"]`.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -1,14 +1,23 @@
-//! The embedded state store: SQLite at `MOAT_HOME/state.db`, WAL mode, versioned
-//! migrations kept in code.
+//! moat-state: the embedded state store, SQLite at `MOAT_HOME/state.db` in WAL mode, with
+//! versioned migrations kept in code.
+//!
+//! Its own crate so that only the rooms that store something (the gateway's usage and
+//! stored responses, and the binary) compile SQLite; the vault, the audit log and the
+//! network layer never do. Each table says which room owns it.
 //!
 //! The schema version is SQLite's `user_version`. Each migration runs in its own
 //! transaction together with the version bump, so a crash leaves the database at one
 //! version or the next. A database from a newer moat is refused rather than guessed at.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+// The one SQLite the workspace links, re-exported so its users name the same version.
+pub use rusqlite;
 
 /// Schema migrations, in order; migration `i` takes the schema from version `i` to `i + 1`.
 /// Append only: a released migration is never edited.
@@ -102,7 +111,7 @@ impl StateStore {
     /// Opens (creating if needed, mode 0600) and migrates the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         // SQLite creates its -wal and -shm files with the database file's mode.
-        crate::atomic::create_private_file(path).map_err(|source| StateError::Create {
+        moat_core::atomic::create_private_file(path).map_err(|source| StateError::Create {
             path: path.to_path_buf(),
             source,
         })?;

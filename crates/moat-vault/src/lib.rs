@@ -164,14 +164,14 @@ impl Entry {
 
 mod b64 {
     use super::*;
-    pub fn serialize<S: serde::Serializer>(
+    pub(crate) fn serialize<S: serde::Serializer>(
         v: &Zeroizing<Vec<u8>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         let text = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(v.as_slice()));
         s.serialize_str(&text)
     }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Zeroizing<Vec<u8>>, D::Error> {
         let text = Zeroizing::new(String::deserialize(d)?);
@@ -418,12 +418,33 @@ impl Vault {
 
     /// Removes an entry.
     pub fn remove(&mut self, name: &str) -> Result<(), VaultError> {
-        let before = self.body.entries.len();
-        self.body.entries.retain(|e| e.name != name);
-        if self.body.entries.len() == before {
-            return Err(VaultError::NoEntry(name.to_string()));
+        self.take(name)
+            .map(drop)
+            .ok_or_else(|| VaultError::NoEntry(name.to_string()))
+    }
+
+    /// Sets an entry moat keeps up to date itself (tokens, checkpoints): replaced whole
+    /// if it exists (keeping its creation time), added if not.
+    pub fn replace(
+        &mut self,
+        name: &str,
+        value: Vec<u8>,
+        description: Option<String>,
+    ) -> Result<(), VaultError> {
+        let previous = self.take(name);
+        self.add(name, value, description, None)?;
+        if let (Some(previous), Some(entry)) = (
+            previous,
+            self.body.entries.iter_mut().find(|e| e.name == name),
+        ) {
+            entry.created = previous.created;
         }
         Ok(())
+    }
+
+    fn take(&mut self, name: &str) -> Option<Entry> {
+        let at = self.body.entries.iter().position(|e| e.name == name)?;
+        Some(self.body.entries.remove(at))
     }
 
     /// Renames an entry.

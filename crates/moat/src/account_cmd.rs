@@ -4,31 +4,27 @@
 //! OAuth tokens live in the vault under `moat.oauth.BACKEND.ACCOUNT`; the server and
 //! `moat account check` refresh them and write them back through the vault's data key.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use http::Method;
-use http_body_util::BodyExt;
 use moat_core::config::llm::{
     AccountConfig, BackendConfig, DEFAULT_ACCOUNT, LlmConfig, oauth_vault_entry, valid_backend_name,
 };
 use moat_core::home::Home;
 use moat_core::secret::SecretRef;
-use moat_llm::backend::{Backend, Endpoint};
-use moat_llm::oauth::{OAuthClient, TokenSource, TokenStore, Tokens};
+use moat_llm::Backend;
+use moat_llm::oauth::{OAuthClient, TokenStore};
 use moat_llm::pool::headroom::Headroom;
-use moat_llm::pool::{Account, AccountEvent, Credential, PoolEvents};
+use moat_llm::pool::{Account, Credential};
 use moat_vault::{Unlock, Vault, VaultError};
-use zeroize::Zeroizing;
 
-use crate::Failure;
+use crate::app::accounts::{VaultTokens, account_credential};
 use crate::cli::AccountCommand;
+use crate::{Failure, app};
 
-pub fn run(home: &Home, command: &AccountCommand) -> Result<(), Failure> {
+pub(crate) fn run(home: &Home, command: &AccountCommand) -> Result<(), Failure> {
     match command {
         AccountCommand::Add {
             backend,
@@ -75,7 +71,7 @@ pub fn run(home: &Home, command: &AccountCommand) -> Result<(), Failure> {
             // Checked before any login: a login whose account cannot be saved is wasted.
             let mut llm = loaded.config.llm.clone();
             let exists = put_account(&mut llm, backend, account.clone(), *replace)?;
-            check(&llm)?;
+            app::config_edit::check(&llm)?;
             if *oauth {
                 login(home, backend, name, config, *manual, *no_browser, *timeout)?;
             }
@@ -106,11 +102,6 @@ fn backend_config<'a>(llm: &'a LlmConfig, backend: &str) -> Result<&'a BackendCo
             "no backend named {backend:?} (see `moat backend list`; add one with `moat backend add`)"
         ))
     })
-}
-
-fn check(llm: &LlmConfig) -> Result<(), Failure> {
-    moat_core::config::llm::validate(llm)
-        .map_err(|(key, message)| Failure::usage(anyhow!("invalid value for `{key}`: {message}")))
 }
 
 /// Puts `account` into `llm`; returns whether it replaced one.
@@ -177,7 +168,7 @@ fn write_account(
     account: &AccountConfig,
     replace: bool,
 ) -> Result<(), Failure> {
-    let mut doc = crate::backend_cmd::read_doc(home)?;
+    let mut doc = app::config_edit::read_doc(home)?;
     let accounts = accounts_array(&mut doc, home, backend)?;
     let mut entry = toml_edit::Table::new();
     entry.insert("name", toml_edit::value(&account.name));
@@ -200,14 +191,14 @@ fn write_account(
         }
         _ => accounts.push(entry),
     }
-    crate::backend_cmd::write_doc(home, &doc)
+    app::config_edit::write_doc(home, &doc)
 }
 
 fn list(home: &Home) -> Result<(), Failure> {
     let loaded = crate::load_config(home, &[])?;
     let llm = &loaded.config.llm;
     if llm.backends.is_empty() {
-        println!("{}", crate::backend_cmd::NO_BACKENDS);
+        println!("{}", app::config_edit::NO_BACKENDS);
         return Ok(());
     }
     println!(
@@ -246,7 +237,7 @@ fn remove(home: &Home, backend: &str, name: &str) -> Result<(), Failure> {
             "backend {backend:?} has no account {name:?} (see `moat account list`)"
         )));
     };
-    let mut doc = crate::backend_cmd::read_doc(home)?;
+    let mut doc = app::config_edit::read_doc(home)?;
     let accounts = accounts_array(&mut doc, home, backend)?;
     let before = accounts.len();
     accounts.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some(name));
@@ -262,10 +253,10 @@ fn remove(home: &Home, backend: &str, name: &str) -> Result<(), Failure> {
             .expect("found above");
         table.remove("accounts");
     }
-    crate::backend_cmd::write_doc(home, &doc)?;
+    app::config_edit::write_doc(home, &doc)?;
     if account.oauth {
         let entry = oauth_vault_entry(backend, name);
-        let vault = crate::vault_cmd::unlock(home)?;
+        let vault = app::vault::unlock(home)?;
         let key = vault.data_key_copy();
         drop(vault);
         match Vault::update(&home.vault_file(), Unlock::DataKey(&key), |v| {
@@ -302,16 +293,7 @@ fn login(
     };
     // The vault first: a login whose tokens cannot be kept is wasted. A fresh home gets
     // the sealed vault `moat serve` would make.
-    home.ensure().map_err(Failure::runtime)?;
-    if !home.vault_file().exists()
-        && let Some(outside) = crate::vault_cmd::create_sealed(home)?
-    {
-        println!(
-            "moat: created a vault sealed to this machine ({}, other half in {outside}) for the tokens",
-            home.vault_file().display()
-        );
-    }
-    let vault = crate::vault_cmd::unlock(home)?;
+    let vault = app::vault::unlock_or_create(home)?;
     let data_key = vault.data_key_copy();
     drop(vault);
     let client = OAuthClient::new(provider).map_err(|e| Failure::usage(e.into()))?;
@@ -330,7 +312,7 @@ fn login(
                 "moat: the browser then tries to open {MANUAL_REDIRECT}?code=... and fails; paste that whole address (or just the code) here:"
             );
             let pasted = read_line().map_err(Failure::runtime)?;
-            let code = pasted_code(&pasted, &login.state).map_err(|e| Failure::usage(e.into()))?;
+            let code = moat_llm::oauth::callback::code_from_pasted(&pasted, &login.state).map_err(|e| Failure::usage(e.into()))?;
             client
                 .exchange(&login, &code)
                 .await
@@ -386,10 +368,10 @@ fn login(
             " (no refresh token: log in again when it expires)"
         }
     );
-    crate::audit_cmd::record_now(
+    app::audit::record_now(
         home,
         moat_audit::Record::new(
-            crate::audit_cmd::cli_actor(),
+            app::audit::cli_actor(),
             "account.oauth_login",
             format!("{backend}/{name}"),
             "ok",
@@ -410,46 +392,6 @@ fn read_line() -> anyhow::Result<String> {
     Ok(line.trim().to_string())
 }
 
-/// The code from what a user pasted: the whole redirect address (its `state` must
-/// match), `CODE#STATE` as some providers' pages show it (the state must match too), or
-/// the bare code (PKCE still binds it to this login's verifier).
-fn pasted_code(pasted: &str, state: &str) -> Result<String, moat_llm::oauth::OAuthError> {
-    use moat_llm::oauth::OAuthError;
-    if pasted.is_empty() {
-        return Err(OAuthError::Denied {
-            code: "nothing_pasted".into(),
-            description: None,
-        });
-    }
-    let Ok(url) = url::Url::parse(pasted) else {
-        if let Some((code, pasted_state)) = pasted.split_once('#') {
-            if pasted_state != state {
-                return Err(OAuthError::StateMismatch);
-            }
-            return Ok(code.to_string());
-        }
-        return Ok(pasted.to_string());
-    };
-    let params: HashMap<String, String> = url.query_pairs().into_owned().collect();
-    if params.get("state").map(String::as_str) != Some(state) {
-        return Err(OAuthError::StateMismatch);
-    }
-    if let Some(error) = params.get("error") {
-        return Err(OAuthError::Denied {
-            code: error.chars().take(64).collect(),
-            description: None,
-        });
-    }
-    params
-        .get("code")
-        .filter(|c| !c.is_empty())
-        .cloned()
-        .ok_or(OAuthError::Denied {
-            code: "no_code".into(),
-            description: None,
-        })
-}
-
 fn desktop() -> bool {
     std::io::stdout().is_terminal()
         && (std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some())
@@ -464,125 +406,6 @@ fn open_browser(url: &str) {
         .spawn();
     if opened.is_err() {
         println!("moat: could not start a browser (xdg-open); open the URL above yourself");
-    }
-}
-
-/// OAuth tokens in the vault, written through the data key (no password prompt).
-pub struct VaultTokens {
-    pub path: PathBuf,
-    pub data_key: Zeroizing<[u8; 32]>,
-}
-
-impl TokenStore for VaultTokens {
-    fn save(&self, entry: &str, tokens: &Tokens) -> Result<(), String> {
-        let value = Zeroizing::new(tokens.to_vault_json());
-        Vault::update(&self.path, Unlock::DataKey(&self.data_key), |v| {
-            match v.remove(entry) {
-                Ok(()) | Err(VaultError::NoEntry(_)) => {}
-                Err(e) => return Err(e),
-            }
-            v.add(
-                entry,
-                value.as_bytes().to_vec(),
-                Some("OAuth tokens of an LLM account (kept by moat)".into()),
-                None,
-            )
-        })
-        .map_err(|e| format!("the vault could not be updated: {e}"))
-    }
-
-    fn load(&self, entry: &str) -> Option<Tokens> {
-        let vault = Vault::open(&self.path, Unlock::DataKey(&self.data_key)).ok()?;
-        Tokens::from_vault_json(std::str::from_utf8(vault.get(entry)?.value()).ok()?)
-    }
-}
-
-/// Each account's credential, for the gateway: keys from the vault or the environment,
-/// OAuth tokens from the vault with a store that writes refreshed ones back.
-pub fn credentials(
-    home: &Home,
-    vault: &Vault,
-    llm: &LlmConfig,
-) -> Result<moat_llm::Credentials, Failure> {
-    let mut out = moat_llm::Credentials::new();
-    let store: Arc<dyn TokenStore> = Arc::new(VaultTokens {
-        path: home.vault_file(),
-        data_key: vault.data_key_copy(),
-    });
-    for (backend, b) in &llm.backends {
-        let client = match &b.oauth {
-            Some(o) => Some(Arc::new(
-                OAuthClient::new(o).map_err(|e| Failure::usage(e.into()))?,
-            )),
-            None => None,
-        };
-        for a in b.pool() {
-            let credential =
-                account_credential(vault, backend, b, &a, client.as_ref(), store.clone())?;
-            out.insert((backend.clone(), a.name.clone()), credential);
-        }
-    }
-    Ok(out)
-}
-
-fn account_credential(
-    vault: &Vault,
-    backend: &str,
-    b: &BackendConfig,
-    a: &AccountConfig,
-    client: Option<&Arc<OAuthClient>>,
-    store: Arc<dyn TokenStore>,
-) -> Result<Credential, Failure> {
-    let key_name = if a.name == DEFAULT_ACCOUNT && b.key.is_some() {
-        format!("llm.backends.{backend}.key")
-    } else {
-        format!("llm.backends.{backend}.accounts.{}.key", a.name)
-    };
-    if let Some(r) = &a.key {
-        return Ok(Credential::Key(crate::serve::resolve_secret(
-            vault, r, &key_name,
-        )?));
-    }
-    if !a.oauth {
-        return Ok(Credential::None);
-    }
-    let entry = oauth_vault_entry(backend, &a.name);
-    let tokens = vault
-        .get(&entry)
-        .and_then(|e| std::str::from_utf8(e.value()).ok())
-        .and_then(Tokens::from_vault_json)
-        .ok_or_else(|| {
-            Failure::usage(anyhow!(
-                "account {:?} of backend {backend:?} is an OAuth account without tokens in the vault; log in with `moat account add {backend} {} --oauth --replace`",
-                a.name,
-                a.name
-            ))
-        })?;
-    let client = client
-        .expect("validated: oauth accounts have a provider")
-        .clone();
-    Ok(Credential::OAuth(Arc::new(TokenSource::new(
-        client, entry, tokens, store,
-    ))))
-}
-
-/// Account events (auth failures) as audit entries.
-pub struct AuditAccountEvents(pub moat_audit::AuditLog);
-
-impl PoolEvents for AuditAccountEvents {
-    fn account_event(&self, event: AccountEvent) {
-        let mut record = moat_audit::Record::new(
-            "system",
-            event.action,
-            format!("{}/{}", event.backend, event.account),
-            "failed",
-        );
-        for (k, v) in event.detail {
-            record = record.detail(k, v);
-        }
-        if let Err(e) = self.0.record(record) {
-            tracing::error!(error = %e, "cannot write an account event to the audit log");
-        }
     }
 }
 
@@ -603,7 +426,7 @@ fn check_accounts(
         .filter(|(n, _)| only_backend.is_none_or(|b| b == n.as_str()))
         .collect();
     if selected.is_empty() {
-        println!("{}", crate::backend_cmd::NO_BACKENDS);
+        println!("{}", app::config_edit::NO_BACKENDS);
         return Ok(());
     }
     let needs_vault = selected.iter().any(|(_, b)| {
@@ -612,7 +435,7 @@ fn check_accounts(
             .any(|a| a.oauth || matches!(a.key, Some(SecretRef::Vault(_))))
     });
     let vault = if needs_vault {
-        Some(crate::vault_cmd::unlock(home)?)
+        Some(app::vault::unlock(home)?)
     } else {
         None
     };
@@ -705,32 +528,19 @@ async fn check_one(
         .credential(upstream.auth())
         .await
         .map_err(|e| Failure::runtime(anyhow!("{}", e.message)))?;
-    let req = upstream
-        .request(
-            Method::GET,
-            Endpoint::Models,
-            bytes::Bytes::new(),
-            &http::HeaderMap::new(),
-            credential.as_ref(),
-        )
-        .map_err(|e| Failure::runtime(anyhow!("{}", e.message)))?;
-    let started = Instant::now();
-    let wait = b.connect_timeout * 3;
-    let resp = tokio::time::timeout(wait, upstream.send(req))
-        .await
-        .map_err(|_| Failure::runtime(anyhow!("no answer within {wait:?}")))?
-        .map_err(|e| Failure::runtime(anyhow!("cannot reach {}: {e}", b.base_url)))?;
-    let status = resp.status();
-    let latency = started.elapsed();
+    let answer = moat_llm::probe_models(
+        &upstream,
+        &b.base_url,
+        credential.as_ref(),
+        b.connect_timeout * 3,
+    )
+    .await
+    .map_err(|e| Failure::runtime(anyhow!("{e}")))?;
+    let (status, latency) = (answer.status, answer.latency);
     let mut headroom = Headroom::default();
-    headroom.update(resp.headers(), Instant::now());
-    let body = http_body_util::Limited::new(resp.into_body(), 1024 * 1024)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    headroom.update(&answer.headers, Instant::now());
     if !status.is_success() {
-        let message = moat_llm::errors::upstream_message(&body).unwrap_or_default();
+        let message = answer.error_message().unwrap_or_default();
         return Err(Failure::runtime(anyhow!(
             "answered {status} in {} ms{}{}{oauth_note}",
             latency.as_millis(),
@@ -751,26 +561,4 @@ async fn check_one(
             format!("; left: {}", limits.join(", "))
         }
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pasted_codes() {
-        assert_eq!(pasted_code("abc", "s").unwrap(), "abc");
-        assert_eq!(
-            pasted_code("http://127.0.0.1/callback?code=xyz&state=s", "s").unwrap(),
-            "xyz"
-        );
-        assert!(pasted_code("http://127.0.0.1/callback?code=xyz&state=t", "s").is_err());
-        assert!(pasted_code("", "s").is_err());
-        assert_eq!(pasted_code("xyz#s", "s").unwrap(), "xyz");
-        assert!(matches!(
-            pasted_code("xyz#forged", "s"),
-            Err(moat_llm::oauth::OAuthError::StateMismatch)
-        ));
-        assert!(pasted_code("http://127.0.0.1/callback?error=access_denied&state=s", "s").is_err());
-    }
 }

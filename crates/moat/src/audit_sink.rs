@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moat_audit::{AuditLog, Record};
-use moat_net::gate::{NetEvent, NetEvents};
+use moat_net::{NetEvent, NetEvents};
 
 /// The sampling window per action and address.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 /// Most (action, address) pairs tracked; past it, the oldest windows are written out.
 const MAX_TRACKED: usize = 4096;
 
@@ -23,14 +23,14 @@ struct Window {
 }
 
 /// Records refusals in the audit log, sampled.
-pub struct AuditEvents {
+pub(crate) struct AuditEvents {
     log: AuditLog,
     windows: Mutex<HashMap<(&'static str, IpAddr), Window>>,
 }
 
 impl AuditEvents {
     /// Refusals go to `log`.
-    pub fn new(log: AuditLog) -> Self {
+    pub(crate) fn new(log: AuditLog) -> Self {
         Self {
             log,
             windows: Mutex::new(HashMap::new()),
@@ -38,11 +38,11 @@ impl AuditEvents {
     }
 
     /// Writes the counts of refusals left out so far (at shutdown).
-    pub fn flush_counts(&self) {
+    pub(crate) fn flush_counts(&self) {
         let drained: Vec<_> = self
             .windows
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain()
             .filter(|(_, w)| w.suppressed > 0)
             .collect();
@@ -82,7 +82,10 @@ impl NetEvents for AuditEvents {
         let key = (event.refused.action, ip);
         let now = Instant::now();
         let suppressed = {
-            let mut windows = self.windows.lock().expect("not poisoned");
+            let mut windows = self
+                .windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if windows.len() >= MAX_TRACKED && !windows.contains_key(&key) {
                 windows.retain(|_, w| now.duration_since(w.started) < WINDOW);
             }

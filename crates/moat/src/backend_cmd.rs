@@ -4,22 +4,19 @@
 //! checked against the same validation as a load before anything is written, and replace
 //! the file atomically.
 
-use std::time::Instant;
-
 use anyhow::{Context, anyhow};
-use http::Method;
-use http_body_util::BodyExt;
 use moat_core::config::llm::{
-    AuthScheme, BackendConfig, BackendKind, LlmConfig, ResponsesMode, valid_backend_name,
+    AuthScheme, BackendConfig, BackendKind, ResponsesMode, valid_backend_name,
 };
 use moat_core::home::Home;
 use moat_core::secret::SecretRef;
-use moat_llm::backend::{Backend, Endpoint};
+use moat_llm::Backend;
 
-use crate::Failure;
+use crate::app::config_edit::{NO_BACKENDS, backends_table, check, read_doc, write_doc};
 use crate::cli::BackendCommand;
+use crate::{Failure, app};
 
-pub fn run(home: &Home, command: &BackendCommand) -> Result<(), Failure> {
+pub(crate) fn run(home: &Home, command: &BackendCommand) -> Result<(), Failure> {
     match command {
         BackendCommand::Add {
             name,
@@ -124,10 +121,6 @@ fn add(home: &Home, name: &str, backend: BackendConfig, replace: bool) -> Result
     Ok(())
 }
 
-/// What `list` commands print when config has no backend.
-pub(crate) const NO_BACKENDS: &str =
-    "no backends; add one with `moat backend add NAME --kind anthropic|openai --base-url URL`";
-
 fn list(home: &Home) -> Result<(), Failure> {
     let loaded = crate::load_config(home, &[])?;
     let llm = &loaded.config.llm;
@@ -210,8 +203,8 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(anyhow!("backend {name:?}: {e}")))?,
         ),
         Some(r @ SecretRef::Vault(_)) => {
-            let vault = crate::vault_cmd::unlock(home)?;
-            Some(crate::serve::resolve_secret(
+            let vault = app::vault::unlock(home)?;
+            Some(app::secrets::resolve_secret(
                 &vault,
                 r,
                 &format!("llm.backends.{name}.key"),
@@ -227,55 +220,29 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
     println!("moat: asking backend {name:?} for its models…");
-    let started = Instant::now();
-    let outcome = runtime.block_on(async {
-        let req = backend
-            .request(
-                Method::GET,
-                Endpoint::Models,
-                bytes::Bytes::new(),
-                &http::HeaderMap::new(),
-                credential.as_ref(),
-            )
-            .map_err(|e| anyhow!("{}", e.message))?;
-        let resp = tokio::time::timeout(config.connect_timeout * 3, backend.send(req))
-            .await
-            .map_err(|_| anyhow!("no answer within {:?}", config.connect_timeout * 3))?
-            .map_err(|e| anyhow!("{e}: {}", source_text(&e)))?;
-        let status = resp.status();
-        let latency = started.elapsed();
-        let body = http_body_util::Limited::new(resp.into_body(), 8 * 1024 * 1024)
-            .collect()
-            .await
-            .map_err(|_| anyhow!("the response broke off"))?
-            .to_bytes();
-        Ok::<_, anyhow::Error>((status, latency, body))
-    });
-    let (status, latency, body) = outcome.map_err(|e| {
-        Failure::runtime(anyhow!(
-            "backend {name:?} ({}) failed: {e:#}",
-            config.base_url
+    let answer = runtime
+        .block_on(moat_llm::probe_models(
+            &backend,
+            &config.base_url,
+            credential.as_ref(),
+            config.connect_timeout * 3,
         ))
-    })?;
-    if !status.is_success() {
-        let message = moat_llm::errors::upstream_message(&body).unwrap_or_default();
+        .map_err(|e| Failure::runtime(anyhow!("backend {name:?} failed: {e}")))?;
+    if !answer.status.is_success() {
+        let message = answer.error_message().unwrap_or_default();
         return Err(Failure::runtime(anyhow!(
-            "backend {name:?} answered {status} after {} ms{}{}",
-            latency.as_millis(),
+            "backend {name:?} answered {} after {} ms{}{}",
+            answer.status,
+            answer.latency.as_millis(),
             if message.is_empty() { "" } else { ": " },
             message
         )));
     }
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let models: Vec<&str> = v["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let models = answer.model_ids();
     println!(
-        "moat: backend {name:?} answered {status} in {} ms; {} model(s)",
-        latency.as_millis(),
+        "moat: backend {name:?} answered {} in {} ms; {} model(s)",
+        answer.status,
+        answer.latency.as_millis(),
         models.len()
     );
     for m in models {
@@ -284,18 +251,9 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The error chain's innermost message, without addresses (for a person at a terminal).
-fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(next) = inner.source() {
-        inner = next;
-    }
-    inner.to_string()
-}
-
-pub fn route(home: &Home, model: &str) -> Result<(), Failure> {
+pub(crate) fn route(home: &Home, model: &str) -> Result<(), Failure> {
     let loaded = crate::load_config(home, &[])?;
-    let router = moat_llm::routing::Router::new(&loaded.config.llm);
+    let router = moat_llm::Router::new(&loaded.config.llm);
     let decision = router
         .resolve(model)
         .map_err(|e| Failure::usage(anyhow!("{e}")))?;
@@ -327,56 +285,4 @@ pub fn route(home: &Home, model: &str) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-fn check(llm: &LlmConfig) -> Result<(), Failure> {
-    moat_core::config::llm::validate(llm)
-        .map_err(|(key, message)| Failure::usage(anyhow!("invalid value for `{key}`: {message}")))
-}
-
-pub(crate) fn read_doc(home: &Home) -> Result<toml_edit::DocumentMut, Failure> {
-    let path = home.config_file();
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(Failure::runtime(
-                anyhow::Error::new(e).context(format!("cannot read {}", path.display())),
-            ));
-        }
-    };
-    text.parse::<toml_edit::DocumentMut>().map_err(|_| {
-        Failure::usage(anyhow!(
-            "{} is not valid TOML; fix it first (`moat doctor`)",
-            path.display()
-        ))
-    })
-}
-
-fn backends_table(doc: &mut toml_edit::DocumentMut) -> Result<&mut toml_edit::Table, Failure> {
-    let not_table = |key: &str| {
-        Failure::usage(anyhow!(
-            "`{key}` in config.toml is not a [table]; write it as a table section to let moat edit it"
-        ))
-    };
-    let implicit = || {
-        let mut t = toml_edit::Table::new();
-        t.set_implicit(true);
-        toml_edit::Item::Table(t)
-    };
-    let llm = doc
-        .entry("llm")
-        .or_insert_with(implicit)
-        .as_table_mut()
-        .ok_or_else(|| not_table("llm"))?;
-    llm.entry("backends")
-        .or_insert_with(implicit)
-        .as_table_mut()
-        .ok_or_else(|| not_table("llm.backends"))
-}
-
-pub(crate) fn write_doc(home: &Home, doc: &toml_edit::DocumentMut) -> Result<(), Failure> {
-    home.ensure().map_err(Failure::runtime)?;
-    moat_core::atomic::write_atomic(&home.config_file(), doc.to_string().as_bytes())
-        .map_err(Failure::runtime)
 }

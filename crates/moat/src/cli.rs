@@ -23,7 +23,7 @@ use clap::{Args, Parser, Subcommand};
     max_term_width = 100,
     verbatim_doc_comment
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The directory holding config, state and secrets [default: ~/.moat]
     #[arg(long, global = true, env = "MOAT_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
@@ -38,7 +38,7 @@ pub struct Cli {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the gateway until Ctrl-C or SIGTERM.
     ///
     /// The main listener (default 127.0.0.1:7411) carries every route; the optional LAN
@@ -175,14 +175,14 @@ pub enum Command {
 
 /// `moat sandbox` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum SandboxCommand {
+pub(crate) enum SandboxCommand {
     /// Run one command sandboxed and report how it ended.
     Run(SandboxRun),
 }
 
 /// `moat sandbox run`.
 #[derive(Debug, Args)]
-pub struct SandboxRun {
+pub(crate) struct SandboxRun {
     /// The profile from [sandbox.profiles.NAME] (`default` is built in).
     #[arg(long, value_name = "NAME", conflicts_with = "tool")]
     pub profile: Option<String>,
@@ -233,7 +233,7 @@ pub struct SandboxRun {
 
 /// `moat egress` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum EgressCommand {
+pub(crate) enum EgressCommand {
     /// Show whether URL would be fetched, and the rule that decides it.
     ///
     /// A dry run: the name is resolved (every address must pass) but nothing is sent.
@@ -251,7 +251,7 @@ pub enum EgressCommand {
 
 /// `moat backend` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum BackendCommand {
+pub(crate) enum BackendCommand {
     /// Add a backend to config.toml.
     ///
     /// Examples:
@@ -310,7 +310,7 @@ pub enum BackendCommand {
 
 /// `moat account` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum AccountCommand {
+pub(crate) enum AccountCommand {
     /// Add an account to a backend's pool, with a key from the vault or an OAuth login.
     ///
     /// With --oauth, moat prints the provider's authorize URL (and opens it on a desktop),
@@ -372,7 +372,7 @@ pub enum AccountCommand {
 
 /// `moat audit` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Check the whole chain and every signed checkpoint; exit 1 on any break.
     ///
     /// Prints `chain intact: N entries, last checkpoint at SEQ`, or the first broken entry
@@ -408,7 +408,7 @@ pub enum AuditCommand {
 
 /// `moat vault` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum VaultCommand {
+pub(crate) enum VaultCommand {
     /// Create an empty vault protected by a new password (at least 8 characters).
     Init,
     /// Show whether a vault exists and its format and KDF parameters (no password needed).
@@ -486,7 +486,7 @@ pub enum VaultCommand {
 
 /// `moat config` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Print the effective configuration as TOML (flag > MOAT_* env > config.toml >
     /// default). Secrets appear only as references such as "secret:NAME" or "env:VAR".
     Show,
@@ -496,7 +496,7 @@ pub enum ConfigCommand {
 
 /// Flags of `moat serve`; each overrides its config key and environment variable.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Main listener address [config: server.listen, env: MOAT_LISTEN, default: 127.0.0.1:7411]
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use moat_core::config::Config;
 use moat_core::home::Home;
 use moat_core::secret::SecretRef;
+use moat_net::{ApiKeyState, exposure_problems};
 use moat_vault::seal::SealPaths;
 use moat_vault::{Unlock, Vault};
 
@@ -38,7 +39,7 @@ fn check_reference(home: &Home, reference: &SecretRef) -> Outcome {
                 "{reference} needs the vault, and there is none at {}",
                 path.display()
             ),
-            fix: format!("moat vault init && moat vault add {name}"),
+            fix: format!("moat vault add {name} (it creates a vault sealed to this machine)"),
         };
     }
     // Only a seal without a PIN opens the vault with no one asked.
@@ -66,10 +67,18 @@ fn check_reference(home: &Home, reference: &SecretRef) -> Outcome {
     }
 }
 
-pub fn run(home: &Home) -> ExitCode {
+pub(crate) fn run(home: &Home) -> ExitCode {
     let mut results: Vec<(&str, Outcome)> = Vec::new();
-    let root = home.root();
+    home_checks(home, &mut results);
+    config_checks(home, &mut results);
+    results.push(("sandbox", sandbox_support()));
+    results.push(("sandbox container level", container_level()));
+    report(&results)
+}
 
+/// The home directory: there, a directory, and private.
+fn home_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
+    let root = home.root();
     match std::fs::metadata(root) {
         Err(_) => results.push((
             "home",
@@ -114,7 +123,10 @@ pub fn run(home: &Home) -> ExitCode {
             )),
         },
     }
+}
 
+/// The configuration, and what it exposes: listeners, API key, TLS.
+fn config_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
     match Config::load(home, &[]) {
         Err(e) => results.push((
             "config",
@@ -137,7 +149,23 @@ pub fn run(home: &Home) -> ExitCode {
                 "config",
                 Outcome::Ok(format!("{} ({source})", loaded.file.display())),
             ));
-            let problems = c.exposure_problems();
+            // An `env:` key is read (it is this process's own environment); a vault key is
+            // not, so its strength is checked when `moat serve` unlocks the vault.
+            let key_value = match &c.auth.api_key {
+                Some(r @ SecretRef::Env(_)) => r.resolve().ok(),
+                _ => None,
+            };
+            let key = match (&c.auth.api_key, &key_value) {
+                (None, _) => ApiKeyState::Absent,
+                (Some(_), Some(v)) => ApiKeyState::Value(v.expose()),
+                (Some(_), None) => ApiKeyState::Unread,
+            };
+            let problems = exposure_problems(
+                c.server.listen,
+                key,
+                c.server.tls.is_some(),
+                c.server.allow_insecure_remote,
+            );
             if problems.is_empty() {
                 let how = if c.server.listen.ip().is_loopback() {
                     "loopback only".to_string()
@@ -157,12 +185,13 @@ pub fn run(home: &Home) -> ExitCode {
                 ));
             }
             for p in problems {
-                let (problem, fix) = p
-                    .split_once(". ")
-                    .map_or((p.clone(), String::new()), |(a, b)| {
-                        (a.to_string(), b.to_string())
-                    });
-                results.push(("exposure", Outcome::Fail { problem, fix }));
+                results.push((
+                    "exposure",
+                    Outcome::Fail {
+                        problem: p.problem(),
+                        fix: p.fix(),
+                    },
+                ));
             }
             if let Some(lan) = c.server.lan_listen {
                 results.push((
@@ -176,7 +205,7 @@ pub fn run(home: &Home) -> ExitCode {
                 results.push(("api key", check_reference(home, r)));
             }
             if let Some(t) = &c.server.tls {
-                match moat_net::tls::server_config(&t.cert, &t.key) {
+                match moat_net::server_config(&t.cert, &t.key) {
                     Ok(_) => results.push((
                         "tls",
                         Outcome::Ok(format!("{} and {} load", t.cert.display(), t.key.display())),
@@ -192,15 +221,15 @@ pub fn run(home: &Home) -> ExitCode {
             }
         }
     }
+}
 
-    results.push(("sandbox", sandbox_support()));
-    results.push(("sandbox container level", container_level()));
-
+/// Prints each result, with the fix under each failure; exit 1 if any failed.
+fn report(results: &[(&str, Outcome)]) -> ExitCode {
     // Messages can quote configuration; they leave the process redacted like everything else.
     let redactor = moat_core::redact::global();
     let r = |text: &str| redactor.redact(text).into_owned();
     let mut failed = false;
-    for (name, outcome) in &results {
+    for (name, outcome) in results {
         match outcome {
             Outcome::Ok(msg) => println!("ok    {name}: {}", r(msg)),
             Outcome::Warn(msg) => println!("note  {name}: {}", r(msg)),

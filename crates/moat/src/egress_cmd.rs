@@ -10,7 +10,7 @@ use crate::Failure;
 use crate::cli::EgressCommand;
 
 /// Runs an `egress` subcommand.
-pub fn run(home: &Home, command: &EgressCommand) -> Result<ExitCode, Failure> {
+pub(crate) fn run(home: &Home, command: &EgressCommand) -> Result<ExitCode, Failure> {
     let EgressCommand::Check { url } = command;
     let loaded = crate::load_config(home, &[])?;
     let policy =

@@ -5,7 +5,7 @@ use moat_core::redact::{RedactingMakeWriter, global};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `verbose` (-v count) overrides the configured level.
-pub fn init(log: &LogConfig, verbose: u8) {
+pub(crate) fn init(log: &LogConfig, verbose: u8) {
     let level = match verbose {
         0 => log.level.as_str(),
         1 => "debug",

@@ -2,6 +2,7 @@
 //! lives in the library crates.
 
 mod account_cmd;
+mod app;
 mod audit_cmd;
 mod audit_sink;
 mod backend_cmd;

@@ -17,8 +17,8 @@ use moat_sandbox::{
     Access, Grant, Judge, Level, Limits, NetGrant, Network, Report, SandboxError, Spec,
 };
 
-use crate::Failure;
 use crate::cli::{SandboxCommand, SandboxRun};
+use crate::{Failure, app};
 
 /// Exit status when the sandbox could not be set up (as timeout(1) and `docker run`).
 const SETUP_FAILED: u8 = 125;
@@ -26,7 +26,7 @@ const SETUP_FAILED: u8 = 125;
 const NOT_FOUND: u8 = 127;
 
 /// Runs a `sandbox` subcommand.
-pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
+pub(crate) fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
     let SandboxCommand::Run(args) = command;
     let loaded = crate::load_config(home, &[])?;
     let sandbox = &loaded.config.sandbox;
@@ -46,7 +46,7 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
     // One unlock (one password prompt at most) for all the secrets of the call.
     let vault = match args.secrets.is_empty() {
         true => None,
-        false => Some(crate::vault_cmd::unlock(home)?),
+        false => Some(app::vault::unlock(home)?),
     };
     for secret in &args.secrets {
         let vault = vault.as_ref().expect("unlocked when there are secrets");
@@ -88,7 +88,7 @@ pub fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::from(code));
         }
     };
-    crate::audit_cmd::record_all_now(home, audit_records(&report, name, &spec.program));
+    app::audit::record_all_now(home, audit_records(&report, name, &spec.program));
     if args.json {
         println!("{}", report_json(&report, name, kept.as_deref()));
     } else {
@@ -333,7 +333,7 @@ fn audit_records(
     profile: &str,
     program: &std::ffi::OsStr,
 ) -> Vec<moat_audit::Record> {
-    let actor = crate::audit_cmd::cli_actor();
+    let actor = app::audit::cli_actor();
     let program = Path::new(program)
         .file_name()
         .unwrap_or(program)

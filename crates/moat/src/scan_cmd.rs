@@ -24,7 +24,7 @@ fn exit_code(tier: Tier) -> ExitCode {
 }
 
 /// Scans `file` (`-` for stdin) and prints the report.
-pub fn run(file: &Path, json: bool) -> Result<ExitCode, Failure> {
+pub(crate) fn run(file: &Path, json: bool) -> Result<ExitCode, Failure> {
     let mut bytes = Vec::new();
     // Pipes are welcome (`moat scan <(curl ...)`); an endless source is cut off.
     let read = if file == Path::new("-") {

@@ -9,22 +9,18 @@ use axum::extract::State;
 use axum::routing::get;
 use moat_core::config::{Config, Loaded, Override};
 use moat_core::home::Home;
-use moat_core::secret::{SecretRef, SecretString};
-use moat_core::state::StateStore;
-use moat_net::conns::ConnLimits;
-use moat_net::exposure::{Exposure, ListenerKind, Policy};
-use moat_net::gate::GateConfig;
-use moat_net::limits::{BodyLimits, BodyReader};
-use moat_net::ratelimit::PerIpLimiter;
-use moat_net::routes::RouteTable;
-use moat_net::server::{self, ConnSettings, Drained, Listener};
+use moat_core::secret::SecretString;
+use moat_net::{
+    ApiKeyState, BodyLimits, BodyReader, ConnLimits, ConnSettings, Drained, Exposure,
+    ExposureProblem, GateConfig, Listener, ListenerKind, PerIpLimiter, Policy, PolicySettings,
+    RouteTable, exposure_problems,
+};
+use moat_state::StateStore;
 use serde_json::{Value, json};
 
+use crate::app;
 use crate::cli::ServeArgs;
 use crate::{Failure, load_config};
-
-/// Shortest API key accepted on a non-loopback listener: guessable keys are no lock.
-const MIN_REMOTE_API_KEY_LEN: usize = 16;
 
 /// What `/status` reports; built once at start, plus the uptime.
 struct StatusInfo {
@@ -35,7 +31,7 @@ struct StatusInfo {
     gateway: Arc<moat_llm::Gateway>,
 }
 
-pub fn flags(args: &ServeArgs) -> Vec<Override> {
+pub(crate) fn flags(args: &ServeArgs) -> Vec<Override> {
     let mut o = Vec::new();
     if let Some(a) = args.listen {
         o.push(Override::flag("--listen", "server.listen", a.to_string()));
@@ -73,7 +69,7 @@ pub fn flags(args: &ServeArgs) -> Vec<Override> {
     o
 }
 
-pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
+pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
     home.ensure().map_err(Failure::runtime)?;
     // One server per home: a second would overwrite the first one's token and state.
     let _lock = lock_home(home)?;
@@ -82,57 +78,83 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
     let config = &loaded.config;
 
     // A fresh home gets a vault sealed to this machine, so the first start needs no prompt.
-    if !home.vault_file().exists() {
-        match crate::vault_cmd::create_sealed(home) {
-            Ok(Some(outside)) => println!(
-                "moat: created a vault sealed to this machine ({}, other half in {outside}); set a master password with `moat vault passwd`",
-                home.vault_file().display()
-            ),
-            Ok(None) => {}
-            Err(f) => tracing::warn!(
-                "no vault was created ({:#}); create one with `moat vault init`",
-                f.error()
-            ),
-        }
+    if let Err(f) = app::vault::ensure(home) {
+        tracing::warn!(
+            "no vault was created ({:#}); create one with `moat vault init`",
+            f.error()
+        );
     }
-
-    let problems = config.exposure_problems();
-    if !problems.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(problems.join("\n"))));
-    }
-    if let Ok(p) = home.permission_problems()
-        && !p.is_empty()
-    {
+    // Refused before the vault is opened: the key's strength is checked once it is read.
+    refuse_exposure(
+        config,
+        config.auth.api_key.as_ref().map(|_| ApiKeyState::Unread),
+    )?;
+    if let Ok(p) = home.permission_problems() {
         for problem in p {
             tracing::warn!("{problem}");
         }
     }
-    // The vault is opened once: it holds the audit key, and any secret the config names.
-    let vault = crate::vault_cmd::unlock(home).map_err(|f| {
+    let secrets = unlock_secrets(home, config)?;
+    if let Some(key) = &secrets.api_key {
+        refuse_exposure(config, Some(ApiKeyState::Value(key.expose())))?;
+    }
+    let tls = tls_config(config)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::runtime)?;
+    let (gateway, recorder) = gateway(home, config, secrets.credentials, &secrets.audit)?;
+    let served = runtime.block_on(serve(
+        home,
+        &loaded,
+        secrets.api_key,
+        tls,
+        secrets.audit.log(),
+        gateway,
+    ));
+    // Everything answered is in state.db before the process ends.
+    recorder.flush();
+    // The last checkpoint, whatever happened above.
+    let closed = secrets.audit.close();
+    served?;
+    closed.map_err(Failure::runtime)
+}
+
+/// What the vault gives a server at start: the values it needs are read once, here, and
+/// the vault is closed again (see docs/architecture.md on why not at each use).
+struct Secrets {
+    api_key: Option<SecretString>,
+    credentials: moat_llm::Credentials,
+    audit: moat_audit::AuditWriter,
+}
+
+/// Opens the vault once for the API key, every account's credential and the audit key.
+fn unlock_secrets(home: &Home, config: &Config) -> Result<Secrets, Failure> {
+    let vault = app::vault::unlock(home).map_err(|f| {
         f.context(
             "moat serve needs the vault: it holds the audit log's signing key (seal it with `moat vault seal` for unattended starts, or set MOAT_VAULT_PASSWORD_FILE)".into(),
         )
     })?;
     let api_key = match &config.auth.api_key {
-        Some(r) => Some(resolve_secret(&vault, r, "auth.api_key")?),
+        Some(r) => Some(app::secrets::resolve_secret(&vault, r, "auth.api_key")?),
         None => None,
     };
-    let credentials = crate::account_cmd::credentials(home, &vault, &config.llm)?;
-    let audit = crate::audit_cmd::open_keyed(home, &vault, &config.audit)?;
-    drop(vault);
-    if let Some(key) = &api_key
-        && !config.server.listen.ip().is_loopback()
-        && key.expose().len() < MIN_REMOTE_API_KEY_LEN
-    {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "auth.api_key is too short for a listener reachable from the network: use at least \
-             {MIN_REMOTE_API_KEY_LEN} characters (e.g. `openssl rand -hex 24`)"
-        )));
-    }
+    Ok(Secrets {
+        api_key,
+        credentials: app::accounts::credentials(home, &vault, &config.llm)?,
+        audit: app::audit::open_keyed(home, &vault, &config.audit)?,
+    })
+}
+
+/// The main listener's TLS configuration, loaded (and refused with exit 2) before any
+/// listener is bound.
+fn tls_config(config: &Config) -> Result<Option<Arc<moat_net::TlsServerConfig>>, Failure> {
     let tls = match &config.server.tls {
-        Some(t) => Some(
-            moat_net::tls::server_config(&t.cert, &t.key).map_err(|e| Failure::usage(e.into()))?,
-        ),
+        Some(t) => {
+            Some(moat_net::server_config(&t.cert, &t.key).map_err(|e| Failure::usage(e.into()))?)
+        }
         None => None,
     };
     if !config.server.listen.ip().is_loopback() && tls.is_none() {
@@ -141,72 +163,48 @@ pub fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Failure> {
             "main listener is reachable from the network WITHOUT TLS (allow_insecure_remote): API keys and tokens cross it in clear text"
         );
     }
+    Ok(tls)
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .map_err(Failure::runtime)?;
+/// The LLM gateway with its usage recorder, response store and account events.
+fn gateway(
+    home: &Home,
+    config: &Config,
+    credentials: moat_llm::Credentials,
+    audit: &moat_audit::AuditWriter,
+) -> Result<(Arc<moat_llm::Gateway>, moat_llm::Recorder), Failure> {
     let mut gateway =
         moat_llm::Gateway::new(&config.llm, credentials).map_err(|e| Failure::usage(e.into()))?;
+    let open = || StateStore::open(&home.state_db()).map_err(Failure::runtime);
     // Usage: one connection writes (off the request path), another reads for /analytics.
     let (usage_db, analytics_db) = if config.llm.usage_retention.is_zero() {
         (None, None)
     } else {
-        (
-            Some(StateStore::open(&home.state_db()).map_err(Failure::runtime)?),
-            Some(StateStore::open(&home.state_db()).map_err(Failure::runtime)?),
-        )
+        (Some(open()?), Some(open()?))
     };
-    let recorder = moat_llm::usage::Recorder::start(usage_db, config.llm.usage_retention);
+    let recorder = moat_llm::Recorder::start(usage_db, config.llm.usage_retention);
     gateway = gateway
         .with_usage(recorder.clone(), analytics_db)
-        .with_events(Arc::new(crate::account_cmd::AuditAccountEvents(
-            audit.log(),
-        )));
+        .with_events(Arc::new(app::accounts::AuditAccountEvents(audit.log())));
     if !config.llm.responses_retention.is_zero() {
         // Its own connection to state.db: the Responses API keeps answers there.
-        let db = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
-        let store = moat_llm::stored::ResponseStore::new(db, config.llm.responses_retention);
+        let store = moat_llm::ResponseStore::new(open()?, config.llm.responses_retention);
         gateway = gateway.with_response_store(store);
     }
-    let gateway = Arc::new(gateway);
-    let served = runtime.block_on(serve(home, &loaded, api_key, tls, audit.log(), gateway));
-    // Everything answered is in state.db before the process ends.
-    recorder.flush();
-    // The last checkpoint, whatever happened above.
-    let closed = audit.close();
-    served?;
-    closed.map_err(Failure::runtime)
+    Ok((Arc::new(gateway), recorder))
 }
 
 async fn serve(
     home: &Home,
     loaded: &Loaded,
     api_key: Option<SecretString>,
-    tls: Option<Arc<moat_net::tls::TlsServerConfig>>,
+    tls: Option<Arc<moat_net::TlsServerConfig>>,
     audit: moat_audit::AuditLog,
     gateway: Arc<moat_llm::Gateway>,
 ) -> Result<(), Failure> {
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
-    record_config(&state, loaded, &audit)?;
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if state
-        .meta("first_start")
-        .map_err(Failure::runtime)?
-        .is_none()
-    {
-        state
-            .set_meta("first_start", &now_unix.to_string())
-            .map_err(Failure::runtime)?;
-    }
-    state
-        .set_meta("last_start", &now_unix.to_string())
-        .map_err(Failure::runtime)?;
-
+    let now_unix = record_start(&state, loaded, &audit)?;
     let main = Listener::bind(
         ListenerKind::Main,
         config.server.listen,
@@ -223,31 +221,17 @@ async fn serve(
         ),
         None => None,
     };
-
     // Only after binding succeeded: a second instance must not replace the token of the first.
-    let control_token = new_control_token().map_err(Failure::runtime)?;
-    moat_core::atomic::write_atomic(
-        &home.control_token(),
-        format!("{}\n", control_token.expose()).as_bytes(),
-    )
-    .map_err(Failure::runtime)?;
-    // Where this server listens, so `moat status` sends the token to it and nowhere else.
-    let serve_info = json!({
-        "pid": std::process::id(),
-        "main": main.local_addr().to_string(),
-        "tls": main.is_tls(),
-    });
-    moat_core::atomic::write_atomic(&home.serve_info(), serve_info.to_string().as_bytes())
-        .map_err(Failure::runtime)?;
+    let control_token = publish_control_token(home, &main)?;
 
-    let mut listeners_json = vec![listener_json(&main)];
-    if let Some(l) = &lan {
-        listeners_json.push(listener_json(l));
-    }
     let status = Arc::new(StatusInfo {
         started: Instant::now(),
         started_unix: now_unix,
-        listeners: listeners_json,
+        listeners: [Some(&main), lan.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(listener_json)
+            .collect(),
         config: config_summary(loaded),
         gateway: gateway.clone(),
     });
@@ -260,31 +244,21 @@ async fn serve(
             Exposure::Control,
             get(status_handler).with_state(status),
         );
-
     let limiter = PerIpLimiter::new(config.rate_limit.per_second, config.rate_limit.burst)
         .map_err(|e| {
             Failure::runtime(anyhow::anyhow!("cannot start the rate limiter clock: {e}"))
         })?;
-    let limits = BodyLimits {
-        max_bytes: config.limits.max_body_bytes,
-        read_timeout: config.limits.body_read_timeout,
-    };
     let events = Arc::new(crate::audit_sink::AuditEvents::new(audit.clone()));
     let gate = GateConfig {
-        bodies: BodyReader::new(limits, config.limits.max_buffered_bytes),
+        bodies: BodyReader::new(
+            BodyLimits {
+                max_bytes: config.limits.max_body_bytes,
+                read_timeout: config.limits.body_read_timeout,
+            },
+            config.limits.max_buffered_bytes,
+        ),
         limiter: limiter.clone(),
         events: Some(events.clone()),
-    };
-    let policy = |kind, port| {
-        Arc::new(Policy {
-            kind,
-            remote: kind == ListenerKind::Main && !config.server.listen.ip().is_loopback(),
-            port,
-            allowed_hosts: config.server.allowed_hosts.clone(),
-            cors_origin: config.server.cors_origin.clone(),
-            api_key: api_key.clone(),
-            control_token: control_token.clone(),
-        })
     };
 
     let signals = Signals::install().map_err(Failure::runtime)?;
@@ -296,9 +270,8 @@ async fn serve(
             l.kind(),
             l.local_addr()
         );
-        let routes = table
-            .compile(policy(l.kind(), l.local_addr().port()))
-            .map_err(Failure::runtime)?;
+        let policy = listener_policy(config, &l, api_key.clone(), control_token.clone())?;
+        let routes = table.compile(policy).map_err(Failure::runtime)?;
         served.push((l, routes));
     }
     println!("moat: control token in {}", home.control_token().display());
@@ -317,17 +290,70 @@ async fn serve(
             limiter.forget_idle();
         }
     });
-
     let conns = ConnLimits::new(
         config.limits.max_connections_per_ip,
         config.limits.max_connections,
     );
     let settings = ConnSettings {
-        header_read_timeout: config.limits.body_read_timeout,
+        header_read_timeout: config.limits.header_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let drained = server::serve(served, gate, conns, settings, signals.shutdown()).await;
+    let drained = moat_net::serve(served, gate, conns, settings, signals.shutdown()).await;
     cleaner.abort();
+    events.flush_counts();
+    record_stop(home, config, drained, &audit, &state)
+}
+
+/// Writes a fresh control token (0600) and where this server listens, so `moat status`
+/// sends the token to this server and nowhere else.
+fn publish_control_token(home: &Home, main: &Listener) -> Result<SecretString, Failure> {
+    let control_token = new_control_token().map_err(Failure::runtime)?;
+    moat_core::atomic::write_atomic(
+        &home.control_token(),
+        format!("{}\n", control_token.expose()).as_bytes(),
+    )
+    .map_err(Failure::runtime)?;
+    let serve_info = json!({
+        "pid": std::process::id(),
+        "main": main.local_addr().to_string(),
+        "tls": main.is_tls(),
+    });
+    moat_core::atomic::write_atomic(&home.serve_info(), serve_info.to_string().as_bytes())
+        .map_err(Failure::runtime)?;
+    Ok(control_token)
+}
+
+/// The exposure policy of one bound listener; [`Policy::new`] refuses an open remote one
+/// even if the checks before the vault was opened were somehow passed.
+fn listener_policy(
+    config: &Config,
+    l: &Listener,
+    api_key: Option<SecretString>,
+    control_token: SecretString,
+) -> Result<Arc<Policy>, Failure> {
+    Policy::new(PolicySettings {
+        kind: l.kind(),
+        bound: l.local_addr(),
+        allowed_hosts: config.server.allowed_hosts.clone(),
+        cors_origin: config.server.cors_origin.clone(),
+        api_key,
+        control_token,
+        tls: l.is_tls(),
+        allow_insecure_remote: config.server.allow_insecure_remote,
+    })
+    .map(Arc::new)
+    .map_err(|problems| Failure::usage(anyhow::anyhow!(join(&problems))))
+}
+
+/// After the listeners closed: says how the drain went, records the stop and removes the
+/// token and the listening address.
+fn record_stop(
+    home: &Home,
+    config: &Config,
+    drained: Drained,
+    audit: &moat_audit::AuditLog,
+    state: &StateStore,
+) -> Result<(), Failure> {
     match drained {
         Drained::All => tracing::info!("all in-flight requests finished"),
         Drained::TimedOut => tracing::warn!(
@@ -335,7 +361,6 @@ async fn serve(
             "shutdown grace period ran out; dropped the remaining connections (server.shutdown_grace)"
         ),
     }
-    events.flush_counts();
     let _ = audit.record(moat_audit::Record::new(
         "system",
         "server.stopped",
@@ -345,46 +370,41 @@ async fn serve(
     let _ = std::fs::remove_file(home.control_token());
     let _ = std::fs::remove_file(home.serve_info());
     state.checkpoint().map_err(Failure::runtime)?;
-    drop(state);
     tracing::info!("moat stopped");
     Ok(())
 }
 
-/// Resolves a secret reference from config: `env:` from the environment, `secret:` from
-/// the vault (unlocked with MOAT_VAULT_PASSWORD_FILE or a prompt). Every value unlocked is
-/// known to the redactor from then on.
-pub(crate) fn resolve_secret(
-    vault: &moat_vault::Vault,
-    reference: &SecretRef,
-    key: &str,
-) -> Result<SecretString, Failure> {
-    match reference {
-        SecretRef::Env(_) => reference
-            .resolve()
-            .map_err(|e| Failure::usage(anyhow::anyhow!("cannot resolve `{key}`: {e}"))),
-        SecretRef::Vault(name) => {
-            let entry = vault.get(name).ok_or_else(|| {
-                Failure::usage(anyhow::anyhow!(
-                    "`{key}` refers to {reference}, but the vault has no secret named {name:?}; add it with `moat vault add {name}`"
-                ))
-            })?;
-            let value = std::str::from_utf8(entry.value()).map_err(|_| {
-                Failure::usage(anyhow::anyhow!(
-                    "`{key}` refers to {reference}, whose value is not UTF-8 text"
-                ))
-            })?;
-            Ok(SecretString::new(value.to_string()))
-        }
+/// Refuses to start (exit 2) with every exposure problem of the main listener, each with
+/// its fix; `api_key` is `None` when none is configured.
+fn refuse_exposure(config: &Config, api_key: Option<ApiKeyState<'_>>) -> Result<(), Failure> {
+    let problems = exposure_problems(
+        config.server.listen,
+        api_key.unwrap_or(ApiKeyState::Absent),
+        config.server.tls.is_some(),
+        config.server.allow_insecure_remote,
+    );
+    if problems.is_empty() {
+        return Ok(());
     }
+    Err(Failure::usage(anyhow::anyhow!(join(&problems))))
 }
 
-/// Records the start, and a config change since the last start (by the hash of the
-/// effective configuration, which holds secret references, never values).
-fn record_config(
+fn join(problems: &[ExposureProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Records the start in the audit log and `state.db` and returns its time; and a config
+/// change since the last start, by the hash of the effective configuration (which holds
+/// secret references, never values).
+fn record_start(
     state: &StateStore,
     loaded: &Loaded,
     audit: &moat_audit::AuditLog,
-) -> Result<(), Failure> {
+) -> Result<u64, Failure> {
     use sha2::Digest;
     let text = toml::to_string(&loaded.config).map_err(Failure::runtime)?;
     let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
@@ -409,7 +429,23 @@ fn record_config(
                 .detail("config_hash", hash.as_str())
                 .detail("listen", loaded.config.server.listen.to_string()),
         )
-        .map_err(Failure::runtime)
+        .map_err(Failure::runtime)?;
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if state
+        .meta("first_start")
+        .map_err(Failure::runtime)?
+        .is_none()
+    {
+        state
+            .set_meta("first_start", &now_unix.to_string())
+            .map_err(Failure::runtime)?;
+    }
+    state
+        .set_meta("last_start", &now_unix.to_string())
+        .map_err(Failure::runtime)?;
+    Ok(now_unix)
 }
 
 /// Holds `MOAT_HOME/serve.lock` for the life of the process.

@@ -9,7 +9,7 @@ use moat_core::home::Home;
 
 use crate::Failure;
 
-pub fn run(home: &Home) -> Result<(), Failure> {
+pub(crate) fn run(home: &Home) -> Result<(), Failure> {
     let not_running = || {
         Failure::runtime(anyhow!(
             "no server is running with MOAT_HOME {} (no {}): start it with `moat serve`",

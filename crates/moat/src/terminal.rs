@@ -5,7 +5,7 @@
 /// `text` with every control character (C0, DEL, C1) shown as `^X` or `\u{..}`; line
 /// feeds and tabs stay when `keep_lines` (multi-line output), else they are shown too (a
 /// field must not fake a line of its own).
-pub fn shown(text: &str, keep_lines: bool) -> String {
+pub(crate) fn shown(text: &str, keep_lines: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use moat_core::home::Home;
-use moat_core::state::StateStore;
-use moat_llm::analytics::{self, Group};
+use moat_llm::Group;
+use moat_state::StateStore;
 
 use crate::Failure;
 
-pub fn run(home: &Home, since: &str, json: bool) -> Result<(), Failure> {
+pub(crate) fn run(home: &Home, since: &str, json: bool) -> Result<(), Failure> {
     let window = parse_since(since)?;
     let loaded = crate::load_config(home, &[])?;
     if !home.state_db().exists() {
@@ -20,9 +20,9 @@ pub fn run(home: &Home, since: &str, json: bool) -> Result<(), Failure> {
         )));
     }
     let db = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
-    let since_ms = window.map(|w| moat_llm::usage::now_ms() - w.as_millis() as i64);
-    let groups = analytics::summarize(db.connection(), since_ms).map_err(Failure::runtime)?;
-    let total = analytics::total(&groups);
+    let since_ms = window.map(|w| moat_llm::now_ms() - w.as_millis() as i64);
+    let groups = moat_llm::summarize_usage(db.connection(), since_ms).map_err(Failure::runtime)?;
+    let total = moat_llm::usage_total(&groups);
     if json {
         let v = serde_json::json!({
             "since": since,

@@ -1,4 +1,5 @@
 //! The command line as a user meets it: help, config errors, doctor, completions.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The LLM gateway end to end: the real `moat` binary between a raw HTTP client and a
 //! scripted fake upstream, for exact translation, failover, limits and faults. (The
 //! official SDKs against a real llama.cpp server are in `llm_peers.rs`.)
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
 

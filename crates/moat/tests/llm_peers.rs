@@ -9,6 +9,7 @@
 //! `scripts/peers` builds and caches the peers; `scripts/test` exports where they are
 //! (MOAT_PEER_PYTHON, MOAT_LLAMA_SERVER, MOAT_LLAMA_MODEL, MOAT_CODEX,
 //! MOAT_OAUTH2_MOCK_SERVER). Without them these tests fail with a message saying so.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
 

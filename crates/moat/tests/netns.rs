@@ -3,6 +3,7 @@
 //! fail loudly rather than pass.
 //!
 //! Only addresses inside the namespaces this test creates are ever contacted.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
 

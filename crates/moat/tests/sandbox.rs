@@ -1,6 +1,7 @@
 //! `moat sandbox run` as a user meets it: exit statuses, injected secrets, moat's own
 //! environment and home kept out, the workspace cleaned up. Needs what the sandbox needs
 //! (root in CI, or unprivileged user namespaces).
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! End-to-end: the real `moat` binary on real loopback sockets.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
 
@@ -103,7 +104,13 @@ fn control_route_on_loopback_needs_local_host_local_origin_and_token() {
 
 #[test]
 fn unknown_path_wrong_method_and_oversized_or_slow_bodies() {
-    let moat = Moat::start(&[], &[("MOAT_BODY_READ_TIMEOUT", "1s")]);
+    let moat = Moat::start(
+        &[],
+        &[
+            ("MOAT_BODY_READ_TIMEOUT", "1s"),
+            ("MOAT_HEADER_TIMEOUT", "1s"),
+        ],
+    );
     let host = moat.host();
 
     let r = get(moat.main, "/no/such/route", &[]);
@@ -727,4 +734,112 @@ fn connections_per_client_are_capped() {
         200,
         "closed connections free their places"
     );
+}
+
+#[test]
+fn ambiguous_hosts_and_origins_are_refused() {
+    let moat = Moat::start(&[], &[]);
+    let host = moat.host();
+    let token = moat.token();
+    let status = |head: String| raw(moat.main, head.as_bytes()).status;
+    // The same request is answered when it says one thing once.
+    assert_eq!(
+        status(format!(
+            "GET /status HTTP/1.1\r\nHost: {host}\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+        )),
+        200
+    );
+    for (what, head) in [
+        (
+            "two Host headers, the first local",
+            format!(
+                "GET /status HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "an absolute target naming another host",
+            format!(
+                "GET http://evil.example/status HTTP/1.1\r\nHost: {host}\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+        (
+            "two Origin headers, the first absent-equivalent local",
+            format!(
+                "GET /status HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nOrigin: http://evil.example\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+            ),
+        ),
+    ] {
+        assert_eq!(status(head), 400, "{what}");
+    }
+    let port = moat.main.port();
+    for odd in [format!("127.0.0.1:+{port}"), format!("127.0.0.1:0{port}")] {
+        let head = format!(
+            "GET /status HTTP/1.1\r\nHost: {odd}\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(status(head), 403, "Host: {odd}");
+    }
+}
+
+#[test]
+fn a_header_section_over_64_kib_is_refused() {
+    let moat = Moat::start(&[], &[]);
+    let host = moat.host();
+    let big = "a".repeat(70 * 1024);
+    let r = raw(
+        moat.main,
+        format!(
+            "GET /health HTTP/1.1\r\nHost: {host}\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 431, "{r:?}");
+    let fits = "a".repeat(32 * 1024);
+    let r = raw(
+        moat.main,
+        format!(
+            "GET /health HTTP/1.1\r\nHost: {host}\r\nX-Big: {fits}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// One local program trickling request heads must not lock every other program out.
+#[test]
+fn slow_heads_lose_their_places_to_new_connections() {
+    let moat = Moat::start(&[], &[("MOAT_MAX_CONNECTIONS_PER_IP", "4")]);
+    let host = moat.host();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let addr = moat.main;
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                // One byte of a head every 300 ms, never finishing it.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b"X").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2600));
+    let started = Instant::now();
+    let mut s = TcpStream::connect(moat.main).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
 }

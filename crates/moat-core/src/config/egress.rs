@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::InvalidValue;
+
 /// `[egress]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -75,7 +77,11 @@ pub fn valid_host_pattern(text: &str) -> bool {
 }
 
 /// Checks `[egress]`; the error names the key.
-pub fn validate(e: &EgressConfig) -> Result<(), (&'static str, String)> {
+pub fn validate(e: &EgressConfig) -> Result<(), InvalidValue> {
+    rules(e).map_err(InvalidValue::from)
+}
+
+fn rules(e: &EgressConfig) -> Result<(), (&'static str, String)> {
     if e.allowed_ports.is_empty() || e.allowed_ports.contains(&0) {
         return Err((
             "egress.allowed_ports",
@@ -144,7 +150,7 @@ mod tests {
         let bad = |f: fn(&mut EgressConfig)| {
             let mut c = EgressConfig::default();
             f(&mut c);
-            validate(&c).unwrap_err().0
+            validate(&c).unwrap_err().key
         };
         assert_eq!(bad(|c| c.allowed_ports.clear()), "egress.allowed_ports");
         assert_eq!(

@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::InvalidValue;
+
 use crate::secret::SecretRef;
 
 /// The longest model name accepted anywhere (request, route, alias).
@@ -349,7 +351,11 @@ pub fn valid_backend_name(name: &str) -> bool {
 }
 
 /// Checks `[llm]`; the error names the key.
-pub fn validate(llm: &LlmConfig) -> Result<(), (String, String)> {
+pub fn validate(llm: &LlmConfig) -> Result<(), InvalidValue> {
+    rules(llm).map_err(InvalidValue::from)
+}
+
+fn rules(llm: &LlmConfig) -> Result<(), (String, String)> {
     for (name, b) in &llm.backends {
         let key = |field: &str| format!("llm.backends.{name}.{field}");
         if !valid_backend_name(name) {
@@ -531,7 +537,7 @@ fn bad_model(name: &str) -> String {
 
 /// An `http://` or `https://` URL with a host, and no credentials, query or fragment:
 /// moat appends fixed API paths to it and nothing else.
-pub fn check_base_url(url: &str) -> Result<(), String> {
+fn check_base_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -594,7 +600,10 @@ mod tests {
             model: "x".into(),
             targets: vec!["nope:y".into()],
         });
-        let (key, message) = validate(&llm).unwrap_err();
+        let InvalidValue {
+            key,
+            problem: message,
+        } = validate(&llm).unwrap_err();
         assert_eq!(key, "llm.routes[0].targets");
         assert!(message.contains("nope"), "{message}");
     }
@@ -608,7 +617,10 @@ mod tests {
         assert!(validate(&llm).is_ok());
         b.kind = BackendKind::Anthropic;
         llm.backends.insert("oai".into(), b);
-        let (key, message) = validate(&llm).unwrap_err();
+        let InvalidValue {
+            key,
+            problem: message,
+        } = validate(&llm).unwrap_err();
         assert_eq!(key, "llm.backends.oai.responses");
         assert!(message.contains("kind = \"openai\""), "{message}");
     }

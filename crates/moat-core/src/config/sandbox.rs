@@ -33,6 +33,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::InvalidValue;
+
 /// `[sandbox]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -172,7 +174,11 @@ fn validate_tools(s: &SandboxConfig) -> Result<(), (String, String)> {
 }
 
 /// Checks `[sandbox]`; the error names the key.
-pub fn validate(s: &SandboxConfig) -> Result<(), (String, String)> {
+pub fn validate(s: &SandboxConfig) -> Result<(), InvalidValue> {
+    rules(s).map_err(InvalidValue::from)
+}
+
+fn rules(s: &SandboxConfig) -> Result<(), (String, String)> {
     validate_tools(s)?;
     // `default` serves every tool without an entry, at every trust level: at level none
     // it would run any sender's tool calls on the host.
@@ -272,7 +278,7 @@ mod tests {
                 ..SandboxProfile::default()
             },
         );
-        assert_eq!(validate(&c).unwrap_err().0, "sandbox.profiles.t.level");
+        assert_eq!(validate(&c).unwrap_err().key, "sandbox.profiles.t.level");
         c.profiles.insert(
             "t".into(),
             SandboxProfile {
@@ -280,7 +286,10 @@ mod tests {
                 ..SandboxProfile::default()
             },
         );
-        assert_eq!(validate(&c).unwrap_err().0, "sandbox.profiles.t.wall_time");
+        assert_eq!(
+            validate(&c).unwrap_err().key,
+            "sandbox.profiles.t.wall_time"
+        );
         assert!(c.profile("default").is_some());
         assert!(c.profile("missing").is_none());
         let with_grants = |grants: &[&str]| {
@@ -297,7 +306,7 @@ mod tests {
         assert!(with_grants(&["net:pypi.org", "net:*.example.com:8443", "ro:/srv"]).is_ok());
         for bad in ["net:", "net:a b", "net:host/path", "tcp:host"] {
             assert_eq!(
-                with_grants(&[bad]).unwrap_err().0,
+                with_grants(&[bad]).unwrap_err().key,
                 "sandbox.profiles.t.grants",
                 "{bad}"
             );
@@ -335,20 +344,21 @@ mod tests {
             let c: SandboxConfig = toml::from_str(&text).unwrap();
             validate(&c).unwrap_err()
         };
-        let (key, why) = refused("[tools.shell]\nprofile = \"host\"");
+        let InvalidValue { key, problem: why } = refused("[tools.shell]\nprofile = \"host\"");
         assert_eq!(key, "sandbox.tools.shell.profile");
         assert!(why.contains("only the owner"), "{why}");
-        let (key, _) = refused("[tools.shell]\ntrust = { guest = \"host\" }");
+        let InvalidValue { key, .. } = refused("[tools.shell]\ntrust = { guest = \"host\" }");
         assert_eq!(key, "sandbox.tools.shell.trust.guest");
-        let (key, why) = refused("[tools.shell]\ntrust = { owner = \"nope\" }");
+        let InvalidValue { key, problem: why } =
+            refused("[tools.shell]\ntrust = { owner = \"nope\" }");
         assert_eq!(key, "sandbox.tools.shell.trust.owner");
         assert!(why.contains("no profile \"nope\""), "{why}");
-        assert_eq!(refused("[tools.Shell]").0, "sandbox.tools.Shell");
-        let (key, why) = refused("[profiles.default]\nlevel = \"none\"");
+        assert_eq!(refused("[tools.Shell]").key, "sandbox.tools.Shell");
+        let InvalidValue { key, problem: why } = refused("[profiles.default]\nlevel = \"none\"");
         assert_eq!(key, "sandbox.profiles.default.level");
         assert!(why.contains("every tool not listed"), "{why}");
         assert_eq!(
-            refused("[tools.shell]\ntrust = { \"Owner \" = \"default\" }").0,
+            refused("[tools.shell]\ntrust = { \"Owner \" = \"default\" }").key,
             "sandbox.tools.shell.trust.Owner "
         );
     }

@@ -81,51 +81,81 @@ async fn answer(
     if req.uri().path() != PATH || req.method() != http::Method::GET {
         return page(StatusCode::NOT_FOUND, "Not found.");
     }
-    let params: std::collections::HashMap<String, String> =
-        url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let state_ok = params
-        .get("state")
-        .is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected_state.as_bytes())));
-    let (result, resp) = if !state_ok {
-        (
-            Err(OAuthError::StateMismatch),
-            page(
-                StatusCode::BAD_REQUEST,
-                "This login link does not belong to the login moat is waiting for. Start again with `moat account add`.",
-            ),
-        )
-    } else if let Some(code) = params.get("error") {
-        (
-            Err(OAuthError::Denied {
-                code: short(code, 64),
-                description: params.get("error_description").map(|d| short(d, 200)),
-            }),
-            page(
-                StatusCode::OK,
-                "The provider did not grant access; see the terminal.",
-            ),
-        )
-    } else if let Some(code) = params.get("code").filter(|c| !c.is_empty()) {
-        (
-            Ok(code.clone()),
-            page(
-                StatusCode::OK,
-                "moat received the authorization. You can close this tab.",
-            ),
-        )
-    } else {
-        (
-            Err(OAuthError::Denied {
-                code: "no_code".into(),
-                description: None,
-            }),
-            page(StatusCode::BAD_REQUEST, "The redirect carried no code."),
-        )
+    let result = code_from_query(req.uri().query().unwrap_or_default(), expected_state);
+    let resp = match &result {
+        Err(OAuthError::StateMismatch) => page(
+            StatusCode::BAD_REQUEST,
+            "This login link does not belong to the login moat is waiting for. Start again with `moat account add`.",
+        ),
+        Err(OAuthError::Denied { code, .. }) if code == "no_code" => {
+            page(StatusCode::BAD_REQUEST, "The redirect carried no code.")
+        }
+        Err(_) => page(
+            StatusCode::OK,
+            "The provider did not grant access; see the terminal.",
+        ),
+        Ok(_) => page(
+            StatusCode::OK,
+            "moat received the authorization. You can close this tab.",
+        ),
     };
     let _ = tx.try_send(result);
     resp
+}
+
+/// The code from a redirect's query string. The `state` is checked first, in constant
+/// time, and a wrong one fails the login (a forged redirect is never retried).
+pub fn code_from_query(query: &str, expected_state: &str) -> Result<String, OAuthError> {
+    let params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    if !state_matches(params.get("state").map(String::as_str), expected_state) {
+        return Err(OAuthError::StateMismatch);
+    }
+    if let Some(code) = params.get("error") {
+        return Err(OAuthError::Denied {
+            code: short(code, 64),
+            description: params.get("error_description").map(|d| short(d, 200)),
+        });
+    }
+    params
+        .get("code")
+        .filter(|c| !c.is_empty())
+        .cloned()
+        .ok_or(OAuthError::Denied {
+            code: "no_code".into(),
+            description: None,
+        })
+}
+
+/// The code from what a person pasted after a `--manual` login: the whole redirect address
+/// (checked as [`code_from_query`] checks it), `CODE#STATE` as some providers' pages show
+/// it (the state must match too), or the bare code (PKCE still binds it to this login's
+/// verifier).
+pub fn code_from_pasted(pasted: &str, expected_state: &str) -> Result<String, OAuthError> {
+    let pasted = pasted.trim();
+    if pasted.is_empty() {
+        return Err(OAuthError::Denied {
+            code: "nothing_pasted".into(),
+            description: None,
+        });
+    }
+    if let Ok(url) = url::Url::parse(pasted) {
+        return code_from_query(url.query().unwrap_or_default(), expected_state);
+    }
+    match pasted.split_once('#') {
+        Some((_, state)) if !state_matches(Some(state), expected_state) => {
+            Err(OAuthError::StateMismatch)
+        }
+        Some((code, _)) => Ok(code.to_string()),
+        None => Ok(pasted.to_string()),
+    }
+}
+
+/// The one comparison of a returned `state` with the login's, in constant time.
+fn state_matches(returned: Option<&str>, expected: &str) -> bool {
+    returned.is_some_and(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
 }
 
 fn page(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -157,6 +187,28 @@ fn page(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pasted_codes() {
+        use super::code_from_pasted as pasted;
+        assert_eq!(pasted("abc", "s").unwrap(), "abc");
+        assert_eq!(
+            pasted("http://127.0.0.1/callback?code=xyz&state=s", "s").unwrap(),
+            "xyz"
+        );
+        assert!(pasted("http://127.0.0.1/callback?code=xyz&state=t", "s").is_err());
+        assert!(pasted("http://127.0.0.1/callback?code=xyz", "s").is_err());
+        assert!(pasted("", "s").is_err());
+        assert_eq!(pasted("xyz#s", "s").unwrap(), "xyz");
+        assert!(matches!(
+            pasted("xyz#forged", "s"),
+            Err(OAuthError::StateMismatch)
+        ));
+        assert!(matches!(
+            pasted("http://127.0.0.1/callback?error=access_denied&state=s", "s"),
+            Err(OAuthError::Denied { .. })
+        ));
+    }
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -160,7 +160,9 @@ impl Account {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, AccountState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The credential to send now and how (an OAuth token is refreshed first when near
@@ -420,7 +422,9 @@ impl Pool {
     }
 
     fn sticky(&self) -> std::sync::MutexGuard<'_, StickyTable> {
-        self.sticky.lock().unwrap_or_else(|p| p.into_inner())
+        self.sticky
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Picks an account for a request of `conversation` that has not yet tried those in

@@ -284,7 +284,10 @@ impl Fetcher {
 
     fn enter(&self, session: &str) -> Result<SessionGuard, Refusal> {
         let limit = self.limits.max_concurrent_per_session;
-        let mut map = self.in_flight.lock().expect("not poisoned");
+        let mut map = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(session.to_string()).or_insert(0);
         if *n >= limit {
             return Err(Refusal::SessionBusy(limit));
@@ -536,7 +539,10 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut map = self.map.lock().expect("not poisoned");
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.session) {
             *n -= 1;
             if *n == 0 {

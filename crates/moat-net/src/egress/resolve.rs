@@ -60,7 +60,7 @@ impl StaticResolver {
     pub fn answer(self, host: &str, addrs: &[IpAddr]) -> Self {
         self.inner
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .answers
             .entry(host.to_ascii_lowercase())
             .or_default()
@@ -70,14 +70,20 @@ impl StaticResolver {
 
     /// How often `host` was asked for.
     pub fn asked(&self, host: &str) -> usize {
-        let inner = self.inner.lock().expect("not poisoned");
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.asked.get(host).copied().unwrap_or(0)
     }
 }
 
 impl Resolve for StaticResolver {
     fn resolve(&self, host: &str) -> BoxFuture<io::Result<Vec<IpAddr>>> {
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = {
             let asked = inner.asked.entry(host.to_string()).or_insert(0);
             *asked += 1;

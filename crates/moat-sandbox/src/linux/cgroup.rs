@@ -334,7 +334,9 @@ fn set(dir: &Path, file: &str, value: u64) -> Result<(), String> {
 /// Only empty groups can be removed; a busy one is left alone.
 fn sweep_once(parent: &Path) {
     static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut swept = SWEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if swept.iter().any(|p| p == parent) {
         return;
     }

@@ -361,200 +361,22 @@ pub(super) fn check_hidden(
 /// Builds the plan for `spec`. Host paths are resolved and checked here, so a missing
 /// grant or workspace fails before anything is started.
 pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
-    let program = spec.program.as_bytes();
-    if program.is_empty() {
+    if spec.program.as_bytes().is_empty() {
         return Err(SandboxError::Invalid("no command given".into()));
     }
     // `crate::run` checked the limits before any level started.
     let limits = &spec.limits;
-
-    let mut ops = Vec::new();
-    let mut sources = Vec::new();
-    let mut rules: Vec<(CString, u64)> = vec![(cstring("/", "path")?, fs::READ_DIR)];
-    let mut bind = |ops: &mut Vec<Op>, host: &Path, inside: &Path, dir, writable, device| {
-        use std::os::unix::fs::MetadataExt;
-        let resolved = std::fs::canonicalize(host).map_err(|source| SandboxError::Path {
-            path: host.to_path_buf(),
-            source,
-        })?;
-        let meta = std::fs::metadata(&resolved).map_err(|source| SandboxError::Path {
-            path: host.to_path_buf(),
-            source,
-        })?;
-        ops.push(Op::Bind {
-            source: sources.len(),
-            target: staged(inside),
-            dir,
-            writable,
-            device,
-        });
-        sources.push(Source {
-            path: cstring(resolved.as_os_str().as_bytes(), "a path")?,
-            dev: meta.dev(),
-            ino: meta.ino(),
-        });
-        Ok::<(), SandboxError>(())
-    };
-
     let workspace = resolve_workspace(&spec.workspace)?;
-    let mut exposed: Vec<PathBuf> = Vec::new();
+    let mut root = Root::new()?;
+    root.system_dirs()?;
+    root.etc()?;
+    root.dev(limits.memory_bytes)?;
+    root.proc_and_tmp(limits.memory_bytes)?;
+    root.workspace(&workspace)?;
+    root.grants(&checked_grants(spec)?)?;
+    check_hidden(spec, &workspace, &root.exposed)?;
 
-    for name in SYSTEM_DIRS {
-        let host = Path::new("/").join(name);
-        let Ok(meta) = std::fs::symlink_metadata(&host) else {
-            continue;
-        };
-        let inside = host.clone();
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&host)?;
-            ops.push(Op::Symlink(
-                cstring(target.as_os_str().as_bytes(), "link")?,
-                staged(&inside),
-            ));
-        } else if meta.is_dir() {
-            bind(&mut ops, &host, &inside, true, false, false)?;
-            rules.push((
-                cstring(inside.as_os_str().as_bytes(), "path")?,
-                fs::READ_EXEC,
-            ));
-            exposed.push(host);
-        }
-    }
-
-    ops.push(Op::Mkdir(staged(Path::new("/etc")), 0o755));
-    for (name, content) in [
-        ("passwd", PASSWD),
-        ("group", GROUP),
-        ("hosts", HOSTS),
-        ("nsswitch.conf", NSSWITCH),
-        ("hostname", "moat-sandbox\n"),
-    ] {
-        ops.push(Op::File(
-            staged(&Path::new("/etc").join(name)),
-            content.as_bytes(),
-        ));
-    }
-    for name in ETC_SHARED {
-        let host = Path::new("/etc").join(name);
-        if let Ok(meta) = std::fs::metadata(&host) {
-            if let Some(parent) = host.parent().filter(|p| *p != Path::new("/etc")) {
-                ops.push(Op::Mkdir(staged(parent), 0o755));
-            }
-            bind(&mut ops, &host, &host, meta.is_dir(), false, false)?;
-            exposed.push(host);
-        }
-    }
-    rules.push((cstring("/etc", "path")?, fs::READ_EXEC));
-
-    ops.push(Op::Mkdir(staged(Path::new("/dev")), 0o755));
-    for name in DEVICES {
-        let host = Path::new("/dev").join(name);
-        if host.exists() {
-            bind(&mut ops, &host, &host, false, true, true)?;
-        }
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        ops.push(Op::Symlink(
-            cstring(target, "link")?,
-            staged(&Path::new("/dev").join(link)),
-        ));
-    }
-    let tmpfs_options = |mode: &str| {
-        CString::new(format!("mode={mode},size={}", limits.memory_bytes)).expect("digits")
-    };
-    ops.push(Op::Mkdir(staged(Path::new("/dev/shm")), 0o755));
-    ops.push(Op::Tmpfs(
-        staged(Path::new("/dev/shm")),
-        tmpfs_options("1777"),
-    ));
-    rules.push((
-        cstring("/dev", "path")?,
-        fs::READ_FILE | fs::WRITE_FILE | fs::READ_DIR | fs::TRUNCATE | fs::IOCTL_DEV,
-    ));
-    rules.push((cstring("/dev/shm", "path")?, fs::READ_WRITE));
-
-    ops.push(Op::Mkdir(staged(Path::new("/proc")), 0o555));
-    ops.push(Op::Proc(staged(Path::new("/proc"))));
-    rules.push((cstring("/proc", "path")?, fs::READ_FILE | fs::READ_DIR));
-
-    ops.push(Op::Mkdir(staged(Path::new("/tmp")), 0o1777));
-    ops.push(Op::Tmpfs(staged(Path::new("/tmp")), tmpfs_options("1777")));
-    rules.push((cstring("/tmp", "path")?, fs::READ_WRITE));
-
-    ops.push(Op::Mkdir(staged(Path::new("/workspace")), 0o755));
-    bind(
-        &mut ops,
-        &workspace,
-        Path::new("/workspace"),
-        true,
-        true,
-        false,
-    )?;
-    rules.push((cstring("/workspace", "path")?, fs::READ_WRITE));
-    exposed.push(workspace.clone());
-
-    let grants = checked_grants(spec)?;
-    for (path, access) in &grants {
-        let mut ancestor = PathBuf::from("/");
-        for part in path.components().skip(1) {
-            if let Component::Normal(name) = part {
-                ancestor.push(name);
-                if ancestor != *path {
-                    ops.push(Op::Mkdir(staged(&ancestor), 0o755));
-                }
-            }
-        }
-        ops.push(Op::Mkdir(staged(path), 0o755));
-        let writable = *access == Access::ReadWrite;
-        bind(&mut ops, path, path, true, writable, false)?;
-        let rights = if writable {
-            fs::READ_WRITE
-        } else {
-            fs::READ_EXEC
-        };
-        rules.push((cstring(path.as_os_str().as_bytes(), "grant")?, rights));
-        exposed.push(path.clone());
-    }
-
-    check_hidden(spec, &workspace, &exposed)?;
-
-    let mut argv = vec![cstring(program, "the command")?];
-    for arg in &spec.args {
-        argv.push(cstring(arg.as_bytes(), "an argument")?);
-    }
-    let mut envp = Vec::new();
-    let mut env: Vec<(String, OsString)> = spec.env.clone();
-    if spec.network.is_some() {
-        // Every common client honours one of these; the proxy is the only way out.
-        let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
-        for name in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "ALL_PROXY",
-            "all_proxy",
-        ] {
-            if !env.iter().any(|(n, _)| n == name) {
-                env.push((name.to_string(), proxy.clone().into()));
-            }
-        }
-    }
-    for (name, value) in &env {
-        if !valid_env_name(name) {
-            return Err(SandboxError::Invalid(format!(
-                "{name:?} is not a valid environment variable name"
-            )));
-        }
-        let mut entry = OsString::from(format!("{name}="));
-        entry.push(value);
-        envp.push(cstring(entry.as_bytes(), "an environment value")?);
-    }
+    let (argv, envp) = command_line(spec)?;
     let candidates = candidates(&spec.program, &spec.path_var())?;
     let argv_ptrs = null_terminated(&argv);
     let envp_ptrs = null_terminated(&envp);
@@ -574,6 +396,12 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         Some(_) => vec![PROXY_PORT],
         None => Vec::new(),
     };
+    let Root {
+        ops,
+        sources,
+        rules,
+        ..
+    } = root;
     let landlock = landlock::abi().map(|abi| landlock::Plan::new(abi, rules, connect_ports));
     let (host_uid, host_gid) = host_ids();
 
@@ -602,6 +430,241 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
         host_gid,
         network: spec.network.as_ref().map(|_| NetSetup::new()),
     })
+}
+
+/// The sandbox's root as it is planned: the mount operations the child carries out, the
+/// host paths it binds (checked again by device and inode after opening), the Landlock
+/// rules that go with them, and every host path exposed (for the hidden-path check).
+struct Root {
+    ops: Vec<Op>,
+    sources: Vec<Source>,
+    rules: Vec<(CString, u64)>,
+    exposed: Vec<PathBuf>,
+}
+
+impl Root {
+    fn new() -> Result<Self, SandboxError> {
+        Ok(Self {
+            ops: Vec::new(),
+            sources: Vec::new(),
+            rules: vec![(cstring("/", "path")?, fs::READ_DIR)],
+            exposed: Vec::new(),
+        })
+    }
+
+    /// Binds `host` at `inside`, remembering what the host path resolved to.
+    fn bind(
+        &mut self,
+        host: &Path,
+        inside: &Path,
+        dir: bool,
+        writable: bool,
+        device: bool,
+    ) -> Result<(), SandboxError> {
+        use std::os::unix::fs::MetadataExt;
+        let resolved = std::fs::canonicalize(host).map_err(|source| SandboxError::Path {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        let meta = std::fs::metadata(&resolved).map_err(|source| SandboxError::Path {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        self.ops.push(Op::Bind {
+            source: self.sources.len(),
+            target: staged(inside),
+            dir,
+            writable,
+            device,
+        });
+        self.sources.push(Source {
+            path: cstring(resolved.as_os_str().as_bytes(), "a path")?,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
+        Ok(())
+    }
+
+    fn rule(&mut self, path: &str, rights: u64) -> Result<(), SandboxError> {
+        self.rules.push((cstring(path, "path")?, rights));
+        Ok(())
+    }
+
+    /// The system directories, read-only (symlinks such as `/bin` → `usr/bin` as links).
+    fn system_dirs(&mut self) -> Result<(), SandboxError> {
+        for name in SYSTEM_DIRS {
+            let host = Path::new("/").join(name);
+            let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&host)?;
+                self.ops.push(Op::Symlink(
+                    cstring(target.as_os_str().as_bytes(), "link")?,
+                    staged(&host),
+                ));
+            } else if meta.is_dir() {
+                self.bind(&host, &host, true, false, false)?;
+                self.rules
+                    .push((cstring(host.as_os_str().as_bytes(), "path")?, fs::READ_EXEC));
+                self.exposed.push(host);
+            }
+        }
+        Ok(())
+    }
+
+    /// `/etc`: moat's own minimal files, and the few host files programs need to run.
+    fn etc(&mut self) -> Result<(), SandboxError> {
+        self.ops.push(Op::Mkdir(staged(Path::new("/etc")), 0o755));
+        for (name, content) in [
+            ("passwd", PASSWD),
+            ("group", GROUP),
+            ("hosts", HOSTS),
+            ("nsswitch.conf", NSSWITCH),
+            ("hostname", "moat-sandbox\n"),
+        ] {
+            self.ops.push(Op::File(
+                staged(&Path::new("/etc").join(name)),
+                content.as_bytes(),
+            ));
+        }
+        for name in ETC_SHARED {
+            let host = Path::new("/etc").join(name);
+            if let Ok(meta) = std::fs::metadata(&host) {
+                if let Some(parent) = host.parent().filter(|p| *p != Path::new("/etc")) {
+                    self.ops.push(Op::Mkdir(staged(parent), 0o755));
+                }
+                self.bind(&host, &host, meta.is_dir(), false, false)?;
+                self.exposed.push(host);
+            }
+        }
+        self.rule("/etc", fs::READ_EXEC)
+    }
+
+    /// `/dev`: the harmless devices, the standard descriptors, and a private `/dev/shm`.
+    fn dev(&mut self, memory_bytes: u64) -> Result<(), SandboxError> {
+        self.ops.push(Op::Mkdir(staged(Path::new("/dev")), 0o755));
+        for name in DEVICES {
+            let host = Path::new("/dev").join(name);
+            if host.exists() {
+                self.bind(&host, &host, false, true, true)?;
+            }
+        }
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            self.ops.push(Op::Symlink(
+                cstring(target, "link")?,
+                staged(&Path::new("/dev").join(link)),
+            ));
+        }
+        self.ops
+            .push(Op::Mkdir(staged(Path::new("/dev/shm")), 0o755));
+        self.ops.push(Op::Tmpfs(
+            staged(Path::new("/dev/shm")),
+            tmpfs_options(memory_bytes),
+        ));
+        self.rule(
+            "/dev",
+            fs::READ_FILE | fs::WRITE_FILE | fs::READ_DIR | fs::TRUNCATE | fs::IOCTL_DEV,
+        )?;
+        self.rule("/dev/shm", fs::READ_WRITE)
+    }
+
+    /// A fresh `/proc` of the sandbox's own PID namespace, and a private `/tmp`.
+    fn proc_and_tmp(&mut self, memory_bytes: u64) -> Result<(), SandboxError> {
+        self.ops.push(Op::Mkdir(staged(Path::new("/proc")), 0o555));
+        self.ops.push(Op::Proc(staged(Path::new("/proc"))));
+        self.rule("/proc", fs::READ_FILE | fs::READ_DIR)?;
+        self.ops.push(Op::Mkdir(staged(Path::new("/tmp")), 0o1777));
+        self.ops.push(Op::Tmpfs(
+            staged(Path::new("/tmp")),
+            tmpfs_options(memory_bytes),
+        ));
+        self.rule("/tmp", fs::READ_WRITE)
+    }
+
+    /// The workspace, read-write at `/workspace`.
+    fn workspace(&mut self, workspace: &Path) -> Result<(), SandboxError> {
+        self.ops
+            .push(Op::Mkdir(staged(Path::new("/workspace")), 0o755));
+        self.bind(workspace, Path::new("/workspace"), true, true, false)?;
+        self.rule("/workspace", fs::READ_WRITE)?;
+        self.exposed.push(workspace.to_path_buf());
+        Ok(())
+    }
+
+    /// Each granted path at its own place, read-only or read-write as granted.
+    fn grants(&mut self, grants: &[(PathBuf, Access)]) -> Result<(), SandboxError> {
+        for (path, access) in grants {
+            let mut ancestor = PathBuf::from("/");
+            for part in path.components().skip(1) {
+                if let Component::Normal(name) = part {
+                    ancestor.push(name);
+                    if ancestor != *path {
+                        self.ops.push(Op::Mkdir(staged(&ancestor), 0o755));
+                    }
+                }
+            }
+            self.ops.push(Op::Mkdir(staged(path), 0o755));
+            let writable = *access == Access::ReadWrite;
+            self.bind(path, path, true, writable, false)?;
+            let rights = if writable {
+                fs::READ_WRITE
+            } else {
+                fs::READ_EXEC
+            };
+            self.rules
+                .push((cstring(path.as_os_str().as_bytes(), "grant")?, rights));
+            self.exposed.push(path.clone());
+        }
+        Ok(())
+    }
+}
+
+/// A tmpfs sized at the memory limit, open to everyone (sticky).
+fn tmpfs_options(memory_bytes: u64) -> CString {
+    CString::new(format!("mode=1777,size={memory_bytes}")).expect("digits")
+}
+
+/// The command's argv and environment as C strings; with a network grant, the proxy
+/// variables every common client honours point at the egress proxy, the only way out.
+fn command_line(spec: &Spec) -> Result<(Vec<CString>, Vec<CString>), SandboxError> {
+    let mut argv = vec![cstring(spec.program.as_bytes(), "the command")?];
+    for arg in &spec.args {
+        argv.push(cstring(arg.as_bytes(), "an argument")?);
+    }
+    let mut env: Vec<(String, OsString)> = spec.env.clone();
+    if spec.network.is_some() {
+        let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            if !env.iter().any(|(n, _)| n == name) {
+                env.push((name.to_string(), proxy.clone().into()));
+            }
+        }
+    }
+    let mut envp = Vec::new();
+    for (name, value) in &env {
+        if !valid_env_name(name) {
+            return Err(SandboxError::Invalid(format!(
+                "{name:?} is not a valid environment variable name"
+            )));
+        }
+        let mut entry = OsString::from(format!("{name}="));
+        entry.push(value);
+        envp.push(cstring(entry.as_bytes(), "an environment value")?);
+    }
+    Ok((argv, envp))
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const c_char> {

@@ -64,7 +64,10 @@ impl State {
     /// Keeps a clone of `stream` under connection `id`; false (and the stream shut) when
     /// the proxy already stopped.
     fn register(&self, id: usize, stream: &TcpStream) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if open.0 {
             let _ = stream.shutdown(Shutdown::Both);
             return false;
@@ -78,17 +81,23 @@ impl State {
     fn forget(&self, id: usize) {
         self.open
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .1
             .remove(&id);
     }
 
     fn stopped(&self) -> bool {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
     }
 
     fn log(&self, destination: String, allowed: bool, reason: String) {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         record(&mut events, destination, allowed, reason);
     }
 }
@@ -189,12 +198,22 @@ impl Proxy {
     /// Stops accepting, breaks every connection, and returns the decisions made.
     pub fn stop(mut self) -> Vec<NetEvent> {
         self.shut();
-        std::mem::take(&mut *self.state.events.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .state
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn shut(&mut self) {
         let open = {
-            let mut open = self.state.open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = self
+                .state
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             open.0 = true;
             std::mem::take(&mut open.1)
         };

@@ -2,7 +2,7 @@
 //! real sockets with a raw HTTP/1.1 client, so tests control every header byte.
 #![allow(dead_code)]
 
-pub mod upstream;
+pub(crate) mod upstream;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,10 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_moat");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_moat");
 
 /// A running `moat serve`.
-pub struct Moat {
+pub(crate) struct Moat {
     pub child: Child,
     pub home: tempfile::TempDir,
     pub main: SocketAddr,
@@ -25,7 +25,7 @@ pub struct Moat {
 }
 
 /// A `moat` command in a fresh home, with the environment cleared of the host's MOAT_*.
-pub fn moat_cmd(home: &Path) -> Command {
+pub(crate) fn moat_cmd(home: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("MOAT_") {
@@ -40,12 +40,12 @@ pub fn moat_cmd(home: &Path) -> Command {
 }
 
 /// Where tests keep seal secrets: outside every test home, and not in the real ~/.local.
-pub fn seal_dir() -> PathBuf {
+pub(crate) fn seal_dir() -> PathBuf {
     std::env::temp_dir().join("moat-test-seal")
 }
 
 /// A fresh home with mode 0700, as `moat serve` would create it.
-pub fn new_home() -> tempfile::TempDir {
+pub(crate) fn new_home() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("moat-test-")
@@ -58,12 +58,12 @@ pub fn new_home() -> tempfile::TempDir {
 impl Moat {
     /// Starts `moat serve` with `args` and `env` on an ephemeral loopback port unless
     /// `args` chooses a listener, and waits until it listens.
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Moat {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Moat {
         Self::start_in(new_home(), args, env, None)
     }
 
     /// Like [`Moat::start`], in an existing home, optionally wrapped (e.g. `ip netns exec NS`).
-    pub fn start_in(
+    pub(crate) fn start_in(
         home: tempfile::TempDir,
         args: &[&str],
         env: &[(&str, &str)],
@@ -148,25 +148,25 @@ impl Moat {
         }
     }
 
-    pub fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         std::fs::read_to_string(self.home.path().join("control.token"))
             .unwrap()
             .trim()
             .to_string()
     }
 
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         self.main.to_string()
     }
 
     /// Sends SIGTERM and waits for exit; returns the exit status code.
-    pub fn terminate(&mut self) -> Option<i32> {
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
         signal(self.child.id(), "TERM");
         self.wait_exit()
     }
 
     /// Waits up to 30 s for the process to exit; returns its exit code.
-    pub fn wait_exit(&mut self) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -178,7 +178,7 @@ impl Moat {
     }
 
     /// Everything moat wrote to stdout (until start) and stderr so far.
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         let mut s = self.stdout_lines.join("\n");
         s.push('\n');
         s.push_str(&std::fs::read_to_string(&self.stderr_path).unwrap_or_default());
@@ -193,7 +193,7 @@ impl Drop for Moat {
     }
 }
 
-pub fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
@@ -211,24 +211,24 @@ fn parse_url_addr(url: &str) -> SocketAddr {
 
 /// A parsed HTTP response.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub headers: HashMap<String, String>,
     pub body: String,
 }
 
 impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
     }
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
     /// Asserts the three security headers are present.
-    pub fn assert_security_headers(&self) {
+    pub(crate) fn assert_security_headers(&self) {
         assert_eq!(
             self.header("x-content-type-options"),
             Some("nosniff"),
@@ -240,7 +240,7 @@ impl Resp {
 }
 
 /// Sends raw request bytes (the caller writes the whole head) and reads one response.
-pub fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
+pub(crate) fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     // The server may refuse before reading everything; a failed write is fine then.
@@ -249,7 +249,7 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> Resp {
 }
 
 /// Reads one response (until the connection closes or content-length is satisfied).
-pub fn read_response(s: &mut TcpStream) -> Resp {
+pub(crate) fn read_response(s: &mut TcpStream) -> Resp {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -304,7 +304,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A GET with the given extra header lines; `Host` is the listener address unless given.
-pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+pub(crate) fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         req.push_str(&format!("Host: {addr}\r\n"));
@@ -319,7 +319,7 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
 /// Runs `moat ARGS` to completion in `home` with `env`; returns (code, stdout, stderr).
 /// A command still running after 60 s is killed and the test fails.
 /// Runs `moat ARGS` in `home` feeding `stdin`, and returns (exit code, stdout, stderr).
-pub fn run_moat_stdin(home: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+pub(crate) fn run_moat_stdin(home: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = moat_cmd(home)
         .args(args)
         .stdin(Stdio::piped())
@@ -341,7 +341,7 @@ pub fn run_moat_stdin(home: &Path, args: &[&str], stdin: &str) -> (i32, String, 
     )
 }
 
-pub fn run_moat(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn run_moat(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let child = moat_cmd(home)
         .args(args)
         .envs(env.iter().copied())
@@ -370,7 +370,7 @@ pub fn run_moat(home: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, Strin
 }
 
 /// A self-signed certificate for `names` (DNS names or IPs), written as PEM into `dir`.
-pub fn self_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+pub(crate) fn self_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let cert = rcgen::generate_simple_self_signed(names).unwrap();
     let cert_path = dir.join("cert.pem");
@@ -381,7 +381,12 @@ pub fn self_signed(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
 }
 
 /// POSTs JSON and reads the whole response (de-chunked); the connection then closes.
-pub fn post_json(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+pub(crate) fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -432,7 +437,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 }
 
 /// The `data:` payloads of an SSE body, with their event names.
-pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
     let mut out = Vec::new();
     for block in body.replace("\r\n", "\n").split("\n\n") {
         let mut event = None;

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 /// One scripted reply.
 #[derive(Clone, Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
@@ -26,7 +26,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn json(status: u16, body: serde_json::Value) -> Self {
+    pub(crate) fn json(status: u16, body: serde_json::Value) -> Self {
         Self {
             status,
             content_type: "application/json",
@@ -38,7 +38,7 @@ impl Reply {
     }
 
     /// Server-sent events, each given as its full text (`event: x\ndata: {...}\n\n`).
-    pub fn sse(events: &[String]) -> Self {
+    pub(crate) fn sse(events: &[String]) -> Self {
         Self {
             status: 200,
             content_type: "text/event-stream",
@@ -49,7 +49,7 @@ impl Reply {
         }
     }
 
-    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_string()));
         self
     }
@@ -57,7 +57,7 @@ impl Reply {
 
 /// What the upstream received.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: http::Method,
     pub path: String,
     pub headers: http::HeaderMap,
@@ -72,14 +72,14 @@ struct Shared {
     closed: Mutex<Vec<Instant>>,
 }
 
-pub struct FakeUpstream {
+pub(crate) struct FakeUpstream {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl FakeUpstream {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -103,19 +103,19 @@ impl FakeUpstream {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    pub fn push(&self, reply: Reply) {
+    pub(crate) fn push(&self, reply: Reply) {
         self.shared.script.lock().unwrap().push_back(reply);
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
     }
 
-    pub fn closed(&self) -> Vec<Instant> {
+    pub(crate) fn closed(&self) -> Vec<Instant> {
         self.shared.closed.lock().unwrap().clone()
     }
 }
@@ -194,11 +194,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 /// An Anthropic SSE event.
-pub fn a_event(name: &str, data: serde_json::Value) -> String {
+pub(crate) fn a_event(name: &str, data: serde_json::Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
 /// An OpenAI SSE chunk.
-pub fn o_event(data: serde_json::Value) -> String {
+pub(crate) fn o_event(data: serde_json::Value) -> String {
     format!("data: {data}\n\n")
 }

@@ -1,0 +1,11 @@
+//! What the commands share: opening the vault, the audit log, secret references, edits of
+//! config.toml and the gateway's credentials. Command modules use these and never each
+//! other, so that a new command (or the assistant to come) finds one place for each job.
+
+pub(crate) mod accounts;
+pub(crate) mod audit;
+pub(crate) mod config_edit;
+pub(crate) mod progress;
+pub(crate) mod prompt;
+pub(crate) mod secrets;
+pub(crate) mod vault;
