@@ -223,6 +223,23 @@ impl Redactor {
         }
     }
 
+    /// `bytes` with every exact known secret replaced by [`MARK`], or `None` when none is
+    /// in them. Only the exact values, never the shapes: an answer that shows code with
+    /// `sk-...` placeholders or `password = x` belongs to the client as it is, but a value
+    /// moat holds never leaves it.
+    pub fn mask_known(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ac = known.automaton.as_ref()?;
+        if !ac.is_match(bytes) {
+            return None;
+        }
+        let marks = vec![MARK.as_bytes(); known.values.len()];
+        Some(ac.replace_all_bytes(bytes, &marks))
+    }
+
     /// Redacts bytes that may not be UTF-8 (invalid sequences become U+FFFD).
     pub fn redact_bytes(&self, bytes: &[u8]) -> String {
         self.redact(&String::from_utf8_lossy(bytes)).into_owned()
@@ -517,6 +534,24 @@ mod tests {
         assert_eq!(
             r.redact("/etc/moat/key.pem: sk-ant-api03-abcdefghijkl"),
             "/etc/moat/key.pem: [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn masking_takes_exact_values_only() {
+        let r = Redactor::new();
+        assert_eq!(r.mask_known(b"nothing known yet"), None);
+        r.add_known_secret("vault-value-0123456789");
+        assert_eq!(r.mask_known(b"{\"text\":\"plain\"}"), None);
+        assert_eq!(
+            r.mask_known(b"{\"text\":\"it is vault-value-0123456789!\"}")
+                .unwrap(),
+            b"{\"text\":\"it is [REDACTED]!\"}"
+        );
+        // Shapes are the client's content here.
+        assert_eq!(
+            r.mask_known(b"use sk-ant-api03-EXAMPLEKEY000000 here"),
+            None
         );
     }
 }

@@ -83,8 +83,8 @@ impl ApiError {
             .into_owned();
         let mut body = error_body(format, self.status, &message);
         if format == ApiFormat::OpenAi {
-            body["error"]["code"] = json!(self.code);
-            body["error"]["param"] = json!(self.param);
+            body["error"]["code"] = json!(self.code.as_deref().and_then(clean_word));
+            body["error"]["param"] = json!(self.param.as_deref().and_then(clean_word));
         }
         body
     }
@@ -106,6 +106,16 @@ impl ApiError {
             ApiFormat::Anthropic => crate::sse::encode(Some("error"), &body),
             ApiFormat::OpenAi => crate::sse::encode(None, &body),
         }
+    }
+}
+
+/// An upstream's `code` or `param` as the client may see it: a word the redactor leaves
+/// alone. One it would touch holds a secret (an upstream echoing the key it was sent) or
+/// looks like one, and is no code a client acts on: it is dropped, not masked.
+fn clean_word(word: &str) -> Option<String> {
+    match moat_core::redact::global().redact(word) {
+        std::borrow::Cow::Borrowed(w) => Some(w.to_string()),
+        std::borrow::Cow::Owned(_) => None,
     }
 }
 

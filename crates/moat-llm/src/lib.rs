@@ -700,8 +700,11 @@ async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
 }
 
 /// A response with a JSON body.
+/// A JSON answer. Every byte of it is checked for the exact values moat holds: whole
+/// answers from upstreams leave through here too.
 pub(crate) fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response {
-    let mut resp = Response::new(axum::body::Body::from(body.into()));
+    let body = proxy::mask_known(body.into());
+    let mut resp = Response::new(axum::body::Body::from(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

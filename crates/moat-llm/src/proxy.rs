@@ -1265,26 +1265,30 @@ impl StreamState {
         }
         match &mut self.mode {
             Mode::Pass(p) => {
+                let was = p.errored();
                 for ev in &events {
                     if p.observe(ev) {
                         self.finished = true;
                     }
                 }
-                if p.errored() {
+                let errored_now = !was && p.errored();
+                if errored_now {
                     self.meter.record.error_class = Some("upstream_stream_error");
                 }
-                self.forward_whole_events(data);
+                self.forward_whole_events(data, errored_now);
             }
             Mode::Native(w) => {
+                let was = w.errored();
                 for ev in &events {
                     if w.observe(ev) {
                         self.finished = true;
                     }
                 }
-                if w.errored() {
+                let errored_now = !was && w.errored();
+                if errored_now {
                     self.meter.record.error_class = Some("upstream_stream_error");
                 }
-                self.forward_whole_events(data);
+                self.forward_whole_events(data, errored_now);
             }
             Mode::Translate(t) => {
                 for ev in events {
@@ -1299,17 +1303,23 @@ impl StreamState {
     }
 
     /// Queues the passed-through bytes that complete events; the rest waits in `tail`.
-    fn forward_whole_events(&mut self, data: Bytes) {
+    /// Events that carry the upstream's error pass the whole redactor, credential shapes
+    /// included, as every error moat sends does (an upstream may quote the key it got).
+    fn forward_whole_events(&mut self, data: Bytes, holds_error: bool) {
         let Some(b) = self.parser.last_boundary() else {
             self.tail.extend_from_slice(&data);
             return;
         };
-        let whole = if self.tail.is_empty() {
+        let mut whole = if self.tail.is_empty() {
             data.slice(..b)
         } else {
             self.tail.extend_from_slice(&data[..b]);
             self.tail.split().freeze()
         };
+        if holds_error {
+            let redacted = moat_core::redact::global().redact_bytes(&whole);
+            whole = Bytes::from(redacted);
+        }
         if !whole.is_empty() {
             self.pending.push_back(whole);
         }
@@ -1356,10 +1366,22 @@ impl StreamState {
     }
 }
 
+/// `bytes` with every exact value moat holds (vault entries, keys, tokens) masked: a
+/// backend that echoes its own key in an answer does not hand it to the client.
+pub(crate) fn mask_known(bytes: Bytes) -> Bytes {
+    match moat_core::redact::global().mask_known(&bytes) {
+        Some(masked) => Bytes::from(masked),
+        None => bytes,
+    }
+}
+
 fn stream_body(state: StreamState) -> Body {
     let s = futures_util::stream::unfold(state, |mut s| async move {
         loop {
             if let Some(b) = s.pending.pop_front() {
+                // Whole events only (see `forward_whole_events`), so a value cannot be
+                // split between two of these.
+                let b = mask_known(b);
                 s.meter.record.bytes += b.len() as u64;
                 return Some((Ok::<_, Infallible>(b), s));
             }

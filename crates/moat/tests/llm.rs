@@ -1832,3 +1832,113 @@ fn native_responses_pass_through_untouched_and_are_kept() {
     assert_eq!(sum("output_tokens"), 11, "{out}");
     assert_eq!(sum("cached_tokens"), 12, "{out}");
 }
+
+/// A hostile upstream puts the backend's key into every string field it can: no path
+/// from an upstream to a client carries it, whole or streamed, error or success.
+#[test]
+fn the_key_an_upstream_echoes_never_reaches_the_client_on_any_path() {
+    // A key of no known shape: only moat's exact knowledge of it can catch it.
+    const PLAIN: &str = "moatCanaryPlainValue7Q2x9Lk";
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let home = new_home();
+    std::fs::write(home.path().join("config.toml"), backends(&ant, &oai)).unwrap();
+    let moat = Moat::start_in(home, &[], &[("FAKE_KEY", PLAIN)], None);
+    let clean = |what: &str, body: &str| {
+        assert!(
+            !body.contains(PLAIN) && !body.contains(CANARY),
+            "{what}: {body}"
+        );
+    };
+    let chat = |stream: bool| {
+        json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+    };
+    let messages = |stream: bool| {
+        json!({"model": "claude-a", "stream": stream, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+    };
+
+    // Mid-stream errors of same-format streams, with the key in a provider's shape too.
+    oai.push(Reply::sse(&[
+        o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": PLAIN}, "finish_reason": null}]})),
+        format!("data: {}\n\n", json!({"error": {"message": format!("key {CANARY} and {PLAIN}"), "code": PLAIN}})),
+    ]));
+    let r = post_json(moat.main, "/v1/chat/completions", &[], &chat(true));
+    clean("openai stream error", &r.body);
+    ant.push(Reply::sse(&[
+        a_event("message_start", json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "content": [], "model": "claude-a", "stop_reason": null, "usage": {"input_tokens": 1, "output_tokens": 0}}})),
+        a_event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": PLAIN}})),
+        a_event("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": format!("{CANARY} / {PLAIN}")}})),
+    ]));
+    let r = post_json(moat.main, "/v1/messages", &[], &messages(true));
+    clean("anthropic stream error", &r.body);
+    assert!(r.body.contains("event: error"), "{}", r.body);
+
+    // Successes, whole and streamed, on every endpoint that carries upstream bytes.
+    oai.push(Reply::json(200, json!({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("the key is {PLAIN}")}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})));
+    let r = post_json(moat.main, "/v1/chat/completions", &[], &chat(false));
+    assert_eq!(r.status, 200, "{}", r.body);
+    clean("openai whole", &r.body);
+    assert!(r.body.contains("[REDACTED]"), "{}", r.body);
+    let mut message = anthropic_message();
+    message["content"] = json!([{"type": "text", "text": PLAIN}]);
+    ant.push(Reply::json(200, message.clone()));
+    let r = post_json(moat.main, "/v1/messages", &[], &messages(false));
+    assert_eq!(r.status, 200, "{}", r.body);
+    clean("anthropic whole", &r.body);
+    ant.push(Reply::json(200, message));
+    let r = post_json(
+        moat.main,
+        "/v1/chat/completions",
+        &[],
+        &json!({"model": "claude-a", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    clean("translated whole", &r.body);
+    oai.push(Reply::json(200, json!({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "content": PLAIN}, "finish_reason": "stop"}]})));
+    let r = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "input": "hi", "store": false}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    clean("responses whole", &r.body);
+    oai.push(Reply::sse(&[
+        o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"role": "assistant", "content": format!("{PLAIN}!")}, "finish_reason": null}]})),
+        o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+        "data: [DONE]\n\n".into(),
+    ]));
+    let r = post_json(
+        moat.main,
+        "/v1/responses",
+        &[],
+        &json!({"model": "gpt-4o", "input": "hi", "store": false, "stream": true}).to_string(),
+    );
+    clean("responses stream", &r.body);
+    ant.push(Reply::json(200, json!({"input_tokens": 3, "note": PLAIN})));
+    let r = post_json(
+        moat.main,
+        "/v1/messages/count_tokens",
+        &[],
+        &json!({"model": "claude-a", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    clean("count_tokens", &r.body);
+    ant.push(Reply::json(200, json!({"type": "completion", "completion": PLAIN, "stop_reason": "stop_sequence", "model": "claude-2.1"})));
+    let r = post_json(moat.main, "/v1/complete", &[("anthropic-version", "2023-06-01")],
+        &json!({"model": "claude-2.1", "max_tokens_to_sample": 5, "prompt": "\n\nHuman: hi\n\nAssistant:"}).to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    clean("complete", &r.body);
+    // OpenAI errors: every field, at every status a client may see (last: a 429 cools
+    // the account).
+    for status in [400, 404, 413, 422, 429, 500, 502, 504] {
+        oai.push(Reply::json(
+            status,
+            json!({"error": {"message": format!("bad {PLAIN}"), "type": PLAIN, "code": PLAIN, "param": PLAIN}}),
+        ));
+        let r = post_json(moat.main, "/v1/chat/completions", &[], &chat(false));
+        clean(&format!("openai error {status}"), &r.body);
+    }
+    let r = get(moat.main, "/v1/models", &[]);
+    clean("models", &r.body);
+}
