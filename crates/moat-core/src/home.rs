@@ -123,32 +123,54 @@ impl Home {
         self.root.join("control.token")
     }
 
-    /// Entries under the home whose mode lets anyone but the owner in.
-    ///
-    /// Directories must be 0700 and files 0600 at most; symlinks are not followed.
+    /// Entries under the home that anyone but the user running moat can reach: owned by
+    /// another user, or with a mode that lets others in (directories must be 0700 and
+    /// files 0600 at most). Symlinks are not followed.
     pub fn permission_problems(&self) -> io::Result<Vec<PermissionProblem>> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
         let mut problems = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(path) = stack.pop() {
             let meta = fs::symlink_metadata(&path)?;
             let mode = meta.permissions().mode() & 0o777;
+            let want = if meta.is_dir() {
+                DIR_MODE
+            } else {
+                crate::atomic::FILE_MODE
+            };
+            if !meta.is_dir() && !meta.is_file() {
+                continue;
+            }
+            if meta.uid() != me {
+                problems.push(PermissionProblem {
+                    path: path.clone(),
+                    mode,
+                    want,
+                    kind: ProblemKind::ForeignOwner {
+                        owner: meta.uid(),
+                        me,
+                    },
+                });
+            } else if mode & 0o022 != 0 {
+                problems.push(PermissionProblem {
+                    path: path.clone(),
+                    mode,
+                    want,
+                    kind: ProblemKind::Writable,
+                });
+            } else if mode & 0o077 != 0 {
+                problems.push(PermissionProblem {
+                    path: path.clone(),
+                    mode,
+                    want,
+                    kind: ProblemKind::Readable,
+                });
+            }
             if meta.is_dir() {
-                if mode & 0o077 != 0 {
-                    problems.push(PermissionProblem {
-                        path: path.clone(),
-                        mode,
-                        want: DIR_MODE,
-                    });
-                }
                 for entry in fs::read_dir(&path)? {
                     stack.push(entry?.path());
                 }
-            } else if meta.is_file() && mode & 0o077 != 0 {
-                problems.push(PermissionProblem {
-                    path,
-                    mode,
-                    want: crate::atomic::FILE_MODE,
-                });
             }
         }
         problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -156,7 +178,7 @@ impl Home {
     }
 }
 
-/// A file or directory that others than the owner can access.
+/// A file or directory that others than the user running moat can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PermissionProblem {
     /// The entry.
@@ -165,18 +187,70 @@ pub struct PermissionProblem {
     pub mode: u32,
     /// The mode it should have.
     pub want: u32,
+    /// Who else can reach it, and how.
+    pub kind: ProblemKind,
+}
+
+/// How others can reach an entry of the home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// Others may read it (or list or enter it).
+    Readable,
+    /// Others may change it: a config pointing a backend at their own server, a vault or
+    /// seal replaced. moat refuses to serve.
+    Writable,
+    /// Another user owns it, and so can change it and its mode. moat refuses to serve.
+    ForeignOwner {
+        /// The owner's uid.
+        owner: u32,
+        /// The uid moat runs as.
+        me: u32,
+    },
+}
+
+impl PermissionProblem {
+    /// Whether someone else could change what moat reads: a reason not to start.
+    pub fn is_unsafe(&self) -> bool {
+        !matches!(self.kind, ProblemKind::Readable)
+    }
+
+    /// What is wrong, in a sentence.
+    pub fn problem(&self) -> String {
+        match self.kind {
+            ProblemKind::ForeignOwner { owner, me } => format!(
+                "{} belongs to uid {owner}, not to uid {me} that moat runs as",
+                self.path.display()
+            ),
+            ProblemKind::Writable => format!(
+                "{} has mode {:03o}: other users can change it",
+                self.path.display(),
+                self.mode
+            ),
+            ProblemKind::Readable => format!(
+                "{} has mode {:03o}: other users can read it",
+                self.path.display(),
+                self.mode
+            ),
+        }
+    }
+
+    /// The command that fixes it.
+    pub fn fix(&self) -> String {
+        match self.kind {
+            ProblemKind::ForeignOwner { me, .. } => format!(
+                "chown {me} '{}' && chmod {:o} '{}' (or run moat as the user who owns MOAT_HOME)",
+                self.path.display(),
+                self.want,
+                self.path.display()
+            ),
+            _ => format!("chmod {:o} '{}'", self.want, self.path.display()),
+        }
+    }
 }
 
 impl std::fmt::Display for PermissionProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} has mode {:03o}; fix: chmod {:o} '{}'",
-            self.path.display(),
-            self.mode,
-            self.want,
-            self.path.display()
-        )
+        write!(f, "{}; fix: {}", self.problem(), self.fix())
     }
 }
 
@@ -205,6 +279,38 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].to_string().contains("chmod 600"),
+            "{}",
+            problems[0]
+        );
+        assert!(!problems[0].is_unsafe(), "readable is a warning");
+        fs::set_permissions(home.config_file(), fs::Permissions::from_mode(0o666)).unwrap();
+        fs::set_permissions(home.root(), fs::Permissions::from_mode(0o777)).unwrap();
+        let problems = home.permission_problems().unwrap();
+        assert_eq!(problems.len(), 2);
+        assert!(problems.iter().all(PermissionProblem::is_unsafe));
+        assert!(
+            problems[0].to_string().contains("chmod 700"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn a_home_owned_by_another_user_is_unsafe() {
+        if rustix::process::geteuid().as_raw() != 0 {
+            return; // only root can give a file away
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("h"));
+        home.ensure().unwrap();
+        fs::write(home.config_file(), "").unwrap();
+        fs::set_permissions(home.config_file(), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(home.config_file(), Some(65534), Some(65534)).unwrap();
+        let problems = home.permission_problems().unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].is_unsafe());
+        assert!(
+            problems[0].to_string().contains("belongs to uid 65534"),
             "{}",
             problems[0]
         );

@@ -348,9 +348,19 @@ fn login(
         data_key,
     };
     let entry = oauth_vault_entry(backend, name);
-    store
-        .save(&entry, &tokens)
-        .map_err(|e| Failure::runtime(anyhow!("the login worked but {e}")))?;
+    let record = |outcome: &str| {
+        moat_audit::Record::new(
+            app::audit::cli_actor(),
+            "account.oauth_login",
+            format!("{backend}/{name}"),
+            outcome,
+        )
+    };
+    app::audit::audited(home, record, || {
+        store
+            .save(&entry, &tokens)
+            .map_err(|e| Failure::runtime(anyhow!("the login worked but {e}")))
+    })?;
     let expiry = tokens
         .expires_in()
         .map(|s| {
@@ -367,15 +377,6 @@ fn login(
         } else {
             " (no refresh token: log in again when it expires)"
         }
-    );
-    app::audit::record_now(
-        home,
-        moat_audit::Record::new(
-            app::audit::cli_actor(),
-            "account.oauth_login",
-            format!("{backend}/{name}"),
-            "ok",
-        ),
     );
     Ok(())
 }

@@ -101,15 +101,16 @@ fn home_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
             )),
             Ok(problems) => {
                 for p in problems {
+                    let problem = p.problem();
                     results.push((
                         "permissions",
                         Outcome::Fail {
-                            problem: format!(
-                                "{} has mode {:03o}; only you should have access",
-                                p.path.display(),
-                                p.mode
-                            ),
-                            fix: format!("chmod {:o} '{}'", p.want, p.path.display()),
+                            problem: if p.is_unsafe() {
+                                format!("{problem} (moat serve refuses to start)")
+                            } else {
+                                problem.to_string()
+                            },
+                            fix: p.fix(),
                         },
                     ));
                 }

@@ -89,11 +89,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         config,
         config.auth.api_key.as_ref().map(|_| ApiKeyState::Unread),
     )?;
-    if let Ok(p) = home.permission_problems() {
-        for problem in p {
-            tracing::warn!("{problem}");
-        }
-    }
+    refuse_unsafe_home(home)?;
     let secrets = unlock_secrets(home, config)?;
     if let Some(key) = &secrets.api_key {
         refuse_exposure(config, Some(ApiKeyState::Value(key.expose())))?;
@@ -372,6 +368,30 @@ fn record_stop(
     state.checkpoint().map_err(Failure::runtime)?;
     tracing::info!("moat stopped");
     Ok(())
+}
+
+/// Refuses to start (exit 2) when someone else could change what moat reads (a config
+/// that points a backend at their server receives the key at the next start); warns
+/// when others can only read.
+fn refuse_unsafe_home(home: &Home) -> Result<(), Failure> {
+    let problems = home.permission_problems().map_err(|e| {
+        Failure::runtime(anyhow::anyhow!(
+            "cannot check the permissions of {}: {e}",
+            home.root().display()
+        ))
+    })?;
+    let (unsafe_, loose): (Vec<_>, Vec<_>) = problems.into_iter().partition(|p| p.is_unsafe());
+    for problem in loose {
+        tracing::warn!("{problem}");
+    }
+    if unsafe_.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = unsafe_.iter().map(ToString::to_string).collect();
+    Err(Failure::usage(anyhow::anyhow!(
+        "refusing to serve: other users could change what moat reads at start (its config, vault or seal)\n{}",
+        lines.join("\n")
+    )))
 }
 
 /// Refuses to start (exit 2) with every exposure problem of the main listener, each with

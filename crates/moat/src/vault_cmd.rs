@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::app::progress::with_progress;
 use crate::app::prompt::{new_password, new_pin, replacement_password};
-use crate::app::vault::{RESERVED, credential, emit, transact, write_new};
+use crate::app::vault::{RESERVED, audited, credential, emit, transact, write_new};
 use crate::cli::VaultCommand;
 use crate::{Failure, app};
 
@@ -53,15 +53,17 @@ fn init(home: &Home) -> Result<(), Failure> {
         )));
     }
     let password = new_password()?;
-    with_progress("creating the vault", || {
-        Vault::create(&path, &password, KdfParams::default())
-    })
-    .map_err(app::vault::failure)?;
-    // A seal left from an earlier vault holds another data key: it must go.
-    if let Ok(paths) = SealPaths::for_home(home.root()) {
-        let _ = paths.remove();
-    }
-    emit(home, VaultEvent::Init);
+    audited(home, VaultEvent::Init, || {
+        with_progress("creating the vault", || {
+            Vault::create(&path, &password, KdfParams::default())
+        })
+        .map_err(app::vault::failure)?;
+        // A seal left from an earlier vault holds another data key: it must go.
+        if let Ok(paths) = SealPaths::for_home(home.root()) {
+            let _ = paths.remove();
+        }
+        Ok(())
+    })?;
     println!(
         "created {} (AES-256-GCM, Argon2id m=64MiB t=3 p=1)",
         path.display()
@@ -139,15 +141,14 @@ fn add(
     app::vault::ensure(home)?;
     let credential = credential(home, "vault password")?;
     let value = read_value(stdin)?;
-    transact(home, &path, &credential, |v| {
-        v.add(name, value.to_vec(), description.clone(), scope.clone())
+    let event = VaultEvent::Add {
+        name: name.to_string(),
+    };
+    audited(home, event, || {
+        transact(home, &path, &credential, |v| {
+            v.add(name, value.to_vec(), description.clone(), scope.clone())
+        })
     })?;
-    emit(
-        home,
-        VaultEvent::Add {
-            name: name.to_string(),
-        },
-    );
     println!("added {name}");
     Ok(())
 }
@@ -155,13 +156,12 @@ fn add(
 fn remove(home: &Home, name: &str) -> Result<(), Failure> {
     let path = home.vault_file();
     let credential = credential(home, "vault password")?;
-    transact(home, &path, &credential, |v| v.remove(name))?;
-    emit(
-        home,
-        VaultEvent::Remove {
-            name: name.to_string(),
-        },
-    );
+    let event = VaultEvent::Remove {
+        name: name.to_string(),
+    };
+    audited(home, event, || {
+        transact(home, &path, &credential, |v| v.remove(name))
+    })?;
     println!("removed {name}");
     Ok(())
 }
@@ -175,14 +175,13 @@ fn rename(home: &Home, old: &str, new: &str) -> Result<(), Failure> {
         )));
     }
     let credential = credential(home, "vault password")?;
-    transact(home, &path, &credential, |v| v.rename(old, new))?;
-    emit(
-        home,
-        VaultEvent::Rename {
-            from: old.to_string(),
-            to: new.to_string(),
-        },
-    );
+    let event = VaultEvent::Rename {
+        from: old.to_string(),
+        to: new.to_string(),
+    };
+    audited(home, event, || {
+        transact(home, &path, &credential, |v| v.rename(old, new))
+    })?;
     println!("renamed {old} to {new}");
     Ok(())
 }
@@ -220,10 +219,11 @@ fn passwd(home: &Home) -> Result<(), Failure> {
     app::vault::ensure(home)?;
     let old = credential(home, "current vault password")?;
     let new = replacement_password()?;
-    transact(home, &path, &old, |v| {
-        v.change_password(&new, KdfParams::default())
+    audited(home, VaultEvent::PasswordChanged, || {
+        transact(home, &path, &old, |v| {
+            v.change_password(&new, KdfParams::default())
+        })
     })?;
-    emit(home, VaultEvent::PasswordChanged);
     println!("password changed; the data key was rewrapped, entries were not re-encrypted");
     Ok(())
 }
@@ -238,10 +238,13 @@ fn seal(home: &Home, pin: bool, store: Option<&str>) -> Result<(), Failure> {
     let vault = app::vault::unlock_or_create(home)?;
     let paths = SealPaths::for_home(home.root()).map_err(Failure::runtime)?;
     let pin = if pin { Some(new_pin()?) } else { None };
-    let sealed = with_progress("sealing", || {
-        paths.seal(&vault, pin.as_deref().map(|p| p.as_slice()), store)
-    })
-    .map_err(Failure::runtime)?;
+    let event = VaultEvent::Seal { pin: pin.is_some() };
+    let sealed = audited(home, event, || {
+        with_progress("sealing", || {
+            paths.seal(&vault, pin.as_deref().map(|p| p.as_slice()), store)
+        })
+        .map_err(Failure::runtime)
+    })?;
     if let Some(why) = &sealed.keyring_skipped {
         tracing::info!("seal: not using the OS keyring: {why}");
     }
@@ -250,7 +253,6 @@ fn seal(home: &Home, pin: bool, store: Option<&str>) -> Result<(), Failure> {
             "moat: warning: the previous seal's secret, {old}, could not be deleted ({why}); delete it with your keyring's own tool"
         );
     }
-    emit(home, VaultEvent::Seal { pin: pin.is_some() });
     if !moat_vault::seal::machine_bound() {
         eprintln!(
             "moat: warning: this system has no machine id; the seal is bound to the outside secret and the path only"
@@ -322,8 +324,11 @@ fn unseal(home: &Home) -> Result<(), Failure> {
             )));
         }
     }
-    if paths.remove().map_err(Failure::runtime)? {
-        emit(home, VaultEvent::Unseal);
+    if paths.status().is_none() {
+        println!("the vault was not sealed");
+    } else if audited(home, VaultEvent::Unseal, || {
+        paths.remove().map_err(Failure::runtime)
+    })? {
         println!("unsealed: the vault needs its password again");
     } else {
         println!("the vault was not sealed");

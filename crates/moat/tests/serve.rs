@@ -843,3 +843,62 @@ fn slow_heads_lose_their_places_to_new_connections() {
         t.join().unwrap();
     }
 }
+
+/// A file others can write (or own) could point a backend at their server, which gets
+/// the key at the next start: serve refuses, and says what to run.
+#[test]
+fn serve_refuses_a_home_others_can_change() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = new_home();
+    let config = home.path().join("config.toml");
+    std::fs::write(&config, "[log]\nlevel = \"info\"\n").unwrap();
+    let set = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for (what, path, mode) in [
+        ("config 0666", config.clone(), 0o666),
+        ("config 0620", config.clone(), 0o620),
+        ("home 0777", home.path().to_path_buf(), 0o777),
+    ] {
+        set(&config, 0o600);
+        set(home.path(), 0o700);
+        set(&path, mode);
+        let (code, out, err) = run_moat(home.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+        assert_eq!(code, 2, "{what}: {out}{err}");
+        assert!(
+            err.contains("refusing to serve")
+                && err.contains(&format!(
+                    "chmod {:o}",
+                    if path == config { 0o600 } else { 0o700 }
+                )),
+            "{what}: {err}"
+        );
+    }
+    // Only readable by others: a warning, and it serves.
+    set(home.path(), 0o700);
+    set(&config, 0o644);
+    let mut moat = Moat::start_in(home, &[], &[], None);
+    assert_eq!(get(moat.main, "/health", &[]).status, 200);
+    moat.terminate();
+    assert!(
+        moat.output().contains("other users can read it"),
+        "{}",
+        moat.output()
+    );
+    // Owned by someone else (only root can arrange that).
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    if root {
+        let home = new_home();
+        let config = home.path().join("config.toml");
+        std::fs::write(&config, "").unwrap();
+        set(&config, 0o600);
+        std::os::unix::fs::chown(&config, Some(65534), Some(65534)).unwrap();
+        let (code, _, err) = run_moat(home.path(), &["serve", "--listen", "127.0.0.1:0"], &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("belongs to uid 65534") && err.contains("chown 0"),
+            "{err}"
+        );
+    }
+}

@@ -832,3 +832,59 @@ fn a_seal_can_live_in_the_os_keyring() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is missing"), "{err}");
 }
+
+/// `vault add` killed at any moment: whatever the vault holds afterwards, the audit log
+/// mentions (the intent is on disk before the change is made).
+#[test]
+fn a_killed_vault_change_is_never_missing_from_the_audit_log() {
+    use std::io::Write;
+    let home = new_home();
+    // A fresh home: the first add makes the sealed vault, no password involved.
+    let (code, out, err) = run_vault(
+        home.path(),
+        &["add", "first", "--stdin"],
+        Some("value-0"),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("created a vault sealed to this machine"),
+        "{out}"
+    );
+    let mut rng = 0x9e37_79b9_u64;
+    for i in 0..24 {
+        let mut child = moat_cmd(home.path())
+            .args(["vault", "add", &format!("k{i}"), "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(format!("value-{i}").as_bytes()).unwrap();
+        drop(input);
+        // A different moment each time, across the whole command (tens of ms).
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(std::time::Duration::from_micros(rng % 60_000));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (code, listed, err) = vault_unattended(home.path(), &["list"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, audit, err) = run_moat(home.path(), &["audit", "export"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let mut kept = 0;
+    for i in 0..24 {
+        let name = format!("k{i}");
+        if listed.lines().any(|l| l.starts_with(&format!("{name} "))) {
+            kept += 1;
+            assert!(
+                audit.contains(&format!("\"target\":\"{name}\"")),
+                "{name} is in the vault but not in the audit log:\n{audit}"
+            );
+        }
+    }
+    eprintln!("{kept} of 24 killed adds were committed");
+}

@@ -111,6 +111,35 @@ pub(crate) fn record_now(home: &Home, record: Record) {
     record_all_now(home, vec![record]);
 }
 
+/// Makes a change with its audit record on both sides: the intent is on disk before the
+/// change starts (or the change is not made), the outcome after. A crash in between
+/// leaves an intent without an outcome in the log, never a change the log does not
+/// mention. `record` makes the entry for an outcome (`intent`, `ok`, `failed`).
+pub(crate) fn audited<T>(
+    home: &Home,
+    record: impl Fn(&str) -> Record,
+    change: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let intent = record("intent");
+    let action = intent.action.clone();
+    try_record_now(home, intent).map_err(|f| {
+        f.context(format!(
+            "nothing was changed: the audit log could not record the intent of {action}"
+        ))
+    })?;
+    let result = change();
+    record_now(home, record(if result.is_ok() { "ok" } else { "failed" }));
+    result
+}
+
+/// Records one entry and waits until it is on disk, or says why it could not: for the
+/// intent of a change, which must be in the log before the change is made.
+fn try_record_now(home: &Home, record: Record) -> Result<(), Failure> {
+    let w = open_unkeyed(home)?;
+    w.log().record(record).map_err(Failure::runtime)?;
+    w.close().map_err(Failure::runtime)
+}
+
 /// Records entries from a command-line process with one opening of the log, and waits
 /// until they are on disk; a failure is reported, naming the actions, and undoes nothing.
 pub(crate) fn record_all_now(home: &Home, records: Vec<Record>) {

@@ -19,17 +19,32 @@ pub(crate) const RESERVED: &str = "moat.";
 
 /// Records a vault event in the audit log (and, with -v, the log).
 pub(crate) fn emit(home: &Home, event: VaultEvent) {
+    let outcome = match event {
+        VaultEvent::UnlockFailed => "failed",
+        _ => "ok",
+    };
+    super::audit::record_now(home, record(&event, outcome));
+}
+
+/// Makes a change to the vault with its audit record on both sides (see
+/// [`super::audit::audited`]).
+pub(crate) fn audited<T>(
+    home: &Home,
+    event: VaultEvent,
+    change: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    super::audit::audited(home, |outcome| record(&event, outcome), change)
+}
+
+fn record(event: &VaultEvent, outcome: &str) -> moat_audit::Record {
     tracing::info!(
         target: "moat::audit",
         action = event.action(),
         target_name = event.target().as_deref().unwrap_or(""),
         actor = "cli",
+        outcome,
         "vault event"
     );
-    let outcome = match event {
-        VaultEvent::UnlockFailed => "failed",
-        _ => "ok",
-    };
     let mut record = moat_audit::Record::new(
         super::audit::cli_actor(),
         event.action(),
@@ -37,9 +52,9 @@ pub(crate) fn emit(home: &Home, event: VaultEvent) {
         outcome,
     );
     if let VaultEvent::Seal { pin } = event {
-        record = record.detail("pin", pin);
+        record = record.detail("pin", *pin);
     }
-    super::audit::record_now(home, record);
+    record
 }
 
 /// Writes `bytes` to `path` (0600) only if nothing is there: written whole to a temporary
