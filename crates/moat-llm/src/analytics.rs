@@ -143,6 +143,19 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The tools translations left out, as a `/metrics` counter.
+pub(crate) fn dropped_tools(out: &mut String, dropped: &BTreeMap<(String, String), u64>) {
+    out.push_str("# HELP moat_llm_dropped_tools_total Tools left out of translated requests (the backend cannot run them), by backend and tool type.\n# TYPE moat_llm_dropped_tools_total counter\n");
+    for ((backend, tool), n) in dropped {
+        let _ = writeln!(
+            out,
+            "moat_llm_dropped_tools_total{{backend=\"{}\",tool=\"{}\"}} {n}",
+            label(backend),
+            label(tool)
+        );
+    }
+}
+
 /// One account's live gauges for `/metrics`.
 #[derive(Debug, Clone)]
 pub(crate) struct AccountGauges {

@@ -43,6 +43,8 @@ pub struct Backend {
     name: String,
     kind: BackendKind,
     native_responses: bool,
+    /// What translation does with what this backend cannot take as it is.
+    translation: crate::translate::Options,
     /// The upstream URL of each [`Endpoint`] the kind has, built once from the
     /// configured base.
     urls: [Option<http::Uri>; 5],
@@ -136,6 +138,10 @@ impl Backend {
             name: name.to_string(),
             kind: config.kind,
             native_responses: config.responses == ResponsesMode::Native,
+            translation: crate::translate::Options {
+                unsupported_tools: config.unsupported_tools,
+                system_messages: config.system_messages,
+            },
             urls,
             pool: Pool::new(accounts, config.strategy, pools.clone()),
             auth: config.auth,
@@ -160,6 +166,11 @@ impl Backend {
     /// Whether `/v1/responses` passes through untouched to the backend's own `/responses`.
     pub fn native_responses(&self) -> bool {
         self.native_responses
+    }
+
+    /// What translation does with hosted tools and mid-conversation system messages.
+    pub fn translation(&self) -> &crate::translate::Options {
+        &self.translation
     }
 
     /// The accounts and how they are shared.

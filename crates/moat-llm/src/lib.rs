@@ -84,6 +84,8 @@ pub struct Gateway {
     usage: Option<Recorder>,
     analytics: Option<Mutex<StateStore>>,
     events: Option<Arc<dyn PoolEvents>>,
+    /// Tools left out of translated requests, by (backend, tool type).
+    dropped_tools: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -123,6 +125,7 @@ impl Gateway {
             responses: None,
             usage: None,
             analytics: None,
+            dropped_tools: Mutex::default(),
             events: None,
         })
     }
@@ -293,11 +296,33 @@ impl Gateway {
                 })
             })
             .collect();
-        match &self.usage {
+        let mut text = match &self.usage {
             Some(u) => {
                 analytics::prometheus(&u.metrics().snapshot(), &gauges, u.metrics().dropped())
             }
             None => analytics::prometheus(&usage::Counters::default(), &gauges, 0),
+        };
+        let dropped = self
+            .dropped_tools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        analytics::dropped_tools(&mut text, &dropped);
+        text
+    }
+
+    /// Counts a tool left out of a request to `backend`.
+    pub(crate) fn count_dropped_tool(&self, backend: &str, tool: &str) {
+        let mut dropped = self
+            .dropped_tools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Tool types come from clients: bounded, so odd names cannot grow this for ever.
+        let key = (
+            backend.to_string(),
+            tool.chars().take(64).collect::<String>(),
+        );
+        if dropped.len() < 1024 || dropped.contains_key(&key) {
+            *dropped.entry(key).or_default() += 1;
         }
     }
 

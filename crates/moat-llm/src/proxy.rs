@@ -600,6 +600,10 @@ enum Planned {
     Answer(Response),
 }
 
+/// The header that names the tools a translation left out (`llm.backends.NAME.
+/// unsupported_tools = "drop"`), so a client can see what its request lost.
+pub(crate) const DROPPED_TOOLS_HEADER: &str = "moat-dropped-tools";
+
 impl Shape {
     /// The upstream's bytes reach the client as they are.
     fn passes_through(self) -> bool {
@@ -609,7 +613,20 @@ impl Shape {
 
 impl Attempt<'_> {
     async fn run(&self, meter: &mut Meter) -> Result<Response, Failed> {
-        let (endpoint, shape, body) = match self.plan()? {
+        let mut dropped = Vec::new();
+        let planned = self.plan(&mut dropped).map_err(|mut f| {
+            // A request this backend cannot take: say which backend, as another may.
+            if f.error.status == StatusCode::BAD_REQUEST {
+                f.error.message = format!(
+                    "{} (backend {:?}, {})",
+                    f.error.message,
+                    self.backend.name(),
+                    self.backend.kind().as_str()
+                );
+            }
+            f
+        })?;
+        let (endpoint, shape, body) = match planned {
             Planned::Send(endpoint, shape, body) => (endpoint, shape, body),
             Planned::Answer(resp) => {
                 meter.answered();
@@ -638,17 +655,40 @@ impl Attempt<'_> {
             return Err(failed);
         }
         let (parts, incoming) = resp.into_parts();
-        if self.streaming {
-            self.stream_response(shape, &parts.headers, incoming, slot, meter)
+        let mut resp = if self.streaming {
+            self.stream_response(shape, &parts.headers, incoming, slot, meter)?
         } else {
             self.whole_response(shape, &parts.headers, incoming, slot, meter)
-                .await
+                .await?
+        };
+        if !dropped.is_empty() {
+            self.report_dropped(&dropped, &mut resp);
+        }
+        Ok(resp)
+    }
+
+    /// Names the tools the translation left out: in a header of the answer, in the log
+    /// and in `/metrics`.
+    fn report_dropped(&self, dropped: &[String], resp: &mut Response) {
+        let names = dropped.join(", ");
+        tracing::info!(
+            backend = self.backend.name(),
+            tools = %names,
+            "left out tools this backend cannot run (llm.backends.{}.unsupported_tools = \"drop\")",
+            self.backend.name()
+        );
+        if let Ok(value) = HeaderValue::from_str(&names) {
+            resp.headers_mut().insert(DROPPED_TOOLS_HEADER, value);
+        }
+        for tool in dropped {
+            self.gw.count_dropped_tool(self.backend.name(), tool);
         }
     }
 
     /// Which endpoint, in which shape, with which body; or the answer itself when no
     /// upstream is needed (or none can serve).
-    fn plan(&self) -> Result<Planned, Failed> {
+    fn plan(&self, dropped: &mut Vec<String>) -> Result<Planned, Failed> {
+        let opts = self.backend.translation();
         Ok(match (self.op, self.backend.kind()) {
             (Op::Responses, BackendKind::Openai) if self.backend.native_responses() => {
                 Planned::Send(
@@ -663,7 +703,12 @@ impl Attempt<'_> {
                 self.same_format_body(self.req)?,
             ),
             (Op::Messages, BackendKind::Openai) => {
-                let v = request::anthropic_to_openai(self.req.value()?, &self.target.model)?;
+                let v = request::anthropic_to_openai_with(
+                    self.req.value()?,
+                    &self.target.model,
+                    opts,
+                    dropped,
+                )?;
                 Planned::Send(
                     Endpoint::Generate,
                     Shape::AnthropicClientOpenAiUpstream,
@@ -688,7 +733,12 @@ impl Attempt<'_> {
                 )
             }
             (Op::Responses, BackendKind::Openai) => {
-                let v = responses::to_chat(self.responses_request().value()?, &self.target.model)?;
+                let v = responses::to_chat_with(
+                    self.responses_request().value()?,
+                    &self.target.model,
+                    opts,
+                    dropped,
+                )?;
                 Planned::Send(
                     Endpoint::Generate,
                     Shape::ResponsesClientOpenAiUpstream,
@@ -696,8 +746,12 @@ impl Attempt<'_> {
                 )
             }
             (Op::Responses, BackendKind::Anthropic) => {
-                let chat =
-                    responses::to_chat(self.responses_request().value()?, &self.target.model)?;
+                let chat = responses::to_chat_with(
+                    self.responses_request().value()?,
+                    &self.target.model,
+                    opts,
+                    dropped,
+                )?;
                 let v = request::openai_to_anthropic(
                     &chat,
                     &self.target.model,

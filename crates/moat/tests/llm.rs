@@ -1204,26 +1204,47 @@ fn responses_api_through_both_backend_kinds() {
     assert_eq!(out[2]["call_id"], "toolu_y");
     assert_eq!(last["response"]["usage"]["output_tokens"], 9);
 
-    // Refusals in OpenAI's error shape.
+    // Built-in tools a Chat Completions backend cannot run are left out by default, and
+    // the answer says so; their calls from earlier turns too.
     for (body, needle) in [
         (
-            json!({"model": "gpt-4o", "input": "x", "tools": [{"type": "web_search_preview"}]}),
+            json!({"model": "gpt-4o", "input": "x", "tools": [{"type": "web_search_preview"}, {"type": "function", "name": "f", "parameters": {"type": "object"}}], "tool_choice": {"type": "web_search_preview"}}),
             "web_search_preview",
         ),
         (
-            json!({"model": "gpt-4o", "input": [{"type": "computer_call"}]}),
-            "computer_call",
+            json!({"model": "gpt-4o", "input": [{"type": "web_search_call", "id": "ws_1", "status": "completed"}, {"role": "user", "content": "x"}]}),
+            "web_search_call",
         ),
     ] {
+        oai.push(Reply::json(200, json!({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})));
         let resp = post_json(moat.main, "/v1/responses", &[], &body.to_string());
-        assert_eq!(resp.status, 400, "{}", resp.body);
-        assert!(
-            resp.json()["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(needle)
-        );
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        assert_eq!(resp.header("moat-dropped-tools"), Some(needle), "{needle}");
+        let sent = oai.seen().last().unwrap().body.clone();
+        assert!(!sent.to_string().contains(needle), "{sent}");
     }
+    let seen = oai.seen();
+    let last = &seen[seen.len() - 1].body;
+    assert_eq!(last["messages"].as_array().unwrap().len(), 1, "{last}");
+    let sent = &seen[seen.len() - 2].body;
+    assert_eq!(
+        sent["tools"].as_array().unwrap().len(),
+        1,
+        "the function tool stays: {sent}"
+    );
+    assert_eq!(sent["tool_choice"], "auto", "{sent}");
+    let metrics = get(
+        moat.main,
+        "/metrics",
+        &[("X-Moat-Control-Token", moat.token().as_str())],
+    );
+    assert!(
+        metrics.body.contains(
+            "moat_llm_dropped_tools_total{backend=\"oai\",tool=\"web_search_preview\"} 1"
+        ),
+        "{}",
+        metrics.body
+    );
     assert!(!moat.output().contains(CANARY));
 }
 
@@ -1941,4 +1962,117 @@ fn the_key_an_upstream_echoes_never_reaches_the_client_on_any_path() {
     }
     let r = get(moat.main, "/v1/models", &[]);
     clean("models", &r.body);
+}
+
+/// Current Claude Code sends `role: "system"` messages mid-conversation: they reach an
+/// OpenAI-kind backend at their place, or merged into the next user turn for chat
+/// templates that take a system message only first; server tools are dropped, or
+/// refused with the tool and the backend named.
+#[test]
+fn mid_conversation_system_messages_and_server_tools_reach_openai_backends() {
+    let (keep, merge) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = format!(
+        r#"
+[llm.backends.keep]
+kind = "openai"
+base_url = "{}/v1"
+models = ["keep-*"]
+
+[llm.backends.merge]
+kind = "openai"
+base_url = "{}/v1"
+models = ["merge-*"]
+system_messages = "merge"
+unsupported_tools = "refuse"
+"#,
+        keep.url(),
+        merge.url()
+    );
+    let moat = start(&config);
+    let ok = || {
+        Reply::json(
+            200,
+            json!({"id": "c", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}),
+        )
+    };
+    let request = |model: &str, tools: Value| {
+        json!({
+            "model": model, "max_tokens": 16, "system": "You are terse.",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "system", "content": [{"type": "text", "text": "The user is in Paris."}]},
+                {"role": "user", "content": "weather?"}
+            ],
+            "tools": tools,
+        })
+        .to_string()
+    };
+    let server_tool = json!([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}, {"name": "f", "input_schema": {"type": "object"}}]);
+
+    keep.push(ok());
+    let r = post_json(
+        moat.main,
+        "/v1/messages",
+        &[],
+        &request("keep-1", server_tool.clone()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("moat-dropped-tools"), Some("web_search_20250305"));
+    let seen = keep.seen();
+    let sent = &seen[0].body;
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "system", "user"],
+        "{sent}"
+    );
+    assert_eq!(sent["messages"][3]["content"], "The user is in Paris.");
+    assert_eq!(sent["tools"].as_array().unwrap().len(), 1, "{sent}");
+
+    merge.push(ok());
+    let r = post_json(
+        moat.main,
+        "/v1/messages",
+        &[],
+        &request("merge-1", json!([])),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = merge.seen();
+    let sent = &seen[0].body;
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"], "{sent}");
+    let last = sent["messages"][3]["content"].to_string();
+    assert!(
+        last.contains("The user is in Paris.") && last.contains("weather?"),
+        "{sent}"
+    );
+
+    let r = post_json(
+        moat.main,
+        "/v1/messages",
+        &[],
+        &request("merge-1", server_tool),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("web_search_20250305") && message.contains("\"merge\""),
+        "{message}"
+    );
+    assert_eq!(
+        merge.seen().len(),
+        1,
+        "a refused request never reaches the backend"
+    );
 }

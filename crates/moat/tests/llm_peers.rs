@@ -272,8 +272,6 @@ models = ["smol"]
             r#"
 model = "smol"
 model_provider = "moat"
-# A web search tool cannot run on a local model: moat would refuse the request.
-web_search = "disabled"
 
 [model_providers.moat]
 name = "moat"
@@ -323,6 +321,12 @@ env_key = "MOAT_CODEX_TEST_KEY"
     );
     // `codex exec` prints the final message on stdout.
     assert!(!stdout.trim().is_empty(), "no answer:\n{stderr}");
+    // Codex on its defaults asks for its hosted web search: left out, and said so.
+    let log = moat.output();
+    assert!(
+        log.contains("left out tools this backend cannot run"),
+        "no dropped tool in the log:\n{log}"
+    );
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
 

@@ -184,6 +184,39 @@ pub struct BackendConfig {
     /// How `/v1/responses` reaches this backend (OpenAI-kind only can be `native`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub responses: ResponsesMode,
+    /// What a translated request does with a tool this backend cannot run (a hosted
+    /// tool: web search, file search, code execution...).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unsupported_tools: UnsupportedTools,
+    /// Where an Anthropic client's `system` messages in the middle of a conversation go
+    /// on this (OpenAI-kind) backend.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub system_messages: SystemMessages,
+}
+
+/// What a translated request does with a tool its backend cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnsupportedTools {
+    /// Left out of the request; the answer names it in the `moat-dropped-tools` header,
+    /// and the log and `/metrics` count it. A drop-in must work out of the box: clients
+    /// such as Codex CLI send a hosted web search tool by default.
+    #[default]
+    Drop,
+    /// The request is refused with a 400 naming the tool and the backend.
+    Refuse,
+}
+
+/// Where mid-conversation `system` messages go on an OpenAI-kind backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemMessages {
+    /// As `system` messages at their position (what OpenAI and most servers accept).
+    #[default]
+    InPlace,
+    /// Into the next user turn, marked as system text: for chat templates that accept
+    /// a system message only at the start.
+    Merge,
 }
 
 /// How a Responses API request reaches a backend.
@@ -314,6 +347,8 @@ impl BackendConfig {
             strategy: Strategy::default(),
             oauth: None,
             responses: ResponsesMode::default(),
+            unsupported_tools: UnsupportedTools::default(),
+            system_messages: SystemMessages::default(),
         }
     }
 }

@@ -10,6 +10,42 @@
 //! errors. Responses API clients are served through Chat Completions
 //! ([`responses`]), or passed through to backends that speak it ([`native_responses`]).
 
+use moat_core::config::llm::{SystemMessages, UnsupportedTools};
+
+/// What a request translation does with what the backend cannot take as it is, set per
+/// backend (`unsupported_tools`, `system_messages`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Hosted tools (web search, code execution...): dropped or refused.
+    pub unsupported_tools: UnsupportedTools,
+    /// Mid-conversation system messages: in place or merged into the next user turn.
+    pub system_messages: SystemMessages,
+}
+
+/// The kinds of tool a translation left out, to name them to the client.
+pub type Dropped = Vec<String>;
+
+/// Drops or refuses a tool of `kind` that the backend cannot run, as `opts` say.
+fn unsupported_tool(
+    opts: &Options,
+    dropped: &mut Dropped,
+    kind: &str,
+    refusal: impl FnOnce() -> String,
+) -> Result<(), crate::errors::ApiError> {
+    match opts.unsupported_tools {
+        UnsupportedTools::Refuse => Err(crate::errors::ApiError::invalid(format!(
+            "{} (set llm.backends.NAME.unsupported_tools = \"drop\" to leave such tools out)",
+            refusal()
+        ))),
+        UnsupportedTools::Drop => {
+            if !dropped.iter().any(|d| d == kind) {
+                dropped.push(kind.to_string());
+            }
+            Ok(())
+        }
+    }
+}
+
 pub mod native_responses;
 pub mod request;
 pub mod response;

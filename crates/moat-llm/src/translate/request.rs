@@ -5,6 +5,7 @@
 //! dropped; a request that can't be expressed at all (several choices, an unknown
 //! content part) is refused with a 400 that says which field.
 
+use moat_core::config::llm::SystemMessages;
 use serde_json::{Map, Value, json};
 
 use crate::errors::ApiError;
@@ -303,8 +304,25 @@ fn tool_call_to_tool_use(call: &Value, i: usize, j: usize) -> Result<Value> {
     Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
 }
 
-/// An Anthropic messages request → an OpenAI chat request for `model`.
+/// An Anthropic messages request → an OpenAI chat request for `model`; server tools are
+/// refused (see [`anthropic_to_openai_with`] for the per-backend choice).
 pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
+    let opts = super::Options {
+        unsupported_tools: moat_core::config::llm::UnsupportedTools::Refuse,
+        ..Default::default()
+    };
+    anthropic_to_openai_with(req, model, &opts, &mut Vec::new())
+}
+
+/// An Anthropic messages request → an OpenAI chat request for `model`, with server
+/// tools (web search, code execution...) dropped into `dropped` or refused, and
+/// mid-conversation system messages placed, as `opts` say.
+pub fn anthropic_to_openai_with(
+    req: &Value,
+    model: &str,
+    opts: &super::Options,
+    dropped: &mut super::Dropped,
+) -> Result<Value> {
     let obj = as_object(req, "request body")?;
     let messages = obj
         .get("messages")
@@ -324,6 +342,8 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
             ));
         }
     }
+    // System text waiting for the next user turn (`system_messages = "merge"`).
+    let mut held_system: Vec<String> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let role = m
             .get("role")
@@ -339,14 +359,39 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
             }
         };
         match role {
-            "user" => user_blocks_to_openai(&blocks, i, &mut out)?,
+            "user" => {
+                let start = out.len();
+                user_blocks_to_openai(&blocks, i, &mut out)?;
+                if !held_system.is_empty() {
+                    merge_system_into_user(&mut out, start, &held_system.join("\n\n"));
+                    held_system.clear();
+                }
+            }
             "assistant" => out.push(assistant_blocks_to_openai(&blocks, i)?),
+            // A system message mid-conversation (the Messages API takes them; current
+            // Claude Code sends them): in place, or held for the next user turn.
+            "system" => {
+                let text = join_text(&blocks, &format!("messages[{i}].content"))?;
+                match opts.system_messages {
+                    SystemMessages::InPlace => {
+                        out.push(json!({"role": "system", "content": text}));
+                    }
+                    SystemMessages::Merge if out.is_empty() => {
+                        out.push(json!({"role": "system", "content": text}));
+                    }
+                    SystemMessages::Merge => held_system.push(text),
+                }
+            }
             other => {
                 return Err(ApiError::invalid(format!(
-                    "`messages[{i}].role` {other:?} is not user or assistant"
+                    "`messages[{i}].role` {other:?} is not user, assistant or system"
                 )));
             }
         }
+    }
+    // System text after the last user turn has no turn to join: it goes last, as is.
+    if !held_system.is_empty() {
+        out.push(json!({"role": "system", "content": held_system.join("\n\n")}));
     }
 
     let mut r = Map::new();
@@ -373,6 +418,8 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
     if let Some(user) = req.pointer("/metadata/user_id").and_then(Value::as_str) {
         r.insert("user".into(), json!(user));
     }
+    // Names of the server tools left out, so a `tool_choice` forcing one can let go.
+    let mut dropped_names: Vec<String> = Vec::new();
     if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
         let mut out = Vec::with_capacity(tools.len());
         for (i, t) in tools.iter().enumerate() {
@@ -381,9 +428,15 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
             if let Some(kind) = t.get("type").and_then(Value::as_str)
                 && kind != "custom"
             {
-                return Err(ApiError::invalid(format!(
-                    "`tools[{i}]`: tool type {kind:?} is not supported by this model's backend"
-                )));
+                super::unsupported_tool(opts, dropped, kind, || {
+                    format!(
+                        "`tools[{i}]`: tool type {kind:?} is not supported by this model's backend"
+                    )
+                })?;
+                if let Some(name) = t.get("name").and_then(Value::as_str) {
+                    dropped_names.push(name.to_string());
+                }
+                continue;
             }
             let name = t
                 .get("name")
@@ -416,7 +469,12 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| ApiError::invalid("`tool_choice.name` is missing"))?;
-                json!({"type": "function", "function": {"name": name}})
+                if dropped_names.iter().any(|d| d == name) {
+                    // The tool it names was dropped: the model chooses among the rest.
+                    json!("auto")
+                } else {
+                    json!({"type": "function", "function": {"name": name}})
+                }
             }
             _ => {
                 return Err(ApiError::invalid(
@@ -430,6 +488,23 @@ pub fn anthropic_to_openai(req: &Value, model: &str) -> Result<Value> {
         }
     }
     Ok(Value::Object(r))
+}
+
+/// Puts `system` text in front of the user message that starts at `out[start]` (after
+/// any tool results), marked as such, for chat templates that take no system message
+/// after the first.
+fn merge_system_into_user(out: &mut Vec<Value>, start: usize, system: &str) {
+    let marked = format!("<system>\n{system}\n</system>\n\n");
+    let Some(user) = out[start..].iter_mut().find(|m| m["role"] == "user") else {
+        // A turn of tool results only: the text becomes a user message of its own.
+        out.push(json!({"role": "user", "content": marked}));
+        return;
+    };
+    match &mut user["content"] {
+        Value::String(text) => text.insert_str(0, &marked),
+        Value::Array(parts) => parts.insert(0, json!({"type": "text", "text": marked})),
+        other => *other = json!(marked),
+    }
 }
 
 fn join_text(blocks: &[Value], at: &str) -> Result<String> {
@@ -685,5 +760,49 @@ mod tests {
             anthropic_to_openai(&req, "gpt-4o").unwrap()["max_tokens"],
             64
         );
+    }
+
+    #[test]
+    fn mid_conversation_system_text_merges_into_the_next_user_turn() {
+        let req = json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "system", "content": "note"},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "done"}]},
+            {"role": "system", "content": "after"},
+        ]});
+        let opts = crate::translate::Options {
+            system_messages: SystemMessages::Merge,
+            ..Default::default()
+        };
+        let out = anthropic_to_openai_with(&req, "m", &opts, &mut Vec::new()).unwrap();
+        let roles: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        // A turn of tool results gets the held text as a user message of its own; text
+        // after the last user turn goes last.
+        assert_eq!(
+            roles,
+            ["user", "assistant", "tool", "user", "system"],
+            "{out}"
+        );
+        assert!(
+            out["messages"][3]["content"]
+                .as_str()
+                .unwrap()
+                .contains("note")
+        );
+        let mut dropped = Vec::new();
+        let with_tools = json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "code_execution_20250522", "name": "code_execution"}],
+            "tool_choice": {"type": "tool", "name": "code_execution"}});
+        let out =
+            anthropic_to_openai_with(&with_tools, "m", &Default::default(), &mut dropped).unwrap();
+        assert_eq!(dropped, ["code_execution_20250522"]);
+        assert!(out.get("tools").is_none(), "{out}");
+        assert_eq!(out["tool_choice"], "auto");
     }
 }

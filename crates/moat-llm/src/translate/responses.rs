@@ -31,8 +31,25 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_moat{}", fresh_suffix())
 }
 
-/// A Responses request → a Chat Completions request for `model`.
+/// A Responses request → a Chat Completions request for `model`; built-in (hosted)
+/// tools are refused (see [`to_chat_with`] for the per-backend choice).
 pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
+    let opts = super::Options {
+        unsupported_tools: moat_core::config::llm::UnsupportedTools::Refuse,
+        ..Default::default()
+    };
+    to_chat_with(req, model, &opts, &mut Vec::new())
+}
+
+/// A Responses request → a Chat Completions request for `model`, with built-in tools
+/// (web search, file search, code interpreter...) and their calls in `input` dropped
+/// into `dropped` or refused, as `opts` say.
+pub fn to_chat_with(
+    req: &Value,
+    model: &str,
+    opts: &super::Options,
+    dropped: &mut super::Dropped,
+) -> Result<Value> {
     let obj = req
         .as_object()
         .ok_or_else(|| ApiError::invalid("request body must be a JSON object"))?;
@@ -53,7 +70,7 @@ pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
     }
     match obj.get("input") {
         Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
-        Some(Value::Array(items)) => input_items(items, &mut messages)?,
+        Some(Value::Array(items)) => input_items(items, &mut messages, opts, dropped)?,
         Some(Value::Null) | None => {}
         Some(_) => {
             return Err(ApiError::invalid(
@@ -67,13 +84,15 @@ pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("messages".into(), Value::Array(messages));
-    if let Some(tools) = obj.get("tools").and_then(Value::as_array)
-        && !tools.is_empty()
-    {
-        out.insert("tools".into(), Value::Array(tools_to_chat(tools)?));
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
+        let tools = tools_to_chat(tools, opts, dropped)?;
+        if !tools.is_empty() {
+            out.insert("tools".into(), Value::Array(tools));
+        }
     }
     if let Some(choice) = obj.get("tool_choice") {
-        out.insert("tool_choice".into(), tool_choice_to_chat(choice)?);
+        let choice = tool_choice_to_chat(choice, opts, dropped)?;
+        out.insert("tool_choice".into(), choice);
     }
     for (from, to) in [
         ("parallel_tool_calls", "parallel_tool_calls"),
@@ -117,7 +136,12 @@ pub fn to_chat(req: &Value, model: &str) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
-fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<()> {
+fn input_items(
+    items: &[Value],
+    messages: &mut Vec<Value>,
+    opts: &super::Options,
+    dropped: &mut super::Dropped,
+) -> Result<()> {
     for (i, item) in items.iter().enumerate() {
         let kind = item["type"].as_str().unwrap_or("message");
         match kind {
@@ -188,6 +212,13 @@ fn input_items(items: &[Value], messages: &mut Vec<Value>) -> Result<()> {
                 }));
             }
             "reasoning" => tracing::debug!("a reasoning input item was dropped"),
+            // A hosted tool's call from an earlier turn (`web_search_call`...): the
+            // backend never ran it, and the conversation reads on without it.
+            other if other.ends_with("_call") || other.ends_with("_call_output") => {
+                super::unsupported_tool(opts, dropped, other, || {
+                    format!("input[{i}] of type {other:?} is not supported")
+                })?;
+            }
             other => {
                 return Err(ApiError::invalid(format!(
                     "input[{i}] of type {other:?} is not supported"
@@ -225,7 +256,11 @@ fn parts_to_chat(parts: &[Value], i: usize, role: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
-fn tools_to_chat(tools: &[Value]) -> Result<Vec<Value>> {
+fn tools_to_chat(
+    tools: &[Value],
+    opts: &super::Options,
+    dropped: &mut super::Dropped,
+) -> Result<Vec<Value>> {
     // A namespace groups client tools; the model sees its tools one by one.
     let flat: Vec<&Value> = tools
         .iter()
@@ -236,8 +271,9 @@ fn tools_to_chat(tools: &[Value]) -> Result<Vec<Value>> {
             _ => vec![t],
         })
         .collect();
-    flat.into_iter()
-        .map(|t| match t["type"].as_str() {
+    let mut out = Vec::with_capacity(flat.len());
+    for t in flat {
+        let chat = match t["type"].as_str() {
             Some("custom") => {
                 let mut description = t["description"].as_str().unwrap_or_default().to_string();
                 if let Some(def) = t["format"]["definition"].as_str() {
@@ -263,15 +299,26 @@ fn tools_to_chat(tools: &[Value]) -> Result<Vec<Value>> {
                 }
                 Ok(json!({"type": "function", "function": function}))
             }
-            other => Err(ApiError::invalid(format!(
-                "the built-in tool {:?} cannot run on this backend; only function and custom tools are supported",
-                other.unwrap_or("?")
-            ))),
-        })
-        .collect()
+            other => {
+                let kind = other.unwrap_or("?");
+                super::unsupported_tool(opts, dropped, kind, || {
+                    format!(
+                        "the built-in tool {kind:?} cannot run on this backend; only function and custom tools are supported"
+                    )
+                })?;
+                continue;
+            }
+        };
+        out.push(chat?);
+    }
+    Ok(out)
 }
 
-fn tool_choice_to_chat(choice: &Value) -> Result<Value> {
+fn tool_choice_to_chat(
+    choice: &Value,
+    opts: &super::Options,
+    dropped: &mut super::Dropped,
+) -> Result<Value> {
     match choice {
         Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => {
             Ok(choice.clone())
@@ -280,6 +327,21 @@ fn tool_choice_to_chat(choice: &Value) -> Result<Value> {
             "type": "function",
             "function": {"name": o.get("name").cloned().unwrap_or(Value::Null)}
         })),
+        // A built-in tool forced by type (`{"type": "web_search_preview"}`): with the tool
+        // dropped, the model chooses among the rest.
+        Value::Object(o)
+            if o.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t != "function" && t != "custom" && t != "allowed_tools") =>
+        {
+            let kind = o.get("type").and_then(Value::as_str).unwrap_or("?");
+            super::unsupported_tool(opts, dropped, kind, || {
+                format!(
+                    "`tool_choice` forces the built-in tool {kind:?}, which cannot run on this backend"
+                )
+            })?;
+            Ok(json!("auto"))
+        }
         _ => Err(ApiError::invalid(
             "`tool_choice` must be auto, none, required or {\"type\": \"function\", \"name\": ...}",
         )),
