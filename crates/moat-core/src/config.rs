@@ -159,10 +159,17 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Sustained requests per second per IP.
+    /// Sustained requests per second per remote client IP (per /64 for IPv6).
     pub per_second: u32,
-    /// Requests an IP may send at once before the rate applies.
+    /// Requests a remote IP may send at once before the rate applies.
     pub burst: u32,
+    /// Sustained requests per second per local client: a program on this machine,
+    /// counted by the credential it presents (every local program shares 127.0.0.1).
+    /// High, so that it never binds before a real upstream would: a batch eval against
+    /// a fast local model must not meet moat's 429s.
+    pub loopback_per_second: u32,
+    /// Requests a local client may send at once before its rate applies.
+    pub loopback_burst: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -170,6 +177,8 @@ impl Default for RateLimitConfig {
         Self {
             per_second: 50,
             burst: 200,
+            loopback_per_second: 1000,
+            loopback_burst: 4000,
         }
     }
 }
@@ -330,6 +339,14 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("MOAT_MAX_CONNECTIONS", "limits.max_connections"),
     ("MOAT_RATE_LIMIT_PER_SECOND", "rate_limit.per_second"),
     ("MOAT_RATE_LIMIT_BURST", "rate_limit.burst"),
+    (
+        "MOAT_RATE_LIMIT_LOOPBACK_PER_SECOND",
+        "rate_limit.loopback_per_second",
+    ),
+    (
+        "MOAT_RATE_LIMIT_LOOPBACK_BURST",
+        "rate_limit.loopback_burst",
+    ),
     ("MOAT_LOG", "log.level"),
     ("MOAT_LOG_FORMAT", "log.format"),
     ("MOAT_AUDIT_CHECKPOINT_EVERY", "audit.checkpoint_every"),
@@ -365,6 +382,8 @@ fn kind_of(key: &str) -> Kind {
         | "limits.max_connections"
         | "rate_limit.per_second"
         | "rate_limit.burst"
+        | "rate_limit.loopback_per_second"
+        | "rate_limit.loopback_burst"
         | "audit.checkpoint_every"
         | "audit.segment_max_bytes"
         | "llm.default_max_tokens" => Kind::Int,
@@ -693,6 +712,15 @@ impl Config {
         }
         if self.rate_limit.burst == 0 {
             return Err(("rate_limit.burst", "must be at least 1".into()));
+        }
+        if self.rate_limit.loopback_per_second == 0 {
+            return Err((
+                "rate_limit.loopback_per_second",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.rate_limit.loopback_burst == 0 {
+            return Err(("rate_limit.loopback_burst", "must be at least 1".into()));
         }
         Ok(())
     }

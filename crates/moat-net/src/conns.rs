@@ -28,10 +28,15 @@ use crate::slow_head::Activity;
 /// reuses a connection a moment after its response must not find it closing.
 const MIN_IDLE: Duration = Duration::from_secs(1);
 
-/// How long a request head may take to arrive before its connection may be closed for a
-/// new one of the same client at its limit. Any client sends a head in far less; a
-/// connection still sending one after this is stalled or trickling on purpose.
+/// How long a request may take to arrive (its head, or its body before a handler has
+/// it) before its connection may be closed for a new one of the same client at its
+/// limit, if it came slower than [`STALLED_BYTES_PER_SEC`]. Any client sends a head in
+/// far less; a connection still sending one after this is stalled or trickling on purpose.
 const SLOW_HEAD: Duration = Duration::from_secs(2);
+
+/// Below this average, a request that has been arriving for [`SLOW_HEAD`] is stalled; an
+/// upload at any real speed is far above it.
+const STALLED_BYTES_PER_SEC: u64 = 4096;
 
 /// The limits and the open connections; shared by all listeners.
 #[derive(Debug, Clone)]
@@ -47,8 +52,10 @@ pub struct ConnState {
     /// What the socket has seen ([`crate::slow_head::TrackedStream`]); unset for
     /// connections not tracked, which are then never taken for idle.
     activity: OnceLock<Arc<Activity>>,
-    /// Responses still being sent (their bodies not yet finished).
+    /// Requests being handled, their responses not yet sent whole.
     responding: AtomicUsize,
+    /// Of those, requests whose bodies are still being read (no handler has them yet).
+    reading: AtomicUsize,
     evicted: AtomicBool,
     evict: Notify,
 }
@@ -79,13 +86,24 @@ impl ConnState {
         self.activity.get()?.quiet_for()
     }
 
-    /// How long this connection's request head has been arriving, with nothing being
-    /// answered; `None` otherwise.
+    /// How long this connection's request has been arriving, if it is stalled: slower
+    /// than [`STALLED_BYTES_PER_SEC`], with no request being answered (a request whose
+    /// body is still being read is not being answered yet).
     fn slow_for(&self) -> Option<Duration> {
-        if self.responding.load(Ordering::Acquire) != 0 {
+        let reading = self.reading.load(Ordering::Acquire);
+        if self.responding.load(Ordering::Acquire) > reading {
             return None;
         }
-        self.activity.get()?.head_arriving_for()
+        let (arriving, bytes) = self.activity.get()?.arriving()?;
+        let allowed = STALLED_BYTES_PER_SEC.saturating_mul(arriving.as_secs().max(1));
+        (bytes < allowed).then_some(arriving)
+    }
+
+    /// Counts a request body being read until the guard is dropped: while it lasts, a
+    /// stalled upload may lose its connection to a new one (see [`ConnState::slow_for`]).
+    pub fn reading_body(self: &Arc<Self>) -> ReadingBody {
+        self.reading.fetch_add(1, Ordering::AcqRel);
+        ReadingBody(self.clone())
     }
 
     /// Resolves when the limits want this connection closed to make room.
@@ -103,6 +121,16 @@ impl ConnState {
             self.evicted.store(false, Ordering::Release);
         }
         evictable
+    }
+}
+
+/// A request body being read (see [`ConnState::reading_body`]).
+#[derive(Debug)]
+pub struct ReadingBody(Arc<ConnState>);
+
+impl Drop for ReadingBody {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -259,7 +287,7 @@ mod tests {
             .expect("the finished response left an idle connection");
         assert!(evicted(1));
         // Just quiet is not idle enough.
-        let fresh = limits.admit("127.0.0.2".parse().unwrap()).unwrap();
+        let fresh = limits.admit("192.0.2.9".parse().unwrap()).unwrap();
         fresh.state().track(quiet(0));
         assert!(fresh.state().idle_for().is_some_and(|d| d < MIN_IDLE));
         drop((fifth, sixth, seventh, slots, fresh));

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
-use http::{Request, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 
 use crate::conns::{ConnState, Responding};
 use crate::error::{Refused, error_response, refused};
 use crate::headers::set_security_headers;
 use crate::limits::BodyReader;
-use crate::ratelimit::{PerIpLimiter, too_many_requests};
+use crate::ratelimit::{ClientLimiter, too_many_requests};
 use crate::routes::Routes;
 use crate::server::ConnInfo;
 
@@ -29,8 +29,8 @@ use crate::server::ConnInfo;
 pub struct GateConfig {
     /// Reads request bodies under the size, time and memory limits.
     pub bodies: BodyReader,
-    /// The per-IP limiter (shared across listeners).
-    pub limiter: PerIpLimiter,
+    /// The per-client limiter (shared across listeners).
+    pub limiter: ClientLimiter,
     /// Where refusals are reported (the audit log), if anywhere.
     pub events: Option<Arc<dyn NetEvents>>,
 }
@@ -131,6 +131,9 @@ where
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.conn);
+        if self.state.is_tracked() {
+            req.extensions_mut().insert(self.state.clone());
+        }
         let gate = self.clone();
         // Only a connection the limits may close as idle needs its answers counted.
         let responding = self.state.is_tracked().then(|| self.state.responding());
@@ -169,8 +172,20 @@ impl Gate {
                 req.uri().path().to_owned(),
             )
         });
-        let mut resp = match self.config.limiter.check(self.conn.peer.ip()) {
-            Err(wait) => refused(too_many_requests(wait), "ratelimit.hit", "rate_limit_error"),
+        let credential = [
+            "x-api-key",
+            "authorization",
+            crate::routes::CONTROL_TOKEN_HEADER,
+        ]
+        .into_iter()
+        .find_map(|name| req.headers().get(name))
+        .map(HeaderValue::as_bytes);
+        let mut resp = match self.config.limiter.check(self.conn.peer.ip(), credential) {
+            Err(limited) => refused(
+                too_many_requests(&limited),
+                "ratelimit.hit",
+                "rate_limit_error",
+            ),
             Ok(()) => {
                 self.routes
                     .dispatch(self.conn, req, &self.config.bodies)

@@ -3,7 +3,7 @@
 //! Exposure by construction ([`Exposure`], [`Policy`], [`RouteTable`]), the listeners and
 //! their accept loop with TLS and graceful shutdown ([`Listener`], [`serve`]), the
 //! per-request gate ([`GateConfig`]) with request limits ([`BodyReader`]), per-IP rate
-//! limits ([`PerIpLimiter`]), connection caps ([`ConnLimits`]) and the headers on every
+//! limits ([`ClientLimiter`]), connection caps ([`ConnLimits`]) and the headers on every
 //! response ([`SECURITY_HEADERS`]), and the error body shape ([`refused`]); and the way
 //! out: the SSRF-safe egress client ([`egress`]). It knows nothing of LLMs.
 //!
@@ -33,7 +33,7 @@ pub use exposure::{
 pub use gate::{GateConfig, NetEvent, NetEvents};
 pub use headers::{SECURITY_HEADERS, cors_for, set_security_headers};
 pub use limits::{BodyLimits, BodyReader};
-pub use ratelimit::{PerIpLimiter, too_many_requests};
+pub use ratelimit::{ClientLimiter, Limited, RateLimits, client_key, too_many_requests};
 pub use routes::{CONTROL_TOKEN_HEADER, PathParams, RouteError, RouteTable, Routes};
 pub use server::{ConnSettings, Drained, Listener, MAX_HEAD_BYTES, ServeError, serve};
 pub use tls::{TlsError, TlsServerConfig, server_config};

@@ -215,10 +215,23 @@ impl Routes {
                 );
             }
         }
-        let mut req = match bodies.read(req).await {
-            Ok(req) => req,
-            Err(refusal) => return refusal,
+        // Open and Lan routes take no body, and a preflight is answered unread: an
+        // unauthenticated caller never makes moat buffer anything.
+        let req = if entry.class.checks().is_empty() || preflight {
+            req.map(|_| axum::body::Body::empty())
+        } else {
+            let reading = req
+                .extensions()
+                .get::<Arc<crate::conns::ConnState>>()
+                .map(crate::conns::ConnState::reading_body);
+            let read = bodies.read(req).await;
+            drop(reading);
+            match read {
+                Ok(req) => req,
+                Err(refusal) => return refusal,
+            }
         };
+        let mut req = req;
         if let Some(params) = params {
             req.extensions_mut().insert(params);
         }

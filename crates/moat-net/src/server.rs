@@ -172,6 +172,9 @@ pub async fn serve(
     }
 }
 
+/// How often an HTTP/2 connection is pinged to see that its peer is still there.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// The most a request's header section may take, in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
@@ -192,9 +195,13 @@ impl Protocols {
             .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(MAX_HEAD_BYTES);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // A peer that stops answering pings is gone; one that holds a connection open
+        // with nothing in flight is idle, and the connection limits may close it.
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEAD_BYTES as u32);
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(settings.header_read_timeout);
         Self {
             header_timeout: settings.header_read_timeout,
             http1,
@@ -215,17 +222,8 @@ impl Protocols {
         let (stream, tracker) = TrackedStream::new(stream);
         state.track(tracker.activity());
         let conn = self.http1.serve_connection(TokioIo::new(stream), service);
-        let mut served = std::pin::pin!(watcher.watch(conn));
-        let result = loop {
-            tokio::select! {
-                result = &mut served => break result,
-                () = state.evicted() => {
-                    if state.close_if_still_evictable() {
-                        tracing::debug!("closing an idle or stalled connection: its client is at its connection limit and opened another");
-                        return;
-                    }
-                }
-            }
+        let Some(result) = until_evicted(watcher.watch(conn), state).await else {
+            return;
         };
         if let Err(e) = result {
             if e.is_timeout() && tracker.head_pending() {
@@ -235,23 +233,44 @@ impl Protocols {
         }
     }
 
-    /// Serves a TLS connection: HTTP/2 when ALPN negotiated `h2`, else HTTP/1.1.
-    async fn serve_tls<I>(&self, watcher: Watcher, io: I, h2: bool, service: Gate)
-    where
+    /// Serves a TLS connection: HTTP/2 when ALPN negotiated `h2`, else HTTP/1.1. Like a
+    /// plain one, it is closed when its client is at its limit and it is idle or stalled.
+    async fn serve_tls<I>(
+        &self,
+        watcher: Watcher,
+        io: I,
+        h2: bool,
+        service: Gate,
+        state: &ConnState,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(io);
         let result = if h2 {
-            watcher
-                .watch(self.http2.serve_connection(io, service))
-                .await
+            let conn = watcher.watch(self.http2.serve_connection(io, service));
+            until_evicted(conn, state).await
         } else {
-            watcher
-                .watch(self.http1.serve_connection(io, service))
-                .await
+            let conn = watcher.watch(self.http1.serve_connection(io, service));
+            until_evicted(conn, state).await
         };
-        if let Err(e) = result {
+        if let Some(Err(e)) = result {
             tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Runs `conn` to its end, or until the connection limits close it to make room (`None`).
+async fn until_evicted<F: Future>(conn: F, state: &ConnState) -> Option<F::Output> {
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        tokio::select! {
+            result = &mut conn => return Some(result),
+            () = state.evicted() => {
+                if state.close_if_still_evictable() {
+                    tracing::debug!("closing an idle or stalled connection: its client is at its connection limit and opened another");
+                    return None;
+                }
+            }
         }
     }
 }
@@ -307,15 +326,22 @@ async fn accept_loop(
         // A task of its own type: the TLS and HTTP/2 state is several KiB, and a plain
         // connection's task would otherwise be as large as the largest path.
         tokio::spawn(async move {
-            let _slot = slot;
-            match tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await
-            {
-                Ok(Ok(tls_stream)) => {
+            // Tracked from the first byte: a handshake that stalls, or a connection idle
+            // after it, gives way to a new connection of its client at its limit.
+            let (stream, tracker) = TrackedStream::new(stream);
+            slot.state().track(tracker.activity());
+            let handshake =
+                tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream));
+            match until_evicted(handshake, slot.state()).await {
+                None => {}
+                Some(Ok(Ok(tls_stream))) => {
                     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    protocols.serve_tls(watcher, tls_stream, h2, service).await
+                    protocols
+                        .serve_tls(watcher, tls_stream, h2, service, slot.state())
+                        .await
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Some(Ok(Err(e))) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Some(Err(_)) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }

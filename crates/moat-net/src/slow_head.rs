@@ -31,8 +31,10 @@ pub struct Activity {
     /// When the connection last went quiet (opened, or a write flushed), in milliseconds
     /// since [`Activity::now_ms`]'s start.
     quiet_since_ms: AtomicU64,
-    /// When the first byte of the request head now pending arrived (same clock).
+    /// When the first byte of the request now arriving came (same clock).
     pending_since_ms: AtomicU64,
+    /// Bytes of the request now arriving, so far.
+    pending_bytes: AtomicU64,
 }
 
 impl Activity {
@@ -42,6 +44,7 @@ impl Activity {
             unflushed: AtomicBool::new(false),
             quiet_since_ms: AtomicU64::new(Self::now_ms()),
             pending_since_ms: AtomicU64::new(0),
+            pending_bytes: AtomicU64::new(0),
         }
     }
 
@@ -60,7 +63,7 @@ impl Activity {
     pub(crate) fn for_test(pending: bool, quiet: Duration) -> Arc<Activity> {
         let a = Activity::new();
         if pending {
-            a.received();
+            a.received(1);
         }
         let now = Self::now_ms();
         a.quiet_since_ms.store(
@@ -74,7 +77,7 @@ impl Activity {
     #[cfg(test)]
     pub(crate) fn set_pending(&self, pending: bool) {
         if pending {
-            self.received();
+            self.received(1);
         } else {
             self.head_pending.store(false, Ordering::Release);
         }
@@ -92,23 +95,29 @@ impl Activity {
         Arc::new(a)
     }
 
-    /// Notes bytes of a request received; the first since the last response starts the
-    /// head's clock.
-    fn received(&self) {
+    /// Notes `n` bytes of a request received; the first since the last response starts
+    /// the request's clock.
+    fn received(&self, n: usize) {
         if !self.head_pending.swap(true, Ordering::AcqRel) {
+            self.pending_bytes.store(0, Ordering::Release);
             self.pending_since_ms
                 .store(Self::now_ms(), Ordering::Release);
         }
+        self.pending_bytes.fetch_add(n as u64, Ordering::AcqRel);
     }
 
-    /// How long the request head now arriving has taken so far, or `None` when none is
-    /// arriving (or the last response is still being written).
-    pub(crate) fn head_arriving_for(&self) -> Option<Duration> {
+    /// How long the request now arriving (head, or body not yet read whole) has taken so
+    /// far, and how many bytes of it came; `None` when none is arriving (or the last
+    /// response is still being written).
+    pub(crate) fn arriving(&self) -> Option<(Duration, u64)> {
         if !self.head_pending.load(Ordering::Acquire) || self.unflushed.load(Ordering::Acquire) {
             return None;
         }
         let since = self.pending_since_ms.load(Ordering::Acquire);
-        Some(Duration::from_millis(Self::now_ms().saturating_sub(since)))
+        Some((
+            Duration::from_millis(Self::now_ms().saturating_sub(since)),
+            self.pending_bytes.load(Ordering::Acquire),
+        ))
     }
 
     /// How long the connection has had nothing of a request in and nothing unsent out,
@@ -201,7 +210,7 @@ impl AsyncRead for TrackedStream {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.received();
+            self.activity.received(buf.filled().len() - before);
         }
         result
     }

@@ -13,7 +13,8 @@ use moat_net::{NetEvent, NetEvents};
 
 /// The sampling window per action and address.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
-/// Most (action, address) pairs tracked; past it, the oldest windows are written out.
+/// Most (action, client) pairs tracked; past it, expired windows are dropped, and while
+/// none has expired, new clients share one window (written as `api:0.0.0.0`).
 const MAX_TRACKED: usize = 4096;
 
 struct Window {
@@ -78,8 +79,10 @@ impl AuditEvents {
 
 impl NetEvents for AuditEvents {
     fn refused(&self, event: NetEvent<'_>) {
-        let ip = event.peer.ip();
-        let key = (event.refused.action, ip);
+        // By client, not address: an IPv6 client rotating through its /64, or a local
+        // program through 127/8, is one client.
+        let mut ip = moat_net::client_key(event.peer.ip());
+        let mut key = (event.refused.action, ip);
         let now = Instant::now();
         let suppressed = {
             let mut windows = self
@@ -88,6 +91,11 @@ impl NetEvents for AuditEvents {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if windows.len() >= MAX_TRACKED && !windows.contains_key(&key) {
                 windows.retain(|_, w| now.duration_since(w.started) < WINDOW);
+                if windows.len() >= MAX_TRACKED {
+                    // Still full of live windows: every further client shares one.
+                    ip = IpAddr::from([0, 0, 0, 0]);
+                    key = (event.refused.action, ip);
+                }
             }
             match windows.get_mut(&key) {
                 Some(w) if now.duration_since(w.started) < WINDOW => {

@@ -11,9 +11,9 @@ use moat_core::config::{Config, Loaded, Override};
 use moat_core::home::Home;
 use moat_core::secret::SecretString;
 use moat_net::{
-    ApiKeyState, BodyLimits, BodyReader, ConnLimits, ConnSettings, Drained, Exposure,
-    ExposureProblem, GateConfig, Listener, ListenerKind, PerIpLimiter, Policy, PolicySettings,
-    RouteTable, exposure_problems,
+    ApiKeyState, BodyLimits, BodyReader, ClientLimiter, ConnLimits, ConnSettings, Drained,
+    Exposure, ExposureProblem, GateConfig, Listener, ListenerKind, Policy, PolicySettings,
+    RateLimits, RouteTable, exposure_problems,
 };
 use moat_state::StateStore;
 use serde_json::{Value, json};
@@ -240,10 +240,13 @@ async fn serve(
             Exposure::Control,
             get(status_handler).with_state(status),
         );
-    let limiter = PerIpLimiter::new(config.rate_limit.per_second, config.rate_limit.burst)
-        .map_err(|e| {
-            Failure::runtime(anyhow::anyhow!("cannot start the rate limiter clock: {e}"))
-        })?;
+    let limiter = ClientLimiter::new(RateLimits {
+        per_second: config.rate_limit.per_second,
+        burst: config.rate_limit.burst,
+        loopback_per_second: config.rate_limit.loopback_per_second,
+        loopback_burst: config.rate_limit.loopback_burst,
+    })
+    .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot start the rate limiter clock: {e}")))?;
     let events = Arc::new(crate::audit_sink::AuditEvents::new(audit.clone()));
     let gate = GateConfig {
         bodies: BodyReader::new(

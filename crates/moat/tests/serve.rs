@@ -148,7 +148,7 @@ fn unknown_path_wrong_method_and_oversized_or_slow_bodies() {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "GET /v1/models HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     .unwrap();
     let chunk = vec![b'y'; 1024 * 1024];
@@ -166,7 +166,7 @@ fn unknown_path_wrong_method_and_oversized_or_slow_bodies() {
     r.assert_security_headers();
 
     // Exactly at the limit is fine.
-    let mut req = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: {limit}\r\nConnection: close\r\n\r\n").into_bytes();
+    let mut req = format!("GET /v1/models HTTP/1.1\r\nHost: {host}\r\nContent-Length: {limit}\r\nConnection: close\r\n\r\n").into_bytes();
     req.extend(std::iter::repeat_n(b'x', limit));
     assert_eq!(raw(moat.main, &req).status, 200);
 
@@ -175,7 +175,7 @@ fn unknown_path_wrong_method_and_oversized_or_slow_bodies() {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\nabc"
+        "GET /v1/models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\nabc"
     )
     .unwrap();
     let started = Instant::now();
@@ -212,16 +212,17 @@ fn rate_limit_answers_429_with_retry_after() {
     let moat = Moat::start(
         &[],
         &[
-            ("MOAT_RATE_LIMIT_PER_SECOND", "1"),
-            ("MOAT_RATE_LIMIT_BURST", "3"),
+            ("MOAT_RATE_LIMIT_LOOPBACK_PER_SECOND", "1"),
+            ("MOAT_RATE_LIMIT_LOOPBACK_BURST", "3"),
         ],
     );
+    let key = [("x-api-key", "program-a")];
     let statuses: Vec<u16> = (0..6)
-        .map(|_| get(moat.main, "/health", &[]).status)
+        .map(|_| get(moat.main, "/health", &key).status)
         .collect();
     assert!(statuses.starts_with(&[200, 200, 200]), "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
-    let r = get(moat.main, "/health", &[]);
+    let r = get(moat.main, "/health", &key);
     assert_eq!(r.status, 429);
     let retry: u64 = r
         .header("retry-after")
@@ -230,6 +231,34 @@ fn rate_limit_answers_429_with_retry_after() {
         .unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     r.assert_security_headers();
+    // The refusal names the limit, and another local program is not held back by it.
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("1 requests/s (burst 3)")
+            && message.contains("rate_limit.loopback_per_second"),
+        "{message}"
+    );
+    assert_eq!(
+        get(moat.main, "/health", &[("x-api-key", "program-b")]).status,
+        200
+    );
+}
+
+/// Every program on this machine is 127.0.0.1: the per-address limit is for remote
+/// peers, and a local burst far past it is not refused.
+#[test]
+fn local_programs_are_not_held_to_the_per_address_limit() {
+    let moat = Moat::start(
+        &[],
+        &[
+            ("MOAT_RATE_LIMIT_PER_SECOND", "1"),
+            ("MOAT_RATE_LIMIT_BURST", "2"),
+        ],
+    );
+    let refused = (0..40)
+        .filter(|_| get(moat.main, "/health", &[]).status == 429)
+        .count();
+    assert_eq!(refused, 0);
 }
 
 #[test]
@@ -579,7 +608,7 @@ fn buffered_bodies_share_a_budget_and_overflow_gets_503() {
     );
     let host = moat.host();
     let small_body = || {
-        raw(moat.main, format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz").as_bytes())
+        raw(moat.main, format!("GET /v1/models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz").as_bytes())
     };
     // Idle connections that declare the whole budget and send a byte hold a byte's share,
     // not what they declared: they cannot lock everyone else out.
@@ -587,7 +616,7 @@ fn buffered_bodies_share_a_budget_and_overflow_gets_503() {
     for _ in 0..5 {
         let mut s = TcpStream::connect(moat.main).unwrap();
         s.write_all(
-            format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\na")
+            format!("GET /v1/models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\na")
                 .as_bytes(),
         )
         .unwrap();
@@ -606,8 +635,10 @@ fn buffered_bodies_share_a_budget_and_overflow_gets_503() {
         let mut first = TcpStream::connect(moat.main).unwrap();
         first
             .write_all(
-                format!("GET /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\n")
-                    .as_bytes(),
+                format!(
+                    "GET /v1/models HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\n"
+                )
+                .as_bytes(),
             )
             .unwrap();
         first.write_all(&vec![b'a'; 1048576 - 10]).unwrap();
@@ -901,4 +932,130 @@ fn serve_refuses_a_home_others_can_change() {
             "{err}"
         );
     }
+}
+
+/// Curls `url` on a TLS listener with `cert`, for at most `secs`; its body.
+fn curl_tls(cert: &std::path::Path, port: u16, path: &str, extra: &[&str], secs: u64) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", &secs.to_string(), "--cacert"])
+        .arg(cert)
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .args(extra)
+        .arg(format!("https://localhost:{port}{path}"))
+        .output()
+        .expect("curl is installed (see scripts/test)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Connections to the TLS listener that never finish a handshake, or sit idle on HTTP/2
+/// after one, give way to a new connection of the same client at its limit.
+#[test]
+fn tls_handshakes_and_idle_http2_connections_cannot_lock_a_client_out() {
+    let home = new_home();
+    let (cert, key) = self_signed(home.path(), &["localhost", "127.0.0.1"]);
+    let moat = Moat::start_in(
+        home,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[("MOAT_MAX_CONNECTIONS_PER_IP", "4")],
+        None,
+    );
+    let port = moat.main.port();
+    // Four connections that never send a ClientHello.
+    let silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(moat.main).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(1300));
+    let body = curl_tls(&cert, port, "/health", &[], 5);
+    assert_eq!(body, "{\"status\":\"ok\"}", "a silent handshake made room");
+    drop(silent);
+    // HTTP/2 connections held open after their handshake with nothing in flight: idle,
+    // so they make room too.
+    let held: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            std::process::Command::new("openssl")
+                .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+                .arg(format!("127.0.0.1:{port}"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("openssl is installed")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = curl_tls(&cert, port, "/health", &["--http2"], 5);
+    assert_eq!(body, "{\"status\":\"ok\"}");
+    for mut c in held {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A request body trickled a byte at a time holds its place no longer than a trickled
+/// head does; and routes that take no body (and preflights) never read one, so no
+/// unauthenticated caller fills moat's body budget.
+#[test]
+fn trickled_bodies_and_unread_bodies_lock_nobody_out() {
+    let moat = Moat::start(
+        &[],
+        &[
+            ("MOAT_MAX_CONNECTIONS_PER_IP", "4"),
+            ("MOAT_MAX_BODY_BYTES", "1048576"),
+            ("MOAT_MAX_BUFFERED_BYTES", "2097152"),
+            ("MOAT_BODY_READ_TIMEOUT", "60s"),
+        ],
+    );
+    let host = moat.host();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, addr, host) = (stop.clone(), moat.main, host.clone());
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let head = format!(
+                    "POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                );
+                if s.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(b" ").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2600));
+    let r = get(moat.main, "/health", &[]);
+    assert_eq!(r.status, 200, "a trickled body made room: {r:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+
+    // Bodies sent to /health are never read into the budget: half-sent megabytes there
+    // leave an API request its share.
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(moat.main).unwrap();
+            let head =
+                format!("POST /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1048576\r\n\r\n");
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&vec![b'x'; 512 * 1024]);
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = post_json(moat.main, "/v1/messages", &[],
+        &serde_json::json!({"model": "nothing-routes-here", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    assert_ne!(r.status, 503, "{r:?}");
+    drop(held);
 }
