@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -931,7 +931,7 @@ impl Attempt<'_> {
             tail: bytes::BytesMut::new(),
             mode,
             pending: VecDeque::new(),
-            deadline: self.deadline,
+            idle: self.gw.upstream_timeout,
             finished: false,
             backend: self.backend.name().to_string(),
             meter: meter.detach(),
@@ -1270,7 +1270,9 @@ struct StreamState {
     tail: bytes::BytesMut,
     mode: Mode,
     pending: VecDeque<Bytes>,
-    deadline: tokio::time::Instant,
+    /// The longest the upstream may stay silent mid-stream (`llm.upstream_timeout`): a
+    /// long answer from a slow local model is not cut while it keeps coming.
+    idle: Duration,
     finished: bool,
     backend: String,
     meter: Meter,
@@ -1442,10 +1444,10 @@ fn stream_body(state: StreamState) -> Body {
             if s.finished {
                 return None;
             }
-            match tokio::time::timeout_at(s.deadline, s.body.frame()).await {
+            match tokio::time::timeout(s.idle, s.body.frame()).await {
                 Err(_) => s.fail(&ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "the model's backend did not finish within llm.upstream_timeout",
+                    "the model's backend sent nothing for llm.upstream_timeout mid-stream",
                 )),
                 Ok(None) => s.end(),
                 Ok(Some(Err(e))) => {

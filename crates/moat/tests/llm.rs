@@ -2076,3 +2076,36 @@ unsupported_tools = "refuse"
         "a refused request never reaches the backend"
     );
 }
+
+/// `llm.upstream_timeout` bounds silence, not a whole stream: a long answer from a slow
+/// local model that keeps coming is not cut.
+#[test]
+fn a_stream_longer_than_the_upstream_timeout_is_not_cut_while_it_keeps_coming() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = format!("[llm]\nupstream_timeout = \"2s\"\n{}", backends(&ant, &oai));
+    let moat = start(&config);
+    let mut chunks: Vec<(Duration, String)> = (0..5)
+        .map(|i| {
+            let delay = if i == 0 { Duration::ZERO } else { Duration::from_millis(900) };
+            (delay, o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"content": format!("part{i} ")}, "finish_reason": null}]})))
+        })
+        .collect();
+    chunks.push((Duration::from_millis(900), o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))));
+    chunks.push((Duration::ZERO, "data: [DONE]\n\n".into()));
+    let mut reply = Reply::sse(&[]);
+    reply.chunks = chunks;
+    oai.push(reply);
+    let started = Instant::now();
+    let r = post_json(moat.main, "/v1/chat/completions", &[],
+        &json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "the stream took its time"
+    );
+    assert!(
+        r.body.contains("part4") && r.body.ends_with("data: [DONE]\n\n"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("upstream_timeout"), "{}", r.body);
+}

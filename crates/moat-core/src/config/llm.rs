@@ -50,7 +50,9 @@ pub struct LlmConfig {
     pub routes: Vec<RouteConfig>,
     /// Model names that stand for other model names.
     pub aliases: BTreeMap<String, String>,
-    /// Longest an upstream exchange may take, streaming included.
+    /// Longest an upstream may take to answer (a whole answer, or a stream's head), and
+    /// the longest a stream may then stay silent: a long stream that keeps coming is
+    /// never cut.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
     /// `max_tokens` sent to Anthropic backends when an OpenAI client sets none.
