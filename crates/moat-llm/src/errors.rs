@@ -119,6 +119,18 @@ fn clean_word(word: &str) -> Option<String> {
     }
 }
 
+/// moat-net's refusals in Anthropic's error shape (see `moat_net::ErrorDialect`).
+pub(crate) fn anthropic_dialect(status: StatusCode, _code: &str, message: &str) -> Value {
+    error_body(ApiFormat::Anthropic, status, message)
+}
+
+/// moat-net's refusals in OpenAI's error shape, its stable code as OpenAI's `code`.
+pub(crate) fn openai_dialect(status: StatusCode, code: &str, message: &str) -> Value {
+    let mut body = error_body(ApiFormat::OpenAi, status, message);
+    body["error"]["code"] = json!(code);
+    body
+}
+
 /// Anthropic's error type for a status.
 pub(crate) fn anthropic_error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {

@@ -333,6 +333,12 @@ impl Gateway {
                 .with_state(self.clone())
         };
         table
+            // Even the server's own refusals (413, 408, 405, 401, 403, 429) reach an
+            // SDK in the shape it parses.
+            .errors_under("/v1/messages", errors::anthropic_dialect)
+            .errors_under("/v1/complete", errors::anthropic_dialect)
+            .errors_under("/v1/chat/completions", errors::openai_dialect)
+            .errors_under("/v1/responses", errors::openai_dialect)
             .route("/v1/messages", Exposure::Api, op(Op::Messages))
             .route(
                 "/v1/messages/count_tokens",

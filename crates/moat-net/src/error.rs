@@ -37,7 +37,37 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp.extensions_mut().insert(ErrorInfo {
+        code: code.to_string(),
+        message,
+    });
     resp
+}
+
+/// What an error response of moat's says, kept with it so that a route can answer it in
+/// its clients' own error format (see [`ErrorDialect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// The stable code.
+    pub code: String,
+    /// The message, already redacted.
+    pub message: String,
+}
+
+/// How the routes under a path prefix spell an error: status, code and message in, the
+/// JSON body out. An API with official SDKs (which raise on the exact shape) registers
+/// one, so that even the server's own refusals (413, 408, 405, 403, 429...) parse there.
+pub type ErrorDialect = fn(StatusCode, &str, &str) -> serde_json::Value;
+
+/// `resp` with its body in `dialect`, if it is one of moat's error responses.
+pub(crate) fn in_dialect(resp: Response, dialect: ErrorDialect) -> Response {
+    let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
+        return resp;
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = dialect(parts.status, &info.code, &info.message).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 #[cfg(test)]

@@ -180,6 +180,7 @@ impl Gate {
         .into_iter()
         .find_map(|name| req.headers().get(name))
         .map(HeaderValue::as_bytes);
+        let dialect = self.routes.dialect_for(req.uri().path());
         let mut resp = match self.config.limiter.check(self.conn.peer.ip(), credential) {
             Err(limited) => refused(
                 too_many_requests(&limited),
@@ -194,6 +195,9 @@ impl Gate {
         };
         if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
             resp = json_body_for_405(resp);
+        }
+        if let Some(dialect) = dialect {
+            resp = crate::error::in_dialect(resp, dialect);
         }
         set_security_headers(resp.headers_mut());
         if let (Some(events), Some((method, uri)), Some(r)) = (
@@ -234,5 +238,6 @@ fn json_body_for_405(resp: Response) -> Response {
     )
     .into_parts();
     parts.headers.extend(body_parts.headers);
+    parts.extensions.extend(body_parts.extensions);
     Response::from_parts(parts, body)
 }

@@ -24,7 +24,7 @@ mod slow_head;
 mod tls;
 
 pub use conns::ConnLimits;
-pub use error::{Refused, error_response, refused};
+pub use error::{ErrorDialect, ErrorInfo, Refused, error_response, refused};
 pub use exposure::{
     ApiKeyState, Check, Denial, Exposure, ExposureProblem, KeyWeakness, ListenerKind,
     MIN_REMOTE_API_KEY_CHARS, Policy, PolicySettings, RequestFacts, exposure_problems,

@@ -46,6 +46,7 @@ pub struct RouteError {
 #[derive(Default, Clone)]
 pub struct RouteTable {
     routes: Vec<(&'static str, Exposure, MethodRouter)>,
+    dialects: Vec<(&'static str, crate::error::ErrorDialect)>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -66,6 +67,17 @@ impl RouteTable {
     /// handlers, which fix the allowed methods.
     pub fn route(mut self, path: &'static str, class: Exposure, handlers: MethodRouter) -> Self {
         self.routes.push((path, class, handlers));
+        self
+    }
+
+    /// Answers every error of moat's on paths under `prefix` in `dialect` (an API's own
+    /// error format), the server's own refusals included.
+    pub fn errors_under(
+        mut self,
+        prefix: &'static str,
+        dialect: crate::error::ErrorDialect,
+    ) -> Self {
+        self.dialects.push((prefix, dialect));
         self
     }
 
@@ -105,6 +117,7 @@ impl RouteTable {
                 entries,
                 policy,
                 cors: cors.is_some(),
+                dialects: self.dialects.clone(),
             }),
         })
     }
@@ -121,6 +134,8 @@ struct Compiled {
     policy: Arc<Policy>,
     /// Whether the handlers are wrapped in CORS for the configured origin.
     cors: bool,
+    /// Error formats by path prefix.
+    dialects: Vec<(&'static str, crate::error::ErrorDialect)>,
 }
 
 /// A listener's compiled routes; cheap to clone.
@@ -132,6 +147,20 @@ pub struct Routes {
 /// Path parameters of the matched route (`{id}` in `/v1/items/{id}`), in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PathParams(pub Vec<(String, String)>);
+
+impl Routes {
+    /// The error format of the routes `path` falls under, if any.
+    pub(crate) fn dialect_for(&self, path: &str) -> Option<crate::error::ErrorDialect> {
+        self.inner
+            .dialects
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(_, d)| *d)
+    }
+}
 
 impl PathParams {
     /// The value of parameter `name`.

@@ -2109,3 +2109,50 @@ fn a_stream_longer_than_the_upstream_timeout_is_not_cut_while_it_keeps_coming() 
     );
     assert!(!r.body.contains("upstream_timeout"), "{}", r.body);
 }
+
+/// The server's own refusals on the LLM routes come in the shape each SDK parses.
+#[test]
+fn the_servers_own_refusals_speak_each_apis_error_format() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let home = new_home();
+    std::fs::write(home.path().join("config.toml"), backends(&ant, &oai)).unwrap();
+    let moat = Moat::start_in(
+        home,
+        &[],
+        &[("FAKE_KEY", CANARY), ("MOAT_MAX_BODY_BYTES", "1000")],
+        None,
+    );
+    let host = moat.main;
+    let too_large = |path: &str| {
+        raw(
+            moat.main,
+            format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let r = too_large("/v1/chat/completions");
+    assert_eq!(r.status, 413);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert_eq!(v["error"]["code"], "request_too_large", "{v}");
+    assert!(
+        v["error"].get("param").is_some() && v.get("type").is_none(),
+        "{v}"
+    );
+    let r = too_large("/v1/messages");
+    let v = r.json();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "request_too_large", "{v}");
+    let r = too_large("/v1/responses");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    // A wrong method, in each format.
+    let r = get(moat.main, "/v1/messages", &[]);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{r:?}");
+    assert_eq!(r.json()["type"], "error");
+    let r = get(moat.main, "/v1/chat/completions", &[]);
+    assert_eq!(r.status, 405);
+    assert!(r.json()["error"]["message"].as_str().is_some() && r.json().get("type").is_none());
+    // Not an LLM route: the common shape.
+    let r = raw(moat.main, format!("POST /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n").as_bytes());
+    assert_eq!(r.json()["error"]["code"], "request_too_large");
+}
