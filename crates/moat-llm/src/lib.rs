@@ -86,6 +86,8 @@ pub struct Gateway {
     events: Option<Arc<dyn PoolEvents>>,
     /// Tools left out of translated requests, by (backend, tool type).
     dropped_tools: Mutex<BTreeMap<(String, String), u64>>,
+    /// Each glob backend's own model list, as last asked (see `/v1/models`).
+    listed: tokio::sync::Mutex<HashMap<String, (Instant, Vec<String>)>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -126,6 +128,7 @@ impl Gateway {
             usage: None,
             analytics: None,
             dropped_tools: Mutex::default(),
+            listed: tokio::sync::Mutex::default(),
             events: None,
         })
     }
@@ -710,10 +713,70 @@ async fn model(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     .response(format)
 }
 
-/// `GET /v1/models`: the exact names the route table exposes, in Anthropic's shape when
-/// the request carries `anthropic-version`, else OpenAI's.
+/// How long a backend's own model list is reused, and how long a failed ask waits.
+const LISTED_FOR: Duration = Duration::from_secs(300);
+const LIST_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The most names taken from one backend's list.
+const MAX_LISTED: usize = 2000;
+
+impl Gateway {
+    /// The names a glob backend serves under their own names: its own `/models`, asked
+    /// at most every five minutes, filtered by its globs.
+    async fn listed_by(&self, backend_name: &str) -> Vec<String> {
+        let mut listed = self.listed.lock().await;
+        if let Some((at, names)) = listed.get(backend_name) {
+            let fresh = if names.is_empty() {
+                LIST_RETRY_AFTER
+            } else {
+                LISTED_FOR
+            };
+            if at.elapsed() < fresh {
+                return names.clone();
+            }
+        }
+        let names = match self.backends.get(backend_name) {
+            Some(backend) => self.ask_models(backend).await,
+            None => Vec::new(),
+        };
+        listed.insert(backend_name.to_string(), (Instant::now(), names.clone()));
+        names
+    }
+
+    async fn ask_models(&self, backend: &Backend) -> Vec<String> {
+        let credential = match backend.pool().accounts().first() {
+            Some(account) => account.credential(backend.auth()).await.ok().flatten(),
+            None => None,
+        };
+        let wait = self.upstream_timeout.min(Duration::from_secs(10));
+        match probe::models(backend, backend.name(), credential.as_ref(), wait).await {
+            Ok(answer) if answer.status.is_success() => answer
+                .model_ids()
+                .into_iter()
+                .filter(|id| self.router.serves_as_listed(backend.name(), id))
+                .take(MAX_LISTED)
+                .collect(),
+            Ok(answer) => {
+                tracing::warn!(backend = backend.name(), status = %answer.status, "the backend's model list was refused; /v1/models shows its exact names only");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!(backend = backend.name(), error = %e, "cannot ask the backend for its models; /v1/models shows its exact names only");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// `GET /v1/models`: the exact names the table exposes, aliases, and what each glob
+/// backend's own list offers under its globs; in Anthropic's shape when the request
+/// carries `anthropic-version`, else OpenAI's.
 async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let names = gw.router.model_names();
+    let mut names = gw.router.model_names();
+    for backend in gw.router.glob_backends() {
+        names.extend(gw.listed_by(&backend).await);
+    }
+    names.sort();
+    names.dedup();
     let format = models_format(&headers);
     let data: Vec<Value> = names.iter().map(|n| model_object(format, n)).collect();
     let body = match format {

@@ -181,6 +181,25 @@ impl Router {
         Err(RouteError::NoRoute(requested.to_string()))
     }
 
+    /// The backends that serve names by glob, whose own model lists `/v1/models` asks
+    /// for (each once, however many globs it has).
+    pub fn glob_backends(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.backend_globs.iter().map(|(_, b)| b.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Whether `model` of `backend`'s own list is served under its own name here: it
+    /// matches one of that backend's globs, and no route or alias takes the name first.
+    pub fn serves_as_listed(&self, backend: &str, model: &str) -> bool {
+        self.resolve(model).is_ok_and(|d| {
+            d.targets
+                .first()
+                .is_some_and(|t| t.backend == backend && t.model == model)
+        })
+    }
+
     /// The exact model names the table exposes (for `/v1/models`), sorted.
     pub fn model_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

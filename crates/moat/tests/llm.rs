@@ -968,8 +968,11 @@ fn models_status_and_count_tokens() {
         &json!({"model": "sonnet", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
     );
     assert_eq!(r.json()["input_tokens"], 42);
-    assert_eq!(ant.seen()[0].path, "/v1/messages/count_tokens");
-    assert_eq!(ant.seen()[0].body["model"], "claude-sonnet-4-5");
+    // (Before it: the model list asked for by /v1/models.)
+    let seen = ant.seen();
+    let counted = seen.last().unwrap();
+    assert_eq!(counted.path, "/v1/messages/count_tokens");
+    assert_eq!(counted.body["model"], "claude-sonnet-4-5");
     let r = post_json(
         moat.main,
         "/v1/messages/count_tokens",
@@ -2155,4 +2158,52 @@ fn the_servers_own_refusals_speak_each_apis_error_format() {
     // Not an LLM route: the common shape.
     let r = raw(moat.main, format!("POST /health HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n").as_bytes());
     assert_eq!(r.json()["error"]["code"], "request_too_large");
+}
+
+/// `/v1/models` lists what a glob serves: each glob backend's own list, filtered by its
+/// globs, asked once and reused.
+#[test]
+fn the_model_list_shows_what_globs_serve() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    ant.push(Reply::json(200, json!({"data": [{"id": "claude-a", "type": "model"}, {"id": "other-model"}], "has_more": false})));
+    oai.push(Reply::json(
+        200,
+        json!({"object": "list", "data": [{"id": "gpt-4o"}, {"id": "text-embedding-3"}]}),
+    ));
+    let config = format!(
+        "{}\n[llm.aliases]\nsonnet = \"claude-sonnet-4-5\"\n",
+        backends(&ant, &oai)
+    );
+    let moat = start(&config);
+    let ids = |r: common::Resp| -> Vec<String> {
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = get(moat.main, "/v1/models", &[]);
+    assert_eq!(ids(r), ["claude-a", "gpt-4o", "sonnet"]);
+    assert_eq!(ant.seen()[0].path, "/v1/models");
+    assert_eq!(oai.seen()[0].path, "/v1/models");
+    assert_eq!(
+        oai.seen()[0]
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some(format!("Bearer {CANARY}")),
+        "asked with the backend's own key"
+    );
+    let r = get(
+        moat.main,
+        "/v1/models",
+        &[("anthropic-version", "2023-06-01")],
+    );
+    assert_eq!(ids(r), ["claude-a", "gpt-4o", "sonnet"]);
+    assert_eq!(
+        ant.seen().len() + oai.seen().len(),
+        2,
+        "the lists are reused"
+    );
 }
