@@ -119,6 +119,46 @@ fn clean_word(word: &str) -> Option<String> {
     }
 }
 
+/// An upstream error of the other API, made what a client of `to` acts on: a context
+/// overflow reads as "prompt is too long" to Anthropic clients (Claude Code compacts on
+/// it) and as `context_length_exceeded` to OpenAI clients; Anthropic's 529 overloaded
+/// is OpenAI's 503 and back; a rate limit carries OpenAI's `rate_limit_exceeded`.
+pub(crate) fn cross_format(error: &mut ApiError, to: ApiFormat) {
+    let lower = error.message.to_ascii_lowercase();
+    let overflow = error.code.as_deref() == Some("context_length_exceeded")
+        || lower.contains("prompt is too long")
+        || lower.contains("maximum context length")
+        || lower.contains("context length")
+        || lower.contains("context window");
+    match to {
+        ApiFormat::Anthropic => {
+            if overflow
+                && error.status == StatusCode::BAD_REQUEST
+                && !lower.contains("prompt is too long")
+            {
+                error.message = format!("prompt is too long: {}", error.message);
+            }
+            if error.status == StatusCode::SERVICE_UNAVAILABLE {
+                error.status = StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            error.code = None;
+            error.param = None;
+        }
+        ApiFormat::OpenAi => {
+            if overflow && error.status == StatusCode::BAD_REQUEST {
+                error.code = Some("context_length_exceeded".into());
+                error.param = Some("messages".into());
+            }
+            if error.status.as_u16() == 529 {
+                error.status = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            if error.status == StatusCode::TOO_MANY_REQUESTS && error.code.is_none() {
+                error.code = Some("rate_limit_exceeded".into());
+            }
+        }
+    }
+}
+
 /// moat-net's refusals in Anthropic's error shape (see `moat_net::ErrorDialect`).
 pub(crate) fn anthropic_dialect(status: StatusCode, _code: &str, message: &str) -> Value {
     error_body(ApiFormat::Anthropic, status, message)

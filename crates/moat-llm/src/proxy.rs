@@ -1172,6 +1172,13 @@ impl Attempt<'_> {
         };
         let mut error = ApiError::new(status, message).with_code(code, param);
         error.retry_after = retry_after;
+        let backend_format = match self.backend.kind() {
+            BackendKind::Anthropic => ApiFormat::Anthropic,
+            BackendKind::Openai => ApiFormat::OpenAi,
+        };
+        if class != "auth" && backend_format != self.op.format() {
+            crate::errors::cross_format(&mut error, self.op.format());
+        }
         Failed {
             error,
             retry,

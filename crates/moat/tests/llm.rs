@@ -2207,3 +2207,49 @@ fn the_model_list_shows_what_globs_serve() {
         "the lists are reused"
     );
 }
+
+/// Errors cross formats as what each client acts on: a context overflow, an overload.
+#[test]
+fn upstream_errors_cross_formats_as_what_clients_act_on() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    let anthropic_client = |model: &str| {
+        post_json(moat.main, "/v1/messages", &[],
+            &json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+    };
+    let openai_client = |model: &str| {
+        post_json(
+            moat.main,
+            "/v1/chat/completions",
+            &[],
+            &json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+        )
+    };
+    oai.push(Reply::json(400, json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})));
+    let r = anthropic_client("gpt-4o");
+    assert_eq!(r.status, 400);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("prompt is too long"), "{message}");
+    ant.push(Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"}})));
+    let r = openai_client("claude-a");
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["code"],
+        "context_length_exceeded",
+        "{}",
+        r.body
+    );
+    ant.push(Reply::json(
+        529,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    ));
+    let r = openai_client("claude-a");
+    assert_eq!(r.status, 503, "{}", r.body);
+    oai.push(Reply::json(
+        503,
+        json!({"error": {"message": "The server is overloaded", "type": "server_error"}}),
+    ));
+    let r = anthropic_client("gpt-4o");
+    assert_eq!(r.status, 529, "{}", r.body);
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+}
