@@ -900,7 +900,10 @@ impl Attempt<'_> {
         let mode = match shape {
             Shape::Same => Mode::Pass(stream::PassThrough::new(self.op.format())),
             Shape::AnthropicClientOpenAiUpstream => {
-                Mode::Translate(Box::new(stream::OpenAiToAnthropic::new(self.requested)))
+                let estimate = self.req.value().map_or(0, estimate_tokens);
+                Mode::Translate(Box::new(
+                    stream::OpenAiToAnthropic::new(self.requested).with_input_estimate(estimate),
+                ))
             }
             Shape::OpenAiClientAnthropicUpstream => {
                 let opts = request::openai_stream_options(self.req.value()?);

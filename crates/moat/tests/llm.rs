@@ -2253,3 +2253,33 @@ fn upstream_errors_cross_formats_as_what_clients_act_on() {
     assert_eq!(r.status, 529, "{}", r.body);
     assert_eq!(r.json()["error"]["type"], "overloaded_error");
 }
+
+/// A translated Anthropic stream opens with an estimate of the input tokens (clients
+/// budget their context by it), corrected at the end; a stop sequence the server names
+/// reads as one.
+#[test]
+fn translated_streams_estimate_input_tokens_and_name_stop_sequences() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    oai.push(Reply::sse(&[
+        o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"}, "finish_reason": null}]})),
+        o_event(json!({"id": "c", "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": "###"}]})),
+        o_event(json!({"id": "c", "model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 321, "completion_tokens": 1}})),
+        "data: [DONE]\n\n".into(),
+    ]));
+    let long = "word ".repeat(400);
+    let r = post_json(moat.main, "/v1/messages", &[],
+        &json!({"model": "gpt-4o", "max_tokens": 5, "stream": true, "stop_sequences": ["###"], "messages": [{"role": "user", "content": long}]}).to_string());
+    let events = sse_events(&r.body);
+    let start: Value = serde_json::from_str(&events[0].1).unwrap();
+    let estimate = start["message"]["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(estimate > 100, "{}", r.body);
+    let delta = events
+        .iter()
+        .find(|(n, _)| n.as_deref() == Some("message_delta"))
+        .unwrap();
+    let delta: Value = serde_json::from_str(&delta.1).unwrap();
+    assert_eq!(delta["usage"]["input_tokens"], 321, "{delta}");
+    assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
+    assert_eq!(delta["delta"]["stop_sequence"], "###");
+}

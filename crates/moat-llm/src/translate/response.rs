@@ -23,6 +23,20 @@ pub fn stop_reason_after(finish_reason: &str, called_tools: bool) -> &'static st
     }
 }
 
+/// Anthropic's `stop_reason` and `stop_sequence` for an OpenAI finish: `stop_sequence`
+/// with the sequence when the server names the one that matched (vLLM's `stop_reason`
+/// string; OpenAI itself does not say, and then it reads `end_turn`).
+pub fn stop_with_sequence(
+    finish_reason: &str,
+    called_tools: bool,
+    matched: Option<&str>,
+) -> (&'static str, Value) {
+    match (stop_reason_after(finish_reason, called_tools), matched) {
+        ("end_turn", Some(sequence)) => ("stop_sequence", json!(sequence)),
+        (reason, _) => (reason, Value::Null),
+    }
+}
+
 /// OpenAI `finish_reason` → Anthropic `stop_reason`.
 pub fn stop_reason(finish_reason: &str) -> &'static str {
     match finish_reason {
@@ -191,14 +205,16 @@ pub fn openai_to_anthropic(resp: &Value) -> Value {
     }
     let finish = choice["finish_reason"].as_str().unwrap_or("stop");
     let called_tools = content.iter().any(|b| b["type"] == "tool_use");
+    let (stop_reason, stop_sequence) =
+        stop_with_sequence(finish, called_tools, choice["stop_reason"].as_str());
     json!({
         "id": message_id(resp["id"].as_str().unwrap_or_default()),
         "type": "message",
         "role": "assistant",
         "model": resp["model"],
         "content": content,
-        "stop_reason": stop_reason_after(finish, called_tools),
-        "stop_sequence": null,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": anthropic_usage(&resp["usage"]),
     })
 }
@@ -251,5 +267,22 @@ mod tests {
             "end_turn"
         );
         assert_eq!(stop_reason_after("length", true), "max_tokens");
+    }
+
+    #[test]
+    fn a_named_stop_sequence_reads_as_one() {
+        let resp = |stop: Value| {
+            json!({"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                "stop_reason": stop, "message": {"role": "assistant", "content": "x"}}]})
+        };
+        let a = openai_to_anthropic(&resp(json!("###")));
+        assert_eq!(a["stop_reason"], "stop_sequence");
+        assert_eq!(a["stop_sequence"], "###");
+        // A token id (vLLM's EOS) or nothing: a natural end.
+        for stop in [json!(2), Value::Null] {
+            let a = openai_to_anthropic(&resp(stop));
+            assert_eq!(a["stop_reason"], "end_turn");
+            assert_eq!(a["stop_sequence"], Value::Null);
+        }
     }
 }

@@ -12,8 +12,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::response::{
-    anthropic_usage, completion_id, finish_reason, message_id, openai_usage, stop_reason_after,
-    unix_now,
+    anthropic_usage, completion_id, finish_reason, message_id, openai_usage, unix_now,
 };
 use crate::errors::{ApiError, ApiFormat};
 use crate::sse::{SseEvent, encode};
@@ -285,7 +284,12 @@ pub struct OpenAiToAnthropic {
     /// OpenAI tool call index → Anthropic block index, for calls whose block is open.
     tools: BTreeMap<u64, u64>,
     finish: Option<String>,
+    /// The stop sequence that ended the answer, where the server says (vLLM's
+    /// `stop_reason`).
+    matched_stop: Option<String>,
     usage: Value,
+    /// `message_start`'s input tokens before the upstream counts them (at the end).
+    input_estimate: u64,
     ending: Ending,
 }
 
@@ -299,9 +303,19 @@ impl OpenAiToAnthropic {
             open: None,
             tools: BTreeMap::new(),
             finish: None,
+            matched_stop: None,
             usage: Value::Null,
+            input_estimate: 0,
             ending: Ending::new(ApiFormat::Anthropic),
         }
+    }
+
+    /// The same, with `message_start` carrying an estimate of the request's input
+    /// tokens (corrected by `message_delta` when the upstream's count arrives): clients
+    /// that budget their context read it there.
+    pub fn with_input_estimate(mut self, tokens: u64) -> Self {
+        self.input_estimate = tokens;
+        self
     }
 
     fn ev(name: &str, data: Value) -> Bytes {
@@ -326,7 +340,7 @@ impl OpenAiToAnthropic {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
+                "usage": {"input_tokens": self.input_estimate, "output_tokens": 0},
             }}),
         ));
     }
@@ -368,16 +382,21 @@ impl OpenAiToAnthropic {
                 json!({"type": "content_block_stop", "index": index}),
             ));
         }
-        let reason = stop_reason_after(self.finish.as_deref().unwrap_or("stop"), !tools.is_empty());
+        let finish = self.finish.as_deref().unwrap_or("stop");
+        let (reason, sequence) = super::response::stop_with_sequence(
+            finish,
+            !tools.is_empty(),
+            self.matched_stop.as_deref(),
+        );
         let usage = if self.usage.is_null() {
-            json!({"output_tokens": 0})
+            json!({"input_tokens": self.input_estimate, "output_tokens": 0})
         } else {
             anthropic_usage(&self.usage)
         };
         out.push(Self::ev(
             "message_delta",
             json!({"type": "message_delta",
-                   "delta": {"stop_reason": reason, "stop_sequence": null},
+                   "delta": {"stop_reason": reason, "stop_sequence": sequence},
                    "usage": usage}),
         ));
         out.push(Self::ev("message_stop", json!({"type": "message_stop"})));
@@ -487,6 +506,9 @@ impl StreamTranslator for OpenAiToAnthropic {
         }
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = Some(f.to_string());
+        }
+        if let Some(stop) = choice["stop_reason"].as_str() {
+            self.matched_stop = Some(stop.to_string());
         }
         out
     }
