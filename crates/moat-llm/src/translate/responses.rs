@@ -638,6 +638,12 @@ pub struct ChatToResponses {
     /// The reasoning or message item text is streaming into: a new item of another kind
     /// (or a tool call) closes it, so items finish in order.
     open_text: Option<usize>,
+    /// The tool call whose arguments are streaming; at most one, so that parallel calls
+    /// are sibling items.
+    open_call: Option<usize>,
+    /// Calls that began while another's arguments were still incomplete (a server that
+    /// interleaves parallel calls): announced whole, in order, once that one is done.
+    held_calls: Vec<usize>,
     finish: Option<String>,
     usage: Value,
     done: bool,
@@ -662,6 +668,8 @@ impl ChatToResponses {
             items: Vec::new(),
             calls: HashMap::new(),
             open_text: None,
+            open_call: None,
+            held_calls: Vec::new(),
             finish: None,
             usage: Value::Null,
             done: false,
@@ -806,11 +814,23 @@ impl ChatToResponses {
                 self.items.push((item, true));
                 let index = self.items.len() - 1;
                 self.calls.insert(key, index);
-                self.emit(
-                    out,
-                    "response.output_item.added",
-                    json!({"output_index": index, "item": json}),
-                );
+                // The call before it is done once its arguments are whole JSON; until
+                // then this one waits, so that items never nest.
+                match self.open_call {
+                    Some(prev) if !self.arguments_whole(prev) => self.held_calls.push(index),
+                    prev => {
+                        if let Some(prev) = prev {
+                            self.close(prev, out);
+                        }
+                        self.release_held("completed", out);
+                        self.open_call = Some(index);
+                        self.emit(
+                            out,
+                            "response.output_item.added",
+                            json!({"output_index": index, "item": json}),
+                        );
+                    }
+                }
                 index
             }
         };
@@ -820,6 +840,7 @@ impl ChatToResponses {
         else {
             return;
         };
+        let streaming = self.open_call == Some(index) && self.items[index].1;
         let id = match &mut self.items[index].0 {
             Item::Call {
                 id,
@@ -828,8 +849,9 @@ impl ChatToResponses {
                 ..
             } => {
                 arguments.push_str(fragment);
-                if *custom {
-                    // Its input is JSON-escaped inside the fragments: sent whole at the end.
+                // A custom call's input is JSON-escaped inside the fragments: sent whole
+                // at the end; a held call's arguments are sent when it is announced.
+                if *custom || !streaming {
                     return;
                 }
                 id.clone()
@@ -846,6 +868,54 @@ impl ChatToResponses {
     }
 
     fn close(&mut self, index: usize, out: &mut Vec<Bytes>) {
+        self.close_as(index, "completed", out);
+    }
+
+    /// Whether a call's arguments so far are a whole JSON value.
+    fn arguments_whole(&self, index: usize) -> bool {
+        match &self.items[index].0 {
+            Item::Call { arguments, .. } => {
+                serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok()
+            }
+            _ => true,
+        }
+    }
+
+    /// Announces the held calls, each whole (added, its arguments, done), in order.
+    fn release_held(&mut self, status: &str, out: &mut Vec<Bytes>) {
+        for index in std::mem::take(&mut self.held_calls) {
+            // Announced empty, as a streamed call is: its arguments follow as a delta.
+            let mut json = self.item_json(&self.items[index].0, "in_progress");
+            for field in ["arguments", "input"] {
+                if json.get(field).is_some() {
+                    json[field] = json!("");
+                }
+            }
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": index, "item": json}),
+            );
+            if let Item::Call {
+                id,
+                arguments,
+                custom: false,
+                ..
+            } = &self.items[index].0
+                && !arguments.is_empty()
+            {
+                let (id, arguments) = (id.clone(), arguments.clone());
+                self.emit(
+                    out,
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": id, "output_index": index, "delta": arguments}),
+                );
+            }
+            self.close_as(index, status, out);
+        }
+    }
+
+    fn close_as(&mut self, index: usize, status: &str, out: &mut Vec<Bytes>) {
         if !self.items[index].1 {
             return;
         }
@@ -908,7 +978,7 @@ impl ChatToResponses {
                 );
             }
         }
-        let item = self.item_json(&self.items[index].0, "completed");
+        let item = self.item_json(&self.items[index].0, status);
         self.emit(
             out,
             "response.output_item.done",
@@ -921,15 +991,35 @@ impl ChatToResponses {
             return;
         }
         self.start(out);
-        for i in 0..self.items.len() {
-            self.close(i, out);
+        let (status, details) = ending(self.finish.as_deref());
+        // An item still open when the answer was cut (max_output_tokens) is incomplete.
+        let cut: Vec<bool> = self
+            .items
+            .iter()
+            .map(|(_, open)| *open && status != "completed")
+            .collect();
+        let held: Vec<usize> = self.held_calls.clone();
+        for (i, cut) in cut.iter().enumerate() {
+            if !held.contains(&i) {
+                self.close_as(i, if *cut { "incomplete" } else { "completed" }, out);
+            }
         }
+        self.release_held(
+            if status == "completed" {
+                "completed"
+            } else {
+                "incomplete"
+            },
+            out,
+        );
         let output: Vec<Value> = self
             .items
             .iter()
-            .map(|(item, _)| self.item_json(item, "completed"))
+            .zip(&cut)
+            .map(|((item, _), cut)| {
+                self.item_json(item, if *cut { "incomplete" } else { "completed" })
+            })
             .collect();
-        let (status, details) = ending(self.finish.as_deref());
         let mut r = self.echo.response(&self.id, self.created, status, output);
         r["incomplete_details"] = details;
         r["usage"] = usage(&self.usage);
@@ -1012,9 +1102,15 @@ impl StreamTranslator for ChatToResponses {
             "error",
             json!({"code": code, "message": err.message, "param": null}),
         );
-        let mut r = self
-            .echo
-            .response(&self.id, self.created, "failed", Vec::new());
+        // What was produced before the failure, as it stood.
+        let output: Vec<Value> = self
+            .items
+            .iter()
+            .map(|(item, open)| {
+                self.item_json(item, if *open { "incomplete" } else { "completed" })
+            })
+            .collect();
+        let mut r = self.echo.response(&self.id, self.created, "failed", output);
         r["error"] = json!({"code": "server_error", "message": err.message});
         self.emit(&mut out, "response.failed", json!({"response": r}));
         self.done = true;
