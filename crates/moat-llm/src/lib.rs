@@ -452,7 +452,37 @@ async fn get_response(State(gw): State<Arc<Gateway>>, req: Request) -> Response 
     if let (true, Some(holder)) = (running, &stored.held_by) {
         return relay_from_holder(&gw, store, &stored, holder, &id, Method::GET).await;
     }
-    json_response(StatusCode::OK, stored.response.to_string())
+    let mut stream = false;
+    let mut starting_after = None;
+    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "stream" => stream = v == "true",
+            "starting_after" => match v.parse::<u64>() {
+                Ok(n) => starting_after = Some(n),
+                Err(_) => {
+                    return ApiError::invalid("`starting_after` must be a sequence number")
+                        .response(ApiFormat::OpenAi);
+                }
+            },
+            _ => {}
+        }
+    }
+    if !stream {
+        return json_response(StatusCode::OK, stored.response.to_string());
+    }
+    // The stored answer replayed as its stream; every byte masked like any answer.
+    let events: Vec<Bytes> = stored::replay(&stored.response, starting_after)
+        .into_iter()
+        .map(proxy::mask_known)
+        .collect();
+    let body =
+        futures_util::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let mut resp = Response::new(axum::body::Body::from_stream(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    resp
 }
 
 /// `POST /v1/responses/{id}/cancel`: cancels a background response at the native backend

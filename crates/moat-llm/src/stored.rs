@@ -197,6 +197,73 @@ fn keeper(db: &StateStore, retention: Duration, jobs: &mpsc::Receiver<Job>) {
     }
 }
 
+/// A stored response replayed as the stream that would have made it
+/// (`GET /v1/responses/{id}?stream=true`): created, each item added, its content, done,
+/// and the response's ending; events numbered from 0, those up to `starting_after` left
+/// out (a client resuming a stream).
+pub fn replay(response: &Value, starting_after: Option<u64>) -> Vec<bytes::Bytes> {
+    let mut events: Vec<Value> = Vec::new();
+    let mut opening = response.clone();
+    opening["status"] = Value::from("in_progress");
+    opening["output"] = Value::Array(Vec::new());
+    events.push(serde_json::json!({"type": "response.created", "response": opening.clone()}));
+    events.push(serde_json::json!({"type": "response.in_progress", "response": opening}));
+    let output = response["output"].as_array().cloned().unwrap_or_default();
+    for (i, item) in output.iter().enumerate() {
+        let id = item["id"].clone();
+        let mut added = item.clone();
+        added["status"] = Value::from("in_progress");
+        match item["type"].as_str() {
+            Some("message") => added["content"] = Value::Array(Vec::new()),
+            Some("function_call") => added["arguments"] = Value::from(""),
+            Some("custom_tool_call") => added["input"] = Value::from(""),
+            _ => {}
+        }
+        events.push(serde_json::json!({"type": "response.output_item.added", "output_index": i, "item": added}));
+        match item["type"].as_str() {
+            Some("message") => {
+                for (c, part) in item["content"].as_array().into_iter().flatten().enumerate() {
+                    let text = part["text"].clone();
+                    let mut empty = part.clone();
+                    empty["text"] = Value::from("");
+                    events.push(serde_json::json!({"type": "response.content_part.added", "item_id": id, "output_index": i, "content_index": c, "part": empty}));
+                    events.push(serde_json::json!({"type": "response.output_text.delta", "item_id": id, "output_index": i, "content_index": c, "delta": text, "logprobs": []}));
+                    events.push(serde_json::json!({"type": "response.output_text.done", "item_id": id, "output_index": i, "content_index": c, "text": text, "logprobs": []}));
+                    events.push(serde_json::json!({"type": "response.content_part.done", "item_id": id, "output_index": i, "content_index": c, "part": part}));
+                }
+            }
+            Some("function_call") => {
+                let arguments = item["arguments"].clone();
+                events.push(serde_json::json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": i, "delta": arguments}));
+                events.push(serde_json::json!({"type": "response.function_call_arguments.done", "item_id": id, "output_index": i, "arguments": arguments}));
+            }
+            Some("custom_tool_call") => {
+                let input = item["input"].clone();
+                events.push(serde_json::json!({"type": "response.custom_tool_call_input.delta", "item_id": id, "output_index": i, "delta": input}));
+                events.push(serde_json::json!({"type": "response.custom_tool_call_input.done", "item_id": id, "output_index": i, "input": input}));
+            }
+            _ => {}
+        }
+        events.push(serde_json::json!({"type": "response.output_item.done", "output_index": i, "item": item}));
+    }
+    let ending = match response["status"].as_str() {
+        Some("incomplete") => "response.incomplete",
+        Some("failed") => "response.failed",
+        _ => "response.completed",
+    };
+    events.push(serde_json::json!({"type": ending, "response": response}));
+    events
+        .into_iter()
+        .enumerate()
+        .filter(|(seq, _)| starting_after.is_none_or(|after| *seq as u64 > after))
+        .map(|(seq, mut event)| {
+            event["sequence_number"] = Value::from(seq as u64);
+            let name = event["type"].as_str().unwrap_or_default().to_string();
+            crate::sse::encode(Some(&name), &event.to_string())
+        })
+        .collect()
+}
+
 /// The input items of a stored response as `GET /v1/responses/{id}/input_items` lists
 /// them: each a typed item with an id (stable for the response, so `after` pages work),
 /// message text as `input_text` parts (`output_text` for the assistant's).

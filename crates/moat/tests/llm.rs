@@ -2283,3 +2283,46 @@ fn translated_streams_estimate_input_tokens_and_name_stop_sequences() {
     assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
     assert_eq!(delta["delta"]["stop_sequence"], "###");
 }
+
+/// A stored response can be read back as the stream that made it, and resumed.
+#[test]
+fn a_stored_response_replays_as_a_stream() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let moat = start(&backends(&ant, &oai));
+    oai.push(Reply::json(200, json!({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}, "finish_reason": "tool_calls"}]})));
+    let r = post_json(moat.main, "/v1/responses", &[],
+        &json!({"model": "gpt-4o", "input": "hi", "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]}).to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = get(moat.main, &format!("/v1/responses/{id}?stream=true"), &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = sse_events(&r.body);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_deref().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"response.created"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert!(
+        names.contains(&"response.output_text.delta")
+            && names.contains(&"response.function_call_arguments.done"),
+        "{names:?}"
+    );
+    let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert_eq!(last["response"]["id"], id.as_str());
+    for (i, (_, data)) in events.iter().enumerate() {
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["sequence_number"], i as u64);
+    }
+    let r = get(
+        moat.main,
+        &format!("/v1/responses/{id}?stream=true&starting_after=2"),
+        &[],
+    );
+    let resumed = sse_events(&r.body);
+    assert_eq!(resumed.len(), events.len() - 3);
+    let first: Value = serde_json::from_str(&resumed[0].1).unwrap();
+    assert_eq!(first["sequence_number"], 3);
+}
