@@ -201,7 +201,7 @@ fn keeper(db: &StateStore, retention: Duration, jobs: &mpsc::Receiver<Job>) {
 /// (`GET /v1/responses/{id}?stream=true`): created, each item added, its content, done,
 /// and the response's ending; events numbered from 0, those up to `starting_after` left
 /// out (a client resuming a stream).
-pub fn replay(response: &Value, starting_after: Option<u64>) -> Vec<bytes::Bytes> {
+pub(crate) fn replay(response: &Value, starting_after: Option<u64>) -> Vec<bytes::Bytes> {
     let mut events: Vec<Value> = Vec::new();
     let mut opening = response.clone();
     opening["status"] = Value::from("in_progress");

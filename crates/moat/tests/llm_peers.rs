@@ -635,3 +635,54 @@ scopes = ["openid", "offline_access"]
         "{config}"
     );
 }
+
+/// The OpenAI Agents SDK runs an agent with a function tool through moat, over the
+/// Responses API (its default) and over Chat Completions, against a scripted backend
+/// that calls the tool and then answers with its output.
+#[test]
+fn the_openai_agents_sdk_runs_a_tool_loop_through_moat() {
+    use common::upstream::{FakeUpstream, Reply};
+    let up = FakeUpstream::start();
+    let config = format!(
+        "[llm.backends.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodels = [\"gpt-*\"]\n",
+        up.url()
+    );
+    let home = new_home();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let moat = Moat::start_in(home, &[], &[], None);
+    for _ in 0..2 {
+        up.push(Reply::json(200, serde_json::json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+                "tool_calls": [{"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}})));
+        up.push(Reply::json(200, serde_json::json!({"id": "c2", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "It is sunny in Paris."}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}})));
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/agents_check.py");
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .args([script, "gpt-4o"])
+        .env("OPENAI_BASE_URL", format!("http://{}/v1", moat.main))
+        .env("OPENAI_API_KEY", "moat-test-client-key")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\nmoat log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        moat.output()
+    );
+    // The second request of each run carried the tool's output back.
+    let seen = up.seen();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    for second in [&seen[1], &seen[3]] {
+        let text = second.body.to_string();
+        assert!(
+            text.contains("It is sunny in Paris.") && text.contains("call_w"),
+            "{text}"
+        );
+    }
+}
