@@ -129,6 +129,7 @@ pub(crate) fn cross_format(error: &mut ApiError, to: ApiFormat) {
         || lower.contains("prompt is too long")
         || lower.contains("maximum context length")
         || lower.contains("context length")
+        || lower.contains("context size")
         || lower.contains("context window");
     match to {
         ApiFormat::Anthropic => {

@@ -2230,6 +2230,11 @@ fn upstream_errors_cross_formats_as_what_clients_act_on() {
     assert_eq!(r.status, 400);
     let message = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.starts_with("prompt is too long"), "{message}");
+    // llama.cpp's words for it (Claude Code's system prompt alone overflows a small model).
+    oai.push(Reply::json(400, json!({"error": {"code": 400, "message": "request (22955 tokens) exceeds the available context size (8192 tokens), try increasing it", "type": "exceed_context_size_error"}})));
+    let r = anthropic_client("gpt-4o");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(message.starts_with("prompt is too long"), "{message}");
     ant.push(Reply::json(400, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 210000 tokens > 200000 maximum"}})));
     let r = openai_client("claude-a");
     assert_eq!(r.status, 400);
