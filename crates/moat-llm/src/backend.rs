@@ -141,6 +141,7 @@ impl Backend {
             translation: crate::translate::Options {
                 unsupported_tools: config.unsupported_tools,
                 system_messages: config.system_messages,
+                max_output_tokens: config.max_output_tokens,
             },
             urls,
             pool: Pool::new(accounts, config.strategy, pools.clone()),

@@ -2331,3 +2331,93 @@ fn a_stored_response_replays_as_a_stream() {
     let first: Value = serde_json::from_str(&resumed[0].1).unwrap();
     assert_eq!(first["sequence_number"], 3);
 }
+
+/// What current Claude Code sends, on its defaults, reaches an OpenAI-kind backend whole:
+/// a system message after the first user turn, structured output for its titles, a
+/// 64,000-token max_tokens, its reasoning echoed back, and a PDF it read.
+#[test]
+fn claude_codes_requests_reach_an_openai_backend_whole() {
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = backends(&ant, &oai).replace(
+        "models = [\"gpt-*\"]",
+        "models = [\"gpt-*\"]\nmax_output_tokens = 4096",
+    );
+    let moat = start(&config);
+    let ok = || {
+        Reply::json(
+            200,
+            json!({"id": "c", "object": "chat.completion", "model": "gpt-4o", "choices": [{"index": 0, "message": {"role": "assistant", "content": "{\"title\":\"x\"}"}, "finish_reason": "stop"}]}),
+        )
+    };
+    oai.push(ok());
+    let first = json!({
+        "model": "gpt-4o", "max_tokens": 64000, "stream": false,
+        "thinking": {"type": "adaptive"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high", "format": {"type": "json_schema", "schema": {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}}},
+        "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197"}, {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"}, {"type": "text", "text": "Read hello.pdf", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "system", "content": "Agents and skills available: ..."}
+        ],
+        "metadata": {"user_id": "{\"session_id\":\"s\"}"},
+    });
+    let r = post_json(
+        moat.main,
+        "/v1/messages?beta=true",
+        &[(
+            "anthropic-beta",
+            "mid-conversation-system-2026-04-07,structured-outputs-2025-12-15",
+        )],
+        &first.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = oai.seen();
+    let sent = &seen[0].body;
+    assert_eq!(sent["max_tokens"], 4096, "capped: {sent}");
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+    assert_eq!(
+        sent["response_format"]["json_schema"]["schema"]["required"][0],
+        "title"
+    );
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "system"], "{sent}");
+
+    oai.push(ok());
+    let pdf = "JVBERi0xLjQK";
+    let second = json!({
+        "model": "gpt-4o", "max_tokens": 64000,
+        "messages": [
+            {"role": "user", "content": "Read hello.pdf"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "The user wants the file.", "signature": ""},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "hello.pdf"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "PDF file read", "is_error": false, "cache_control": {"type": "ephemeral"}},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}}
+            ]}
+        ],
+    });
+    let r = post_json(moat.main, "/v1/messages", &[], &second.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = oai.seen();
+    let sent = &seen[1].body;
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[1]["reasoning_content"], "The user wants the file.",
+        "{sent}"
+    );
+    assert_eq!(messages[2]["role"], "tool");
+    let file = &messages[3]["content"][0];
+    assert_eq!(file["type"], "file", "{sent}");
+    assert_eq!(
+        file["file"]["file_data"],
+        format!("data:application/pdf;base64,{pdf}")
+    );
+}

@@ -194,6 +194,11 @@ pub struct BackendConfig {
     /// on this (OpenAI-kind) backend.
     #[serde(default, skip_serializing_if = "is_default")]
     pub system_messages: SystemMessages,
+    /// The most output tokens a translated request asks this backend for: a client's
+    /// larger `max_tokens` (Claude Code sends 64,000) is lowered to it, for servers that
+    /// refuse a prompt plus `max_tokens` past their context (vLLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
 }
 
 /// What a translated request does with a tool its backend cannot run.
@@ -351,6 +356,7 @@ impl BackendConfig {
             responses: ResponsesMode::default(),
             unsupported_tools: UnsupportedTools::default(),
             system_messages: SystemMessages::default(),
+            max_output_tokens: None,
         }
     }
 }

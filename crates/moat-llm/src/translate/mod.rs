@@ -20,6 +20,8 @@ pub struct Options {
     pub unsupported_tools: UnsupportedTools,
     /// Mid-conversation system messages: in place or merged into the next user turn.
     pub system_messages: SystemMessages,
+    /// The most output tokens a translated request may ask for (`max_output_tokens`).
+    pub max_output_tokens: Option<u32>,
 }
 
 /// The kinds of tool a translation left out, to name them to the client.

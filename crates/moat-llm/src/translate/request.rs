@@ -389,16 +389,41 @@ pub fn anthropic_to_openai_with(
             }
         }
     }
-    // System text after the last user turn has no turn to join: it goes last, as is.
+    // System text after the last user turn (Claude Code's first request) joins that
+    // turn, after what the user said; with no user turn at all it stays a system message.
     if !held_system.is_empty() {
-        out.push(json!({"role": "system", "content": held_system.join("\n\n")}));
+        let text = held_system.join("\n\n");
+        match out.iter().rposition(|m| m["role"] == "user") {
+            Some(last) => append_system_to_user(&mut out[last], &text),
+            None => out.push(json!({"role": "system", "content": text})),
+        }
     }
 
     let mut r = Map::new();
     r.insert("model".into(), json!(model));
     r.insert("messages".into(), Value::Array(out));
     if let Some(v) = obj.get("max_tokens").filter(|v| !v.is_null()) {
-        r.insert(openai_max_tokens_key(model).into(), v.clone());
+        // Claude Code asks for 64,000; a server that refuses prompt + max_tokens past its
+        // context (vLLM) takes the backend's cap instead.
+        let capped = match (v.as_u64(), opts.max_output_tokens) {
+            (Some(n), Some(cap)) if n > u64::from(cap) => json!(cap),
+            _ => v.clone(),
+        };
+        r.insert(openai_max_tokens_key(model).into(), capped);
+    }
+    // Structured output (Claude Code's titles): Anthropic's `output_config.format` is
+    // OpenAI's `response_format`.
+    if let Some(format) = req.pointer("/output_config/format")
+        && format["type"] == "json_schema"
+    {
+        let schema = format
+            .get("schema")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        r.insert(
+            "response_format".into(),
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}),
+        );
     }
     for key in ["temperature", "top_p"] {
         if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
@@ -507,6 +532,16 @@ fn merge_system_into_user(out: &mut Vec<Value>, start: usize, system: &str) {
     }
 }
 
+/// Appends `system` text, marked as such, to a user message.
+fn append_system_to_user(user: &mut Value, system: &str) {
+    let marked = format!("\n\n<system>\n{system}\n</system>");
+    match &mut user["content"] {
+        Value::String(text) => text.push_str(&marked),
+        Value::Array(parts) => parts.push(json!({"type": "text", "text": marked})),
+        other => *other = json!(marked),
+    }
+}
+
 fn join_text(blocks: &[Value], at: &str) -> Result<String> {
     let mut text = String::new();
     for b in blocks {
@@ -601,9 +636,28 @@ fn user_blocks_to_openai(blocks: &[Value], i: usize, out: &mut Vec<Value>) -> Re
                         .unwrap_or_default();
                     parts.push(json!({"type": "text", "text": t}));
                 }
+                // A PDF (Claude Code's Read on one): OpenAI's file part carries it.
+                Some("base64") => {
+                    let media = b
+                        .pointer("/source/media_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("application/pdf");
+                    let data = b
+                        .pointer("/source/data")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let name = b
+                        .get("title")
+                        .and_then(Value::as_str)
+                        .unwrap_or("document.pdf");
+                    parts.push(json!({"type": "file", "file": {
+                        "filename": name,
+                        "file_data": format!("data:{media};base64,{data}"),
+                    }}));
+                }
                 _ => {
                     return Err(ApiError::invalid(format!(
-                        "{}: only text documents are supported by this model's backend",
+                        "{}: only text and base64 documents can be sent to this model's backend (a URL or file id cannot)",
                         at()
                     )));
                 }
@@ -647,6 +701,7 @@ fn image_part(block: &Value) -> Option<Value> {
 
 fn assistant_blocks_to_openai(blocks: &[Value], i: usize) -> Result<Value> {
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut calls = Vec::new();
     for (j, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
@@ -661,7 +716,10 @@ fn assistant_blocks_to_openai(blocks: &[Value], i: usize) -> Result<Value> {
                     "function": {"name": name, "arguments": args.to_string()},
                 }));
             }
-            Some("thinking" | "redacted_thinking") => {}
+            // The model's reasoning goes back as it came (`reasoning_content`): servers
+            // with a thinking mode and tools require it (DeepSeek).
+            Some("thinking") => reasoning.push_str(b["thinking"].as_str().unwrap_or_default()),
+            Some("redacted_thinking") => {}
             _ => {
                 return Err(ApiError::invalid(format!(
                     "`messages[{i}].content[{j}]`: an assistant turn may hold text, tool_use and thinking blocks"
@@ -681,6 +739,9 @@ fn assistant_blocks_to_openai(blocks: &[Value], i: usize) -> Result<Value> {
     );
     if !calls.is_empty() {
         m.insert("tool_calls".into(), Value::Array(calls));
+    }
+    if !reasoning.is_empty() {
+        m.insert("reasoning_content".into(), json!(reasoning));
     }
     Ok(Value::Object(m))
 }
@@ -783,17 +844,12 @@ mod tests {
             .map(|m| m["role"].as_str().unwrap())
             .collect();
         // A turn of tool results gets the held text as a user message of its own; text
-        // after the last user turn goes last.
-        assert_eq!(
-            roles,
-            ["user", "assistant", "tool", "user", "system"],
-            "{out}"
-        );
+        // after the last user turn joins it.
+        assert_eq!(roles, ["user", "assistant", "tool", "user"], "{out}");
+        let last = out["messages"][3]["content"].as_str().unwrap();
         assert!(
-            out["messages"][3]["content"]
-                .as_str()
-                .unwrap()
-                .contains("note")
+            last.contains("note") && last.ends_with("after\n</system>"),
+            "{out}"
         );
         let mut dropped = Vec::new();
         let with_tools = json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
