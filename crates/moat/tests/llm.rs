@@ -2024,12 +2024,7 @@ unsupported_tools = "refuse"
     assert_eq!(r.header("moat-dropped-tools"), Some("web_search_20250305"));
     let seen = keep.seen();
     let sent = &seen[0].body;
-    let roles: Vec<&str> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = roles_of(sent);
     assert_eq!(
         roles,
         ["system", "user", "assistant", "system", "user"],
@@ -2048,12 +2043,7 @@ unsupported_tools = "refuse"
     assert_eq!(r.status, 200, "{}", r.body);
     let seen = merge.seen();
     let sent = &seen[0].body;
-    let roles: Vec<&str> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = roles_of(sent);
     assert_eq!(roles, ["system", "user", "assistant", "user"], "{sent}");
     let last = sent["messages"][3]["content"].to_string();
     assert!(
@@ -2380,12 +2370,7 @@ fn claude_codes_requests_reach_an_openai_backend_whole() {
         sent["response_format"]["json_schema"]["schema"]["required"][0],
         "title"
     );
-    let roles: Vec<&str> = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
+    let roles = roles_of(sent);
     assert_eq!(roles, ["system", "user", "system"], "{sent}");
 
     oai.push(ok());
@@ -2420,4 +2405,14 @@ fn claude_codes_requests_reach_an_openai_backend_whole() {
         file["file"]["file_data"],
         format!("data:application/pdf;base64,{pdf}")
     );
+}
+
+/// The roles of a chat request's messages, in order.
+fn roles_of(body: &Value) -> Vec<&str> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect()
 }
