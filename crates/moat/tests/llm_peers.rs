@@ -265,53 +265,7 @@ models = ["smol"]
     std::fs::write(home.path().join("config.toml"), config).unwrap();
     let moat = Moat::start_in(home, &[], &[], None);
 
-    let codex_home = tempfile::tempdir().unwrap();
-    std::fs::write(
-        codex_home.path().join("config.toml"),
-        format!(
-            r#"
-model = "smol"
-model_provider = "moat"
-
-[model_providers.moat]
-name = "moat"
-base_url = "http://{}/v1"
-wire_api = "responses"
-env_key = "MOAT_CODEX_TEST_KEY"
-"#,
-            moat.main
-        ),
-    )
-    .unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut child = Command::new(peer("MOAT_CODEX"))
-        .args(["exec", "--skip-git-repo-check", "Say hello."])
-        .current_dir(work.path())
-        .env("CODEX_HOME", codex_home.path())
-        .env("MOAT_CODEX_TEST_KEY", "moat-test-client-key")
-        // Tests reach nothing but loopback: whatever Codex would send elsewhere (update
-        // checks, analytics) goes to a dead loopback proxy instead; moat is direct.
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("HTTP_PROXY", "http://127.0.0.1:9")
-        .env("ALL_PROXY", "http://127.0.0.1:9")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run codex");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "codex exec did not finish in 10 minutes; moat log:\n{}",
-                moat.output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = run_codex(&moat, "smol", "Say hello.");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -683,6 +637,134 @@ fn the_openai_agents_sdk_runs_a_tool_loop_through_moat() {
         assert!(
             text.contains("It is sunny in Paris.") && text.contains("call_w"),
             "{text}"
+        );
+    }
+}
+
+/// Runs `codex exec PROMPT` on its defaults but the provider (moat) and `model`; fails
+/// the test if it runs over 10 minutes.
+fn run_codex(moat: &Moat, model: &str, prompt: &str) -> std::process::Output {
+    let codex_home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        codex_home.path().join("config.toml"),
+        format!(
+            r#"
+model = "{model}"
+model_provider = "moat"
+
+[model_providers.moat]
+name = "moat"
+base_url = "http://{}/v1"
+wire_api = "responses"
+env_key = "MOAT_CODEX_TEST_KEY"
+"#,
+            moat.main
+        ),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(peer("MOAT_CODEX"))
+        .args(["exec", "--skip-git-repo-check", prompt])
+        .current_dir(work.path())
+        .env("CODEX_HOME", codex_home.path())
+        .env("MOAT_CODEX_TEST_KEY", "moat-test-client-key")
+        // Tests reach nothing but loopback: whatever Codex would send elsewhere (update
+        // checks, analytics) goes to a dead loopback proxy instead; moat is direct.
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run codex");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "codex exec did not finish in 10 minutes; moat log:\n{}",
+                moat.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Codex CLI, on its defaults, runs a shell command the model asks for (its
+/// `exec_command` tool) through moat to each backend kind, and the model gets the
+/// command's output back.
+#[test]
+fn codex_cli_runs_a_shell_tool_call_through_both_backend_kinds() {
+    use common::upstream::{FakeUpstream, Reply, a_event, o_event};
+    use serde_json::json;
+    let (ant, oai) = (FakeUpstream::start(), FakeUpstream::start());
+    let config = format!(
+        "[llm.backends.ant]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"claude-*\"]\n\n[llm.backends.oai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodels = [\"gpt-*\"]\n",
+        ant.url(),
+        oai.url()
+    );
+    let home = new_home();
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let moat = Moat::start_in(home, &[], &[], None);
+    let command = json!({"cmd": "echo moat-shell-ok"}).to_string();
+    oai.push(Reply::sse(&[
+        o_event(json!({"id": "c1", "model": "gpt-x", "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_sh", "type": "function", "function": {"name": "exec_command", "arguments": command}}]}, "finish_reason": null}]})),
+        o_event(json!({"id": "c1", "model": "gpt-x", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})),
+        "data: [DONE]\n\n".into(),
+    ]));
+    oai.push(Reply::sse(&[
+        o_event(json!({"id": "c2", "model": "gpt-x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "The command printed moat-shell-ok."}, "finish_reason": null}]})),
+        o_event(json!({"id": "c2", "model": "gpt-x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})),
+        "data: [DONE]\n\n".into(),
+    ]));
+    let message_start = |id: &str| {
+        a_event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "content": [], "model": "claude-x", "stop_reason": null, "usage": {"input_tokens": 10, "output_tokens": 0}}}),
+        )
+    };
+    ant.push(Reply::sse(&[
+        message_start("msg_1"),
+        a_event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_sh", "name": "exec_command", "input": {}}})),
+        a_event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": command}})),
+        a_event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        a_event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 5}})),
+        a_event("message_stop", json!({"type": "message_stop"})),
+    ]));
+    ant.push(Reply::sse(&[
+        message_start("msg_2"),
+        a_event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        a_event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "The command printed moat-shell-ok."}})),
+        a_event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        a_event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 7}})),
+        a_event("message_stop", json!({"type": "message_stop"})),
+    ]));
+    for (model, up) in [("gpt-x", &oai), ("claude-x", &ant)] {
+        let out = run_codex(
+            &moat,
+            model,
+            "Run echo moat-shell-ok and tell me what it printed.",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{model}: codex exec failed:\n{stdout}\n{stderr}\nmoat log:\n{}",
+            moat.output()
+        );
+        assert!(
+            stdout.contains("The command printed moat-shell-ok."),
+            "{model}: {stdout}\n{stderr}"
+        );
+        // The second request carried the command's real output back to the model.
+        let seen = up.seen();
+        let second = seen.last().unwrap().body.to_string();
+        assert!(
+            seen.len() >= 2 && second.matches("moat-shell-ok").count() >= 2,
+            "{model}: the command's output did not go back:\n{second}"
         );
     }
 }
