@@ -768,3 +768,121 @@ fn codex_cli_runs_a_shell_tool_call_through_both_backend_kinds() {
         );
     }
 }
+
+/// `fake_llm.py` on a free loopback port; killed when dropped.
+struct FakeLlm {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeLlm {
+    fn start(cmd: &str) -> FakeLlm {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/fake_llm.py");
+        let child = Command::new("python3")
+            .args([script, &port.to_string(), log.to_str().unwrap()])
+            .env("FAKE_CMD", cmd)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "fake_llm.py did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        FakeLlm {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The request bodies it received, as text.
+    fn requests(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeLlm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Claude Code, on its defaults but the base URL and key, runs a tool loop through moat
+/// to each backend kind: passed through to an Anthropic backend, translated to an
+/// OpenAI one. The backend asks for a shell command; Claude Code runs it (permitted
+/// with --allowedTools, as a one-shot run needs) and the output goes back.
+#[test]
+fn claude_code_runs_a_tool_loop_through_both_backend_kinds() {
+    for kind in ["anthropic", "openai"] {
+        let fake = FakeLlm::start("echo moat-cc-ok");
+        let base = match kind {
+            "openai" => format!("http://127.0.0.1:{}/v1", fake.port),
+            _ => format!("http://127.0.0.1:{}", fake.port),
+        };
+        let home = new_home();
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
+            ),
+        )
+        .unwrap();
+        let moat = Moat::start_in(home, &[], &[], None);
+        let cc_home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut child = Command::new(peer("MOAT_CLAUDE_CODE"))
+            .args([
+                "-p",
+                "Run the shell command: echo moat-cc-ok",
+                "--allowedTools",
+                "Bash",
+            ])
+            .current_dir(work.path())
+            .env("HOME", cc_home.path())
+            .env("ANTHROPIC_BASE_URL", format!("http://{}", moat.main))
+            .env("ANTHROPIC_API_KEY", "sk-ant-moat-test-client-key")
+            .env("DISABLE_AUTOUPDATER", "1")
+            // Tests reach nothing but loopback: anything Claude Code sends elsewhere
+            // (telemetry, update checks) goes to a dead loopback proxy instead.
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run claude");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "{kind}: claude did not finish in 5 minutes; moat log:\n{}",
+                    moat.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("The command printed: moat-cc-ok"),
+            "{kind}: claude -p failed:\n{stdout}\n{stderr}\nbackend saw:\n{}\nmoat log:\n{}",
+            fake.requests(),
+            moat.output()
+        );
+    }
+}

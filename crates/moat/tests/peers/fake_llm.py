@@ -1,0 +1,145 @@
+"""A scripted LLM backend for driving real agent clients through moat (loopback only).
+
+usage: fake_llm.py PORT LOG
+
+It speaks both APIs: POST /v1/chat/completions (OpenAI) and POST /v1/messages
+(Anthropic), streamed when the request says so. What it answers depends on the request,
+not on arrival order, since clients send side requests (titles) concurrently:
+  - no tools (a side request)                 -> the text {"title": "Shell check"}
+  - tools, and no tool result yet              -> one call: Bash {"command": CMD}
+  - tools, and a tool result in the messages   -> "The command printed: <the result>"
+CMD is the environment's FAKE_CMD. Every request body is appended to LOG as one JSON line.
+"""
+import http.server
+import json
+import os
+import sys
+import threading
+
+PORT, LOG = int(sys.argv[1]), sys.argv[2]
+CMD = os.environ.get("FAKE_CMD", "echo hi")
+lock = threading.Lock()
+
+
+def tool_results(req, anthropic):
+    out = []
+    for m in req.get("messages", []):
+        if not anthropic and m.get("role") == "tool":
+            c = m.get("content")
+            out.append("".join(p.get("text", "") for p in c) if isinstance(c, list) else str(c))
+        if anthropic and isinstance(m.get("content"), list):
+            for b in m["content"]:
+                if b.get("type") == "tool_result":
+                    c = b.get("content")
+                    out.append("".join(p.get("text", "") for p in c) if isinstance(c, list) else str(c))
+    return [o.strip() for o in out]
+
+
+def decide(req, anthropic):
+    if not req.get("tools"):
+        return {"text": '{"title": "Shell check"}'}
+    results = tool_results(req, anthropic)
+    if not results:
+        return {"call": ("call_fake_1", "Bash", {"command": CMD, "description": "Run it"})}
+    return {"text": "The command printed: " + " | ".join(results)}
+
+
+def openai_events(d):
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake"}
+    if "text" in d:
+        delta = {"role": "assistant", "content": d["text"]}
+        finish = "stop"
+    else:
+        cid, name, args = d["call"]
+        delta = {"role": "assistant", "tool_calls": [{"index": 0, "id": cid, "type": "function",
+                 "function": {"name": name, "arguments": json.dumps(args)}}]}
+        finish = "tool_calls"
+    yield None, dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}])
+    yield None, dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": finish}],
+                     usage={"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110})
+
+
+def openai_whole(d):
+    if "text" in d:
+        msg, finish = {"role": "assistant", "content": d["text"]}, "stop"
+    else:
+        cid, name, args = d["call"]
+        msg = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]}
+        finish = "tool_calls"
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": "fake",
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}
+
+
+def anthropic_content(d):
+    if "text" in d:
+        return [{"type": "text", "text": d["text"]}], "end_turn"
+    cid, name, args = d["call"]
+    return [{"type": "tool_use", "id": "toolu_fake_1", "name": name, "input": args}], "tool_use"
+
+
+def anthropic_events(d):
+    content, stop = anthropic_content(d)
+    yield "message_start", {"type": "message_start", "message": {"id": "msg_fake", "type": "message",
+          "role": "assistant", "content": [], "model": "fake", "stop_reason": None,
+          "stop_sequence": None, "usage": {"input_tokens": 100, "output_tokens": 0}}}
+    block = content[0]
+    if block["type"] == "text":
+        yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": block["text"]}}
+    else:
+        yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": dict(block, input={})}
+        yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                      "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
+    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
+                            "usage": {"output_tokens": 10}}
+    yield "message_stop", {"type": "message_stop"}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.reply_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        anthropic = self.path.split("?")[0].endswith("/v1/messages")
+        with lock, open(LOG, "a") as log:
+            log.write(json.dumps({"path": self.path, "body": req}) + "\n")
+        d = decide(req, anthropic)
+        if not req.get("stream"):
+            if anthropic:
+                content, stop = anthropic_content(d)
+                return self.reply_json(200, {"id": "msg_fake", "type": "message", "role": "assistant",
+                                             "content": content, "model": "fake", "stop_reason": stop,
+                                             "stop_sequence": None,
+                                             "usage": {"input_tokens": 100, "output_tokens": 10}})
+            return self.reply_json(200, openai_whole(d))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for name, data in (anthropic_events(d) if anthropic else openai_events(d)):
+            head = f"event: {name}\n" if name else ""
+            self.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
+        if not anthropic:
+            self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def reply_json(self, code, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
