@@ -779,6 +779,11 @@ struct FakeLlm {
 
 impl FakeLlm {
     fn start(cmd: &str) -> FakeLlm {
+        Self::start_with(cmd, "{\"title\": \"Shell check\"}")
+    }
+
+    /// The same, answering `text` to requests without tools.
+    fn start_with(cmd: &str, text: &str) -> FakeLlm {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -790,6 +795,7 @@ impl FakeLlm {
         let child = Command::new("python3")
             .args([script, &port.to_string(), log.to_str().unwrap()])
             .env("FAKE_CMD", cmd)
+            .env("FAKE_TEXT", text)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -883,6 +889,89 @@ fn claude_code_runs_a_tool_loop_through_both_backend_kinds() {
             "{kind}: claude -p failed:\n{stdout}\n{stderr}\nbackend saw:\n{}\nmoat log:\n{}",
             fake.requests(),
             moat.output()
+        );
+    }
+}
+
+/// Aider, on its defaults but the OpenAI-compatible base URL, key and model name (and
+/// `--yes-always`, which a one-shot run needs), edits a file in a scratch git repo
+/// through moat to each backend kind, and commits it.
+#[test]
+fn aider_edits_a_file_through_both_backend_kinds() {
+    let edit = "hello.py\n```python\nprint(\"hello from moat\")\n```\n";
+    for kind in ["openai", "anthropic"] {
+        let fake = FakeLlm::start_with("true", edit);
+        let base = match kind {
+            "openai" => format!("http://127.0.0.1:{}/v1", fake.port),
+            _ => format!("http://127.0.0.1:{}", fake.port),
+        };
+        let home = new_home();
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
+            ),
+        )
+        .unwrap();
+        let moat = Moat::start_in(home, &[], &[], None);
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(args)
+                .current_dir(repo.path())
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        git(&["init", "-q"]);
+        std::fs::write(repo.path().join("hello.py"), "print(\"hello\")\n").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-qm", "init"]);
+        let out = Command::new(peer("MOAT_AIDER_PYTHON"))
+            .args([
+                "-m",
+                "aider",
+                "--model",
+                "openai/gpt-x",
+                "--yes-always",
+                "--message",
+            ])
+            .arg("Change the greeting to say hello from moat.")
+            .arg("hello.py")
+            .current_dir(repo.path())
+            .env("HOME", repo.path().join(".home"))
+            .env("OPENAI_API_BASE", format!("http://{}/v1", moat.main))
+            .env("OPENAI_API_KEY", "moat-test-client-key")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+            // Tests reach nothing but loopback: update checks and model-price lookups
+            // go to a dead loopback proxy instead.
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = std::fs::read_to_string(repo.path().join("hello.py")).unwrap();
+        assert!(
+            out.status.success() && text.contains("hello from moat"),
+            "{kind}: aider did not edit the file:\n{}\n{}\nbackend saw:\n{}\nmoat log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fake.requests(),
+            moat.output()
+        );
+        assert_eq!(
+            git(&["rev-list", "--count", "HEAD"]).trim(),
+            "2",
+            "{kind}: aider committed its edit"
         );
     }
 }

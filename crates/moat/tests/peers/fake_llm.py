@@ -5,10 +5,10 @@ usage: fake_llm.py PORT LOG
 It speaks both APIs: POST /v1/chat/completions (OpenAI) and POST /v1/messages
 (Anthropic), streamed when the request says so. What it answers depends on the request,
 not on arrival order, since clients send side requests (titles) concurrently:
-  - no tools (a side request)                 -> the text {"title": "Shell check"}
+  - no tools (a side request, or an editor)    -> the text FAKE_TEXT ({"title": "Shell check"})
   - tools, and no tool result yet              -> one call: Bash {"command": CMD}
   - tools, and a tool result in the messages   -> "The command printed: <the result>"
-CMD is the environment's FAKE_CMD. Every request body is appended to LOG as one JSON line.
+CMD is the environment's FAKE_CMD, FAKE_TEXT its text answer. Every request body is appended to LOG as one JSON line.
 """
 import http.server
 import json
@@ -18,6 +18,8 @@ import threading
 
 PORT, LOG = int(sys.argv[1]), sys.argv[2]
 CMD = os.environ.get("FAKE_CMD", "echo hi")
+# The answer to a request without tools (a title, or an editor's whole reply).
+TEXT = os.environ.get("FAKE_TEXT", '{"title": "Shell check"}')
 lock = threading.Lock()
 
 
@@ -37,7 +39,7 @@ def tool_results(req, anthropic):
 
 def decide(req, anthropic):
     if not req.get("tools"):
-        return {"text": '{"title": "Shell check"}'}
+        return {"text": TEXT}
     results = tool_results(req, anthropic)
     if not results:
         return {"call": ("call_fake_1", "Bash", {"command": CMD, "description": "Run it"})}
