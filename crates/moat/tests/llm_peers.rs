@@ -591,52 +591,48 @@ scopes = ["openid", "offline_access"]
 }
 
 /// The OpenAI Agents SDK runs an agent with a function tool through moat, over the
-/// Responses API (its default) and over Chat Completions, against a scripted backend
-/// that calls the tool and then answers with its output.
+/// Responses API (its default) and over Chat Completions, to each backend kind: a
+/// scripted backend calls the tool, then answers with its output.
 #[test]
 fn the_openai_agents_sdk_runs_a_tool_loop_through_moat() {
-    use common::upstream::{FakeUpstream, Reply};
-    let up = FakeUpstream::start();
-    let config = format!(
-        "[llm.backends.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodels = [\"gpt-*\"]\n",
-        up.url()
-    );
-    let home = new_home();
-    std::fs::write(home.path().join("config.toml"), config).unwrap();
-    let moat = Moat::start_in(home, &[], &[], None);
-    for _ in 0..2 {
-        up.push(Reply::json(200, serde_json::json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
-                "tool_calls": [{"id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}})));
-        up.push(Reply::json(200, serde_json::json!({"id": "c2", "object": "chat.completion", "created": 1, "model": "gpt-4o",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "It is sunny in Paris."}}],
-            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}})));
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/agents_check.py");
-    let out = Command::new(peer("MOAT_PEER_PYTHON"))
-        .args([script, "gpt-4o"])
-        .env("OPENAI_BASE_URL", format!("http://{}/v1", moat.main))
-        .env("OPENAI_API_KEY", "moat-test-client-key")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .output()
+    for kind in ["openai", "anthropic"] {
+        let fake = FakeLlm::start_tool("get_weather", r#"{"city": "Paris"}"#);
+        let base = match kind {
+            "openai" => format!("http://127.0.0.1:{}/v1", fake.port),
+            _ => format!("http://127.0.0.1:{}", fake.port),
+        };
+        let home = new_home();
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
+            ),
+        )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}\nmoat log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        moat.output()
-    );
-    // The second request of each run carried the tool's output back.
-    let seen = up.seen();
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    for second in [&seen[1], &seen[3]] {
-        let text = second.body.to_string();
+        let moat = Moat::start_in(home, &[], &[], None);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/agents_check.py");
+        let out = Command::new(peer("MOAT_PEER_PYTHON"))
+            .args([script, "gpt-4o"])
+            .env("OPENAI_BASE_URL", format!("http://{}/v1", moat.main))
+            .env("OPENAI_API_KEY", "moat-test-client-key")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(
-            text.contains("It is sunny in Paris.") && text.contains("call_w"),
-            "{text}"
+            out.status.success(),
+            "{kind}: {}\n{}\nbackend saw:\n{}\nmoat log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            fake.requests(),
+            moat.output()
+        );
+        // Each run's second request carried the tool's output back.
+        assert_eq!(
+            fake.requests().matches("It is sunny in Paris.").count(),
+            2,
+            "{kind}: {}",
+            fake.requests()
         );
     }
 }
@@ -779,11 +775,20 @@ struct FakeLlm {
 
 impl FakeLlm {
     fn start(cmd: &str) -> FakeLlm {
-        Self::start_with(cmd, "{\"title\": \"Shell check\"}")
+        Self::spawn(&[("FAKE_CMD", cmd)])
+    }
+
+    /// The same, calling `tool` with `args` (JSON) instead of Bash.
+    fn start_tool(tool: &str, args: &str) -> FakeLlm {
+        Self::spawn(&[("FAKE_TOOL", tool), ("FAKE_ARGS", args)])
     }
 
     /// The same, answering `text` to requests without tools.
     fn start_with(cmd: &str, text: &str) -> FakeLlm {
+        Self::spawn(&[("FAKE_CMD", cmd), ("FAKE_TEXT", text)])
+    }
+
+    fn spawn(env: &[(&str, &str)]) -> FakeLlm {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -794,8 +799,7 @@ impl FakeLlm {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/fake_llm.py");
         let child = Command::new("python3")
             .args([script, &port.to_string(), log.to_str().unwrap()])
-            .env("FAKE_CMD", cmd)
-            .env("FAKE_TEXT", text)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .unwrap();

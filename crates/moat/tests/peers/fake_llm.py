@@ -6,9 +6,10 @@ It speaks both APIs: POST /v1/chat/completions (OpenAI) and POST /v1/messages
 (Anthropic), streamed when the request says so. What it answers depends on the request,
 not on arrival order, since clients send side requests (titles) concurrently:
   - no tools (a side request, or an editor)    -> the text FAKE_TEXT ({"title": "Shell check"})
-  - tools, and no tool result yet              -> one call: Bash {"command": CMD}
+  - tools, and no tool result yet              -> one call: FAKE_TOOL with FAKE_ARGS
+                                                  (default Bash {"command": FAKE_CMD})
   - tools, and a tool result in the messages   -> "The command printed: <the result>"
-CMD is the environment's FAKE_CMD, FAKE_TEXT its text answer. Every request body is appended to LOG as one JSON line.
+FAKE_TEXT is its text answer. Every request body is appended to LOG as one JSON line.
 """
 import http.server
 import json
@@ -18,6 +19,9 @@ import threading
 
 PORT, LOG = int(sys.argv[1]), sys.argv[2]
 CMD = os.environ.get("FAKE_CMD", "echo hi")
+# The tool to call and its arguments (default: Bash running CMD).
+TOOL = os.environ.get("FAKE_TOOL", "Bash")
+ARGS = json.loads(os.environ.get("FAKE_ARGS") or "null") or {"command": CMD, "description": "Run it"}
 # The answer to a request without tools (a title, or an editor's whole reply).
 TEXT = os.environ.get("FAKE_TEXT", '{"title": "Shell check"}')
 lock = threading.Lock()
@@ -42,7 +46,7 @@ def decide(req, anthropic):
         return {"text": TEXT}
     results = tool_results(req, anthropic)
     if not results:
-        return {"call": ("call_fake_1", "Bash", {"command": CMD, "description": "Run it"})}
+        return {"call": ("call_fake_1", TOOL, ARGS)}
     return {"text": "The command printed: " + " | ".join(results)}
 
 
