@@ -2051,6 +2051,22 @@ unsupported_tools = "refuse"
         "{sent}"
     );
 
+    // Claude Code's web search request: only the server tool, forced. With it left out,
+    // the request carries no tool settings at all (OpenAI refuses them without tools).
+    keep.push(ok());
+    let search = json!({"model": "keep-1", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "search"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 8}],
+        "tool_choice": {"type": "tool", "name": "web_search"}});
+    let r = post_json(moat.main, "/v1/messages", &[], &search.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = keep.seen();
+    let sent = &seen.last().unwrap().body;
+    assert!(
+        sent.get("tools").is_none() && sent.get("tool_choice").is_none(),
+        "{sent}"
+    );
+
     let r = post_json(
         moat.main,
         "/v1/messages",

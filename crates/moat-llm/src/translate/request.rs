@@ -512,7 +512,22 @@ pub fn anthropic_to_openai_with(
             r.insert("parallel_tool_calls".into(), json!(false));
         }
     }
+    without_tool_settings_if_no_tools(&mut r);
     Ok(Value::Object(r))
+}
+
+/// A chat request left with no tools (all of them dropped) takes no tool settings:
+/// OpenAI refuses `tool_choice` or `parallel_tool_calls` without `tools`.
+pub(crate) fn without_tool_settings_if_no_tools(r: &mut Map<String, Value>) {
+    let has_tools = r
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    if !has_tools {
+        r.remove("tools");
+        r.remove("tool_choice");
+        r.remove("parallel_tool_calls");
+    }
 }
 
 /// Puts `system` text in front of the user message that starts at `out[start]` (after
@@ -859,6 +874,6 @@ mod tests {
             anthropic_to_openai_with(&with_tools, "m", &Default::default(), &mut dropped).unwrap();
         assert_eq!(dropped, ["code_execution_20250522"]);
         assert!(out.get("tools").is_none(), "{out}");
-        assert_eq!(out["tool_choice"], "auto");
+        assert!(out.get("tool_choice").is_none(), "no tools, no tool settings: {out}");
     }
 }

@@ -133,6 +133,7 @@ pub fn to_chat_with(
         // The usage arrives in a last chunk only when asked for.
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
+    super::request::without_tool_settings_if_no_tools(&mut out);
     Ok(Value::Object(out))
 }
 
