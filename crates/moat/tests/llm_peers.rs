@@ -597,19 +597,7 @@ scopes = ["openid", "offline_access"]
 fn the_openai_agents_sdk_runs_a_tool_loop_through_moat() {
     for kind in ["openai", "anthropic"] {
         let fake = FakeLlm::start_tool("get_weather", r#"{"city": "Paris"}"#);
-        let base = match kind {
-            "openai" => format!("http://127.0.0.1:{}/v1", fake.port),
-            _ => format!("http://127.0.0.1:{}", fake.port),
-        };
-        let home = new_home();
-        std::fs::write(
-            home.path().join("config.toml"),
-            format!(
-                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
-            ),
-        )
-        .unwrap();
-        let moat = Moat::start_in(home, &[], &[], None);
+        let moat = fake.behind_moat(kind);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/agents_check.py");
         let out = Command::new(peer("MOAT_PEER_PYTHON"))
             .args([script, "gpt-4o"])
@@ -659,7 +647,7 @@ env_key = "MOAT_CODEX_TEST_KEY"
     )
     .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut child = Command::new(peer("MOAT_CODEX"))
+    let child = Command::new(peer("MOAT_CODEX"))
         .args(["exec", "--skip-git-repo-check", prompt])
         .current_dir(work.path())
         .env("CODEX_HOME", codex_home.path())
@@ -675,18 +663,7 @@ env_key = "MOAT_CODEX_TEST_KEY"
         .stderr(Stdio::piped())
         .spawn()
         .expect("run codex");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "codex exec did not finish in 10 minutes; moat log:\n{}",
-                moat.output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    child.wait_with_output().unwrap()
+    finish_within(child, Duration::from_secs(600), "codex exec", moat)
 }
 
 /// Codex CLI, on its defaults, runs a shell command the model asks for (its
@@ -765,6 +742,27 @@ fn codex_cli_runs_a_shell_tool_call_through_both_backend_kinds() {
     }
 }
 
+/// Waits for a client run to end, killing it past `limit` and failing with moat's log.
+fn finish_within(
+    mut child: Child,
+    limit: Duration,
+    what: &str,
+    moat: &Moat,
+) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{what} did not finish in {limit:?}; moat log:\n{}",
+                moat.output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `fake_llm.py` on a free loopback port; killed when dropped.
 struct FakeLlm {
     child: Child,
@@ -816,6 +814,23 @@ impl FakeLlm {
         }
     }
 
+    /// A moat whose one backend, of `kind`, is this fake, serving every model name.
+    fn behind_moat(&self, kind: &str) -> Moat {
+        let base = match kind {
+            "openai" => format!("http://127.0.0.1:{}/v1", self.port),
+            _ => format!("http://127.0.0.1:{}", self.port),
+        };
+        let home = new_home();
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
+            ),
+        )
+        .unwrap();
+        Moat::start_in(home, &[], &[], None)
+    }
+
     /// The request bodies it received, as text.
     fn requests(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -837,22 +852,10 @@ impl Drop for FakeLlm {
 fn claude_code_runs_a_tool_loop_through_both_backend_kinds() {
     for kind in ["anthropic", "openai"] {
         let fake = FakeLlm::start("echo moat-cc-ok");
-        let base = match kind {
-            "openai" => format!("http://127.0.0.1:{}/v1", fake.port),
-            _ => format!("http://127.0.0.1:{}", fake.port),
-        };
-        let home = new_home();
-        std::fs::write(
-            home.path().join("config.toml"),
-            format!(
-                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
-            ),
-        )
-        .unwrap();
-        let moat = Moat::start_in(home, &[], &[], None);
+        let moat = fake.behind_moat(kind);
         let cc_home = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
-        let mut child = Command::new(peer("MOAT_CLAUDE_CODE"))
+        let child = Command::new(peer("MOAT_CLAUDE_CODE"))
             .args([
                 "-p",
                 "Run the shell command: echo moat-cc-ok",
@@ -874,18 +877,7 @@ fn claude_code_runs_a_tool_loop_through_both_backend_kinds() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run claude");
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "{kind}: claude did not finish in 5 minutes; moat log:\n{}",
-                    moat.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = finish_within(child, Duration::from_secs(300), "claude -p", &moat);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -905,19 +897,7 @@ fn aider_edits_a_file_through_both_backend_kinds() {
     let edit = "hello.py\n```python\nprint(\"hello from moat\")\n```\n";
     for kind in ["openai", "anthropic"] {
         let fake = FakeLlm::start_with("true", edit);
-        let base = match kind {
-            "openai" => format!("http://127.0.0.1:{}/v1", fake.port),
-            _ => format!("http://127.0.0.1:{}", fake.port),
-        };
-        let home = new_home();
-        std::fs::write(
-            home.path().join("config.toml"),
-            format!(
-                "[llm.backends.up]\nkind = \"{kind}\"\nbase_url = \"{base}\"\nmodels = [\"*\"]\n"
-            ),
-        )
-        .unwrap();
-        let moat = Moat::start_in(home, &[], &[], None);
+        let moat = fake.behind_moat(kind);
         let repo = tempfile::tempdir().unwrap();
         let git = |args: &[&str]| {
             let out = Command::new("git")

@@ -874,6 +874,9 @@ mod tests {
             anthropic_to_openai_with(&with_tools, "m", &Default::default(), &mut dropped).unwrap();
         assert_eq!(dropped, ["code_execution_20250522"]);
         assert!(out.get("tools").is_none(), "{out}");
-        assert!(out.get("tool_choice").is_none(), "no tools, no tool settings: {out}");
+        assert!(
+            out.get("tool_choice").is_none(),
+            "no tools, no tool settings: {out}"
+        );
     }
 }
