@@ -142,6 +142,7 @@ impl Backend {
                 unsupported_tools: config.unsupported_tools,
                 system_messages: config.system_messages,
                 max_output_tokens: config.max_output_tokens,
+                web_search: config.kind == BackendKind::Anthropic,
             },
             urls,
             pool: Pool::new(accounts, config.strategy, pools.clone()),

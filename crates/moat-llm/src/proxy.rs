@@ -917,7 +917,9 @@ impl Attempt<'_> {
             }
             Shape::ResponsesClientAnthropicUpstream => {
                 Mode::Translate(Box::new(responses::Chain::new(
-                    Box::new(stream::AnthropicToOpenAi::new(self.requested, true)),
+                    Box::new(
+                        stream::AnthropicToOpenAi::new(self.requested, true).keeping_searches(),
+                    ),
                     Box::new(self.responses_stream()?),
                 )))
             }
@@ -1000,7 +1002,7 @@ impl Attempt<'_> {
                 to_bytes(&r)
             }
             Shape::ResponsesClientAnthropicUpstream => {
-                let chat = response::anthropic_to_openai(&parse_upstream(&bytes)?);
+                let chat = response::anthropic_to_openai_keeping_searches(&parse_upstream(&bytes)?);
                 let r = responses::from_chat(&chat, &self.echo()?);
                 self.keep(&r, None);
                 to_bytes(&r)

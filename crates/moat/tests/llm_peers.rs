@@ -959,3 +959,62 @@ fn aider_edits_a_file_through_both_backend_kinds() {
         );
     }
 }
+
+/// A hosted web search, asked for by OpenAI clients (the SDK, and Codex on its
+/// defaults), runs as an Anthropic backend's own server tool; the search and its
+/// citations come back in OpenAI's shapes, whole and streamed.
+#[test]
+fn hosted_web_search_runs_as_the_anthropic_backend_s_server_tool() {
+    let query = "what is moat";
+    let fake = FakeLlm::spawn(&[("FAKE_SEARCH", query)]);
+    let moat = fake.behind_moat("anthropic");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/search_check.py");
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .args([
+            script,
+            &format!("http://{}", moat.main),
+            "gpt-4o",
+            query,
+            "https://example.com/moat",
+            "Moat is a local-first AI gateway.",
+        ])
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\nbackend saw:\n{}\nmoat log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        fake.requests(),
+        moat.output()
+    );
+    let seen = fake.requests();
+    assert_eq!(
+        seen.matches(r#""type": "web_search_20250305""#).count(),
+        3,
+        "{seen}"
+    );
+
+    let out = run_codex(&moat, "gpt-5", "What is moat? Search the web.");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("Moat is a local-first AI gateway."),
+        "codex exec:\n{stdout}\n{stderr}\nmoat log:\n{}",
+        moat.output()
+    );
+    // Codex shows the search the backend ran.
+    assert!(
+        stderr.contains(&format!("web search: {query}")),
+        "codex exec:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !moat.output().contains("left out tools")
+            && fake.requests().matches("web_search_20250305").count() >= 4,
+        "Codex's search did not reach the backend as its server tool:\n{}\nmoat log:\n{}",
+        fake.requests(),
+        moat.output()
+    );
+}

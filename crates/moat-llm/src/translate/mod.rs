@@ -22,6 +22,16 @@ pub struct Options {
     pub system_messages: SystemMessages,
     /// The most output tokens a translated request may ask for (`max_output_tokens`).
     pub max_output_tokens: Option<u32>,
+    /// The backend runs web searches itself (Anthropic's server tool): a client's hosted
+    /// web search tool maps to it instead of being dropped.
+    pub web_search: bool,
+}
+
+/// Whether a Responses tool type is OpenAI's hosted web search, by any of its names.
+pub(crate) fn is_web_search(kind: &str) -> bool {
+    kind == "web_search"
+        || kind.starts_with("web_search_preview")
+        || kind.starts_with("web_search_20")
 }
 
 /// The kinds of tool a translation left out, to name them to the client.

@@ -126,8 +126,9 @@ pub fn openai_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) ->
     if let Some(user) = obj.get("user").and_then(Value::as_str) {
         r.insert("metadata".into(), json!({ "user_id": user }));
     }
+    let mut tools_out = Vec::new();
     if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
-        let mut out = Vec::with_capacity(tools.len());
+        let out = &mut tools_out;
         for (i, t) in tools.iter().enumerate() {
             let f = t.get("function").ok_or_else(|| {
                 ApiError::invalid(format!("`tools[{i}]`: only function tools are supported"))
@@ -148,9 +149,12 @@ pub fn openai_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) ->
             tool.insert("input_schema".into(), schema);
             out.push(Value::Object(tool));
         }
-        if !out.is_empty() {
-            r.insert("tools".into(), Value::Array(out));
-        }
+    }
+    if let Some(search) = obj.get("web_search_options").filter(|v| v.is_object()) {
+        tools_out.push(web_search_tool(search));
+    }
+    if !tools_out.is_empty() {
+        r.insert("tools".into(), Value::Array(tools_out));
     }
     let parallel_off = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
     let choice = match obj.get("tool_choice") {
@@ -186,6 +190,40 @@ pub fn openai_to_anthropic(req: &Value, model: &str, default_max_tokens: u32) ->
     }
     Ok(Value::Object(r))
 }
+
+/// Chat's `web_search_options` → Anthropic's web search server tool, which the backend
+/// runs itself. The location carries over; `search_context_size` has no counterpart
+/// (Anthropic decides how much of each page to read). `filters.allowed_domains` is
+/// where the Responses translation puts a web search tool's domain filter.
+fn web_search_tool(search: &Value) -> Value {
+    let mut tool = Map::new();
+    tool.insert("type".into(), json!(WEB_SEARCH_TOOL));
+    tool.insert("name".into(), json!("web_search"));
+    if let Some(place) = search
+        .pointer("/user_location/approximate")
+        .and_then(Value::as_object)
+    {
+        let mut location = Map::new();
+        location.insert("type".into(), json!("approximate"));
+        for key in ["city", "region", "country", "timezone"] {
+            if let Some(v) = place.get(key).filter(|v| v.is_string()) {
+                location.insert(key.into(), v.clone());
+            }
+        }
+        tool.insert("user_location".into(), Value::Object(location));
+    }
+    if let Some(domains) = search
+        .pointer("/filters/allowed_domains")
+        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        tool.insert("allowed_domains".into(), domains.clone());
+    }
+    Value::Object(tool)
+}
+
+/// The version of Anthropic's web search tool that OpenAI clients' searches map to:
+/// the oldest, which every Anthropic model with web search accepts.
+pub const WEB_SEARCH_TOOL: &str = "web_search_20250305";
 
 /// Options of an OpenAI request that the response translation needs.
 pub fn openai_stream_options(req: &Value) -> OpenAiStreamOptions {

@@ -131,12 +131,95 @@ pub fn unix_now() -> u64 {
 
 /// An Anthropic message → an OpenAI chat completion.
 pub fn anthropic_to_openai(msg: &Value) -> Value {
+    anthropic_to_chat(msg, false)
+}
+
+/// The same, keeping the backend's own web searches in the private field
+/// [`SEARCHES`] for the Responses translation, which shows them as `web_search_call`
+/// items (Chat has no place for them).
+pub fn anthropic_to_openai_keeping_searches(msg: &Value) -> Value {
+    anthropic_to_chat(msg, true)
+}
+
+/// Where a translated chat message (or stream delta) carries the backend's web searches
+/// on their way to a Responses client; never sent to a Chat client.
+pub const SEARCHES: &str = "moat_web_searches";
+
+/// An Anthropic text block's web citations as Chat `url_citation` annotations over the
+/// characters `start..end` of the message's content.
+pub(crate) fn url_citations(citations: &Value, start: usize, end: usize) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for c in citations.as_array().into_iter().flatten() {
+        let Some(url) = c["url"].as_str() else {
+            continue;
+        };
+        if out.iter().any(|a| a["url_citation"]["url"] == url) {
+            continue;
+        }
+        out.push(json!({"type": "url_citation", "url_citation": {
+            "url": url,
+            "title": c["title"].as_str().unwrap_or(url),
+            "start_index": start,
+            "end_index": end,
+        }}));
+    }
+    out
+}
+
+/// A web search the backend ran: its id, its query, and the addresses it found.
+pub(crate) fn search_call(block: &Value) -> Value {
+    json!({
+        "id": block["id"],
+        "query": block["input"]["query"].as_str().unwrap_or_default(),
+        "status": "completed",
+        "sources": [],
+    })
+}
+
+/// Completes `searches` with a `web_search_tool_result` block's findings.
+pub(crate) fn search_result(searches: &mut [Value], block: &Value) {
+    let Some(search) = searches
+        .iter_mut()
+        .find(|s| s["id"] == block["tool_use_id"])
+    else {
+        return;
+    };
+    match &block["content"] {
+        Value::Array(results) => {
+            search["sources"] = results
+                .iter()
+                .filter_map(|r| r["url"].as_str())
+                .map(|url| json!({"type": "url", "url": url}))
+                .collect();
+        }
+        _ => search["status"] = json!("failed"),
+    }
+}
+
+fn anthropic_to_chat(msg: &Value, keep_searches: bool) -> Value {
     let mut text = String::new();
+    let mut chars = 0;
+    let mut annotations = Vec::new();
+    let mut searches = Vec::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
     for block in msg["content"].as_array().into_iter().flatten() {
         match block["type"].as_str() {
-            Some("text") => text.push_str(block["text"].as_str().unwrap_or_default()),
+            Some("text") => {
+                let t = block["text"].as_str().unwrap_or_default();
+                let start = chars;
+                chars += t.chars().count();
+                text.push_str(t);
+                annotations.extend(url_citations(&block["citations"], start, chars));
+            }
+            Some("server_tool_use") if block["name"] == "web_search" => {
+                let mut search = search_call(block);
+                // Where in the text it happened, so a Responses client sees the text
+                // before it and after it as the messages around the search.
+                search["at"] = json!(chars);
+                searches.push(search);
+            }
+            Some("web_search_tool_result") => search_result(&mut searches, block),
             Some("thinking") => reasoning.push_str(block["thinking"].as_str().unwrap_or_default()),
             Some("tool_use") => calls.push(json!({
                 "id": block["id"],
@@ -166,6 +249,12 @@ pub fn anthropic_to_openai(msg: &Value) -> Value {
         message.insert("tool_calls".into(), Value::Array(calls));
     }
     message.insert("refusal".into(), Value::Null);
+    if !annotations.is_empty() {
+        message.insert("annotations".into(), Value::Array(annotations));
+    }
+    if keep_searches && !searches.is_empty() {
+        message.insert(SEARCHES.into(), Value::Array(searches));
+    }
     json!({
         "id": completion_id(msg["id"].as_str().unwrap_or_default()),
         "object": "chat.completion",

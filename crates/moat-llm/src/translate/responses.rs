@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::response::{fresh_suffix, unix_now};
+use super::response::{self, fresh_suffix, unix_now};
 use super::stream::StreamTranslator;
 use crate::errors::ApiError;
 use crate::sse::{SseEvent, SseParser, encode};
@@ -85,9 +85,12 @@ pub fn to_chat_with(
     out.insert("model".into(), json!(model));
     out.insert("messages".into(), Value::Array(messages));
     if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
-        let tools = tools_to_chat(tools, opts, dropped)?;
+        let (tools, web_search) = tools_to_chat(tools, opts, dropped)?;
         if !tools.is_empty() {
             out.insert("tools".into(), Value::Array(tools));
+        }
+        if let Some(search) = web_search {
+            out.insert("web_search_options".into(), search);
         }
     }
     if let Some(choice) = obj.get("tool_choice") {
@@ -213,6 +216,10 @@ fn input_items(
                 }));
             }
             "reasoning" => tracing::debug!("a reasoning input item was dropped"),
+            // An earlier turn's search: the backend searched itself, and its results
+            // (sealed by the provider) are not in the item; the answer that used them
+            // reads on in the next message.
+            "web_search_call" if opts.web_search => {}
             // A hosted tool's call from an earlier turn (`web_search_call`...): the
             // backend never ran it, and the conversation reads on without it.
             other if other.ends_with("_call") || other.ends_with("_call_output") => {
@@ -257,11 +264,13 @@ fn parts_to_chat(parts: &[Value], i: usize, role: &str) -> Result<Vec<Value>> {
         .collect()
 }
 
+/// The client's tools as Chat function tools, and its hosted web search as Chat's
+/// `web_search_options` when the backend searches itself.
 fn tools_to_chat(
     tools: &[Value],
     opts: &super::Options,
     dropped: &mut super::Dropped,
-) -> Result<Vec<Value>> {
+) -> Result<(Vec<Value>, Option<Value>)> {
     // A namespace groups client tools; the model sees its tools one by one.
     let flat: Vec<&Value> = tools
         .iter()
@@ -273,8 +282,13 @@ fn tools_to_chat(
         })
         .collect();
     let mut out = Vec::with_capacity(flat.len());
+    let mut web_search = None;
     for t in flat {
         let chat = match t["type"].as_str() {
+            Some(kind) if opts.web_search && super::is_web_search(kind) => {
+                web_search = Some(web_search_options(t));
+                continue;
+            }
             Some("custom") => {
                 let mut description = t["description"].as_str().unwrap_or_default().to_string();
                 if let Some(def) = t["format"]["definition"].as_str() {
@@ -312,7 +326,32 @@ fn tools_to_chat(
         };
         out.push(chat?);
     }
-    Ok(out)
+    Ok((out, web_search))
+}
+
+/// A Responses web search tool → Chat's `web_search_options` (with the domain filter,
+/// which Chat lacks, kept under `filters` for the Anthropic translation).
+fn web_search_options(tool: &Value) -> Value {
+    let mut search = Map::new();
+    if let Some(size) = tool.get("search_context_size").filter(|v| v.is_string()) {
+        search.insert("search_context_size".into(), size.clone());
+    }
+    if let Some(place) = tool.get("user_location").and_then(Value::as_object) {
+        let mut approximate = Map::new();
+        for key in ["city", "region", "country", "timezone"] {
+            if let Some(v) = place.get(key).filter(|v| v.is_string()) {
+                approximate.insert(key.into(), v.clone());
+            }
+        }
+        search.insert(
+            "user_location".into(),
+            json!({"type": "approximate", "approximate": approximate}),
+        );
+    }
+    if let Some(domains) = tool.pointer("/filters/allowed_domains") {
+        search.insert("filters".into(), json!({"allowed_domains": domains}));
+    }
+    Value::Object(search)
 }
 
 fn tool_choice_to_chat(
@@ -336,6 +375,10 @@ fn tool_choice_to_chat(
                 .is_some_and(|t| t != "function" && t != "custom" && t != "allowed_tools") =>
         {
             let kind = o.get("type").and_then(Value::as_str).unwrap_or("?");
+            if opts.web_search && super::is_web_search(kind) {
+                // Anthropic cannot force its server tool; the model decides to search.
+                return Ok(json!("auto"));
+            }
             super::unsupported_tool(opts, dropped, kind, || {
                 format!(
                     "`tool_choice` forces the built-in tool {kind:?}, which cannot run on this backend"
@@ -518,14 +561,47 @@ fn ending(finish: Option<&str>) -> (&'static str, Value) {
     }
 }
 
-fn message_item(id: &str, text: &str, status: &str) -> Value {
+fn message_item(id: &str, text: &str, status: &str, annotations: &[Value]) -> Value {
     json!({
         "type": "message",
         "id": id,
         "status": status,
         "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        "content": [{"type": "output_text", "text": text, "annotations": annotations, "logprobs": []}],
     })
+}
+
+/// A Chat `url_citation` annotation → a Responses one (flat, not nested).
+fn annotation(chat: &Value) -> Value {
+    let c = &chat["url_citation"];
+    json!({
+        "type": "url_citation",
+        "url": c["url"],
+        "title": c["title"],
+        "start_index": c["start_index"],
+        "end_index": c["end_index"],
+    })
+}
+
+/// A web search the backend ran (see [`response::SEARCHES`]) → a `web_search_call` item.
+fn search_item(search: &Value, status: &str) -> Value {
+    let mut action = json!({"type": "search", "query": search["query"]});
+    if search["sources"].as_array().is_some_and(|s| !s.is_empty()) {
+        action["sources"] = search["sources"].clone();
+    }
+    json!({
+        "type": "web_search_call",
+        "id": search_item_id(search),
+        "status": if status == "completed" { search["status"].as_str().unwrap_or("completed") } else { status },
+        "action": action,
+    })
+}
+
+/// A search item's id, derived from the backend's so that both forms of a response name
+/// it alike.
+fn search_item_id(search: &Value) -> String {
+    let id = search["id"].as_str().unwrap_or_default();
+    format!("ws_{}", id.strip_prefix("srvtoolu_").unwrap_or(id))
 }
 
 fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
@@ -579,9 +655,25 @@ pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
     {
         output.push(reasoning_item(&unique("rs"), reasoning));
     }
-    if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
-        output.push(message_item(&unique("msg"), text, "completed"));
+    let text = message["content"].as_str().unwrap_or_default();
+    let annotations: Vec<Value> = message["annotations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(annotation)
+        .collect();
+    // The backend's searches split the text into the messages before and after each.
+    let mut start = 0;
+    for search in message[response::SEARCHES].as_array().into_iter().flatten() {
+        let at = search["at"]
+            .as_u64()
+            .map_or(start, |a| a as usize)
+            .max(start);
+        push_text(&mut output, text, start..at, &annotations);
+        output.push(search_item(search, "completed"));
+        start = at;
     }
+    push_text(&mut output, text, start..usize::MAX, &annotations);
     for call in message["tool_calls"].as_array().into_iter().flatten() {
         let name = call["function"]["name"].as_str().unwrap_or_default();
         output.push(echo.tool_item(
@@ -600,18 +692,56 @@ pub fn from_chat(chat: &Value, echo: &Echo) -> Value {
     r
 }
 
+/// The characters `span` of `text`, if any, as a message item, with the annotations that
+/// fall inside it (their offsets made relative to it).
+fn push_text(
+    output: &mut Vec<Value>,
+    text: &str,
+    span: std::ops::Range<usize>,
+    annotations: &[Value],
+) {
+    let part: String = text
+        .chars()
+        .skip(span.start)
+        .take(span.end.saturating_sub(span.start))
+        .collect();
+    if part.is_empty() {
+        return;
+    }
+    let end = span.start + part.chars().count();
+    let inside: Vec<Value> = annotations
+        .iter()
+        .filter_map(|a| {
+            let (s, e) = (
+                a["start_index"].as_u64()? as usize,
+                a["end_index"].as_u64()? as usize,
+            );
+            (s >= span.start && e <= end).then(|| {
+                let mut a = a.clone();
+                a["start_index"] = json!(s - span.start);
+                a["end_index"] = json!(e - span.start);
+                a
+            })
+        })
+        .collect();
+    output.push(message_item(&unique("msg"), &part, "completed", &inside));
+}
+
 /// One output item of a stream in progress.
 #[derive(Debug)]
 enum Item {
     /// A reasoning model's thinking, given as a summary (as a whole response gives it).
-    Reasoning {
-        id: String,
-        text: String,
-    },
+    Reasoning { id: String, text: String },
     Message {
         id: String,
         text: String,
+        /// Responses `url_citation` annotations, as they arrived.
+        annotations: Vec<Value>,
+        /// Where its text begins in the chat content (which annotations count in).
+        start: usize,
     },
+    /// A web search the backend ran (done when it arrives).
+    Search(Value),
     Call {
         id: String,
         call_id: String,
@@ -636,6 +766,8 @@ pub struct ChatToResponses {
     items: Vec<(Item, bool)>,
     /// Chat tool-call index → position in `items`.
     calls: HashMap<u64, usize>,
+    /// Characters of chat content so far.
+    chars: usize,
     /// The reasoning or message item text is streaming into: a new item of another kind
     /// (or a tool call) closes it, so items finish in order.
     open_text: Option<usize>,
@@ -668,6 +800,7 @@ impl ChatToResponses {
             started: false,
             items: Vec::new(),
             calls: HashMap::new(),
+            chars: 0,
             open_text: None,
             open_call: None,
             held_calls: Vec::new(),
@@ -703,7 +836,13 @@ impl ChatToResponses {
     fn item_json(&self, item: &Item, status: &str) -> Value {
         match item {
             Item::Reasoning { id, text } => reasoning_item(id, text),
-            Item::Message { id, text } => message_item(id, text, status),
+            Item::Message {
+                id,
+                text,
+                annotations,
+                ..
+            } => message_item(id, text, status, annotations),
+            Item::Search(search) => search_item(search, status),
             Item::Call {
                 id,
                 call_id,
@@ -739,13 +878,15 @@ impl ChatToResponses {
             (item, added, "response.reasoning_summary_part.added", part)
         } else {
             let id = unique("msg");
-            let mut added = message_item(&id, "", "in_progress");
+            let mut added = message_item(&id, "", "in_progress", &[]);
             added["content"] = json!([]);
             let part = json!({"item_id": id, "output_index": index, "content_index": 0,
                 "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}});
             let item = Item::Message {
                 id,
                 text: String::new(),
+                annotations: Vec::new(),
+                start: self.chars,
             };
             (item, added, "response.content_part.added", part)
         };
@@ -777,12 +918,13 @@ impl ChatToResponses {
 
     fn text_delta(&mut self, delta: &str, out: &mut Vec<Bytes>) {
         let index = self.open_text_item(false, out);
+        self.chars += delta.chars().count();
         let id = match &mut self.items[index].0 {
-            Item::Message { id, text } => {
+            Item::Message { id, text, .. } => {
                 text.push_str(delta);
                 id.clone()
             }
-            Item::Call { .. } | Item::Reasoning { .. } => return,
+            Item::Call { .. } | Item::Reasoning { .. } | Item::Search(_) => return,
         };
         self.emit(out, "response.output_text.delta", json!({
             "item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": [],
@@ -857,7 +999,7 @@ impl ChatToResponses {
                 }
                 id.clone()
             }
-            Item::Message { .. } | Item::Reasoning { .. } => return,
+            Item::Message { .. } | Item::Reasoning { .. } | Item::Search(_) => return,
         };
         self.emit(
             out,
@@ -870,6 +1012,61 @@ impl ChatToResponses {
 
     fn close(&mut self, index: usize, out: &mut Vec<Bytes>) {
         self.close_as(index, "completed", out);
+    }
+
+    /// A citation of the text so far, on the message it is in.
+    fn annotation_added(&mut self, chat: &Value, out: &mut Vec<Bytes>) {
+        let Some(index) = self.open_text else {
+            return;
+        };
+        let Item::Message {
+            id,
+            annotations,
+            start,
+            ..
+        } = &mut self.items[index].0
+        else {
+            return;
+        };
+        let mut a = annotation(chat);
+        for key in ["start_index", "end_index"] {
+            if let Some(i) = a[key].as_u64() {
+                a[key] = json!((i as usize).saturating_sub(*start));
+            }
+        }
+        annotations.push(a.clone());
+        let (id, at) = (id.clone(), annotations.len() - 1);
+        self.emit(
+            out,
+            "response.output_text.annotation.added",
+            json!({"item_id": id, "output_index": index, "content_index": 0,
+                   "annotation_index": at, "annotation": a}),
+        );
+    }
+
+    /// A web search the backend ran: an item of its own, between the text before it and
+    /// the text after it.
+    fn search(&mut self, search: &Value, out: &mut Vec<Bytes>) {
+        if let Some(open) = self.open_text.take() {
+            self.close(open, out);
+        }
+        let index = self.items.len();
+        let id = search_item_id(search);
+        self.items.push((Item::Search(search.clone()), true));
+        let mut added = search_item(search, "in_progress");
+        added["action"] = json!({"type": "search"});
+        self.emit(
+            out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": added}),
+        );
+        for kind in [
+            "response.web_search_call.in_progress",
+            "response.web_search_call.searching",
+        ] {
+            self.emit(out, kind, json!({"item_id": id, "output_index": index}));
+        }
+        self.close(index, out);
     }
 
     /// Whether a call's arguments so far are a whole JSON value.
@@ -940,15 +1137,28 @@ impl ChatToResponses {
                     }),
                 );
             }
-            Item::Message { id, text } => {
-                let (id, text) = (id.clone(), text.clone());
+            Item::Message {
+                id,
+                text,
+                annotations,
+                ..
+            } => {
+                let (id, text, annotations) = (id.clone(), text.clone(), annotations.clone());
                 self.emit(out, "response.output_text.done", json!({
                     "item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": [],
                 }));
                 self.emit(out, "response.content_part.done", json!({
                     "item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []},
+                    "part": {"type": "output_text", "text": text, "annotations": annotations, "logprobs": []},
                 }));
+            }
+            Item::Search(search) => {
+                let id = search_item_id(search);
+                self.emit(
+                    out,
+                    "response.web_search_call.completed",
+                    json!({"item_id": id, "output_index": index}),
+                );
             }
             Item::Call {
                 id,
@@ -1069,6 +1279,12 @@ impl StreamTranslator for ChatToResponses {
             }
             if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
                 self.text_delta(text, &mut out);
+            }
+            for a in delta["annotations"].as_array().into_iter().flatten() {
+                self.annotation_added(a, &mut out);
+            }
+            for search in delta[response::SEARCHES].as_array().into_iter().flatten() {
+                self.search(search, &mut out);
             }
             for call in delta["tool_calls"].as_array().into_iter().flatten() {
                 self.call_delta(call, &mut out);
@@ -1469,5 +1685,150 @@ mod tests {
                 "response.failed"
             ]
         );
+    }
+
+    /// An Anthropic answer that searched: text, the search, its results, cited text.
+    fn searched_message() -> Value {
+        json!({"id": "msg_1", "model": "claude", "stop_reason": "end_turn", "content": [
+            {"type": "text", "text": "Looking. "},
+            {"type": "server_tool_use", "id": "srvtoolu_9", "name": "web_search", "input": {"query": "moat"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_9", "content": [
+                {"type": "web_search_result", "url": "https://a.test/", "title": "A", "encrypted_content": "x"}]},
+            {"type": "text", "text": "Moat é fine.", "citations": [
+                {"type": "web_search_result_location", "url": "https://a.test/", "title": "A", "encrypted_index": "y", "cited_text": "Moat"}]},
+        ], "usage": {"input_tokens": 5, "output_tokens": 3}})
+    }
+
+    #[test]
+    fn a_backend_s_web_search_becomes_a_search_item_between_messages_whole_and_streamed() {
+        let echo = Echo::new(&json!({"model": "m"}), "m");
+        let msg = searched_message();
+        let whole = from_chat(
+            &crate::translate::response::anthropic_to_openai_keeping_searches(&msg),
+            &echo,
+        );
+
+        let mut upstream = vec![(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 5}}}),
+        )];
+        for (i, b) in msg["content"].as_array().unwrap().iter().enumerate() {
+            match b["type"].as_str().unwrap() {
+                "text" => {
+                    upstream.push(("content_block_start", json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})));
+                    for c in b["citations"].as_array().into_iter().flatten() {
+                        upstream.push(("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "citations_delta", "citation": c}})));
+                    }
+                    upstream.push(("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": b["text"]}})));
+                }
+                "server_tool_use" => {
+                    upstream.push(("content_block_start", json!({"type": "content_block_start", "index": i, "content_block": {"type": "server_tool_use", "id": b["id"], "name": "web_search", "input": {}}})));
+                    upstream.push(("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": "{\"query\": \"mo"}})));
+                    upstream.push(("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": "at\"}"}})));
+                }
+                _ => upstream.push((
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": i, "content_block": b}),
+                )),
+            }
+            upstream.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
+        upstream.push(("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}})));
+        upstream.push(("message_stop", json!({"type": "message_stop"})));
+        let mut chain = Chain::new(
+            Box::new(
+                crate::translate::stream::AnthropicToOpenAi::new("m", true).keeping_searches(),
+            ),
+            Box::new(ChatToResponses::new(echo)),
+        );
+        let mut out = Vec::new();
+        for (name, data) in upstream {
+            out.extend(chain.event(SseEvent {
+                event: Some(name.into()),
+                data: data.to_string(),
+            }));
+        }
+        let evs = events(&out);
+        let kinds: Vec<&str> = evs.iter().filter_map(|e| e["type"].as_str()).collect();
+        for kind in [
+            "response.web_search_call.searching",
+            "response.web_search_call.completed",
+            "response.output_text.annotation.added",
+        ] {
+            assert!(kinds.contains(&kind), "{kinds:?}");
+        }
+        let streamed = &evs.last().unwrap()["response"];
+
+        for r in [&whole, streamed] {
+            let output = r["output"].as_array().unwrap();
+            let types: Vec<&str> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
+            assert_eq!(types, ["message", "web_search_call", "message"], "{r}");
+            assert_eq!(output[0]["content"][0]["text"], "Looking. ");
+            assert_eq!(output[1]["id"], "ws_9");
+            assert_eq!(
+                output[1]["action"],
+                json!({"type": "search", "query": "moat", "sources": [{"type": "url", "url": "https://a.test/"}]})
+            );
+            let part = &output[2]["content"][0];
+            assert_eq!(part["text"], "Moat é fine.");
+            // Offsets count characters of this message, not bytes of the whole answer.
+            assert_eq!(
+                part["annotations"],
+                json!([{"type": "url_citation", "url": "https://a.test/", "title": "A", "start_index": 0, "end_index": 12}]),
+                "{r}"
+            );
+        }
+        // A Chat client gets the citations, and nothing of moat's own.
+        let chat = crate::translate::response::anthropic_to_openai(&msg);
+        assert_eq!(
+            chat["choices"][0]["message"]["annotations"][0]["url_citation"]["start_index"],
+            9
+        );
+        assert!(
+            chat["choices"][0]["message"]
+                .get(crate::translate::response::SEARCHES)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_hosted_web_search_is_anthropic_s_server_tool_on_anthropic_backends() {
+        let req = json!({"input": [
+                {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "q"}},
+                {"role": "user", "content": "and now?"}],
+            "tools": [{"type": "web_search", "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+                       "filters": {"allowed_domains": ["a.test"]}},
+                      {"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            "tool_choice": {"type": "web_search"}});
+        let opts = crate::translate::Options {
+            web_search: true,
+            ..Default::default()
+        };
+        let mut dropped = Vec::new();
+        let chat = to_chat_with(&req, "claude", &opts, &mut dropped).unwrap();
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert_eq!(chat["tool_choice"], "auto");
+        assert_eq!(chat["messages"].as_array().unwrap().len(), 1);
+        let ant = crate::translate::request::openai_to_anthropic(&chat, "claude", 100).unwrap();
+        assert_eq!(
+            ant["tools"][1],
+            json!({"type": "web_search_20250305", "name": "web_search",
+            "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+            "allowed_domains": ["a.test"]})
+        );
+
+        // Elsewhere the search is left out, with notice, as before.
+        let chat = to_chat_with(
+            &req,
+            "gpt",
+            &crate::translate::Options::default(),
+            &mut dropped,
+        )
+        .unwrap();
+        assert!(chat.get("web_search_options").is_none());
+        assert_eq!(dropped, ["web_search_call", "web_search"]);
     }
 }

@@ -12,7 +12,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::response::{
-    anthropic_usage, completion_id, finish_reason, message_id, openai_usage, unix_now,
+    SEARCHES, anthropic_usage, completion_id, finish_reason, message_id, openai_usage, search_call,
+    search_result, unix_now, url_citations,
 };
 use crate::errors::{ApiError, ApiFormat};
 use crate::sse::{SseEvent, encode};
@@ -90,6 +91,17 @@ pub struct AnthropicToOpenAi {
     include_usage: bool,
     /// Anthropic block index → OpenAI tool call index.
     tools: BTreeMap<u64, u64>,
+    /// The backend's own web searches: block index → the call, its query streaming in.
+    searches: BTreeMap<u64, (Value, String)>,
+    /// Searches whose query is whole, waiting for their results.
+    searched: Vec<Value>,
+    /// Whether searches go to the client (under [`SEARCHES`]): only on the way to a
+    /// Responses client.
+    keep_searches: bool,
+    /// Characters of content sent so far: where a citation's text begins and ends.
+    chars: usize,
+    /// Text blocks in progress: block index → where the text began, and its citations.
+    texts: BTreeMap<u64, (usize, Value)>,
     usage: Value,
     finished: bool,
     ending: Ending,
@@ -104,10 +116,71 @@ impl AnthropicToOpenAi {
             created: unix_now(),
             include_usage,
             tools: BTreeMap::new(),
+            searches: BTreeMap::new(),
+            searched: Vec::new(),
+            keep_searches: false,
+            chars: 0,
+            texts: BTreeMap::new(),
             usage: json!({}),
             finished: false,
             ending: Ending::new(ApiFormat::OpenAi),
         }
+    }
+
+    /// The same, passing the backend's web searches on for a Responses client.
+    pub fn keeping_searches(mut self) -> Self {
+        self.keep_searches = true;
+        self
+    }
+
+    fn text(&mut self, text: &Value) -> Vec<Bytes> {
+        match text.as_str().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                self.chars += t.chars().count();
+                vec![self.chunk(json!({"content": t}), None)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// A block ended: a cited text block's citations follow it as annotations; a
+    /// search's query is whole.
+    fn block_stop(&mut self, index: u64) -> Vec<Bytes> {
+        if let Some((start, citations)) = self.texts.remove(&index) {
+            let annotations = url_citations(&citations, start, self.chars);
+            if !annotations.is_empty() {
+                return vec![self.chunk(json!({"annotations": annotations}), None)];
+            }
+        }
+        if let Some((mut call, query)) = self.searches.remove(&index) {
+            if let Some(q) = serde_json::from_str::<Value>(&query)
+                .ok()
+                .and_then(|v| v["query"].as_str().map(str::to_string))
+            {
+                call["query"] = json!(q);
+            }
+            self.searched.push(call);
+        }
+        Vec::new()
+    }
+
+    /// A search's results arrived: the search is done.
+    fn search_done(&mut self, block: &Value) -> Vec<Bytes> {
+        search_result(&mut self.searched, block);
+        let Some(at) = self
+            .searched
+            .iter()
+            .position(|s| s["id"] == block["tool_use_id"])
+        else {
+            return Vec::new();
+        };
+        let call = self.searched.remove(at);
+        if !self.keep_searches {
+            return Vec::new();
+        }
+        let mut delta = serde_json::Map::new();
+        delta.insert(SEARCHES.into(), json!([call]));
+        vec![self.chunk(Value::Object(delta), None)]
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
@@ -187,17 +260,45 @@ impl StreamTranslator for AnthropicToOpenAi {
                             None,
                         )]
                     }
-                    Some("text") if b["text"].as_str().is_some_and(|t| !t.is_empty()) => {
-                        vec![self.chunk(json!({"content": b["text"]}), None)]
+                    Some("text") => {
+                        let citations = b["citations"].clone();
+                        let citations = if citations.is_array() {
+                            citations
+                        } else {
+                            json!([])
+                        };
+                        self.texts.insert(index, (self.chars, citations));
+                        self.text(&b["text"])
                     }
+                    Some("server_tool_use") if b["name"] == "web_search" => {
+                        self.searches.insert(index, (search_call(b), String::new()));
+                        Vec::new()
+                    }
+                    Some("web_search_tool_result") => self.search_done(b),
                     _ => Vec::new(),
                 }
+            }
+            "content_block_stop" => {
+                let index = data["index"].as_u64().unwrap_or(0);
+                self.block_stop(index)
             }
             "content_block_delta" => {
                 let d = &data["delta"];
                 let index = data["index"].as_u64().unwrap_or(0);
                 match d["type"].as_str() {
-                    Some("text_delta") => vec![self.chunk(json!({"content": d["text"]}), None)],
+                    Some("text_delta") => self.text(&d["text"]),
+                    Some("citations_delta") => {
+                        if let Some((_, Value::Array(c))) = self.texts.get_mut(&index) {
+                            c.push(d["citation"].clone());
+                        }
+                        Vec::new()
+                    }
+                    Some("input_json_delta") if self.searches.contains_key(&index) => {
+                        if let Some((_, query)) = self.searches.get_mut(&index) {
+                            query.push_str(d["partial_json"].as_str().unwrap_or_default());
+                        }
+                        Vec::new()
+                    }
                     Some("thinking_delta") => {
                         vec![self.chunk(json!({"reasoning_content": d["thinking"]}), None)]
                     }

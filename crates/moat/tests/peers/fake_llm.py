@@ -10,6 +10,9 @@ not on arrival order, since clients send side requests (titles) concurrently:
                                                   (default Bash {"command": FAKE_CMD})
   - tools, and a tool result in the messages   -> "The command printed: <the result>"
 FAKE_TEXT is its text answer. Every request body is appended to LOG as one JSON line.
+With FAKE_SEARCH set, an Anthropic request offering the web search server tool is
+answered as Anthropic answers one: the search (for FAKE_SEARCH) the server ran, its
+results, and a cited text, SEARCH_TEXT.
 """
 import http.server
 import json
@@ -24,7 +27,46 @@ TOOL = os.environ.get("FAKE_TOOL", "Bash")
 ARGS = json.loads(os.environ.get("FAKE_ARGS") or "null") or {"command": CMD, "description": "Run it"}
 # The answer to a request without tools (a title, or an editor's whole reply).
 TEXT = os.environ.get("FAKE_TEXT", '{"title": "Shell check"}')
+SEARCH = os.environ.get("FAKE_SEARCH")
+SEARCH_URL, SEARCH_TITLE = "https://example.com/moat", "Moat, the gateway"
+SEARCH_TEXT = "Moat is a local-first AI gateway."
 lock = threading.Lock()
+
+
+def offers_search(req):
+    return any(str(t.get("type", "")).startswith("web_search_") for t in req.get("tools") or [])
+
+
+def search_content():
+    return [
+        {"type": "text", "text": "Let me look that up."},
+        {"type": "server_tool_use", "id": "srvtoolu_fake", "name": "web_search", "input": {"query": SEARCH}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_fake", "content": [
+            {"type": "web_search_result", "url": SEARCH_URL, "title": SEARCH_TITLE,
+             "encrypted_content": "sealed", "page_age": None}]},
+        {"type": "text", "text": SEARCH_TEXT, "citations": [
+            {"type": "web_search_result_location", "url": SEARCH_URL, "title": SEARCH_TITLE,
+             "encrypted_index": "sealed", "cited_text": SEARCH_TEXT}]},
+    ]
+
+
+def search_events():
+    for i, block in enumerate(search_content()):
+        if block["type"] == "server_tool_use":
+            yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": dict(block, input={})}
+            yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
+                "type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
+        elif block["type"] == "text":
+            yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": {
+                "type": "text", "text": "", **({"citations": []} if "citations" in block else {})}}
+            for c in block.get("citations", []):
+                yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
+                    "type": "citations_delta", "citation": c}}
+            yield "content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
+                "type": "text_delta", "text": block["text"]}}
+        else:
+            yield "content_block_start", {"type": "content_block_start", "index": i, "content_block": block}
+        yield "content_block_stop", {"type": "content_block_stop", "index": i}
 
 
 def tool_results(req, anthropic):
@@ -42,6 +84,8 @@ def tool_results(req, anthropic):
 
 
 def decide(req, anthropic):
+    if SEARCH and anthropic and offers_search(req):
+        return {"search": True}
     if not req.get("tools"):
         return {"text": TEXT}
     results = tool_results(req, anthropic)
@@ -79,6 +123,8 @@ def openai_whole(d):
 
 
 def anthropic_content(d):
+    if "search" in d:
+        return search_content(), "end_turn"
     if "text" in d:
         return [{"type": "text", "text": d["text"]}], "end_turn"
     cid, name, args = d["call"]
@@ -91,14 +137,17 @@ def anthropic_events(d):
           "role": "assistant", "content": [], "model": "fake", "stop_reason": None,
           "stop_sequence": None, "usage": {"input_tokens": 100, "output_tokens": 0}}}
     block = content[0]
-    if block["type"] == "text":
+    if "search" in d:
+        yield from search_events()
+    elif block["type"] == "text":
         yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
         yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": block["text"]}}
     else:
         yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": dict(block, input={})}
         yield "content_block_delta", {"type": "content_block_delta", "index": 0,
                                       "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
-    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    if "search" not in d:
+        yield "content_block_stop", {"type": "content_block_stop", "index": 0}
     yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                             "usage": {"output_tokens": 10}}
     yield "message_stop", {"type": "message_stop"}
