@@ -853,31 +853,15 @@ fn claude_code_runs_a_tool_loop_through_both_backend_kinds() {
     for kind in ["anthropic", "openai"] {
         let fake = FakeLlm::start("echo moat-cc-ok");
         let moat = fake.behind_moat(kind);
-        let cc_home = tempfile::tempdir().unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let child = Command::new(peer("MOAT_CLAUDE_CODE"))
-            .args([
+        let out = run_claude_code(
+            &moat,
+            &[
                 "-p",
                 "Run the shell command: echo moat-cc-ok",
                 "--allowedTools",
                 "Bash",
-            ])
-            .current_dir(work.path())
-            .env("HOME", cc_home.path())
-            .env("ANTHROPIC_BASE_URL", format!("http://{}", moat.main))
-            .env("ANTHROPIC_API_KEY", "sk-ant-moat-test-client-key")
-            .env("DISABLE_AUTOUPDATER", "1")
-            // Tests reach nothing but loopback: anything Claude Code sends elsewhere
-            // (telemetry, update checks) goes to a dead loopback proxy instead.
-            .env("HTTPS_PROXY", "http://127.0.0.1:9")
-            .env("HTTP_PROXY", "http://127.0.0.1:9")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run claude");
-        let out = finish_within(child, Duration::from_secs(300), "claude -p", &moat);
+            ],
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -887,6 +871,57 @@ fn claude_code_runs_a_tool_loop_through_both_backend_kinds() {
             moat.output()
         );
     }
+}
+
+/// Runs Claude Code with `args` on its defaults but the base URL and key (moat); fails
+/// the test if it runs over 5 minutes.
+fn run_claude_code(moat: &Moat, args: &[&str]) -> std::process::Output {
+    let cc_home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let child = Command::new(peer("MOAT_CLAUDE_CODE"))
+        .args(args)
+        .current_dir(work.path())
+        .env("HOME", cc_home.path())
+        .env("ANTHROPIC_BASE_URL", format!("http://{}", moat.main))
+        .env("ANTHROPIC_API_KEY", "sk-ant-moat-test-client-key")
+        .env("DISABLE_AUTOUPDATER", "1")
+        // Tests reach nothing but loopback: anything Claude Code sends elsewhere
+        // (telemetry, update checks) goes to a dead loopback proxy instead.
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run claude");
+    finish_within(child, Duration::from_secs(300), "claude -p", moat)
+}
+
+/// Claude Code's real first request (its system prompt, mid-conversation system
+/// messages, tools, cache controls, thinking settings) translated to a real llama.cpp
+/// server, whose answer comes back as Claude Code's reply.
+#[test]
+fn claude_code_answers_through_llama_cpp() {
+    // SmolLM2's own template leaves the tools out of the prompt (3k tokens, not 23k);
+    // a bias on <|im_end|> (token 2) ends its answer before it rambles on to Claude
+    // Code's 32k max_tokens.
+    let llama = LlamaServer::start_with(&["-c", "8192", "-np", "1", "--logit-bias", "2+5"]);
+    let home = new_home();
+    let config = format!(
+        "[llm.backends.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{}/v1\"\nmodels = [\"*\"]\n",
+        llama.port
+    );
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    let moat = Moat::start_in(home, &[], &[], None);
+    let out = run_claude_code(&moat, &["-p", "Say hello."]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stdout.trim().is_empty(),
+        "claude -p failed or answered nothing:\n{stdout}\n{stderr}\nmoat log:\n{}",
+        moat.output()
+    );
 }
 
 /// Aider, on its defaults but the OpenAI-compatible base URL, key and model name (and
