@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::home::Home;
 use crate::secret::SecretRef;
 
+pub mod agent;
 pub mod egress;
 pub mod llm;
 pub mod sandbox;
@@ -58,6 +59,8 @@ pub struct Config {
     pub egress: egress::EgressConfig,
     /// `[sandbox]`: profiles for running tool commands isolated.
     pub sandbox: sandbox::SandboxConfig,
+    /// `[agent]`: the assistant's model, limits and trust.
+    pub agent: agent::AgentConfig,
 }
 
 /// `[server]`.
@@ -607,6 +610,7 @@ impl Config {
         llm::validate(&config.llm).map_err(invalid)?;
         egress::validate(&config.egress).map_err(invalid)?;
         sandbox::validate(&config.sandbox).map_err(invalid)?;
+        agent::validate(&config.agent).map_err(invalid)?;
         Ok(Loaded {
             config,
             file,

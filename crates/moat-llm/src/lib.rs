@@ -381,6 +381,60 @@ impl Gateway {
     }
 }
 
+/// Why an in-process model call ([`Gateway::messages`]) failed: the status and the
+/// message a client would have got.
+#[derive(Debug, thiserror::Error)]
+#[error("the model call failed ({status}): {message}")]
+pub struct CallError {
+    /// The HTTP status a client would have seen.
+    pub status: u16,
+    /// The error's message, redacted as every error body is.
+    pub message: String,
+}
+
+impl Gateway {
+    /// Sends an Anthropic Messages request (not streamed) through the router, in process:
+    /// routing, pools, failover, translation and usage metering as for a client, with no
+    /// HTTP hop. The answer is the Messages response, whatever the backend's kind.
+    pub async fn messages(
+        self: &Arc<Self>,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, CallError> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static("2023-06-01"),
+        );
+        let body = bytes::Bytes::from(body.to_string());
+        let resp = proxy::handle(self.clone(), Op::Messages, headers, body).await;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| CallError {
+                status: 502,
+                message: format!("the answer could not be read: {e}"),
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| CallError {
+            status: 502,
+            message: "the answer is not JSON".into(),
+        })?;
+        if !status.is_success() {
+            return Err(CallError {
+                status: status.as_u16(),
+                message: value
+                    .pointer("/error/message")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("the model's backend failed")
+                    .to_string(),
+            });
+        }
+        Ok(value)
+    }
+}
+
 async fn handle(gw: Arc<Gateway>, op: Op, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     // moat-net has read the body under its limits already; this only takes it out.

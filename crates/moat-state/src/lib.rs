@@ -60,6 +60,49 @@ const MIGRATIONS: &[&str] = &[
     // reaches them); NULL when moat made the response by translation.
     "ALTER TABLE responses ADD COLUMN backend TEXT;
      ALTER TABLE responses ADD COLUMN account TEXT;",
+    // 5: the assistant (moat-agent). A session per (channel, sender) with its transcript
+    // (Messages JSON); the trust level per domain with the evidence counted towards the
+    // next, and every change of it; calls waiting for the owner; the owner's notes.
+    "CREATE TABLE agent_sessions (
+         id         TEXT PRIMARY KEY NOT NULL,
+         channel    TEXT NOT NULL,
+         sender     TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         active_at  INTEGER NOT NULL,
+         transcript TEXT NOT NULL,
+         tokens     INTEGER NOT NULL,
+         UNIQUE (channel, sender)
+     ) STRICT;
+     CREATE TABLE agent_trust (
+         domain    TEXT PRIMARY KEY NOT NULL,
+         level     INTEGER NOT NULL,
+         successes INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE agent_trust_history (
+         id         INTEGER PRIMARY KEY,
+         at         INTEGER NOT NULL,
+         domain     TEXT NOT NULL,
+         from_level INTEGER NOT NULL,
+         to_level   INTEGER NOT NULL,
+         reason     TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE agent_approvals (
+         id         TEXT PRIMARY KEY NOT NULL,
+         session    TEXT NOT NULL,
+         tool       TEXT NOT NULL,
+         arguments  TEXT NOT NULL,
+         reason     TEXT NOT NULL,
+         risk       TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         state      TEXT NOT NULL
+     ) STRICT;
+     CREATE TABLE agent_notes (
+         id    INTEGER PRIMARY KEY,
+         owner TEXT NOT NULL,
+         at    INTEGER NOT NULL,
+         text  TEXT NOT NULL
+     ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -166,10 +166,113 @@ pub(crate) enum Command {
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Talk with the assistant in this terminal, as its owner.
+    ///
+    /// Each line you type is one turn: the assistant ([agent] in the config) calls its
+    /// model through moat's router and uses its tools as the trust levels allow. A call
+    /// that waits for your approval is shown with its arguments: answer y or n. The
+    /// conversation is kept (`moat sessions`) until it is idle for agent.session_idle.
+    /// End with Ctrl-D or /quit.
+    ///
+    /// Examples:
+    ///   moat chat
+    ///   echo "list the files in your workspace" | moat chat
+    #[command(verbatim_doc_comment)]
+    Chat,
+    /// The assistant's conversations: list them, show one, forget one.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// The assistant's trust level per domain (0 none, 1 inform, 2 suggest, 3 act and
+    /// report, 4 autonomous): show, set, its history, roll back the last change.
+    ///
+    /// Examples:
+    ///   moat trust show
+    ///   moat trust set shell 2
+    ///   moat trust history files
+    ///   moat trust rollback files
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Tool calls waiting for your approval: list, approve or deny them by id.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// What the assistant noted for you (its `notes` tool): list, delete.
+    #[command(subcommand)]
+    Notes(NotesCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `moat sessions` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SessionsCommand {
+    /// Every conversation, most recent first.
+    List,
+    /// One conversation's transcript.
+    Show {
+        /// Its id (`moat sessions list`).
+        id: String,
+    },
+    /// Delete a conversation and its transcript.
+    Forget {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// `moat trust` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TrustCommand {
+    /// Each domain's level and ceiling.
+    Show,
+    /// Set a domain's level (never above its ceiling, agent.ceilings).
+    Set {
+        /// The domain: messaging, files, web, shell, code, email, calendar, integrations, system.
+        domain: String,
+        /// 0 none, 1 inform, 2 suggest, 3 act and report, 4 autonomous.
+        level: u8,
+    },
+    /// Every change, with its reason and evidence.
+    History {
+        /// Only this domain's.
+        domain: Option<String>,
+    },
+    /// Restore the level a domain had before its last change.
+    Rollback {
+        /// The domain.
+        domain: String,
+    },
+}
+
+/// `moat approvals` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// The calls waiting.
+    List,
+    /// Let a waiting call run.
+    Approve {
+        /// Its id (`moat approvals list`).
+        id: String,
+    },
+    /// Refuse a waiting call (the domain is lowered for the rest of that turn).
+    Deny {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// `moat notes` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NotesCommand {
+    /// Your notes.
+    List,
+    /// Delete one.
+    Delete {
+        /// Its number (`moat notes list`).
+        id: i64,
     },
 }
 

@@ -2,10 +2,12 @@
 //! lives in the library crates.
 
 mod account_cmd;
+mod agent_cmd;
 mod app;
 mod audit_cmd;
 mod audit_sink;
 mod backend_cmd;
+mod chat_cmd;
 mod cli;
 mod doctor;
 mod egress_cmd;
@@ -152,6 +154,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Egress(command) => egress_cmd::run(&home()?, command),
         Command::Scan { file, json } => scan_cmd::run(file, *json),
         Command::Sandbox(command) => sandbox_cmd::run(&home()?, command),
+        Command::Chat => chat_cmd::run(&home()?).map(|()| ExitCode::SUCCESS),
+        Command::Sessions(c) => agent_cmd::sessions(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Trust(c) => agent_cmd::trust(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Approvals(c) => agent_cmd::approvals(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Notes(c) => agent_cmd::notes(&home()?, c).map(|()| ExitCode::SUCCESS),
     }
 }
 

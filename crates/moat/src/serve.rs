@@ -101,7 +101,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         .build()
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
-    let (gateway, recorder) = gateway(home, config, secrets.credentials, &secrets.audit)?;
+    let (gateway, recorder) = app::llm::gateway(home, config, secrets.credentials, &secrets.audit)?;
     let served = runtime.block_on(serve(
         home,
         &loaded,
@@ -160,34 +160,6 @@ fn tls_config(config: &Config) -> Result<Option<Arc<moat_net::TlsServerConfig>>,
         );
     }
     Ok(tls)
-}
-
-/// The LLM gateway with its usage recorder, response store and account events.
-fn gateway(
-    home: &Home,
-    config: &Config,
-    credentials: moat_llm::Credentials,
-    audit: &moat_audit::AuditWriter,
-) -> Result<(Arc<moat_llm::Gateway>, moat_llm::Recorder), Failure> {
-    let mut gateway =
-        moat_llm::Gateway::new(&config.llm, credentials).map_err(|e| Failure::usage(e.into()))?;
-    let open = || StateStore::open(&home.state_db()).map_err(Failure::runtime);
-    // Usage: one connection writes (off the request path), another reads for /analytics.
-    let (usage_db, analytics_db) = if config.llm.usage_retention.is_zero() {
-        (None, None)
-    } else {
-        (Some(open()?), Some(open()?))
-    };
-    let recorder = moat_llm::Recorder::start(usage_db, config.llm.usage_retention);
-    gateway = gateway
-        .with_usage(recorder.clone(), analytics_db)
-        .with_events(Arc::new(app::accounts::AuditAccountEvents(audit.log())));
-    if !config.llm.responses_retention.is_zero() {
-        // Its own connection to state.db: the Responses API keeps answers there.
-        let store = moat_llm::ResponseStore::new(open()?, config.llm.responses_retention);
-        gateway = gateway.with_response_store(store);
-    }
-    Ok((Arc::new(gateway), recorder))
 }
 
 async fn serve(

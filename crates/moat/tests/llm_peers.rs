@@ -16,7 +16,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Moat, new_home};
+use common::{Moat, new_home, run_moat, run_moat_stdin};
 
 fn peer(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -1052,4 +1052,49 @@ fn hosted_web_search_runs_as_the_anthropic_backend_s_server_tool() {
         fake.requests(),
         moat.output()
     );
+}
+
+/// The assistant on a real model: llama.cpp makes a tool call (the ChatML tools template
+/// and the bias towards `<tool_call>`), moat translates it to the assistant's Messages
+/// call, and the call passes the trust gate to a tool, end to end.
+#[test]
+fn the_assistant_runs_a_real_model_s_tool_call() {
+    // The tools template and the bias towards `<tool_call>`, without the SDK server's
+    // bias on <|im_end|>: with the tool choice left to the model (as the assistant
+    // leaves it), that one ends the answer right after `<tool_call>`.
+    let llama = LlamaServer::start_with(&[
+        "-c",
+        "4096",
+        "-np",
+        "1",
+        "--chat-template-file",
+        TEMPLATE,
+        "--logit-bias",
+        "44+8",
+    ]);
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{}/v1\"\nmodels = [\"smol\"]\n\n[agent]\nmodel = \"smol\"\nmax_steps = 2\nmax_tokens = 128\n\n[agent.trust]\nfiles = 3\n",
+            llama.port
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat_stdin(
+        home.path(),
+        &["chat"],
+        "Use the files tool to list the files in your workspace.\n",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    // A tool ran (✓) or the tool refused the model's arguments (✗): either way the call
+    // went through the gate to a tool.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("✓ ") || l.starts_with("✗ ")),
+        "no tool call reached a tool:\n{out}\n{err}"
+    );
+    let (code, tail, _) = run_moat(home.path(), &["audit", "tail", "-n", "50"], &[]);
+    assert_eq!(code, 0);
+    assert!(tail.contains("agent.tool."), "{tail}");
 }

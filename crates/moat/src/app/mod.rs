@@ -3,8 +3,10 @@
 //! other, so that a new command (or the assistant to come) finds one place for each job.
 
 pub(crate) mod accounts;
+pub(crate) mod agent;
 pub(crate) mod audit;
 pub(crate) mod config_edit;
+pub(crate) mod llm;
 pub(crate) mod progress;
 pub(crate) mod prompt;
 pub(crate) mod secrets;

@@ -1,0 +1,23 @@
+//! moat's assistant: an agent loop that calls models in process through moat's router,
+//! with every tool call gated by the owner's trust levels.
+//!
+//! - [`trust`]: levels per domain (none, inform, suggest, act, autonomous), ceilings, and
+//!   the gate a call passes; levels only go down within a turn.
+//! - [`turn`]: one turn, message to reply: guard scan and spotlighting, model calls,
+//!   the gate, approvals, tools, output masking and scanning, bounded steps and tool time.
+//! - [`tools`]: the built-in tools (`files`, `notes`, `shell`), each with a domain.
+//! - [`secrets`]: secrets by handle; values reach only the tools allowed them.
+//! - [`store`]: sessions, trust, approvals and notes in the state store.
+//!
+//! Every decision (a call refused, asked, approved, denied, run; a level changed; a
+//! guard flag) is an audit record.
+
+pub mod secrets;
+pub mod store;
+pub mod tools;
+pub mod trust;
+pub mod turn;
+
+pub use secrets::Handles;
+pub use store::{AgentStore, Pending, Session, StoreError, TrustChange};
+pub use turn::{Agent, Approver, TurnError, TurnEvents};
