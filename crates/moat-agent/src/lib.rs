@@ -8,10 +8,12 @@
 //! - [`tools`]: the built-in tools (`files`, `notes`, `shell`), each with a domain.
 //! - [`secrets`]: secrets by handle; values reach only the tools allowed them.
 //! - [`store`]: sessions, trust, approvals and notes in the state store.
+//! - [`limits`]: messages per sender, tokens per conversation, turns at once.
 //!
 //! Every decision (a call refused, asked, approved, denied, run; a level changed; a
 //! guard flag) is an audit record.
 
+pub mod limits;
 pub mod secrets;
 pub mod store;
 pub mod tools;
@@ -20,4 +22,4 @@ pub mod turn;
 
 pub use secrets::Handles;
 pub use store::{AgentStore, Pending, Session, StoreError, TrustChange};
-pub use turn::{Agent, Approver, TurnError, TurnEvents};
+pub use turn::{Agent, Approver, TurnError, TurnEvents, TurnStats};

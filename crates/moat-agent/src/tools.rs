@@ -2,6 +2,7 @@
 //! it only reads).
 
 mod files;
+mod http_request;
 mod notes;
 mod shell;
 mod web_fetch;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub use files::Files;
+pub use http_request::HttpRequest;
 pub use notes::Notes;
 pub use shell::Shell;
 pub use web_fetch::{MAX_PAGES_PER_SESSION, WebFetch};
@@ -56,17 +58,27 @@ pub trait Tool: Send + Sync {
     fn has_read_only_calls(&self) -> bool {
         false
     }
+    /// The host a call sends its input to, if it sends it anywhere: secret handles in
+    /// it must be allowed that host.
+    fn destination(&self, _input: &Value) -> Option<String> {
+        None
+    }
     /// Runs one call.
     async fn run(&self, ctx: &ToolContext, input: &Value) -> ToolResult;
 }
 
-/// The built-in tools, fetching pages through `fetcher`.
-pub fn builtin(fetcher: Arc<moat_net::egress::Fetcher>) -> Vec<Arc<dyn Tool>> {
+/// The built-in tools: pages are fetched through `pages`; API requests go through
+/// `requests`, which must follow no redirect (a credential would follow it).
+pub fn builtin(
+    pages: Arc<moat_net::egress::Fetcher>,
+    requests: Arc<moat_net::egress::Fetcher>,
+) -> Vec<Arc<dyn Tool>> {
     vec![
         Arc::new(Files),
         Arc::new(Notes),
         Arc::new(Shell),
-        Arc::new(WebFetch::new(fetcher)),
+        Arc::new(WebFetch::new(pages)),
+        Arc::new(HttpRequest::new(requests)),
     ]
 }
 

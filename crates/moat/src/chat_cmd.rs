@@ -31,7 +31,12 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         })?;
         let value = String::from_utf8(entry.value().to_vec())
             .map_err(|_| Failure::usage(anyhow!("the secret {name:?} is not UTF-8 text")))?;
-        handles.insert(name, SecretString::new(value), usage.tools.clone());
+        handles.insert(
+            name,
+            SecretString::new(value),
+            usage.tools.clone(),
+            usage.hosts.clone(),
+        );
     }
     drop(vault);
     let store = app::agent::store(home)?;
@@ -42,20 +47,15 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         .map_err(Failure::runtime)?;
     let result = runtime.block_on(async {
         let (gateway, recorder) = app::llm::gateway(home, config, credentials, &audit)?;
-        let policy = moat_net::egress::Policy::from_config(&config.egress)
-            .map_err(|e| Failure::usage(anyhow!("{e}")))?;
-        let fetcher = moat_net::egress::Fetcher::new(
-            policy,
-            moat_net::egress::fetch::FetchLimits::from_config(&config.egress),
-        );
         let agent = Agent::new(
             gateway,
-            Arc::new(fetcher),
+            &config.egress,
             config.agent.clone(),
             store,
             app::agent::workspaces(home),
             vec![home.root().to_path_buf()],
         )
+        .map_err(|e| Failure::usage(anyhow!("{e}")))?
         .with_audit(audit.log())
         .with_handles(handles);
         let lines = Lines::from_stdin();

@@ -90,9 +90,12 @@ fn levels_decide_what_is_offered_and_what_runs() {
 
     let seen = up.seen();
     assert_eq!(seen.len(), 3);
-    // Level 0: the shell is not offered at all; files (3), notes and web_fetch (1: they
+    // Level 0: the shell is not offered at all; files (3), notes and the web tools (1:
     // can read) are.
-    assert_eq!(tool_names(&seen[0].body), ["files", "notes", "web_fetch"]);
+    assert_eq!(
+        tool_names(&seen[0].body),
+        ["files", "notes", "web_fetch", "http_request"]
+    );
     assert!(last_results(&seen[1].body).contains("wrote 5 bytes"));
     // Nothing outside the workspace, MOAT_HOME's config least of all.
     assert!(
@@ -307,5 +310,62 @@ fn web_fetch_keeps_to_the_egress_policy() {
     assert!(
         result.contains("cannot fetch it: refused"),
         "{result}\n{out}\n{err}"
+    );
+}
+
+#[test]
+fn an_api_credential_goes_only_to_its_host_and_never_back_to_the_model() {
+    const CANARY: &str = "moat-api-canary-9a8b7c6d5e";
+    let up = FakeUpstream::start();
+    let api = FakeUpstream::start();
+    let port = api.url().rsplit(':').next().unwrap().to_string();
+    let home = home_with(
+        &up,
+        &format!(
+            "[agent.trust]\nweb = 3\n\n[agent.secrets.api]\ntools = [\"http_request\"]\nhosts = [\"localhost\"]\n\n\
+             [egress]\nallow_hosts = [\"localhost\"]\nallow_cidrs = [\"127.0.0.1/32\", \"::1/128\"]\nallowed_ports = [{port}]\n"
+        ),
+    );
+    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "api", "--stdin"], CANARY);
+    assert_eq!(code, 0, "{err}");
+    // A careless (or hostile) API that echoes the credential back.
+    api.push(Reply::json(200, json!({"you_sent": CANARY})));
+    let auth = json!({"Authorization": "Bearer {{secret:api}}"});
+    up.push(tool_use(
+        "t1",
+        "http_request",
+        json!({"method": "GET", "url": format!("http://localhost:{port}/whoami"), "headers": auth}),
+    ));
+    up.push(tool_use(
+        "t2",
+        "http_request",
+        json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/steal"), "headers": auth}),
+    ));
+    up.push(text("Done."));
+    let (out, err) = chat(home.path(), "who am I\n");
+
+    let calls = api.seen();
+    assert_eq!(
+        calls.len(),
+        1,
+        "only the allowed host was called:\n{out}\n{err}"
+    );
+    assert_eq!(
+        calls[0].headers["authorization"],
+        format!("Bearer {CANARY}")
+    );
+    let seen = up.seen();
+    let first = last_results(&seen[1].body);
+    assert!(first.contains("{{secret:api}}"), "{first}");
+    let second = last_results(&seen[2].body);
+    assert!(second.contains("may not be sent to 127.0.0.1"), "{second}");
+    let mut everything: String = seen.iter().map(|s| s.body.to_string()).collect();
+    everything.push_str(&out);
+    everything.push_str(&err);
+    let (_, exported, _) = run_moat(home.path(), &["audit", "export"], &[]);
+    everything.push_str(&exported);
+    assert!(
+        !everything.contains(CANARY),
+        "the canary leaked:\n{everything}"
     );
 }

@@ -9,6 +9,10 @@
 //! session_idle = "24h"                  # a conversation idle this long starts afresh
 //! approval_timeout = "10m"              # a call waiting for the owner is denied after this
 //! promote_after = 20                    # approved, successful calls that earn a level
+//! messages_per_minute = 20              # per sender
+//! token_budget = 1000000                # per conversation, over token_window
+//! token_window = "1h"
+//! max_concurrent_turns = 4              # over all conversations
 //!
 //! [agent.trust]                         # starting levels: 0 none, 1 inform, 2 suggest,
 //! files = 3                             # 3 act and report, 4 autonomous
@@ -19,6 +23,7 @@
 //!
 //! [agent.secrets.github-token]          # a vault secret the model may use by handle
 //! tools = ["http_request"]
+//! hosts = ["api.github.com"]            # where a request carrying it may go
 //! ```
 
 use std::collections::BTreeMap;
@@ -70,6 +75,15 @@ pub struct AgentConfig {
     pub ceilings: BTreeMap<String, u8>,
     /// Vault secrets the model may use by handle (`{{secret:NAME}}`), and where.
     pub secrets: BTreeMap<String, SecretUse>,
+    /// Most messages one sender may send a minute.
+    pub messages_per_minute: u32,
+    /// Most tokens one conversation may use over `token_window`.
+    pub token_budget: u64,
+    /// The sliding window `token_budget` counts over.
+    #[serde(with = "humantime_serde")]
+    pub token_window: Duration,
+    /// Most turns running at once, over all conversations.
+    pub max_concurrent_turns: u32,
 }
 
 /// Where one secret may be used by handle.
@@ -78,6 +92,10 @@ pub struct AgentConfig {
 pub struct SecretUse {
     /// The tools whose arguments may carry it.
     pub tools: Vec<String>,
+    /// For a tool that sends it somewhere (`http_request`): the hosts it may go to
+    /// (`api.github.com`, `*.example.com`). Such a tool may not send it anywhere when
+    /// this is empty.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AgentConfig {
@@ -93,6 +111,10 @@ impl Default for AgentConfig {
             trust: BTreeMap::new(),
             ceilings: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            messages_per_minute: 20,
+            token_budget: 1_000_000,
+            token_window: Duration::from_secs(3600),
+            max_concurrent_turns: 4,
         }
     }
 }
@@ -109,8 +131,24 @@ fn rules(a: &AgentConfig) -> Result<(), (String, String)> {
             "must name a model the router serves".into(),
         ));
     }
-    if a.max_steps == 0 {
-        return Err(("agent.max_steps".into(), "must be at least 1".into()));
+    for (key, n) in [
+        ("agent.max_steps", u64::from(a.max_steps)),
+        (
+            "agent.messages_per_minute",
+            u64::from(a.messages_per_minute),
+        ),
+        (
+            "agent.max_concurrent_turns",
+            u64::from(a.max_concurrent_turns),
+        ),
+        ("agent.token_budget", a.token_budget),
+    ] {
+        if n == 0 {
+            return Err((key.into(), "must be at least 1".into()));
+        }
+    }
+    if a.token_window.is_zero() {
+        return Err(("agent.token_window".into(), "must be longer than 0s".into()));
     }
     for (table, map) in [("agent.trust", &a.trust), ("agent.ceilings", &a.ceilings)] {
         for (domain, level) in map {
@@ -126,6 +164,18 @@ fn rules(a: &AgentConfig) -> Result<(), (String, String)> {
                     "must be a level from 0 (none) to 4 (autonomous)".into(),
                 ));
             }
+        }
+    }
+    for (name, usage) in &a.secrets {
+        if let Some(bad) = usage
+            .hosts
+            .iter()
+            .find(|h| !super::egress::valid_host_pattern(h))
+        {
+            return Err((
+                format!("agent.secrets.{name}.hosts"),
+                format!("{bad:?} is not a host name or *.name pattern"),
+            ));
         }
     }
     for (domain, level) in &a.trust {
