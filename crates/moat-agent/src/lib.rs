@@ -1,6 +1,8 @@
 //! moat's assistant: an agent loop that calls models in process through moat's router,
 //! with every tool call gated by the owner's trust levels.
 //!
+//! - [`channel`]: the `Channel` trait the terminal (and the channels to come) plug in
+//!   through, and the loop that serves one.
 //! - [`trust`]: levels per domain (none, inform, suggest, act, autonomous), ceilings, and
 //!   the gate a call passes; levels only go down within a turn.
 //! - [`turn`]: one turn, message to reply: guard scan and spotlighting, model calls,
@@ -13,6 +15,7 @@
 //! Every decision (a call refused, asked, approved, denied, run; a level changed; a
 //! guard flag) is an audit record.
 
+pub mod channel;
 pub mod limits;
 pub mod secrets;
 pub mod store;
@@ -20,6 +23,7 @@ pub mod tools;
 pub mod trust;
 pub mod turn;
 
+pub use channel::{Channel, Inbound};
 pub use secrets::Handles;
 pub use store::{AgentStore, Pending, Session, StoreError, TrustChange};
 pub use turn::{Agent, Approver, TurnError, TurnEvents, TurnStats};

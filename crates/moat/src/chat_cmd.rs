@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use moat_agent::{Agent, Approver, Handles, Pending, TurnEvents};
+use moat_agent::{Agent, Approver, Channel, Handles, Inbound, Pending, TurnEvents};
 use moat_core::home::Home;
 use moat_core::secret::SecretString;
 use serde_json::Value;
@@ -58,33 +58,13 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         .map_err(|e| Failure::usage(anyhow!("{e}")))?
         .with_audit(audit.log())
         .with_handles(handles);
-        let lines = Lines::from_stdin();
-        let approver = Inline(lines.clone());
-        let mut events = Terminal;
-        loop {
-            print!("> ");
-            let _ = std::io::stdout().flush();
-            let Some(line) = lines.next().await else {
-                println!();
-                break;
-            };
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            if line == "/quit" {
-                break;
-            }
-            if let Err(e) = agent
-                .turn("chat", app::agent::OWNER, line, &mut events, &approver)
-                .await
-            {
-                eprintln!("moat chat: {e}");
-            }
-        }
+        moat_agent::channel::serve(&agent, &Terminal::new()).await;
         recorder.flush();
         Ok::<_, Failure>(())
     });
+    // A stopped turn's sandboxed command may still be running on a blocking thread: do
+    // not wait for it (it dies with this process: the sandbox's parent-death signal).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     let closed = audit
         .close()
         .map_err(|e| Failure::runtime(anyhow!("the audit log did not close cleanly: {e}")));
@@ -115,6 +95,75 @@ impl Lines {
     }
 }
 
+/// The terminal as a channel: its one sender is the owner; each line is a message, a
+/// call waiting for approval is answered by the next line, and Ctrl-C stops a turn.
+struct Terminal {
+    lines: Lines,
+}
+
+impl Terminal {
+    fn new() -> Terminal {
+        Terminal {
+            lines: Lines::from_stdin(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Channel for Terminal {
+    fn name(&self) -> &str {
+        "chat"
+    }
+
+    async fn next(&self) -> Option<Inbound> {
+        loop {
+            print!("> ");
+            let _ = std::io::stdout().flush();
+            // Ctrl-C at the prompt ends moat chat; during a turn it stops the turn.
+            let line = tokio::select! {
+                line = self.lines.next() => line,
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            let Some(line) = line else {
+                println!();
+                return None;
+            };
+            match line.trim() {
+                "" => continue,
+                "/quit" => return None,
+                text => {
+                    return Some(Inbound {
+                        sender: app::agent::OWNER.into(),
+                        text: text.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn admits(&self, sender: &str) -> bool {
+        sender == app::agent::OWNER
+    }
+
+    fn events(&self, _sender: &str) -> Box<dyn TurnEvents + '_> {
+        Box::new(Shown)
+    }
+
+    fn approver(&self, _sender: &str) -> Box<dyn Approver + '_> {
+        Box::new(Inline(self.lines.clone()))
+    }
+
+    async fn say(&self, _sender: &str, text: &str) {
+        eprintln!("moat chat: {text}");
+    }
+
+    async fn stop(&self, _sender: &str) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Asks in the terminal; the next line answers.
 struct Inline(Lines);
 
@@ -134,9 +183,9 @@ impl Approver for Inline {
 }
 
 /// What a turn shows in the terminal.
-struct Terminal;
+struct Shown;
 
-impl TurnEvents for Terminal {
+impl TurnEvents for Shown {
     fn text(&mut self, text: &str) {
         println!("{text}");
     }

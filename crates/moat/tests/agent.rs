@@ -369,3 +369,46 @@ fn an_api_credential_goes_only_to_its_host_and_never_back_to_the_model() {
         "the canary leaked:\n{everything}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_the_running_turn_and_chat_goes_on() {
+    use std::io::{BufRead, Write};
+    let up = FakeUpstream::start();
+    let home = home_with(&up, "[agent.trust]\nshell = 3\n");
+    up.push(tool_use("t1", "shell", json!({"command": "sleep 30"})));
+    let mut child = moat_cmd(home.path())
+        .arg("chat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"wait a while\n").unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("· shell") {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "chat ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(child.id(), "INT");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stdin.write_all(b"/quit\n").unwrap();
+    drop(stdin);
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("stopped: the turn and its tools were cancelled"),
+        "{err}"
+    );
+    // Not held until the 30 s command ends.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(up.seen().len(), 1, "no model call after the stop");
+}
