@@ -997,7 +997,8 @@ fn aider_edits_a_file_through_both_backend_kinds() {
 
 /// A hosted web search, asked for by OpenAI clients (the SDK, and Codex on its
 /// defaults), runs as an Anthropic backend's own server tool; the search and its
-/// citations come back in OpenAI's shapes, whole and streamed.
+/// citations come back in OpenAI's shapes, whole and streamed. And back: Anthropic's
+/// web search tool on an OpenAI search model, its citations as Anthropic's.
 #[test]
 fn hosted_web_search_runs_as_the_anthropic_backend_s_server_tool() {
     let query = "what is moat";
@@ -1040,6 +1041,30 @@ fn hosted_web_search_runs_as_the_anthropic_backend_s_server_tool() {
         "codex exec:\n{stdout}\n{stderr}\nmoat log:\n{}",
         moat.output()
     );
+    // The other way: Claude's web search tool on an OpenAI search model.
+    let openai = fake.behind_moat("openai");
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .args([
+            script,
+            "--anthropic",
+            &format!("http://{}", openai.main),
+            "gpt-4o-search-preview",
+            "https://example.com/moat",
+            "Moat is a local-first AI gateway.",
+        ])
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\nbackend saw:\n{}\nmoat log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        fake.requests(),
+        openai.output()
+    );
+    assert!(fake.requests().contains("web_search_options"));
     // Codex shows the search the backend ran.
     assert!(
         stderr.contains(&format!("web search: {query}")),

@@ -221,6 +221,33 @@ fn web_search_tool(search: &Value) -> Value {
     Value::Object(tool)
 }
 
+/// Whether an OpenAI model searches the web itself when a request carries
+/// `web_search_options` (`gpt-4o-search-preview`, `gpt-5-search-api`...): the only Chat
+/// Completions models that can, and the only ones that accept the field.
+pub fn is_search_model(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    name.starts_with("gpt-") && name.contains("-search")
+}
+
+/// Anthropic's web search tool → Chat's `web_search_options`: the user's location
+/// carries over; the domain lists and `max_uses` have no counterpart there.
+fn web_search_options(tool: &Value) -> Value {
+    let mut search = Map::new();
+    if let Some(place) = tool.get("user_location").and_then(Value::as_object) {
+        let mut approximate = Map::new();
+        for key in ["city", "region", "country", "timezone"] {
+            if let Some(v) = place.get(key).filter(|v| v.is_string()) {
+                approximate.insert(key.into(), v.clone());
+            }
+        }
+        search.insert(
+            "user_location".into(),
+            json!({"type": "approximate", "approximate": approximate}),
+        );
+    }
+    Value::Object(search)
+}
+
 /// The version of Anthropic's web search tool that OpenAI clients' searches map to:
 /// the oldest, which every Anthropic model with web search accepts.
 pub const WEB_SEARCH_TOOL: &str = "web_search_20250305";
@@ -491,6 +518,15 @@ pub fn anthropic_to_openai_with(
             if let Some(kind) = t.get("type").and_then(Value::as_str)
                 && kind != "custom"
             {
+                // OpenAI's search models search on every request when asked to with
+                // `web_search_options`: Anthropic's web search maps onto that.
+                if kind.starts_with("web_search_") && is_search_model(model) {
+                    r.insert("web_search_options".into(), web_search_options(t));
+                    if let Some(name) = t.get("name").and_then(Value::as_str) {
+                        dropped_names.push(name.to_string());
+                    }
+                    continue;
+                }
                 super::unsupported_tool(opts, dropped, kind, || {
                     format!(
                         "`tools[{i}]`: tool type {kind:?} is not supported by this model's backend"

@@ -282,7 +282,10 @@ pub fn openai_to_anthropic(resp: &Value) -> Value {
         content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
     }
     if let Some(t) = message["content"].as_str().filter(|s| !s.is_empty()) {
-        content.push(json!({"type": "text", "text": t}));
+        content.extend(cited_blocks(
+            t,
+            message["annotations"].as_array().map_or(&[], Vec::as_slice),
+        ));
     }
     for call in message["tool_calls"].as_array().into_iter().flatten() {
         content.push(json!({
@@ -306,6 +309,79 @@ pub fn openai_to_anthropic(resp: &Value) -> Value {
         "stop_sequence": stop_sequence,
         "usage": anthropic_usage(&resp["usage"]),
     })
+}
+
+/// A Chat `url_citation` annotation as an Anthropic web search citation quoting the span
+/// of `content` it covers (by character); None for another kind of annotation.
+pub(crate) fn web_citation(annotation: &Value, content: &str) -> Option<Value> {
+    let c = annotation.get("url_citation")?;
+    let url = c["url"].as_str()?;
+    let start = c["start_index"].as_u64().unwrap_or(0) as usize;
+    let end = c["end_index"]
+        .as_u64()
+        .map_or(start, |e| e as usize)
+        .max(start);
+    let cited: String = content.chars().skip(start).take(end - start).collect();
+    Some(json!({
+        "type": "web_search_result_location",
+        "url": url,
+        "title": c["title"].as_str().unwrap_or(url),
+        "cited_text": cited,
+        // Anthropic's pointer into its own search results; there are none to point into.
+        "encrypted_index": "",
+    }))
+}
+
+/// A Chat answer's text as Anthropic text blocks: the spans a search model cited become
+/// blocks of their own carrying their citations, as Anthropic gives them.
+fn cited_blocks(text: &str, annotations: &[Value]) -> Vec<Value> {
+    let mut spans: Vec<(usize, usize, Value)> = annotations
+        .iter()
+        .filter_map(|a| {
+            let c = a.get("url_citation")?;
+            let start = c["start_index"].as_u64()? as usize;
+            let end = c["end_index"].as_u64()? as usize;
+            if end <= start {
+                return None;
+            }
+            Some((start, end, web_citation(a, text)?))
+        })
+        .collect();
+    if spans.is_empty() {
+        return vec![json!({"type": "text", "text": text})];
+    }
+    spans.sort_by_key(|(s, e, _)| (*s, *e));
+    let chars: Vec<char> = text.chars().collect();
+    let piece = |a: usize, b: usize| {
+        chars[a.min(chars.len())..b.min(chars.len())]
+            .iter()
+            .collect::<String>()
+    };
+    let mut blocks = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while i < spans.len() {
+        let (start, end, _) = spans[i];
+        if start < at {
+            i += 1; // overlaps a span already given: its text is in that block
+            continue;
+        }
+        if start > at {
+            blocks.push(json!({"type": "text", "text": piece(at, start)}));
+        }
+        let mut citations = Vec::new();
+        while i < spans.len() && spans[i].0 == start && spans[i].1 == end {
+            citations.push(spans[i].2.clone());
+            i += 1;
+        }
+        blocks.push(json!({"type": "text", "text": piece(start, end), "citations": citations}));
+        at = end;
+    }
+    if at < chars.len() {
+        blocks.push(json!({"type": "text", "text": piece(at, chars.len())}));
+    }
+    blocks.retain(|b| b["text"].as_str().is_some_and(|t| !t.is_empty()));
+    blocks
 }
 
 /// Tool-call arguments as an object: what a model wrote, or `{}` when it wrote something

@@ -391,6 +391,8 @@ pub struct OpenAiToAnthropic {
     usage: Value,
     /// `message_start`'s input tokens before the upstream counts them (at the end).
     input_estimate: u64,
+    /// The answer's text so far: what a citation's offsets point into.
+    content: String,
     ending: Ending,
 }
 
@@ -407,7 +409,24 @@ impl OpenAiToAnthropic {
             matched_stop: None,
             usage: Value::Null,
             input_estimate: 0,
+            content: String::new(),
             ending: Ending::new(ApiFormat::Anthropic),
+        }
+    }
+
+    /// A search model's citations (`url_citation` annotations) as `citations_delta`s on
+    /// the text block open now, each quoting the text it covers.
+    fn citations(&mut self, annotations: &[Value], out: &mut Vec<Bytes>) {
+        let Some(Open::Text(index)) = self.open else {
+            return;
+        };
+        for a in annotations {
+            if let Some(citation) = super::response::web_citation(a, &self.content) {
+                out.push(Self::delta(
+                    index,
+                    json!({"type": "citations_delta", "citation": citation}),
+                ));
+            }
         }
     }
 
@@ -568,7 +587,11 @@ impl StreamTranslator for OpenAiToAnthropic {
             self.text(r, true, &mut out);
         }
         if let Some(t) = delta["content"].as_str().filter(|s| !s.is_empty()) {
+            self.content.push_str(t);
             self.text(t, false, &mut out);
+        }
+        if let Some(annotations) = delta["annotations"].as_array() {
+            self.citations(annotations, &mut out);
         }
         for (pos, call) in delta["tool_calls"]
             .as_array()
@@ -742,6 +765,89 @@ fn is_openai_error(data: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A search model's answer: Anthropic's web search sent to it as
+    /// `web_search_options`, its citations back as Anthropic citations, whole and
+    /// streamed.
+    #[test]
+    fn a_search_model_s_citations_become_anthropic_citations() {
+        let req = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "news?"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2,
+                       "user_location": {"type": "approximate", "city": "Lyon"}}],
+            "tool_choice": {"type": "tool", "name": "web_search"}});
+        let opts = crate::translate::Options::default();
+        let mut dropped = Vec::new();
+        let chat = crate::translate::request::anthropic_to_openai_with(
+            &req,
+            "gpt-4o-search-preview",
+            &opts,
+            &mut dropped,
+        )
+        .unwrap();
+        assert!(dropped.is_empty());
+        assert_eq!(
+            chat["web_search_options"],
+            json!({"user_location": {"type": "approximate", "approximate": {"city": "Lyon"}}})
+        );
+        assert!(
+            chat.get("tools").is_none() && chat.get("tool_choice").is_none(),
+            "{chat}"
+        );
+        let other = crate::translate::request::anthropic_to_openai_with(
+            &req,
+            "gpt-4o",
+            &opts,
+            &mut dropped,
+        )
+        .unwrap();
+        assert!(other.get("web_search_options").is_none());
+        assert_eq!(dropped, ["web_search_20250305"]);
+
+        let text = "Hello. Lyon won é today.";
+        let ann = json!([{"type": "url_citation", "url_citation": {"url": "https://n.test/a", "title": "N", "start_index": 7, "end_index": 24}}]);
+        let whole = crate::translate::response::openai_to_anthropic(
+            &json!({"id": "c", "model": "gpt-4o-search-preview",
+            "choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": text, "annotations": ann}}]}),
+        );
+        assert_eq!(
+            whole["content"][0],
+            json!({"type": "text", "text": "Hello. "})
+        );
+        assert_eq!(whole["content"][1]["text"], "Lyon won é today.");
+        assert_eq!(
+            whole["content"][1]["citations"][0]["cited_text"],
+            "Lyon won é today."
+        );
+        assert_eq!(
+            whole["content"][1]["citations"][0]["url"],
+            "https://n.test/a"
+        );
+
+        let mut t = OpenAiToAnthropic::new("claude");
+        let mut out = Vec::new();
+        for chunk in [
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": text}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"annotations": ann}, "finish_reason": "stop"}]}),
+        ] {
+            out.extend(t.event(SseEvent {
+                event: None,
+                data: chunk.to_string(),
+            }));
+        }
+        out.extend(t.event(SseEvent {
+            event: None,
+            data: "[DONE]".into(),
+        }));
+        let all: String = out
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert!(
+            all.contains(r#""type":"citations_delta""#)
+                && all.contains(r#""cited_text":"Lyon won é today.""#),
+            "{all}"
+        );
+    }
 
     #[test]
     fn finish_reason_scan() {

@@ -12,7 +12,9 @@ not on arrival order, since clients send side requests (titles) concurrently:
 FAKE_TEXT is its text answer. Every request body is appended to LOG as one JSON line.
 With FAKE_SEARCH set, an Anthropic request offering the web search server tool is
 answered as Anthropic answers one: the search (for FAKE_SEARCH) the server ran, its
-results, and a cited text, SEARCH_TEXT.
+results, and a cited text, SEARCH_TEXT; an OpenAI request with `web_search_options` is
+answered as OpenAI's search models answer: the text, with a `url_citation` over
+SEARCH_TEXT.
 """
 import http.server
 import json
@@ -86,6 +88,8 @@ def tool_results(req, anthropic):
 def decide(req, anthropic):
     if SEARCH and anthropic and offers_search(req):
         return {"search": True}
+    if SEARCH and not anthropic and req.get("web_search_options") is not None:
+        return {"search": True}
     if not req.get("tools"):
         return {"text": TEXT}
     results = tool_results(req, anthropic)
@@ -94,8 +98,23 @@ def decide(req, anthropic):
     return {"text": "The command printed: " + " | ".join(results)}
 
 
+PREFIX = "Let me look that up. "
+
+
+def openai_annotations():
+    start = len(PREFIX)
+    return [{"type": "url_citation", "url_citation": {"url": SEARCH_URL, "title": SEARCH_TITLE,
+             "start_index": start, "end_index": start + len(SEARCH_TEXT)}}]
+
+
 def openai_events(d):
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake"}
+    if "search" in d:
+        for delta in ({"role": "assistant", "content": PREFIX}, {"content": SEARCH_TEXT},
+                      {"annotations": openai_annotations()}):
+            yield None, dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}])
+        yield None, dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        return
     if "text" in d:
         delta = {"role": "assistant", "content": d["text"]}
         finish = "stop"
@@ -110,7 +129,10 @@ def openai_events(d):
 
 
 def openai_whole(d):
-    if "text" in d:
+    if "search" in d:
+        msg, finish = {"role": "assistant", "content": PREFIX + SEARCH_TEXT,
+                       "annotations": openai_annotations()}, "stop"
+    elif "text" in d:
         msg, finish = {"role": "assistant", "content": d["text"]}, "stop"
     else:
         cid, name, args = d["call"]

@@ -4,12 +4,39 @@ item and `url_citation` annotations (Responses, whole and streamed), annotations
 chat message (Chat Completions with `web_search_options`). Run by tests/llm_peers.rs
 against moat in front of fake_llm.py with FAKE_SEARCH set.
 
+With --anthropic, the other way: the anthropic SDK's web search tool, sent to an OpenAI
+search model as `web_search_options`, comes back with the cited text as a text block with
+its `web_search_result_location` citation (whole and streamed).
+
 usage: search_check.py BASE_URL MODEL QUERY URL TEXT
+       search_check.py --anthropic BASE_URL MODEL URL TEXT
 """
 
 import sys
 
 import openai
+
+if sys.argv[1] == "--anthropic":
+    import anthropic
+
+    BASE, MODEL, URL, TEXT = sys.argv[2:6]
+    ant = anthropic.Anthropic(base_url=BASE, api_key="moat-test-client-key", max_retries=0, timeout=60)
+    args = dict(model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "What is moat?"}],
+                tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}])
+    whole = ant.messages.create(**args)
+    with ant.messages.stream(**args) as stream:
+        streamed = stream.get_final_message()
+    for how, m in (("whole", whole), ("streamed", streamed)):
+        # Whole, the cited span is a block of its own; streamed, the citation arrives
+        # after its text, on the block that holds it.
+        cited = [b for b in m.content if b.type == "text" and b.citations]
+        if len(cited) != 1 or not cited[0].text.endswith(TEXT) or (how == "whole" and cited[0].text != TEXT):
+            sys.exit(f"FAILED: {how}: cited blocks {m.content}")
+        c = cited[0].citations[0]
+        if c.type != "web_search_result_location" or c.url != URL or c.cited_text != TEXT:
+            sys.exit(f"FAILED: {how}: citation {c}")
+    print("anthropic search ok")
+    sys.exit(0)
 
 BASE, MODEL, QUERY, URL, TEXT = sys.argv[1:6]
 oai = openai.OpenAI(base_url=BASE + "/v1", api_key="moat-test-client-key", max_retries=0, timeout=60)
