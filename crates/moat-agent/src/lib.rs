@@ -10,6 +10,8 @@
 //! - [`tools`]: the built-in tools (`files`, `notes`, `shell`), each with a domain.
 //! - [`secrets`]: secrets by handle; values reach only the tools allowed them.
 //! - [`store`]: sessions, trust, approvals and notes in the state store.
+//! - [`sandboxing`]: a sandbox profile made into the spec of one call (tools and
+//!   `moat sandbox run` alike).
 //! - [`limits`]: messages per sender, tokens per conversation, turns at once.
 //!
 //! Every decision (a call refused, asked, approved, denied, run; a level changed; a
@@ -17,6 +19,7 @@
 
 pub mod channel;
 pub mod limits;
+pub mod sandboxing;
 pub mod secrets;
 pub mod store;
 pub mod tools;

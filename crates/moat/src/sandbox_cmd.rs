@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use moat_core::config::egress::EgressConfig;
-use moat_core::config::sandbox::{SandboxProfile, parse_grant};
+use moat_core::config::sandbox::SandboxProfile;
 use moat_core::home::Home;
-use moat_net::egress::{Host, Policy};
-use moat_sandbox::{
-    Access, Grant, Judge, Level, Limits, NetGrant, Network, Report, SandboxError, Spec,
-};
+use moat_sandbox::{Level, Report, SandboxError, Spec};
 
 use crate::cli::{SandboxCommand, SandboxRun};
 use crate::{Failure, app};
@@ -128,132 +125,30 @@ fn split_assignment<'a>(
 }
 
 /// The spec a profile and the command-line overrides describe; network grants go
-/// through `egress`, moat's egress policy.
+/// through `egress`, moat's egress policy (one conversion for this command and the
+/// assistant's tools: `moat_agent::sandboxing`).
 fn spec_for(
     profile: &SandboxProfile,
     args: &SandboxRun,
     egress: &EgressConfig,
 ) -> Result<Spec, Failure> {
     let (program, rest) = args.command.split_first().expect("clap requires a command");
-    let mut spec = Spec::new(program, rest.to_vec(), PathBuf::new());
-    spec.level = Level::parse(&profile.level).expect("validated with the config");
-    let memory_mib = args.memory.unwrap_or(profile.memory_mib);
-    let memory_bytes = memory_mib.checked_mul(1024 * 1024).ok_or_else(|| {
-        Failure::usage(anyhow!(
-            "a memory limit of {memory_mib} MiB is beyond any machine"
-        ))
-    })?;
-    let output_bytes = profile
-        .output_kib
-        .checked_mul(1024)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| {
-            Failure::usage(anyhow!(
-                "output_kib = {} is beyond any machine",
-                profile.output_kib
-            ))
-        })?;
-    spec.limits = Limits {
-        memory_bytes,
-        cpus: profile.cpus,
-        processes: profile.processes,
-        wall_time: args.wall_time.unwrap_or(profile.wall_time),
-        output_bytes,
-        ..Limits::default()
-    };
-    if spec.limits.wall_time.is_zero() {
-        return Err(Failure::usage(anyhow!("--wall-time must be above zero")));
-    }
-    for (name, value) in &profile.env {
-        spec.set_env(name, value);
-    }
+    let mut env = Vec::new();
     for assignment in &args.env {
         let (name, value) = split_assignment(assignment, "--env", "NAME=VALUE")?;
-        spec.set_env(name, value);
+        env.push((name.to_string(), value.to_string()));
     }
-    let mut net = Vec::new();
-    for grant in profile.grants.iter().chain(&args.grants) {
-        if let Some(destination) = grant.strip_prefix("net:") {
-            net.push(
-                NetGrant::parse(destination)
-                    .map_err(|e| Failure::usage(anyhow!("--grant {grant:?}: {e}")))?,
-            );
-            continue;
-        }
-        let (writable, path) = parse_grant(grant).ok_or_else(|| {
-            Failure::usage(anyhow!(
-                "--grant {grant:?}: expected ro:/absolute/path, rw:/absolute/path or net:HOST[:PORT]"
-            ))
-        })?;
-        spec.grants.push(Grant {
-            path: path.into(),
-            access: if writable {
-                Access::ReadWrite
-            } else {
-                Access::ReadOnly
-            },
-        });
+    let overrides = moat_agent::sandboxing::Overrides {
+        memory_mib: args.memory,
+        wall_time: args.wall_time,
+        env,
+        grants: args.grants.clone(),
+    };
+    if args.wall_time.is_some_and(|w| w.is_zero()) {
+        return Err(Failure::usage(anyhow!("--wall-time must be above zero")));
     }
-    if !net.is_empty() {
-        spec.network = Some(Network {
-            grants: net,
-            judge: egress_judge(egress)?,
-        });
-    }
-    Ok(spec)
-}
-
-/// moat's egress policy as the sandbox proxy's judge: a granted destination must also
-/// pass the name rules, the port list and the address classes (`[egress]`), for every
-/// address its name resolves to.
-fn egress_judge(egress: &EgressConfig) -> Result<Judge, Failure> {
-    let policy = Policy::from_config(egress).map_err(|e| Failure::usage(anyhow!("{e}")))?;
-    let within = egress.connect_timeout;
-    Ok(std::sync::Arc::new(move |host: &str, port: u16| {
-        let url = if host.contains(':') {
-            format!("https://[{host}]:{port}/")
-        } else {
-            format!("https://{host}:{port}/")
-        };
-        let checked = policy.check_url(&url).map_err(|r| r.to_string())?;
-        let ips: Vec<std::net::IpAddr> = match &checked.host {
-            Host::Addr(ip) => vec![*ip],
-            // Fully qualified: no resolver search domain may stand in for the name.
-            Host::Name(name) => resolve(name, port, within)?,
-        };
-        let name = checked.host.to_string();
-        policy
-            .check_resolved(&name, &ips)
-            .map_err(|r| r.to_string())?;
-        Ok(ips
-            .into_iter()
-            .map(|ip| std::net::SocketAddr::new(ip, port))
-            .collect())
-    }))
-}
-
-/// The addresses of `name`, fully qualified (no resolver search domain may stand in for
-/// it), within `within`: the system resolver can block for much longer, and each
-/// connection of the sandbox's proxy waits on this.
-fn resolve(name: &str, port: u16, within: Duration) -> Result<Vec<std::net::IpAddr>, String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let query = format!("{name}.");
-    std::thread::Builder::new()
-        .name("moat-sandbox-dns".into())
-        .spawn(move || {
-            let answer = std::net::ToSocketAddrs::to_socket_addrs(&(query.as_str(), port))
-                .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>());
-            let _ = tx.send(answer);
-        })
-        .map_err(|e| format!("cannot resolve {name}: {e}"))?;
-    match rx.recv_timeout(within) {
-        Ok(Ok(ips)) => Ok(ips),
-        Ok(Err(e)) => Err(format!("cannot resolve {name}: {e}")),
-        Err(_) => Err(format!(
-            "cannot resolve {name}: no answer within {} (egress.connect_timeout)",
-            humantime::format_duration(within)
-        )),
-    }
+    moat_agent::sandboxing::spec_for(profile, program, rest, &overrides, egress)
+        .map_err(|e| Failure::usage(anyhow!("{e}")))
 }
 
 /// A per-call folder under `MOAT_HOME/sandbox/`, removed when dropped unless kept.
