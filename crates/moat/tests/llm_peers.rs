@@ -29,6 +29,12 @@ const TEMPLATE: &str = concat!(
     "/tests/peers/chatml-tools.jinja"
 );
 
+/// A default grammar for servers that answer agents in text: one line of at most 200
+/// characters. A 135M model sometimes rambles on until its context is full, and the
+/// agent's follow-up then overflows it; requests with a grammar of their own (a JSON
+/// schema, tools with a template that has them) are not bound by it.
+const ONE_SHORT_LINE: &str = "root ::= [^\\n]{1,200}";
+
 struct LlamaServer {
     child: Child,
     port: u16,
@@ -68,7 +74,7 @@ impl LlamaServer {
     /// A server with room for Codex CLI's long prompt (one slot of 16k tokens, beyond
     /// SmolLM2's training length: the answer only has to arrive), answering in text.
     fn start_long() -> Self {
-        Self::start_with(&["-c", "16384", "-np", "1"])
+        Self::start_with(&["-c", "16384", "-np", "1", "--grammar", ONE_SHORT_LINE])
     }
 
     fn start_with(args: &[&str]) -> Self {
@@ -903,10 +909,22 @@ fn run_claude_code(moat: &Moat, args: &[&str]) -> std::process::Output {
 /// server, whose answer comes back as Claude Code's reply.
 #[test]
 fn claude_code_answers_through_llama_cpp() {
-    // SmolLM2's own template leaves the tools out of the prompt (3k tokens, not 23k);
-    // a bias on <|im_end|> (token 2) ends its answer before it rambles on to Claude
-    // Code's 32k max_tokens.
-    let llama = LlamaServer::start_with(&["-c", "8192", "-np", "1", "--logit-bias", "2+5"]);
+    // SmolLM2's own template leaves the tools out of the prompt (3k tokens, not 23k).
+    // A bias on <|im_end|> (token 2) usually ends its answer early, but not always: on
+    // some prompts (the work dir's random name is in it, and the KV cache's reuse moves
+    // the numbers) it rambles on towards Claude Code's 64k max_tokens until the 8k context
+    // is full, and Claude Code's "continue" requests overflow it. A default grammar of one
+    // line of at most 200 characters bounds every answer.
+    let llama = LlamaServer::start_with(&[
+        "-c",
+        "8192",
+        "-np",
+        "1",
+        "--logit-bias",
+        "2+5",
+        "--grammar",
+        ONE_SHORT_LINE,
+    ]);
     let home = new_home();
     let config = format!(
         "[llm.backends.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{}/v1\"\nmodels = [\"*\"]\n",
