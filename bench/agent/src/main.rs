@@ -149,6 +149,7 @@ async fn main() {
             .turn_measured(
                 "bench",
                 &format!("seq-{i}"),
+                "owner",
                 "what is in the workspace?",
                 &mut Quiet,
                 &Never,
@@ -188,6 +189,7 @@ async fn main() {
                     .turn_measured(
                         "bench",
                         &format!("par-{i}"),
+                        "owner",
                         "what is in the workspace?",
                         &mut Quiet,
                         &Never,

@@ -27,6 +27,11 @@ pub trait Channel: Send + Sync {
     /// Whether `sender` may reach the assistant at all. The terminal is its owner; an
     /// outside channel admits only senders paired with the owner's consent.
     fn admits(&self, sender: &str) -> bool;
+    /// `sender`'s trust as `[sandbox.tools.TOOL] trust` names it: `owner` for the
+    /// owner's own channels; `guest`, the most restricted, unless a channel says more.
+    fn standing(&self, _sender: &str) -> &str {
+        "guest"
+    }
     /// How a turn for `sender` is shown (streamed or edited where the channel can).
     fn events(&self, sender: &str) -> Box<dyn TurnEvents + '_>;
     /// Who decides about `sender`'s calls that wait for approval.
@@ -54,6 +59,7 @@ pub async fn serve(agent: &Agent, channel: &dyn Channel) {
         let turn = agent.turn(
             channel.name(),
             &message.sender,
+            channel.standing(&message.sender),
             &message.text,
             events.as_mut(),
             approver.as_ref(),

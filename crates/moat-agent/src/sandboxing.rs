@@ -150,3 +150,127 @@ fn resolve(name: &str, port: u16, within: Duration) -> Result<Vec<std::net::IpAd
         )),
     }
 }
+
+/// What the assistant's sandboxed tools run under: the profiles and which tool uses
+/// which (`[sandbox]`), and the egress policy their network grants must also pass.
+#[derive(Debug, Clone, Default)]
+pub struct ToolSandbox {
+    /// `[sandbox]`.
+    pub config: moat_core::config::sandbox::SandboxConfig,
+    /// `[egress]`.
+    pub egress: EgressConfig,
+}
+
+/// The most output of one stream the model is shown, whatever the profile keeps.
+const MODEL_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Runs `program args` (with `stdin`) for the tool `tool` in the call's sandbox: the
+/// profile `[sandbox.tools.TOOL]` names for the sender's trust, the session's workspace
+/// as `/workspace`, MOAT_HOME hidden, at most the turn's tool time left. The run and any
+/// refused connection are audited; the model gets the outcome line and the output.
+pub async fn run_tool(
+    ctx: &crate::tools::ToolContext,
+    tool: &str,
+    program: &str,
+    args: Vec<String>,
+    stdin: Vec<u8>,
+) -> crate::tools::ToolResult {
+    let name = ctx.sandbox.config.profile_for(tool, &ctx.trust).to_string();
+    let profile = ctx.sandbox.config.profile(&name).ok_or_else(|| {
+        format!("the sandbox profile {name:?} (sandbox.tools.{tool}) is not configured")
+    })?;
+    let overrides = Overrides {
+        wall_time: Some(profile.wall_time.min(ctx.time_left)),
+        ..Overrides::default()
+    };
+    let args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
+    let mut spec = spec_for(
+        &profile,
+        OsStr::new(program),
+        &args,
+        &overrides,
+        &ctx.sandbox.egress,
+    )?;
+    spec.limits.output_bytes = spec.limits.output_bytes.min(MODEL_OUTPUT_BYTES);
+    spec.workspace = ctx.workspace.clone();
+    spec.hidden.clone_from(&ctx.hidden);
+    spec.stdin = stdin;
+    let report = tokio::task::spawn_blocking(move || moat_sandbox::run(&spec))
+        .await
+        .map_err(|_| "the sandbox stopped unexpectedly".to_string())?
+        .map_err(|e| match e {
+            moat_sandbox::SandboxError::Exec { .. } => {
+                format!("{program} is not installed where the sandbox can run it ({e})")
+            }
+            e => format!("the sandbox refused to run it: {e}"),
+        })?;
+    if let Some(log) = &ctx.audit {
+        for record in audit_records(&report, &name, OsStr::new(program), &ctx.actor) {
+            if let Err(e) = log.record(record.detail("session", ctx.session.as_str())) {
+                tracing::warn!("the audit log refused a sandbox record: {e}");
+            }
+        }
+    }
+    let mut out = format!("{}\n", report.outcome.describe());
+    out.push_str(&String::from_utf8_lossy(&report.stdout));
+    if !report.stderr.is_empty() {
+        out.push_str("\n[stderr]\n");
+        out.push_str(&String::from_utf8_lossy(&report.stderr));
+    }
+    for event in report.network_log.iter().filter(|e| !e.allowed) {
+        out.push_str(&format!(
+            "\n[moat: connection to {} refused: {}]",
+            event.destination, event.reason
+        ));
+    }
+    if report.outcome.success() {
+        Ok(out)
+    } else {
+        Err(out)
+    }
+}
+
+/// The audit records of one sandboxed run by `actor`: `sandbox.run` (profile, level,
+/// exit status, the syscall of a violation) and a `sandbox.egress.refused` for each
+/// connection the proxy refused.
+pub fn audit_records(
+    report: &moat_sandbox::Report,
+    profile: &str,
+    program: &OsStr,
+    actor: &str,
+) -> Vec<moat_audit::Record> {
+    let program = std::path::Path::new(program)
+        .file_name()
+        .unwrap_or(program)
+        .to_string_lossy()
+        .into_owned();
+    let outcome = match report.outcome {
+        moat_sandbox::Outcome::Exited(0) => "ok",
+        moat_sandbox::Outcome::Exited(_) => "failed",
+        moat_sandbox::Outcome::Signaled(_) => "signaled",
+        moat_sandbox::Outcome::TimedOut => "timed_out",
+        moat_sandbox::Outcome::CpuLimit => "cpu_limit",
+        moat_sandbox::Outcome::OutOfMemory => "out_of_memory",
+        moat_sandbox::Outcome::PolicyViolation => "policy_violation",
+    };
+    let mut run = moat_audit::Record::new(actor, "sandbox.run", program, outcome)
+        .detail("profile", profile)
+        .detail("level", report.enforcement.level.name())
+        .detail("exit_status", report.outcome.exit_status().to_string());
+    if let Some(v) = report.violation {
+        run = run.detail("syscall", v.syscall);
+    }
+    let mut records = vec![run];
+    for event in report.network_log.iter().filter(|e| !e.allowed) {
+        records.push(
+            moat_audit::Record::new(
+                actor,
+                "sandbox.egress.refused",
+                event.destination.clone(),
+                "refused",
+            )
+            .detail("reason", event.reason.clone()),
+        );
+    }
+    records
+}

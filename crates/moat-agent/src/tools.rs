@@ -4,6 +4,7 @@
 mod files;
 mod http_request;
 mod notes;
+mod run_code;
 mod shell;
 mod web_fetch;
 
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 pub use files::Files;
 pub use http_request::HttpRequest;
 pub use notes::Notes;
+pub use run_code::RunCode;
 pub use shell::Shell;
 pub use web_fetch::{MAX_PAGES_PER_SESSION, WebFetch};
 
@@ -36,6 +38,14 @@ pub struct ToolContext {
     pub store: Arc<Mutex<AgentStore>>,
     /// The most this call may run.
     pub time_left: Duration,
+    /// The profiles sandboxed tools run under.
+    pub sandbox: Arc<crate::sandboxing::ToolSandbox>,
+    /// The sender's trust, as `[sandbox.tools.TOOL] trust` names it (`owner`).
+    pub trust: String,
+    /// Who the audit log names for the call.
+    pub actor: String,
+    /// Where sandboxed runs are recorded.
+    pub audit: Option<moat_audit::AuditLog>,
 }
 
 /// A tool's outcome for the model: its text output, or why it failed.
@@ -77,6 +87,7 @@ pub fn builtin(
         Arc::new(Files),
         Arc::new(Notes),
         Arc::new(Shell),
+        Arc::new(RunCode),
         Arc::new(WebFetch::new(pages)),
         Arc::new(HttpRequest::new(requests)),
     ]

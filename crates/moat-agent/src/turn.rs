@@ -82,6 +82,7 @@ pub struct Agent {
     workspaces: PathBuf,
     hidden: Vec<PathBuf>,
     limits: crate::limits::Limits,
+    sandbox: Arc<crate::sandboxing::ToolSandbox>,
 }
 
 const SYSTEM: &str = "You are moat's assistant, acting for your owner with the tools you are given. \
@@ -119,7 +120,21 @@ impl Agent {
             handles: Handles::new(),
             workspaces,
             hidden,
+            sandbox: Arc::new(crate::sandboxing::ToolSandbox {
+                config: Default::default(),
+                egress: egress.clone(),
+            }),
         })
+    }
+
+    /// Runs the sandboxed tools under these profiles (`[sandbox]`) instead of the
+    /// built-in `default`.
+    pub fn with_sandbox(mut self, config: moat_core::config::sandbox::SandboxConfig) -> Agent {
+        self.sandbox = Arc::new(crate::sandboxing::ToolSandbox {
+            config,
+            egress: self.sandbox.egress.clone(),
+        });
+        self
     }
 
     /// Records every decision in `audit`.
@@ -163,15 +178,18 @@ impl Agent {
     }
 
     /// Runs one turn of `sender`'s conversation on `channel`; the reply's text.
+    /// `standing` is the sender's trust as the sandbox profiles name it (`owner`, or what the channel
+    /// gives a paired sender).
     pub async fn turn(
         &self,
         channel: &str,
         sender: &str,
+        standing: &str,
         message: &str,
         events: &mut dyn TurnEvents,
         approver: &dyn Approver,
     ) -> Result<String, TurnError> {
-        self.turn_measured(channel, sender, message, events, approver)
+        self.turn_measured(channel, sender, standing, message, events, approver)
             .await
             .map(|(reply, _)| reply)
     }
@@ -181,6 +199,7 @@ impl Agent {
         &self,
         channel: &str,
         sender: &str,
+        standing: &str,
         message: &str,
         events: &mut dyn TurnEvents,
         approver: &dyn Approver,
@@ -251,6 +270,7 @@ impl Agent {
                                 &workspace,
                                 &session,
                                 &actor,
+                                standing,
                                 events,
                                 approver,
                             )
@@ -360,6 +380,7 @@ impl Agent {
         workspace: &std::path::Path,
         session: &Session,
         actor: &str,
+        standing: &str,
         events: &mut dyn TurnEvents,
         approver: &dyn Approver,
     ) -> Result<Value, TurnError> {
@@ -475,6 +496,10 @@ impl Agent {
             owner: session.sender.clone(),
             store: self.store.clone(),
             time_left,
+            sandbox: self.sandbox.clone(),
+            trust: standing.to_string(),
+            actor: actor.to_string(),
+            audit: self.audit.clone(),
         };
         let started = Instant::now();
         let outcome = match tokio::time::timeout(time_left, tool.run(&ctx, &real_input)).await {

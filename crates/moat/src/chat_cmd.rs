@@ -57,7 +57,8 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         )
         .map_err(|e| Failure::usage(anyhow!("{e}")))?
         .with_audit(audit.log())
-        .with_handles(handles);
+        .with_handles(handles)
+        .with_sandbox(config.sandbox.clone());
         moat_agent::channel::serve(&agent, &Terminal::new()).await;
         recorder.flush();
         Ok::<_, Failure>(())
@@ -113,6 +114,10 @@ impl Terminal {
 impl Channel for Terminal {
     fn name(&self) -> &str {
         "chat"
+    }
+
+    fn standing(&self, _sender: &str) -> &str {
+        "owner"
     }
 
     async fn next(&self) -> Option<Inbound> {

@@ -85,7 +85,15 @@ pub(crate) fn run(home: &Home, command: &SandboxCommand) -> Result<ExitCode, Fai
             return Ok(ExitCode::from(code));
         }
     };
-    app::audit::record_all_now(home, audit_records(&report, name, &spec.program));
+    app::audit::record_all_now(
+        home,
+        moat_agent::sandboxing::audit_records(
+            &report,
+            name,
+            &spec.program,
+            &app::audit::cli_actor(),
+        ),
+    );
     if args.json {
         println!("{}", report_json(&report, name, kept.as_deref()));
     } else {
@@ -219,50 +227,6 @@ fn remove_tree(path: &std::path::Path) -> std::io::Result<()> {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// What the audit log keeps of a run: that it ran (the program's name only: arguments
-/// may carry anything), how it ended, and each destination its egress proxy refused.
-fn audit_records(
-    report: &Report,
-    profile: &str,
-    program: &std::ffi::OsStr,
-) -> Vec<moat_audit::Record> {
-    let actor = app::audit::cli_actor();
-    let program = Path::new(program)
-        .file_name()
-        .unwrap_or(program)
-        .to_string_lossy()
-        .into_owned();
-    let outcome = match report.outcome {
-        moat_sandbox::Outcome::Exited(0) => "ok",
-        moat_sandbox::Outcome::Exited(_) => "failed",
-        moat_sandbox::Outcome::Signaled(_) => "signaled",
-        moat_sandbox::Outcome::TimedOut => "timed_out",
-        moat_sandbox::Outcome::CpuLimit => "cpu_limit",
-        moat_sandbox::Outcome::OutOfMemory => "out_of_memory",
-        moat_sandbox::Outcome::PolicyViolation => "policy_violation",
-    };
-    let mut run = moat_audit::Record::new(actor.clone(), "sandbox.run", program, outcome)
-        .detail("profile", profile)
-        .detail("level", report.enforcement.level.name())
-        .detail("exit_status", report.outcome.exit_status().to_string());
-    if let Some(v) = report.violation {
-        run = run.detail("syscall", v.syscall);
-    }
-    let mut records = vec![run];
-    for event in report.network_log.iter().filter(|e| !e.allowed) {
-        records.push(
-            moat_audit::Record::new(
-                actor.clone(),
-                "sandbox.egress.refused",
-                event.destination.clone(),
-                "refused",
-            )
-            .detail("reason", event.reason.clone()),
-        );
-    }
-    records
 }
 
 /// One line for people: how it ended and what isolation was in force.

@@ -412,3 +412,95 @@ fn ctrl_c_stops_the_running_turn_and_chat_goes_on() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(up.seen().len(), 1, "no model call after the stop");
 }
+
+#[test]
+fn run_code_and_shell_run_under_the_profiles_their_config_names() {
+    let up = FakeUpstream::start();
+    let home = home_with(
+        &up,
+        r#"[agent.trust]
+code = 3
+shell = 3
+
+[sandbox.profiles.python]
+memory_mib = 512
+env = { GREETING = "from-the-owner-profile" }
+
+[sandbox.profiles.netted]
+grants = ["net:127.0.0.1:9"]
+
+[sandbox.tools.run_code]
+profile = "default"
+trust = { owner = "python" }
+
+[sandbox.tools.shell]
+profile = "netted"
+"#,
+    );
+    up.push(tool_use(
+        "t1",
+        "run_code",
+        json!({"language": "python", "code": "import os\nprint('greeting', os.environ.get('GREETING'))\nopen('made-by-python.txt', 'w').write('kept')\n"}),
+    ));
+    up.push(tool_use(
+        "t2",
+        "shell",
+        json!({"command": "cat made-by-python.txt; echo; ls -a /workspace; echo GREETING=$GREETING"}),
+    ));
+    up.push(tool_use(
+        "t3",
+        "run_code",
+        json!({"language": "javascript", "code": "console.log('proxy:', process.env.HTTP_PROXY || 'none');"}),
+    ));
+    up.push(tool_use(
+        "t4",
+        "shell",
+        json!({"command": "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9/ || echo curl-failed"}),
+    ));
+    up.push(tool_use(
+        "t5",
+        "run_code",
+        json!({"language": "cobol", "code": "DISPLAY 'HI'."}),
+    ));
+    up.push(text("Done."));
+    let (out, err) = chat(home.path(), "run some code\n");
+    assert!(out.contains("Done."), "{out}\n{err}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 6, "{out}\n{err}");
+    assert!(tool_names(&seen[0].body).contains(&"run_code".to_string()));
+
+    // The owner's profile for run_code: its environment is there.
+    let first = last_results(&seen[1].body);
+    assert!(first.contains("greeting from-the-owner-profile"), "{first}");
+    // The shell runs in the same session workspace, under its own profile (no GREETING).
+    let second = last_results(&seen[2].body);
+    assert!(second.contains("kept"), "{second}");
+    assert!(second.contains("made-by-python.txt"), "{second}");
+    assert!(
+        second.contains("GREETING=\\n") || second.contains("GREETING=\""),
+        "{second}"
+    );
+    // run_code under `default` for code has no network at all, not even the proxy.
+    let third = last_results(&seen[3].body);
+    assert!(third.contains("proxy: none"), "{third}");
+    // The shell's profile grants 127.0.0.1:9, but moat's egress policy refuses loopback:
+    // the proxy refuses it, the model is told, and the audit log has it.
+    let fourth = last_results(&seen[4].body);
+    assert!(
+        fourth.contains("connection to 127.0.0.1:9 refused"),
+        "{fourth}"
+    );
+    let fifth = last_results(&seen[5].body);
+    assert!(
+        fifth.contains("there is no language \\\"cobol\\\""),
+        "{fifth}"
+    );
+
+    let tail = audit_verifies(home.path());
+    assert!(tail.contains("sandbox.run"), "{tail}");
+    assert!(
+        tail.contains("profile=python") || tail.contains("\"python\""),
+        "{tail}"
+    );
+    assert!(tail.contains("sandbox.egress.refused"), "{tail}");
+}
