@@ -78,6 +78,8 @@ pub struct Agent {
     tools: Vec<Arc<dyn Tool>>,
     store: Arc<Mutex<AgentStore>>,
     audit: Option<moat_audit::AuditLog>,
+    /// Where the web tools' fetchers report what the egress policy refused.
+    refusals: Arc<RefusalsToAudit>,
     handles: Handles,
     workspaces: PathBuf,
     hidden: Vec<PathBuf>,
@@ -104,11 +106,17 @@ impl Agent {
         workspaces: PathBuf,
         hidden: Vec<PathBuf>,
     ) -> Result<Agent, moat_net::egress::PolicyError> {
+        let refusals = Arc::new(RefusalsToAudit::default());
         let fetcher = |redirects: u8| -> Result<_, moat_net::egress::PolicyError> {
             let mut limits = moat_net::egress::fetch::FetchLimits::from_config(egress);
             limits.max_redirects = limits.max_redirects.min(redirects);
             let policy = moat_net::egress::Policy::from_config(egress)?;
-            Ok(Arc::new(moat_net::egress::Fetcher::new(policy, limits)))
+            Ok(Arc::new(
+                moat_net::egress::Fetcher::builder(policy)
+                    .limits(limits)
+                    .events(refusals.clone())
+                    .build(),
+            ))
         };
         Ok(Agent {
             gateway,
@@ -117,6 +125,7 @@ impl Agent {
             tools: crate::tools::builtin(fetcher(u8::MAX)?, fetcher(0)?),
             store: Arc::new(Mutex::new(store)),
             audit: None,
+            refusals,
             handles: Handles::new(),
             workspaces,
             hidden,
@@ -139,6 +148,7 @@ impl Agent {
 
     /// Records every decision in `audit`.
     pub fn with_audit(mut self, audit: moat_audit::AuditLog) -> Agent {
+        let _ = self.refusals.0.set(audit.clone());
         self.audit = Some(audit);
         self
     }
@@ -567,6 +577,27 @@ impl Agent {
             );
         }
         Ok(())
+    }
+}
+
+/// The web tools' egress refusals, as `egress.refused` records (who: the session; the
+/// origin, never a path or query; the rule), once the agent has an audit log.
+#[derive(Default)]
+struct RefusalsToAudit(std::sync::OnceLock<moat_audit::AuditLog>);
+
+impl moat_net::egress::EgressEvents for RefusalsToAudit {
+    fn refused(&self, event: moat_net::egress::EgressEvent<'_>) {
+        let Some(log) = self.0.get() else { return };
+        let record = moat_audit::Record::new(
+            format!("agent:{}", event.session),
+            "egress.refused",
+            event.origin,
+            "refused",
+        )
+        .detail("rule", event.refusal.rule());
+        if let Err(e) = log.record(record) {
+            tracing::warn!("the audit log refused an egress record: {e}");
+        }
     }
 }
 

@@ -311,6 +311,14 @@ fn web_fetch_keeps_to_the_egress_policy() {
         result.contains("cannot fetch it: refused"),
         "{result}\n{out}\n{err}"
     );
+    // The refusal is in the audit log: the origin, never the path.
+    let tail = audit_verifies(home.path());
+    let refused = tail
+        .lines()
+        .find(|l| l.contains("egress.refused"))
+        .unwrap_or_else(|| panic!("no egress.refused record:\n{tail}"));
+    assert!(refused.contains("http://127.0.0.1:7411"), "{refused}");
+    assert!(!refused.contains("/status"), "{refused}");
 }
 
 #[test]
