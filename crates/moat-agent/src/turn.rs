@@ -54,7 +54,15 @@ impl TurnStats {
 
 /// What a channel shows while a turn runs.
 pub trait TurnEvents: Send {
-    /// The assistant said something.
+    /// Whether the channel shows text as it arrives ([`TurnEvents::text_delta`]); the
+    /// model is then called with `stream` on.
+    fn streams(&self) -> bool {
+        false
+    }
+    /// The text the assistant is saying grew by `delta` (streaming channels only).
+    fn text_delta(&mut self, _delta: &str) {}
+    /// The assistant said something: a whole text block, also when its deltas were
+    /// shown already (a streaming channel then only closes it).
     fn text(&mut self, text: &str);
     /// A tool call is about to run (arguments as the model wrote them: handles, no values).
     fn tool_call(&mut self, tool: &str, arguments: &Value);
@@ -251,7 +259,7 @@ impl Agent {
         for _ in 0..self.config.max_steps {
             stats.steps += 1;
             let model_started = Instant::now();
-            let answer = self.model_call(&session, &trust).await?;
+            let answer = self.model_call(&session, &trust, events).await?;
             stats.model += model_started.elapsed();
             let used = answer["usage"]["input_tokens"].as_u64().unwrap_or(0)
                 + answer["usage"]["output_tokens"].as_u64().unwrap_or(0);
@@ -313,7 +321,12 @@ impl Agent {
     }
 
     /// The model's next answer for the session, with the tools the trust levels offer.
-    async fn model_call(&self, session: &Session, trust: &TurnTrust) -> Result<Value, TurnError> {
+    async fn model_call(
+        &self,
+        session: &Session,
+        trust: &TurnTrust,
+        events: &mut dyn TurnEvents,
+    ) -> Result<Value, TurnError> {
         let tools: Vec<Value> = self
             .tools
             .iter()
@@ -339,6 +352,10 @@ impl Agent {
         });
         if !tools.is_empty() {
             body["tools"] = Value::Array(tools);
+        }
+        if events.streams() {
+            let mut on_text = |delta: &str| events.text_delta(delta);
+            return Ok(self.gateway.messages_streamed(&body, &mut on_text).await?);
         }
         Ok(self.gateway.messages(&body).await?)
     }

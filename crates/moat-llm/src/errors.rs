@@ -188,6 +188,23 @@ pub(crate) fn anthropic_error_type(status: StatusCode) -> &'static str {
     }
 }
 
+/// The status an Anthropic error type stands for (an `event: error` in a stream has no
+/// status of its own).
+pub(crate) fn status_of_error_type(kind: &str) -> u16 {
+    match kind {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
 /// OpenAI's error type for a status.
 pub(crate) fn openai_error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {

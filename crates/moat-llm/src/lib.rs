@@ -6,6 +6,7 @@
 //! tests need around it, re-exported here; four namespaces are public as well:
 //!
 //! - [`translate`]: the wire-format translation, whole and event by event;
+//! - [`assemble`]: a Messages event stream folded back into the whole message;
 //! - [`sse`]: the server-sent-events parser and writer;
 //! - [`pool`]: the accounts behind a backend: headroom, stickiness, cooldowns;
 //! - [`oauth`]: OAuth 2.0 login with PKCE, the loopback callback and token refresh.
@@ -30,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod analytics;
+pub mod assemble;
 mod backend;
 mod errors;
 mod json_size;
@@ -407,32 +409,107 @@ impl Gateway {
         );
         let body = bytes::Bytes::from(body.to_string());
         let resp = proxy::handle(self.clone(), Op::Messages, headers, body).await;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| CallError {
-                status: 502,
-                message: format!("the answer could not be read: {e}"),
-            })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| CallError {
-            status: 502,
-            message: "the answer is not JSON".into(),
-        })?;
-        if !status.is_success() {
-            return Err(CallError {
-                status: status.as_u16(),
-                message: value
-                    .pointer("/error/message")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("the model's backend failed")
-                    .to_string(),
-            });
-        }
-        Ok(value)
+        whole_answer(resp).await
     }
+
+    /// The same call streamed: `on_text` gets the text as it arrives (whatever the
+    /// backend's kind: a translated stream is Anthropic events here too), and the answer
+    /// is the whole message, as [`Gateway::messages`] gives it.
+    pub async fn messages_streamed(
+        self: &Arc<Self>,
+        body: &serde_json::Value,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<serde_json::Value, CallError> {
+        let mut body = body.clone();
+        body["stream"] = serde_json::Value::Bool(true);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static("2023-06-01"),
+        );
+        let resp = proxy::handle(
+            self.clone(),
+            Op::Messages,
+            headers,
+            bytes::Bytes::from(body.to_string()),
+        )
+        .await;
+        let broken = |message: String| CallError {
+            status: 502,
+            message,
+        };
+        let is_stream = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if !resp.status().is_success() || !is_stream {
+            // An error, or a backend that answered whole although asked to stream.
+            return whole_answer(resp).await;
+        }
+        let mut stream = resp.into_body();
+        let mut parser = sse::SseParser::new();
+        let mut assembler = assemble::Assembler::new();
+        while let Some(frame) = stream.frame().await {
+            let frame = frame.map_err(|e| broken(format!("the answer could not be read: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let events = parser
+                .feed(&data)
+                .map_err(|e| broken(format!("the answer could not be read: {e}")))?;
+            for event in events {
+                let name = event.event.as_deref().unwrap_or("message");
+                let data: serde_json::Value = serde_json::from_str(&event.data)
+                    .map_err(|_| broken(format!("a {name} event is not JSON")))?;
+                match assembler.event(name, &data) {
+                    Ok(Some(text)) => on_text(&text),
+                    Ok(None) => {}
+                    Err(assemble::AssembleError::Failed { kind, message }) => {
+                        return Err(CallError {
+                            status: errors::status_of_error_type(&kind),
+                            message,
+                        });
+                    }
+                    Err(e) => return Err(broken(e.to_string())),
+                }
+            }
+        }
+        assembler.finish().map_err(|e| broken(e.to_string()))
+    }
+}
+
+/// A whole Messages answer (or error) read from `resp`.
+async fn whole_answer(resp: Response) -> Result<serde_json::Value, CallError> {
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| CallError {
+            status: 502,
+            message: format!("the answer could not be read: {e}"),
+        })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| CallError {
+        status: if status.is_success() {
+            502
+        } else {
+            status.as_u16()
+        },
+        message: "the answer is not JSON".into(),
+    })?;
+    if !status.is_success() {
+        return Err(CallError {
+            status: status.as_u16(),
+            message: value
+                .pointer("/error/message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("the model's backend failed")
+                .to_string(),
+        });
+    }
+    Ok(value)
 }
 
 async fn handle(gw: Arc<Gateway>, op: Op, req: Request) -> Response {

@@ -8,6 +8,7 @@ use moat_core::home::Home;
 
 use crate::app;
 use crate::cli::{ApprovalsCommand, NotesCommand, SessionsCommand, TrustCommand};
+use crate::terminal::shown;
 use crate::{Failure, load_config};
 
 fn store_error(e: moat_agent::StoreError) -> Failure {
@@ -30,8 +31,8 @@ pub(crate) fn sessions(home: &Home, command: &SessionsCommand) -> Result<(), Fai
                 println!(
                     "{}  {}:{}  last active {}  {} messages  {} tokens",
                     s.id,
-                    s.channel,
-                    s.sender,
+                    shown(&s.channel, false),
+                    shown(&s.sender, false),
                     app::agent::time(s.active_at),
                     s.transcript.len(),
                     s.tokens
@@ -46,21 +47,24 @@ pub(crate) fn sessions(home: &Home, command: &SessionsCommand) -> Result<(), Fai
             for m in &s.transcript {
                 let role = m["role"].as_str().unwrap_or("?");
                 match &m["content"] {
-                    serde_json::Value::String(t) => println!("{role}: {t}"),
+                    serde_json::Value::String(t) => println!("{role}: {}", shown(t, true)),
                     serde_json::Value::Array(blocks) => {
                         for b in blocks {
                             match b["type"].as_str() {
                                 Some("text") => {
-                                    println!("{role}: {}", b["text"].as_str().unwrap_or_default())
+                                    println!(
+                                        "{role}: {}",
+                                        shown(b["text"].as_str().unwrap_or_default(), true)
+                                    )
                                 }
                                 Some("tool_use") => println!(
                                     "{role} calls {} {}",
-                                    b["name"].as_str().unwrap_or("?"),
-                                    b["input"]
+                                    shown(b["name"].as_str().unwrap_or("?"), false),
+                                    shown(&b["input"].to_string(), false)
                                 ),
                                 Some("tool_result") => println!(
                                     "{role} (tool result): {}",
-                                    b["content"].as_str().unwrap_or_default()
+                                    shown(b["content"].as_str().unwrap_or_default(), true)
                                 ),
                                 _ => {}
                             }
@@ -210,9 +214,9 @@ pub(crate) fn approvals(home: &Home, command: &ApprovalsCommand) -> Result<(), F
                 println!(
                     "{}  {} {}\n    why: {}  risk: {}  expires {}",
                     p.id,
-                    p.tool,
-                    p.arguments,
-                    p.reason,
+                    shown(&p.tool, false),
+                    shown(&p.arguments, false),
+                    shown(&p.reason, false),
                     p.risk,
                     app::agent::time(p.expires_at)
                 );
@@ -229,7 +233,12 @@ pub(crate) fn approvals(home: &Home, command: &ApprovalsCommand) -> Result<(), F
             let p = app::audit::audited(home, record, || {
                 store.answer(id, approve).map_err(store_error)
             })?;
-            println!("{} {} {}", p.state, p.tool, p.arguments);
+            println!(
+                "{} {} {}",
+                p.state,
+                shown(&p.tool, false),
+                shown(&p.arguments, false)
+            );
         }
     }
     Ok(())
@@ -246,7 +255,7 @@ pub(crate) fn notes(home: &Home, command: &NotesCommand) -> Result<(), Failure> 
                 println!("no notes");
             }
             for (id, text) in notes {
-                println!("#{id}  {text}");
+                println!("#{id}  {}", shown(&text, true));
             }
         }
         NotesCommand::Delete { id } => {

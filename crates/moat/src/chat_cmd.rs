@@ -2,6 +2,7 @@
 //! tool calls and their results are shown as they happen, and a call that waits for
 //! approval is asked about inline (the next line answers it).
 
+use crate::terminal::shown;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
@@ -151,7 +152,7 @@ impl Channel for Terminal {
     }
 
     fn events(&self, _sender: &str) -> Box<dyn TurnEvents + '_> {
-        Box::new(Shown)
+        Box::new(Shown::default())
     }
 
     fn approver(&self, _sender: &str) -> Box<dyn Approver + '_> {
@@ -159,7 +160,7 @@ impl Channel for Terminal {
     }
 
     async fn say(&self, _sender: &str, text: &str) {
-        eprintln!("moat chat: {text}");
+        eprintln!("moat chat: {}", shown(text, true));
     }
 
     async fn stop(&self, _sender: &str) {
@@ -177,7 +178,11 @@ impl Approver for Inline {
     async fn ask(&self, p: &Pending) -> bool {
         println!(
             "? {} {}\n  {} (risk {}; approval {}). Run it? [y/N]",
-            p.tool, p.arguments, p.reason, p.risk, p.id
+            shown(&p.tool, false),
+            shown(&p.arguments, false),
+            shown(&p.reason, false),
+            p.risk,
+            p.id
         );
         let _ = std::io::stdout().flush();
         matches!(
@@ -187,24 +192,53 @@ impl Approver for Inline {
     }
 }
 
-/// What a turn shows in the terminal.
-struct Shown;
+/// What a turn shows in the terminal: the reply as it arrives, each call and its
+/// result. Everything from the model or a tool passes through [`shown`]: no escape
+/// sequence from a fetched page or a command reaches the terminal.
+#[derive(Default)]
+struct Shown {
+    /// A streamed text block is being printed (its line is still open).
+    streaming: bool,
+}
 
 impl TurnEvents for Shown {
+    fn streams(&self) -> bool {
+        true
+    }
+
+    fn text_delta(&mut self, delta: &str) {
+        self.streaming = true;
+        print!("{}", shown(delta, true));
+        let _ = std::io::stdout().flush();
+    }
+
     fn text(&mut self, text: &str) {
-        println!("{text}");
+        if std::mem::take(&mut self.streaming) {
+            println!();
+        } else {
+            println!("{}", shown(text, true));
+        }
     }
 
     fn tool_call(&mut self, tool: &str, arguments: &Value) {
-        println!("· {tool} {arguments}");
+        println!(
+            "· {} {}",
+            shown(tool, false),
+            shown(&arguments.to_string(), false)
+        );
     }
 
     fn tool_result(&mut self, tool: &str, ok: bool, output: &str) {
         let first: String = output.lines().take(6).collect::<Vec<_>>().join("\n  ");
-        println!("{} {tool}: {first}", if ok { "✓" } else { "✗" });
+        println!(
+            "{} {}: {}",
+            if ok { "✓" } else { "✗" },
+            shown(tool, false),
+            shown(&first, true)
+        );
     }
 
     fn notice(&mut self, text: &str) {
-        println!("! {text}");
+        println!("! {}", shown(text, true));
     }
 }
