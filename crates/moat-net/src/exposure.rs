@@ -11,6 +11,7 @@
 //! | `Lan` | none (only read-only media; the LAN listener carries nothing else) |
 //! | `Api` | peer, host, origin, API key (when configured) |
 //! | `Control` | peer, host, origin, control token |
+//! | `Page` | peer, host, origin (a page of moat's own UI: no secret in it; what it does goes through `Control` routes) |
 //!
 //! - **peer**: a loopback peer, or any peer when the main listener was deliberately bound
 //!   to a non-loopback address (which start-up allows only with authentication).
@@ -46,6 +47,10 @@ pub enum Exposure {
     Api,
     /// Everything that changes or reveals state: local, same-site, with the control token.
     Control,
+    /// A page (and its script and style) of moat's own UI, such as the web chat: local and
+    /// same-site, but without the token, which a browser's navigation cannot send. It
+    /// holds no secret and changes nothing; what it does goes through `Control` routes.
+    Page,
 }
 
 /// One condition a request must meet.
@@ -70,6 +75,7 @@ impl Exposure {
             Exposure::Open | Exposure::Lan => &[],
             Exposure::Api => &[Check::Peer, Check::Host, Check::Origin, Check::ApiKey],
             Exposure::Control => &[Check::Peer, Check::Host, Check::Origin, Check::ControlToken],
+            Exposure::Page => &[Check::Peer, Check::Host, Check::Origin],
         }
     }
 
@@ -115,7 +121,9 @@ pub struct RequestFacts<'a> {
     pub tls: bool,
     /// `x-api-key`, else the `Authorization: Bearer` value.
     pub api_key: Option<&'a str>,
-    /// `x-moat-control-token`, else the `Authorization: Bearer` value.
+    /// `x-moat-control-token`, else the `Authorization: Bearer` value, else (a browser's
+    /// WebSocket, which cannot send headers) a `Sec-WebSocket-Protocol` entry
+    /// `moat.token.TOKEN`.
     pub control_token: Option<&'a str>,
 }
 
@@ -167,7 +175,7 @@ impl Denial {
                 "missing or invalid API key: send it as x-api-key or Authorization: Bearer"
             }
             Denial::ControlToken => {
-                "missing or invalid control token; send the contents of MOAT_HOME/control.token as X-Moat-Control-Token"
+                "missing or invalid control token; send the contents of MOAT_HOME/control.token as X-Moat-Control-Token (a browser's WebSocket: as the subprotocol moat.token.TOKEN)"
             }
         }
     }

@@ -34,6 +34,8 @@ pub use gate::{GateConfig, NetEvent, NetEvents};
 pub use headers::{SECURITY_HEADERS, cors_for, set_security_headers};
 pub use limits::{BodyLimits, BodyReader};
 pub use ratelimit::{ClientLimiter, Limited, RateLimits, client_key, too_many_requests};
-pub use routes::{CONTROL_TOKEN_HEADER, PathParams, RouteError, RouteTable, Routes};
+pub use routes::{
+    CONTROL_TOKEN_HEADER, PathParams, RouteError, RouteTable, Routes, WEBSOCKET_TOKEN_PREFIX,
+};
 pub use server::{ConnSettings, Drained, Listener, MAX_HEAD_BYTES, ServeError, serve};
 pub use tls::{TlsError, TlsServerConfig, server_config};

@@ -331,9 +331,23 @@ fn request_facts<'a, B>(conn: &ConnInfo, req: &'a Request<B>) -> RequestFacts<'a
             .map(|v| v.to_str().unwrap_or("invalid")),
         tls: conn.tls,
         api_key: header_str(headers, "x-api-key").or(bearer),
-        control_token: header_str(headers, CONTROL_TOKEN_HEADER).or(bearer),
+        control_token: header_str(headers, CONTROL_TOKEN_HEADER)
+            .or(bearer)
+            .or_else(|| websocket_token(headers)),
     }
 }
+
+/// The control token a browser's WebSocket offers as a subprotocol (`moat.token.TOKEN`):
+/// the one header its API lets a page set.
+fn websocket_token(headers: &HeaderMap) -> Option<&str> {
+    header_str(headers, header::SEC_WEBSOCKET_PROTOCOL.as_str())?
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix(WEBSOCKET_TOKEN_PREFIX))
+        .filter(|t| !t.is_empty())
+}
+
+/// How a WebSocket client offers the control token as a subprotocol.
+pub const WEBSOCKET_TOKEN_PREFIX: &str = "moat.token.";
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

@@ -215,14 +215,19 @@ impl Protocols {
     async fn serve_plain(
         &self,
         watcher: Watcher,
+        stop: watch::Receiver<bool>,
         stream: TcpStream,
         service: Gate,
         state: &ConnState,
     ) {
         let (stream, tracker) = TrackedStream::new(stream);
         state.track(tracker.activity());
-        let conn = self.http1.serve_connection(TokioIo::new(stream), service);
-        let Some(result) = until_evicted(watcher.watch(conn), state).await else {
+        // With upgrades: the web chat's WebSocket takes the connection over.
+        let conn = self
+            .http1
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let Some(result) = until_evicted(http1_gracefully(conn, watcher, stop), state).await else {
             return;
         };
         if let Err(e) = result {
@@ -238,6 +243,7 @@ impl Protocols {
     async fn serve_tls<I>(
         &self,
         watcher: Watcher,
+        stop: watch::Receiver<bool>,
         io: I,
         h2: bool,
         service: Gate,
@@ -250,8 +256,8 @@ impl Protocols {
             let conn = watcher.watch(self.http2.serve_connection(io, service));
             until_evicted(conn, state).await
         } else {
-            let conn = watcher.watch(self.http1.serve_connection(io, service));
-            until_evicted(conn, state).await
+            let conn = self.http1.serve_connection(io, service).with_upgrades();
+            until_evicted(http1_gracefully(conn, watcher, stop), state).await
         };
         if let Some(Err(e)) = result {
             tracing::debug!(error = %e, "connection ended with an error");
@@ -260,6 +266,39 @@ impl Protocols {
 }
 
 /// Runs `conn` to its end, or until the connection limits close it to make room (`None`).
+/// An HTTP/1 connection that may be upgraded (hyper-util's watcher cannot watch one):
+/// shut down gracefully when the server stops, and counted by `watcher` until it ends.
+async fn http1_gracefully<I, S, B>(
+    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    watcher: Watcher,
+    mut stop: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let stopping = async {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = &mut conn => result,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    drop(watcher);
+    result
+}
+
 async fn until_evicted<F: Future>(conn: F, state: &ConnState) -> Option<F::Output> {
     let mut conn = std::pin::pin!(conn);
     loop {
@@ -314,11 +353,12 @@ async fn accept_loop(
         let service = Gate::new(routes.clone(), gate.clone(), info, slot.state().clone());
         let protocols = protocols.clone();
         let watcher = graceful.watcher();
+        let stop = stop.clone();
         let tls = listener.tls.clone();
         let Some(acceptor) = tls else {
             tokio::spawn(async move {
                 protocols
-                    .serve_plain(watcher, stream, service, slot.state())
+                    .serve_plain(watcher, stop, stream, service, slot.state())
                     .await
             });
             continue;
@@ -337,7 +377,7 @@ async fn accept_loop(
                 Some(Ok(Ok(tls_stream))) => {
                     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     protocols
-                        .serve_tls(watcher, tls_stream, h2, service, slot.state())
+                        .serve_tls(watcher, stop, tls_stream, h2, service, slot.state())
                         .await
                 }
                 Some(Ok(Err(e))) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

@@ -7,9 +7,8 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use moat_agent::{Agent, Approver, Channel, Handles, Inbound, Pending, TurnEvents};
+use moat_agent::{Approver, Channel, Inbound, Pending, TurnEvents};
 use moat_core::home::Home;
-use moat_core::secret::SecretString;
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc};
 
@@ -23,24 +22,8 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
     })?;
     let credentials = app::accounts::credentials(home, &vault, &config.llm)?;
     let audit = app::audit::open_keyed(home, &vault, &config.audit)?;
-    let mut handles = Handles::new();
-    for (name, usage) in &config.agent.secrets {
-        let entry = vault.get(name).ok_or_else(|| {
-            Failure::usage(anyhow!(
-                "agent.secrets names {name:?}, which is not in the vault; add it with `moat vault add {name}`"
-            ))
-        })?;
-        let value = String::from_utf8(entry.value().to_vec())
-            .map_err(|_| Failure::usage(anyhow!("the secret {name:?} is not UTF-8 text")))?;
-        handles.insert(
-            name,
-            SecretString::new(value),
-            usage.tools.clone(),
-            usage.hosts.clone(),
-        );
-    }
+    let handles = app::agent::handles(&vault, config)?;
     drop(vault);
-    let store = app::agent::store(home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,18 +31,7 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         .map_err(Failure::runtime)?;
     let result = runtime.block_on(async {
         let (gateway, recorder) = app::llm::gateway(home, config, credentials, &audit)?;
-        let agent = Agent::new(
-            gateway,
-            &config.egress,
-            config.agent.clone(),
-            store,
-            app::agent::workspaces(home),
-            vec![home.root().to_path_buf()],
-        )
-        .map_err(|e| Failure::usage(anyhow!("{e}")))?
-        .with_audit(audit.log())
-        .with_handles(handles)
-        .with_sandbox(config.sandbox.clone());
+        let agent = app::agent::agent(home, config, gateway, audit.log(), handles)?;
         moat_agent::channel::serve(&agent, &Terminal::new()).await;
         recorder.flush();
         Ok::<_, Failure>(())
@@ -71,6 +43,15 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         .close()
         .map_err(|e| Failure::runtime(anyhow!("the audit log did not close cleanly: {e}")));
     result.and(closed)
+}
+
+/// `moat chat --web`: the running server's web chat address, with the control token in
+/// its fragment.
+pub(crate) fn web(home: &Home) -> Result<(), Failure> {
+    let endpoint = crate::status::endpoint(home)?;
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    println!("{scheme}://{}/chat#token={}", endpoint.addr, endpoint.token);
+    Ok(())
 }
 
 /// Lines typed by the owner, read on a thread of their own and shared by the turn loop

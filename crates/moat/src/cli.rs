@@ -174,11 +174,21 @@ pub(crate) enum Command {
     /// conversation is kept (`moat sessions`) until it is idle for agent.session_idle.
     /// End with Ctrl-D or /quit.
     ///
+    /// With --web, prints the address of the web chat of the running `moat serve` (the
+    /// same assistant in a browser tab, with approvals as buttons) instead. The address
+    /// carries the control token in its fragment, which no server or log sees; it is good
+    /// until the server restarts.
+    ///
     /// Examples:
     ///   moat chat
     ///   echo "list the files in your workspace" | moat chat
+    ///   xdg-open "$(moat chat --web)"
     #[command(verbatim_doc_comment)]
-    Chat,
+    Chat {
+        /// Print the web chat's address instead of chatting here.
+        #[arg(long)]
+        web: bool,
+    },
     /// The assistant's conversations: list them, show one, forget one.
     #[command(subcommand)]
     Sessions(SessionsCommand),

@@ -19,6 +19,7 @@ mod status;
 mod terminal;
 mod usage_cmd;
 mod vault_cmd;
+mod webchat;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -154,7 +155,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Egress(command) => egress_cmd::run(&home()?, command),
         Command::Scan { file, json } => scan_cmd::run(file, *json),
         Command::Sandbox(command) => sandbox_cmd::run(&home()?, command),
-        Command::Chat => chat_cmd::run(&home()?).map(|()| ExitCode::SUCCESS),
+        Command::Chat { web: false } => chat_cmd::run(&home()?).map(|()| ExitCode::SUCCESS),
+        Command::Chat { web: true } => chat_cmd::web(&home()?).map(|()| ExitCode::SUCCESS),
         Command::Sessions(c) => agent_cmd::sessions(&home()?, c).map(|()| ExitCode::SUCCESS),
         Command::Trust(c) => agent_cmd::trust(&home()?, c).map(|()| ExitCode::SUCCESS),
         Command::Approvals(c) => agent_cmd::approvals(&home()?, c).map(|()| ExitCode::SUCCESS),

@@ -102,6 +102,15 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         .context("cannot start the async runtime")
         .map_err(Failure::runtime)?;
     let (gateway, recorder) = app::llm::gateway(home, config, secrets.credentials, &secrets.audit)?;
+    // The web chat's assistant; the gateway serves without it, and the chat says why.
+    let agent = secrets.agent_handles.and_then(|handles| {
+        app::agent::agent(home, config, gateway.clone(), secrets.audit.log(), handles)
+            .map(Arc::new)
+            .map_err(|f| format!("{:#}", f.error()))
+    });
+    if let Err(why) = &agent {
+        tracing::warn!("the web chat's assistant is not available: {why}");
+    }
     let served = runtime.block_on(serve(
         home,
         &loaded,
@@ -109,6 +118,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         tls,
         secrets.audit.log(),
         gateway,
+        agent,
     ));
     // Everything answered is in state.db before the process ends.
     recorder.flush();
@@ -122,6 +132,8 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
 /// the vault is closed again (see docs/architecture.md on why not at each use).
 struct Secrets {
     api_key: Option<SecretString>,
+    /// The secrets the assistant uses by handle, or why it cannot have them.
+    agent_handles: Result<moat_agent::Handles, String>,
     credentials: moat_llm::Credentials,
     audit: moat_audit::AuditWriter,
 }
@@ -139,6 +151,7 @@ fn unlock_secrets(home: &Home, config: &Config) -> Result<Secrets, Failure> {
     };
     Ok(Secrets {
         api_key,
+        agent_handles: app::agent::handles(&vault, config).map_err(|f| format!("{:#}", f.error())),
         credentials: app::accounts::credentials(home, &vault, &config.llm)?,
         audit: app::audit::open_keyed(home, &vault, &config.audit)?,
     })
@@ -169,6 +182,7 @@ async fn serve(
     tls: Option<Arc<moat_net::TlsServerConfig>>,
     audit: moat_audit::AuditLog,
     gateway: Arc<moat_llm::Gateway>,
+    agent: Result<Arc<moat_agent::Agent>, String>,
 ) -> Result<(), Failure> {
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
@@ -203,15 +217,18 @@ async fn serve(
         config: config_summary(loaded),
         gateway: gateway.clone(),
     });
-    let table = gateway
-        .clone()
-        .control_routes(gateway.routes(RouteTable::new()))
-        .route("/health", Exposure::Open, get(health))
-        .route(
-            "/status",
-            Exposure::Control,
-            get(status_handler).with_state(status),
-        );
+    let table = crate::webchat::routes(
+        gateway
+            .clone()
+            .control_routes(gateway.routes(RouteTable::new())),
+        agent,
+    )
+    .route("/health", Exposure::Open, get(health))
+    .route(
+        "/status",
+        Exposure::Control,
+        get(status_handler).with_state(status),
+    );
     let limiter = ClientLimiter::new(RateLimits {
         per_second: config.rate_limit.per_second,
         burst: config.rate_limit.burst,
@@ -536,6 +553,7 @@ fn listener_json(l: &Listener) -> Value {
         Exposure::Lan,
         Exposure::Api,
         Exposure::Control,
+        Exposure::Page,
     ]
     .into_iter()
     .filter(|c| c.served_on(l.kind()))
@@ -544,6 +562,7 @@ fn listener_json(l: &Listener) -> Value {
         Exposure::Lan => "lan",
         Exposure::Api => "api",
         Exposure::Control => "control",
+        Exposure::Page => "page",
     })
     .collect();
     json!({

@@ -9,7 +9,16 @@ use moat_core::home::Home;
 
 use crate::Failure;
 
-pub(crate) fn run(home: &Home) -> Result<(), Failure> {
+/// Where the running server listens (a wildcard address made loopback), whether with
+/// TLS, and its control token: what the server itself recorded, so the token goes to
+/// that server only.
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) token: String,
+}
+
+pub(crate) fn endpoint(home: &Home) -> Result<Endpoint, Failure> {
     let not_running = || {
         Failure::runtime(anyhow!(
             "no server is running with MOAT_HOME {} (no {}): start it with `moat serve`",
@@ -17,7 +26,6 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
             home.serve_info().display()
         ))
     };
-    // The address the server itself recorded, so the token goes to that server only.
     let info: serde_json::Value = std::fs::read_to_string(home.serve_info())
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -31,19 +39,10 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
                 home.serve_info().display()
             ))
         })?;
-    if info["tls"].as_bool() == Some(true) {
-        return Err(Failure::usage(anyhow!(
-            "the main listener uses TLS, which `moat status` does not speak yet; use \
-             curl --cacert CERT -H \"X-Moat-Control-Token: $(cat {})\" https://HOST:{}/status",
-            home.control_token().display(),
-            addr.port()
-        )));
-    }
     let token = std::fs::read_to_string(home.control_token())
         .map(|t| t.trim().to_string())
         .map_err(|_| not_running())?;
     moat_core::redact::global().add_known_secret(&token);
-
     // A wildcard listener is reached through loopback of the same family.
     if addr.ip().is_unspecified() {
         let ip = match addr.ip() {
@@ -51,6 +50,23 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
         };
         addr = SocketAddr::new(ip, addr.port());
+    }
+    Ok(Endpoint {
+        addr,
+        tls: info["tls"].as_bool() == Some(true),
+        token,
+    })
+}
+
+pub(crate) fn run(home: &Home) -> Result<(), Failure> {
+    let Endpoint { addr, tls, token } = endpoint(home)?;
+    if tls {
+        return Err(Failure::usage(anyhow!(
+            "the main listener uses TLS, which `moat status` does not speak yet; use \
+             curl --cacert CERT -H \"X-Moat-Control-Token: $(cat {})\" https://HOST:{}/status",
+            home.control_token().display(),
+            addr.port()
+        )));
     }
     let body = get(addr, "/status", &token)
         .with_context(|| format!("cannot reach moat at {addr}: is `moat serve` still running?"))

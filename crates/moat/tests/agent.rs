@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::upstream::{FakeUpstream, Reply, a_event};
+use common::upstream::{FakeUpstream, Reply, a_message};
 use common::*;
 use serde_json::{Value, json};
 
@@ -23,57 +23,8 @@ fn home_with(up: &FakeUpstream, agent: &str) -> tempfile::TempDir {
     home
 }
 
-/// The model's answer as the Messages API streams it (`moat chat` streams): each text
-/// and each tool input split across two deltas, as a real stream splits them.
 fn message(content: Value, stop: &str) -> Reply {
-    let mut events = vec![a_event(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
-               "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null,
-               "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
-    )];
-    for (index, block) in content.as_array().unwrap().iter().enumerate() {
-        let halves = |text: &str| {
-            let cut = text
-                .char_indices()
-                .nth(text.chars().count() / 2)
-                .map_or(0, |c| c.0);
-            [text[..cut].to_string(), text[cut..].to_string()]
-        };
-        let (start, deltas) = match block["type"].as_str().unwrap() {
-            "text" => (
-                json!({"type": "text", "text": ""}),
-                halves(block["text"].as_str().unwrap())
-                    .map(|t| json!({"type": "text_delta", "text": t})),
-            ),
-            _ => (
-                json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
-                halves(&block["input"].to_string())
-                    .map(|t| json!({"type": "input_json_delta", "partial_json": t})),
-            ),
-        };
-        events.push(a_event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": index, "content_block": start}),
-        ));
-        for delta in deltas {
-            events.push(a_event(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": delta}),
-            ));
-        }
-        events.push(a_event(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": index}),
-        ));
-    }
-    events.push(a_event(
-        "message_delta",
-        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
-               "usage": {"output_tokens": 5}}),
-    ));
-    events.push(a_event("message_stop", json!({"type": "message_stop"})));
-    Reply::sse(&events)
+    a_message(&content, stop)
 }
 
 fn tool_use(id: &str, name: &str, input: Value) -> Reply {

@@ -1,10 +1,11 @@
 //! The assistant's store and levels, as `chat` and the commands that inspect it open them.
 
 use anyhow::anyhow;
-use moat_agent::AgentStore;
 use moat_agent::trust::Levels;
+use moat_agent::{Agent, AgentStore, Handles};
 use moat_core::config::Config;
 use moat_core::home::Home;
+use moat_core::secret::SecretString;
 use moat_state::StateStore;
 
 use crate::Failure;
@@ -36,4 +37,47 @@ pub(crate) fn time(ms: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The secrets `[agent.secrets]` lets the assistant use by handle, read from the vault.
+pub(crate) fn handles(vault: &moat_vault::Vault, config: &Config) -> Result<Handles, Failure> {
+    let mut handles = Handles::new();
+    for (name, usage) in &config.agent.secrets {
+        let entry = vault.get(name).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "agent.secrets names {name:?}, which is not in the vault; add it with `moat vault add {name}`"
+            ))
+        })?;
+        let value = String::from_utf8(entry.value().to_vec())
+            .map_err(|_| Failure::usage(anyhow!("the secret {name:?} is not UTF-8 text")))?;
+        handles.insert(
+            name,
+            SecretString::new(value),
+            usage.tools.clone(),
+            usage.hosts.clone(),
+        );
+    }
+    Ok(handles)
+}
+
+/// The assistant on `gateway`, as `moat chat` and `moat serve` (the web chat) run it.
+pub(crate) fn agent(
+    home: &Home,
+    config: &Config,
+    gateway: std::sync::Arc<moat_llm::Gateway>,
+    audit: moat_audit::AuditLog,
+    handles: Handles,
+) -> Result<Agent, Failure> {
+    Ok(Agent::new(
+        gateway,
+        &config.egress,
+        config.agent.clone(),
+        store(home)?,
+        workspaces(home),
+        vec![home.root().to_path_buf()],
+    )
+    .map_err(|e| Failure::usage(anyhow!("{e}")))?
+    .with_audit(audit)
+    .with_handles(handles)
+    .with_sandbox(config.sandbox.clone()))
 }

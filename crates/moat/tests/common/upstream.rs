@@ -202,3 +202,59 @@ pub(crate) fn a_event(name: &str, data: serde_json::Value) -> String {
 pub(crate) fn o_event(data: serde_json::Value) -> String {
     format!("data: {data}\n\n")
 }
+
+/// The model's answer as the Messages API streams it (`moat chat` streams): each text
+/// and each tool input split across two deltas, as a real stream splits them.
+pub(crate) fn a_message(content: &serde_json::Value, stop: &str) -> Reply {
+    let mut events = vec![a_event(
+        "message_start",
+        serde_json::json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+               "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null,
+               "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+    )];
+    for (index, block) in content.as_array().unwrap().iter().enumerate() {
+        let halves = |text: &str| {
+            let cut = text
+                .char_indices()
+                .nth(text.chars().count() / 2)
+                .map_or(0, |c| c.0);
+            [text[..cut].to_string(), text[cut..].to_string()]
+        };
+        let (start, deltas) = match block["type"].as_str().unwrap() {
+            "text" => (
+                serde_json::json!({"type": "text", "text": ""}),
+                halves(block["text"].as_str().unwrap())
+                    .map(|t| serde_json::json!({"type": "text_delta", "text": t})),
+            ),
+            _ => (
+                serde_json::json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
+                halves(&block["input"].to_string())
+                    .map(|t| serde_json::json!({"type": "input_json_delta", "partial_json": t})),
+            ),
+        };
+        events.push(a_event(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": index, "content_block": start}),
+        ));
+        for delta in deltas {
+            events.push(a_event(
+                "content_block_delta",
+                serde_json::json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            ));
+        }
+        events.push(a_event(
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    events.push(a_event(
+        "message_delta",
+        serde_json::json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+               "usage": {"output_tokens": 5}}),
+    ));
+    events.push(a_event(
+        "message_stop",
+        serde_json::json!({"type": "message_stop"}),
+    ));
+    Reply::sse(&events)
+}
