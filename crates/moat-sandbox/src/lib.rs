@@ -10,7 +10,8 @@
 //! allowlist with a kill list for escape attempts; Landlock rules over the same paths; a
 //! cgroup of the call's own for memory and processes (v2, or v1 on a hybrid host; an
 //! out-of-memory kill becomes [`Outcome::OutOfMemory`]) or rlimits where none can be made,
-//! RLIMIT_CPU, CPU affinity for the CPU count, a wall-time kill of the whole process tree,
+//! RLIMIT_CPU, a CPU quota in that cgroup for the CPU count (else affinity), a wall-time
+//! kill of the whole process tree,
 //! and capped output. With [`Network`] grants, loopback
 //! comes up with one proxy socket on it that the caller's side serves: tunnels only to
 //! granted destinations its [`Judge`] (the egress policy) lets through.

@@ -76,8 +76,9 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// How the memory, CPU and process limits were enforced. Every mechanism pins the CPU
-/// count by affinity and keeps RLIMIT_CPU as a backstop.
+/// How the memory, CPU and process limits were enforced. The CPU count is a cgroup quota
+/// where the cpu controller is there ([`Enforcement::cpu_quota`]), else pinning by
+/// affinity; RLIMIT_CPU is kept as a backstop either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitMechanism {
     /// A cgroup v2 of the sandbox's own: `memory.max` (no swap) for the whole process
@@ -134,8 +135,12 @@ pub struct Enforcement {
     pub host_uid: u32,
     /// Whether the command had any network (only loopback, down, when it did not).
     pub network: bool,
-    /// The CPUs the command was pinned to.
+    /// The CPUs the command could run on: all of them under a quota, else the ones it
+    /// was pinned to.
     pub cpus: Vec<usize>,
+    /// The CPUs' worth of time per period its cgroup's quota allows (`cpu.max`), when the
+    /// CPU limit is a quota rather than pinning.
+    pub cpu_quota: Option<u32>,
 }
 
 /// A call on the seccomp kill list, made by some process of the sandbox.

@@ -387,7 +387,32 @@ fn a_cpu_spin_is_killed_at_the_wall_time_with_its_children() {
         "{:?}",
         report.elapsed
     );
-    assert_eq!(report.enforcement.cpus.len(), 1);
+    // One CPU: by quota (the threads may run anywhere), or pinned to one.
+    match report.enforcement.cpu_quota {
+        Some(n) => assert_eq!(n, 1),
+        None => assert_eq!(report.enforcement.cpus.len(), 1),
+    }
+}
+
+#[test]
+fn busy_processes_together_get_no_more_than_their_cpus_of_time() {
+    let ws = tempfile::tempdir().unwrap();
+    // Three spinning processes for about two seconds, then the shell ends them; their CPU
+    // time is counted when it reaps them.
+    let s = spec(
+        ws.path(),
+        "p=; for i in 1 2 3; do (while :; do :; done) & p=\"$p $!\"; done; sleep 2; kill $p; wait",
+    );
+    let report = run_ok(&s);
+    assert!(report.outcome.success(), "{report:?}");
+    let ratio = report.cpu_time.as_secs_f64() / report.elapsed.as_secs_f64();
+    // A quota (or pinning) of one CPU: at most one CPU's worth, plus the period's slack.
+    assert!(ratio < 1.2, "{ratio:.2} CPUs of time: {report:?}");
+    if report.enforcement.cpu_quota.is_some() {
+        // Under a quota the processes were free to run on every CPU.
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(report.enforcement.cpus.len(), online, "{report:?}");
+    }
 }
 
 #[test]

@@ -250,7 +250,10 @@ fn summary(report: &Report, profile: &str) -> String {
             }
         });
         parts.push(format!("host uid {}", e.host_uid));
-        parts.push(format!("CPU {:?}", e.cpus));
+        parts.push(match e.cpu_quota {
+            Some(n) => format!("CPU time of {n} CPU by cgroup quota, on CPUs {:?}", e.cpus),
+            None => format!("CPU {:?}", e.cpus),
+        });
         parts.push(if e.network {
             "network only through moat's egress proxy".into()
         } else {
@@ -342,6 +345,7 @@ fn report_json(report: &Report, profile: &str, kept: Option<&Path>) -> serde_jso
             "host_uid": e.host_uid,
             "network": e.network,
             "cpus": e.cpus,
+            "cpu_quota": e.cpu_quota,
         },
         "network": report.network_log.iter().map(|e| serde_json::json!({
             "destination": e.destination,

@@ -16,6 +16,12 @@
 //!   hierarchies let moat make a child group there (in practice: moat runs as root).
 //! - Neither: the caller falls back to rlimits and reports why.
 //!
+//! The CPU limit is a quota where the `cpu` controller is there too (v2 `cpu.max`, v1
+//! `cpu.cfs_quota_us`): the command's threads may run on every CPU, but together get at
+//! most `cpus` CPUs' worth of time per period, so a multi-threaded program is not packed
+//! onto one core and concurrent sandboxes do not pile onto the same ones. Without the
+//! controller, the caller pins the command to `cpus` CPUs instead (affinity).
+//!
 //! Each sandbox gets `moat-sandbox-<moat's pid>-<n>` (beside moat's leaf, if any), and it
 //! is removed when the sandbox ends; groups left by a moat that died are swept once per
 //! process.
@@ -44,22 +50,30 @@ pub struct Cgroup {
     memory: PathBuf,
     /// For v1, the group in the pids hierarchy; for v2 the same as `memory`.
     pids: PathBuf,
+    /// The group that holds the CPU quota (v1: in the cpu hierarchy; v2: `memory`), when
+    /// the cpu controller is there to hold one.
+    cpu: Option<PathBuf>,
 }
+
+/// The quota's period: 100 ms, the kernel's default.
+const CPU_PERIOD_US: u64 = 100_000;
 
 impl Cgroup {
     /// A new cgroup limited to `memory_bytes` (no swap) and `processes`, or why none could
     /// be made, for the report.
-    pub fn create(memory_bytes: u64, processes: u64) -> Result<Cgroup, String> {
+    pub fn create(memory_bytes: u64, processes: u64, cpus: u32) -> Result<Cgroup, String> {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let name = unique_name();
         let v2 = match own_dir(&mounts, &own, None) {
-            Some(parent) => match create_v2(delegating(&parent), &name, memory_bytes, processes) {
-                Ok(group) => return Ok(group),
-                Err(why) => why,
-            },
+            Some(parent) => {
+                match create_v2(delegating(&parent), &name, memory_bytes, processes, cpus) {
+                    Ok(group) => return Ok(group),
+                    Err(why) => why,
+                }
+            }
             None => "cgroup v2 is not mounted".to_string(),
         };
         let v1 = match (
@@ -67,7 +81,9 @@ impl Cgroup {
             own_dir(&mounts, &own, Some("pids")),
         ) {
             (Some(memory), Some(pids)) => {
-                match create_v1(&memory, &pids, &name, memory_bytes, processes) {
+                let cpu = own_dir(&mounts, &own, Some("cpu"));
+                let sizes = (memory_bytes, processes, cpus);
+                match create_v1(&memory, &pids, cpu.as_deref(), &name, sizes) {
                     Ok(group) => return Ok(group),
                     Err(why) => why,
                 }
@@ -91,6 +107,9 @@ impl Cgroup {
         if self.pids != self.memory {
             dirs.push(&self.pids);
         }
+        if let Some(cpu) = self.cpu.as_ref().filter(|c| **c != self.memory) {
+            dirs.push(cpu);
+        }
         dirs.into_iter()
             .map(|dir| {
                 std::fs::OpenOptions::new()
@@ -100,6 +119,11 @@ impl Cgroup {
                     .map(OwnedFd::from)
             })
             .collect()
+    }
+
+    /// Whether the group holds the CPU limit as a quota (else the caller pins CPUs).
+    pub fn has_cpu_quota(&self) -> bool {
+        self.cpu.is_some()
     }
 
     /// How many processes the kernel killed for going over the memory limit.
@@ -136,6 +160,9 @@ impl Drop for Cgroup {
         if self.pids != self.memory {
             remove(&self.pids);
         }
+        if let Some(cpu) = self.cpu.as_ref().filter(|c| **c != self.memory) {
+            remove(cpu);
+        }
     }
 }
 
@@ -148,11 +175,11 @@ impl Maker {
         if !limits.use_cgroup {
             return Maker(Err("not asked for (use_cgroup is off)".into()));
         }
-        let (memory_bytes, processes) = (limits.memory_bytes, limits.processes);
+        let (memory_bytes, processes, cpus) = (limits.memory_bytes, limits.processes, limits.cpus);
         Maker(
             std::thread::Builder::new()
                 .name("moat-sandbox-cgroup".into())
-                .spawn(move || Cgroup::create(memory_bytes, processes))
+                .spawn(move || Cgroup::create(memory_bytes, processes, cpus))
                 .map_err(|e| format!("cannot start a thread to make the cgroup: {e}")),
         )
     }
@@ -241,6 +268,7 @@ fn create_v2(
     name: &str,
     memory_bytes: u64,
     processes: u64,
+    cpus: u32,
 ) -> Result<Cgroup, String> {
     let read = |file: &str| std::fs::read_to_string(parent.join(file)).unwrap_or_default();
     let available = read("cgroup.controllers");
@@ -271,15 +299,24 @@ fn create_v2(
                 )
             })?;
     }
+    // The CPU quota is a bonus: without the controller, affinity holds the limit.
+    let cpu_controller = has_word(&available, "cpu")
+        && (has_word(&read("cgroup.subtree_control"), "cpu")
+            || std::fs::write(parent.join("cgroup.subtree_control"), "+cpu").is_ok());
     sweep_once(parent);
     let dir = parent.join(name);
     std::fs::create_dir(&dir)
         .map_err(|e| format!("cannot create the cgroup v2 {}: {e}", dir.display()))?;
-    let group = Cgroup {
+    let mut group = Cgroup {
         version: Version::V2,
         memory: dir.clone(),
-        pids: dir,
+        pids: dir.clone(),
+        cpu: None,
     };
+    let quota = format!("{} {CPU_PERIOD_US}", u64::from(cpus.max(1)) * CPU_PERIOD_US);
+    if cpu_controller && std::fs::write(dir.join("cpu.max"), quota).is_ok() {
+        group.cpu = Some(dir);
+    }
     set(&group.memory, "memory.max", memory_bytes)?;
     // Absent without swap accounting; then there is no swap to escape to either.
     let _ = std::fs::write(group.memory.join("memory.swap.max"), "0");
@@ -292,9 +329,9 @@ fn create_v2(
 fn create_v1(
     memory_parent: &Path,
     pids_parent: &Path,
+    cpu_parent: Option<&Path>,
     name: &str,
-    memory_bytes: u64,
-    processes: u64,
+    (memory_bytes, processes, cpus): (u64, u64, u32),
 ) -> Result<Cgroup, String> {
     sweep_once(memory_parent);
     sweep_once(pids_parent);
@@ -309,11 +346,28 @@ fn create_v1(
             pids.display()
         ));
     }
-    let group = Cgroup {
+    let mut group = Cgroup {
         version: Version::V1,
         memory,
         pids,
+        cpu: None,
     };
+    if let Some(parent) = cpu_parent {
+        sweep_once(parent);
+        let dir = parent.join(name);
+        let quota = u64::from(cpus.max(1)) * CPU_PERIOD_US;
+        if std::fs::create_dir(&dir).is_ok() {
+            let set_up = set(&dir, "cpu.cfs_period_us", CPU_PERIOD_US)
+                .and_then(|()| set(&dir, "cpu.cfs_quota_us", quota));
+            match set_up {
+                Ok(()) => group.cpu = Some(dir),
+                Err(why) => {
+                    tracing::debug!(%why, "no CPU quota; the sandbox is pinned instead");
+                    remove(&dir);
+                }
+            }
+        }
+    }
     set(&group.memory, "memory.limit_in_bytes", memory_bytes)?;
     // Memory plus swap, so swap is no way around the limit (absent without swap
     // accounting, and then there is nothing to close).
@@ -507,7 +561,7 @@ mod tests {
             |file: &str, text: &str| std::fs::write(parent.path().join(file), text).unwrap();
         write("cgroup.controllers", "cpuset cpu io memory hugetlb pids\n");
         write("cgroup.subtree_control", "memory pids\n");
-        let group = create_v2(parent.path(), "moat-sandbox-1-0", 128 << 20, 32).unwrap();
+        let group = create_v2(parent.path(), "moat-sandbox-1-0", 128 << 20, 32, 1).unwrap();
         assert_eq!(group.version, Version::V2);
         let read = |file: &str| std::fs::read_to_string(group.path().join(file)).unwrap();
         assert_eq!(read("memory.max"), (128u64 << 20).to_string());
@@ -529,7 +583,7 @@ mod tests {
         assert!(!dir.exists());
 
         write("cgroup.controllers", "cpu io\n");
-        let why = create_v2(parent.path(), "moat-sandbox-1-1", 1 << 28, 8).unwrap_err();
+        let why = create_v2(parent.path(), "moat-sandbox-1-1", 1 << 28, 8, 1).unwrap_err();
         assert!(why.contains("no memory or pids controller"), "{why}");
     }
 

@@ -99,7 +99,7 @@ pub struct ChildFds {
     pub sync: RawFd,
     /// Where the child moves itself into the sandbox's cgroup (see
     /// `Cgroup::entry_files`); -1 for none. None at all: limits fall to rlimits.
-    pub cgroup: [RawFd; 2],
+    pub cgroup: [RawFd; 3],
 }
 
 fn fail(fds: &ChildFds, stage: Stage, errno: i32) -> ! {

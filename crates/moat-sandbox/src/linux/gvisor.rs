@@ -189,6 +189,7 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
             host_uid: plan::NOBODY,
             network: false,
             cpus: Vec::new(),
+            cpu_quota: None,
         },
     );
     if let Outcome::Exited(status) = report.outcome {

@@ -40,9 +40,11 @@ pub use plan::{host_ids, privileged};
 /// default limits is made and removed.
 pub fn cgroup_probe() -> Result<&'static str, String> {
     let limits = crate::Limits::default();
-    cgroup::Cgroup::create(limits.memory_bytes, limits.processes).map(|group| match group.version {
-        cgroup::Version::V1 => "cgroup v1",
-        cgroup::Version::V2 => "cgroup v2",
+    cgroup::Cgroup::create(limits.memory_bytes, limits.processes, limits.cpus).map(|group| {
+        match group.version {
+            cgroup::Version::V1 => "cgroup v1",
+            cgroup::Version::V2 => "cgroup v2",
+        }
     })
 }
 
@@ -56,6 +58,10 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     // Dropped after the guard below: the group is removed only once the guard has killed
     // and reaped whatever a failed setup left in it.
     let cgroup = making_cgroup.finish();
+    if cgroup.as_ref().is_ok_and(cgroup::Cgroup::has_cpu_quota) {
+        // The quota holds the CPU limit: the threads may spread over every CPU.
+        (plan.cpus, plan.cpu_list) = plan::pick_cpus(u32::MAX)?;
+    }
     let entries = match &cgroup {
         Ok(group) => group.entry_files().map_err(|source| SandboxError::Setup {
             stage: "opening the sandbox's cgroup",
@@ -67,7 +73,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             Vec::new()
         }
     };
-    let mut cgroup_fds = [-1; 2];
+    let mut cgroup_fds = [-1; 3];
     for (slot, entry) in cgroup_fds.iter_mut().zip(&entries) {
         *slot = entry.as_raw_fd();
     }
@@ -221,6 +227,11 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             0,
         ),
     };
+    let cpu_quota = cgroup
+        .as_ref()
+        .ok()
+        .filter(|g| g.has_cpu_quota())
+        .map(|_| spec.limits.cpus);
     drop(cgroup); // removes the group now that its processes are gone
     let mut report = finished.into_report(
         start,
@@ -234,6 +245,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             host_uid: plan.host_uid,
             network: spec.network.is_some(),
             cpus: plan.cpu_list.clone(),
+            cpu_quota,
         },
     );
     report.network_log = network_log;
@@ -361,6 +373,7 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
             host_uid: uid,
             network: true,
             cpus: Vec::new(),
+            cpu_quota: None,
         },
     ))
 }

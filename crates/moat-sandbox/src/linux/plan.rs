@@ -230,7 +230,7 @@ fn cap_last() -> u32 {
 
 /// Picks `n` CPUs this process may use, rotating between calls so concurrent sandboxes
 /// spread out.
-fn pick_cpus(n: u32) -> Result<(libc::cpu_set_t, Vec<usize>), SandboxError> {
+pub(super) fn pick_cpus(n: u32) -> Result<(libc::cpu_set_t, Vec<usize>), SandboxError> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
     let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
