@@ -565,6 +565,34 @@ fn the_vm_level_is_refused_with_what_to_choose_instead() {
 }
 
 #[test]
+fn the_none_level_s_wall_time_kill_reaches_descendants_in_sessions_of_their_own() {
+    let ws = tempfile::tempdir().unwrap();
+    // A descendant that leaves the process group (setsid) and records its pid.
+    let mut s = spec(
+        ws.path(),
+        "setsid sh -c 'echo $$ > escaped.pid; exec sleep 60' & sleep 60",
+    );
+    s.level = moat_sandbox::Level::None;
+    s.limits.wall_time = Duration::from_secs(1);
+    let report = run_ok(&s);
+    assert_eq!(report.outcome, Outcome::TimedOut);
+    let pid = std::fs::read_to_string(ws.path().join("escaped.pid")).unwrap();
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(),
+        "the setsid descendant {} outlived the call",
+        pid.trim()
+    );
+}
+
+#[test]
 fn the_none_level_still_clears_the_environment_and_keeps_time() {
     let ws = tempfile::tempdir().unwrap();
     let mut s = spec(ws.path(), "env; sleep 30 & sleep 30");

@@ -93,6 +93,65 @@ impl Cgroup {
         Err(format!("{v2}; {v1}"))
     }
 
+    /// A group with no limit that only holds the processes of a `none`-level call: a
+    /// process that leaves the process group (`setsid`) stays in its cgroup, so the
+    /// wall-time kill still reaches it ([`Cgroup::kill_all`]). v2 needs no controller for
+    /// that; v1 uses the pids hierarchy.
+    pub fn create_tracking() -> Result<Cgroup, String> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let name = unique_name();
+        let (version, parent) = match own_dir(&mounts, &own, None) {
+            Some(parent) => (Version::V2, delegating(&parent).to_owned()),
+            None => match own_dir(&mounts, &own, Some("pids")) {
+                Some(parent) => (Version::V1, parent),
+                None => return Err("no cgroup v2, nor a v1 pids hierarchy".into()),
+            },
+        };
+        sweep_once(&parent);
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir)
+            .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
+        Ok(Cgroup {
+            version,
+            memory: dir.clone(),
+            pids: dir,
+            cpu: None,
+        })
+    }
+
+    /// Kills every process in the group, including those that made sessions of their
+    /// own: at once with v2's `cgroup.kill` (Linux 5.14+), else by listing and killing
+    /// until the group is empty (a process forked meanwhile is in the next list).
+    pub fn kill_all(&self) {
+        if self.version == Version::V2 {
+            let killed = std::fs::OpenOptions::new()
+                .write(true)
+                .open(self.pids.join("cgroup.kill"))
+                .and_then(|mut f| std::io::Write::write_all(&mut f, b"1"));
+            if killed.is_ok() {
+                return;
+            }
+        }
+        for _ in 0..100 {
+            let procs = std::fs::read_to_string(self.pids.join("cgroup.procs")).unwrap_or_default();
+            let pids: Vec<libc::pid_t> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill takes no pointers.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The files through which a process moves itself into the group, opened for
     /// writing: `tasks` in each v1 hierarchy, `cgroup.procs` for v2. The child writes "0"
     /// to each. Moving oneself through v1's `tasks` skips the lock that makes moving

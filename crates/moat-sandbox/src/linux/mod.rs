@@ -325,15 +325,42 @@ fn read_setup(
 }
 
 /// Runs `spec` with no isolation (the `none` level): an empty environment but the declared
-/// one, the workspace as working directory, its own process group killed at the wall-time
-/// limit, output capped.
+/// one, the workspace as working directory, its own process group, and a cgroup of its own
+/// where one can be made (descendants that left the group with `setsid` stay in it), all
+/// killed at the wall-time limit, output capped.
 pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
     let start = Instant::now();
     let deadline = start + spec.limits.wall_time;
-    let mut child = Command::new(&spec.program)
+    let tracking = cgroup::Cgroup::create_tracking();
+    if let Err(why) = &tracking {
+        tracing::debug!(%why, "no cgroup for a none-level call; the wall time kills its process group only");
+    }
+    let entries = match &tracking {
+        Ok(group) => group.entry_files().map_err(|source| SandboxError::Setup {
+            stage: "opening the call's cgroup",
+            source,
+            hint: "",
+        })?,
+        Err(_) => Vec::new(),
+    };
+    let entry_fds: Vec<std::os::fd::RawFd> = entries.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut command = Command::new(&spec.program);
+    // SAFETY: between fork and exec the hook only calls write(2), which is
+    // async-signal-safe, on descriptors opened before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &entry_fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(&spec.args)
         .env_clear()
         // Paths declared as /workspace mean the workspace, which here is the host folder.
@@ -352,13 +379,22 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
             source,
             searched: spec.searched(),
         })?;
+    drop(entries);
     let pid = child.id() as libc::pid_t;
     let pidfd = supervise::pidfd_or_kill(&mut child)?;
     let kill = || {
         // SAFETY: kill takes no pointers; -pid is the process group we created.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
+        if let Ok(group) = &tracking {
+            group.kill_all();
+        }
     };
     let finished = supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill)?;
+    // Nothing the call started outlives it, as at the other levels (there the PID
+    // namespace ends); the group is removed when dropped.
+    if let Ok(group) = &tracking {
+        group.kill_all();
+    }
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
     Ok(finished.into_report(
