@@ -38,7 +38,13 @@ use std::sync::OnceLock;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
+use signals::DISCUSSION_MARKERS;
 pub use signals::Family;
+
+/// The name of the [`signals::ACT_VERBS`] rule.
+const ACTS_FOR_THE_USER: &str = "acts for the user";
+/// The `lang` of the [`signals::ACT_VERBS_ALONE`] phrases (which have many languages).
+const ACTING_VERB: &str = "act";
 pub use spotlight::spotlight;
 
 /// How worried to be.
@@ -133,6 +139,9 @@ struct Meta {
     roles: u32,
     /// A common English word after ROT13 ([`ROT13_MARKERS`]): the text may hold ROT13.
     marker: bool,
+    /// The phrase ends in a colon ("new instructions:"), which the `words` view drops:
+    /// the original text must have one right after the match.
+    colon: bool,
 }
 
 /// One automaton and what each of its patterns means, with an ASCII-only twin: most
@@ -199,6 +208,12 @@ pub struct Scanner {
     rot13: Phrases,
     /// Tokens in the `light` view.
     light: Phrases,
+    /// The verbs of [`signals::SQUEEZED`], found in the `words` view without its spaces;
+    /// the rest of each phrase is read after them.
+    squeeze_verbs: AhoCorasick,
+    /// [`signals::ACT_VERBS`] and [`signals::ACT_VERBS_ALONE`], run only over text that
+    /// speaks to the AI.
+    acts: Phrases,
 }
 
 /// Common English words after ROT13 (and the words an override is made of): text with
@@ -283,6 +298,7 @@ impl Scanner {
                 bounded,
                 roles: 0,
                 marker: false,
+                colon: phrase.text.trim_end().ends_with([':', '：']),
             };
             if phrase.lang == "en" {
                 let r = rot13(&normal);
@@ -302,24 +318,35 @@ impl Scanner {
                 .enumerate()
             {
                 for word in list {
+                    // Written plainly (Cyrillic, Greek, accents), matched as scanned.
+                    let word = normalize::words_of(word);
+                    if word.is_empty() {
+                        continue;
+                    }
+                    let word = word.as_str();
                     let meta = Meta {
                         family: rule.family,
-                        rule: (*word).to_string(),
+                        rule: word.to_string(),
                         lang: "any",
                         weight: 0.0,
                         rot13: false,
                         bounded: true,
                         roles: 1 << (3 * r + role),
                         marker: false,
+                        colon: false,
                     };
-                    add(
-                        rot13(word),
-                        Meta {
-                            rot13: true,
-                            ..meta.clone()
-                        },
-                    );
-                    add((*word).to_string(), meta);
+                    // ROT13 is of English; a word it leaves the same (no a-z) must stay
+                    // in the plain automaton.
+                    if word.is_ascii() {
+                        add(
+                            rot13(word),
+                            Meta {
+                                rot13: true,
+                                ..meta.clone()
+                            },
+                        );
+                    }
+                    add(word.to_string(), meta);
                 }
             }
         }
@@ -342,6 +369,7 @@ impl Scanner {
                 bounded: false,
                 roles: 0,
                 marker: false,
+                colon: false,
             });
         }
         let mut plain = Vec::new();
@@ -365,13 +393,45 @@ impl Scanner {
                     bounded: true,
                     roles: 0,
                     marker: true,
+                    colon: false,
                 },
             ));
         }
+        let acts = Phrases::new(
+            signals::ACT_VERBS
+                .iter()
+                .chain(signals::ACT_VERBS_ALONE)
+                .map(|v| {
+                    let normal = normalize::words_of(v);
+                    let meta = Meta {
+                        family: Family::ToolAbuse,
+                        rule: format!("{ACTS_FOR_THE_USER}: {normal}"),
+                        lang: ACTING_VERB,
+                        weight: 0.2,
+                        rot13: false,
+                        bounded: true,
+                        roles: 0,
+                        marker: false,
+                        colon: false,
+                    };
+                    (normal, meta)
+                })
+                .collect(),
+        );
+        let verbs: Vec<&str> = signals::SQUEEZED
+            .iter()
+            .flat_map(|t| t.verbs.iter().copied())
+            .collect();
+        let squeeze_verbs = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&verbs)
+            .expect("the squeezed verbs compile");
         Self {
             words: Phrases::new(plain),
             rot13: Phrases::new(rotated),
             light: Phrases::new(light.into_iter().zip(light_meta).collect()),
+            squeeze_verbs,
+            acts,
         }
     }
 
@@ -394,6 +454,7 @@ impl Scanner {
                 start += 1;
             }
         }
+        discount_discussion(text, &mut found);
         report(found)
     }
 
@@ -410,6 +471,8 @@ impl Scanner {
     ) {
         normalize::views_into(text, views);
         let views = &*views;
+        // This call's own signals start here (`out` holds the whole text's).
+        let first = out.len();
         let place = |span: Range<usize>| match outer {
             Some((r, _)) => r.clone(),
             None => base + span.start..base + span.end,
@@ -431,6 +494,19 @@ impl Scanner {
             &hidden,
             out,
         );
+        self.squeezed_signals(&views.words, &views.words_at, text, &place, &hidden, out);
+        if out[first..]
+            .iter()
+            .any(|s| s.family == Family::AddressedToAi)
+        {
+            let bytes = views.words.as_bytes();
+            for (range, meta) in self.acts.find(&views.words) {
+                if bounded(bytes, range.start, range.end) {
+                    let span = original_span(&views.words_at, text, range);
+                    out.push(signal(meta, place(span), hidden(None)));
+                }
+            }
+        }
         let mut labels = Vec::new();
         for (mut range, meta) in self.light.find(&views.light) {
             if views.light.as_bytes()[range.start] == b'\n' && range.len() > 1 {
@@ -586,6 +662,13 @@ impl Scanner {
                 }
                 if meta.weight > 0.0 {
                     let span = original_span(at, text, range);
+                    if meta.colon
+                        && !text
+                            .get(span.end..)
+                            .is_some_and(|rest| rest.trim_start().starts_with([':', '：']))
+                    {
+                        continue;
+                    }
                     let own = if rot { Some("rot13") } else { extra };
                     out.push(signal(meta, place(span), hidden(own)));
                 }
@@ -606,6 +689,120 @@ impl Scanner {
             }
         }
     }
+}
+
+impl Scanner {
+    /// [`signals::SQUEEZED`] in `words` with its spaces taken out: words split by
+    /// hyphens, dots or spaces, or glued together, read as one.
+    fn squeezed_signals(
+        &self,
+        words: &str,
+        at: &normalize::Offsets,
+        text: &str,
+        place: &dyn Fn(Range<usize>) -> Range<usize>,
+        hidden: &dyn Fn(Option<&str>) -> Option<String>,
+        out: &mut Vec<Signal>,
+    ) {
+        // The words without their spaces; a match is placed back by walking `words`
+        // from the last match's place (matches come in order).
+        let squeezed = String::from_utf8(words.bytes().filter(|&b| b != b' ').collect())
+            .expect("only ASCII spaces were taken out");
+        let word_bytes = words.as_bytes();
+        // (index in `words`, non-space bytes before it)
+        let mut cursor = (0usize, 0usize);
+        let mut to_words = |i: usize| -> usize {
+            let (mut k, mut seen) = cursor;
+            if seen > i {
+                (k, seen) = (0, 0);
+            }
+            while k < word_bytes.len() {
+                if word_bytes[k] != b' ' {
+                    if seen == i {
+                        break;
+                    }
+                    seen += 1;
+                }
+                k += 1;
+            }
+            cursor = (k, seen);
+            k
+        };
+        let bytes = squeezed.as_bytes();
+        for m in self.squeeze_verbs.find_iter(&squeezed) {
+            let Some((table, end, qualified)) = squeezed_phrase(bytes, m.start(), m.end()) else {
+                continue;
+            };
+            let start = to_words(m.start());
+            let end_word = to_words(end - 1) + 1;
+            if start >= end_word || end_word > words.len() {
+                continue;
+            }
+            // The phrase's own words, normally spaced (verb, qualifier, noun; the `words`
+            // view drops fillers): the verb…noun rules weigh those.
+            let found_words = words[start..end_word].split(' ').count();
+            if found_words == 2 + usize::from(qualified) {
+                continue;
+            }
+            let signals::Squeezed { family, weight, .. } = signals::SQUEEZED[table];
+            let span = original_span(at, text, start..end_word);
+            out.push(Signal {
+                family,
+                rule: format!("split or glued: {}", &squeezed[m.start()..end]),
+                lang: "en",
+                span: place(span),
+                encoding: hidden(None),
+                weight,
+            });
+        }
+    }
+}
+
+/// After a squeezed verb at `verb_start..verb_end` of `squeezed`, its fillers, qualifier
+/// and noun from the verb's table of [`signals::SQUEEZED`]: (table, end, whether a
+/// qualifier was there), or None when no noun follows.
+fn squeezed_phrase(
+    squeezed: &[u8],
+    verb_start: usize,
+    verb_end: usize,
+) -> Option<(usize, usize, bool)> {
+    let verb = &squeezed[verb_start..verb_end];
+    let longest = |list: &[&str], at: usize| -> Option<usize> {
+        list.iter()
+            .filter(|w| !w.is_empty() && squeezed[at..].starts_with(w.as_bytes()))
+            .map(|w| w.len())
+            .max()
+    };
+    for (table, t) in signals::SQUEEZED.iter().enumerate() {
+        let (verbs, fillers, qualifiers, nouns) = (t.verbs, t.fillers, t.qualifiers, t.nouns);
+        if !verbs.iter().any(|v| v.as_bytes() == verb) {
+            continue;
+        }
+        let fillers: Vec<String> = fillers.iter().map(|f| f.replace(' ', "")).collect();
+        let fillers: Vec<&str> = fillers.iter().map(String::as_str).collect();
+        let mut at = verb_end;
+        for _ in 0..3 {
+            match longest(&fillers, at) {
+                Some(n) => at += n,
+                None => break,
+            }
+        }
+        let qualified = longest(qualifiers, at);
+        let after_qualifier = at + qualified.unwrap_or(0);
+        if let Some(n) = longest(nouns, after_qualifier) {
+            let end = after_qualifier + n;
+            if end - verb_start >= signals::SQUEEZED_MIN_LEN {
+                return Some((table, end, qualified.is_some()));
+            }
+        }
+        // A qualifier that is also the start of a noun ("systemprompt"): the noun alone.
+        if let Some(n) = longest(nouns, at) {
+            let end = at + n;
+            if end - verb_start >= signals::SQUEEZED_MIN_LEN {
+                return Some((table, end, false));
+            }
+        }
+    }
+    None
 }
 
 impl Default for Scanner {
@@ -649,9 +846,83 @@ fn original_span_by(at: &mut offsets::Cursor, text: &str, range: Range<usize>) -
     start..end.max(start)
 }
 
+/// Halves the weight of an override, an extraction or a tool-abuse signal in a sentence
+/// that writes about attacks rather than making one ([`signals::DISCUSSION_MARKERS`]:
+/// "researchers showed that a page saying 'ignore previous instructions'..."). Hidden
+/// signals keep their weight: nobody encodes an example.
+/// [`DISCUSSION_MARKERS`] in one automaton, any ASCII case.
+fn discussion_markers() -> &'static AhoCorasick {
+    static MARKERS: OnceLock<AhoCorasick> = OnceLock::new();
+    MARKERS.get_or_init(|| {
+        AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(DISCUSSION_MARKERS)
+            .expect("the discussion markers compile")
+    })
+}
+
+fn discount_discussion(text: &str, signals: &mut [Signal]) {
+    const REACH: usize = 300;
+    let bytes = text.as_bytes();
+    // The sentence of the last signal looked at, and its verdict: dense text has many
+    // signals in one sentence.
+    let mut last: Option<(Range<usize>, bool)> = None;
+    signals.sort_by_key(|s| s.span.start);
+    for s in signals.iter_mut() {
+        if s.encoding.is_some()
+            || !matches!(
+                s.family,
+                Family::InstructionOverride
+                    | Family::Exfiltration
+                    | Family::ToolAbuse
+                    | Family::SystemImpersonation
+            )
+        {
+            continue;
+        }
+        let (at, end_at) = (s.span.start.min(text.len()), s.span.end.min(text.len()));
+        if let Some((sentence, discussed)) = &last
+            && sentence.start <= at
+            && end_at <= sentence.end
+        {
+            if *discussed {
+                s.weight *= 0.5;
+            }
+            continue;
+        }
+        // A sentence ends at `.`, `!` or `?` before a space or a line break (not inside a
+        // URL or a version), at a line break, or at a CJK full stop.
+        let ends_at = |i: usize| -> bool {
+            match bytes[i] {
+                b'\n' => true,
+                b'.' | b'!' | b'?' => bytes.get(i + 1).is_none_or(|b| b.is_ascii_whitespace()),
+                _ => ["。", "！", "？"]
+                    .iter()
+                    .any(|m| bytes[i..].starts_with(m.as_bytes())),
+            }
+        };
+        let from = at.saturating_sub(REACH);
+        let start = (from..at)
+            .rev()
+            .find(|&i| ends_at(i))
+            .map_or(from, |i| i + 1);
+        let to = (end_at + REACH).min(text.len());
+        let end = (end_at..to).find(|&i| ends_at(i)).unwrap_or(to);
+        let discussed = discussion_markers().is_match(&bytes[start..end]);
+        if discussed {
+            s.weight *= 0.5;
+        }
+        last = Some((start..end, discussed));
+    }
+}
+
 /// Combines signals: duplicates (same rule and span) once, the strongest weight per
 /// family, hidden signals weigh more, families combine as noisy-or.
 fn report(mut signals: Vec<Signal>) -> Report {
+    // What one could do for a user is a signal only in text that speaks to the AI.
+    if !signals.iter().any(|s| s.family == Family::AddressedToAi) {
+        signals.retain(|s| s.lang != ACTING_VERB);
+    }
     signals.sort_by(|a, b| {
         (a.span.start, a.span.end, &a.rule).cmp(&(b.span.start, b.span.end, &b.rule))
     });
@@ -801,6 +1072,10 @@ mod detect {
         };
         for (r, rule) in PROXIMITY.iter().enumerate() {
             let (verb_bit, noun_bit, qual_bit) = (1 << (3 * r), 1 << (3 * r + 1), 1 << (3 * r + 2));
+            if rule.reverse {
+                reverse_proximity(hits, rule, (verb_bit, noun_bit, qual_bit), &gap, &mut out);
+                continue;
+            }
             // (verb start, qualifier seen since)
             let mut verb: Option<(usize, bool)> = None;
             for (i, h) in hits.iter().enumerate() {
@@ -843,40 +1118,161 @@ mod detect {
     }
 
     /// Chinese overrides, by characters: a verb and, within a few characters, a noun.
+    /// A noun, then within the window a verb (a qualifier before the noun makes it
+    /// surer): the word order of subject-object-verb languages.
+    fn reverse_proximity(
+        hits: &[super::RoleHit],
+        rule: &'static Proximity,
+        (verb_bit, noun_bit, qual_bit): (u32, u32, u32),
+        gap: &dyn Fn(usize, usize) -> usize,
+        out: &mut Vec<(Range<usize>, &'static Proximity, f32)>,
+    ) {
+        // (qualifier start, noun start, qualified)
+        let mut qualifier: Option<usize> = None;
+        let mut noun: Option<(usize, bool)> = None;
+        for h in hits {
+            if qualifier.is_some_and(|q| gap(q, h.start) > PROXIMITY_WINDOW) {
+                qualifier = None;
+            }
+            if noun.is_some_and(|(n, _)| gap(n, h.start) > PROXIMITY_WINDOW) {
+                noun = None;
+            }
+            if h.roles & noun_bit != 0 {
+                noun = Some((qualifier.unwrap_or(h.start), qualifier.is_some()));
+            } else if h.roles & verb_bit != 0 {
+                if let Some((start, qualified)) = noun.take() {
+                    let weight = if qualified {
+                        rule.qualified
+                    } else {
+                        rule.plain
+                    };
+                    if weight > 0.0 {
+                        out.push((start..h.end, rule, weight));
+                    }
+                }
+            } else if h.roles & qual_bit != 0 {
+                qualifier = Some(h.start);
+            }
+        }
+    }
+
     pub(crate) fn cjk_overrides(words: &str) -> Vec<(Range<usize>, f32)> {
         let mut out = Vec::new();
+        // Runs of non-ASCII words together: Korean puts spaces between its words.
         let mut pos = 0;
+        let mut run: Option<usize> = None;
         for word in words.split(' ') {
-            if !word.is_ascii() {
-                cjk_word(word, pos, &mut out);
+            match (word.is_ascii(), run) {
+                (false, None) => run = Some(pos),
+                (true, Some(start)) => {
+                    cjk_run(&words[start..pos - 1], start, &mut out);
+                    run = None;
+                }
+                _ => {}
             }
             pos += word.len() + 1;
+        }
+        if let Some(start) = run {
+            cjk_run(&words[start..], start, &mut out);
         }
         out
     }
 
-    fn cjk_word(word: &str, base: usize, out: &mut Vec<(Range<usize>, f32)>) {
-        for v in CJK_OVERRIDE_VERBS {
-            for (i, _) in word.match_indices(v) {
-                let after = &word[i + v.len()..];
-                let window: usize = after.chars().take(CJK_WINDOW).map(char::len_utf8).sum();
-                let hit = CJK_OVERRIDE_TARGETS
+    /// The CJK lists as the `words` view writes them (Japanese kana lose their voicing
+    /// marks, Hangul is decomposed).
+    /// The verbs of [`cjk_lists`] in one automaton: pattern `i` is verb-first when
+    /// `i` is below the number of Chinese verbs.
+    fn cjk_verbs() -> &'static (aho_corasick::AhoCorasick, usize) {
+        static VERBS: std::sync::OnceLock<(aho_corasick::AhoCorasick, usize)> =
+            std::sync::OnceLock::new();
+        VERBS.get_or_init(|| {
+            let [first, last, ..] = cjk_lists();
+            let ac = aho_corasick::AhoCorasick::new(first.iter().chain(last))
+                .expect("the CJK verbs compile");
+            (ac, first.len())
+        })
+    }
+
+    fn cjk_lists() -> &'static [Vec<String>; 4] {
+        static LISTS: std::sync::OnceLock<[Vec<String>; 4]> = std::sync::OnceLock::new();
+        LISTS.get_or_init(|| {
+            let normal = |list: &[&str]| -> Vec<String> {
+                list.iter()
+                    .map(|w| crate::normalize::words_of(w).replace(' ', ""))
+                    .filter(|w| !w.is_empty())
+                    .collect()
+            };
+            [
+                normal(CJK_OVERRIDE_VERBS),
+                normal(VERB_LAST_OVERRIDE_VERBS),
+                normal(CJK_OVERRIDE_TARGETS),
+                normal(CJK_OVERRIDE_QUALIFIERS),
+            ]
+        })
+    }
+
+    /// A verb and a target within [`CJK_WINDOW`] characters of each other: after a
+    /// Chinese verb, on either side of a Japanese, Korean or Thai one.
+    fn cjk_run(run: &str, base: usize, out: &mut Vec<(Range<usize>, f32)>) {
+        let [_, _, targets, qualifiers] = cjk_lists();
+        let (verbs, first) = cjk_verbs();
+        let window_after = |from: usize| -> usize {
+            from + run[from..]
+                .chars()
+                .take(CJK_WINDOW)
+                .map(char::len_utf8)
+                .sum::<usize>()
+        };
+        let window_before = |to: usize| -> usize {
+            to - run[..to]
+                .chars()
+                .rev()
+                .take(CJK_WINDOW)
+                .map(char::len_utf8)
+                .sum::<usize>()
+        };
+        for m in verbs.find_overlapping_iter(run) {
+            let either_side = m.pattern().as_usize() >= *first;
+            let (i, v_len) = (m.start(), m.end() - m.start());
+            {
+                let after_end = window_after(i + v_len);
+                let after = targets
                     .iter()
-                    .filter_map(|t| after[..window].find(t).map(|j| j + t.len()))
-                    .min();
-                if let Some(end) = hit {
-                    let qualified = [
-                        "之前", "以上", "上面", "前面", "先前", "所有", "原来", "系统",
-                    ]
+                    .filter_map(|t| {
+                        run[i + v_len..after_end]
+                            .find(t.as_str())
+                            .map(|j| i + v_len + j + t.len())
+                    })
+                    .min()
+                    .map(|end| i..end);
+                let before_start = window_before(i);
+                let before = either_side
+                    .then(|| {
+                        targets
+                            .iter()
+                            .filter_map(|t| {
+                                run[before_start..i]
+                                    .find(t.as_str())
+                                    .map(|j| before_start + j)
+                            })
+                            .min()
+                            .map(|start| start..i + v_len)
+                    })
+                    .flatten();
+                let Some(span) = after.or(before) else {
+                    continue;
+                };
+                // A qualifier in the span, or just before it.
+                let look = window_before(span.start)..span.end;
+                let qualified = qualifiers
                     .iter()
-                    .any(|q| after[..end].contains(q));
-                    let weight = if qualified {
-                        PROXIMITY[0].qualified
-                    } else {
-                        PROXIMITY[0].plain
-                    };
-                    out.push((base + i..base + i + v.len() + end, weight));
-                }
+                    .any(|q| run[look.clone()].contains(q.as_str()));
+                let weight = if qualified {
+                    PROXIMITY[0].qualified
+                } else {
+                    PROXIMITY[0].plain
+                };
+                out.push((base + span.start..base + span.end, weight));
             }
         }
     }

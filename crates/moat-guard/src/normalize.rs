@@ -119,8 +119,8 @@ fn leet(c: char) -> char {
 /// Words the `words` view drops (and patterns with it): they vary freely inside an
 /// injection ("ignore all of your previous instructions") without changing it.
 const FILLERS: &[&[u8]] = &[
-    b"a", b"an", b"the", b"all", b"any", b"of", b"your", b"my", b"our", b"these", b"those",
-    b"this", b"its",
+    b"an", b"the", b"all", b"any", b"of", b"your", b"my", b"our", b"these", b"those", b"this",
+    b"its",
 ];
 
 /// [`FILLERS`] in a perfect hash table, to be told from other words without a branch:
@@ -651,11 +651,16 @@ pub(crate) fn views_into_with(text: &str, views: &mut Views, sparse: bool) {
                 b.push(d.to_ascii_lowercase(), at);
                 continue;
             }
-            let mut buf = [0u8; 4];
-            for s in unicode_security::skeleton(d.encode_utf8(&mut buf)) {
-                for l in s.to_lowercase() {
-                    if !is_combining_mark(l) {
-                        b.push(l, at);
+            // Lowercase first: an uppercase letter's prototype can differ from its
+            // lowercase's (Cyrillic З is "3", з is "ɜ"), and a word must read the same
+            // whatever its case.
+            for lower in d.to_lowercase() {
+                let mut buf = [0u8; 4];
+                for s in unicode_security::skeleton(lower.encode_utf8(&mut buf)) {
+                    for l in s.to_lowercase() {
+                        if !is_combining_mark(l) {
+                            b.push(l, at);
+                        }
                     }
                 }
             }
