@@ -217,6 +217,7 @@ async fn serve(
         config: config_summary(loaded),
         gateway: gateway.clone(),
     });
+    let web_chat = agent.is_ok();
     let table = crate::webchat::routes(
         gateway
             .clone()
@@ -261,6 +262,9 @@ async fn serve(
         let policy = listener_policy(config, &l, api_key.clone(), control_token.clone())?;
         let routes = table.compile(policy).map_err(Failure::runtime)?;
         served.push((l, routes));
+    }
+    if web_chat {
+        println!("moat: web chat at /chat; `moat chat --web` prints its address with the token");
     }
     println!("moat: control token in {}", home.control_token().display());
     if !loaded.file_exists {
