@@ -239,6 +239,32 @@ fn the_process_limit_holds() {
     );
 }
 
+#[test]
+fn orphans_are_reaped() {
+    let ws = tempfile::tempdir().unwrap();
+    // Each round leaves an orphan that exits at once; the command never waits for it.
+    // Without a reaper each would stay a zombie (of the command, were it PID 1) until
+    // the sandbox ended, holding a PID and, under rlimits, a place in the process limit.
+    let script = "import os, time\nfor i in range(40):\n    pid = os.fork()\n    if pid == 0:\n        if os.fork() == 0:\n            os._exit(0)\n        os._exit(0)\n    os.waitpid(pid, 0)\n    time.sleep(0.01)\ntime.sleep(0.2)\nz = 0\nfor p in os.listdir('/proc'):\n    if p.isdigit():\n        try:\n            z += ') Z ' in open('/proc/' + p + '/stat').read()\n        except OSError:\n            pass\nprint('ZOMBIES', z)\n";
+    let s = Spec::new("/usr/bin/python3", ["-c", script], ws.path());
+    let report = run_ok(&s);
+    assert!(
+        report.outcome.success(),
+        "{report:?}\n{}",
+        text(&report.stderr)
+    );
+    assert_eq!(text(&report.stdout).trim(), "ZOMBIES 0", "{report:?}");
+}
+
+#[test]
+fn the_command_s_own_status_comes_through_its_init() {
+    let ws = tempfile::tempdir().unwrap();
+    let report = run_ok(&spec(ws.path(), "exit 7"));
+    assert_eq!(report.outcome, Outcome::Exited(7));
+    let report = run_ok(&spec(ws.path(), "kill -TERM $$"));
+    assert_eq!(report.outcome, Outcome::Signaled(libc::SIGTERM));
+}
+
 /// Whether a cgroup holds the limits; as root it must (a host where root cannot make one
 /// fails loudly rather than testing the weaker rlimits silently).
 fn cgroup_limits(report: &Report) -> bool {

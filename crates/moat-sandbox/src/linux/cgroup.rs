@@ -234,7 +234,12 @@ impl Maker {
         if !limits.use_cgroup {
             return Maker(Err("not asked for (use_cgroup is off)".into()));
         }
-        let (memory_bytes, processes, cpus) = (limits.memory_bytes, limits.processes, limits.cpus);
+        // One more process than the command's: the sandbox's init (see `child::init`).
+        let (memory_bytes, processes, cpus) = (
+            limits.memory_bytes,
+            limits.processes.saturating_add(1),
+            limits.cpus,
+        );
         Maker(
             std::thread::Builder::new()
                 .name("moat-sandbox-cgroup".into())

@@ -100,6 +100,9 @@ pub struct ChildFds {
     /// Where the child moves itself into the sandbox's cgroup (see
     /// `Cgroup::entry_files`); -1 for none. None at all: limits fall to rlimits.
     pub cgroup: [RawFd; 3],
+    /// Where the sandbox's init writes the command's wait status (4 bytes) before it
+    /// exits.
+    pub status: RawFd,
 }
 
 fn fail(fds: &ChildFds, stage: Stage, errno: i32) -> ! {
@@ -506,6 +509,44 @@ fn proc_fd_path(fd: u32, slot: &mut [u8; 32]) {
     slot[PREFIX.len() + len] = 0;
 }
 
+/// The sandbox's init, once the command is forked: reaps every child until the command
+/// itself ends, writes its wait status to `fds.status`, and exits. Holds no descriptor
+/// the command's end should wait for.
+fn init(fds: &ChildFds, command: libc::pid_t) -> ! {
+    // The setup socket must close when the command execs (the parent reads to its end),
+    // the command's pipes when the command and its own children are done.
+    // Every other descriptor goes: the command's pipes (the stdin's write end above all,
+    // or the command would wait for its end forever) and the setup socket.
+    let keep = fds.status as usize;
+    if keep > 0 {
+        raw(libc::SYS_close_range, 0, keep - 1, 0, 0, 0);
+    }
+    raw(libc::SYS_close_range, keep + 1, u32::MAX as usize, 0, 0, 0);
+    loop {
+        let mut status: libc::c_int = 0;
+        let reaped = raw(
+            libc::SYS_wait4,
+            -1isize as usize,
+            &mut status as *mut libc::c_int as usize,
+            0,
+            0,
+            0,
+        );
+        if reaped == command as libc::c_long {
+            sys::write_all(fds.status, &status.to_le_bytes());
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            sys::exit(code);
+        }
+        if reaped < 0 && sys::errno() != libc::EINTR {
+            sys::exit(127);
+        }
+    }
+}
+
 /// Becomes the sandbox and executes the command. Never returns.
 pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
     // Die with moat; then wait until the parent has written our uid/gid maps.
@@ -861,6 +902,17 @@ pub fn run(plan: &mut ChildPlan, fds: &ChildFds) -> ! {
     } else {
         send_fd(fds, Stage::Seccomp, LISTENER_RECORD, listener as RawFd);
         raw(libc::SYS_close, listener as usize, 0, 0, 0, 0);
+    }
+
+    // PID 1 of the namespace stays ours: it reaps the orphans the command leaves (a
+    // program that never waits would otherwise fill the process limit with zombies),
+    // and when the command ends it passes on its status and ends, which ends the rest.
+    let forked = raw(libc::SYS_clone, libc::SIGCHLD as usize, 0, 0, 0, 0);
+    if forked < 0 {
+        fail(fds, Stage::Exec, sys::errno());
+    }
+    if forked > 0 {
+        init(fds, forked as libc::pid_t);
     }
 
     // Try each candidate as execvp does; report the most telling failure.

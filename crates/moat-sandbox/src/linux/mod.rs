@@ -82,6 +82,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
     let (errors_r, errors_w) = sys::socketpair()?;
+    let (status_r, status_w) = sys::pipe()?;
     // A socket, not a pipe: a child that died early must not SIGPIPE moat.
     let (sync_r, sync_w) = sys::socketpair()?;
     let fds = ChildFds {
@@ -91,6 +92,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         errors: errors_w.as_raw_fd(),
         sync: sync_r.as_raw_fd(),
         cgroup: cgroup_fds,
+        status: status_w.as_raw_fd(),
     };
 
     // No signal handler of moat's may run in the child before exec: block everything
@@ -113,7 +115,7 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
             });
         }
     };
-    drop((stdin_r, out_w, err_w, errors_w, sync_r, entries));
+    drop((stdin_r, out_w, err_w, errors_w, sync_r, entries, status_w));
     let kill = || {
         sys::raw(
             libc::SYS_pidfd_send_signal,
@@ -207,6 +209,13 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         listener,
     })?;
     guard.armed = false; // supervise reaped it
+    // The command's own status, which the sandbox's init passed on (none when init
+    // itself was killed: a timeout, a violation, the out-of-memory group kill).
+    let mut status = [0u8; 4];
+    let finished = match sys::read_exact_or_eof(status_r.as_raw_fd(), &mut status) {
+        Ok(true) => finished.with_command_status(i32::from_le_bytes(status)),
+        _ => finished,
+    };
     let network_log = proxy.map(proxy::Proxy::stop).unwrap_or_default();
     let (limits, oom_kills) = match &cgroup {
         Ok(group) => (

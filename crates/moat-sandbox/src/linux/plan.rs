@@ -388,7 +388,12 @@ pub fn build(spec: &Spec) -> Result<ChildPlan, SandboxError> {
     ];
     let fallback_rlimits = vec![
         (libc::RLIMIT_AS, limits.memory_bytes, limits.memory_bytes),
-        (libc::RLIMIT_NPROC, limits.processes, limits.processes),
+        // One more for the sandbox's init (see `child::init`).
+        (
+            libc::RLIMIT_NPROC,
+            limits.processes.saturating_add(1),
+            limits.processes.saturating_add(1),
+        ),
     ];
     let (cpus, cpu_list) = pick_cpus(limits.cpus)?;
     let seccomp = super::seccomp::filters().map_err(SandboxError::Unsupported)?;

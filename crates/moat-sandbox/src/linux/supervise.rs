@@ -341,6 +341,12 @@ fn duration(t: libc::timeval) -> Duration {
 }
 
 impl Finished {
+    /// The same, with the command's own wait status in place of its init's.
+    pub fn with_command_status(mut self, status: libc::c_int) -> Finished {
+        self.status = status;
+        self
+    }
+
     /// The typed outcome: a timeout wins over the SIGKILL that enforced it; an
     /// out-of-memory kill anywhere in the sandbox explains a failure (a shell reports its
     /// killed child as status 137, the kernel kills the command itself with SIGKILL).

@@ -112,6 +112,30 @@ pub fn write_all(fd: RawFd, bytes: &[u8]) -> bool {
     true
 }
 
+/// Fills `buf` from `fd`: true when it was filled, false at an end of file before that.
+/// For a pipe whose writers are all gone, so it never blocks for long.
+pub fn read_exact_or_eof(fd: RawFd, buf: &mut [u8]) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let n = raw(
+            libc::SYS_read,
+            fd as usize,
+            rest.as_mut_ptr() as usize,
+            rest.len(),
+            0,
+            0,
+        );
+        match n {
+            0 => return Ok(false),
+            n if n < 0 && errno() == libc::EINTR => continue,
+            n if n < 0 => return Err(io::Error::last_os_error()),
+            n => done += n as usize,
+        }
+    }
+    Ok(true)
+}
+
 /// `exit_group(2)`: never returns, runs no atexit handlers (they belong to the parent).
 pub fn exit(code: i32) -> ! {
     loop {
