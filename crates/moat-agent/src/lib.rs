@@ -7,7 +7,8 @@
 //!   the gate a call passes; levels only go down within a turn.
 //! - [`turn`]: one turn, message to reply: guard scan and spotlighting, model calls,
 //!   the gate, approvals, tools, output masking and scanning, bounded steps and tool time.
-//! - [`tools`]: the built-in tools (`files`, `notes`, `shell`), each with a domain.
+//! - [`tools`]: the built-in tools (`files`, `notes`, `shell`, `run_code`, `web_fetch`,
+//!   `http_request`), each with a domain.
 //! - [`secrets`]: secrets by handle; values reach only the tools allowed them.
 //! - [`store`]: sessions, trust, approvals and notes in the state store.
 //! - [`sandboxing`]: a sandbox profile made into the spec of one call (tools and

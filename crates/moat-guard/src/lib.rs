@@ -766,22 +766,26 @@ fn squeezed_phrase(
     verb_end: usize,
 ) -> Option<(usize, usize, bool)> {
     let verb = &squeezed[verb_start..verb_end];
+    // How many bytes of `squeezed` from `at` spell `word` with its spaces left out.
+    let spelled = |word: &str, at: usize| -> Option<usize> {
+        let mut i = at;
+        for b in word.bytes().filter(|&b| b != b' ') {
+            (squeezed.get(i) == Some(&b)).then_some(())?;
+            i += 1;
+        }
+        (i > at).then_some(i - at)
+    };
     let longest = |list: &[&str], at: usize| -> Option<usize> {
-        list.iter()
-            .filter(|w| !w.is_empty() && squeezed[at..].starts_with(w.as_bytes()))
-            .map(|w| w.len())
-            .max()
+        list.iter().filter_map(|w| spelled(w, at)).max()
     };
     for (table, t) in signals::SQUEEZED.iter().enumerate() {
         let (verbs, fillers, qualifiers, nouns) = (t.verbs, t.fillers, t.qualifiers, t.nouns);
         if !verbs.iter().any(|v| v.as_bytes() == verb) {
             continue;
         }
-        let fillers: Vec<String> = fillers.iter().map(|f| f.replace(' ', "")).collect();
-        let fillers: Vec<&str> = fillers.iter().map(String::as_str).collect();
         let mut at = verb_end;
         for _ in 0..3 {
-            match longest(&fillers, at) {
+            match longest(fillers, at) {
                 Some(n) => at += n,
                 None => break,
             }

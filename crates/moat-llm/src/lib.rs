@@ -402,11 +402,7 @@ impl Gateway {
         self: &Arc<Self>,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, CallError> {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "anthropic-version",
-            http::HeaderValue::from_static("2023-06-01"),
-        );
+        let headers = in_process_headers();
         let body = bytes::Bytes::from(body.to_string());
         let resp = proxy::handle(self.clone(), Op::Messages, headers, body).await;
         whole_answer(resp).await
@@ -422,11 +418,7 @@ impl Gateway {
     ) -> Result<serde_json::Value, CallError> {
         let mut body = body.clone();
         body["stream"] = serde_json::Value::Bool(true);
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "anthropic-version",
-            http::HeaderValue::from_static("2023-06-01"),
-        );
+        let headers = in_process_headers();
         let resp = proxy::handle(
             self.clone(),
             Op::Messages,
@@ -477,6 +469,16 @@ impl Gateway {
         }
         assembler.finish().map_err(|e| broken(e.to_string()))
     }
+}
+
+/// The headers of an in-process Messages call: the API version a client would send.
+fn in_process_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "anthropic-version",
+        http::HeaderValue::from_static("2023-06-01"),
+    );
+    headers
 }
 
 /// A whole Messages answer (or error) read from `resp`.

@@ -235,8 +235,9 @@ impl Channel for Page {
     }
 
     async fn say(&self, _sender: &str, text: &str) {
+        // Said within a turn (its error, or that it was stopped): the turn's `done`
+        // follows when its events are dropped.
         self.send(json!({"type": "error", "text": text}));
-        self.send(json!({"type": "done"}));
     }
 
     async fn stop(&self, _sender: &str) {
