@@ -221,6 +221,15 @@ impl AgentStore {
         Ok(n > 0)
     }
 
+    /// Deletes every conversation `sender` has on `channel` (they were removed from its
+    /// allowlist); how many there were.
+    pub fn forget_sender(&self, channel: &str, sender: &str) -> Result<usize> {
+        Ok(self.db.connection().execute(
+            "DELETE FROM agent_sessions WHERE channel = ?1 AND sender = ?2",
+            params![channel, sender],
+        )?)
+    }
+
     /// The levels in force: `base` (the config's) with the changes made since.
     pub fn levels(&self, mut base: Levels) -> Result<Levels> {
         let conn = self.db.connection();

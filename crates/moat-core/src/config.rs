@@ -26,6 +26,7 @@ use crate::home::Home;
 use crate::secret::SecretRef;
 
 pub mod agent;
+pub mod channels;
 pub mod egress;
 pub mod llm;
 pub mod sandbox;
@@ -61,6 +62,10 @@ pub struct Config {
     pub sandbox: sandbox::SandboxConfig,
     /// `[agent]`: the assistant's model, limits and trust.
     pub agent: agent::AgentConfig,
+    /// `[channels.NAME]`: the messaging services the assistant is reached through.
+    pub channels: BTreeMap<String, channels::ChannelConfig>,
+    /// `[pairing]`: the limits on pairing codes.
+    pub pairing: channels::PairingConfig,
 }
 
 /// `[server]`.
@@ -611,6 +616,7 @@ impl Config {
         egress::validate(&config.egress).map_err(invalid)?;
         sandbox::validate(&config.sandbox).map_err(invalid)?;
         agent::validate(&config.agent).map_err(invalid)?;
+        channels::validate(&config.channels, &config.pairing).map_err(invalid)?;
         Ok(Loaded {
             config,
             file,
@@ -620,6 +626,13 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, home: &Path) {
+        for c in self.channels.values_mut() {
+            if let Some(p) = &mut c.ca_file
+                && p.is_relative()
+            {
+                *p = home.join(&*p);
+            }
+        }
         if let Some(tls) = &mut self.server.tls {
             for p in [&mut tls.cert, &mut tls.key] {
                 if p.is_relative() {

@@ -103,6 +103,44 @@ const MIGRATIONS: &[&str] = &[
          at    INTEGER NOT NULL,
          text  TEXT NOT NULL
      ) STRICT;",
+    // 6: the channels (moat-channels). Senders the owner admitted per channel; pairing
+    // requests (the code only as its SHA-256) with the messages held until the owner
+    // decides; and each code request or wrong code, which the rate limits count.
+    "CREATE TABLE channel_allow (
+         channel  TEXT NOT NULL,
+         sender   TEXT NOT NULL,
+         added_at INTEGER NOT NULL,
+         added_by TEXT NOT NULL,
+         PRIMARY KEY (channel, sender)
+     ) STRICT;
+     CREATE TABLE pairing_requests (
+         id         TEXT PRIMARY KEY NOT NULL,
+         channel    TEXT NOT NULL,
+         sender     TEXT NOT NULL,
+         display    TEXT NOT NULL,
+         preview    TEXT NOT NULL,
+         code_hash  TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         state      TEXT NOT NULL,
+         decided_at INTEGER
+     ) STRICT;
+     CREATE INDEX pairing_requests_state ON pairing_requests (state, channel);
+     CREATE TABLE pairing_held (
+         id          INTEGER PRIMARY KEY,
+         request     TEXT NOT NULL,
+         channel     TEXT NOT NULL,
+         sender      TEXT NOT NULL,
+         text        TEXT NOT NULL,
+         received_at INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE pairing_strikes (
+         channel TEXT NOT NULL,
+         sender  TEXT NOT NULL,
+         at      INTEGER NOT NULL,
+         kind    TEXT NOT NULL
+     ) STRICT;
+     CREATE INDEX pairing_strikes_at ON pairing_strikes (channel, at);",
 ];
 
 /// The schema version this build writes.

@@ -209,6 +209,46 @@ pub(crate) enum Command {
     /// What the assistant noted for you (its `notes` tool): list, delete.
     #[command(subcommand)]
     Notes(NotesCommand),
+    /// The messaging channels the assistant is reached through: add, list, test, remove.
+    ///
+    /// A channel connects when `moat serve` starts. Nobody reaches the assistant on it
+    /// until you admit them: with the default dm_policy "pairing", a stranger's direct
+    /// message gets a one-time code and is held unseen until you approve the code
+    /// (`moat pairing approve CODE`). In rooms the assistant answers only admitted
+    /// senders who mention it.
+    ///
+    /// Examples:
+    ///   moat channel add irc home --server irc.libera.chat:6697 --nick my-assistant
+    ///   moat channel add irc lan --server 127.0.0.1:6667 --plain --nick moat --room '#home'
+    ///   moat channel list
+    ///   moat channel test home
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Strangers waiting to talk to the assistant: list their requests, approve or deny
+    /// one by the code the sender was given.
+    ///
+    /// Approving adds the sender to the channel's allowlist and answers what they wrote
+    /// (or drops it: the channel's on_approve). Codes are good for pairing.code_ttl (15
+    /// minutes) and once.
+    ///
+    /// Examples:
+    ///   moat pairing list
+    ///   moat pairing approve K7QM-2XWD
+    ///   moat pairing deny K7QM-2XWD
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Pairing(PairingCommand),
+    /// Who may talk to the assistant on each channel without pairing: list, add, remove.
+    /// Removing a sender ends their conversations.
+    ///
+    /// Examples:
+    ///   moat allowlist list
+    ///   moat allowlist add home alice
+    ///   moat allowlist remove home alice
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Allowlist(AllowlistCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
@@ -271,6 +311,105 @@ pub(crate) enum ApprovalsCommand {
     Deny {
         /// Its id.
         id: String,
+    },
+}
+
+/// `moat channel` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChannelCommand {
+    /// Add a channel to config.toml; `moat serve` connects it at its next start.
+    Add {
+        /// The service.
+        #[arg(value_parser = ["irc"])]
+        kind: String,
+        /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
+        /// and audit records use it.
+        name: String,
+        /// IRC: the server as host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// IRC: the nick the assistant uses (taken: nick_, nick_2...).
+        #[arg(long)]
+        nick: String,
+        /// IRC: connect without TLS (only sensible on loopback or a network you trust).
+        #[arg(long)]
+        plain: bool,
+        /// IRC: a channel to join, where the assistant answers admitted senders who
+        /// mention it; repeat for more.
+        #[arg(long = "room", value_name = "#CHANNEL")]
+        rooms: Vec<String>,
+        /// Who may talk: pairing (strangers get a code you approve), allowlist (only
+        /// those listed), open (anyone; needs --allow '*'), disabled.
+        #[arg(long, value_parser = ["pairing", "allowlist", "open", "disabled"], default_value = "pairing")]
+        dm_policy: String,
+        /// A sender admitted without pairing; repeat for more.
+        #[arg(long = "allow", value_name = "SENDER")]
+        allow: Vec<String>,
+        /// IRC: the SASL PLAIN account (its password in --password-secret).
+        #[arg(long)]
+        sasl_user: Option<String>,
+        /// The vault secret holding the SASL (or server) password.
+        #[arg(long, value_name = "NAME")]
+        password_secret: Option<String>,
+        /// Replace a channel of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The channels, with their state from the running server (connected, last error,
+    /// last message).
+    List,
+    /// Connect to a channel's service once and report whether it accepts moat.
+    Test {
+        /// The channel's name.
+        name: String,
+    },
+    /// Remove a channel from config.toml (its allowlist stays, for a channel re-added).
+    Remove {
+        /// The channel's name.
+        name: String,
+    },
+}
+
+/// `moat pairing` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum PairingCommand {
+    /// The requests waiting: channel, sender, their first words, when the code expires.
+    List,
+    /// Admit the sender who was given CODE.
+    Approve {
+        /// The code (ABCD-EFGH; any case, dash optional).
+        code: String,
+    },
+    /// Refuse the sender who was given CODE (or the request id `list` shows); what they
+    /// wrote is deleted unseen.
+    Deny {
+        /// The code, or the request's id.
+        code: String,
+    },
+}
+
+/// `moat allowlist` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AllowlistCommand {
+    /// Every admitted sender (or one channel's), with who admitted them; the config's
+    /// allow_from are marked.
+    List {
+        /// Only this channel.
+        channel: Option<String>,
+    },
+    /// Admit a sender.
+    Add {
+        /// The channel's name.
+        channel: String,
+        /// The sender, as the channel names them (an IRC nick).
+        sender: String,
+    },
+    /// Remove a sender; their conversations end.
+    Remove {
+        /// The channel's name.
+        channel: String,
+        /// The sender.
+        sender: String,
     },
 }
 

@@ -205,6 +205,7 @@ fn config_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
             if let Some(r) = &c.auth.api_key {
                 results.push(("api key", check_reference(home, r)));
             }
+            channel_checks(home, c, results);
             if let Some(t) = &c.server.tls {
                 match moat_net::server_config(&t.cert, &t.key) {
                     Ok(_) => results.push((
@@ -220,6 +221,46 @@ fn config_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
                     )),
                 }
             }
+        }
+    }
+}
+
+/// Each channel: who may talk on it (an open one is a warning: anyone on the service
+/// reaches the assistant), whether its secret is there, plain IRC off loopback.
+fn channel_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outcome)>) {
+    use moat_core::config::channels::DmPolicy;
+    for (name, ch) in &c.channels {
+        let policy = match ch.dm_policy {
+            DmPolicy::Open => Outcome::Warn(format!(
+                "channel {name}: dm_policy = \"open\": ANYONE on {} reaches the assistant (as trust {:?}); use \"pairing\" unless that is what you want",
+                ch.server.as_deref().unwrap_or(&ch.kind),
+                ch.trust
+            )),
+            DmPolicy::Disabled => Outcome::Ok(format!(
+                "channel {name}: disabled (nobody reaches the assistant)"
+            )),
+            p => Outcome::Ok(format!("channel {name}: dm_policy = {:?}", p.as_str())),
+        };
+        results.push(("channels", policy));
+        if let Some(secret) = &ch.password_secret {
+            results.push((
+                "channels",
+                check_reference(home, &SecretRef::Vault(secret.clone())),
+            ));
+        }
+        let loopback = ch
+            .server
+            .as_deref()
+            .and_then(|s| s.rsplit_once(':'))
+            .is_some_and(|(h, _)| matches!(h, "127.0.0.1" | "localhost" | "[::1]" | "::1"));
+        if ch.kind == "irc" && ch.tls == Some(false) && !loopback {
+            results.push((
+                "channels",
+                Outcome::Warn(format!(
+                    "channel {name}: plain IRC to {}: messages (and any password) cross the network unencrypted",
+                    ch.server.as_deref().unwrap_or("?")
+                )),
+            ));
         }
     }
 }

@@ -7,6 +7,7 @@ mod app;
 mod audit_cmd;
 mod audit_sink;
 mod backend_cmd;
+mod channel_cmd;
 mod chat_cmd;
 mod cli;
 mod doctor;
@@ -161,6 +162,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Trust(c) => agent_cmd::trust(&home()?, c).map(|()| ExitCode::SUCCESS),
         Command::Approvals(c) => agent_cmd::approvals(&home()?, c).map(|()| ExitCode::SUCCESS),
         Command::Notes(c) => agent_cmd::notes(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Channel(c) => channel_cmd::channel(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Pairing(c) => channel_cmd::pairing(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Allowlist(c) => channel_cmd::allowlist(&home()?, c).map(|()| ExitCode::SUCCESS),
     }
 }
 

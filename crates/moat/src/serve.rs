@@ -29,6 +29,8 @@ struct StatusInfo {
     listeners: Vec<Value>,
     config: Value,
     gateway: Arc<moat_llm::Gateway>,
+    /// The channels (`[channels.NAME]`), or why they are not running.
+    channels: Result<Arc<moat_channels::Hub>, String>,
 }
 
 pub(crate) fn flags(args: &ServeArgs) -> Vec<Override> {
@@ -111,6 +113,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
     if let Err(why) = &agent {
         tracing::warn!("the web chat's assistant is not available: {why}");
     }
+    let channels = app::channels::specs(config, &secrets.channel_secrets);
     let served = runtime.block_on(serve(
         home,
         &loaded,
@@ -118,7 +121,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         tls,
         secrets.audit.log(),
         gateway,
-        agent,
+        Assistant { agent, channels },
     ));
     // Everything answered is in state.db before the process ends.
     recorder.flush();
@@ -126,6 +129,14 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
     let closed = secrets.audit.close();
     served?;
     closed.map_err(Failure::runtime)
+}
+
+/// The assistant as the server runs it: for the web chat and the channels.
+struct Assistant {
+    /// The agent, or why there is none.
+    agent: Result<Arc<moat_agent::Agent>, String>,
+    /// The enabled channels, to start once the listeners are up.
+    channels: Vec<moat_channels::Spec>,
 }
 
 /// What the vault gives a server at start: the values it needs are read once, here, and
@@ -136,6 +147,8 @@ struct Secrets {
     agent_handles: Result<moat_agent::Handles, String>,
     credentials: moat_llm::Credentials,
     audit: moat_audit::AuditWriter,
+    /// Per channel, the secret it names (or why it cannot have it).
+    channel_secrets: std::collections::BTreeMap<String, Result<Option<SecretString>, String>>,
 }
 
 /// Opens the vault once for the API key, every account's credential and the audit key.
@@ -154,6 +167,11 @@ fn unlock_secrets(home: &Home, config: &Config) -> Result<Secrets, Failure> {
         agent_handles: app::agent::handles(&vault, config).map_err(|f| format!("{:#}", f.error())),
         credentials: app::accounts::credentials(home, &vault, &config.llm)?,
         audit: app::audit::open_keyed(home, &vault, &config.audit)?,
+        channel_secrets: config
+            .channels
+            .iter()
+            .map(|(name, c)| (name.clone(), app::channels::secret(&vault, name, c)))
+            .collect(),
     })
 }
 
@@ -182,8 +200,9 @@ async fn serve(
     tls: Option<Arc<moat_net::TlsServerConfig>>,
     audit: moat_audit::AuditLog,
     gateway: Arc<moat_llm::Gateway>,
-    agent: Result<Arc<moat_agent::Agent>, String>,
+    assistant: Assistant,
 ) -> Result<(), Failure> {
+    let Assistant { agent, channels } = assistant;
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
     let now_unix = record_start(&state, loaded, &audit)?;
@@ -206,6 +225,19 @@ async fn serve(
     // Only after binding succeeded: a second instance must not replace the token of the first.
     let control_token = publish_control_token(home, &main)?;
 
+    let hub = match (&agent, channels.is_empty()) {
+        (_, true) => Err("no channel is configured".to_string()),
+        (Err(why), false) => {
+            tracing::warn!("the channels are not started: the assistant is not available: {why}");
+            Err(format!("the assistant is not available: {why}"))
+        }
+        (Ok(agent), false) => Ok(Arc::new(moat_channels::Hub::start(
+            channels,
+            agent.clone(),
+            app::channels::pairing(home, config)?,
+            Some(audit.clone()),
+        ))),
+    };
     let status = Arc::new(StatusInfo {
         started: Instant::now(),
         started_unix: now_unix,
@@ -216,6 +248,7 @@ async fn serve(
             .collect(),
         config: config_summary(loaded),
         gateway: gateway.clone(),
+        channels: hub.clone(),
     });
     let web_chat = agent.is_ok();
     let table = crate::webchat::routes(
@@ -292,6 +325,9 @@ async fn serve(
     };
     let drained = moat_net::serve(served, gate, conns, settings, signals.shutdown()).await;
     cleaner.abort();
+    if let Ok(hub) = &hub {
+        hub.shutdown();
+    }
     events.flush_counts();
     record_stop(home, config, drained, &audit, &state)
 }
@@ -548,6 +584,10 @@ async fn status_handler(State(info): State<Arc<StatusInfo>>) -> Json<Value> {
         "listeners": info.listeners,
         "config": info.config,
         "backends": info.gateway.status(),
+        "channels": match &info.channels {
+            Ok(hub) => json!(hub.statuses()),
+            Err(why) => json!({"not_running": why}),
+        },
     }))
 }
 

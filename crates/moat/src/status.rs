@@ -80,7 +80,7 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
 }
 
 /// A minimal HTTP/1.1 GET; returns the body of a 200 response.
-fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
+pub(crate) fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     // The address itself is a Host the server accepts from a loopback peer and otherwise.

@@ -5,6 +5,7 @@
 pub(crate) mod accounts;
 pub(crate) mod agent;
 pub(crate) mod audit;
+pub(crate) mod channels;
 pub(crate) mod config_edit;
 pub(crate) mod llm;
 pub(crate) mod progress;

@@ -1,0 +1,498 @@
+//! The channels at run time: each adapter's connection kept up (reconnecting with
+//! backoff, never taking another channel down), each message passed through its
+//! channel's policy and pairing, admitted ones answered as turns of the sender's
+//! conversation, one at a time per sender, and a status per channel for `/status`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moat_agent::{Agent, Approver, Pending, TurnEvents};
+use moat_audit::Record;
+use moat_core::config::channels::{ChannelConfig, DmPolicy, OnApprove};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc};
+
+use crate::adapter::{Adapter, Incoming, Target, pieces};
+use crate::pairing::{Decision, Gate, Pairing, Refusal};
+
+/// Messages waiting to be looked at, per channel; a flood beyond this waits in the
+/// adapter (IRC's socket), not in memory here.
+const INBOX: usize = 256;
+/// The longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often approvals and expiries made by `moat pairing` are picked up.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A channel to run: its name, its config and its adapter.
+pub struct Spec {
+    /// `[channels.NAME]`.
+    pub name: String,
+    /// Its table.
+    pub config: ChannelConfig,
+    /// The connection to its service.
+    pub adapter: Arc<dyn Adapter>,
+}
+
+/// A channel's state, as `moat channel list` and `/status` show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    /// `[channels.NAME]`.
+    pub name: String,
+    /// `irc`, `webhook`...
+    pub kind: String,
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: String,
+    /// Unix milliseconds when it entered that state.
+    pub since: i64,
+    /// The last failure, if any, with when it happened.
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the last message received.
+    pub last_message_at: Option<i64>,
+    /// Messages received since the start.
+    pub received: u64,
+    /// Messages sent since the start.
+    pub sent: u64,
+    /// Connections lost since the start.
+    pub reconnects: u64,
+}
+
+/// The running channels.
+pub struct Hub {
+    channels: Vec<Arc<Live>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// Starts every channel in `specs` on the current runtime.
+    pub fn start(
+        specs: Vec<Spec>,
+        agent: Arc<Agent>,
+        pairing: Pairing,
+        audit: Option<moat_audit::AuditLog>,
+    ) -> Hub {
+        let shared = Arc::new(Shared {
+            agent,
+            pairing: Mutex::new(pairing),
+            audit,
+        });
+        let mut channels = Vec::new();
+        let mut tasks = Vec::new();
+        for spec in specs {
+            let live = Arc::new(Live {
+                status: Mutex::new(Status {
+                    name: spec.name.clone(),
+                    kind: spec.config.kind.clone(),
+                    state: "connecting".into(),
+                    since: now_ms(),
+                    last_error: None,
+                    last_message_at: None,
+                    received: 0,
+                    sent: 0,
+                    reconnects: 0,
+                }),
+                name: spec.name,
+                config: spec.config,
+                adapter: spec.adapter,
+                shared: shared.clone(),
+                senders: Mutex::new(HashMap::new()),
+                quiet: Mutex::new(HashMap::new()),
+            });
+            let (tx, rx) = mpsc::channel(INBOX);
+            tasks.push(tokio::spawn(live.clone().connect(tx)));
+            tasks.push(tokio::spawn(live.clone().dispatch(rx)));
+            tasks.push(tokio::spawn(live.clone().poll()));
+            channels.push(live);
+        }
+        Hub {
+            channels,
+            tasks: Mutex::new(tasks),
+        }
+    }
+
+    /// Each channel's status, in config order.
+    pub fn statuses(&self) -> Vec<Status> {
+        self.channels
+            .iter()
+            .map(|c| lock(&c.status).clone())
+            .collect()
+    }
+
+    /// Disconnects every channel (turns in flight are cancelled).
+    pub fn shutdown(&self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// What every channel shares: the assistant, the pairing store, the audit log.
+struct Shared {
+    agent: Arc<Agent>,
+    pairing: Mutex<Pairing>,
+    audit: Option<moat_audit::AuditLog>,
+}
+
+impl Shared {
+    fn audit(&self, record: Record) {
+        if let Some(log) = &self.audit
+            && let Err(e) = log.record(record)
+        {
+            tracing::warn!("the audit log refused a channel record: {e}");
+        }
+    }
+
+    /// Runs `f` on the pairing store; SQLite blocks, so the runtime is told.
+    fn pairing<T>(&self, f: impl FnOnce(&Pairing) -> T) -> T {
+        tokio::task::block_in_place(|| f(&lock(&self.pairing)))
+    }
+}
+
+/// One running channel.
+struct Live {
+    name: String,
+    config: ChannelConfig,
+    adapter: Arc<dyn Adapter>,
+    shared: Arc<Shared>,
+    status: Mutex<Status>,
+    /// Per sender: the lock that keeps their turns in order, and the stop signal of the
+    /// one running.
+    senders: Mutex<HashMap<String, Arc<SenderState>>>,
+    /// When each rate-limited sender was last audited (one record per sender per hour).
+    quiet: Mutex<HashMap<String, Instant>>,
+}
+
+#[derive(Default)]
+struct SenderState {
+    turn: tokio::sync::Mutex<()>,
+    stop: Notify,
+}
+
+impl Live {
+    /// Keeps the connection up: reconnects with exponential backoff (1 s to 30 s, with
+    /// jitter), the backoff reset by a connection that was accepted.
+    async fn connect(self: Arc<Self>, inbox: mpsc::Sender<Incoming>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            self.set_state("connecting", None);
+            let accepted = std::sync::atomic::AtomicBool::new(false);
+            let connected = || {
+                accepted.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.set_state("connected", None);
+                tracing::info!(channel = %self.name, "channel connected");
+            };
+            let result = self.adapter.run(inbox.clone(), &connected).await;
+            let why = match result {
+                Ok(()) => return,
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(channel = %self.name, "channel disconnected: {why}");
+            if accepted.load(std::sync::atomic::Ordering::Relaxed) {
+                backoff = Duration::from_secs(1);
+                lock(&self.status).reconnects += 1;
+            }
+            self.set_state("disconnected", Some(why));
+            tokio::time::sleep(jittered(backoff)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn dispatch(self: Arc<Self>, mut inbox: mpsc::Receiver<Incoming>) {
+        while let Some(message) = inbox.recv().await {
+            {
+                let mut s = lock(&self.status);
+                s.received += 1;
+                s.last_message_at = Some(now_ms());
+            }
+            let live = self.clone();
+            tokio::spawn(async move { live.handle(message).await });
+        }
+    }
+
+    /// Picks up what `moat pairing` decided: expiries to audit, released messages to
+    /// answer.
+    async fn poll(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let now = now_ms();
+            match self.shared.pairing(|p| p.expire(now)) {
+                Ok(expired) => {
+                    for r in expired {
+                        self.shared.audit(
+                            Record::new(
+                                "system",
+                                "pairing.expired",
+                                format!("{}:{}", r.channel, r.sender),
+                                "expired",
+                            )
+                            .detail("request", r.id.as_str()),
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(channel = %self.name, "pairing expiry failed: {e}"),
+            }
+            let released = match self.shared.pairing(|p| p.released(&self.name)) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(channel = %self.name, "reading released messages failed: {e}");
+                    continue;
+                }
+            };
+            for r in released {
+                self.shared.audit(Record::new(
+                    "system",
+                    "pairing.released",
+                    format!("{}:{}", self.name, r.sender),
+                    "answered",
+                ));
+                let live = self.clone();
+                tokio::spawn(async move {
+                    let to = Target::Direct(r.sender.clone());
+                    live.turn(&r.sender, &r.sender, to, &r.text).await;
+                });
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, m: Incoming) {
+        let text = m.text.trim();
+        if text.is_empty() {
+            return;
+        }
+        match &m.place {
+            Target::Room(_) => {
+                // In a room: only mentions, only from senders already admitted. An
+                // unknown sender gets nothing: no pairing codes in public.
+                if !m.mentioned || !self.admitted(&m.sender) {
+                    return;
+                }
+                self.turn(&m.sender, &m.display, m.place.clone(), text)
+                    .await;
+            }
+            Target::Direct(_) => self.direct(&m, text).await,
+        }
+    }
+
+    fn admitted(&self, sender: &str) -> bool {
+        match self.config.dm_policy {
+            DmPolicy::Disabled => false,
+            DmPolicy::Open => true,
+            DmPolicy::Allowlist | DmPolicy::Pairing => {
+                self.config.allow_from.iter().any(|a| a == sender)
+                    || self
+                        .shared
+                        .pairing(|p| p.allowed(&self.name, sender))
+                        .unwrap_or(false)
+            }
+        }
+    }
+
+    async fn direct(&self, m: &Incoming, text: &str) {
+        let now = now_ms();
+        let decision = self.shared.pairing(|p| {
+            let gate = Gate {
+                channel: &self.name,
+                policy: self.config.dm_policy,
+                allow_from: &self.config.allow_from,
+            };
+            p.decide(&gate, &m.sender, &m.display, text, now)
+        });
+        let to = Target::Direct(m.sender.clone());
+        let who = format!("{}:{}", self.name, m.sender);
+        match decision {
+            Err(e) => {
+                tracing::warn!(channel = %self.name, "pairing failed: {e}");
+            }
+            Ok(Decision::Admit) => self.turn(&m.sender, &m.display, to, text).await,
+            Ok(Decision::Pair { code, request }) => {
+                self.shared.audit(
+                    Record::new(
+                        format!("channel:{who}"),
+                        "pairing.requested",
+                        &who,
+                        "pending",
+                    )
+                    .detail("request", request.id.as_str())
+                    .detail("expires_at", request.expires_at),
+                );
+                let minutes = (request.expires_at - request.created_at) / 60_000;
+                let kept = match self.config.on_approve {
+                    OnApprove::Release => "Your message is kept and answered once they approve.",
+                    OnApprove::Drop => "Write again once they approve.",
+                };
+                let note = format!(
+                    "This assistant talks only with people its owner has approved. Your pairing code is {code} (good for {minutes} minutes): give it to the owner, who approves it with `moat pairing approve {code}`. {kept}"
+                );
+                self.say(&to, &note).await;
+            }
+            Ok(Decision::Waiting) => {}
+            Ok(Decision::Tell(note)) => {
+                self.shared.audit(Record::new(
+                    format!("channel:{who}"),
+                    "pairing.refused",
+                    &who,
+                    "told",
+                ));
+                self.say(&to, &note).await;
+            }
+            Ok(Decision::Ignore(why)) => {
+                tracing::debug!(channel = %self.name, reason = why.as_str(), "a message was dropped");
+                if why == Refusal::RateLimited && self.first_quiet(&m.sender) {
+                    self.shared.audit(Record::new(
+                        format!("channel:{who}"),
+                        "pairing.refused",
+                        &who,
+                        why.as_str(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// True once an hour per sender: a flood makes one audit record, not thousands.
+    fn first_quiet(&self, sender: &str) -> bool {
+        let mut q = lock(&self.quiet);
+        let now = Instant::now();
+        q.retain(|_, at| now.duration_since(*at) < Duration::from_secs(3600));
+        if q.contains_key(sender) {
+            return false;
+        }
+        q.insert(sender.to_string(), now);
+        true
+    }
+
+    fn sender(&self, sender: &str) -> Arc<SenderState> {
+        lock(&self.senders)
+            .entry(sender.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// One turn of `sender`'s conversation; the reply goes to `to`. `/stop` stops the
+    /// sender's running turn instead.
+    async fn turn(&self, sender: &str, display: &str, to: Target, text: &str) {
+        let state = self.sender(sender);
+        if text == "/stop" {
+            state.stop.notify_waiters();
+            return;
+        }
+        let _in_order = state.turn.lock().await;
+        self.adapter.typing(&to).await;
+        let mut events = Quiet;
+        let approver = Waits {
+            live: self,
+            to: &to,
+        };
+        let agent = &self.shared.agent;
+        let run = agent.turn(
+            &self.name,
+            sender,
+            &self.config.trust,
+            text,
+            &mut events,
+            &approver,
+        );
+        let reply = tokio::select! {
+            result = run => match result {
+                Ok(reply) => reply,
+                Err(e) => e.to_string(),
+            },
+            () = state.stop.notified() => "stopped: the turn and its tools were cancelled".into(),
+        };
+        tracing::debug!(channel = %self.name, "a turn ended; replying");
+        let reply = match &to {
+            Target::Room(_) => format!("{display}: {reply}"),
+            Target::Direct(_) => reply,
+        };
+        self.say(&to, &reply).await;
+    }
+
+    /// Sends `text` in as many pieces as the service needs.
+    async fn say(&self, to: &Target, text: &str) {
+        for piece in pieces(text, self.adapter.max_piece()) {
+            match self.adapter.send(to, &piece).await {
+                Ok(()) => lock(&self.status).sent += 1,
+                Err(e) => {
+                    tracing::warn!(channel = %self.name, "a reply was not sent: {e}");
+                    lock(&self.status).last_error = Some(format!("{}: {e}", stamp()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: &str, error: Option<String>) {
+        let mut s = lock(&self.status);
+        s.state = state.into();
+        s.since = now_ms();
+        if let Some(e) = error {
+            s.last_error = Some(format!("{}: {e}", stamp()));
+        }
+    }
+}
+
+/// Outside channels get the reply in one message: no tool chatter.
+struct Quiet;
+
+impl TurnEvents for Quiet {
+    fn text(&mut self, _text: &str) {}
+    fn tool_call(&mut self, _tool: &str, _arguments: &Value) {}
+    fn tool_result(&mut self, _tool: &str, _ok: bool, _output: &str) {}
+    fn notice(&mut self, _text: &str) {}
+}
+
+/// A call from a channel's sender that waits for the owner: the sender is told, and the
+/// owner answers with `moat approvals` (or the web chat); the store has the answer.
+struct Waits<'a> {
+    live: &'a Live,
+    to: &'a Target,
+}
+
+#[async_trait::async_trait]
+impl Approver for Waits<'_> {
+    async fn ask(&self, pending: &Pending) -> bool {
+        self.live
+            .say(
+                self.to,
+                &format!(
+                    "This needs the owner's approval: {} ({}). They answer with `moat approvals approve {}`.",
+                    pending.tool, pending.reason, pending.id
+                ),
+            )
+            .await;
+        let store = self.live.shared.agent.store();
+        loop {
+            tokio::time::sleep(POLL).await;
+            let state = tokio::task::block_in_place(|| {
+                lock(&store)
+                    .approval(&pending.id)
+                    .map(|p| p.map(|p| p.state))
+            });
+            match state {
+                Ok(Some(s)) if s == "pending" => continue,
+                Ok(Some(s)) => return s == "approved",
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 1];
+    let _ = getrandom::fill(&mut b);
+    d + d * u32::from(b[0]) / 1024
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    moat_agent::store::now_ms()
+}
+
+fn stamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

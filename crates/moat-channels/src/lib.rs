@@ -1,0 +1,19 @@
+//! moat's messaging channels: the services a person already uses, reaching the assistant
+//! only when its owner has admitted them.
+//!
+//! - [`pairing`]: allowlists and pairing codes; held messages; rate limits on codes.
+//! - [`adapter`]: what one service's connection provides (messages in, text out).
+//! - [`hub`]: the channels at run time: reconnecting, policy, turns per sender, status.
+//! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
+//!
+//! Every request, approval, denial, expiry, refusal and release is an audit record; the
+//! CLI (`moat pairing`, `moat allowlist`, `moat channel`) writes its own.
+
+pub mod adapter;
+pub mod hub;
+pub mod irc;
+pub mod pairing;
+
+pub use adapter::{Adapter, ChannelError, Incoming, Target};
+pub use hub::{Hub, Spec, Status};
+pub use pairing::{Decision, Pairing, PairingError, Request};

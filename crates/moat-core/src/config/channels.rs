@@ -1,0 +1,364 @@
+//! `[channels.NAME]`: the messaging services the assistant can be reached through, and
+//! who may reach it there. Data only; `moat-channels` connects and enforces it.
+//!
+//! ```toml
+//! [channels.home-irc]
+//! kind = "irc"
+//! dm_policy = "pairing"        # pairing (default) | allowlist | open | disabled
+//! allow_from = ["alice"]       # senders admitted without pairing; ["*"] with "open"
+//! on_approve = "release"       # what happens to the held message: release | drop
+//! rooms = ["#home"]            # rooms joined; only mentions from admitted senders count
+//! server = "irc.libera.chat:6697"
+//! tls = true
+//! nick = "moat-assistant"
+//! sasl_user = "moat-assistant" # SASL PLAIN, password from the vault
+//! password_secret = "irc-password"
+//!
+//! [pairing]                    # limits shared by every channel
+//! code_ttl = "15m"
+//! max_pending = 3              # codes waiting for the owner, per channel
+//! per_sender_per_hour = 3      # code requests and wrong codes
+//! per_channel_per_hour = 20
+//! max_held = 3                 # messages kept for a waiting sender
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::InvalidValue;
+
+/// The kinds of channel moat can connect.
+pub const KINDS: [&str; 1] = ["irc"];
+
+/// Who may talk to the assistant on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DmPolicy {
+    /// Unknown senders get a one-time code; the owner approves or denies.
+    #[default]
+    Pairing,
+    /// Only senders on the allowlist; everyone else gets nothing.
+    Allowlist,
+    /// Everyone (`allow_from = ["*"]` must say so too).
+    Open,
+    /// Nobody: the channel stays connected but no message reaches the assistant.
+    Disabled,
+}
+
+impl DmPolicy {
+    /// Its name in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmPolicy::Pairing => "pairing",
+            DmPolicy::Allowlist => "allowlist",
+            DmPolicy::Open => "open",
+            DmPolicy::Disabled => "disabled",
+        }
+    }
+}
+
+/// What becomes of a paired sender's held message once the owner approves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnApprove {
+    /// It is answered, as if it had just arrived.
+    #[default]
+    Release,
+    /// It is deleted unseen; the sender writes again.
+    Drop,
+}
+
+/// One `[channels.NAME]`. Settings for another kind are refused at load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// The service: `irc`.
+    pub kind: String,
+    /// Whether it is connected at all by `moat serve`.
+    pub enabled: bool,
+    /// Who may talk to the assistant here.
+    pub dm_policy: DmPolicy,
+    /// Senders admitted without pairing, as the channel names them (IRC nicks).
+    pub allow_from: Vec<String>,
+    /// What happens to a held message when its sender is approved.
+    pub on_approve: OnApprove,
+    /// The trust paired senders have, as `[sandbox.tools.TOOL] trust` names it.
+    pub trust: String,
+    /// Rooms (IRC channels) joined; the assistant answers there only when mentioned, and
+    /// only senders already admitted.
+    pub rooms: Vec<String>,
+    /// Messages this channel sends a second at most (the service's flood limits).
+    pub send_per_second: f64,
+    /// The longest message the channel sends in one piece; longer replies are split.
+    /// Unset: the service's own limit (IRC: 350 bytes, the 512-byte line less the rest).
+    pub max_message_bytes: Option<usize>,
+    /// IRC: `host:port` of the server.
+    pub server: Option<String>,
+    /// IRC: connect with TLS (the default; plain only on loopback or when said).
+    pub tls: Option<bool>,
+    /// IRC: the nick the assistant uses.
+    pub nick: Option<String>,
+    /// IRC: the SASL PLAIN account name (with `password_secret`).
+    pub sasl_user: Option<String>,
+    /// IRC: the vault secret holding the SASL or server password.
+    pub password_secret: Option<String>,
+    /// IRC: trust this CA (PEM file) instead of the system's (a private network).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            enabled: true,
+            dm_policy: DmPolicy::default(),
+            allow_from: Vec::new(),
+            on_approve: OnApprove::default(),
+            trust: "guest".into(),
+            rooms: Vec::new(),
+            send_per_second: 1.0,
+            max_message_bytes: None,
+            server: None,
+            tls: None,
+            nick: None,
+            sasl_user: None,
+            password_secret: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// `[pairing]`: the limits on pairing codes, shared by every channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PairingConfig {
+    /// How long a pairing code is good for.
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
+    /// Codes waiting for the owner on one channel at most.
+    pub max_pending: u32,
+    /// Code requests (and wrong codes) one sender may make per hour.
+    pub per_sender_per_hour: u32,
+    /// Code requests one channel may see per hour from everyone together.
+    pub per_channel_per_hour: u32,
+    /// Messages held for one waiting sender at most; later ones are dropped.
+    pub max_held: u32,
+}
+
+impl Default for PairingConfig {
+    fn default() -> Self {
+        Self {
+            code_ttl: Duration::from_secs(15 * 60),
+            max_pending: 3,
+            per_sender_per_hour: 3,
+            per_channel_per_hour: 20,
+            max_held: 3,
+        }
+    }
+}
+
+/// Names and checks the channel tables.
+pub fn validate(
+    channels: &BTreeMap<String, ChannelConfig>,
+    pairing: &PairingConfig,
+) -> Result<(), InvalidValue> {
+    if pairing.code_ttl.is_zero() || pairing.code_ttl > Duration::from_secs(24 * 3600) {
+        return Err(InvalidValue::from((
+            "pairing.code_ttl",
+            "must be between 1s and 24h".to_string(),
+        )));
+    }
+    for (key, n) in [
+        ("pairing.max_pending", pairing.max_pending),
+        ("pairing.per_sender_per_hour", pairing.per_sender_per_hour),
+        ("pairing.per_channel_per_hour", pairing.per_channel_per_hour),
+        ("pairing.max_held", pairing.max_held),
+    ] {
+        if n == 0 {
+            return Err(InvalidValue::from((key, "must be at least 1".to_string())));
+        }
+    }
+    for (name, c) in channels {
+        rules(name, c).map_err(|(k, p)| InvalidValue::from((format!("channels.{name}.{k}"), p)))?;
+    }
+    Ok(())
+}
+
+/// A channel name as commands, sessions and audit records use it.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    if !valid_name(name) {
+        return Err((
+            "kind",
+            "the channel's name must be letters, digits, '-' and '_' (at most 64)".into(),
+        ));
+    }
+    if !KINDS.contains(&c.kind.as_str()) {
+        return Err((
+            "kind",
+            format!("must be one of {} (got {:?})", KINDS.join(", "), c.kind),
+        ));
+    }
+    let star = c.allow_from.iter().any(|s| s == "*");
+    match (c.dm_policy, star) {
+        (DmPolicy::Open, false) => {
+            return Err((
+                "allow_from",
+                "dm_policy = \"open\" lets anyone talk to the assistant; say so with allow_from = [\"*\"]".into(),
+            ));
+        }
+        (DmPolicy::Open, true) => {}
+        (_, true) => {
+            return Err((
+                "allow_from",
+                "\"*\" admits everyone; it needs dm_policy = \"open\"".into(),
+            ));
+        }
+        _ => {}
+    }
+    if c.allow_from.iter().any(|s| s.trim().is_empty()) {
+        return Err(("allow_from", "has an empty sender".into()));
+    }
+    if c.trust.trim().is_empty() {
+        return Err(("trust", "must name a trust standing (e.g. guest)".into()));
+    }
+    if !(c.send_per_second > 0.0 && c.send_per_second <= 100.0) {
+        return Err(("send_per_second", "must be above 0 and at most 100".into()));
+    }
+    if let Some(n) = c.max_message_bytes
+        && !(64..=1_000_000).contains(&n)
+    {
+        return Err(("max_message_bytes", "must be between 64 and 1000000".into()));
+    }
+    if c.kind == "irc" {
+        let Some(server) = &c.server else {
+            return Err(("server", "is required: the IRC server as host:port".into()));
+        };
+        if !valid_host_port(server) {
+            return Err((
+                "server",
+                format!("{server:?} is not host:port (e.g. irc.libera.chat:6697)"),
+            ));
+        }
+        let Some(nick) = &c.nick else {
+            return Err(("nick", "is required: the assistant's nick".into()));
+        };
+        if !valid_nick(nick) {
+            return Err((
+                "nick",
+                format!(
+                    "{nick:?} is not an IRC nick (a letter first, then letters, digits, -_[]\\`^{{}}|; at most 30)"
+                ),
+            ));
+        }
+        if c.sasl_user.is_some() && c.password_secret.is_none() {
+            return Err((
+                "password_secret",
+                "sasl_user needs the vault secret holding its password".into(),
+            ));
+        }
+        if let Some(bad) = c.rooms.iter().find(|r| !valid_irc_room(r)) {
+            return Err((
+                "rooms",
+                format!("{bad:?} is not an IRC channel name (#name)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn valid_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    !host.is_empty()
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+}
+
+/// An IRC nick as RFC 2812 allows (and a length servers accept).
+pub fn valid_nick(n: &str) -> bool {
+    let mut chars = n.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    let special = |c: char| "[]\\`_^{|}".contains(c);
+    n.len() <= 30
+        && (first.is_ascii_alphabetic() || special(first))
+        && chars.all(|c| c.is_ascii_alphanumeric() || special(c) || c == '-')
+}
+
+fn valid_irc_room(r: &str) -> bool {
+    (r.starts_with('#') || r.starts_with('&'))
+        && r.len() > 1
+        && r.len() <= 50
+        && !r
+            .chars()
+            .any(|c| c.is_whitespace() || c == ',' || c == '\x07' || c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn irc() -> ChannelConfig {
+        ChannelConfig {
+            kind: "irc".into(),
+            server: Some("127.0.0.1:6667".into()),
+            nick: Some("moat".into()),
+            ..Default::default()
+        }
+    }
+
+    fn check(c: ChannelConfig) -> Result<(), String> {
+        let mut m = BTreeMap::new();
+        m.insert("home".to_string(), c);
+        validate(&m, &PairingConfig::default()).map_err(|e| format!("{}: {}", e.key, e.problem))
+    }
+
+    #[test]
+    fn open_must_be_said_twice() {
+        let mut c = irc();
+        c.dm_policy = DmPolicy::Open;
+        assert!(check(c.clone()).unwrap_err().contains("allow_from"));
+        c.allow_from = vec!["*".into()];
+        check(c.clone()).unwrap();
+        c.dm_policy = DmPolicy::Pairing;
+        assert!(check(c).unwrap_err().contains("needs dm_policy"));
+    }
+
+    #[test]
+    fn irc_needs_a_server_and_a_nick() {
+        let mut c = irc();
+        c.server = Some("nohost".into());
+        assert!(check(c).unwrap_err().contains("host:port"));
+        let mut c = irc();
+        c.nick = Some("1bad nick".into());
+        assert!(check(c).unwrap_err().contains("nick"));
+        let mut c = irc();
+        c.rooms = vec!["home".into()];
+        assert!(check(c).unwrap_err().contains("rooms"));
+        check(irc()).unwrap();
+    }
+
+    #[test]
+    fn unknown_kinds_are_named() {
+        let c = ChannelConfig {
+            kind: "carrier-pigeon".into(),
+            ..Default::default()
+        };
+        assert!(check(c).unwrap_err().contains("one of irc"));
+    }
+}

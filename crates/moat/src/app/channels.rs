@@ -1,0 +1,125 @@
+//! The channels of `[channels.NAME]` made into adapters, with their secrets from the
+//! vault, as `moat serve` runs them and `moat channel test` tries one.
+
+use std::sync::Arc;
+
+use moat_channels::irc::{Irc, IrcSettings};
+use moat_channels::{Adapter, ChannelError, Incoming, Pairing, Spec};
+use moat_core::config::Config;
+use moat_core::config::channels::ChannelConfig;
+use moat_core::home::Home;
+use moat_core::secret::SecretString;
+use moat_state::StateStore;
+use tokio::sync::mpsc;
+
+use crate::Failure;
+
+/// The pairing store in MOAT_HOME's state store.
+pub(crate) fn pairing(home: &Home, config: &Config) -> Result<Pairing, Failure> {
+    home.ensure().map_err(Failure::runtime)?;
+    let db = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
+    Ok(Pairing::new(db, config.pairing.clone()))
+}
+
+/// The secret a channel names, read from the vault while it is open.
+pub(crate) fn secret(
+    vault: &moat_vault::Vault,
+    name: &str,
+    c: &ChannelConfig,
+) -> Result<Option<SecretString>, String> {
+    let Some(secret) = &c.password_secret else {
+        return Ok(None);
+    };
+    let entry = vault.get(secret).ok_or_else(|| {
+        format!(
+            "channels.{name}.password_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
+        )
+    })?;
+    let value = String::from_utf8(entry.value().to_vec())
+        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
+    Ok(Some(SecretString::new(value)))
+}
+
+/// The adapter for one channel, given its secret (or why it has none).
+pub(crate) fn adapter(
+    name: &str,
+    c: &ChannelConfig,
+    secret: Result<Option<SecretString>, String>,
+) -> Arc<dyn Adapter> {
+    match build(name, c, secret) {
+        Ok(a) => a,
+        Err(why) => Arc::new(Unavailable(why)),
+    }
+}
+
+fn build(
+    name: &str,
+    c: &ChannelConfig,
+    secret: Result<Option<SecretString>, String>,
+) -> Result<Arc<dyn Adapter>, String> {
+    let password = secret?;
+    match c.kind.as_str() {
+        "irc" => {
+            let roots = match &c.ca_file {
+                Some(path) => Some(
+                    moat_channels::irc::roots_from_pem(path)
+                        .map_err(|e| format!("channels.{name}.ca_file {}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            Ok(Arc::new(Irc::new(IrcSettings {
+                server: c.server.clone().unwrap_or_default(),
+                tls: c.tls.unwrap_or(true),
+                roots,
+                nick: c.nick.clone().unwrap_or_default(),
+                sasl_user: c.sasl_user.clone(),
+                password,
+                rooms: c.rooms.clone(),
+                send_per_second: c.send_per_second,
+                max_piece: c.max_message_bytes.unwrap_or(moat_channels::irc::MAX_PIECE),
+            })))
+        }
+        other => Err(format!(
+            "channels.{name}: moat cannot connect kind {other:?}"
+        )),
+    }
+}
+
+/// The enabled channels of `config`, ready to start.
+pub(crate) fn specs(
+    config: &Config,
+    secrets: &std::collections::BTreeMap<String, Result<Option<SecretString>, String>>,
+) -> Vec<Spec> {
+    config
+        .channels
+        .iter()
+        .filter(|(_, c)| c.enabled)
+        .map(|(name, c)| Spec {
+            name: name.clone(),
+            config: c.clone(),
+            adapter: adapter(name, c, secrets.get(name).cloned().unwrap_or(Ok(None))),
+        })
+        .collect()
+}
+
+/// A channel that cannot start (a missing secret, an unreadable CA): its status says why.
+struct Unavailable(String);
+
+#[async_trait::async_trait]
+impl Adapter for Unavailable {
+    async fn run(
+        &self,
+        _inbox: mpsc::Sender<Incoming>,
+        _connected: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), ChannelError> {
+        Err(ChannelError::Refused(self.0.clone()))
+    }
+
+    async fn send(&self, _to: &moat_channels::Target, _text: &str) -> Result<(), ChannelError> {
+        Err(ChannelError::Send(self.0.clone()))
+    }
+
+    fn max_piece(&self) -> usize {
+        350
+    }
+}

@@ -1,0 +1,423 @@
+//! The channels against a real IRC server (ngircd, started here on loopback) with a
+//! scripted model: a stranger's DM gets a pairing code and never reaches the model; the
+//! owner approves and the held message is answered; a second sender stays out; used and
+//! expired codes are refused; a code-guesser is rate-limited; rooms answer only admitted
+//! senders who mention the assistant; the channel survives the server restarting; the
+//! server password never shows.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::upstream::{FakeUpstream, Reply};
+use common::*;
+use serde_json::json;
+
+const CANARY: &str = "irc-pass-CANARY-7c1e55d0";
+
+/// A real ngircd on a loopback port.
+struct Ircd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Ircd {
+    fn start(password: Option<&str>) -> Ircd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port, password, tempfile::tempdir().unwrap())
+    }
+
+    fn start_on(port: u16, password: Option<&str>, dir: tempfile::TempDir) -> Ircd {
+        let conf = dir.path().join("ngircd.conf");
+        let pass = password
+            .map(|p| format!("Password = {p}\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &conf,
+            format!(
+                "[Global]\nName = irc.moat.test\nInfo = test\nListen = 127.0.0.1\nPorts = {port}\n{pass}MotdPhrase = hi\n\
+                 [Limits]\nMaxConnectionsIP = 0\nMaxNickLength = 30\nPingTimeout = 120\n\
+                 [Options]\nIdent = no\nPAM = no\nDNS = no\n"
+            ),
+        )
+        .unwrap();
+        let ngircd = ["/usr/sbin/ngircd", "/usr/local/sbin/ngircd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect(
+                "ngircd is not installed: run the suite with ./scripts/test, which installs it",
+            );
+        let child = Command::new(ngircd)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "ngircd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ircd { child, port, dir }
+    }
+
+    /// Kills the server and starts a new one on the same port.
+    fn restart(mut self) -> Ircd {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_on(self.port, None, dir)
+    }
+}
+
+impl Drop for Ircd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A person on IRC: a raw client whose lines arrive on a channel (PINGs answered).
+struct Person {
+    out: TcpStream,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Person {
+    fn join(port: u16, nick: &str) -> Person {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut out = stream.try_clone().unwrap();
+        let mut pong = stream.try_clone().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(arg) = line.strip_prefix("PING ") {
+                    let _ = write!(pong, "PONG {arg}\r\n");
+                    continue;
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        write!(out, "NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").unwrap();
+        let p = Person { out, lines };
+        p.expect(" 001 ", Duration::from_secs(10));
+        p
+    }
+
+    fn send(&mut self, line: &str) {
+        write!(self.out, "{line}\r\n").unwrap();
+    }
+
+    /// The first line containing `needle` within `wait`.
+    fn expect(&self, needle: &str, wait: Duration) -> String {
+        self.maybe(needle, wait)
+            .unwrap_or_else(|| panic!("no line with {needle:?} within {wait:?}"))
+    }
+
+    fn maybe(&self, needle: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+fn code_in(line: &str) -> String {
+    let at = line.find("pairing code is ").unwrap() + "pairing code is ".len();
+    line[at..at + 9].to_string()
+}
+
+/// The model's whole answer (outside channels do not stream).
+fn reply(text: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+               "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 5}}),
+    )
+}
+
+/// A running moat whose model is `up` and whose channel `lan` is on `ircd`.
+fn serve(up: &FakeUpstream, ircd: &Ircd, channel: &str, extra: &str) -> Moat {
+    let home = new_home();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
+             [channels.lan]\nkind = \"irc\"\nserver = \"127.0.0.1:{}\"\ntls = false\nnick = \"moatbot\"\nsend_per_second = 20\n{channel}\n{extra}",
+            up.url(),
+            ircd.port
+        ),
+    )
+    .unwrap();
+    let moat = Moat::start_in(home, &[], &[], None);
+    connected(&moat, 0);
+    moat
+}
+
+/// Waits until `moat channel list` shows the channel connected after `reconnects` losses.
+fn connected(moat: &Moat, reconnects: u64) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = get(
+            moat.main,
+            "/status",
+            &[("x-moat-control-token", &moat.token())],
+        )
+        .json();
+        let c = &status["channels"][0];
+        if c["state"] == "connected" && c["reconnects"].as_u64() >= Some(reconnects) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the channel did not connect: {c}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn moat_ok(moat: &Moat, args: &[&str]) -> String {
+    let (code, out, err) = run_moat(moat.home.path(), args, &[]);
+    assert_eq!(code, 0, "moat {args:?}:\n{out}\n{err}");
+    out
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_stranger_is_held_until_the_owner_approves_and_the_channel_survives_a_restart() {
+    let ircd = Ircd::start(None);
+    let up = FakeUpstream::start();
+    let moat = serve(&up, &ircd, "", "");
+
+    let mut alice = Person::join(ircd.port, "alice");
+    alice.send("PRIVMSG moatbot :hello, here is my secret plan");
+    let line = alice.expect("pairing code is", 10 * SECOND);
+    let code = code_in(&line);
+    assert!(up.seen().is_empty(), "the model saw a stranger's message");
+
+    let list = moat_ok(&moat, &["pairing", "list"]);
+    assert!(
+        list.contains("alice") && list.contains("my secret plan"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(&code),
+        "the list must not show codes: {list}"
+    );
+
+    let mut bob = Person::join(ircd.port, "bob");
+    bob.send("PRIVMSG moatbot :hi, let me in");
+    let bobs = code_in(&bob.expect("pairing code is", 10 * SECOND));
+    assert_ne!(bobs, code);
+
+    up.push(reply("Hello Alice, noted."));
+    let out = moat_ok(&moat, &["pairing", "approve", &code.to_lowercase()]);
+    assert!(out.contains("approved alice"), "{out}");
+    alice.expect("PRIVMSG alice :Hello Alice, noted.", 15 * SECOND);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let body = seen[0].body.to_string();
+    assert!(
+        body.contains("my secret plan") && !body.contains("let me in"),
+        "{body}"
+    );
+
+    // A used code admits nobody else.
+    let (code_again, _, err) = run_moat(moat.home.path(), &["pairing", "approve", &code], &[]);
+    assert_ne!(code_again, 0);
+    assert!(err.contains("already used"), "{err}");
+
+    // Bob is still a stranger: what he writes is held, not answered.
+    bob.send("PRIVMSG moatbot :still there?");
+    assert!(bob.maybe("PRIVMSG bob", 2 * SECOND).is_none());
+    assert_eq!(up.seen().len(), 1);
+
+    // A guesser gets three answers, then silence.
+    let mut mallory = Person::join(ircd.port, "mallory");
+    for guess in [
+        "ABCD-EFGH",
+        "BCDE-FGHJ",
+        "CDEF-GHJK",
+        "DEFG-HJKL",
+        "EFGH-JKLM",
+    ] {
+        mallory.send(&format!("PRIVMSG moatbot :{guess}"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut told = 0;
+    while mallory.maybe("PRIVMSG mallory", 2 * SECOND).is_some() {
+        told += 1;
+    }
+    assert_eq!(told, 3, "the per-sender limit is 3 an hour");
+    assert_eq!(up.seen().len(), 1);
+
+    // The server goes away and comes back: the channel reconnects by itself.
+    drop(alice);
+    let ircd = ircd.restart();
+    connected(&moat, 1);
+    let mut alice = Person::join(ircd.port, "alice");
+    up.push(reply("Yes, back."));
+    alice.send("PRIVMSG moatbot :are you back?");
+    alice.expect("PRIVMSG alice :Yes, back.", 15 * SECOND);
+
+    let (code, _, err) = run_moat(moat.home.path(), &["audit", "verify"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "300"], &[]);
+    for action in [
+        "pairing.requested",
+        "pairing.approve",
+        "pairing.released",
+        "pairing.refused",
+    ] {
+        assert!(
+            tail.contains(action),
+            "no {action} in the audit log:\n{tail}"
+        );
+    }
+    assert!(
+        !tail.contains(&code_in(&line)),
+        "a code is in the audit log"
+    );
+}
+
+#[test]
+fn expired_codes_and_denials_admit_nobody() {
+    let ircd = Ircd::start(None);
+    let up = FakeUpstream::start();
+    let moat = serve(&up, &ircd, "", "[pairing]\ncode_ttl = \"2s\"\n");
+    let mut carol = Person::join(ircd.port, "carol");
+    carol.send("PRIVMSG moatbot :hello");
+    let code = code_in(&carol.expect("pairing code is", 10 * SECOND));
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, _, err) = run_moat(moat.home.path(), &["pairing", "approve", &code], &[]);
+    assert_ne!(status, 0);
+    assert!(err.contains("expired"), "{err}");
+
+    // A new code, denied: still nobody.
+    carol.send("PRIVMSG moatbot :hello again");
+    let code = code_in(&carol.expect("pairing code is", 10 * SECOND));
+    let out = moat_ok(&moat, &["pairing", "deny", &code]);
+    assert!(out.contains("denied carol"), "{out}");
+    let allow = moat_ok(&moat, &["allowlist", "list"]);
+    assert!(!allow.contains("carol"), "{allow}");
+    assert!(up.seen().is_empty());
+}
+
+#[test]
+fn rooms_answer_only_admitted_senders_who_mention_the_assistant() {
+    let ircd = Ircd::start(None);
+    let up = FakeUpstream::start();
+    let moat = serve(
+        &up,
+        &ircd,
+        "rooms = [\"#home\"]\nallow_from = [\"alice\"]\n",
+        "",
+    );
+    let mut alice = Person::join(ircd.port, "alice");
+    let mut dave = Person::join(ircd.port, "dave");
+    for p in [&mut alice, &mut dave] {
+        p.send("JOIN #home");
+        p.expect(" 366 ", 10 * SECOND);
+    }
+    // The assistant joins too (it may already be there).
+    std::thread::sleep(Duration::from_secs(1));
+    dave.send("PRIVMSG #home :moatbot: who are you?");
+    dave.send("PRIVMSG #home :chatting without a mention");
+    assert!(
+        dave.maybe("pairing code", 2 * SECOND).is_none(),
+        "no codes in public"
+    );
+    assert!(up.seen().is_empty());
+
+    up.push(reply("Hi there."));
+    alice.send("PRIVMSG #home :moatbot, hello");
+    alice.expect("PRIVMSG #home :alice: Hi there.", 15 * SECOND);
+    assert_eq!(up.seen().len(), 1);
+
+    // Removed from the allowlist, alice is a stranger again (config's allow_from aside,
+    // the store's entry goes; here she came from config, so the command says so).
+    let (_, out, _) = run_moat(
+        moat.home.path(),
+        &["allowlist", "remove", "lan", "alice"],
+        &[],
+    );
+    assert!(out.contains("allow_from"), "{out}");
+}
+
+#[test]
+fn the_server_password_comes_from_the_vault_and_shows_nowhere() {
+    let ircd = Ircd::start(Some(CANARY));
+    let up = FakeUpstream::start();
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", "irc-pass", "--stdin"],
+        CANARY,
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n\
+             [channels.lan]\nkind = \"irc\"\nserver = \"127.0.0.1:{}\"\ntls = false\nnick = \"moatbot\"\npassword_secret = \"irc-pass\"\n",
+            up.url(),
+            ircd.port
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "lan"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("accepted moat"), "{out}");
+    let moat = Moat::start_in(home, &["-v"], &[], None);
+    connected(&moat, 0);
+    let (_, list, _) = run_moat(moat.home.path(), &["channel", "list"], &[]);
+    assert!(list.contains("connected"), "{list}");
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "100"], &[]);
+    for text in [moat.output(), list, tail, out, err] {
+        assert!(!text.contains(CANARY), "the password leaked:\n{text}");
+    }
+
+    // A wrong password: `channel test` says the server refused, with no secret in it.
+    let wrong = Ircd::start(Some("another-password"));
+    let home = new_home();
+    run_moat_stdin(
+        home.path(),
+        &["vault", "add", "irc-pass", "--stdin"],
+        CANARY,
+    );
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[channels.lan]\nkind = \"irc\"\nserver = \"127.0.0.1:{}\"\ntls = false\nnick = \"moatbot\"\npassword_secret = \"irc-pass\"\n",
+            wrong.port
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "lan"], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(!err.contains(CANARY) && !out.contains(CANARY));
+    assert!(err.contains("channel \"lan\""), "{err}");
+}
