@@ -5,6 +5,7 @@
 //! - [`adapter`]: what one service's connection provides (messages in, text out).
 //! - [`hub`]: the channels at run time: reconnecting, policy, turns per sender, status.
 //! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
+//! - [`telegram`]: Telegram's Bot API, long polling.
 //!
 //! Every request, approval, denial, expiry, refusal and release is an audit record; the
 //! CLI (`moat pairing`, `moat allowlist`, `moat channel`) writes its own.
@@ -13,6 +14,7 @@ pub mod adapter;
 pub mod hub;
 pub mod irc;
 pub mod pairing;
+pub mod telegram;
 
 pub use adapter::{Adapter, ChannelError, Incoming, Target};
 pub use hub::{Hub, Spec, Status};

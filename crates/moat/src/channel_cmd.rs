@@ -11,44 +11,56 @@ use moat_core::config::channels::{ChannelConfig, DmPolicy, OnApprove, valid_name
 use moat_core::home::Home;
 
 use crate::app::config_edit::{read_doc, write_doc};
-use crate::cli::{AllowlistCommand, ChannelCommand, PairingCommand};
+use crate::cli::{AllowlistCommand, ChannelAdd, ChannelCommand, PairingCommand};
 use crate::terminal::shown;
 use crate::{Failure, app, load_config};
 
 /// `moat channel`.
 pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failure> {
     match command {
-        ChannelCommand::Add {
-            kind,
-            name,
-            server,
-            nick,
-            plain,
-            rooms,
-            dm_policy,
-            allow,
-            sasl_user,
-            password_secret,
-            replace,
-        } => {
+        ChannelCommand::Add(args) => {
+            let ChannelAdd {
+                kind,
+                name,
+                server,
+                nick,
+                token_secret,
+                api_base,
+                plain,
+                rooms,
+                dm_policy,
+                allow,
+                sasl_user,
+                password_secret,
+                replace,
+            } = args.as_ref();
             let policy = match dm_policy.as_str() {
                 "allowlist" => DmPolicy::Allowlist,
                 "open" => DmPolicy::Open,
                 "disabled" => DmPolicy::Disabled,
                 _ => DmPolicy::Pairing,
             };
+            let irc = kind == "irc";
             let c = ChannelConfig {
                 kind: kind.clone(),
                 dm_policy: policy,
                 allow_from: allow.clone(),
                 rooms: rooms.clone(),
-                server: Some(server.clone()),
-                tls: Some(!plain),
-                nick: Some(nick.clone()),
+                server: server.clone(),
+                // Said only when it differs from the default (TLS), and only for IRC.
+                tls: (irc && *plain).then_some(false),
+                nick: nick.clone(),
                 sasl_user: sasl_user.clone(),
                 password_secret: password_secret.clone(),
+                token_secret: token_secret.clone(),
+                api_base: api_base.clone(),
                 ..ChannelConfig::default()
             };
+            if !irc && *plain {
+                return Err(Failure::usage(anyhow!(
+                    "--plain is for irc; a telegram channel's api_base says http or https itself"
+                )));
+            }
             add(home, name, &c, *replace)
         }
         ChannelCommand::List => list(home),
@@ -72,7 +84,7 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
     let mut channels = loaded.config.channels.clone();
     channels.insert(name.to_string(), c.clone());
     moat_core::config::channels::validate(&channels, &loaded.config.pairing)
-        .map_err(|e| Failure::usage(anyhow!("{}: {}", e.key, e.problem)))?;
+        .map_err(|e| Failure::usage(anyhow!("{e}")))?;
     let mut doc = read_doc(home)?;
     let table = channels_table(&mut doc)?;
     let mut entry = toml_edit::Table::new();
@@ -93,6 +105,8 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
         ("nick", &c.nick),
         ("sasl_user", &c.sasl_user),
         ("password_secret", &c.password_secret),
+        ("token_secret", &c.token_secret),
+        ("api_base", &c.api_base),
     ] {
         if let Some(v) = value {
             entry.insert(key, toml_edit::value(v.as_str()));
@@ -111,9 +125,14 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
         c.kind,
         home.config_file().display()
     );
-    if let Some(secret) = &c.password_secret {
+    if let Some(secret) = c.password_secret.as_ref().or(c.token_secret.as_ref()) {
         println!(
-            "moat: its password is read from the vault secret {secret:?} (add it with `moat vault add {secret}` if it isn't there)"
+            "moat: its {} is read from the vault secret {secret:?} (add it with `moat vault add {secret}` if it isn't there)",
+            if c.token_secret.is_some() {
+                "bot token"
+            } else {
+                "password"
+            }
         );
     }
     if c.dm_policy == DmPolicy::Pairing {
@@ -160,7 +179,7 @@ fn list(home: &Home) -> Result<(), Failure> {
     let loaded = load_config(home, &[])?;
     if loaded.config.channels.is_empty() {
         println!(
-            "no channels; add one with `moat channel add irc NAME --server HOST:PORT --nick NICK`"
+            "no channels; add one with `moat channel add irc NAME --server HOST:PORT --nick NICK` or `moat channel add telegram NAME --token-secret SECRET`"
         );
         return Ok(());
     }
@@ -187,12 +206,23 @@ fn list(home: &Home) -> Result<(), Failure> {
         println!(
             "{name}  {}  {}  dm_policy={}  {}",
             c.kind,
-            c.server.as_deref().unwrap_or("-"),
+            where_(c),
             c.dm_policy.as_str(),
             state
         );
     }
     Ok(())
+}
+
+/// Where a channel connects to, for the owner's eyes.
+fn where_(c: &ChannelConfig) -> &str {
+    match c.kind.as_str() {
+        "telegram" => c
+            .api_base
+            .as_deref()
+            .unwrap_or(app::channels::DEFAULT_TELEGRAM_API),
+        _ => c.server.as_deref().unwrap_or("-"),
+    }
 }
 
 fn describe(s: &serde_json::Value) -> String {
@@ -222,7 +252,7 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
             "no channel named {name:?} (see `moat channel list`)"
         )));
     };
-    let secret = match &c.password_secret {
+    let secret = match c.password_secret.as_ref().or(c.token_secret.as_ref()) {
         None => Ok(None),
         Some(_) => {
             let vault = app::vault::unlock(home)?;
@@ -258,7 +288,7 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
         Ok(()) => {
             println!(
                 "moat: channel {name:?}: {} accepted moat in {:.1} ms",
-                c.server.as_deref().unwrap_or(&c.kind),
+                where_(c),
                 started.elapsed().as_secs_f64() * 1000.0
             );
             Ok(())

@@ -220,6 +220,7 @@ pub(crate) enum Command {
     /// Examples:
     ///   moat channel add irc home --server irc.libera.chat:6697 --nick my-assistant
     ///   moat channel add irc lan --server 127.0.0.1:6667 --plain --nick moat --room '#home'
+    ///   moat vault add telegram-bot && moat channel add telegram phone --token-secret telegram-bot
     ///   moat channel list
     ///   moat channel test home
     #[command(verbatim_doc_comment)]
@@ -318,43 +319,7 @@ pub(crate) enum ApprovalsCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ChannelCommand {
     /// Add a channel to config.toml; `moat serve` connects it at its next start.
-    Add {
-        /// The service.
-        #[arg(value_parser = ["irc"])]
-        kind: String,
-        /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
-        /// and audit records use it.
-        name: String,
-        /// IRC: the server as host:port.
-        #[arg(long, value_name = "HOST:PORT")]
-        server: String,
-        /// IRC: the nick the assistant uses (taken: nick_, nick_2...).
-        #[arg(long)]
-        nick: String,
-        /// IRC: connect without TLS (only sensible on loopback or a network you trust).
-        #[arg(long)]
-        plain: bool,
-        /// IRC: a channel to join, where the assistant answers admitted senders who
-        /// mention it; repeat for more.
-        #[arg(long = "room", value_name = "#CHANNEL")]
-        rooms: Vec<String>,
-        /// Who may talk: pairing (strangers get a code you approve), allowlist (only
-        /// those listed), open (anyone; needs --allow '*'), disabled.
-        #[arg(long, value_parser = ["pairing", "allowlist", "open", "disabled"], default_value = "pairing")]
-        dm_policy: String,
-        /// A sender admitted without pairing; repeat for more.
-        #[arg(long = "allow", value_name = "SENDER")]
-        allow: Vec<String>,
-        /// IRC: the SASL PLAIN account (its password in --password-secret).
-        #[arg(long)]
-        sasl_user: Option<String>,
-        /// The vault secret holding the SASL (or server) password.
-        #[arg(long, value_name = "NAME")]
-        password_secret: Option<String>,
-        /// Replace a channel of the same name.
-        #[arg(long)]
-        replace: bool,
-    },
+    Add(Box<ChannelAdd>),
     /// The channels, with their state from the running server (connected, last error,
     /// last message).
     List,
@@ -368,6 +333,53 @@ pub(crate) enum ChannelCommand {
         /// The channel's name.
         name: String,
     },
+}
+
+/// `moat channel add`.
+#[derive(Debug, Args)]
+pub(crate) struct ChannelAdd {
+    /// The service.
+    #[arg(value_parser = ["irc", "telegram"])]
+    pub(crate) kind: String,
+    /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
+    /// and audit records use it.
+    pub(crate) name: String,
+    /// IRC: the server as host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) server: Option<String>,
+    /// IRC: the nick the assistant uses (taken: nick_, nick_2...).
+    #[arg(long)]
+    pub(crate) nick: Option<String>,
+    /// Telegram: the vault secret holding the bot token @BotFather gave you.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) token_secret: Option<String>,
+    /// Telegram: the Bot API's base URL, for a self-hosted Bot API server
+    /// (default https://api.telegram.org).
+    #[arg(long, value_name = "URL")]
+    pub(crate) api_base: Option<String>,
+    /// IRC: connect without TLS (only sensible on loopback or a network you trust).
+    #[arg(long)]
+    pub(crate) plain: bool,
+    /// IRC: a channel to join, where the assistant answers admitted senders who
+    /// mention it; repeat for more.
+    #[arg(long = "room", value_name = "#CHANNEL")]
+    pub(crate) rooms: Vec<String>,
+    /// Who may talk: pairing (strangers get a code you approve), allowlist (only
+    /// those listed), open (anyone; needs --allow '*'), disabled.
+    #[arg(long, value_parser = ["pairing", "allowlist", "open", "disabled"], default_value = "pairing")]
+    pub(crate) dm_policy: String,
+    /// A sender admitted without pairing; repeat for more.
+    #[arg(long = "allow", value_name = "SENDER")]
+    pub(crate) allow: Vec<String>,
+    /// IRC: the SASL PLAIN account (its password in --password-secret).
+    #[arg(long)]
+    pub(crate) sasl_user: Option<String>,
+    /// The vault secret holding the SASL (or server) password.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) password_secret: Option<String>,
+    /// Replace a channel of the same name.
+    #[arg(long)]
+    pub(crate) replace: bool,
 }
 
 /// `moat pairing` subcommands.

@@ -233,7 +233,10 @@ fn channel_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outc
         let policy = match ch.dm_policy {
             DmPolicy::Open => Outcome::Warn(format!(
                 "channel {name}: dm_policy = \"open\": ANYONE on {} reaches the assistant (as trust {:?}); use \"pairing\" unless that is what you want",
-                ch.server.as_deref().unwrap_or(&ch.kind),
+                ch.server
+                    .as_deref()
+                    .or(ch.api_base.as_deref())
+                    .unwrap_or(&ch.kind),
                 ch.trust
             )),
             DmPolicy::Disabled => Outcome::Ok(format!(
@@ -242,7 +245,7 @@ fn channel_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outc
             p => Outcome::Ok(format!("channel {name}: dm_policy = {:?}", p.as_str())),
         };
         results.push(("channels", policy));
-        if let Some(secret) = &ch.password_secret {
+        if let Some(secret) = ch.password_secret.as_ref().or(ch.token_secret.as_ref()) {
             results.push((
                 "channels",
                 check_reference(home, &SecretRef::Vault(secret.clone())),

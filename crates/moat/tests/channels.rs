@@ -421,3 +421,191 @@ fn the_server_password_comes_from_the_vault_and_shows_nowhere() {
     assert!(!err.contains(CANARY) && !out.contains(CANARY));
     assert!(err.contains("channel \"lan\""), "{err}");
 }
+
+// --- Telegram --------------------------------------------------------------------------
+
+const TG_TOKEN: &str = "123456:TG-CANARY-f00dfeedbeef";
+
+/// A Bot API server (telegram-test-api) on a loopback port.
+struct BotApi {
+    child: Child,
+    port: u16,
+}
+
+impl BotApi {
+    fn start() -> BotApi {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> BotApi {
+        let package = std::env::var("MOAT_TELEGRAM_TEST_API").unwrap_or_else(|_| {
+            panic!("MOAT_TELEGRAM_TEST_API is not set: run the suite with ./scripts/test, or `eval \"$(scripts/peers)\"` first")
+        });
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/telegram_server.js"
+        );
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(port.to_string())
+            .env("MOAT_TELEGRAM_TEST_API", package)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the Bot API server did not start");
+        BotApi { child, port }
+    }
+
+    fn restart(mut self) -> BotApi {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        Self::start_on(self.port)
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// A private message from user `id` to the bot.
+    fn user_says(&self, id: i64, name: &str, text: &str) {
+        let body = json!({
+            "botToken": TG_TOKEN,
+            "from": {"id": id, "first_name": name, "username": name, "is_bot": false},
+            "chat": {"id": id, "first_name": name, "username": name, "type": "private"},
+            "text": text,
+            "date": 1_700_000_000,
+        });
+        let r = post_json(self.addr(), "/sendMessage", &[], &body.to_string());
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    /// The first message the bot sent to chat `id` containing `needle`, within `wait`.
+    fn bot_said(&self, id: i64, needle: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let body = json!({"token": TG_TOKEN, "chatId": id}).to_string();
+            let r = post_json(self.addr(), "/getUpdates", &[], &body).json();
+            for u in r["result"].as_array().unwrap() {
+                let text = u["message"]["text"].as_str().unwrap_or_default();
+                if text.contains(needle) {
+                    return Some(text.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        None
+    }
+}
+
+impl Drop for BotApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn telegram_pairs_by_user_id_and_survives_the_api_restarting() {
+    let api = BotApi::start();
+    let up = FakeUpstream::start();
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "tg", "--stdin"], TG_TOKEN);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
+             [channels.phone]\nkind = \"telegram\"\ntoken_secret = \"tg\"\napi_base = \"http://127.0.0.1:{}\"\n",
+            up.url(),
+            api.port
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "phone"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let moat = Moat::start_in(home, &[], &[], None);
+    connected(&moat, 0);
+
+    api.user_says(1001, "alice", "hi, here is my plan");
+    let note = api
+        .bot_said(1001, "pairing code is", 10 * SECOND)
+        .expect("no pairing code");
+    let code = code_in(&note);
+    api.user_says(1002, "bob", "let me in too");
+    api.bot_said(1002, "pairing code is", 10 * SECOND)
+        .expect("no pairing code for bob");
+    assert!(up.seen().is_empty(), "the model saw a stranger's message");
+
+    let list = moat_ok(&moat, &["pairing", "list"]);
+    assert!(list.contains("phone  1001 (@alice)"), "{list}");
+    up.push(reply("Hello from Telegram."));
+    moat_ok(&moat, &["pairing", "approve", &code]);
+    assert!(
+        api.bot_said(1001, "Hello from Telegram.", 15 * SECOND)
+            .is_some()
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].body.to_string().contains("let me in"));
+
+    // The API goes away (and forgets everything); the channel comes back by itself.
+    let api = api.restart();
+    connected(&moat, 1);
+    up.push(reply("Still here."));
+    api.user_says(1001, "alice", "are you still there?");
+    assert!(api.bot_said(1001, "Still here.", 20 * SECOND).is_some());
+
+    let (_, list, _) = run_moat(moat.home.path(), &["channel", "list"], &[]);
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
+    let status = get(
+        moat.main,
+        "/status",
+        &[("x-moat-control-token", &moat.token())],
+    )
+    .body;
+    for text in [moat.output(), list, tail, status, out, err] {
+        assert!(
+            !text.contains(TG_TOKEN) && !text.contains("TG-CANARY"),
+            "the token leaked:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_bot_token_is_reported_without_the_token() {
+    // A server that refuses every token, as Telegram does a revoked one.
+    let refusing = FakeUpstream::start();
+    refusing.push(Reply::json(
+        401,
+        json!({"ok": false, "error_code": 401, "description": "Unauthorized"}),
+    ));
+    let home = new_home();
+    run_moat_stdin(home.path(), &["vault", "add", "tg", "--stdin"], TG_TOKEN);
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[channels.phone]\nkind = \"telegram\"\ntoken_secret = \"tg\"\napi_base = \"{}\"\n",
+            refusing.url()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "phone"], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("refused the bot token"), "{err}");
+    assert!(!err.contains("TG-CANARY") && !out.contains("TG-CANARY"));
+    // The token went in the path, as the Bot API wants it, and only there.
+    let seen = refusing.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, format!("/bot{TG_TOKEN}/getMe"));
+}

@@ -14,6 +14,11 @@
 //! sasl_user = "moat-assistant" # SASL PLAIN, password from the vault
 //! password_secret = "irc-password"
 //!
+//! [channels.phone]
+//! kind = "telegram"
+//! token_secret = "telegram-bot"  # vault secret: the token @BotFather gave
+//! # api_base = "https://api.telegram.org"
+//!
 //! [pairing]                    # limits shared by every channel
 //! code_ttl = "15m"
 //! max_pending = 3              # codes waiting for the owner, per channel
@@ -30,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::InvalidValue;
 
 /// The kinds of channel moat can connect.
-pub const KINDS: [&str; 1] = ["irc"];
+pub const KINDS: [&str; 2] = ["irc", "telegram"];
 
 /// Who may talk to the assistant on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -74,7 +79,7 @@ pub enum OnApprove {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// The service: `irc`.
+    /// The service: `irc` or `telegram`.
     pub kind: String,
     /// Whether it is connected at all by `moat serve`.
     pub enabled: bool,
@@ -106,6 +111,10 @@ pub struct ChannelConfig {
     pub password_secret: Option<String>,
     /// IRC: trust this CA (PEM file) instead of the system's (a private network).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Telegram: the vault secret holding the bot's token.
+    pub token_secret: Option<String>,
+    /// Telegram: the Bot API's base URL (default `https://api.telegram.org`).
+    pub api_base: Option<String>,
 }
 
 impl Default for ChannelConfig {
@@ -126,6 +135,8 @@ impl Default for ChannelConfig {
             sasl_user: None,
             password_secret: None,
             ca_file: None,
+            token_secret: None,
+            api_base: None,
         }
     }
 }
@@ -239,39 +250,90 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
     {
         return Err(("max_message_bytes", "must be between 64 and 1000000".into()));
     }
-    if c.kind == "irc" {
-        let Some(server) = &c.server else {
-            return Err(("server", "is required: the IRC server as host:port".into()));
-        };
-        if !valid_host_port(server) {
+    let irc_only = [
+        ("server", c.server.is_some()),
+        ("tls", c.tls.is_some()),
+        ("nick", c.nick.is_some()),
+        ("sasl_user", c.sasl_user.is_some()),
+        ("password_secret", c.password_secret.is_some()),
+        ("ca_file", c.ca_file.is_some()),
+        ("rooms", !c.rooms.is_empty()),
+    ];
+    let telegram_only = [
+        ("token_secret", c.token_secret.is_some()),
+        ("api_base", c.api_base.is_some()),
+    ];
+    let (foreign, other) = match c.kind.as_str() {
+        "irc" => (&telegram_only[..], "telegram"),
+        _ => (&irc_only[..], "irc"),
+    };
+    if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+        return Err((key, format!("is an {other} setting, not a {} one", c.kind)));
+    }
+    match c.kind.as_str() {
+        "irc" => irc_rules(c),
+        "telegram" => telegram_rules(c),
+        _ => Ok(()),
+    }
+}
+
+fn telegram_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    if c.token_secret.is_none() {
+        return Err((
+            "token_secret",
+            "is required: the vault secret holding the bot token (`moat vault add NAME`)".into(),
+        ));
+    }
+    if let Some(base) = &c.api_base {
+        let ok = url::Url::parse(base).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+        });
+        if !ok {
             return Err((
-                "server",
-                format!("{server:?} is not host:port (e.g. irc.libera.chat:6697)"),
+                "api_base",
+                format!("{base:?} is not an http(s) URL without credentials or query"),
             ));
         }
-        let Some(nick) = &c.nick else {
-            return Err(("nick", "is required: the assistant's nick".into()));
-        };
-        if !valid_nick(nick) {
-            return Err((
-                "nick",
-                format!(
-                    "{nick:?} is not an IRC nick (a letter first, then letters, digits, -_[]\\`^{{}}|; at most 30)"
-                ),
-            ));
-        }
-        if c.sasl_user.is_some() && c.password_secret.is_none() {
-            return Err((
-                "password_secret",
-                "sasl_user needs the vault secret holding its password".into(),
-            ));
-        }
-        if let Some(bad) = c.rooms.iter().find(|r| !valid_irc_room(r)) {
-            return Err((
-                "rooms",
-                format!("{bad:?} is not an IRC channel name (#name)"),
-            ));
-        }
+    }
+    Ok(())
+}
+
+fn irc_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    let Some(server) = &c.server else {
+        return Err(("server", "is required: the IRC server as host:port".into()));
+    };
+    if !valid_host_port(server) {
+        return Err((
+            "server",
+            format!("{server:?} is not host:port (e.g. irc.libera.chat:6697)"),
+        ));
+    }
+    let Some(nick) = &c.nick else {
+        return Err(("nick", "is required: the assistant's nick".into()));
+    };
+    if !valid_nick(nick) {
+        return Err((
+            "nick",
+            format!(
+                "{nick:?} is not an IRC nick (a letter first, then letters, digits, -_[]\\`^{{}}|; at most 30)"
+            ),
+        ));
+    }
+    if c.sasl_user.is_some() && c.password_secret.is_none() {
+        return Err((
+            "password_secret",
+            "sasl_user needs the vault secret holding its password".into(),
+        ));
+    }
+    if let Some(bad) = c.rooms.iter().find(|r| !valid_irc_room(r)) {
+        return Err((
+            "rooms",
+            format!("{bad:?} is not an IRC channel name (#name)"),
+        ));
     }
     Ok(())
 }
@@ -354,11 +416,32 @@ mod tests {
     }
 
     #[test]
+    fn settings_of_another_kind_are_refused() {
+        let mut c = irc();
+        c.token_secret = Some("t".into());
+        assert!(check(c).unwrap_err().contains("telegram setting"));
+        let t = ChannelConfig {
+            kind: "telegram".into(),
+            token_secret: Some("t".into()),
+            nick: Some("x".into()),
+            ..Default::default()
+        };
+        assert!(check(t).unwrap_err().contains("irc setting"));
+        let t = ChannelConfig {
+            kind: "telegram".into(),
+            token_secret: Some("t".into()),
+            api_base: Some("http://user:pw@127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        assert!(check(t).unwrap_err().contains("api_base"));
+    }
+
+    #[test]
     fn unknown_kinds_are_named() {
         let c = ChannelConfig {
             kind: "carrier-pigeon".into(),
             ..Default::default()
         };
-        assert!(check(c).unwrap_err().contains("one of irc"));
+        assert!(check(c).unwrap_err().contains("one of irc, telegram"));
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use moat_channels::irc::{Irc, IrcSettings};
+use moat_channels::telegram::{Telegram, TelegramSettings};
 use moat_channels::{Adapter, ChannelError, Incoming, Pairing, Spec};
 use moat_core::config::Config;
 use moat_core::config::channels::ChannelConfig;
@@ -13,6 +14,9 @@ use moat_state::StateStore;
 use tokio::sync::mpsc;
 
 use crate::Failure;
+
+/// Where a telegram channel's Bot API is unless `api_base` says otherwise.
+pub(crate) const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
 
 /// The pairing store in MOAT_HOME's state store.
 pub(crate) fn pairing(home: &Home, config: &Config) -> Result<Pairing, Failure> {
@@ -27,12 +31,14 @@ pub(crate) fn secret(
     name: &str,
     c: &ChannelConfig,
 ) -> Result<Option<SecretString>, String> {
-    let Some(secret) = &c.password_secret else {
-        return Ok(None);
+    let (key, secret) = match (&c.password_secret, &c.token_secret) {
+        (Some(s), _) => ("password_secret", s),
+        (None, Some(s)) => ("token_secret", s),
+        (None, None) => return Ok(None),
     };
     let entry = vault.get(secret).ok_or_else(|| {
         format!(
-            "channels.{name}.password_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
+            "channels.{name}.{key} names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
         )
     })?;
     let value = String::from_utf8(entry.value().to_vec())
@@ -77,6 +83,20 @@ fn build(
                 rooms: c.rooms.clone(),
                 send_per_second: c.send_per_second,
                 max_piece: c.max_message_bytes.unwrap_or(moat_channels::irc::MAX_PIECE),
+            })))
+        }
+        "telegram" => {
+            let token = password
+                .ok_or_else(|| format!("channels.{name}: a telegram channel needs token_secret"))?;
+            let base = c.api_base.as_deref().unwrap_or(DEFAULT_TELEGRAM_API);
+            let api_base = url::Url::parse(base)
+                .map_err(|e| format!("channels.{name}.api_base {base:?}: {e}"))?;
+            Ok(Arc::new(Telegram::new(TelegramSettings {
+                api_base,
+                token,
+                max_piece: c
+                    .max_message_bytes
+                    .unwrap_or(moat_channels::telegram::MAX_PIECE),
             })))
         }
         other => Err(format!(

@@ -1,0 +1,313 @@
+//! Telegram, through the Bot API (`https://api.telegram.org` or any base URL that
+//! speaks it): long polling with `getUpdates`, replies with `sendMessage`, a typing
+//! indicator with `sendChatAction`, 429s waited out as `retry_after` says.
+//!
+//! A sender is their numeric user id, which Telegram assigns and nobody can take over
+//! (unlike a username); the display name is their @username or first name. In groups
+//! the assistant hears a message only when it is mentioned (`@botname`) or replied to.
+//!
+//! The bot token is part of every request's path (`/bot<token>/method`): no error,
+//! status or log line here is built from a URL, only from the method's name.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use moat_core::secret::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::adapter::{Adapter, ChannelError, Incoming, Target};
+
+/// Telegram's limit is 4096 characters a message; bytes are a safe stand-in.
+pub const MAX_PIECE: usize = 4000;
+/// How long one `getUpdates` waits for something to happen.
+const LONG_POLL: Duration = Duration::from_secs(25);
+/// The largest answer read from the API.
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+/// A server that answers polls at once (some test servers ignore `timeout`) is asked
+/// again after this, not in a busy loop.
+const MIN_POLL: Duration = Duration::from_millis(300);
+
+/// How to reach one bot.
+#[derive(Clone)]
+pub struct TelegramSettings {
+    /// The Bot API's base URL (`https://api.telegram.org`).
+    pub api_base: url::Url,
+    /// The bot's token.
+    pub token: SecretString,
+    /// The most text one message carries.
+    pub max_piece: usize,
+}
+
+/// A Telegram bot, polled by the hub.
+pub struct Telegram {
+    settings: TelegramSettings,
+    client: moat_net::egress::Egress,
+    /// The bot's own id and username, from `getMe`.
+    me: Mutex<Option<(i64, String)>>,
+}
+
+/// What a failed API call says.
+enum CallError {
+    /// Telegram asks us to wait this long.
+    Wait(Duration),
+    /// The token was refused.
+    Unauthorized,
+    /// Anything else, as it should be reported.
+    Other(String),
+}
+
+impl Telegram {
+    /// An adapter for `settings`.
+    pub fn new(settings: TelegramSettings) -> Telegram {
+        let client =
+            moat_net::egress::Egress::for_upstream(&settings.api_base, Duration::from_secs(10));
+        Telegram {
+            settings,
+            client,
+            me: Mutex::new(None),
+        }
+    }
+
+    async fn call(&self, method: &str, body: &Value, wait: Duration) -> Result<Value, CallError> {
+        let base = self.settings.api_base.as_str().trim_end_matches('/');
+        let uri = format!("{base}/bot{}/{method}", self.settings.token.expose());
+        let req = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|_| CallError::Other(format!("{method}: the API base URL is not usable")))?;
+        let exchange = async {
+            let resp = self
+                .client
+                .send(req)
+                .await
+                .map_err(|e| CallError::Other(format!("{method}: {e}")))?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|_| CallError::Other(format!("{method}: the answer broke off")))?
+                .to_bytes();
+            Ok::<_, CallError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(wait, exchange).await.map_err(|_| {
+            CallError::Other(format!("{method}: no answer in {}s", wait.as_secs()))
+        })??;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            CallError::Other(format!("{method}: the answer ({status}) is not JSON"))
+        })?;
+        if answer["ok"] == true {
+            return Ok(answer["result"].clone());
+        }
+        let code = answer["error_code"]
+            .as_u64()
+            .unwrap_or(u64::from(status.as_u16()));
+        if code == 401 || (code == 404 && method == "getMe") {
+            return Err(CallError::Unauthorized);
+        }
+        if let Some(after) = answer["parameters"]["retry_after"].as_u64() {
+            return Err(CallError::Wait(Duration::from_secs(after.clamp(1, 300))));
+        }
+        let why: String = answer["description"]
+            .as_str()
+            .unwrap_or("no description")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        Err(CallError::Other(format!("{method}: {code} {why}")))
+    }
+
+    fn incoming(&self, update: &Value) -> Option<Incoming> {
+        let m = &update["message"];
+        let from = &m["from"];
+        let text = m["text"].as_str()?;
+        if from["is_bot"] == true {
+            return None;
+        }
+        let sender = id_of(&from["id"])?;
+        let display = from["username"]
+            .as_str()
+            .map(|u| format!("@{u}"))
+            .or_else(|| from["first_name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| sender.clone());
+        let chat = id_of(&m["chat"]["id"])?;
+        if m["chat"]["type"] == "private" {
+            return Some(Incoming {
+                sender,
+                display,
+                place: Target::Direct(chat),
+                mentioned: true,
+                text: text.to_string(),
+            });
+        }
+        let (me_id, me_name) = self
+            .me
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        let replied = m["reply_to_message"]["from"]["id"].as_i64() == Some(me_id);
+        let (mentioned, text) = mention(text, &me_name);
+        Some(Incoming {
+            sender,
+            display,
+            place: Target::Room(chat),
+            mentioned: mentioned || replied,
+            text,
+        })
+    }
+}
+
+/// A Telegram id (a number, or a string of one) as text.
+fn id_of(v: &Value) -> Option<String> {
+    v.as_i64().map(|n| n.to_string()).or_else(|| {
+        v.as_str()
+            .filter(|s| s.parse::<i64>().is_ok())
+            .map(str::to_string)
+    })
+}
+
+/// Whether `text` mentions `@name`, and the text without the mention.
+fn mention(text: &str, name: &str) -> (bool, String) {
+    let at = format!("@{}", name.to_lowercase());
+    let lower = text.to_lowercase();
+    match lower.find(&at) {
+        // Lowercasing an ASCII username keeps byte offsets; a non-ASCII text before it
+        // could shift them, so the cut is made only where it is a char boundary.
+        Some(i) if text.is_char_boundary(i) && text.is_char_boundary(i + at.len()) => {
+            let rest = format!("{}{}", &text[..i], &text[i + at.len()..]);
+            (true, rest.trim().to_string())
+        }
+        Some(_) => (true, text.to_string()),
+        None => (false, text.to_string()),
+    }
+}
+
+fn refused() -> ChannelError {
+    ChannelError::Refused(
+        "Telegram refused the bot token (401); check the vault secret named by token_secret".into(),
+    )
+}
+
+#[async_trait::async_trait]
+impl Adapter for Telegram {
+    async fn run(
+        &self,
+        inbox: mpsc::Sender<Incoming>,
+        connected: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), ChannelError> {
+        let me = match self
+            .call("getMe", &json!({}), Duration::from_secs(30))
+            .await
+        {
+            Ok(me) => me,
+            Err(CallError::Unauthorized) => return Err(refused()),
+            Err(CallError::Wait(d)) => {
+                tokio::time::sleep(d).await;
+                return Err(ChannelError::Connection("Telegram asked to wait".into()));
+            }
+            Err(CallError::Other(e)) => return Err(ChannelError::Connection(e)),
+        };
+        let id = me["id"].as_i64().unwrap_or_default();
+        let name = me["username"].as_str().unwrap_or_default().to_string();
+        *self
+            .me
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((id, name));
+        connected();
+        let mut offset: i64 = 0;
+        loop {
+            let asked = Instant::now();
+            let body = json!({
+                "offset": offset,
+                "timeout": LONG_POLL.as_secs(),
+                "allowed_updates": ["message"],
+            });
+            let updates = match self
+                .call("getUpdates", &body, LONG_POLL + Duration::from_secs(15))
+                .await
+            {
+                Ok(u) => u,
+                Err(CallError::Wait(d)) => {
+                    tokio::time::sleep(d).await;
+                    continue;
+                }
+                Err(CallError::Unauthorized) => return Err(refused()),
+                Err(CallError::Other(e)) => return Err(ChannelError::Connection(e)),
+            };
+            let updates = updates.as_array().cloned().unwrap_or_default();
+            for u in &updates {
+                let Some(n) = u["update_id"].as_i64() else {
+                    continue;
+                };
+                // An update seen already (a server that ignores the offset) is skipped.
+                if n < offset {
+                    continue;
+                }
+                offset = n + 1;
+                if let Some(incoming) = self.incoming(u)
+                    && inbox.send(incoming).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if updates.is_empty() && asked.elapsed() < MIN_POLL {
+                tokio::time::sleep(MIN_POLL).await;
+            }
+        }
+    }
+
+    async fn send(&self, to: &Target, text: &str) -> Result<(), ChannelError> {
+        let (Target::Direct(chat) | Target::Room(chat)) = to;
+        let body = json!({"chat_id": chat, "text": text});
+        for _ in 0..4 {
+            match self
+                .call("sendMessage", &body, Duration::from_secs(30))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(CallError::Wait(d)) => tokio::time::sleep(d).await,
+                Err(CallError::Unauthorized) => return Err(refused()),
+                Err(CallError::Other(e)) => return Err(ChannelError::Send(e)),
+            }
+        }
+        Err(ChannelError::Send(
+            "sendMessage: Telegram kept asking to wait".into(),
+        ))
+    }
+
+    async fn typing(&self, to: &Target) {
+        let (Target::Direct(chat) | Target::Room(chat)) = to;
+        let body = json!({"chat_id": chat, "action": "typing"});
+        if let Err(CallError::Other(e)) = self
+            .call("sendChatAction", &body, Duration::from_secs(10))
+            .await
+        {
+            tracing::debug!("no typing indicator: {e}");
+        }
+    }
+
+    fn max_piece(&self) -> usize {
+        self.settings.max_piece.min(MAX_PIECE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_found_and_removed() {
+        assert_eq!(
+            mention("@MoatBot what now", "moatbot"),
+            (true, "what now".into())
+        );
+        assert_eq!(mention("hey @moatbot!", "MoatBot"), (true, "hey !".into()));
+        assert!(!mention("hello", "moatbot").0);
+        assert_eq!(id_of(&json!(-100123)), Some("-100123".into()));
+        assert_eq!(id_of(&json!("42")), Some("42".into()));
+        assert_eq!(id_of(&json!("x")), None);
+    }
+}
