@@ -22,6 +22,8 @@ use crate::pairing::{Decision, Gate, Pairing, Refusal};
 const INBOX: usize = 256;
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Messages one sender may have waiting behind their running turn.
+const MAX_QUEUED: usize = 4;
 /// How often approvals and expiries made by `moat pairing` are picked up.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -167,6 +169,8 @@ struct Live {
 struct SenderState {
     turn: tokio::sync::Mutex<()>,
     stop: Notify,
+    /// Messages waiting for the running turn to end.
+    queued: std::sync::atomic::AtomicUsize,
 }
 
 impl Live {
@@ -377,7 +381,17 @@ impl Live {
             state.stop.notify_waiters();
             return;
         }
+        // A sender who writes faster than turns end waits in line, up to a point: past it
+        // the message is refused with a word, not queued without end.
+        use std::sync::atomic::Ordering::SeqCst;
+        if state.queued.fetch_add(1, SeqCst) >= MAX_QUEUED {
+            state.queued.fetch_sub(1, SeqCst);
+            self.say(&to, "Too many messages at once; this one was dropped. Wait for the answers, then write again.")
+                .await;
+            return;
+        }
         let _in_order = state.turn.lock().await;
+        state.queued.fetch_sub(1, SeqCst);
         self.adapter.typing(&to).await;
         let mut events = Quiet;
         let approver = Waits {

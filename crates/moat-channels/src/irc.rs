@@ -90,7 +90,7 @@ impl Irc {
             .trim_end_matches(']');
         let name = rustls::pki_types::ServerName::try_from(host.to_string())
             .map_err(|_| ChannelError::Refused(format!("{host:?} is not a TLS server name")))?;
-        let config = tls_config(s.roots.clone());
+        let config = client_tls(s.roots.clone());
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
@@ -118,7 +118,9 @@ pub fn roots_from_pem(path: &std::path::Path) -> Result<rustls::RootCertStore, S
     Ok(store)
 }
 
-fn tls_config(roots: Option<rustls::RootCertStore>) -> rustls::ClientConfig {
+/// A TLS client config on ring, trusting `roots` or the system's (the bundled Mozilla
+/// roots when the system has none).
+pub(crate) fn client_tls(roots: Option<rustls::RootCertStore>) -> rustls::ClientConfig {
     let roots = roots.unwrap_or_else(|| {
         let mut store = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();

@@ -6,11 +6,13 @@
 //! - [`hub`]: the channels at run time: reconnecting, policy, turns per sender, status.
 //! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
 //! - [`telegram`]: Telegram's Bot API, long polling.
+//! - [`discord`]: Discord's gateway WebSocket and REST API.
 //!
 //! Every request, approval, denial, expiry, refusal and release is an audit record; the
 //! CLI (`moat pairing`, `moat allowlist`, `moat channel`) writes its own.
 
 pub mod adapter;
+pub mod discord;
 pub mod hub;
 pub mod irc;
 pub mod pairing;

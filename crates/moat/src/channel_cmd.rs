@@ -58,7 +58,7 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
             };
             if !irc && *plain {
                 return Err(Failure::usage(anyhow!(
-                    "--plain is for irc; a telegram channel's api_base says http or https itself"
+                    "--plain is for irc; a telegram or discord channel's api_base says http or https itself"
                 )));
             }
             add(home, name, &c, *replace)
@@ -221,6 +221,10 @@ fn where_(c: &ChannelConfig) -> &str {
             .api_base
             .as_deref()
             .unwrap_or(app::channels::DEFAULT_TELEGRAM_API),
+        "discord" => c
+            .api_base
+            .as_deref()
+            .unwrap_or(app::channels::DEFAULT_DISCORD_API),
         _ => c.server.as_deref().unwrap_or("-"),
     }
 }

@@ -221,6 +221,7 @@ pub(crate) enum Command {
     ///   moat channel add irc home --server irc.libera.chat:6697 --nick my-assistant
     ///   moat channel add irc lan --server 127.0.0.1:6667 --plain --nick moat --room '#home'
     ///   moat vault add telegram-bot && moat channel add telegram phone --token-secret telegram-bot
+    ///   moat vault add discord-bot && moat channel add discord friends --token-secret discord-bot
     ///   moat channel list
     ///   moat channel test home
     #[command(verbatim_doc_comment)]
@@ -339,7 +340,7 @@ pub(crate) enum ChannelCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ChannelAdd {
     /// The service.
-    #[arg(value_parser = ["irc", "telegram"])]
+    #[arg(value_parser = ["irc", "telegram", "discord"])]
     pub(crate) kind: String,
     /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
     /// and audit records use it.
@@ -350,11 +351,12 @@ pub(crate) struct ChannelAdd {
     /// IRC: the nick the assistant uses (taken: nick_, nick_2...).
     #[arg(long)]
     pub(crate) nick: Option<String>,
-    /// Telegram: the vault secret holding the bot token @BotFather gave you.
+    /// Telegram, Discord: the vault secret holding the bot token (@BotFather's, or the
+    /// Discord developer portal's).
     #[arg(long, value_name = "NAME")]
     pub(crate) token_secret: Option<String>,
-    /// Telegram: the Bot API's base URL, for a self-hosted Bot API server
-    /// (default https://api.telegram.org).
+    /// Telegram, Discord: the API's base URL (default https://api.telegram.org,
+    /// https://discord.com/api/v10), for a self-hosted Bot API server or a proxy.
     #[arg(long, value_name = "URL")]
     pub(crate) api_base: Option<String>,
     /// IRC: connect without TLS (only sensible on loopback or a network you trust).

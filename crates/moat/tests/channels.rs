@@ -3,10 +3,12 @@
 //! owner approves and the held message is answered; a second sender stays out; used and
 //! expired codes are refused; a code-guesser is rate-limited; rooms answer only admitted
 //! senders who mention the assistant; the channel survives the server restarting; the
-//! server password never shows.
+//! server password never shows. The same for Telegram (telegram-test-api) and Discord
+//! (a protocol-faithful fake: tests/discord_fake).
 #![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
+mod discord_fake;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -608,4 +610,145 @@ fn a_refused_bot_token_is_reported_without_the_token() {
     let seen = refusing.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, format!("/bot{TG_TOKEN}/getMe"));
+}
+
+// --- Discord ---------------------------------------------------------------------------
+
+const DISCORD_TOKEN: &str = "MTAx.DISCORD-CANARY.9f8e7d6c5b4a";
+
+#[test]
+fn discord_pairs_resumes_after_a_drop_and_waits_out_rate_limits() {
+    let discord = discord_fake::FakeDiscord::start(DISCORD_TOKEN);
+    let up = FakeUpstream::start();
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", "dc", "--stdin"],
+        DISCORD_TOKEN,
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
+             [channels.friends]\nkind = \"discord\"\ntoken_secret = \"dc\"\napi_base = \"{}\"\n",
+            up.url(),
+            discord.api_base()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "friends"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let moat = Moat::start_in(home, &[], &[], None);
+    connected(&moat, 0);
+
+    // A stranger's DM: a code, nothing for the model.
+    discord.message(
+        ("1001", "alice"),
+        "5001",
+        None,
+        "hi, here is my plan",
+        false,
+    );
+    let note = discord
+        .posted("5001", "pairing code is", 10 * SECOND)
+        .expect("no pairing code");
+    discord.message(("1002", "bob"), "5002", None, "let me in", false);
+    discord
+        .posted("5002", "pairing code is", 10 * SECOND)
+        .expect("no pairing code for bob");
+    assert!(up.seen().is_empty(), "the model saw a stranger's message");
+
+    // Approved; the reply meets a 429 first and is sent once the wait is over.
+    up.push(reply("Hello from Discord."));
+    discord.rate_limit_next();
+    moat_ok(&moat, &["pairing", "approve", &code_in(&note)]);
+    assert!(
+        discord
+            .posted("5001", "Hello from Discord.", 15 * SECOND)
+            .is_some()
+    );
+    assert_eq!(discord.limited(), 1);
+    assert_eq!(up.seen().len(), 1);
+    assert!(discord.heartbeats() > 0, "the bot never sent a heartbeat");
+
+    // The connection drops; what is said meanwhile arrives when the session resumes.
+    let identified = discord.identifies();
+    discord.drop_connection();
+    up.push(reply("Got it after the drop."));
+    discord.message(("1001", "alice"), "5001", None, "did you get this?", false);
+    assert!(
+        discord
+            .posted("5001", "Got it after the drop.", 20 * SECOND)
+            .is_some(),
+        "the message sent during the drop was lost"
+    );
+    assert_eq!(
+        discord.identifies(),
+        identified,
+        "a resume must not identify afresh"
+    );
+    assert!(discord.resumes() >= 1);
+
+    // In a server: only an admitted sender who mentions the bot.
+    discord.message(
+        ("1002", "bob"),
+        "7001",
+        Some("42"),
+        "<@999> answer me",
+        true,
+    );
+    up.push(reply("In the room."));
+    discord.message(
+        ("1001", "alice"),
+        "7001",
+        Some("42"),
+        "chat without a mention",
+        false,
+    );
+    discord.message(("1001", "alice"), "7001", Some("42"), "<@999> hello", true);
+    assert!(
+        discord
+            .posted("7001", "alice: In the room.", 15 * SECOND)
+            .is_some()
+    );
+    assert_eq!(up.seen().len(), 3);
+    assert!(
+        !discord
+            .sent()
+            .iter()
+            .any(|(c, t)| c == "7001" && t.contains("pairing"))
+    );
+
+    let (_, list, _) = run_moat(moat.home.path(), &["channel", "list"], &[]);
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
+    for text in [moat.output(), list, tail, out, err] {
+        assert!(
+            !text.contains("DISCORD-CANARY"),
+            "the token leaked:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_discord_token_is_refused_with_a_clear_message() {
+    let discord = discord_fake::FakeDiscord::start("the-right-token");
+    let home = new_home();
+    run_moat_stdin(
+        home.path(),
+        &["vault", "add", "dc", "--stdin"],
+        DISCORD_TOKEN,
+    );
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[channels.friends]\nkind = \"discord\"\ntoken_secret = \"dc\"\napi_base = \"{}\"\n",
+            discord.api_base()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "friends"], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("refused the bot token"), "{err}");
+    assert!(!err.contains("DISCORD-CANARY"));
 }

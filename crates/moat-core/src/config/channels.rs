@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::InvalidValue;
 
 /// The kinds of channel moat can connect.
-pub const KINDS: [&str; 2] = ["irc", "telegram"];
+pub const KINDS: [&str; 3] = ["irc", "telegram", "discord"];
 
 /// Who may talk to the assistant on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,7 +79,7 @@ pub enum OnApprove {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// The service: `irc` or `telegram`.
+    /// The service: `irc`, `telegram` or `discord`.
     pub kind: String,
     /// Whether it is connected at all by `moat serve`.
     pub enabled: bool,
@@ -111,9 +111,10 @@ pub struct ChannelConfig {
     pub password_secret: Option<String>,
     /// IRC: trust this CA (PEM file) instead of the system's (a private network).
     pub ca_file: Option<std::path::PathBuf>,
-    /// Telegram: the vault secret holding the bot's token.
+    /// Telegram, Discord: the vault secret holding the bot's token.
     pub token_secret: Option<String>,
-    /// Telegram: the Bot API's base URL (default `https://api.telegram.org`).
+    /// Telegram, Discord: the API's base URL (default `https://api.telegram.org`,
+    /// `https://discord.com/api/v10`).
     pub api_base: Option<String>,
 }
 
@@ -259,25 +260,26 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         ("ca_file", c.ca_file.is_some()),
         ("rooms", !c.rooms.is_empty()),
     ];
-    let telegram_only = [
+    let bot_only = [
         ("token_secret", c.token_secret.is_some()),
         ("api_base", c.api_base.is_some()),
     ];
     let (foreign, other) = match c.kind.as_str() {
-        "irc" => (&telegram_only[..], "telegram"),
-        _ => (&irc_only[..], "irc"),
+        "irc" => (&bot_only[..], "a telegram or discord"),
+        _ => (&irc_only[..], "an irc"),
     };
     if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
-        return Err((key, format!("is an {other} setting, not a {} one", c.kind)));
+        return Err((key, format!("is {other} setting, not a {} one", c.kind)));
     }
     match c.kind.as_str() {
         "irc" => irc_rules(c),
-        "telegram" => telegram_rules(c),
+        "telegram" | "discord" => bot_rules(c),
         _ => Ok(()),
     }
 }
 
-fn telegram_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+/// A bot on a service's API: its token, and where the API is.
+fn bot_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
     if c.token_secret.is_none() {
         return Err((
             "token_secret",
@@ -419,7 +421,11 @@ mod tests {
     fn settings_of_another_kind_are_refused() {
         let mut c = irc();
         c.token_secret = Some("t".into());
-        assert!(check(c).unwrap_err().contains("telegram setting"));
+        assert!(
+            check(c)
+                .unwrap_err()
+                .contains("telegram or discord setting")
+        );
         let t = ChannelConfig {
             kind: "telegram".into(),
             token_secret: Some("t".into()),
@@ -442,6 +448,10 @@ mod tests {
             kind: "carrier-pigeon".into(),
             ..Default::default()
         };
-        assert!(check(c).unwrap_err().contains("one of irc, telegram"));
+        assert!(
+            check(c)
+                .unwrap_err()
+                .contains("one of irc, telegram, discord")
+        );
     }
 }

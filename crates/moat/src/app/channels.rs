@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use moat_channels::discord::{Discord, DiscordSettings};
 use moat_channels::irc::{Irc, IrcSettings};
 use moat_channels::telegram::{Telegram, TelegramSettings};
 use moat_channels::{Adapter, ChannelError, Incoming, Pairing, Spec};
@@ -17,6 +18,8 @@ use crate::Failure;
 
 /// Where a telegram channel's Bot API is unless `api_base` says otherwise.
 pub(crate) const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
+/// Where a discord channel's REST API is unless `api_base` says otherwise.
+pub(crate) const DEFAULT_DISCORD_API: &str = "https://discord.com/api/v10";
 
 /// The pairing store in MOAT_HOME's state store.
 pub(crate) fn pairing(home: &Home, config: &Config) -> Result<Pairing, Failure> {
@@ -83,6 +86,20 @@ fn build(
                 rooms: c.rooms.clone(),
                 send_per_second: c.send_per_second,
                 max_piece: c.max_message_bytes.unwrap_or(moat_channels::irc::MAX_PIECE),
+            })))
+        }
+        "discord" => {
+            let token = password
+                .ok_or_else(|| format!("channels.{name}: a discord channel needs token_secret"))?;
+            let base = c.api_base.as_deref().unwrap_or(DEFAULT_DISCORD_API);
+            let api_base = url::Url::parse(base)
+                .map_err(|e| format!("channels.{name}.api_base {base:?}: {e}"))?;
+            Ok(Arc::new(Discord::new(DiscordSettings {
+                api_base,
+                token,
+                max_piece: c
+                    .max_message_bytes
+                    .unwrap_or(moat_channels::discord::MAX_PIECE),
             })))
         }
         "telegram" => {
