@@ -7,6 +7,7 @@
 //! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
 //! - [`telegram`]: Telegram's Bot API, long polling.
 //! - [`discord`]: Discord's gateway WebSocket and REST API.
+//! - [`webhook`]: signed webhooks in (a route of the server) and out.
 //!
 //! Every request, approval, denial, expiry, refusal and release is an audit record; the
 //! CLI (`moat pairing`, `moat allowlist`, `moat channel`) writes its own.
@@ -17,6 +18,7 @@ pub mod hub;
 pub mod irc;
 pub mod pairing;
 pub mod telegram;
+pub mod webhook;
 
 pub use adapter::{Adapter, ChannelError, Incoming, Target};
 pub use hub::{Hub, Spec, Status};

@@ -51,6 +51,10 @@ pub enum Exposure {
     /// same-site, but without the token, which a browser's navigation cannot send. It
     /// holds no secret and changes nothing; what it does goes through `Control` routes.
     Page,
+    /// A signed webhook (`/hooks/NAME`): from anyone who reaches the main listener, as a
+    /// service calling back must; the handler admits only a request signed with the
+    /// channel's key. Never on the LAN listener.
+    Hook,
 }
 
 /// One condition a request must meet.
@@ -72,11 +76,18 @@ impl Exposure {
     /// The checks a request to a route of this class must pass, in order.
     pub const fn checks(self) -> &'static [Check] {
         match self {
-            Exposure::Open | Exposure::Lan => &[],
+            Exposure::Open | Exposure::Lan | Exposure::Hook => &[],
             Exposure::Api => &[Check::Peer, Check::Host, Check::Origin, Check::ApiKey],
             Exposure::Control => &[Check::Peer, Check::Host, Check::Origin, Check::ControlToken],
             Exposure::Page => &[Check::Peer, Check::Host, Check::Origin],
         }
+    }
+
+    /// Whether a request's body is read for routes of this class. Open and Lan routes take
+    /// none: an unauthenticated caller never makes moat buffer anything. A hook's body is
+    /// what its signature covers, so it is read (within the body limits) and then checked.
+    pub const fn reads_body(self) -> bool {
+        !matches!(self, Exposure::Open | Exposure::Lan)
     }
 
     /// Whether routes of this class exist on a listener of `kind` at all.
@@ -796,6 +807,9 @@ mod tests {
                 && !Exposure::Control.served_on(ListenerKind::Lan)
         );
         assert!(Exposure::Control.served_on(ListenerKind::Main));
+        // A webhook is for whoever reaches the main listener, never the LAN one.
+        assert!(!Exposure::Hook.served_on(ListenerKind::Lan));
+        assert!(Exposure::Hook.served_on(ListenerKind::Main) && Exposure::Hook.checks().is_empty());
     }
 
     fn settings(bound: &str, key: Option<&str>, tls: bool) -> PolicySettings {

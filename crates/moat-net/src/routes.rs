@@ -245,8 +245,9 @@ impl Routes {
             }
         }
         // Open and Lan routes take no body, and a preflight is answered unread: an
-        // unauthenticated caller never makes moat buffer anything.
-        let req = if entry.class.checks().is_empty() || preflight {
+        // unauthenticated caller never makes moat buffer anything (a hook's body is read:
+        // its signature covers it).
+        let req = if !entry.class.reads_body() || preflight {
             req.map(|_| axum::body::Body::empty())
         } else {
             let reading = req

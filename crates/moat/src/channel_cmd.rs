@@ -26,6 +26,8 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 nick,
                 token_secret,
                 api_base,
+                key_secret,
+                url,
                 plain,
                 rooms,
                 dm_policy,
@@ -54,6 +56,8 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 password_secret: password_secret.clone(),
                 token_secret: token_secret.clone(),
                 api_base: api_base.clone(),
+                key_secret: key_secret.clone(),
+                url: url.clone(),
                 ..ChannelConfig::default()
             };
             if !irc && *plain {
@@ -107,6 +111,8 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
         ("password_secret", &c.password_secret),
         ("token_secret", &c.token_secret),
         ("api_base", &c.api_base),
+        ("key_secret", &c.key_secret),
+        ("url", &c.url),
     ] {
         if let Some(v) = value {
             entry.insert(key, toml_edit::value(v.as_str()));
@@ -225,6 +231,7 @@ fn where_(c: &ChannelConfig) -> &str {
             .api_base
             .as_deref()
             .unwrap_or(app::channels::DEFAULT_DISCORD_API),
+        "webhook" => c.url.as_deref().unwrap_or("(listens only)"),
         _ => c.server.as_deref().unwrap_or("-"),
     }
 }
@@ -256,7 +263,12 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
             "no channel named {name:?} (see `moat channel list`)"
         )));
     };
-    let secret = match c.password_secret.as_ref().or(c.token_secret.as_ref()) {
+    let named = c
+        .password_secret
+        .as_ref()
+        .or(c.token_secret.as_ref())
+        .or(c.key_secret.as_ref());
+    let secret = match named {
         None => Ok(None),
         Some(_) => {
             let vault = app::vault::unlock(home)?;
@@ -264,12 +276,15 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
         }
     };
     let secret = secret.map_err(|why| Failure::usage(anyhow!(why)))?;
-    let adapter = app::channels::adapter(name, c, Ok(secret));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Failure::runtime)?;
     let started = Instant::now();
+    if c.kind == "webhook" {
+        return test_webhook(&runtime, name, c, secret);
+    }
+    let adapter = app::channels::adapter(name, c, Ok(secret));
     let outcome = runtime.block_on(async {
         let (inbox, _keep) = tokio::sync::mpsc::channel(16);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -300,6 +315,50 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
         Err(why) => Err(Failure::runtime(anyhow!(
             "channel {name:?}: {}",
             shown(&why, false)
+        ))),
+    }
+}
+
+/// A webhook has nothing to connect to: its test is a signed POST to its url.
+fn test_webhook(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    c: &ChannelConfig,
+    secret: Option<moat_core::secret::SecretString>,
+) -> Result<(), Failure> {
+    let Some(url) = &c.url else {
+        println!(
+            "moat: channel {name:?} only listens (no url): send it signed POSTs at /hooks/{name}"
+        );
+        return Ok(());
+    };
+    let mut config = c.clone();
+    config.enabled = true;
+    let mut secrets = std::collections::BTreeMap::new();
+    secrets.insert(name.to_string(), Ok(secret));
+    let mut one = Config::default();
+    one.channels.insert(name.to_string(), config);
+    let (_, hooks) = app::channels::specs(&one, &secrets);
+    let Some(hook) = hooks.get(name) else {
+        return Err(Failure::usage(anyhow!("channel {name:?} cannot be built")));
+    };
+    let started = Instant::now();
+    let sent = runtime.block_on(moat_channels::Adapter::send(
+        hook.as_ref(),
+        &moat_channels::Target::Direct("moat-test".into()),
+        "moat channel test: this is a signed test message",
+    ));
+    match sent {
+        Ok(()) => {
+            println!(
+                "moat: channel {name:?}: {url} took a signed test message in {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::runtime(anyhow!(
+            "channel {name:?}: {}",
+            shown(&e.to_string(), false)
         ))),
     }
 }

@@ -222,6 +222,7 @@ pub(crate) enum Command {
     ///   moat channel add irc lan --server 127.0.0.1:6667 --plain --nick moat --room '#home'
     ///   moat vault add telegram-bot && moat channel add telegram phone --token-secret telegram-bot
     ///   moat vault add discord-bot && moat channel add discord friends --token-secret discord-bot
+    ///   moat vault add ci-key && moat channel add webhook ci --key-secret ci-key --url https://ci.example/moat
     ///   moat channel list
     ///   moat channel test home
     #[command(verbatim_doc_comment)]
@@ -324,7 +325,8 @@ pub(crate) enum ChannelCommand {
     /// The channels, with their state from the running server (connected, last error,
     /// last message).
     List,
-    /// Connect to a channel's service once and report whether it accepts moat.
+    /// Connect to a channel's service once and report whether it accepts moat (a
+    /// webhook: POST a signed test message to its url).
     Test {
         /// The channel's name.
         name: String,
@@ -340,7 +342,7 @@ pub(crate) enum ChannelCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ChannelAdd {
     /// The service.
-    #[arg(value_parser = ["irc", "telegram", "discord"])]
+    #[arg(value_parser = ["irc", "telegram", "discord", "webhook"])]
     pub(crate) kind: String,
     /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
     /// and audit records use it.
@@ -373,6 +375,12 @@ pub(crate) struct ChannelAdd {
     /// A sender admitted without pairing; repeat for more.
     #[arg(long = "allow", value_name = "SENDER")]
     pub(crate) allow: Vec<String>,
+    /// Webhook: the vault secret holding the HMAC-SHA256 key both sides sign with.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) key_secret: Option<String>,
+    /// Webhook: where replies are POSTed, signed (without it the channel only listens).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
     /// IRC: the SASL PLAIN account (its password in --password-secret).
     #[arg(long)]
     pub(crate) sasl_user: Option<String>,

@@ -245,7 +245,12 @@ fn channel_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outc
             p => Outcome::Ok(format!("channel {name}: dm_policy = {:?}", p.as_str())),
         };
         results.push(("channels", policy));
-        if let Some(secret) = ch.password_secret.as_ref().or(ch.token_secret.as_ref()) {
+        let named = ch
+            .password_secret
+            .as_ref()
+            .or(ch.token_secret.as_ref())
+            .or(ch.key_secret.as_ref());
+        if let Some(secret) = named {
             results.push((
                 "channels",
                 check_reference(home, &SecretRef::Vault(secret.clone())),

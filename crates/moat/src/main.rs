@@ -12,6 +12,7 @@ mod chat_cmd;
 mod cli;
 mod doctor;
 mod egress_cmd;
+mod hooks;
 mod logging;
 mod sandbox_cmd;
 mod scan_cmd;

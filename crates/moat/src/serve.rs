@@ -113,7 +113,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
     if let Err(why) = &agent {
         tracing::warn!("the web chat's assistant is not available: {why}");
     }
-    let channels = app::channels::specs(config, &secrets.channel_secrets);
+    let (channels, hooks) = app::channels::specs(config, &secrets.channel_secrets);
     let served = runtime.block_on(serve(
         home,
         &loaded,
@@ -121,7 +121,11 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         tls,
         secrets.audit.log(),
         gateway,
-        Assistant { agent, channels },
+        Assistant {
+            agent,
+            channels,
+            hooks,
+        },
     ));
     // Everything answered is in state.db before the process ends.
     recorder.flush();
@@ -137,6 +141,8 @@ struct Assistant {
     agent: Result<Arc<moat_agent::Agent>, String>,
     /// The enabled channels, to start once the listeners are up.
     channels: Vec<moat_channels::Spec>,
+    /// The webhook channels among them, which `/hooks/NAME` feeds.
+    hooks: app::channels::Hooks,
 }
 
 /// What the vault gives a server at start: the values it needs are read once, here, and
@@ -202,7 +208,11 @@ async fn serve(
     gateway: Arc<moat_llm::Gateway>,
     assistant: Assistant,
 ) -> Result<(), Failure> {
-    let Assistant { agent, channels } = assistant;
+    let Assistant {
+        agent,
+        channels,
+        hooks,
+    } = assistant;
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
     let now_unix = record_start(&state, loaded, &audit)?;
@@ -263,6 +273,17 @@ async fn serve(
         Exposure::Control,
         get(status_handler).with_state(status),
     );
+    // Only a server with a webhook channel has the route: without one, nobody can make it
+    // read a body without credentials.
+    let table = if hooks.is_empty() {
+        table
+    } else {
+        table.route(
+            "/hooks/{name}",
+            Exposure::Hook,
+            axum::routing::post(crate::hooks::receive).with_state(Arc::new(hooks)),
+        )
+    };
     let limiter = ClientLimiter::new(RateLimits {
         per_second: config.rate_limit.per_second,
         burst: config.rate_limit.burst,
@@ -598,6 +619,7 @@ fn listener_json(l: &Listener) -> Value {
         Exposure::Api,
         Exposure::Control,
         Exposure::Page,
+        Exposure::Hook,
     ]
     .into_iter()
     .filter(|c| c.served_on(l.kind()))
@@ -607,6 +629,7 @@ fn listener_json(l: &Listener) -> Value {
         Exposure::Api => "api",
         Exposure::Control => "control",
         Exposure::Page => "page",
+        Exposure::Hook => "hook",
     })
     .collect();
     json!({

@@ -752,3 +752,134 @@ fn a_wrong_discord_token_is_refused_with_a_clear_message() {
     assert!(err.contains("refused the bot token"), "{err}");
     assert!(!err.contains("DISCORD-CANARY"));
 }
+
+// --- Webhooks --------------------------------------------------------------------------
+
+const HOOK_KEY: &str = "hook-key-CANARY-51f0c2";
+
+/// POSTs `body` to the server's hook `name`, signed with `key` at `ts` (or unsigned).
+fn hook(moat: &Moat, name: &str, body: &str, signed: Option<(&str, u64)>) -> Resp {
+    let mut headers = Vec::new();
+    let (ts, sig);
+    if let Some((key, at)) = signed {
+        (ts, sig) = moat_channels::webhook::sign(key.as_bytes(), at, body.as_bytes());
+        headers.push(("x-moat-timestamp", ts.as_str()));
+        headers.push(("x-moat-signature", sig.as_str()));
+    }
+    post_json(moat.main, &format!("/hooks/{name}"), &headers, body)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn webhooks_take_only_fresh_signed_requests_and_sign_their_replies() {
+    let up = FakeUpstream::start();
+    let receiver = FakeUpstream::start();
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "hk", "--stdin"], HOOK_KEY);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
+             [channels.ci]\nkind = \"webhook\"\nkey_secret = \"hk\"\nurl = \"{}/moat\"\n",
+            up.url(),
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    receiver.push(Reply::json(200, json!({})));
+    let (code, out, err) = run_moat(home.path(), &["channel", "test", "ci"], &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("took a signed test message"), "{out}");
+    assert_eq!(receiver.seen()[0].body["to"], "moat-test");
+    let moat = Moat::start_in(home, &[], &[], None);
+    connected(&moat, 0);
+    let now = unix_now();
+    let body = r#"{"sender": "build-bot", "text": "the deploy of v2 finished"}"#;
+
+    // Refusals: unsigned, wrong key, stale, unknown hook, not JSON.
+    let r = hook(&moat, "ci", body, None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("X-Moat-Signature"), "{}", r.body);
+    assert_eq!(
+        hook(&moat, "ci", body, Some(("wrong-key", now))).status,
+        401
+    );
+    let r = hook(&moat, "ci", body, Some((HOOK_KEY, now - 3600)));
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("replay window"), "{}", r.body);
+    assert_eq!(hook(&moat, "nope", body, Some((HOOK_KEY, now))).status, 404);
+    assert_eq!(
+        hook(&moat, "ci", "not json", Some((HOOK_KEY, now))).status,
+        400
+    );
+
+    // A good one is taken once; the same request again is a replay.
+    receiver.push(Reply::json(200, json!({})));
+    assert_eq!(hook(&moat, "ci", body, Some((HOOK_KEY, now))).status, 202);
+    assert_eq!(hook(&moat, "ci", body, Some((HOOK_KEY, now))).status, 409);
+
+    // A stranger: the code goes to the URL, signed; the model sees nothing.
+    let deadline = Instant::now() + 10 * SECOND;
+    while receiver.seen().len() < 2 {
+        assert!(Instant::now() < deadline, "no pairing code was posted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let posted = &receiver.seen()[1];
+    assert_eq!(posted.path, "/moat");
+    assert_eq!(posted.body["to"], "build-bot");
+    let text = posted.body["text"].as_str().unwrap().to_string();
+    let ts = posted.headers["x-moat-timestamp"].to_str().unwrap();
+    let sig = posted.headers["x-moat-signature"].to_str().unwrap();
+    let (_, expected) = moat_channels::webhook::sign(
+        HOOK_KEY.as_bytes(),
+        ts.parse().unwrap(),
+        posted.body.to_string().as_bytes(),
+    );
+    assert_eq!(
+        sig, expected,
+        "the reply is not signed with the channel's key"
+    );
+    assert!(up.seen().is_empty());
+
+    // Approved: the held message is answered at the URL.
+    up.push(reply("Noted: v2 is out."));
+    receiver.push(Reply::json(200, json!({})));
+    moat_ok(&moat, &["pairing", "approve", &code_in(&text)]);
+    let deadline = Instant::now() + 15 * SECOND;
+    while receiver.seen().len() < 3 {
+        assert!(Instant::now() < deadline, "the reply was not posted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(receiver.seen()[2].body["text"], "Noted: v2 is out.");
+    assert!(
+        up.seen()[0]
+            .body
+            .to_string()
+            .contains("the deploy of v2 finished")
+    );
+
+    // The LAN-facing status lists the hook class on the main listener only.
+    let status = get(
+        moat.main,
+        "/status",
+        &[("x-moat-control-token", &moat.token())],
+    )
+    .json();
+    assert!(
+        status["listeners"][0]["classes"]
+            .to_string()
+            .contains("hook"),
+        "{status}"
+    );
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
+    for text in [moat.output(), tail, status.to_string()] {
+        assert!(!text.contains("CANARY"), "the key leaked:\n{text}");
+    }
+}

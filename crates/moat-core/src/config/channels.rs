@@ -19,6 +19,11 @@
 //! token_secret = "telegram-bot"  # vault secret: the token @BotFather gave
 //! # api_base = "https://api.telegram.org"
 //!
+//! [channels.ci]
+//! kind = "webhook"               # POST /hooks/ci in, signed with the key
+//! key_secret = "ci-hook-key"     # vault secret: the HMAC-SHA256 key
+//! url = "https://ci.example.com/moat"   # where replies go, signed the same way
+//!
 //! [pairing]                    # limits shared by every channel
 //! code_ttl = "15m"
 //! max_pending = 3              # codes waiting for the owner, per channel
@@ -35,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::InvalidValue;
 
 /// The kinds of channel moat can connect.
-pub const KINDS: [&str; 3] = ["irc", "telegram", "discord"];
+pub const KINDS: [&str; 4] = ["irc", "telegram", "discord", "webhook"];
 
 /// Who may talk to the assistant on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -79,7 +84,7 @@ pub enum OnApprove {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// The service: `irc`, `telegram` or `discord`.
+    /// The service: `irc`, `telegram`, `discord` or `webhook`.
     pub kind: String,
     /// Whether it is connected at all by `moat serve`.
     pub enabled: bool,
@@ -116,6 +121,13 @@ pub struct ChannelConfig {
     /// Telegram, Discord: the API's base URL (default `https://api.telegram.org`,
     /// `https://discord.com/api/v10`).
     pub api_base: Option<String>,
+    /// Webhook: the vault secret holding the HMAC-SHA256 key both directions sign with.
+    pub key_secret: Option<String>,
+    /// Webhook: where replies are POSTed (signed); unset, the channel only listens.
+    pub url: Option<String>,
+    /// Webhook: how far a request's timestamp may be from now.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -138,6 +150,9 @@ impl Default for ChannelConfig {
             ca_file: None,
             token_secret: None,
             api_base: None,
+            key_secret: None,
+            url: None,
+            replay_window: Duration::from_secs(300),
         }
     }
 }
@@ -264,18 +279,63 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         ("token_secret", c.token_secret.is_some()),
         ("api_base", c.api_base.is_some()),
     ];
-    let (foreign, other) = match c.kind.as_str() {
-        "irc" => (&bot_only[..], "a telegram or discord"),
-        _ => (&irc_only[..], "an irc"),
-    };
-    if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
-        return Err((key, format!("is {other} setting, not a {} one", c.kind)));
+    let hook_only = [
+        ("key_secret", c.key_secret.is_some()),
+        ("url", c.url.is_some()),
+    ];
+    let owners: [(&[Setting], &str, &[&str]); 3] = [
+        (&irc_only, "an irc", &["irc"]),
+        (&bot_only, "a telegram or discord", &["telegram", "discord"]),
+        (&hook_only, "a webhook", &["webhook"]),
+    ];
+    for (keys, which, kinds) in owners {
+        if kinds.contains(&c.kind.as_str()) {
+            continue;
+        }
+        if let Some((key, _)) = keys.iter().find(|(_, set)| *set) {
+            return Err((key, format!("is {which} setting, not a {} one", c.kind)));
+        }
     }
     match c.kind.as_str() {
         "irc" => irc_rules(c),
         "telegram" | "discord" => bot_rules(c),
+        "webhook" => hook_rules(c),
         _ => Ok(()),
     }
+}
+
+/// A kind-specific setting's key, and whether it is set.
+type Setting<'a> = (&'a str, bool);
+
+fn hook_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    if c.key_secret.is_none() {
+        return Err((
+            "key_secret",
+            "is required: the vault secret holding the HMAC key (`moat vault add NAME`)".into(),
+        ));
+    }
+    if let Some(u) = &c.url
+        && !plain_url(u)
+    {
+        return Err((
+            "url",
+            format!("{u:?} is not an http(s) URL without credentials"),
+        ));
+    }
+    if c.replay_window < Duration::from_secs(1) || c.replay_window > Duration::from_secs(3600) {
+        return Err(("replay_window", "must be between 1s and 1h".into()));
+    }
+    Ok(())
+}
+
+/// An http(s) URL with a host and no credentials in it.
+fn plain_url(u: &str) -> bool {
+    url::Url::parse(u).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.username().is_empty()
+            && u.password().is_none()
+    })
 }
 
 /// A bot on a service's API: its token, and where the API is.
@@ -451,7 +511,7 @@ mod tests {
         assert!(
             check(c)
                 .unwrap_err()
-                .contains("one of irc, telegram, discord")
+                .contains("one of irc, telegram, discord, webhook")
         );
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use moat_channels::discord::{Discord, DiscordSettings};
 use moat_channels::irc::{Irc, IrcSettings};
 use moat_channels::telegram::{Telegram, TelegramSettings};
+use moat_channels::webhook::{Webhook, WebhookSettings};
 use moat_channels::{Adapter, ChannelError, Incoming, Pairing, Spec};
 use moat_core::config::Config;
 use moat_core::config::channels::ChannelConfig;
@@ -34,10 +35,13 @@ pub(crate) fn secret(
     name: &str,
     c: &ChannelConfig,
 ) -> Result<Option<SecretString>, String> {
-    let (key, secret) = match (&c.password_secret, &c.token_secret) {
-        (Some(s), _) => ("password_secret", s),
-        (None, Some(s)) => ("token_secret", s),
-        (None, None) => return Ok(None),
+    let named = [
+        ("password_secret", &c.password_secret),
+        ("token_secret", &c.token_secret),
+        ("key_secret", &c.key_secret),
+    ];
+    let Some((key, Some(secret))) = named.into_iter().find(|(_, s)| s.is_some()) else {
+        return Ok(None);
     };
     let entry = vault.get(secret).ok_or_else(|| {
         format!(
@@ -122,21 +126,69 @@ fn build(
     }
 }
 
-/// The enabled channels of `config`, ready to start.
+/// The enabled channels of `config`, ready to start, and the webhooks among them by
+/// name (the server routes `/hooks/NAME` to them).
 pub(crate) fn specs(
     config: &Config,
     secrets: &std::collections::BTreeMap<String, Result<Option<SecretString>, String>>,
-) -> Vec<Spec> {
-    config
+) -> (Vec<Spec>, Hooks) {
+    let mut hooks = Hooks::new();
+    let specs = config
         .channels
         .iter()
         .filter(|(_, c)| c.enabled)
-        .map(|(name, c)| Spec {
-            name: name.clone(),
-            config: c.clone(),
-            adapter: adapter(name, c, secrets.get(name).cloned().unwrap_or(Ok(None))),
+        .map(|(name, c)| {
+            let secret = secrets.get(name).cloned().unwrap_or(Ok(None));
+            let adapter: Arc<dyn Adapter> = match webhook(name, c, secret.clone()) {
+                Some(Ok(hook)) => {
+                    hooks.insert(name.clone(), hook.clone());
+                    hook
+                }
+                Some(Err(why)) => Arc::new(Unavailable(why)),
+                None => adapter(name, c, secret),
+            };
+            Spec {
+                name: name.clone(),
+                config: c.clone(),
+                adapter,
+            }
         })
-        .collect()
+        .collect();
+    (specs, hooks)
+}
+
+/// The webhook channels by name.
+pub(crate) type Hooks = std::collections::BTreeMap<String, Arc<Webhook>>;
+
+/// A webhook channel (None for other kinds), or why it cannot be.
+fn webhook(
+    name: &str,
+    c: &ChannelConfig,
+    secret: Result<Option<SecretString>, String>,
+) -> Option<Result<Arc<Webhook>, String>> {
+    if c.kind != "webhook" {
+        return None;
+    }
+    let build = || {
+        let key = secret?
+            .ok_or_else(|| format!("channels.{name}: a webhook channel needs key_secret"))?;
+        let url = match &c.url {
+            Some(u) => {
+                Some(url::Url::parse(u).map_err(|e| format!("channels.{name}.url {u:?}: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Arc::new(Webhook::new(WebhookSettings {
+            name: name.to_string(),
+            key,
+            url,
+            replay_window: c.replay_window,
+            max_piece: c
+                .max_message_bytes
+                .unwrap_or(moat_channels::webhook::MAX_PIECE),
+        })))
+    };
+    Some(build())
 }
 
 /// A channel that cannot start (a missing secret, an unreadable CA): its status says why.
