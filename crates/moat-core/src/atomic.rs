@@ -103,6 +103,28 @@ fn write_atomic_inner(path: &Path, contents: &[u8]) -> io::Result<()> {
 ///
 /// For files that other libraries open by path (SQLite), so they inherit the mode.
 pub fn create_private_file(path: &Path) -> io::Result<()> {
+    create_private_file_inner(path)
+}
+
+/// Creates `path` with mode 0600 when it does not exist, and leaves an existing file
+/// alone without opening it. For a file that a database in this process may hold locks
+/// on (SQLite's): POSIX record locks are per process, and closing *any* descriptor of a
+/// file drops all of them, so even opening and closing it once would let another process
+/// believe this one gone (and, for SQLite in WAL mode, delete the WAL under it).
+pub fn create_private_file_if_missing(path: &Path) -> io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn create_private_file_inner(path: &Path) -> io::Result<()> {
     OpenOptions::new()
         .write(true)
         .create(true)
@@ -180,5 +202,13 @@ mod tests {
         fs::write(&path, b"data").unwrap();
         create_private_file(&path).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"data");
+        create_private_file_if_missing(&path).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"data");
+        let fresh = dir.path().join("fresh");
+        create_private_file_if_missing(&fresh).unwrap();
+        assert_eq!(
+            fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

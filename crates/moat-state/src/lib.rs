@@ -191,10 +191,14 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (creating if needed, mode 0600) and migrates the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        // SQLite creates its -wal and -shm files with the database file's mode.
-        moat_core::atomic::create_private_file(path).map_err(|source| StateError::Create {
-            path: path.to_path_buf(),
-            source,
+        // SQLite creates its -wal and -shm files with the database file's mode. An existing
+        // file is not opened here: closing that descriptor would drop the locks this
+        // process's other connections hold on it (see `create_private_file_if_missing`).
+        moat_core::atomic::create_private_file_if_missing(path).map_err(|source| {
+            StateError::Create {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let err = |source| StateError::Sqlite {
             path: path.to_path_buf(),
