@@ -5,6 +5,7 @@
 //! - [`adapter`]: what one service's connection provides (messages in, text out).
 //! - [`hub`]: the channels at run time: reconnecting, policy, turns per sender, status.
 //! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
+//! - [`matrix`]: Matrix with end-to-end encryption (matrix-sdk).
 //! - [`telegram`]: Telegram's Bot API, long polling.
 //! - [`discord`]: Discord's gateway WebSocket and REST API.
 //! - [`webhook`]: signed webhooks in (a route of the server) and out.
@@ -16,6 +17,7 @@ pub mod adapter;
 pub mod discord;
 pub mod hub;
 pub mod irc;
+pub mod matrix;
 pub mod pairing;
 pub mod telegram;
 pub mod webhook;

@@ -28,6 +28,8 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 api_base,
                 key_secret,
                 url,
+                homeserver,
+                user,
                 plain,
                 rooms,
                 dm_policy,
@@ -58,6 +60,8 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 api_base: api_base.clone(),
                 key_secret: key_secret.clone(),
                 url: url.clone(),
+                homeserver: homeserver.clone(),
+                user: user.clone(),
                 ..ChannelConfig::default()
             };
             if !irc && *plain {
@@ -113,6 +117,8 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
         ("api_base", &c.api_base),
         ("key_secret", &c.key_secret),
         ("url", &c.url),
+        ("homeserver", &c.homeserver),
+        ("user", &c.user),
     ] {
         if let Some(v) = value {
             entry.insert(key, toml_edit::value(v.as_str()));
@@ -232,6 +238,7 @@ fn where_(c: &ChannelConfig) -> &str {
             .as_deref()
             .unwrap_or(app::channels::DEFAULT_DISCORD_API),
         "webhook" => c.url.as_deref().unwrap_or("(listens only)"),
+        "matrix" => c.homeserver.as_deref().unwrap_or("-"),
         _ => c.server.as_deref().unwrap_or("-"),
     }
 }
@@ -282,9 +289,9 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
         .map_err(Failure::runtime)?;
     let started = Instant::now();
     if c.kind == "webhook" {
-        return test_webhook(&runtime, name, c, secret);
+        return test_webhook(home, &runtime, name, c, secret);
     }
-    let adapter = app::channels::adapter(name, c, Ok(secret));
+    let adapter = app::channels::adapter(home, name, c, Ok(secret));
     let outcome = runtime.block_on(async {
         let (inbox, _keep) = tokio::sync::mpsc::channel(16);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -321,6 +328,7 @@ fn test(home: &Home, name: &str) -> Result<(), Failure> {
 
 /// A webhook has nothing to connect to: its test is a signed POST to its url.
 fn test_webhook(
+    home: &Home,
     runtime: &tokio::runtime::Runtime,
     name: &str,
     c: &ChannelConfig,
@@ -338,7 +346,7 @@ fn test_webhook(
     secrets.insert(name.to_string(), Ok(secret));
     let mut one = Config::default();
     one.channels.insert(name.to_string(), config);
-    let (_, hooks) = app::channels::specs(&one, &secrets);
+    let (_, hooks) = app::channels::specs(home, &one, &secrets);
     let Some(hook) = hooks.get(name) else {
         return Err(Failure::usage(anyhow!("channel {name:?} cannot be built")));
     };

@@ -220,6 +220,8 @@ pub(crate) enum Command {
     /// Examples:
     ///   moat channel add irc home --server irc.libera.chat:6697 --nick my-assistant
     ///   moat channel add irc lan --server 127.0.0.1:6667 --plain --nick moat --room '#home'
+    ///   moat vault add matrix-pw && moat channel add matrix home --homeserver https://matrix.example.org \
+    ///       --user @assistant:example.org --password-secret matrix-pw
     ///   moat vault add telegram-bot && moat channel add telegram phone --token-secret telegram-bot
     ///   moat vault add discord-bot && moat channel add discord friends --token-secret discord-bot
     ///   moat vault add ci-key && moat channel add webhook ci --key-secret ci-key --url https://ci.example/moat
@@ -342,7 +344,7 @@ pub(crate) enum ChannelCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ChannelAdd {
     /// The service.
-    #[arg(value_parser = ["irc", "telegram", "discord", "webhook"])]
+    #[arg(value_parser = ["irc", "matrix", "telegram", "discord", "webhook"])]
     pub(crate) kind: String,
     /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
     /// and audit records use it.
@@ -353,6 +355,12 @@ pub(crate) struct ChannelAdd {
     /// IRC: the nick the assistant uses (taken: nick_, nick_2...).
     #[arg(long)]
     pub(crate) nick: Option<String>,
+    /// Matrix: the homeserver's URL.
+    #[arg(long, value_name = "URL")]
+    pub(crate) homeserver: Option<String>,
+    /// Matrix: the bot account's user id (@assistant:example.org).
+    #[arg(long, value_name = "MXID")]
+    pub(crate) user: Option<String>,
     /// Telegram, Discord: the vault secret holding the bot token (@BotFather's, or the
     /// Discord developer portal's).
     #[arg(long, value_name = "NAME")]
@@ -364,9 +372,9 @@ pub(crate) struct ChannelAdd {
     /// IRC: connect without TLS (only sensible on loopback or a network you trust).
     #[arg(long)]
     pub(crate) plain: bool,
-    /// IRC: a channel to join, where the assistant answers admitted senders who
-    /// mention it; repeat for more.
-    #[arg(long = "room", value_name = "#CHANNEL")]
+    /// A room to join (IRC: #channel; Matrix: !id:server or #alias:server, joined when
+    /// invited), where the assistant answers admitted senders who mention it; repeat.
+    #[arg(long = "room", value_name = "ROOM")]
     pub(crate) rooms: Vec<String>,
     /// Who may talk: pairing (strangers get a code you approve), allowlist (only
     /// those listed), open (anyone; needs --allow '*'), disabled.
@@ -384,7 +392,7 @@ pub(crate) struct ChannelAdd {
     /// IRC: the SASL PLAIN account (its password in --password-secret).
     #[arg(long)]
     pub(crate) sasl_user: Option<String>,
-    /// The vault secret holding the SASL (or server) password.
+    /// The vault secret holding the password (IRC: SASL or server; Matrix: the bot's).
     #[arg(long, value_name = "NAME")]
     pub(crate) password_secret: Option<String>,
     /// Replace a channel of the same name.

@@ -113,7 +113,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
     if let Err(why) = &agent {
         tracing::warn!("the web chat's assistant is not available: {why}");
     }
-    let (channels, hooks) = app::channels::specs(config, &secrets.channel_secrets);
+    let (channels, hooks) = app::channels::specs(home, config, &secrets.channel_secrets);
     let served = runtime.block_on(serve(
         home,
         &loaded,

@@ -5,7 +5,10 @@
 //! senders who mention the assistant; the channel survives the server restarting; the
 //! server password never shows. The same for Telegram (telegram-test-api) and Discord
 //! (a protocol-faithful fake: tests/discord_fake).
-#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
+#![allow(clippy::unwrap_used)]
+// a failing unwrap in a test is the test failing
+// matrix-sdk's sync future is deep enough to need more than the default 128.
+#![recursion_limit = "256"]
 
 mod common;
 mod discord_fake;
@@ -881,5 +884,342 @@ fn webhooks_take_only_fresh_signed_requests_and_sign_their_replies() {
     let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
     for text in [moat.output(), tail, status.to_string()] {
         assert!(!text.contains("CANARY"), "the key leaked:\n{text}");
+    }
+}
+
+// --- Matrix ----------------------------------------------------------------------------
+
+const MATRIX_PASSWORD: &str = "matrix-pw-CANARY-3d9a77";
+
+/// A real Synapse on a loopback port, with SQLite and registration by shared secret.
+struct Synapse {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    python: String,
+}
+
+const SHARED_SECRET: &str = "moat-test-registration-secret";
+
+impl Synapse {
+    fn start() -> Synapse {
+        let python = std::env::var("MOAT_SYNAPSE_PYTHON").unwrap_or_else(|_| {
+            panic!("MOAT_SYNAPSE_PYTHON is not set: run the suite with ./scripts/test, or `eval \"$(scripts/peers)\"` first")
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let generated = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "--server-name", "localhost"])
+            .arg("--config-path")
+            .arg(dir.path().join("homeserver.yaml"))
+            .arg("--data-directory")
+            .arg(dir.path())
+            .args(["--generate-config", "--report-stats=no"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            generated.status.success(),
+            "synapse --generate-config: {}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+        let limit = "{per_second: 1000, burst_count: 1000}";
+        std::fs::write(
+            dir.path().join("overrides.yaml"),
+            format!(
+                "listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    x_forwarded: false\n    resources:\n      - names: [client]\n        compress: false\n\
+                 registration_shared_secret: \"{SHARED_SECRET}\"\nenable_registration: false\nreport_stats: false\n\
+                 trusted_key_servers: []\nfederation_domain_whitelist: []\nsuppress_key_server_warning: true\n\
+                 rc_message: {limit}\nrc_registration: {limit}\nrc_joins: {{local: {limit}, remote: {limit}}}\n\
+                 rc_login: {{address: {limit}, account: {limit}, failed_attempts: {limit}}}\n\
+                 rc_invites: {{per_room: {limit}, per_user: {limit}, per_issuer: {limit}}}\n\
+                 rc_key_requests: {limit}\nrc_3pid_validation: {limit}\n"
+            ),
+        )
+        .unwrap();
+        let mut s = Synapse {
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            dir,
+            python,
+        };
+        s.run();
+        s
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("synapse.log")).unwrap();
+        self.child = Command::new(&self.python)
+            .args([
+                "-m",
+                "synapse.app.homeserver",
+                "-c",
+                "homeserver.yaml",
+                "-c",
+                "overrides.yaml",
+            ])
+            .current_dir(self.dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if TcpStream::connect(addr).is_ok()
+                && get(addr, "/_matrix/client/versions", &[]).status == 200
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.path().join("synapse.log"))
+                    .unwrap_or_default();
+                panic!("synapse exited with {status}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "synapse did not answer in 90 s");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        self.run();
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn register(&self, user: &str, password: &str) {
+        let out = Command::new(&self.python)
+            .args([
+                "-m",
+                "synapse._scripts.register_new_matrix_user",
+                "-u",
+                user,
+                "-p",
+                password,
+            ])
+            .args(["--no-admin", "-k", SHARED_SECRET])
+            .arg(self.url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "register {user}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A person on Matrix with a real client (matrix-sdk, end-to-end encryption): what the
+/// bot says to them arrives, decrypted, on `said`.
+struct MatrixPerson {
+    runtime: tokio::runtime::Runtime,
+    client: Option<matrix_sdk::Client>,
+    said: std::sync::Mutex<mpsc::Receiver<(String, String)>>,
+    _store: tempfile::TempDir,
+}
+
+impl MatrixPerson {
+    fn login(synapse: &Synapse, user: &str, password: &str) -> MatrixPerson {
+        use matrix_sdk::ruma::events::room::message::OriginalSyncRoomMessageEvent;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let client = runtime.block_on(async {
+            let client = matrix_sdk::Client::builder()
+                .homeserver_url(synapse.url())
+                .sqlite_store(store.path(), None)
+                .build()
+                .await
+                .unwrap();
+            client
+                .matrix_auth()
+                .login_username(user, password)
+                .send()
+                .await
+                .unwrap();
+            client
+                .sync_once(matrix_sdk::config::SyncSettings::default())
+                .await
+                .unwrap();
+            let me = client.user_id().unwrap().to_owned();
+            client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
+                let tx = tx.clone();
+                let me = me.clone();
+                async move {
+                    if ev.sender != me {
+                        let _ = tx.send((ev.sender.to_string(), ev.content.body().to_string()));
+                    }
+                }
+            });
+            let syncing = client.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = syncing
+                        .sync(matrix_sdk::config::SyncSettings::default())
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+            client
+        });
+        MatrixPerson {
+            runtime,
+            client: Some(client),
+            said: std::sync::Mutex::new(rx),
+            _store: store,
+        }
+    }
+
+    /// Opens an encrypted DM with `bot` and waits until the bot has joined it.
+    fn dm(&self, bot: &str) -> matrix_sdk::Room {
+        use matrix_sdk::ruma::UserId;
+        let bot = UserId::parse(bot).unwrap();
+        self.runtime.block_on(async {
+            let room = self.client.as_ref().unwrap().create_dm(&bot).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let joined = room.get_member(&bot).await.ok().flatten().is_some_and(|m| {
+                    *m.membership() == matrix_sdk::ruma::events::room::member::MembershipState::Join
+                });
+                if joined {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the bot did not join the DM");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(
+                room.latest_encryption_state().await.unwrap().is_encrypted(),
+                "the DM is not encrypted"
+            );
+            room
+        })
+    }
+
+    fn send(&self, room: &matrix_sdk::Room, text: &str) {
+        use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+        self.runtime
+            .block_on(async { room.send(RoomMessageEventContent::text_plain(text)).await })
+            .unwrap();
+    }
+
+    /// The first thing said to this person containing `needle`, within `wait`.
+    fn heard(&self, needle: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        let rx = self.said.lock().unwrap();
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match rx.recv_timeout(left) {
+                Ok((_, text)) if text.contains(needle) => return Some(text),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for MatrixPerson {
+    fn drop(&mut self) {
+        // The client's store pool must be dropped where a runtime runs.
+        let _inside = self.runtime.enter();
+        drop(self.client.take());
+    }
+}
+
+#[test]
+fn matrix_answers_an_encrypted_dm_only_after_pairing_and_survives_a_restart() {
+    let mut synapse = Synapse::start();
+    synapse.register("moatbot", MATRIX_PASSWORD);
+    synapse.register("alice", "alice-password");
+    synapse.register("bob", "bob-password");
+    let up = FakeUpstream::start();
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", "mx", "--stdin"],
+        MATRIX_PASSWORD,
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
+             [channels.home]\nkind = \"matrix\"\nhomeserver = \"{}\"\nuser = \"@moatbot:localhost\"\npassword_secret = \"mx\"\n",
+            up.url(),
+            synapse.url()
+        ),
+    )
+    .unwrap();
+    let moat = Moat::start_in(home, &[], &[], None);
+    connected(&moat, 0);
+
+    let alice = MatrixPerson::login(&synapse, "alice", "alice-password");
+    let room = alice.dm("@moatbot:localhost");
+    alice.send(&room, "hello, here is my secret plan");
+    let note = alice
+        .heard("pairing code is", 30 * SECOND)
+        .expect("no pairing code in the encrypted DM");
+    let bob = MatrixPerson::login(&synapse, "bob", "bob-password");
+    let bobs = bob.dm("@moatbot:localhost");
+    bob.send(&bobs, "let me in");
+    bob.heard("pairing code is", 30 * SECOND)
+        .expect("no pairing code for bob");
+    assert!(up.seen().is_empty(), "the model saw a stranger's message");
+
+    let list = moat_ok(&moat, &["pairing", "list"]);
+    assert!(
+        list.contains("@alice:localhost") && list.contains("my secret plan"),
+        "{list}"
+    );
+    up.push(reply("Hello from Matrix."));
+    moat_ok(&moat, &["pairing", "approve", &code_in(&note)]);
+    assert!(
+        alice.heard("Hello from Matrix.", 30 * SECOND).is_some(),
+        "no answer after approval; the model saw {} requests; moat said:\n{}",
+        up.seen().len(),
+        moat.output()
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let body = seen[0].body.to_string();
+    assert!(
+        body.contains("my secret plan") && !body.contains("let me in"),
+        "{body}"
+    );
+
+    // The homeserver restarts; the bot (same device, same keys) answers again.
+    synapse.restart();
+    connected(&moat, 1);
+    up.push(reply("Back again."));
+    alice.send(&room, "are you back?");
+    assert!(
+        alice.heard("Back again.", 60 * SECOND).is_some(),
+        "no answer after the homeserver restarted"
+    );
+
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
+    let (_, list, _) = run_moat(moat.home.path(), &["channel", "list"], &[]);
+    for text in [moat.output(), tail, list] {
+        assert!(!text.contains("CANARY"), "the password leaked:\n{text}");
     }
 }

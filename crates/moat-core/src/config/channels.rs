@@ -14,6 +14,12 @@
 //! sasl_user = "moat-assistant" # SASL PLAIN, password from the vault
 //! password_secret = "irc-password"
 //!
+//! [channels.home-matrix]
+//! kind = "matrix"
+//! homeserver = "https://matrix.example.org"
+//! user = "@assistant:example.org"
+//! password_secret = "matrix-password"
+//!
 //! [channels.phone]
 //! kind = "telegram"
 //! token_secret = "telegram-bot"  # vault secret: the token @BotFather gave
@@ -40,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::InvalidValue;
 
 /// The kinds of channel moat can connect.
-pub const KINDS: [&str; 4] = ["irc", "telegram", "discord", "webhook"];
+pub const KINDS: [&str; 5] = ["irc", "matrix", "telegram", "discord", "webhook"];
 
 /// Who may talk to the assistant on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -84,7 +90,7 @@ pub enum OnApprove {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// The service: `irc`, `telegram`, `discord` or `webhook`.
+    /// The service: `irc`, `matrix`, `telegram`, `discord` or `webhook`.
     pub kind: String,
     /// Whether it is connected at all by `moat serve`.
     pub enabled: bool,
@@ -96,8 +102,8 @@ pub struct ChannelConfig {
     pub on_approve: OnApprove,
     /// The trust paired senders have, as `[sandbox.tools.TOOL] trust` names it.
     pub trust: String,
-    /// Rooms (IRC channels) joined; the assistant answers there only when mentioned, and
-    /// only senders already admitted.
+    /// Rooms joined (IRC channels; Matrix room ids or aliases, joined when invited); the
+    /// assistant answers there only when mentioned, and only senders already admitted.
     pub rooms: Vec<String>,
     /// Messages this channel sends a second at most (the service's flood limits).
     pub send_per_second: f64,
@@ -112,8 +118,13 @@ pub struct ChannelConfig {
     pub nick: Option<String>,
     /// IRC: the SASL PLAIN account name (with `password_secret`).
     pub sasl_user: Option<String>,
-    /// IRC: the vault secret holding the SASL or server password.
+    /// IRC: the vault secret holding the SASL or server password; Matrix: the bot's
+    /// password.
     pub password_secret: Option<String>,
+    /// Matrix: the homeserver's URL.
+    pub homeserver: Option<String>,
+    /// Matrix: the bot's user id (`@bot:example.org`) or name.
+    pub user: Option<String>,
     /// IRC: trust this CA (PEM file) instead of the system's (a private network).
     pub ca_file: Option<std::path::PathBuf>,
     /// Telegram, Discord: the vault secret holding the bot's token.
@@ -147,6 +158,8 @@ impl Default for ChannelConfig {
             nick: None,
             sasl_user: None,
             password_secret: None,
+            homeserver: None,
+            user: None,
             ca_file: None,
             token_secret: None,
             api_base: None,
@@ -266,46 +279,88 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
     {
         return Err(("max_message_bytes", "must be between 64 and 1000000".into()));
     }
-    let irc_only = [
-        ("server", c.server.is_some()),
-        ("tls", c.tls.is_some()),
-        ("nick", c.nick.is_some()),
-        ("sasl_user", c.sasl_user.is_some()),
-        ("password_secret", c.password_secret.is_some()),
-        ("ca_file", c.ca_file.is_some()),
-        ("rooms", !c.rooms.is_empty()),
+    // Each kind-specific setting, whether it is set, and the kinds it belongs to.
+    let settings: [(&str, bool, &[&str]); 13] = [
+        ("server", c.server.is_some(), &["irc"]),
+        ("tls", c.tls.is_some(), &["irc"]),
+        ("nick", c.nick.is_some(), &["irc"]),
+        ("sasl_user", c.sasl_user.is_some(), &["irc"]),
+        ("ca_file", c.ca_file.is_some(), &["irc"]),
+        (
+            "password_secret",
+            c.password_secret.is_some(),
+            &["irc", "matrix"],
+        ),
+        ("rooms", !c.rooms.is_empty(), &["irc", "matrix"]),
+        ("homeserver", c.homeserver.is_some(), &["matrix"]),
+        ("user", c.user.is_some(), &["matrix"]),
+        (
+            "token_secret",
+            c.token_secret.is_some(),
+            &["telegram", "discord"],
+        ),
+        ("api_base", c.api_base.is_some(), &["telegram", "discord"]),
+        ("key_secret", c.key_secret.is_some(), &["webhook"]),
+        ("url", c.url.is_some(), &["webhook"]),
     ];
-    let bot_only = [
-        ("token_secret", c.token_secret.is_some()),
-        ("api_base", c.api_base.is_some()),
-    ];
-    let hook_only = [
-        ("key_secret", c.key_secret.is_some()),
-        ("url", c.url.is_some()),
-    ];
-    let owners: [(&[Setting], &str, &[&str]); 3] = [
-        (&irc_only, "an irc", &["irc"]),
-        (&bot_only, "a telegram or discord", &["telegram", "discord"]),
-        (&hook_only, "a webhook", &["webhook"]),
-    ];
-    for (keys, which, kinds) in owners {
-        if kinds.contains(&c.kind.as_str()) {
-            continue;
-        }
-        if let Some((key, _)) = keys.iter().find(|(_, set)| *set) {
-            return Err((key, format!("is {which} setting, not a {} one", c.kind)));
-        }
+    if let Some((key, _, kinds)) = settings
+        .iter()
+        .find(|(_, set, kinds)| *set && !kinds.contains(&c.kind.as_str()))
+    {
+        return Err((
+            key,
+            format!("is a setting of {}, not of {}", kinds.join(" and "), c.kind),
+        ));
     }
     match c.kind.as_str() {
         "irc" => irc_rules(c),
         "telegram" | "discord" => bot_rules(c),
         "webhook" => hook_rules(c),
+        "matrix" => matrix_rules(c),
         _ => Ok(()),
     }
 }
 
-/// A kind-specific setting's key, and whether it is set.
-type Setting<'a> = (&'a str, bool);
+fn matrix_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    let Some(hs) = &c.homeserver else {
+        return Err((
+            "homeserver",
+            "is required: the homeserver's URL (https://matrix.example.org)".into(),
+        ));
+    };
+    if !plain_url(hs) {
+        return Err((
+            "homeserver",
+            format!("{hs:?} is not an http(s) URL without credentials"),
+        ));
+    }
+    let Some(user) = &c.user else {
+        return Err((
+            "user",
+            "is required: the bot's user id (@bot:example.org) or name".into(),
+        ));
+    };
+    if user.trim().is_empty() || user.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(("user", format!("{user:?} is not a Matrix user id or name")));
+    }
+    if c.password_secret.is_none() {
+        return Err((
+            "password_secret",
+            "is required: the vault secret holding the bot's password".into(),
+        ));
+    }
+    if let Some(bad) = c
+        .rooms
+        .iter()
+        .find(|r| !(r.starts_with('!') || r.starts_with('#')) || !r.contains(':'))
+    {
+        return Err((
+            "rooms",
+            format!("{bad:?} is not a room id (!id:server) or alias (#name:server)"),
+        ));
+    }
+    Ok(())
+}
 
 fn hook_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
     if c.key_secret.is_none() {
@@ -484,7 +539,7 @@ mod tests {
         assert!(
             check(c)
                 .unwrap_err()
-                .contains("telegram or discord setting")
+                .contains("setting of telegram and discord")
         );
         let t = ChannelConfig {
             kind: "telegram".into(),
@@ -492,7 +547,7 @@ mod tests {
             nick: Some("x".into()),
             ..Default::default()
         };
-        assert!(check(t).unwrap_err().contains("irc setting"));
+        assert!(check(t).unwrap_err().contains("setting of irc"));
         let t = ChannelConfig {
             kind: "telegram".into(),
             token_secret: Some("t".into()),
@@ -511,7 +566,7 @@ mod tests {
         assert!(
             check(c)
                 .unwrap_err()
-                .contains("one of irc, telegram, discord, webhook")
+                .contains("one of irc, matrix, telegram, discord, webhook")
         );
     }
 }

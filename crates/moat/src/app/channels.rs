@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use moat_channels::discord::{Discord, DiscordSettings};
 use moat_channels::irc::{Irc, IrcSettings};
+use moat_channels::matrix::{Matrix, MatrixSettings};
 use moat_channels::telegram::{Telegram, TelegramSettings};
 use moat_channels::webhook::{Webhook, WebhookSettings};
 use moat_channels::{Adapter, ChannelError, Incoming, Pairing, Spec};
@@ -55,17 +56,19 @@ pub(crate) fn secret(
 
 /// The adapter for one channel, given its secret (or why it has none).
 pub(crate) fn adapter(
+    home: &Home,
     name: &str,
     c: &ChannelConfig,
     secret: Result<Option<SecretString>, String>,
 ) -> Arc<dyn Adapter> {
-    match build(name, c, secret) {
+    match build(home, name, c, secret) {
         Ok(a) => a,
         Err(why) => Arc::new(Unavailable(why)),
     }
 }
 
 fn build(
+    home: &Home,
     name: &str,
     c: &ChannelConfig,
     secret: Result<Option<SecretString>, String>,
@@ -90,6 +93,24 @@ fn build(
                 rooms: c.rooms.clone(),
                 send_per_second: c.send_per_second,
                 max_piece: c.max_message_bytes.unwrap_or(moat_channels::irc::MAX_PIECE),
+            })))
+        }
+        "matrix" => {
+            let password = password.ok_or_else(|| {
+                format!("channels.{name}: a matrix channel needs password_secret")
+            })?;
+            let hs = c.homeserver.as_deref().unwrap_or_default();
+            let homeserver = url::Url::parse(hs)
+                .map_err(|e| format!("channels.{name}.homeserver {hs:?}: {e}"))?;
+            Ok(Arc::new(Matrix::new(MatrixSettings {
+                homeserver,
+                user: c.user.clone().unwrap_or_default(),
+                password,
+                state_dir: state_dir(home, name),
+                rooms: c.rooms.clone(),
+                max_piece: c
+                    .max_message_bytes
+                    .unwrap_or(moat_channels::matrix::MAX_PIECE),
             })))
         }
         "discord" => {
@@ -126,9 +147,15 @@ fn build(
     }
 }
 
+/// Where a channel keeps what it must across restarts (a Matrix device and its keys).
+pub(crate) fn state_dir(home: &Home, name: &str) -> std::path::PathBuf {
+    home.root().join("channels").join(name)
+}
+
 /// The enabled channels of `config`, ready to start, and the webhooks among them by
 /// name (the server routes `/hooks/NAME` to them).
 pub(crate) fn specs(
+    home: &Home,
     config: &Config,
     secrets: &std::collections::BTreeMap<String, Result<Option<SecretString>, String>>,
 ) -> (Vec<Spec>, Hooks) {
@@ -145,7 +172,7 @@ pub(crate) fn specs(
                     hook
                 }
                 Some(Err(why)) => Arc::new(Unavailable(why)),
-                None => adapter(name, c, secret),
+                None => adapter(home, name, c, secret),
             };
             Spec {
                 name: name.clone(),
