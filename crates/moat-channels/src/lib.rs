@@ -17,6 +17,7 @@ pub mod adapter;
 pub mod discord;
 pub mod hub;
 pub mod irc;
+#[cfg(feature = "matrix")]
 pub mod matrix;
 pub mod pairing;
 pub mod telegram;
