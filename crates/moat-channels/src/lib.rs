@@ -8,6 +8,7 @@
 //! - [`matrix`]: Matrix with end-to-end encryption (matrix-sdk).
 //! - [`telegram`]: Telegram's Bot API, long polling.
 //! - [`discord`]: Discord's gateway WebSocket and REST API.
+//! - [`email`]: IMAP IDLE in, SMTP out, senders vouched for by the receiving server.
 //! - [`webhook`]: signed webhooks in (a route of the server) and out.
 //!
 //! Every request, approval, denial, expiry, refusal and release is an audit record; the
@@ -15,6 +16,7 @@
 
 pub mod adapter;
 pub mod discord;
+pub mod email;
 pub mod hub;
 pub mod irc;
 #[cfg(feature = "matrix")]

@@ -30,6 +30,10 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 url,
                 homeserver,
                 user,
+                imap_server,
+                smtp_server,
+                address,
+                authserv_id,
                 plain,
                 rooms,
                 dm_policy,
@@ -44,7 +48,7 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 "disabled" => DmPolicy::Disabled,
                 _ => DmPolicy::Pairing,
             };
-            let irc = kind == "irc";
+            let plain_ok = kind == "irc" || kind == "email";
             let c = ChannelConfig {
                 kind: kind.clone(),
                 dm_policy: policy,
@@ -52,7 +56,7 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 rooms: rooms.clone(),
                 server: server.clone(),
                 // Said only when it differs from the default (TLS), and only for IRC.
-                tls: (irc && *plain).then_some(false),
+                tls: (plain_ok && *plain).then_some(false),
                 nick: nick.clone(),
                 sasl_user: sasl_user.clone(),
                 password_secret: password_secret.clone(),
@@ -62,11 +66,15 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 url: url.clone(),
                 homeserver: homeserver.clone(),
                 user: user.clone(),
+                imap_server: imap_server.clone(),
+                smtp_server: smtp_server.clone(),
+                address: address.clone(),
+                authserv_id: authserv_id.clone(),
                 ..ChannelConfig::default()
             };
-            if !irc && *plain {
+            if !plain_ok && *plain {
                 return Err(Failure::usage(anyhow!(
-                    "--plain is for irc; a telegram or discord channel's api_base says http or https itself"
+                    "--plain is for irc and email; other channels' URLs say http or https themselves"
                 )));
             }
             add(home, name, &c, *replace)
@@ -119,6 +127,10 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
         ("url", &c.url),
         ("homeserver", &c.homeserver),
         ("user", &c.user),
+        ("imap_server", &c.imap_server),
+        ("smtp_server", &c.smtp_server),
+        ("address", &c.address),
+        ("authserv_id", &c.authserv_id),
     ] {
         if let Some(v) = value {
             entry.insert(key, toml_edit::value(v.as_str()));
@@ -239,6 +251,7 @@ fn where_(c: &ChannelConfig) -> &str {
             .unwrap_or(app::channels::DEFAULT_DISCORD_API),
         "webhook" => c.url.as_deref().unwrap_or("(listens only)"),
         "matrix" => c.homeserver.as_deref().unwrap_or("-"),
+        "email" => c.imap_server.as_deref().unwrap_or("-"),
         _ => c.server.as_deref().unwrap_or("-"),
     }
 }

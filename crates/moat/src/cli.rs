@@ -223,6 +223,9 @@ pub(crate) enum Command {
     ///   moat vault add matrix-pw && moat channel add matrix home --homeserver https://matrix.example.org \
     ///       --user @assistant:example.org --password-secret matrix-pw
     ///   moat vault add telegram-bot && moat channel add telegram phone --token-secret telegram-bot
+    ///   moat vault add mail-pw && moat channel add email mail --imap-server imap.example.org:993 \
+    ///       --smtp-server smtp.example.org:587 --address assistant@example.org \
+    ///       --authserv-id mx.example.org --password-secret mail-pw
     ///   moat vault add discord-bot && moat channel add discord friends --token-secret discord-bot
     ///   moat vault add ci-key && moat channel add webhook ci --key-secret ci-key --url https://ci.example/moat
     ///   moat channel list
@@ -344,7 +347,7 @@ pub(crate) enum ChannelCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ChannelAdd {
     /// The service.
-    #[arg(value_parser = ["irc", "matrix", "telegram", "discord", "webhook"])]
+    #[arg(value_parser = ["irc", "matrix", "telegram", "discord", "email", "webhook"])]
     pub(crate) kind: String,
     /// A name for the channel (letters, digits, '-' and '_'); sessions, allowlists
     /// and audit records use it.
@@ -358,8 +361,8 @@ pub(crate) struct ChannelAdd {
     /// Matrix: the homeserver's URL.
     #[arg(long, value_name = "URL")]
     pub(crate) homeserver: Option<String>,
-    /// Matrix: the bot account's user id (@assistant:example.org).
-    #[arg(long, value_name = "MXID")]
+    /// Matrix: the bot account's user id (@assistant:example.org); email: the login name.
+    #[arg(long, value_name = "USER")]
     pub(crate) user: Option<String>,
     /// Telegram, Discord: the vault secret holding the bot token (@BotFather's, or the
     /// Discord developer portal's).
@@ -369,7 +372,7 @@ pub(crate) struct ChannelAdd {
     /// https://discord.com/api/v10), for a self-hosted Bot API server or a proxy.
     #[arg(long, value_name = "URL")]
     pub(crate) api_base: Option<String>,
-    /// IRC: connect without TLS (only sensible on loopback or a network you trust).
+    /// IRC, email: connect without TLS (only sensible on loopback or a network you trust).
     #[arg(long)]
     pub(crate) plain: bool,
     /// A room to join (IRC: #channel; Matrix: !id:server or #alias:server, joined when
@@ -383,6 +386,19 @@ pub(crate) struct ChannelAdd {
     /// A sender admitted without pairing; repeat for more.
     #[arg(long = "allow", value_name = "SENDER")]
     pub(crate) allow: Vec<String>,
+    /// Email: the IMAP server as host:port (993: TLS).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) imap_server: Option<String>,
+    /// Email: the SMTP server as host:port (587: STARTTLS; 465: TLS).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) smtp_server: Option<String>,
+    /// Email: the assistant's address (also the login unless --user says otherwise).
+    #[arg(long, value_name = "ADDRESS")]
+    pub(crate) address: Option<String>,
+    /// Email: the name your mail server writes in Authentication-Results; only mail it
+    /// vouches for (DMARC, DKIM or SPF passing for the From domain) is read.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) authserv_id: Option<String>,
     /// Webhook: the vault secret holding the HMAC-SHA256 key both sides sign with.
     #[arg(long, value_name = "NAME")]
     pub(crate) key_secret: Option<String>,

@@ -256,17 +256,17 @@ fn channel_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outc
                 check_reference(home, &SecretRef::Vault(secret.clone())),
             ));
         }
-        let loopback = ch
-            .server
-            .as_deref()
+        let target = ch.server.as_deref().or(ch.imap_server.as_deref());
+        let loopback = target
             .and_then(|s| s.rsplit_once(':'))
             .is_some_and(|(h, _)| matches!(h, "127.0.0.1" | "localhost" | "[::1]" | "::1"));
-        if ch.kind == "irc" && ch.tls == Some(false) && !loopback {
+        if ch.tls == Some(false) && !loopback {
             results.push((
                 "channels",
                 Outcome::Warn(format!(
-                    "channel {name}: plain IRC to {}: messages (and any password) cross the network unencrypted",
-                    ch.server.as_deref().unwrap_or("?")
+                    "channel {name}: plain {} to {}: messages (and any password) cross the network unencrypted",
+                    ch.kind,
+                    target.unwrap_or("?")
                 )),
             ));
         }

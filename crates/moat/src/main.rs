@@ -90,6 +90,10 @@ fn leave_quietly_when_stdout_closes() {
 
 fn main() -> ExitCode {
     leave_quietly_when_stdout_closes();
+    // Two rustls providers are linked (ring, moat's; aws-lc-rs, from matrix-sdk's HTTP
+    // client): with no process default, rustls would panic where a library builds a TLS
+    // config without naming one. Ours is ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

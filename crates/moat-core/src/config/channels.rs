@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::InvalidValue;
 
 /// The kinds of channel moat can connect.
-pub const KINDS: [&str; 5] = ["irc", "matrix", "telegram", "discord", "webhook"];
+pub const KINDS: [&str; 6] = ["irc", "matrix", "telegram", "discord", "email", "webhook"];
 
 /// Who may talk to the assistant on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -90,7 +90,7 @@ pub enum OnApprove {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// The service: `irc`, `matrix`, `telegram`, `discord` or `webhook`.
+    /// The service: `irc`, `matrix`, `telegram`, `discord`, `email` or `webhook`.
     pub kind: String,
     /// Whether it is connected at all by `moat serve`.
     pub enabled: bool,
@@ -123,8 +123,18 @@ pub struct ChannelConfig {
     pub password_secret: Option<String>,
     /// Matrix: the homeserver's URL.
     pub homeserver: Option<String>,
-    /// Matrix: the bot's user id (`@bot:example.org`) or name.
+    /// Matrix: the bot's user id (`@bot:example.org`) or name; email: the login name
+    /// (default: the address).
     pub user: Option<String>,
+    /// Email: IMAP `host:port` (993 with TLS).
+    pub imap_server: Option<String>,
+    /// Email: SMTP `host:port` (587 with STARTTLS, 465 with TLS at once).
+    pub smtp_server: Option<String>,
+    /// Email: the assistant's address.
+    pub address: Option<String>,
+    /// Email: the receiving server's `Authentication-Results` id whose verdicts on a
+    /// sender (DMARC, DKIM, SPF) are trusted; mail it does not vouch for is dropped.
+    pub authserv_id: Option<String>,
     /// IRC: trust this CA (PEM file) instead of the system's (a private network).
     pub ca_file: Option<std::path::PathBuf>,
     /// Telegram, Discord: the vault secret holding the bot's token.
@@ -160,6 +170,10 @@ impl Default for ChannelConfig {
             password_secret: None,
             homeserver: None,
             user: None,
+            imap_server: None,
+            smtp_server: None,
+            address: None,
+            authserv_id: None,
             ca_file: None,
             token_secret: None,
             api_base: None,
@@ -280,20 +294,24 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         return Err(("max_message_bytes", "must be between 64 and 1000000".into()));
     }
     // Each kind-specific setting, whether it is set, and the kinds it belongs to.
-    let settings: [(&str, bool, &[&str]); 13] = [
+    let settings: [(&str, bool, &[&str]); 17] = [
         ("server", c.server.is_some(), &["irc"]),
-        ("tls", c.tls.is_some(), &["irc"]),
+        ("tls", c.tls.is_some(), &["irc", "email"]),
         ("nick", c.nick.is_some(), &["irc"]),
         ("sasl_user", c.sasl_user.is_some(), &["irc"]),
         ("ca_file", c.ca_file.is_some(), &["irc"]),
         (
             "password_secret",
             c.password_secret.is_some(),
-            &["irc", "matrix"],
+            &["irc", "matrix", "email"],
         ),
         ("rooms", !c.rooms.is_empty(), &["irc", "matrix"]),
         ("homeserver", c.homeserver.is_some(), &["matrix"]),
-        ("user", c.user.is_some(), &["matrix"]),
+        ("user", c.user.is_some(), &["matrix", "email"]),
+        ("imap_server", c.imap_server.is_some(), &["email"]),
+        ("smtp_server", c.smtp_server.is_some(), &["email"]),
+        ("address", c.address.is_some(), &["email"]),
+        ("authserv_id", c.authserv_id.is_some(), &["email"]),
         (
             "token_secret",
             c.token_secret.is_some(),
@@ -317,8 +335,60 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         "telegram" | "discord" => bot_rules(c),
         "webhook" => hook_rules(c),
         "matrix" => matrix_rules(c),
+        "email" => email_rules(c),
         _ => Ok(()),
     }
+}
+
+fn email_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    for (key, value) in [
+        ("imap_server", &c.imap_server),
+        ("smtp_server", &c.smtp_server),
+    ] {
+        match value {
+            None => return Err((key, "is required: host:port".into())),
+            Some(v) if !valid_host_port(v) => {
+                return Err((
+                    key,
+                    format!("{v:?} is not host:port (e.g. imap.example.org:993)"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    match &c.address {
+        None => {
+            return Err((
+                "address",
+                "is required: the assistant's email address".into(),
+            ));
+        }
+        Some(a)
+            if !a.contains('@') || a.chars().any(|ch| ch.is_whitespace() || ch.is_control()) =>
+        {
+            return Err(("address", format!("{a:?} is not an email address")));
+        }
+        Some(_) => {}
+    }
+    match &c.authserv_id {
+        None => {
+            return Err((
+                "authserv_id",
+                "is required: the name your mail server puts in Authentication-Results (e.g. mx.example.org); only mail it vouches for is read".into(),
+            ));
+        }
+        Some(id) if id.trim().is_empty() || id.contains(';') => {
+            return Err(("authserv_id", format!("{id:?} is not a server name")));
+        }
+        Some(_) => {}
+    }
+    if c.password_secret.is_none() {
+        return Err((
+            "password_secret",
+            "is required: the vault secret holding the mailbox password".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn matrix_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
@@ -566,7 +636,7 @@ mod tests {
         assert!(
             check(c)
                 .unwrap_err()
-                .contains("one of irc, matrix, telegram, discord, webhook")
+                .contains("one of irc, matrix, telegram, discord, email, webhook")
         );
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use moat_channels::discord::{Discord, DiscordSettings};
+use moat_channels::email::{Email, EmailSettings};
 use moat_channels::irc::{Irc, IrcSettings};
 use moat_channels::matrix::{Matrix, MatrixSettings};
 use moat_channels::telegram::{Telegram, TelegramSettings};
@@ -112,6 +113,26 @@ fn build(
                     .max_message_bytes
                     .unwrap_or(moat_channels::matrix::MAX_PIECE),
             })))
+        }
+        "email" => {
+            let password = password.ok_or_else(|| {
+                format!("channels.{name}: an email channel needs password_secret")
+            })?;
+            let address = c.address.clone().unwrap_or_default();
+            let email = Email::new(EmailSettings {
+                imap_server: c.imap_server.clone().unwrap_or_default(),
+                smtp_server: c.smtp_server.clone().unwrap_or_default(),
+                tls: c.tls.unwrap_or(true),
+                user: c.user.clone().unwrap_or_else(|| address.clone()),
+                address,
+                password,
+                authserv_id: c.authserv_id.clone().unwrap_or_default(),
+                max_piece: c
+                    .max_message_bytes
+                    .unwrap_or(moat_channels::email::MAX_PIECE),
+            })
+            .map_err(|e| format!("channels.{name}: {e}"))?;
+            Ok(Arc::new(email))
         }
         "discord" => {
             let token = password
