@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use crate::adapter::{Adapter, Incoming, Target, pieces};
+use crate::owner::Desk;
 use crate::pairing::{Decision, Gate, Pairing, Refusal};
 
 /// Messages waiting to be looked at, per channel; a flood beyond this waits in the
@@ -68,17 +69,8 @@ pub struct Hub {
 
 impl Hub {
     /// Starts every channel in `specs` on the current runtime.
-    pub fn start(
-        specs: Vec<Spec>,
-        agent: Arc<Agent>,
-        pairing: Pairing,
-        audit: Option<moat_audit::AuditLog>,
-    ) -> Hub {
-        let shared = Arc::new(Shared {
-            agent,
-            pairing: Mutex::new(pairing),
-            audit,
-        });
+    pub fn start(specs: Vec<Spec>, agent: Arc<Agent>, desk: Arc<Desk>) -> Hub {
+        let shared = Arc::new(Shared { agent, desk });
         let mut channels = Vec::new();
         let mut tasks = Vec::new();
         for spec in specs {
@@ -129,25 +121,20 @@ impl Hub {
     }
 }
 
-/// What every channel shares: the assistant, the pairing store, the audit log.
+/// What every channel shares: the assistant, and the pairing store with the audit log.
 struct Shared {
     agent: Arc<Agent>,
-    pairing: Mutex<Pairing>,
-    audit: Option<moat_audit::AuditLog>,
+    desk: Arc<Desk>,
 }
 
 impl Shared {
     fn audit(&self, record: Record) {
-        if let Some(log) = &self.audit
-            && let Err(e) = log.record(record)
-        {
-            tracing::warn!("the audit log refused a channel record: {e}");
-        }
+        self.desk.audit(record);
     }
 
-    /// Runs `f` on the pairing store; SQLite blocks, so the runtime is told.
+    /// Runs `f` on the pairing store.
     fn pairing<T>(&self, f: impl FnOnce(&Pairing) -> T) -> T {
-        tokio::task::block_in_place(|| f(&lock(&self.pairing)))
+        self.desk.with(f)
     }
 }
 
@@ -278,7 +265,14 @@ impl Live {
         }
     }
 
+    fn is_owner(&self, sender: &str) -> bool {
+        self.config.owners.iter().any(|o| o == sender)
+    }
+
     fn admitted(&self, sender: &str) -> bool {
+        if self.is_owner(sender) {
+            return self.config.dm_policy != DmPolicy::Disabled;
+        }
         match self.config.dm_policy {
             DmPolicy::Disabled => false,
             DmPolicy::Open => true,
@@ -294,6 +288,15 @@ impl Live {
 
     async fn direct(&self, m: &Incoming, text: &str) {
         let now = now_ms();
+        if self.is_owner(&m.sender) && self.config.dm_policy != DmPolicy::Disabled {
+            let to = Target::Direct(m.sender.clone());
+            if let Some(answer) = self.owner_command(&m.sender, text, now) {
+                self.say(&to, &answer).await;
+            } else {
+                self.turn(&m.sender, &m.display, to, text).await;
+            }
+            return;
+        }
         let decision = self.shared.pairing(|p| {
             let gate = Gate {
                 channel: &self.name,
@@ -354,6 +357,31 @@ impl Live {
         }
     }
 
+    /// The owner's `/pair` command, answered and audited; None when `text` is not one.
+    /// A wrong code counts against the sender, as a stranger's guess would.
+    fn owner_command(&self, sender: &str, text: &str, now: i64) -> Option<String> {
+        if !text.starts_with("/pair") {
+            return None;
+        }
+        let may = self
+            .shared
+            .pairing(|p| p.may_try(&self.name, sender, now))
+            .unwrap_or(false);
+        if !may {
+            return Some(
+                "Too many wrong codes this hour; use `moat pairing` on the machine.".into(),
+            );
+        }
+        let who = format!("channel:{}:{sender}", self.name);
+        let outcome = self.shared.desk.owner_command(&who, text, now)?;
+        if outcome.wrong_code {
+            let _ = self
+                .shared
+                .pairing(|p| p.wrong_code(&self.name, sender, now));
+        }
+        Some(outcome.reply)
+    }
+
     /// True once an hour per sender: a flood makes one audit record, not thousands.
     fn first_quiet(&self, sender: &str) -> bool {
         let mut q = lock(&self.quiet);
@@ -399,14 +427,12 @@ impl Live {
             to: &to,
         };
         let agent = &self.shared.agent;
-        let run = agent.turn(
-            &self.name,
-            sender,
-            &self.config.trust,
-            text,
-            &mut events,
-            &approver,
-        );
+        let standing = if self.is_owner(sender) {
+            "owner"
+        } else {
+            self.config.trust.as_str()
+        };
+        let run = agent.turn(&self.name, sender, standing, text, &mut events, &approver);
         let reply = tokio::select! {
             result = run => match result {
                 Ok(reply) => reply,

@@ -3,6 +3,7 @@
 //!
 //! - [`pairing`]: allowlists and pairing codes; held messages; rate limits on codes.
 //! - [`adapter`]: what one service's connection provides (messages in, text out).
+//! - [`owner`]: the owner's `/pair` commands, in the web chat or a channel they own.
 //! - [`hub`]: the channels at run time: reconnecting, policy, turns per sender, status.
 //! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
 //! - [`matrix`]: Matrix with end-to-end encryption (matrix-sdk).
@@ -21,6 +22,7 @@ pub mod hub;
 pub mod irc;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+pub mod owner;
 pub mod pairing;
 pub mod telegram;
 pub mod webhook;

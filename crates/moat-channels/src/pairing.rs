@@ -436,6 +436,19 @@ impl Pairing {
         Ok(taken.into_iter().map(|(_, r)| r).collect())
     }
 
+    /// Counts a wrong code given by `sender` on `channel` (an owner's `/pair approve`);
+    /// whether they may still try this hour.
+    pub fn wrong_code(&self, channel: &str, sender: &str, now: i64) -> Result<bool> {
+        self.strike(channel, sender, "wrong_code", now)?;
+        self.may_try(channel, sender, now)
+    }
+
+    /// Whether `sender` on `channel` is under the per-sender limit of this hour.
+    pub fn may_try(&self, channel: &str, sender: &str, now: i64) -> Result<bool> {
+        Ok(self.strikes(channel, Some(sender), now - 3_600_000)?
+            < i64::from(self.limits.per_sender_per_hour))
+    }
+
     /// Whether `sender` is on `channel`'s allowlist in the store.
     pub fn allowed(&self, channel: &str, sender: &str) -> Result<bool> {
         Ok(self

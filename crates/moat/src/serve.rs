@@ -235,6 +235,8 @@ async fn serve(
     // Only after binding succeeded: a second instance must not replace the token of the first.
     let control_token = publish_control_token(home, &main)?;
 
+    // The pairing store, shared by the channels and the web chat's `/pair` commands.
+    let desk = Arc::new(app::channels::desk(home, config, Some(audit.clone()))?);
     let hub = match (&agent, channels.is_empty()) {
         (_, true) => Err("no channel is configured".to_string()),
         (Err(why), false) => {
@@ -244,8 +246,7 @@ async fn serve(
         (Ok(agent), false) => Ok(Arc::new(moat_channels::Hub::start(
             channels,
             agent.clone(),
-            app::channels::pairing(home, config)?,
-            Some(audit.clone()),
+            desk.clone(),
         ))),
     };
     let status = Arc::new(StatusInfo {
@@ -266,6 +267,7 @@ async fn serve(
             .clone()
             .control_routes(gateway.routes(RouteTable::new())),
         agent,
+        desk,
     )
     .route("/health", Exposure::Open, get(health))
     .route(

@@ -42,7 +42,18 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 
 /// The web chat's routes; without an assistant (`None`), the WebSocket answers 503 with
 /// the reason.
-pub(crate) fn routes(table: RouteTable, agent: Result<Arc<Agent>, String>) -> RouteTable {
+/// What the web chat's socket needs: the assistant, and the pairing store the owner's
+/// `/pair` commands act on.
+struct Chat {
+    agent: Result<Arc<Agent>, String>,
+    desk: Arc<moat_channels::owner::Desk>,
+}
+
+pub(crate) fn routes(
+    table: RouteTable,
+    agent: Result<Arc<Agent>, String>,
+    desk: Arc<moat_channels::owner::Desk>,
+) -> RouteTable {
     table
         .route(
             "/chat",
@@ -62,7 +73,7 @@ pub(crate) fn routes(table: RouteTable, agent: Result<Arc<Agent>, String>) -> Ro
         .route(
             "/chat/ws",
             Exposure::Control,
-            get(upgrade).with_state(Arc::new(agent)),
+            get(upgrade).with_state(Arc::new(Chat { agent, desk })),
         )
 }
 
@@ -81,11 +92,9 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     resp
 }
 
-async fn upgrade(
-    State(agent): State<Arc<Result<Arc<Agent>, String>>>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    let agent = match agent.as_ref() {
+async fn upgrade(State(chat): State<Arc<Chat>>, ws: WebSocketUpgrade) -> Response {
+    let desk = chat.desk.clone();
+    let agent = match &chat.agent {
         Ok(agent) => agent.clone(),
         Err(why) => {
             return (
@@ -97,11 +106,11 @@ async fn upgrade(
     };
     ws.protocols([PROTOCOL])
         .max_message_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| conversation(socket, agent))
+        .on_upgrade(move |socket| conversation(socket, agent, desk))
 }
 
 /// One page's conversation, until it closes.
-async fn conversation(socket: WebSocket, agent: Arc<Agent>) {
+async fn conversation(socket: WebSocket, agent: Arc<Agent>, desk: Arc<moat_channels::owner::Desk>) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
@@ -140,6 +149,13 @@ async fn conversation(socket: WebSocket, agent: Arc<Agent>) {
                     Some("message") => {
                         let text = value["text"].as_str().unwrap_or_default().trim();
                         if text.is_empty() {
+                            continue;
+                        }
+                        // The owner answers pairing requests here too.
+                        let now = moat_channels::hub::now_ms();
+                        if let Some(outcome) = desk.owner_command("web:owner", text, now) {
+                            page.send(json!({"type": "notice", "text": outcome.reply}));
+                            page.send(json!({"type": "done"}));
                             continue;
                         }
                         if inbound.send(text.to_string()).await.is_err() {

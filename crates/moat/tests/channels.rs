@@ -309,6 +309,34 @@ fn a_stranger_is_held_until_the_owner_approves_and_the_channel_survives_a_restar
 }
 
 #[test]
+fn the_owner_answers_pairing_requests_from_the_channel_itself() {
+    let ircd = Ircd::start(None);
+    let up = FakeUpstream::start();
+    let moat = serve(&up, &ircd, "owners = [\"boss\"]\n", "");
+    let mut carol = Person::join(ircd.port, "carol");
+    carol.send("PRIVMSG moatbot :hello, may I?");
+    let code = code_in(&carol.expect("pairing code is", 10 * SECOND));
+    let mut boss = Person::join(ircd.port, "boss");
+    boss.send("PRIVMSG moatbot :/pair list");
+    boss.expect("carol on lan", 10 * SECOND);
+    boss.send("PRIVMSG moatbot :/pair approve ZZZZ-ZZZZ");
+    boss.expect("no pairing request waits", 10 * SECOND);
+    up.push(reply("Welcome, Carol."));
+    boss.send(&format!("PRIVMSG moatbot :/pair approve {code}"));
+    boss.expect("approved carol on lan", 10 * SECOND);
+    carol.expect("PRIVMSG carol :Welcome, Carol.", 15 * SECOND);
+    // The owner's own messages are turns, with the owner's standing.
+    up.push(reply("Yes, boss."));
+    boss.send("PRIVMSG moatbot :status?");
+    boss.expect("PRIVMSG boss :Yes, boss.", 15 * SECOND);
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "100"], &[]);
+    assert!(
+        tail.contains("channel:lan:boss") && tail.contains("pairing.approve"),
+        "{tail}"
+    );
+}
+
+#[test]
 fn expired_codes_and_denials_admit_nobody() {
     let ircd = Ircd::start(None);
     let up = FakeUpstream::start();

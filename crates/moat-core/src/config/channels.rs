@@ -6,6 +6,7 @@
 //! kind = "irc"
 //! dm_policy = "pairing"        # pairing (default) | allowlist | open | disabled
 //! allow_from = ["alice"]       # senders admitted without pairing; ["*"] with "open"
+//! owners = ["me"]              # the owner's own ids here: owner standing, /pair commands
 //! on_approve = "release"       # what happens to the held message: release | drop
 //! rooms = ["#home"]            # rooms joined; only mentions from admitted senders count
 //! server = "irc.libera.chat:6697"
@@ -98,6 +99,9 @@ pub struct ChannelConfig {
     pub dm_policy: DmPolicy,
     /// Senders admitted without pairing, as the channel names them (IRC nicks).
     pub allow_from: Vec<String>,
+    /// The owner's own ids on this channel: admitted, with the `owner` standing, and
+    /// able to answer pairing requests there (`/pair approve CODE`).
+    pub owners: Vec<String>,
     /// What happens to a held message when its sender is approved.
     pub on_approve: OnApprove,
     /// The trust paired senders have, as `[sandbox.tools.TOOL] trust` names it.
@@ -158,6 +162,7 @@ impl Default for ChannelConfig {
             enabled: true,
             dm_policy: DmPolicy::default(),
             allow_from: Vec::new(),
+            owners: Vec::new(),
             on_approve: OnApprove::default(),
             trust: "guest".into(),
             rooms: Vec::new(),
@@ -281,6 +286,12 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
     }
     if c.allow_from.iter().any(|s| s.trim().is_empty()) {
         return Err(("allow_from", "has an empty sender".into()));
+    }
+    if c.owners.iter().any(|s| s.trim().is_empty() || s == "*") {
+        return Err((
+            "owners",
+            "names the owner's own ids on the channel, one by one (no \"*\")".into(),
+        ));
     }
     if c.trust.trim().is_empty() {
         return Err(("trust", "must name a trust standing (e.g. guest)".into()));

@@ -31,6 +31,30 @@ pub(crate) fn pairing(home: &Home, config: &Config) -> Result<Pairing, Failure> 
     Ok(Pairing::new(db, config.pairing.clone()))
 }
 
+/// The pairing store with each channel's on_approve and the audit log, as `serve` shares
+/// it between the channels and the web chat.
+pub(crate) fn desk(
+    home: &Home,
+    config: &Config,
+    audit: Option<moat_audit::AuditLog>,
+) -> Result<moat_channels::owner::Desk, Failure> {
+    let release = config
+        .channels
+        .iter()
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                c.on_approve == moat_core::config::channels::OnApprove::Release,
+            )
+        })
+        .collect();
+    Ok(moat_channels::owner::Desk::new(
+        pairing(home, config)?,
+        release,
+        audit,
+    ))
+}
+
 /// The secret a channel names, read from the vault while it is open.
 pub(crate) fn secret(
     vault: &moat_vault::Vault,

@@ -129,6 +129,12 @@ async def main(chat_url, ws_url):
                 fail("a reply's markup became HTML")
             print("approved; the reply arrived: " + log.strip().splitlines()[-1], flush=True)
 
+            # The owner answers pairing requests here too: /pair is theirs, not the model's.
+            await page.eval("document.getElementById('input').value = '/pair list'; document.getElementById('compose').requestSubmit(); true")
+            await page.wait_for("document.getElementById('log').innerText.includes('no pairing request is waiting')", "the /pair answer")
+            await page.wait_for("!document.getElementById('send').disabled", "the /pair command ending")
+            print("/pair list answered in the page", flush=True)
+
             site = foreign_site()
             await page.call("Page.navigate", url=f"http://127.0.0.1:{site.server_address[1]}/")
             await page.wait_for("document.title === 'elsewhere'", "the other site loading")
