@@ -35,11 +35,7 @@ struct Ircd {
 
 impl Ircd {
     fn start(password: Option<&str>) -> Ircd {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Self::start_on(port, password, tempfile::tempdir().unwrap())
     }
 
@@ -210,6 +206,35 @@ fn moat_ok(moat: &Moat, args: &[&str]) -> String {
 }
 
 const SECOND: Duration = Duration::from_secs(1);
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A home whose vault holds `secret` (name, value) and whose config has the scripted
+/// model `up` (when given) and then `channel` (TOML).
+fn home_with(up: Option<&FakeUpstream>, secret: (&str, &str), channel: &str) -> tempfile::TempDir {
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", secret.0, "--stdin"],
+        secret.1,
+    );
+    assert_eq!(code, 0, "{err}");
+    let model = up.map_or_else(String::new, |up| {
+        format!(
+            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n",
+            up.url()
+        )
+    });
+    std::fs::write(home.path().join("config.toml"), format!("{model}{channel}")).unwrap();
+    home
+}
 
 #[test]
 fn a_stranger_is_held_until_the_owner_approves_and_the_channel_survives_a_restart() {
@@ -467,11 +492,7 @@ struct BotApi {
 
 impl BotApi {
     fn start() -> BotApi {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         Self::start_on(port)
     }
 
@@ -552,19 +573,14 @@ impl Drop for BotApi {
 fn telegram_pairs_by_user_id_and_survives_the_api_restarting() {
     let api = BotApi::start();
     let up = FakeUpstream::start();
-    let home = new_home();
-    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "tg", "--stdin"], TG_TOKEN);
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(
-        home.path().join("config.toml"),
-        format!(
-            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
-             [channels.phone]\nkind = \"telegram\"\ntoken_secret = \"tg\"\napi_base = \"http://127.0.0.1:{}\"\n",
-            up.url(),
+    let home = home_with(
+        Some(&up),
+        ("tg", TG_TOKEN),
+        &format!(
+            "[channels.phone]\nkind = \"telegram\"\ntoken_secret = \"tg\"\napi_base = \"http://127.0.0.1:{}\"\n",
             api.port
         ),
-    )
-    .unwrap();
+    );
     let (code, out, err) = run_moat(home.path(), &["channel", "test", "phone"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let moat = Moat::start_in(home, &[], &[], None);
@@ -651,23 +667,14 @@ const DISCORD_TOKEN: &str = "MTAx.DISCORD-CANARY.9f8e7d6c5b4a";
 fn discord_pairs_resumes_after_a_drop_and_waits_out_rate_limits() {
     let discord = discord_fake::FakeDiscord::start(DISCORD_TOKEN);
     let up = FakeUpstream::start();
-    let home = new_home();
-    let (code, _, err) = run_moat_stdin(
-        home.path(),
-        &["vault", "add", "dc", "--stdin"],
-        DISCORD_TOKEN,
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(
-        home.path().join("config.toml"),
-        format!(
-            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
-             [channels.friends]\nkind = \"discord\"\ntoken_secret = \"dc\"\napi_base = \"{}\"\n",
-            up.url(),
+    let home = home_with(
+        Some(&up),
+        ("dc", DISCORD_TOKEN),
+        &format!(
+            "[channels.friends]\nkind = \"discord\"\ntoken_secret = \"dc\"\napi_base = \"{}\"\n",
             discord.api_base()
         ),
-    )
-    .unwrap();
+    );
     let (code, out, err) = run_moat(home.path(), &["channel", "test", "friends"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     let moat = Moat::start_in(home, &[], &[], None);
@@ -811,19 +818,14 @@ fn unix_now() -> u64 {
 fn webhooks_take_only_fresh_signed_requests_and_sign_their_replies() {
     let up = FakeUpstream::start();
     let receiver = FakeUpstream::start();
-    let home = new_home();
-    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "hk", "--stdin"], HOOK_KEY);
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(
-        home.path().join("config.toml"),
-        format!(
-            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
-             [channels.ci]\nkind = \"webhook\"\nkey_secret = \"hk\"\nurl = \"{}/moat\"\n",
-            up.url(),
+    let home = home_with(
+        Some(&up),
+        ("hk", HOOK_KEY),
+        &format!(
+            "[channels.ci]\nkind = \"webhook\"\nkey_secret = \"hk\"\nurl = \"{}/moat\"\n",
             receiver.url()
         ),
-    )
-    .unwrap();
+    );
     receiver.push(Reply::json(200, json!({})));
     let (code, out, err) = run_moat(home.path(), &["channel", "test", "ci"], &[]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -935,11 +937,7 @@ impl Synapse {
             panic!("MOAT_SYNAPSE_PYTHON is not set: run the suite with ./scripts/test, or `eval \"$(scripts/peers)\"` first")
         });
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let generated = Command::new(&python)
             .args(["-m", "synapse.app.homeserver", "--server-name", "localhost"])
             .arg("--config-path")
@@ -1181,23 +1179,14 @@ fn matrix_answers_an_encrypted_dm_only_after_pairing_and_survives_a_restart() {
     synapse.register("alice", "alice-password");
     synapse.register("bob", "bob-password");
     let up = FakeUpstream::start();
-    let home = new_home();
-    let (code, _, err) = run_moat_stdin(
-        home.path(),
-        &["vault", "add", "mx", "--stdin"],
-        MATRIX_PASSWORD,
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(
-        home.path().join("config.toml"),
-        format!(
-            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
-             [channels.home]\nkind = \"matrix\"\nhomeserver = \"{}\"\nuser = \"@moatbot:localhost\"\npassword_secret = \"mx\"\n",
-            up.url(),
+    let home = home_with(
+        Some(&up),
+        ("mx", MATRIX_PASSWORD),
+        &format!(
+            "[channels.home]\nkind = \"matrix\"\nhomeserver = \"{}\"\nuser = \"@moatbot:localhost\"\npassword_secret = \"mx\"\n",
             synapse.url()
         ),
-    )
-    .unwrap();
+    );
     let moat = Moat::start_in(home, &[], &[], None);
     connected(&moat, 0);
 
@@ -1282,11 +1271,7 @@ impl Dovecot {
             format!("{BOT_ADDRESS}:{{PLAIN}}{MAIL_PASSWORD}\n"),
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let p = d.display();
         std::fs::write(
             d.join("dovecot.conf"),
@@ -1379,11 +1364,7 @@ struct SmtpSink {
 impl SmtpSink {
     fn start() -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/smtp_sink.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
@@ -1458,25 +1439,15 @@ fn email_answers_only_authenticated_senders_after_pairing_in_the_same_thread() {
     let mut dovecot = Dovecot::start();
     let sink = SmtpSink::start();
     let up = FakeUpstream::start();
-    let home = new_home();
-    let (code, _, err) = run_moat_stdin(
-        home.path(),
-        &["vault", "add", "mail", "--stdin"],
-        MAIL_PASSWORD,
-    );
-    assert_eq!(code, 0, "{err}");
-    std::fs::write(
-        home.path().join("config.toml"),
-        format!(
-            "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
-             [channels.mail]\nkind = \"email\"\nimap_server = \"127.0.0.1:{}\"\nsmtp_server = \"127.0.0.1:{}\"\ntls = false\n\
+    let home = home_with(
+        Some(&up),
+        ("mail", MAIL_PASSWORD),
+        &format!(
+            "[channels.mail]\nkind = \"email\"\nimap_server = \"127.0.0.1:{}\"\nsmtp_server = \"127.0.0.1:{}\"\ntls = false\n\
              address = \"{BOT_ADDRESS}\"\npassword_secret = \"mail\"\nauthserv_id = \"mx.home.test\"\n",
-            up.url(),
-            dovecot.port,
-            sink.port
+            dovecot.port, sink.port
         ),
-    )
-    .unwrap();
+    );
     let moat = Moat::start_in(home, &[], &[], None);
     connected(&moat, 0);
 
