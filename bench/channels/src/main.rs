@@ -26,6 +26,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use moat_agent::{Agent, AgentStore};
 use moat_channels::irc::{Irc, IrcSettings};
+use moat_channels::owner::Desk;
 use moat_channels::{Hub, Pairing, Spec};
 use moat_core::config::channels::{ChannelConfig, DmPolicy};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -249,8 +250,11 @@ async fn main() {
             adapter,
         }],
         agent,
-        Pairing::new(db(), Default::default()),
-        None,
+        Arc::new(Desk::new(
+            Pairing::new(db(), Default::default()),
+            Default::default(),
+            None,
+        )),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while hub.statuses()[0].state != "connected" {
