@@ -60,6 +60,21 @@ pub trait Adapter: Send + Sync + 'static {
     /// Shows `to` that a reply is being written, where the service can.
     async fn typing(&self, _to: &Target) {}
 
+    /// Whether a sent message can be edited, so a reply can be shown as it is written.
+    fn edits(&self) -> bool {
+        false
+    }
+
+    /// Sends `text` and returns what [`Adapter::edit`] needs to change it later.
+    async fn send_editable(&self, to: &Target, text: &str) -> Result<String, ChannelError> {
+        self.send(to, text).await.map(|()| String::new())
+    }
+
+    /// Replaces the text of the message `id` sent to `to`.
+    async fn edit(&self, _to: &Target, _id: &str, _text: &str) -> Result<(), ChannelError> {
+        Ok(())
+    }
+
     /// The most bytes of text one message may carry on this service.
     fn max_piece(&self) -> usize;
 }

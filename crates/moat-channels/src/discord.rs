@@ -445,10 +445,33 @@ impl Adapter for Discord {
     }
 
     async fn send(&self, to: &Target, text: &str) -> Result<(), ChannelError> {
+        self.send_editable(to, text).await.map(|_| ())
+    }
+
+    fn edits(&self) -> bool {
+        true
+    }
+
+    async fn send_editable(&self, to: &Target, text: &str) -> Result<String, ChannelError> {
         let channel = self.channel_of(to).await?;
+        let sent = self
+            .rest(
+                http::Method::POST,
+                &format!("/channels/{channel}/messages"),
+                Some(&json!({"content": text, "allowed_mentions": {"parse": []}})),
+            )
+            .await?;
+        Ok(sent["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn edit(&self, to: &Target, id: &str, text: &str) -> Result<(), ChannelError> {
+        let channel = self.channel_of(to).await?;
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(ChannelError::Send("not a Discord message id".into()));
+        }
         self.rest(
-            http::Method::POST,
-            &format!("/channels/{channel}/messages"),
+            http::Method::PATCH,
+            &format!("/channels/{channel}/messages/{id}"),
             Some(&json!({"content": text, "allowed_mentions": {"parse": []}})),
         )
         .await

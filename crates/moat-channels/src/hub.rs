@@ -25,6 +25,8 @@ const INBOX: usize = 256;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Messages one sender may have waiting behind their running turn.
 const MAX_QUEUED: usize = 4;
+/// A streamed reply is edited at most this often.
+const STREAM_EDIT_EVERY: Duration = Duration::from_secs(1);
 /// How often approvals and expiries made by `moat pairing` are picked up.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -421,7 +423,12 @@ impl Live {
         let _in_order = state.turn.lock().await;
         state.queued.fetch_sub(1, SeqCst);
         self.adapter.typing(&to).await;
-        let mut events = Quiet;
+        let written = Arc::new(Mutex::new(String::new()));
+        let streams = self.adapter.edits();
+        let mut events = Written {
+            text: written.clone(),
+            streams,
+        };
         let approver = Waits {
             live: self,
             to: &to,
@@ -432,20 +439,89 @@ impl Live {
         } else {
             self.config.trust.as_str()
         };
+        let prefix = match &to {
+            Target::Room(_) => format!("{display}: "),
+            Target::Direct(_) => String::new(),
+        };
         let run = agent.turn(&self.name, sender, standing, text, &mut events, &approver);
-        let reply = tokio::select! {
-            result = run => match result {
-                Ok(reply) => reply,
-                Err(e) => e.to_string(),
-            },
-            () = state.stop.notified() => "stopped: the turn and its tools were cancelled".into(),
+        tokio::pin!(run);
+        // Where the service edits messages, the reply is shown as it is written: sent
+        // once it has begun, then edited at most once a second (services rate-limit edits).
+        let mut shown: Option<(String, usize)> = None;
+        let mut tick = tokio::time::interval(STREAM_EDIT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let reply = loop {
+            tokio::select! {
+                result = &mut run => break match result {
+                    Ok(reply) => reply,
+                    Err(e) => e.to_string(),
+                },
+                () = state.stop.notified() => break "stopped: the turn and its tools were cancelled".into(),
+                _ = tick.tick(), if streams => {
+                    let so_far = lock(&written).clone();
+                    shown = self.show_partial(&to, &prefix, &so_far, shown).await;
+                }
+            }
         };
         tracing::debug!(channel = %self.name, "a turn ended; replying");
-        let reply = match &to {
-            Target::Room(_) => format!("{display}: {reply}"),
-            Target::Direct(_) => reply,
-        };
-        self.say(&to, &reply).await;
+        let reply = format!("{prefix}{reply}");
+        match shown {
+            Some((id, _)) => self.finish(&to, &id, &reply).await,
+            None => self.say(&to, &reply).await,
+        }
+    }
+
+    /// Shows the reply written so far (with a mark that more is coming): sends it the
+    /// first time, edits it after. What does not fit one message waits for the end.
+    async fn show_partial(
+        &self,
+        to: &Target,
+        prefix: &str,
+        so_far: &str,
+        shown: Option<(String, usize)>,
+    ) -> Option<(String, usize)> {
+        let text = format!("{prefix}{} …", so_far.trim_end());
+        let grown = shown
+            .as_ref()
+            .map_or(!so_far.trim().is_empty(), |(_, n)| so_far.len() > *n);
+        if !grown || text.len() > self.adapter.max_piece() {
+            return shown;
+        }
+        match &shown {
+            None => match self.adapter.send_editable(to, &text).await {
+                Ok(id) if !id.is_empty() => {
+                    lock(&self.status).sent += 1;
+                    Some((id, so_far.len()))
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(channel = %self.name, "no streamed reply: {e}");
+                    None
+                }
+            },
+            Some((id, _)) => {
+                if let Err(e) = self.adapter.edit(to, id, &text).await {
+                    tracing::debug!(channel = %self.name, "an edit of the streamed reply failed: {e}");
+                }
+                Some((id.clone(), so_far.len()))
+            }
+        }
+    }
+
+    /// Puts the whole reply in place of the streamed one: its first piece by an edit, the
+    /// rest as messages of their own.
+    async fn finish(&self, to: &Target, id: &str, reply: &str) {
+        let mut parts = pieces(reply, self.adapter.max_piece()).into_iter();
+        let first = parts.next().unwrap_or_default();
+        if let Err(e) = self.adapter.edit(to, id, &first).await {
+            tracing::warn!(channel = %self.name, "the final edit of a reply failed: {e}");
+            self.say(to, reply).await;
+            return;
+        }
+        let rest: Vec<String> = parts.collect();
+        if !rest.is_empty() {
+            self.say(to, &rest.join("\n")).await;
+        }
     }
 
     /// Sends `text` in as many pieces as the service needs.
@@ -472,11 +548,27 @@ impl Live {
     }
 }
 
-/// Outside channels get the reply in one message: no tool chatter.
-struct Quiet;
+/// What an outside channel sees of a turn: the reply's text as it is written (where the
+/// service can edit messages), no tool chatter.
+struct Written {
+    text: Arc<Mutex<String>>,
+    streams: bool,
+}
 
-impl TurnEvents for Quiet {
-    fn text(&mut self, _text: &str) {}
+impl TurnEvents for Written {
+    fn streams(&self) -> bool {
+        self.streams
+    }
+
+    fn text_delta(&mut self, delta: &str) {
+        lock(&self.text).push_str(delta);
+    }
+
+    fn text(&mut self, _text: &str) {
+        // A new text block (after a tool call) starts afresh in the stream.
+        lock(&self.text).push('\n');
+    }
+
     fn tool_call(&mut self, _tool: &str, _arguments: &Value) {}
     fn tool_result(&mut self, _tool: &str, _ok: bool, _output: &str) {}
     fn notice(&mut self, _text: &str) {}

@@ -17,7 +17,8 @@ use std::time::Duration;
 use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::ruma::events::room::member::StrippedRoomMemberEvent;
 use matrix_sdk::ruma::events::room::message::{
-    MessageType, OriginalSyncRoomMessageEvent, Relation, RoomMessageEventContent,
+    MessageType, OriginalSyncRoomMessageEvent, Relation, ReplacementMetadata,
+    RoomMessageEventContent,
 };
 use matrix_sdk::ruma::{OwnedRoomId, UserId};
 use matrix_sdk::{Client, LoopCtrl, Room, RoomState};
@@ -372,11 +373,31 @@ impl Adapter for Matrix {
     }
 
     async fn send(&self, to: &Target, text: &str) -> Result<(), ChannelError> {
+        self.send_editable(to, text).await.map(|_| ())
+    }
+
+    fn edits(&self) -> bool {
+        true
+    }
+
+    async fn send_editable(&self, to: &Target, text: &str) -> Result<String, ChannelError> {
         let room = self.room_for(to).await?;
         room.send(RoomMessageEventContent::text_plain(text))
             .await
-            .map(|_| ())
+            .map(|sent| sent.response.event_id.to_string())
             .map_err(|e| ChannelError::Send(format!("sending failed: {}", short(&e.to_string()))))
+    }
+
+    async fn edit(&self, to: &Target, id: &str, text: &str) -> Result<(), ChannelError> {
+        let room = self.room_for(to).await?;
+        let event = matrix_sdk::ruma::OwnedEventId::try_from(id)
+            .map_err(|_| ChannelError::Send("not a Matrix event id".into()))?;
+        let content = RoomMessageEventContent::text_plain(text)
+            .make_replacement(ReplacementMetadata::new(event, None));
+        room.send(content)
+            .await
+            .map(|_| ())
+            .map_err(|e| ChannelError::Send(format!("editing failed: {}", short(&e.to_string()))))
     }
 
     async fn typing(&self, to: &Target) {

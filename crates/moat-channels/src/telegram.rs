@@ -120,6 +120,21 @@ impl Telegram {
         Err(CallError::Other(format!("{method}: {code} {why}")))
     }
 
+    /// A call that waits out 429s (three times at most).
+    async fn call_retrying(&self, method: &str, body: &Value) -> Result<Value, ChannelError> {
+        for _ in 0..4 {
+            match self.call(method, body, Duration::from_secs(30)).await {
+                Ok(v) => return Ok(v),
+                Err(CallError::Wait(d)) => tokio::time::sleep(d).await,
+                Err(CallError::Unauthorized) => return Err(refused()),
+                Err(CallError::Other(e)) => return Err(ChannelError::Send(e)),
+            }
+        }
+        Err(ChannelError::Send(format!(
+            "{method}: Telegram kept asking to wait"
+        )))
+    }
+
     fn incoming(&self, update: &Value) -> Option<Incoming> {
         let m = &update["message"];
         let from = &m["from"];
@@ -260,22 +275,35 @@ impl Adapter for Telegram {
     }
 
     async fn send(&self, to: &Target, text: &str) -> Result<(), ChannelError> {
+        self.send_editable(to, text).await.map(|_| ())
+    }
+
+    fn edits(&self) -> bool {
+        true
+    }
+
+    async fn send_editable(&self, to: &Target, text: &str) -> Result<String, ChannelError> {
         let (Target::Direct(chat) | Target::Room(chat)) = to;
-        let body = json!({"chat_id": chat, "text": text});
-        for _ in 0..4 {
-            match self
-                .call("sendMessage", &body, Duration::from_secs(30))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(CallError::Wait(d)) => tokio::time::sleep(d).await,
-                Err(CallError::Unauthorized) => return Err(refused()),
-                Err(CallError::Other(e)) => return Err(ChannelError::Send(e)),
-            }
+        let sent = self
+            .call_retrying("sendMessage", &json!({"chat_id": chat, "text": text}))
+            .await?;
+        Ok(sent["message_id"]
+            .as_i64()
+            .map(|id| id.to_string())
+            .unwrap_or_default())
+    }
+
+    async fn edit(&self, to: &Target, id: &str, text: &str) -> Result<(), ChannelError> {
+        let (Target::Direct(chat) | Target::Room(chat)) = to;
+        let message_id: i64 = id
+            .parse()
+            .map_err(|_| ChannelError::Send("not a Telegram message id".into()))?;
+        let body = json!({"chat_id": chat, "message_id": message_id, "text": text});
+        match self.call_retrying("editMessageText", &body).await {
+            // Telegram refuses an edit that changes nothing; that is not a failure.
+            Err(ChannelError::Send(e)) if e.contains("not modified") => Ok(()),
+            other => other.map(|_| ()),
         }
-        Err(ChannelError::Send(
-            "sendMessage: Telegram kept asking to wait".into(),
-        ))
     }
 
     async fn typing(&self, to: &Target) {

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::upstream::{FakeUpstream, Reply};
+use common::upstream::{FakeUpstream, Reply, a_message};
 use common::*;
 use serde_json::json;
 
@@ -149,7 +149,20 @@ fn code_in(line: &str) -> String {
     line[at..at + 9].to_string()
 }
 
-/// The model's whole answer (outside channels do not stream).
+/// The model's answer as a stream (channels that edit messages stream their replies).
+fn streamed(text: &str) -> Reply {
+    a_message(&json!([{"type": "text", "text": text}]), "end_turn")
+}
+
+/// The same, its second half 2.5 s after the first: long enough for the channel to show
+/// the first half before the end.
+fn slowly(text: &str) -> Reply {
+    let mut r = streamed(text);
+    r.chunks[3].0 = Duration::from_millis(2500);
+    r
+}
+
+/// The model's whole answer (channels that cannot edit do not stream).
 fn reply(text: &str) -> Reply {
     Reply::json(
         200,
@@ -544,6 +557,24 @@ impl BotApi {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 
+    /// Every message the bot sent to chat `id`, as it stands now (edits applied).
+    fn sent_to(&self, id: i64) -> Vec<String> {
+        let body = json!({"token": TG_TOKEN}).to_string();
+        let r = post_json(self.addr(), "/getUpdatesHistory", &[], &body).json();
+        r["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["message"]["chat_id"].to_string().trim_matches('"') == id.to_string())
+            .map(|u| {
+                u["message"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// The first message the bot sent to chat `id` containing `needle`, within `wait`.
     fn bot_said(&self, id: i64, needle: &str, wait: Duration) -> Option<String> {
         let deadline = Instant::now() + wait;
@@ -598,12 +629,34 @@ fn telegram_pairs_by_user_id_and_survives_the_api_restarting() {
 
     let list = moat_ok(&moat, &["pairing", "list"]);
     assert!(list.contains("phone  1001 (@alice)"), "{list}");
-    up.push(reply("Hello from Telegram."));
+    // The reply streams: shown while it is written (marked …), then edited to the whole.
+    up.push(slowly("Hello from Telegram, in two halves."));
+    let before = api.sent_to(1001).len();
     moat_ok(&moat, &["pairing", "approve", &code]);
-    assert!(
-        api.bot_said(1001, "Hello from Telegram.", 15 * SECOND)
-            .is_some()
-    );
+    let partial = api
+        .bot_said(1001, " …", 15 * SECOND)
+        .expect("the reply was not shown while it was written");
+    assert!(!partial.contains("two halves"), "{partial}");
+    let deadline = Instant::now() + 15 * SECOND;
+    loop {
+        let sent = api.sent_to(1001);
+        if sent
+            .iter()
+            .any(|t| t == "Hello from Telegram, in two halves.")
+        {
+            assert_eq!(
+                sent.len(),
+                before + 1,
+                "a streamed reply is one message, edited: {sent:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reply was never completed: {sent:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
     assert!(!seen[0].body.to_string().contains("let me in"));
@@ -611,7 +664,7 @@ fn telegram_pairs_by_user_id_and_survives_the_api_restarting() {
     // The API goes away (and forgets everything); the channel comes back by itself.
     let api = api.restart();
     connected(&moat, 1);
-    up.push(reply("Still here."));
+    up.push(streamed("Still here."));
     api.user_says(1001, "alice", "are you still there?");
     assert!(api.bot_said(1001, "Still here.", 20 * SECOND).is_some());
 
@@ -698,7 +751,7 @@ fn discord_pairs_resumes_after_a_drop_and_waits_out_rate_limits() {
     assert!(up.seen().is_empty(), "the model saw a stranger's message");
 
     // Approved; the reply meets a 429 first and is sent once the wait is over.
-    up.push(reply("Hello from Discord."));
+    up.push(streamed("Hello from Discord."));
     discord.rate_limit_next();
     moat_ok(&moat, &["pairing", "approve", &code_in(&note)]);
     assert!(
@@ -713,7 +766,7 @@ fn discord_pairs_resumes_after_a_drop_and_waits_out_rate_limits() {
     // The connection drops; what is said meanwhile arrives when the session resumes.
     let identified = discord.identifies();
     discord.drop_connection();
-    up.push(reply("Got it after the drop."));
+    up.push(streamed("Got it after the drop."));
     discord.message(("1001", "alice"), "5001", None, "did you get this?", false);
     assert!(
         discord
@@ -736,7 +789,7 @@ fn discord_pairs_resumes_after_a_drop_and_waits_out_rate_limits() {
         "<@999> answer me",
         true,
     );
-    up.push(reply("In the room."));
+    up.push(slowly("In the room, streamed."));
     discord.message(
         ("1001", "alice"),
         "7001",
@@ -747,8 +800,13 @@ fn discord_pairs_resumes_after_a_drop_and_waits_out_rate_limits() {
     discord.message(("1001", "alice"), "7001", Some("42"), "<@999> hello", true);
     assert!(
         discord
-            .posted("7001", "alice: In the room.", 15 * SECOND)
+            .posted("7001", "alice: In the room, streamed.", 15 * SECOND)
             .is_some()
+    );
+    assert!(
+        discord.edits() >= 1,
+        "the room reply was not streamed by edits: {:?}",
+        discord.sent()
     );
     assert_eq!(up.seen().len(), 3);
     assert!(
@@ -1208,7 +1266,7 @@ fn matrix_answers_an_encrypted_dm_only_after_pairing_and_survives_a_restart() {
         list.contains("@alice:localhost") && list.contains("my secret plan"),
         "{list}"
     );
-    up.push(reply("Hello from Matrix."));
+    up.push(streamed("Hello from Matrix."));
     moat_ok(&moat, &["pairing", "approve", &code_in(&note)]);
     assert!(
         alice.heard("Hello from Matrix.", 30 * SECOND).is_some(),
@@ -1227,7 +1285,7 @@ fn matrix_answers_an_encrypted_dm_only_after_pairing_and_survives_a_restart() {
     // The homeserver restarts; the bot (same device, same keys) answers again.
     synapse.restart();
     connected(&moat, 1);
-    up.push(reply("Back again."));
+    up.push(streamed("Back again."));
     alice.send(&room, "are you back?");
     assert!(
         alice.heard("Back again.", 60 * SECOND).is_some(),

@@ -38,6 +38,7 @@ struct Shared {
     resumes: AtomicUsize,
     heartbeats: AtomicUsize,
     limit_next: AtomicBool,
+    edits: AtomicUsize,
     limited: AtomicUsize,
     drop_now: Notify,
 }
@@ -71,6 +72,10 @@ impl FakeDiscord {
             .route("/gateway", get(gateway))
             .route("/gateway/", get(gateway))
             .route("/api/v10/channels/{id}/messages", post(create_message))
+            .route(
+                "/api/v10/channels/{id}/messages/{message}",
+                axum::routing::patch(edit_message),
+            )
             .route("/api/v10/channels/{id}/typing", post(typing))
             .route("/api/v10/users/@me/channels", post(open_dm))
             .with_state(shared.clone());
@@ -171,6 +176,10 @@ impl FakeDiscord {
         self.shared.resumes.load(Ordering::SeqCst)
     }
 
+    pub(crate) fn edits(&self) -> usize {
+        self.shared.edits.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn heartbeats(&self) -> usize {
         self.shared.heartbeats.load(Ordering::SeqCst)
     }
@@ -247,11 +256,12 @@ async fn create_message(
         )
             .into_response();
     }
-    shared
-        .sent
-        .lock()
-        .unwrap()
-        .push((channel.clone(), content.clone()));
+    // Message ids are 1000 + the index in `sent`, so an edit finds its message.
+    let id = {
+        let mut sent = shared.sent.lock().unwrap();
+        sent.push((channel.clone(), content.clone()));
+        1000 + sent.len() - 1
+    };
     (
         [
             ("x-ratelimit-limit", "5"),
@@ -259,11 +269,40 @@ async fn create_message(
             ("x-ratelimit-reset-after", "1.000"),
         ],
         Json(
-            json!({"id": "555", "channel_id": channel, "content": content,
+            json!({"id": id.to_string(), "channel_id": channel, "content": content,
                     "author": {"id": BOT_ID, "username": "moatbot", "bot": true}}),
         ),
     )
         .into_response()
+}
+
+/// Edits a message the bot created: its content in `sent` is replaced.
+async fn edit_message(
+    State(shared): State<Arc<Shared>>,
+    Path((channel, message)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let index = message
+        .parse::<usize>()
+        .ok()
+        .and_then(|m| m.checked_sub(1000));
+    let mut sent = shared.sent.lock().unwrap();
+    match index.and_then(|i| sent.get_mut(i)) {
+        Some((c, content)) if *c == channel => {
+            *content = body["content"].as_str().unwrap_or_default().to_string();
+            shared.edits.fetch_add(1, Ordering::SeqCst);
+            Json(json!({"id": message, "channel_id": channel, "content": content})).into_response()
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"message": "Unknown Message", "code": 10008})),
+        )
+            .into_response(),
+    }
 }
 
 async fn typing(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
