@@ -10,7 +10,8 @@
 //! - [`telegram`]: Telegram's Bot API, long polling.
 //! - [`discord`]: Discord's gateway WebSocket and REST API.
 //! - [`email`]: IMAP IDLE in, SMTP out, senders vouched for by the receiving server.
-//! - [`webhook`]: signed webhooks in (a route of the server) and out.
+//! - [`webhook`]: signed webhooks in (a route of the server) and out, and the [`webhook::Hook`]
+//!   the server's `/hooks/NAME` route hands requests to (webhooks, Telegram's webhook mode).
 //!
 //! Every request, approval, denial, expiry, refusal and release is an audit record; the
 //! CLI (`moat pairing`, `moat allowlist`, `moat channel`) writes its own.

@@ -6,6 +6,12 @@
 //! (unlike a username); the display name is their @username or first name. In groups
 //! the assistant hears a message only when it is mentioned (`@botname`) or replied to.
 //!
+//! In webhook mode (`webhook_url`), Telegram posts each update to moat's `/hooks/NAME`
+//! instead: moat registers the URL with a secret of its own (fresh at each start) as
+//! Telegram's `secret_token` header and in the URL's query (`moat_secret`), and takes an
+//! update only with one of them matching, compared in constant time. Without it, polling:
+//! moat first removes any webhook, which Telegram would otherwise prefer.
+//!
 //! The bot token is part of every request's path (`/bot<token>/method`): no error,
 //! status or log line here is built from a URL, only from the method's name.
 
@@ -19,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::adapter::{Adapter, ChannelError, Incoming, Target};
+use crate::webhook::HookError;
 
 /// Telegram's limit is 4096 characters a message; bytes are a safe stand-in.
 pub const MAX_PIECE: usize = 4000;
@@ -39,14 +46,20 @@ pub struct TelegramSettings {
     pub token: SecretString,
     /// The most text one message carries.
     pub max_piece: usize,
+    /// The public URL of moat's `/hooks/NAME` for this channel: webhook mode.
+    pub webhook_url: Option<url::Url>,
 }
 
-/// A Telegram bot, polled by the hub.
+/// A Telegram bot, polled by the hub (or posted to, in webhook mode).
 pub struct Telegram {
     settings: TelegramSettings,
     client: moat_net::egress::Egress,
     /// The bot's own id and username, from `getMe`.
     me: Mutex<Option<(i64, String)>>,
+    /// Webhook mode: the secret Telegram must present, and the updates it posted.
+    secret: String,
+    updates: mpsc::Sender<Value>,
+    posted: tokio::sync::Mutex<mpsc::Receiver<Value>>,
 }
 
 /// What a failed API call says.
@@ -64,10 +77,16 @@ impl Telegram {
     pub fn new(settings: TelegramSettings) -> Telegram {
         let client =
             moat_net::egress::Egress::for_upstream(&settings.api_base, Duration::from_secs(10));
+        let mut raw = [0u8; 24];
+        getrandom::fill(&mut raw).expect("the operating system's random source works");
+        let (updates, posted) = mpsc::channel(64);
         Telegram {
             settings,
             client,
             me: Mutex::new(None),
+            secret: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            updates,
+            posted: tokio::sync::Mutex::new(posted),
         }
     }
 
@@ -118,6 +137,47 @@ impl Telegram {
             .take(200)
             .collect();
         Err(CallError::Other(format!("{method}: {code} {why}")))
+    }
+
+    /// Webhook mode: registers moat's URL with the secret, then hands on what Telegram
+    /// posts there.
+    async fn run_webhook(
+        &self,
+        url: &url::Url,
+        inbox: mpsc::Sender<Incoming>,
+        connected: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), ChannelError> {
+        let mut with_secret = url.clone();
+        with_secret
+            .query_pairs_mut()
+            .append_pair("moat_secret", &self.secret);
+        let body = json!({
+            "url": with_secret.as_str(),
+            "secret_token": self.secret,
+            "allowed_updates": ["message"],
+        });
+        match self
+            .call("setWebhook", &body, Duration::from_secs(30))
+            .await
+        {
+            Ok(_) => {}
+            Err(CallError::Unauthorized) => return Err(refused()),
+            Err(CallError::Wait(d)) => {
+                tokio::time::sleep(d).await;
+                return Err(ChannelError::Connection("Telegram asked to wait".into()));
+            }
+            Err(CallError::Other(e)) => return Err(ChannelError::Connection(e)),
+        }
+        connected();
+        let mut posted = self.posted.lock().await;
+        while let Some(update) = posted.recv().await {
+            if let Some(incoming) = self.incoming(&update)
+                && inbox.send(incoming).await.is_err()
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// A call that waits out 429s (three times at most).
@@ -206,6 +266,29 @@ fn refused() -> ChannelError {
     )
 }
 
+impl crate::webhook::Hook for Telegram {
+    fn receive(&self, request: &crate::webhook::HookRequest<'_>) -> Result<(), HookError> {
+        use subtle::ConstantTimeEq;
+        let given = request
+            .header("x-telegram-bot-api-secret-token")
+            .map(str::to_string)
+            .or_else(|| {
+                request.query.and_then(|q| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .find(|(k, _)| k == "moat_secret")
+                        .map(|(_, v)| v.into_owned())
+                })
+            })
+            .ok_or(HookError::Unsigned)?;
+        if !bool::from(given.as_bytes().ct_eq(self.secret.as_bytes())) {
+            return Err(HookError::BadSignature);
+        }
+        let update: Value =
+            serde_json::from_slice(request.body).map_err(|_| HookError::BadBody("not JSON"))?;
+        self.updates.try_send(update).map_err(|_| HookError::Busy)
+    }
+}
+
 #[async_trait::async_trait]
 impl Adapter for Telegram {
     async fn run(
@@ -231,6 +314,16 @@ impl Adapter for Telegram {
             .me
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((id, name));
+        if let Some(url) = &self.settings.webhook_url {
+            return self.run_webhook(url, inbox, connected).await;
+        }
+        // Telegram refuses getUpdates while a webhook is set (from an earlier setup).
+        if let Err(CallError::Other(e)) = self
+            .call("deleteWebhook", &json!({}), Duration::from_secs(30))
+            .await
+        {
+            tracing::debug!("deleteWebhook: {e}");
+        }
         connected();
         let mut offset: i64 = 0;
         loop {

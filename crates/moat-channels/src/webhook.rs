@@ -76,7 +76,40 @@ pub enum HookError {
     Busy,
 }
 
-/// A webhook channel: the HTTP handler hands requests to [`Webhook::receive`].
+/// What a `POST /hooks/NAME` carried, as the server hands it to the channel.
+pub struct HookRequest<'a> {
+    /// Its headers.
+    pub headers: &'a http::HeaderMap,
+    /// Its query string, if any.
+    pub query: Option<&'a str>,
+    /// Its body (read within the server's body limits).
+    pub body: &'a [u8],
+}
+
+impl HookRequest<'_> {
+    /// A header's value, when it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A channel that takes requests on `/hooks/NAME`: it decides who may, and what they say.
+pub trait Hook: Send + Sync {
+    /// Checks the request and queues its message for the hub.
+    fn receive(&self, request: &HookRequest<'_>) -> Result<(), HookError>;
+}
+
+impl Hook for Webhook {
+    fn receive(&self, request: &HookRequest<'_>) -> Result<(), HookError> {
+        self.receive_signed(
+            request.header("x-moat-timestamp"),
+            request.header("x-moat-signature"),
+            request.body,
+        )
+    }
+}
+
+/// A webhook channel: the HTTP handler hands requests to it as a [`Hook`].
 pub struct Webhook {
     settings: WebhookSettings,
     client: Option<moat_net::egress::Egress>,
@@ -109,7 +142,7 @@ impl Webhook {
     }
 
     /// Checks a request's signature, timestamp and freshness, and queues its message.
-    pub fn receive(
+    pub fn receive_signed(
         &self,
         timestamp: Option<&str>,
         signature: Option<&str>,
@@ -288,30 +321,33 @@ mod tests {
         let h = hook();
         let body = br#"{"sender": "build-bot", "text": "deploy done"}"#;
         let (ts, sig) = sign(b"k3y", unix_now(), body);
-        assert_eq!(h.receive(Some(&ts), Some(&sig), body), Ok(()));
+        assert_eq!(h.receive_signed(Some(&ts), Some(&sig), body), Ok(()));
         assert_eq!(
-            h.receive(Some(&ts), Some(&sig), body),
+            h.receive_signed(Some(&ts), Some(&sig), body),
             Err(HookError::Replayed)
         );
         let (ts2, bad) = sign(b"other", unix_now(), body);
         assert_eq!(
-            h.receive(Some(&ts2), Some(&bad), body),
+            h.receive_signed(Some(&ts2), Some(&bad), body),
             Err(HookError::BadSignature)
         );
         let (old, sig_old) = sign(b"k3y", unix_now() - 301, body);
         assert_eq!(
-            h.receive(Some(&old), Some(&sig_old), body),
+            h.receive_signed(Some(&old), Some(&sig_old), body),
             Err(HookError::Stale(300))
         );
-        assert_eq!(h.receive(None, Some(&sig), body), Err(HookError::Unsigned));
         assert_eq!(
-            h.receive(Some(&ts), Some("sha256=zz"), body),
+            h.receive_signed(None, Some(&sig), body),
+            Err(HookError::Unsigned)
+        );
+        assert_eq!(
+            h.receive_signed(Some(&ts), Some("sha256=zz"), body),
             Err(HookError::Unsigned)
         );
         // A body changed after signing fails.
         let (ts3, sig3) = sign(b"k3y", unix_now(), body);
         assert_eq!(
-            h.receive(
+            h.receive_signed(
                 Some(&ts3),
                 Some(&sig3),
                 br#"{"sender": "x", "text": "rm -rf"}"#
@@ -321,7 +357,7 @@ mod tests {
         let nojson = b"hello";
         let (ts4, sig4) = sign(b"k3y", unix_now(), nojson);
         assert_eq!(
-            h.receive(Some(&ts4), Some(&sig4), nojson),
+            h.receive_signed(Some(&ts4), Some(&sig4), nojson),
             Err(HookError::BadBody("not JSON"))
         );
     }

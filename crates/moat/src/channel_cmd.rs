@@ -359,13 +359,13 @@ fn test_webhook(
     secrets.insert(name.to_string(), Ok(secret));
     let mut one = Config::default();
     one.channels.insert(name.to_string(), config);
-    let (_, hooks) = app::channels::specs(home, &one, &secrets);
-    let Some(hook) = hooks.get(name) else {
+    let (specs, _) = app::channels::specs(home, &one, &secrets);
+    let Some(spec) = specs.into_iter().find(|s| s.name == name) else {
         return Err(Failure::usage(anyhow!("channel {name:?} cannot be built")));
     };
     let started = Instant::now();
     let sent = runtime.block_on(moat_channels::Adapter::send(
-        hook.as_ref(),
+        spec.adapter.as_ref(),
         &moat_channels::Target::Direct("moat-test".into()),
         "moat channel test: this is a signed test message",
     ));

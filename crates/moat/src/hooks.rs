@@ -1,4 +1,5 @@
-//! `POST /hooks/NAME`: a signed webhook's message, handed to its channel. The route is of
+//! `POST /hooks/NAME`: a message for a channel that takes requests (a signed webhook, a
+//! Telegram bot in webhook mode), handed to it. The route is of
 //! the `hook` class (no moat credential: the signature is the credential), so every
 //! refusal here says only what the caller must fix.
 
@@ -8,7 +9,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use moat_channels::webhook::HookError;
+use moat_channels::webhook::{HookError, HookRequest};
 use serde_json::json;
 
 use crate::app::channels::Hooks;
@@ -30,15 +31,15 @@ pub(crate) async fn receive(State(hooks): State<Arc<Hooks>>, req: Request) -> Re
     let Some(hook) = hooks.get(&name) else {
         return refuse(
             StatusCode::NOT_FOUND,
-            "no webhook channel has this name".into(),
+            "no channel takes requests at this name".into(),
         );
     };
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    match hook.receive(
-        header("x-moat-timestamp"),
-        header("x-moat-signature"),
-        &body,
-    ) {
+    let request = HookRequest {
+        headers: &headers,
+        query: parts.uri.query(),
+        body: &body,
+    };
+    match hook.receive(&request) {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response(),
         Err(e) => {
             let status = match e {

@@ -1589,3 +1589,44 @@ fn email_answers_only_authenticated_senders_after_pairing_in_the_same_thread() {
         assert!(!text.contains("CANARY"), "the password leaked:\n{text}");
     }
 }
+
+#[test]
+fn telegram_in_webhook_mode_takes_only_updates_carrying_its_secret() {
+    let api = BotApi::start();
+    let up = FakeUpstream::start();
+    let port = free_port();
+    let home = home_with(
+        Some(&up),
+        ("tg", TG_TOKEN),
+        &format!(
+            "[channels.phone]\nkind = \"telegram\"\ntoken_secret = \"tg\"\napi_base = \"http://127.0.0.1:{}\"\n\
+             webhook_url = \"http://127.0.0.1:{port}/hooks/phone\"\n",
+            api.port
+        ),
+    );
+    let moat = Moat::start_in(home, &["--listen", &format!("127.0.0.1:{port}")], &[], None);
+    connected(&moat, 0);
+
+    // Telegram (the test API) posts the update to moat's hook, with the secret moat set.
+    api.user_says(2001, "dora", "hello by webhook");
+    api.bot_said(2001, "pairing code is", 10 * SECOND)
+        .expect("no pairing code in webhook mode");
+    assert!(up.seen().is_empty());
+
+    // Anyone else posting there is refused.
+    let update =
+        json!({"update_id": 99, "message": {"message_id": 1, "date": 0, "text": "let me in",
+        "from": {"id": 666, "is_bot": false, "first_name": "eve"},
+        "chat": {"id": 666, "type": "private"}}})
+        .to_string();
+    let r = post_json(moat.main, "/hooks/phone", &[], &update);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = post_json(
+        moat.main,
+        "/hooks/phone?moat_secret=guess",
+        &[("x-telegram-bot-api-secret-token", "guess")],
+        &update,
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(api.bot_said(666, "pairing code", 2 * SECOND).is_none());
+}

@@ -146,6 +146,9 @@ pub struct ChannelConfig {
     /// Telegram, Discord: the API's base URL (default `https://api.telegram.org`,
     /// `https://discord.com/api/v10`).
     pub api_base: Option<String>,
+    /// Telegram: moat's public URL for this channel's `/hooks/NAME` (behind your reverse
+    /// proxy): Telegram posts updates there instead of being polled.
+    pub webhook_url: Option<String>,
     /// Webhook: the vault secret holding the HMAC-SHA256 key both directions sign with.
     pub key_secret: Option<String>,
     /// Webhook: where replies are POSTed (signed); unset, the channel only listens.
@@ -182,6 +185,7 @@ impl Default for ChannelConfig {
             ca_file: None,
             token_secret: None,
             api_base: None,
+            webhook_url: None,
             key_secret: None,
             url: None,
             replay_window: Duration::from_secs(300),
@@ -305,7 +309,7 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         return Err(("max_message_bytes", "must be between 64 and 1000000".into()));
     }
     // Each kind-specific setting, whether it is set, and the kinds it belongs to.
-    let settings: [(&str, bool, &[&str]); 17] = [
+    let settings: [(&str, bool, &[&str]); 18] = [
         ("server", c.server.is_some(), &["irc"]),
         ("tls", c.tls.is_some(), &["irc", "email"]),
         ("nick", c.nick.is_some(), &["irc"]),
@@ -329,6 +333,7 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
             &["telegram", "discord"],
         ),
         ("api_base", c.api_base.is_some(), &["telegram", "discord"]),
+        ("webhook_url", c.webhook_url.is_some(), &["telegram"]),
         ("key_secret", c.key_secret.is_some(), &["webhook"]),
         ("url", c.url.is_some(), &["webhook"]),
     ];
@@ -476,6 +481,14 @@ fn plain_url(u: &str) -> bool {
 
 /// A bot on a service's API: its token, and where the API is.
 fn bot_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
+    if let Some(u) = &c.webhook_url
+        && !plain_url(u)
+    {
+        return Err((
+            "webhook_url",
+            format!("{u:?} is not an http(s) URL without credentials (Telegram wants https)"),
+        ));
+    }
     if c.token_secret.is_none() {
         return Err((
             "token_secret",

@@ -8,7 +8,7 @@ use moat_channels::email::{Email, EmailSettings};
 use moat_channels::irc::{Irc, IrcSettings};
 use moat_channels::matrix::{Matrix, MatrixSettings};
 use moat_channels::telegram::{Telegram, TelegramSettings};
-use moat_channels::webhook::{Webhook, WebhookSettings};
+use moat_channels::webhook::{Hook, Webhook, WebhookSettings};
 use moat_channels::{Adapter, ChannelError, Incoming, Pairing, Spec};
 use moat_core::config::Config;
 use moat_core::config::channels::ChannelConfig;
@@ -172,24 +172,37 @@ fn build(
                     .unwrap_or(moat_channels::discord::MAX_PIECE),
             })))
         }
-        "telegram" => {
-            let token = password
-                .ok_or_else(|| format!("channels.{name}: a telegram channel needs token_secret"))?;
-            let base = c.api_base.as_deref().unwrap_or(DEFAULT_TELEGRAM_API);
-            let api_base = url::Url::parse(base)
-                .map_err(|e| format!("channels.{name}.api_base {base:?}: {e}"))?;
-            Ok(Arc::new(Telegram::new(TelegramSettings {
-                api_base,
-                token,
-                max_piece: c
-                    .max_message_bytes
-                    .unwrap_or(moat_channels::telegram::MAX_PIECE),
-            })))
-        }
+        "telegram" => Ok(telegram(name, c, password)?),
         other => Err(format!(
             "channels.{name}: moat cannot connect kind {other:?}"
         )),
     }
+}
+
+fn telegram(
+    name: &str,
+    c: &ChannelConfig,
+    token: Option<SecretString>,
+) -> Result<Arc<Telegram>, String> {
+    let token =
+        token.ok_or_else(|| format!("channels.{name}: a telegram channel needs token_secret"))?;
+    let base = c.api_base.as_deref().unwrap_or(DEFAULT_TELEGRAM_API);
+    let api_base =
+        url::Url::parse(base).map_err(|e| format!("channels.{name}.api_base {base:?}: {e}"))?;
+    let webhook_url = match &c.webhook_url {
+        Some(u) => Some(
+            url::Url::parse(u).map_err(|e| format!("channels.{name}.webhook_url {u:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Arc::new(Telegram::new(TelegramSettings {
+        api_base,
+        token,
+        max_piece: c
+            .max_message_bytes
+            .unwrap_or(moat_channels::telegram::MAX_PIECE),
+        webhook_url,
+    })))
 }
 
 /// Where a channel keeps what it must across restarts (a Matrix device and its keys).
@@ -211,10 +224,10 @@ pub(crate) fn specs(
         .filter(|(_, c)| c.enabled)
         .map(|(name, c)| {
             let secret = secrets.get(name).cloned().unwrap_or(Ok(None));
-            let adapter: Arc<dyn Adapter> = match webhook(name, c, secret.clone()) {
-                Some(Ok(hook)) => {
-                    hooks.insert(name.clone(), hook.clone());
-                    hook
+            let adapter: Arc<dyn Adapter> = match hooked(name, c, secret.clone()) {
+                Some(Ok((adapter, hook))) => {
+                    hooks.insert(name.clone(), hook);
+                    adapter
                 }
                 Some(Err(why)) => Arc::new(Unavailable(why)),
                 None => adapter(home, name, c, secret),
@@ -229,18 +242,38 @@ pub(crate) fn specs(
     (specs, hooks)
 }
 
-/// The webhook channels by name.
-pub(crate) type Hooks = std::collections::BTreeMap<String, Arc<Webhook>>;
+/// The channels that take requests on `/hooks/NAME`, by name.
+pub(crate) type Hooks = std::collections::BTreeMap<String, Arc<dyn Hook>>;
 
-/// A webhook channel (None for other kinds), or why it cannot be.
+/// A channel that takes requests on `/hooks/NAME` (a webhook, a Telegram bot in webhook
+/// mode) as its adapter and its hook; None for the others; or why it cannot be.
+#[allow(clippy::type_complexity)]
+fn hooked(
+    name: &str,
+    c: &ChannelConfig,
+    secret: Result<Option<SecretString>, String>,
+) -> Option<Result<(Arc<dyn Adapter>, Arc<dyn Hook>), String>> {
+    match c.kind.as_str() {
+        "webhook" => Some(webhook(name, c, secret).map(|w| {
+            let hook: Arc<dyn Hook> = w.clone();
+            (w as Arc<dyn Adapter>, hook)
+        })),
+        "telegram" if c.webhook_url.is_some() => {
+            Some(secret.and_then(|s| telegram(name, c, s)).map(|t| {
+                let hook: Arc<dyn Hook> = t.clone();
+                (t as Arc<dyn Adapter>, hook)
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// A webhook channel, or why it cannot be.
 fn webhook(
     name: &str,
     c: &ChannelConfig,
     secret: Result<Option<SecretString>, String>,
-) -> Option<Result<Arc<Webhook>, String>> {
-    if c.kind != "webhook" {
-        return None;
-    }
+) -> Result<Arc<Webhook>, String> {
     let build = || {
         let key = secret?
             .ok_or_else(|| format!("channels.{name}: a webhook channel needs key_secret"))?;
@@ -260,7 +293,7 @@ fn webhook(
                 .unwrap_or(moat_channels::webhook::MAX_PIECE),
         })))
     };
-    Some(build())
+    build()
 }
 
 /// A channel that cannot start (a missing secret, an unreadable CA): its status says why.
