@@ -92,7 +92,7 @@ impl Matrix {
         let mut h = Sha256::new();
         h.update(b"moat matrix store\0");
         h.update(self.settings.password.expose().as_bytes());
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(h.finalize())
     }
 
     /// The logged-in client: built and logged in once, with the device of earlier runs.

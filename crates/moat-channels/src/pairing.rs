@@ -590,8 +590,7 @@ fn new_code() -> String {
 fn new_id() -> String {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("p_{hex}")
+    format!("p_{}", hex::encode(bytes))
 }
 
 /// `ABCDEFGH` as people read it: `ABCD-EFGH`.
@@ -614,10 +613,7 @@ fn looks_like_code(text: &str) -> bool {
 }
 
 fn hash(code: &str) -> String {
-    Sha256::digest(code.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(code.as_bytes()))
 }
 
 fn preview(text: &str) -> String {

@@ -84,7 +84,7 @@ impl Telegram {
             settings,
             client,
             me: Mutex::new(None),
-            secret: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            secret: hex::encode(raw),
             updates,
             posted: tokio::sync::Mutex::new(posted),
         }
