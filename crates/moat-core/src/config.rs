@@ -29,6 +29,7 @@ pub mod agent;
 pub mod channels;
 pub mod egress;
 pub mod llm;
+pub mod radio;
 pub mod sandbox;
 
 /// The largest config.toml moat reads.
@@ -66,6 +67,8 @@ pub struct Config {
     pub channels: BTreeMap<String, channels::ChannelConfig>,
     /// `[pairing]`: the limits on pairing codes.
     pub pairing: channels::PairingConfig,
+    /// `[radio]`: the home radio station and its music libraries.
+    pub radio: radio::RadioConfig,
 }
 
 /// `[server]`.
@@ -617,6 +620,9 @@ impl Config {
         sandbox::validate(&config.sandbox).map_err(invalid)?;
         agent::validate(&config.agent).map_err(invalid)?;
         channels::validate(&config.channels, &config.pairing).map_err(invalid)?;
+        radio::validate(&config.radio)
+            .map_err(|(key, problem)| InvalidValue { key, problem })
+            .map_err(invalid)?;
         Ok(Loaded {
             config,
             file,

@@ -36,6 +36,12 @@ use moat_core::secret::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Who may reach a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Exposure {
@@ -136,6 +142,8 @@ pub struct RequestFacts<'a> {
     /// WebSocket, which cannot send headers) a `Sec-WebSocket-Protocol` entry
     /// `moat.token.TOKEN`.
     pub control_token: Option<&'a str>,
+    /// A session cookie ([`crate::session`]), read only on the paths it applies to.
+    pub session: Option<&'a str>,
 }
 
 /// Why a request was refused. The message tells a legitimate caller what to do and
@@ -434,9 +442,14 @@ impl Policy {
                     None => true,
                     Some(key) => facts.api_key.is_some_and(|k| secret_eq(k, key.expose())),
                 },
-                Check::ControlToken => facts
-                    .control_token
-                    .is_some_and(|t| secret_eq(t, self.control_token.expose())),
+                Check::ControlToken => {
+                    facts
+                        .control_token
+                        .is_some_and(|t| secret_eq(t, self.control_token.expose()))
+                        || facts.session.is_some_and(|s| {
+                            crate::session::valid(&self.control_token, s, unix_now())
+                        })
+                }
             };
             if !ok {
                 return Err(match check {
@@ -548,6 +561,7 @@ mod tests {
             tls: false,
             api_key: None,
             control_token: Some(TOKEN),
+            session: None,
         }
     }
 
@@ -567,6 +581,7 @@ mod tests {
             host: None,
             origin: Some("https://evil.example"),
             control_token: None,
+            session: None,
             ..remote()
         };
         assert_eq!(p.decide(Exposure::Open, &anyone), Ok(()));
@@ -661,6 +676,7 @@ mod tests {
             (
                 RequestFacts {
                     control_token: None,
+                    session: None,
                     ..local()
                 },
                 Denial::ControlToken,
@@ -668,6 +684,7 @@ mod tests {
             (
                 RequestFacts {
                     control_token: Some("control-token-0123456789abcdeX"),
+                    session: None,
                     ..local()
                 },
                 Denial::ControlToken,
@@ -675,6 +692,7 @@ mod tests {
             (
                 RequestFacts {
                     control_token: Some(""),
+                    session: None,
                     ..local()
                 },
                 Denial::ControlToken,
@@ -715,6 +733,7 @@ mod tests {
     fn api_key_is_required_only_when_configured() {
         let facts = RequestFacts {
             control_token: None,
+            session: None,
             ..local()
         };
         assert_eq!(policy(false, false).decide(Exposure::Api, &facts), Ok(()));
@@ -757,6 +776,7 @@ mod tests {
                 Exposure::Control,
                 &RequestFacts {
                     control_token: None,
+                    session: None,
                     ..remote()
                 }
             ),

@@ -20,6 +20,7 @@ mod limits;
 mod ratelimit;
 mod routes;
 mod server;
+pub mod session;
 mod slow_head;
 mod tls;
 

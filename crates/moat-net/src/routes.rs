@@ -335,6 +335,12 @@ fn request_facts<'a, B>(conn: &ConnInfo, req: &'a Request<B>) -> RequestFacts<'a
         control_token: header_str(headers, CONTROL_TOKEN_HEADER)
             .or(bearer)
             .or_else(|| websocket_token(headers)),
+        session: if crate::session::applies_to(req.uri().path()) {
+            header_str(headers, header::COOKIE.as_str())
+                .and_then(crate::session::from_cookie_header)
+        } else {
+            None
+        },
     }
 }
 

@@ -141,6 +141,25 @@ const MIGRATIONS: &[&str] = &[
          kind    TEXT NOT NULL
      ) STRICT;
      CREATE INDEX pairing_strikes_at ON pairing_strikes (channel, at);",
+    // 7: the radio station's programme: planned, playing and played items (the log), so a
+    // restarted station resumes at the next item and keeps its no-repeat window.
+    "CREATE TABLE radio_log (
+         seq         INTEGER PRIMARY KEY,
+         ord         INTEGER NOT NULL,
+         track_id    TEXT NOT NULL,
+         title       TEXT NOT NULL,
+         artist      TEXT NOT NULL,
+         album       TEXT NOT NULL,
+         cover_id    TEXT,
+         duration_ms INTEGER NOT NULL,
+         suffix      TEXT NOT NULL,
+         replay_gain REAL,
+         origin      TEXT NOT NULL,
+         state       TEXT NOT NULL,
+         aired_at    INTEGER
+     ) STRICT;
+     CREATE INDEX radio_log_state ON radio_log (state, ord);
+     CREATE INDEX radio_log_aired ON radio_log (track_id, aired_at);",
 ];
 
 /// The schema version this build writes.

@@ -257,6 +257,22 @@ pub(crate) enum Command {
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Allowlist(AllowlistCommand),
+    /// The home radio: the music libraries it plays from, and the running station.
+    ///
+    /// The station plays a Subsonic server's library (Navidrome, Gonic, Airsonic,
+    /// supysonic...) as one continuous crossfaded stream at /radio/live, with a player
+    /// page at /radio/. Both are on the LAN listener too (server.lan_listen), read-only;
+    /// skipping, pausing and queueing are for this machine, with the control token.
+    ///
+    /// Examples:
+    ///   moat vault add subsonic-home
+    ///   moat radio library add home --url http://127.0.0.1:4533 --user me --password-secret subsonic-home
+    ///   moat radio library test home
+    ///   moat radio open          # the player's address with the token, for this machine
+    ///   moat radio now
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Radio(RadioCommand),
     /// Print a shell completion script, e.g. `moat completions bash > ~/.local/share/bash-completion/completions/moat`.
     Completions {
         /// The shell.
@@ -319,6 +335,55 @@ pub(crate) enum ApprovalsCommand {
     Deny {
         /// Its id.
         id: String,
+    },
+}
+
+/// `moat radio` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RadioCommand {
+    /// The Subsonic servers the station can play from: add, list, test, remove.
+    #[command(subcommand)]
+    Library(LibraryCommand),
+    /// Print the player's address on this machine with the control token in its
+    /// fragment (which a browser never sends): opened, the page offers skip, pause and
+    /// queueing.
+    Open,
+    /// What is on air and coming up, from the running server.
+    Now,
+}
+
+/// `moat radio library` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LibraryCommand {
+    /// Add a library to config.toml; the station plays it from the next `moat serve`.
+    Add {
+        /// A name for the library (letters, digits, '-' and '_').
+        name: String,
+        /// The server's address, the part before /rest/ (e.g. http://127.0.0.1:4533).
+        #[arg(long)]
+        url: String,
+        /// The user moat signs in as.
+        #[arg(long)]
+        user: String,
+        /// The vault secret holding the password (`moat vault add NAME` first).
+        #[arg(long, value_name = "NAME")]
+        password_secret: String,
+        /// Overwrite a library of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The libraries in config.toml.
+    List,
+    /// Sign in to a library once and report its version, how moat authenticates, and
+    /// a sample of its songs.
+    Test {
+        /// The library's name.
+        name: String,
+    },
+    /// Remove a library from config.toml.
+    Remove {
+        /// The library's name.
+        name: String,
     },
 }
 

@@ -14,6 +14,8 @@ mod doctor;
 mod egress_cmd;
 mod hooks;
 mod logging;
+mod radio;
+mod radio_cmd;
 mod sandbox_cmd;
 mod scan_cmd;
 mod serve;
@@ -170,6 +172,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Channel(c) => channel_cmd::channel(&home()?, c).map(|()| ExitCode::SUCCESS),
         Command::Pairing(c) => channel_cmd::pairing(&home()?, c).map(|()| ExitCode::SUCCESS),
         Command::Allowlist(c) => channel_cmd::allowlist(&home()?, c).map(|()| ExitCode::SUCCESS),
+        Command::Radio(c) => radio_cmd::run(&home()?, c).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -121,10 +121,11 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
         tls,
         secrets.audit.log(),
         gateway,
-        Assistant {
+        Rooms {
             agent,
             channels,
             hooks,
+            radio_password: secrets.radio_password,
         },
     ));
     // Everything answered is in state.db before the process ends.
@@ -135,14 +136,17 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
     closed.map_err(Failure::runtime)
 }
 
-/// The assistant as the server runs it: for the web chat and the channels.
-struct Assistant {
+/// The rooms beside the gateway as the server runs them: the assistant (for the web
+/// chat and the channels) and the radio.
+struct Rooms {
     /// The agent, or why there is none.
     agent: Result<Arc<moat_agent::Agent>, String>,
     /// The enabled channels, to start once the listeners are up.
     channels: Vec<moat_channels::Spec>,
     /// The webhook channels among them, which `/hooks/NAME` feeds.
     hooks: app::channels::Hooks,
+    /// The radio library's password, or why there is none.
+    radio_password: Result<SecretString, String>,
 }
 
 /// What the vault gives a server at start: the values it needs are read once, here, and
@@ -155,6 +159,8 @@ struct Secrets {
     audit: moat_audit::AuditWriter,
     /// Per channel, the secret it names (or why it cannot have it).
     channel_secrets: std::collections::BTreeMap<String, Result<Option<SecretString>, String>>,
+    /// The station's library password (or why it cannot have it).
+    radio_password: Result<SecretString, String>,
 }
 
 /// Opens the vault once for the API key, every account's credential and the audit key.
@@ -178,6 +184,10 @@ fn unlock_secrets(home: &Home, config: &Config) -> Result<Secrets, Failure> {
             .iter()
             .map(|(name, c)| (name.clone(), app::channels::secret(&vault, name, c)))
             .collect(),
+        radio_password: match config.radio.station_library() {
+            Some((name, lib)) => app::radio::password(&vault, name, lib),
+            None => Err("no library is configured".into()),
+        },
     })
 }
 
@@ -206,13 +216,14 @@ async fn serve(
     tls: Option<Arc<moat_net::TlsServerConfig>>,
     audit: moat_audit::AuditLog,
     gateway: Arc<moat_llm::Gateway>,
-    assistant: Assistant,
+    rooms: Rooms,
 ) -> Result<(), Failure> {
-    let Assistant {
+    let Rooms {
         agent,
         channels,
         hooks,
-    } = assistant;
+        radio_password,
+    } = rooms;
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
     let now_unix = record_start(&state, loaded, &audit)?;
@@ -262,10 +273,22 @@ async fn serve(
         channels: hub.clone(),
     });
     let web_chat = agent.is_ok();
+    let station = app::radio::station(home, &config.radio, radio_password).await;
+    match (&station, config.radio.station_library()) {
+        (Err(why), Some(_)) => tracing::warn!("the radio is not playing: {why}"),
+        (Ok(_), _) => {
+            println!("moat: radio at /radio/ (`moat radio open` prints its address with the token)")
+        }
+        _ => {}
+    }
+    let radio = Arc::new(crate::radio::Radio::new(station, control_token.clone()));
     let table = crate::webchat::routes(
-        gateway
-            .clone()
-            .control_routes(gateway.routes(RouteTable::new())),
+        crate::radio::routes(
+            gateway
+                .clone()
+                .control_routes(gateway.routes(RouteTable::new())),
+            radio,
+        ),
         agent,
         desk,
     )

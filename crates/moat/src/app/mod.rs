@@ -10,5 +10,6 @@ pub(crate) mod config_edit;
 pub(crate) mod llm;
 pub(crate) mod progress;
 pub(crate) mod prompt;
+pub(crate) mod radio;
 pub(crate) mod secrets;
 pub(crate) mod vault;

@@ -1,0 +1,300 @@
+//! `[radio]`: the home radio station, and the music libraries it plays from. Data only;
+//! `moat-radio` plays it.
+//!
+//! ```toml
+//! [radio]
+//! library = "home"               # which library the station plays (the only one if unset)
+//! source = "random"              # random | starred | playlist:NAME | genre:NAME
+//! crossfade = "4s"               # 0s for none
+//! crossfade_curve = "equal-power" # equal-power | linear
+//! format = "mp3"                 # mp3 | ogg (Opus)
+//! bitrate_kbps = 192
+//! no_repeat = "2h"               # a track is not planned again inside this window
+//! horizon = "10m"                # planned air kept ahead of now (at least 5m)
+//! target_loudness_db = -18.0     # gain normalisation target (RMS, dBFS)
+//! ffmpeg = "ffmpeg"              # decoder and encoder, run as a subprocess
+//!
+//! [radio.libraries.home]
+//! url = "http://127.0.0.1:4533"  # a Subsonic/OpenSubsonic server
+//! user = "moat"
+//! password_secret = "subsonic-home"  # vault secret
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The least planned air the station keeps ahead of now.
+pub const MIN_HORIZON: Duration = Duration::from_secs(5 * 60);
+/// The longest crossfade (longer ones would swallow short tracks).
+pub const MAX_CROSSFADE: Duration = Duration::from_secs(20);
+
+/// `[radio]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RadioConfig {
+    /// The library the station plays; unset means the only one configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
+    /// Where the programme is refilled from.
+    pub source: String,
+    /// The overlap between two tracks.
+    #[serde(with = "humantime_serde")]
+    pub crossfade: Duration,
+    /// The shape of the fades.
+    pub crossfade_curve: CrossfadeCurve,
+    /// The stream's encoding.
+    pub format: StreamFormat,
+    /// The stream's bitrate.
+    pub bitrate_kbps: u32,
+    /// A track is not planned again inside this window.
+    #[serde(with = "humantime_serde")]
+    pub no_repeat: Duration,
+    /// Planned air kept ahead of now.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// The loudness each track is brought to, as RMS in dBFS.
+    pub target_loudness_db: f32,
+    /// The ffmpeg binary (a path, or a name looked up in PATH).
+    pub ffmpeg: PathBuf,
+    /// `[radio.libraries.NAME]`.
+    pub libraries: BTreeMap<String, LibraryConfig>,
+}
+
+impl Default for RadioConfig {
+    fn default() -> Self {
+        Self {
+            library: None,
+            source: "random".into(),
+            crossfade: Duration::from_secs(4),
+            crossfade_curve: CrossfadeCurve::EqualPower,
+            format: StreamFormat::Mp3,
+            bitrate_kbps: 192,
+            no_repeat: Duration::from_secs(2 * 3600),
+            horizon: Duration::from_secs(10 * 60),
+            target_loudness_db: -18.0,
+            ffmpeg: PathBuf::from("ffmpeg"),
+            libraries: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[radio.libraries.NAME]`: a Subsonic server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryConfig {
+    /// The server's base URL (the part before `/rest/`).
+    pub url: String,
+    /// The user moat signs in as.
+    pub user: String,
+    /// The vault secret holding the password.
+    pub password_secret: String,
+}
+
+/// The fade shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossfadeCurve {
+    /// Constant power: the sum sounds equally loud through the fade.
+    EqualPower,
+    /// Constant amplitude: a dip in the middle for uncorrelated tracks.
+    Linear,
+}
+
+/// The stream's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamFormat {
+    /// MP3 (`audio/mpeg`): every player.
+    Mp3,
+    /// Opus in Ogg (`audio/ogg`).
+    Ogg,
+}
+
+impl StreamFormat {
+    /// The MIME type listeners get.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            StreamFormat::Mp3 => "audio/mpeg",
+            StreamFormat::Ogg => "audio/ogg",
+        }
+    }
+}
+
+/// What the station refills its programme from, parsed from `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Random songs from the whole library.
+    Random,
+    /// The user's starred songs.
+    Starred,
+    /// A playlist, by name.
+    Playlist(String),
+    /// Random songs of a genre.
+    Genre(String),
+}
+
+impl Source {
+    /// Parses `random`, `starred`, `playlist:NAME` or `genre:NAME`.
+    pub fn parse(s: &str) -> Result<Source, String> {
+        match s.split_once(':') {
+            None if s == "random" => Ok(Source::Random),
+            None if s == "starred" => Ok(Source::Starred),
+            Some(("playlist", n)) if !n.trim().is_empty() => Ok(Source::Playlist(n.trim().into())),
+            Some(("genre", n)) if !n.trim().is_empty() => Ok(Source::Genre(n.trim().into())),
+            _ => Err(format!(
+                "{s:?} is not a source: use random, starred, playlist:NAME or genre:NAME"
+            )),
+        }
+    }
+}
+
+/// Whether `name` may name a library: letters, digits, `-`, `_`, at most 64.
+pub fn valid_library_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks `[radio]`: the key at fault and why.
+pub fn validate(r: &RadioConfig) -> Result<(), (String, String)> {
+    Source::parse(&r.source).map_err(|e| ("radio.source".to_string(), e))?;
+    if r.crossfade > MAX_CROSSFADE {
+        return Err((
+            "radio.crossfade".into(),
+            format!("must be at most {}s", MAX_CROSSFADE.as_secs()),
+        ));
+    }
+    if r.horizon < MIN_HORIZON {
+        return Err((
+            "radio.horizon".into(),
+            format!("must be at least {}m", MIN_HORIZON.as_secs() / 60),
+        ));
+    }
+    if !(32..=320).contains(&r.bitrate_kbps) {
+        return Err((
+            "radio.bitrate_kbps".into(),
+            "must be between 32 and 320".into(),
+        ));
+    }
+    if !(-40.0..=0.0).contains(&r.target_loudness_db) {
+        return Err((
+            "radio.target_loudness_db".into(),
+            "must be between -40 and 0 (dBFS)".into(),
+        ));
+    }
+    if r.ffmpeg.as_os_str().is_empty() {
+        return Err(("radio.ffmpeg".into(), "must name the ffmpeg binary".into()));
+    }
+    for (name, lib) in &r.libraries {
+        let key = |k: &str| format!("radio.libraries.{name}.{k}");
+        if !valid_library_name(name) {
+            return Err((
+                format!("radio.libraries.{name}"),
+                "a library name is letters, digits, '-' and '_' (at most 64)".into(),
+            ));
+        }
+        let url = url::Url::parse(&lib.url)
+            .map_err(|e| (key("url"), format!("{:?} is not a URL: {e}", lib.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err((key("url"), "must be an http:// or https:// URL".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+            return Err((
+                key("url"),
+                "must not carry a user, password or query: set user and password_secret".into(),
+            ));
+        }
+        if lib.user.is_empty() || lib.user.chars().any(char::is_control) {
+            return Err((key("user"), "must be a user name".into()));
+        }
+        if lib.password_secret.is_empty() {
+            return Err((key("password_secret"), "must name a vault secret".into()));
+        }
+    }
+    match &r.library {
+        Some(name) if !r.libraries.contains_key(name) => Err((
+            "radio.library".into(),
+            format!("names {name:?}, which is not under [radio.libraries]"),
+        )),
+        None if r.libraries.len() > 1 => Err((
+            "radio.library".into(),
+            "several libraries are configured: say which one the station plays".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl RadioConfig {
+    /// The library the station plays, if any is configured.
+    pub fn station_library(&self) -> Option<(&str, &LibraryConfig)> {
+        match &self.library {
+            Some(name) => self
+                .libraries
+                .get_key_value(name)
+                .map(|(k, v)| (k.as_str(), v)),
+            None => self.libraries.iter().next().map(|(k, v)| (k.as_str(), v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_play_nothing() {
+        let r = RadioConfig::default();
+        assert_eq!(validate(&r), Ok(()));
+        assert!(r.station_library().is_none());
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused() {
+        let mut r = RadioConfig::default();
+        r.libraries.insert(
+            "home".into(),
+            LibraryConfig {
+                url: "http://u:p@127.0.0.1:4040".into(),
+                user: "u".into(),
+                password_secret: "s".into(),
+            },
+        );
+        let (key, why) = validate(&r).unwrap_err();
+        assert_eq!(key, "radio.libraries.home.url");
+        assert!(why.contains("password_secret"));
+    }
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(Source::parse("random"), Ok(Source::Random));
+        assert_eq!(
+            Source::parse("playlist: Morning"),
+            Ok(Source::Playlist("Morning".into()))
+        );
+        assert!(Source::parse("playlist:").is_err());
+        assert!(Source::parse("shuffle").is_err());
+    }
+
+    #[test]
+    fn several_libraries_need_a_choice() {
+        let mut r = RadioConfig::default();
+        for n in ["a", "b"] {
+            r.libraries.insert(
+                n.into(),
+                LibraryConfig {
+                    url: "http://127.0.0.1:1".into(),
+                    user: "u".into(),
+                    password_secret: "s".into(),
+                },
+            );
+        }
+        assert_eq!(validate(&r).unwrap_err().0, "radio.library");
+        r.library = Some("b".into());
+        assert_eq!(r.station_library().unwrap().0, "b");
+    }
+}

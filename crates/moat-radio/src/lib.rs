@@ -1,0 +1,25 @@
+//! moat's home radio: a station that plays the owner's own music library as one
+//! continuous stream that any browser or speaker on the home network can listen to.
+//!
+//! - [`subsonic`]: the library, a Subsonic/OpenSubsonic server (token or `enc:` auth by
+//!   the server's version; no credential ever leaves this crate in a URL, log or error).
+//! - [`programme`]: the log of planned, airing and aired items in the state store.
+//! - [`mixer`]: crossfades, gain normalisation and a limiter, in Rust, on PCM.
+//! - [`ffmpeg`]: decoding each track and encoding the station once, as supervised
+//!   subprocesses fed by moat (never a shell, never a URL on a command line).
+//! - [`framing`] and [`broadcast`]: the encoded stream cut into whole frames or pages and
+//!   handed to every listener from one ring; a slow listener is dropped, never waited for.
+//! - [`icy`]: the ICY (Shoutcast) metadata blocks players show titles from.
+//! - [`station`]: the playout and refill loops and the handle routes use.
+
+pub mod broadcast;
+pub mod ffmpeg;
+pub mod framing;
+pub mod icy;
+pub mod mixer;
+pub mod programme;
+pub mod station;
+pub mod subsonic;
+
+pub use station::{Snapshot, Station, StationSettings};
+pub use subsonic::{Subsonic, SubsonicError};

@@ -1,0 +1,70 @@
+//! The radio's pieces as `moat serve` and `moat radio` build them from config: the
+//! library's password from the vault, its client, and the station.
+
+use moat_core::config::radio::{LibraryConfig, RadioConfig, Source};
+use moat_core::home::Home;
+use moat_core::secret::SecretString;
+use moat_radio::{Station, StationSettings, Subsonic};
+
+/// The password of library `name`, from the vault.
+pub(crate) fn password(
+    vault: &moat_vault::Vault,
+    name: &str,
+    lib: &LibraryConfig,
+) -> Result<SecretString, String> {
+    let secret = &lib.password_secret;
+    let entry = vault.get(secret).ok_or_else(|| {
+        format!(
+            "radio.libraries.{name}.password_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
+        )
+    })?;
+    let value = String::from_utf8(entry.value().to_vec())
+        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
+    moat_core::redact::global().add_known_secret(&value);
+    Ok(SecretString::new(value))
+}
+
+/// A client for library `name`.
+pub(crate) fn client(
+    name: &str,
+    lib: &LibraryConfig,
+    password: SecretString,
+) -> Result<Subsonic, String> {
+    let url = url::Url::parse(&lib.url)
+        .map_err(|e| format!("radio.libraries.{name}.url is not a URL: {e}"))?;
+    Ok(Subsonic::new(&url, &lib.user, password))
+}
+
+/// Starts the station on the configured library (inside the server's runtime).
+pub(crate) async fn station(
+    home: &Home,
+    radio: &RadioConfig,
+    password: Result<SecretString, String>,
+) -> Result<Station, String> {
+    let Some((name, lib)) = radio.station_library() else {
+        return Err(
+            "no music library is configured; add one with `moat radio library add NAME --url URL --user USER --password-secret SECRET`"
+                .into(),
+        );
+    };
+    let library = client(name, lib, password?)?;
+    moat_radio::ffmpeg::version(&radio.ffmpeg)
+        .await
+        .map_err(|e| {
+            format!("{e}; install ffmpeg (Debian: apt install ffmpeg) or set radio.ffmpeg")
+        })?;
+    let db = moat_state::StateStore::open(&home.state_db()).map_err(|e| e.to_string())?;
+    let programme = moat_radio::programme::Programme::open(db).map_err(|e| e.to_string())?;
+    let settings = StationSettings {
+        ffmpeg: radio.ffmpeg.clone(),
+        format: radio.format,
+        bitrate_kbps: radio.bitrate_kbps,
+        crossfade: radio.crossfade,
+        curve: radio.crossfade_curve,
+        no_repeat: radio.no_repeat,
+        horizon: radio.horizon,
+        target_loudness_db: radio.target_loudness_db,
+        source: Source::parse(&radio.source)?,
+    };
+    Ok(Station::start(library, programme, settings))
+}

@@ -1,0 +1,235 @@
+//! `moat radio`: the music libraries in config.toml, and the running station.
+
+use anyhow::anyhow;
+use moat_core::config::radio::{LibraryConfig, valid_library_name};
+use moat_core::home::Home;
+
+use crate::app::config_edit::{read_doc, write_doc};
+use crate::cli::{LibraryCommand, RadioCommand};
+use crate::{Failure, app, load_config};
+
+/// `moat radio`.
+pub(crate) fn run(home: &Home, command: &RadioCommand) -> Result<(), Failure> {
+    match command {
+        RadioCommand::Library(LibraryCommand::Add {
+            name,
+            url,
+            user,
+            password_secret,
+            replace,
+        }) => add(
+            home,
+            name,
+            LibraryConfig {
+                url: url.clone(),
+                user: user.clone(),
+                password_secret: password_secret.clone(),
+            },
+            *replace,
+        ),
+        RadioCommand::Library(LibraryCommand::List) => list(home),
+        RadioCommand::Library(LibraryCommand::Test { name }) => test(home, name),
+        RadioCommand::Library(LibraryCommand::Remove { name }) => remove(home, name),
+        RadioCommand::Open => open(home),
+        RadioCommand::Now => now(home),
+    }
+}
+
+fn add(home: &Home, name: &str, lib: LibraryConfig, replace: bool) -> Result<(), Failure> {
+    if !valid_library_name(name) {
+        return Err(Failure::usage(anyhow!(
+            "{name:?} is not a library name: use letters, digits, '-' and '_' (at most 64)"
+        )));
+    }
+    let loaded = load_config(home, &[])?;
+    if loaded.config.radio.libraries.contains_key(name) && !replace {
+        return Err(Failure::usage(anyhow!(
+            "a library named {name:?} exists; use --replace to overwrite it, or `moat radio library remove {name}`"
+        )));
+    }
+    let mut radio = loaded.config.radio.clone();
+    radio.libraries.insert(name.to_string(), lib.clone());
+    if let Err((key, why)) = moat_core::config::radio::validate(&radio) {
+        let hint = if key == "radio.library" {
+            " (set `library = NAME` under [radio] in config.toml)"
+        } else {
+            ""
+        };
+        return Err(Failure::usage(anyhow!("{key}: {why}{hint}")));
+    }
+    let mut doc = read_doc(home)?;
+    let libraries = libraries_table(&mut doc)?;
+    let mut entry = toml_edit::Table::new();
+    entry.insert("url", toml_edit::value(lib.url.as_str()));
+    entry.insert("user", toml_edit::value(lib.user.as_str()));
+    entry.insert(
+        "password_secret",
+        toml_edit::value(lib.password_secret.as_str()),
+    );
+    libraries.insert(name, toml_edit::Item::Table(entry));
+    write_doc(home, &doc)?;
+    println!(
+        "moat: library {name:?} added to {}; check it with `moat radio library test {name}`, then restart `moat serve`",
+        home.config_file().display()
+    );
+    Ok(())
+}
+
+fn libraries_table(doc: &mut toml_edit::DocumentMut) -> Result<&mut toml_edit::Table, Failure> {
+    let not_table = |key: &str| {
+        Failure::usage(anyhow!(
+            "`{key}` in config.toml is not a [table]; write it as a table section to let moat edit it"
+        ))
+    };
+    let implicit = || {
+        let mut t = toml_edit::Table::new();
+        t.set_implicit(true);
+        toml_edit::Item::Table(t)
+    };
+    doc.entry("radio")
+        .or_insert_with(implicit)
+        .as_table_mut()
+        .ok_or_else(|| not_table("radio"))?
+        .entry("libraries")
+        .or_insert_with(implicit)
+        .as_table_mut()
+        .ok_or_else(|| not_table("radio.libraries"))
+}
+
+fn remove(home: &Home, name: &str) -> Result<(), Failure> {
+    let mut doc = read_doc(home)?;
+    let removed = doc
+        .get_mut("radio")
+        .and_then(|r| r.as_table_like_mut())
+        .and_then(|r| r.get_mut("libraries"))
+        .and_then(|l| l.as_table_like_mut())
+        .and_then(|l| l.remove(name));
+    if removed.is_none() {
+        return Err(Failure::usage(anyhow!(
+            "no library named {name:?} in {} (see `moat radio library list`)",
+            home.config_file().display()
+        )));
+    }
+    write_doc(home, &doc)?;
+    println!(
+        "moat: library {name:?} removed; restart `moat serve` for the station to stop playing it"
+    );
+    Ok(())
+}
+
+fn list(home: &Home) -> Result<(), Failure> {
+    let loaded = load_config(home, &[])?;
+    let radio = &loaded.config.radio;
+    if radio.libraries.is_empty() {
+        println!(
+            "no libraries; add one with `moat radio library add NAME --url URL --user USER --password-secret SECRET`"
+        );
+        return Ok(());
+    }
+    let playing = radio.station_library().map(|(n, _)| n.to_string());
+    for (name, lib) in &radio.libraries {
+        let mark = if playing.as_deref() == Some(name.as_str()) {
+            "  (the station plays this one)"
+        } else {
+            ""
+        };
+        println!(
+            "{name}  {}  user={}  password_secret={}{mark}",
+            lib.url, lib.user, lib.password_secret
+        );
+    }
+    Ok(())
+}
+
+fn test(home: &Home, name: &str) -> Result<(), Failure> {
+    let loaded = load_config(home, &[])?;
+    let Some(lib) = loaded.config.radio.libraries.get(name) else {
+        return Err(Failure::usage(anyhow!(
+            "no library named {name:?} (see `moat radio library list`)"
+        )));
+    };
+    let vault = app::vault::unlock(home)?;
+    let password =
+        app::radio::password(&vault, name, lib).map_err(|why| Failure::usage(anyhow!(why)))?;
+    let client =
+        app::radio::client(name, lib, password).map_err(|why| Failure::usage(anyhow!(why)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    let result = runtime.block_on(async {
+        let info = client.ping().await?;
+        let sample = client.random_songs(5, None).await?;
+        Ok::<_, moat_radio::SubsonicError>((info, sample))
+    });
+    let (info, sample) =
+        result.map_err(|e| Failure::runtime(anyhow!("library {name:?} at {}: {e}", lib.url)))?;
+    let auth = match info.auth {
+        moat_radio::subsonic::AuthMode::Token => "token (md5 of password and a fresh salt)",
+        moat_radio::subsonic::AuthMode::Hex => {
+            "password, hex-encoded (the server's API is older than 1.13: use https beyond this machine)"
+        }
+    };
+    println!(
+        "ok: library {name:?} answers: Subsonic API {}{}; signs in by {auth}",
+        info.version,
+        info.server
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default()
+    );
+    if sample.is_empty() {
+        println!("the library has no songs yet: the station will wait for some");
+    }
+    for s in sample {
+        println!("  {} — {} ({})", s.title, s.artist, s.album);
+    }
+    Ok(())
+}
+
+fn open(home: &Home) -> Result<(), Failure> {
+    let endpoint = crate::status::endpoint(home)?;
+    let scheme = if endpoint.tls { "https" } else { "http" };
+    println!(
+        "{scheme}://{}/radio/#token={}",
+        endpoint.addr, endpoint.token
+    );
+    Ok(())
+}
+
+fn now(home: &Home) -> Result<(), Failure> {
+    let endpoint = crate::status::endpoint(home)?;
+    if endpoint.tls {
+        return Err(Failure::usage(anyhow!(
+            "the main listener uses TLS, which `moat radio now` does not speak yet; use curl https://HOST:{}/radio/now",
+            endpoint.addr.port()
+        )));
+    }
+    let body = crate::status::get(endpoint.addr, "/radio/now", &endpoint.token)
+        .map_err(|e| Failure::runtime(anyhow!("the radio: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| Failure::runtime(anyhow!("the server's answer is not JSON; is it moat?")))?;
+    let line = |e: &serde_json::Value| {
+        format!(
+            "{} — {} ({})",
+            e["title"].as_str().unwrap_or("?"),
+            e["artist"].as_str().unwrap_or("?"),
+            e["album"].as_str().unwrap_or("?")
+        )
+    };
+    let state = v["state"].as_str().unwrap_or("?");
+    match v["now"].is_object() {
+        true => println!("{state}: {}", line(&v["now"])),
+        false => println!("{state}: nothing on air"),
+    }
+    if let Some(problem) = v["problem"].as_str() {
+        println!("problem: {problem}");
+    }
+    println!("listeners: {}", v["listeners"]);
+    if let Some(next) = v["next"].as_array() {
+        for e in next {
+            println!("  next: {}", line(e));
+        }
+    }
+    Ok(())
+}

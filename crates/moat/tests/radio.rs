@@ -1,0 +1,823 @@
+//! The radio against a real Subsonic server (supysonic, started here on loopback, serving
+//! a generated library of MP3, FLAC and Ogg tracks): the library commands, the live
+//! stream to twenty listeners with one stalled, ICY titles, tracks proxied with Range,
+//! covers, the control routes and their session cookie, no credential anywhere, a
+//! restart resuming at the next item, the library going away mid-track, and the player
+//! page in a real headless Chromium on the main and the LAN listener.
+#![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const PASSWORD: &str = "subsonic-CANARY-5d2e91";
+const USER: &str = "radio";
+const SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/peers/supysonic_server.py"
+);
+const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_check.py");
+/// The stream's bytes per second at the default 192 kbit/s.
+const BYTES_PER_SEC: f64 = 24_000.0;
+
+fn peer(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the suite with ./scripts/test, or `eval \"$(scripts/peers)\"` first")
+    })
+}
+
+fn library() -> PathBuf {
+    PathBuf::from(peer("MOAT_RADIO_LIBRARY"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real supysonic on a loopback port, serving the generated library.
+struct Supysonic {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Supysonic {
+    fn start() -> Supysonic {
+        Self::start_on(free_port(), tempfile::tempdir().unwrap())
+    }
+
+    fn start_on(port: u16, dir: tempfile::TempDir) -> Supysonic {
+        let mut child = Command::new(peer("MOAT_SUPYSONIC_PYTHON"))
+            .arg(SERVER)
+            .args(["--dir"])
+            .arg(dir.path())
+            .arg("--music")
+            .arg(library())
+            .args(["--port", &port.to_string(), "--user", USER])
+            .env("SUPYSONIC_PASSWORD", PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "supysonic did not start");
+        Supysonic { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (self.port, dir)
+    }
+}
+
+impl Drop for Supysonic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A home whose vault holds the library's password (`password`) and whose config plays
+/// the library at `url`, plus `extra` TOML under [radio].
+fn radio_home(url: &str, password: &str, extra: &str) -> tempfile::TempDir {
+    let home = new_home();
+    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "sub", "--stdin"], password);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[radio]\ncrossfade = \"2s\"\n{extra}\n[radio.libraries.home]\nurl = \"{url}\"\nuser = \"{USER}\"\npassword_secret = \"sub\"\n"
+        ),
+    )
+    .unwrap();
+    home
+}
+
+fn serve(home: tempfile::TempDir) -> Moat {
+    Moat::start_in(home, &["--lan-listen", "127.0.0.2:0"], &[], None)
+}
+
+fn now(moat: &Moat) -> Value {
+    let r = get(moat.main, "/radio/now", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+}
+
+/// Waits until something is on air (other than `not`) and returns /radio/now.
+fn on_air(moat: &Moat, not: Option<i64>, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = now(moat);
+        if n["now"].is_object() && n["now"]["seq"].as_i64() != not {
+            return n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing new on air within {within:?}: {n}\n{}",
+            moat.output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An HTTP/1.1 response with its body as bytes (de-chunked).
+struct Bin {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+fn fetch(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Bin {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Bin {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// Opens the live stream and returns the socket positioned after the response head.
+fn open_live(addr: SocketAddr, icy: bool) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let icy = if icy { "Icy-MetaData: 1\r\n" } else { "" };
+    write!(
+        s,
+        "GET /radio/live HTTP/1.1\r\nHost: {addr}\r\n{icy}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).to_string())
+}
+
+/// Reads a chunked body for `secs` and returns the payload.
+fn read_for(s: &mut TcpStream, secs: f64) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the stream broke: {e}"),
+        }
+    }
+    // Cut at the last complete chunk.
+    let mut out = Vec::new();
+    let mut data = &raw[..];
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let Ok(size) = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16)
+        else {
+            break;
+        };
+        if size == 0 || data.len() < eol + 2 + size + 2 {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[eol + 2 + size + 2..];
+    }
+    out
+}
+
+/// ffmpeg's view of some encoded audio: (seconds, mean volume in dB).
+fn probe(bytes: &[u8]) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("live.mp3");
+    std::fs::write(&file, bytes).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(&file)
+        .args(["-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let time = text
+        .rsplit("time=")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .map(|t| {
+            t.split(':')
+                .map(|p| p.parse::<f64>().unwrap_or(0.0))
+                .fold(0.0, |acc, p| acc * 60.0 + p)
+        })
+        .unwrap_or(0.0);
+    let mean = text
+        .split("mean_volume:")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(-200.0);
+    (time, mean)
+}
+
+fn assert_no_canary(what: &str, text: &str) {
+    let hex: String = PASSWORD.bytes().map(|b| format!("{b:02x}")).collect();
+    assert!(!text.contains(PASSWORD), "the password is in {what}");
+    assert!(!text.contains(&hex), "the password's enc: hex is in {what}");
+}
+
+#[test]
+fn library_commands_sign_in_the_servers_way_and_refuse_a_wrong_password() {
+    let sub = Supysonic::start();
+    let home = radio_home(&sub.url(), PASSWORD, "");
+    let (code, out, err) = run_moat(home.path(), &["radio", "library", "test", "home"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    // supysonic speaks API 1.12: no tokens, so the password goes hex-encoded.
+    assert!(out.contains("Subsonic API 1.12"), "{out}");
+    assert!(out.contains("hex-encoded"), "{out}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("  ")).count() >= 1,
+        "no songs: {out}"
+    );
+    let (code, list, _) = run_moat(home.path(), &["radio", "library", "list"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        list.contains("home") && list.contains("the station plays this one"),
+        "{list}"
+    );
+    assert_no_canary("the commands' output", &format!("{out}{err}{list}"));
+
+    // A second library with a wrong password: refused, saying what to check.
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", "wrong", "--stdin"],
+        "not-the-password",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_moat(
+        home.path(),
+        &[
+            "radio",
+            "library",
+            "add",
+            "other",
+            "--url",
+            &sub.url(),
+            "--user",
+            USER,
+            "--password-secret",
+            "wrong",
+        ],
+        &[],
+    );
+    // Two libraries and no `library = ...`: config must say which one plays.
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("radio.library"), "{err}");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[radio]\nlibrary = \"home\"\n[radio.libraries.home]\nurl = \"{0}\"\nuser = \"{USER}\"\npassword_secret = \"sub\"\n\
+             [radio.libraries.other]\nurl = \"{0}\"\nuser = \"{USER}\"\npassword_secret = \"wrong\"\n",
+            sub.url()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["radio", "library", "test", "other"], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("refused the user or password"), "{err}");
+    assert_no_canary("the refusal", &format!("{out}{err}"));
+
+    // Credentials in the URL are refused before anything is written.
+    let (code, _, err) = run_moat(
+        home.path(),
+        &[
+            "radio",
+            "library",
+            "add",
+            "third",
+            "--url",
+            "http://radio:pw@127.0.0.1:1",
+            "--user",
+            USER,
+            "--password-secret",
+            "sub",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("must not carry a user, password or query"),
+        "{err}"
+    );
+    let (code, _, err) = run_moat(home.path(), &["radio", "library", "test", "nope"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no library named"), "{err}");
+}
+
+#[test]
+fn twenty_listeners_hear_the_station_in_real_time_and_a_stalled_one_slows_nobody() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    let lan = moat.lan.unwrap();
+    // One listener connects and never reads.
+    let (stalled, head) = open_live(lan, false);
+    assert!(head.contains("audio/mpeg"), "{head}");
+    let secs = 8.0;
+    let readers: Vec<_> = (0..19)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut s, _) = open_live(lan, false);
+                read_for(&mut s, secs)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        now(&moat)["listeners"].as_u64().unwrap() >= 20,
+        "listeners not counted"
+    );
+    let got: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for (i, bytes) in got.iter().enumerate() {
+        // Real time, plus the start burst; a listener held back would fall short.
+        let expected = secs * BYTES_PER_SEC;
+        assert!(
+            bytes.len() as f64 > 0.85 * expected,
+            "listener {i} got {} bytes in {secs}s, expected about {expected}",
+            bytes.len()
+        );
+        assert!(
+            (bytes.len() as f64) < expected + 3.0 * BYTES_PER_SEC,
+            "listener {i} got {} bytes: faster than real time",
+            bytes.len()
+        );
+    }
+    // What they heard is audio: ffmpeg decodes it, and it is not silence.
+    let (seconds, mean_db) = probe(&got[0]);
+    assert!(seconds > secs - 1.0, "decoded {seconds}s");
+    assert!(mean_db > -50.0, "the stream is silent ({mean_db} dB)");
+    drop(stalled);
+    assert_no_canary("the log", &moat.output());
+}
+
+#[test]
+fn icy_titles_follow_what_is_on_air() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    let n = on_air(&moat, None, Duration::from_secs(20));
+    let (mut s, head) = open_live(moat.lan.unwrap(), true);
+    assert!(
+        head.to_ascii_lowercase().contains("icy-metaint: 16000"),
+        "{head}"
+    );
+    let bytes = read_for(&mut s, 2.0);
+    assert!(bytes.len() > 16_001, "{} bytes", bytes.len());
+    let len = usize::from(bytes[16_000]) * 16;
+    let block = String::from_utf8_lossy(&bytes[16_001..16_001 + len]).to_string();
+    let title = format!(
+        "StreamTitle='{} - {}';",
+        n["now"]["artist"].as_str().unwrap(),
+        n["now"]["title"].as_str().unwrap()
+    );
+    // The first block names what was on air when it was sent (or the next item, if a
+    // transition came in between).
+    let next = &now(&moat)["now"];
+    let later = format!(
+        "StreamTitle='{} - {}';",
+        next["artist"].as_str().unwrap(),
+        next["title"].as_str().unwrap()
+    );
+    let block = block.trim_end_matches('\0');
+    assert!(block == title || block == later, "{block:?} vs {title:?}");
+}
+
+#[test]
+fn tracks_are_proxied_with_ranges_and_covers_are_images() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    let n = on_air(&moat, None, Duration::from_secs(20));
+    let lan = moat.lan.unwrap();
+    let id = n["now"]["id"].as_str().unwrap().to_string();
+    let path = format!("/radio/track/{id}");
+    let full = fetch(lan, &path, &[]);
+    assert_eq!(full.status, 200);
+    assert!(
+        full.headers["content-type"].starts_with("audio/"),
+        "{:?}",
+        full.headers
+    );
+    let size = full.body.len();
+    assert!(size > 1000);
+    // The bytes are the file's, as stored in the library.
+    let on_disk = walk(&library())
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() == size as u64)
+        .any(|p| std::fs::read(p).unwrap() == full.body);
+    assert!(on_disk, "the proxied track is not any file of the library");
+
+    let cases = [
+        ("bytes=0-99", 0, 100),
+        (
+            &format!("bytes={}-{}", size / 2, size / 2 + 999) as &str,
+            size / 2,
+            1000,
+        ),
+        ("bytes=-100", size - 100, 100),
+    ];
+    for (range, start, len) in cases {
+        let r = fetch(lan, &path, &[("Range", range)]);
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(r.body, full.body[start..start + len], "{range}");
+        assert_eq!(
+            r.headers["content-range"],
+            format!("bytes {start}-{}/{size}", start + len - 1),
+            "{range}"
+        );
+    }
+    let r = fetch(lan, &path, &[("Range", &format!("bytes={}-", size + 10))]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.headers["content-range"], format!("bytes */{size}"));
+    // Several ranges: the whole track, as RFC 9110 allows.
+    let r = fetch(lan, &path, &[("Range", "bytes=0-1,5-9")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), size);
+
+    for bad in [
+        "00000000-0000-0000-0000-000000000000",
+        "nope",
+        "..%2F..%2Fetc",
+        "a%26p%3Dx",
+    ] {
+        let r = fetch(lan, &format!("/radio/track/{bad}"), &[]);
+        assert_eq!(r.status, 404, "{bad}: {}", String::from_utf8_lossy(&r.body));
+        let r = fetch(lan, &format!("/radio/cover/{bad}"), &[]);
+        assert_eq!(r.status, 404, "{bad}");
+    }
+
+    let cover = fetch(lan, &format!("/radio/cover/{id}"), &[]);
+    assert_eq!(cover.status, 200);
+    assert_eq!(cover.headers["content-type"], "image/jpeg");
+    assert_eq!(&cover.body[..2], &[0xFF, 0xD8], "not a JPEG");
+    assert!(cover.headers["content-security-policy"].contains("sandbox"));
+    // Cached: the same bytes without asking the library (which is gone now).
+    let (_, _dir) = sub.stop();
+    let again = fetch(lan, &format!("/radio/cover/{id}"), &[]);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, cover.body);
+    assert_no_canary("the log", &moat.output());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn control_needs_the_token_or_its_session_from_this_machine() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    let first = on_air(&moat, None, Duration::from_secs(20));
+    let token = moat.token();
+    let main = moat.main;
+
+    let r = post_json(main, "/radio/api/skip", &[], "");
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = post_json(
+        moat.lan.unwrap(),
+        "/radio/api/skip",
+        &[("X-Moat-Control-Token", &token)],
+        "",
+    );
+    assert!(
+        r.status == 404 || r.status == 403,
+        "the LAN listener has control routes: {r:?}"
+    );
+
+    // The token buys a cookie scoped to /radio/api.
+    let r = post_json(
+        main,
+        "/radio/api/session",
+        &[("X-Moat-Control-Token", &token)],
+        "",
+    );
+    assert_eq!(r.status, 200);
+    let cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("Path=/radio/api")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    assert!(
+        !pair.contains(&token),
+        "the cookie carries the token itself"
+    );
+
+    let r = post_json(main, "/radio/api/skip", &[("Cookie", &pair)], "");
+    assert_eq!(r.status, 200, "{r:?}");
+    let second = on_air(&moat, first["now"]["seq"].as_i64(), Duration::from_secs(20));
+    assert_ne!(second["now"]["seq"], first["now"]["seq"]);
+    // Not on other control routes, not forged, not from another site.
+    assert_eq!(get(main, "/status", &[("Cookie", &pair)]).status, 403);
+    let forged = format!("{}0", &pair[..pair.len() - 1]);
+    assert_eq!(
+        post_json(main, "/radio/api/skip", &[("Cookie", &forged)], "").status,
+        403
+    );
+    let r = post_json(
+        main,
+        "/radio/api/skip",
+        &[("Cookie", &pair), ("Origin", "http://evil.example")],
+        "",
+    );
+    assert_eq!(r.status, 403);
+
+    // Queue, search, plan, settings: bad input is a 4xx with a message.
+    let r = post_json(main, "/radio/api/queue", &[("Cookie", &pair)], "{\"id\": 5");
+    assert_eq!(r.status, 400, "{r:?}");
+    let r = post_json(
+        main,
+        "/radio/api/queue",
+        &[("Cookie", &pair)],
+        "{\"id\": \"no-such-song\"}",
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = get(main, "/radio/api/search?q=Harbour", &[("Cookie", &pair)]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let song = r.json()["songs"][0]["id"].as_str().unwrap().to_string();
+    let r = post_json(
+        main,
+        "/radio/api/queue",
+        &[("Cookie", &pair)],
+        &format!("{{\"id\": \"{song}\"}}"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let plan = get(main, "/radio/api/plan", &[("Cookie", &pair)]).json();
+    let queued: Vec<&Value> = plan["station"]["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["origin"] == "queued")
+        .collect();
+    assert_eq!(queued.len(), 1, "{plan}");
+    assert_eq!(queued[0]["id"], song.as_str());
+    let r = get(main, "/radio/api/search", &[("Cookie", &pair)]);
+    assert_eq!(r.status, 400);
+    let put = |body: &str| {
+        let mut s = TcpStream::connect(main).unwrap();
+        write!(
+            s,
+            "PUT /radio/api/settings HTTP/1.1\r\nHost: {main}\r\nCookie: {pair}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        read_response(&mut s)
+    };
+    assert_eq!(put("{\"source\": \"shuffle\"}").status, 400);
+    assert_eq!(put("{\"crossfade_ms\": 60000}").status, 400);
+    let r = put("{\"source\": \"genre:Ambient\", \"crossfade_ms\": 1000}");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["source"], "genre:Ambient");
+
+    // Pause holds the programme; resume goes on.
+    assert_eq!(
+        post_json(main, "/radio/api/pause", &[("Cookie", &pair)], "").status,
+        200
+    );
+    assert_eq!(now(&moat)["state"], "paused");
+    assert_eq!(
+        post_json(main, "/radio/api/resume", &[("Cookie", &pair)], "").status,
+        200
+    );
+    assert_eq!(now(&moat)["state"], "playing");
+    let log = moat.output();
+    assert!(!log.contains(&token), "the token is in the log");
+    assert_no_canary("the log", &log);
+}
+
+#[test]
+fn a_restarted_station_resumes_at_the_next_item() {
+    let sub = Supysonic::start();
+    let home = radio_home(&sub.url(), PASSWORD, "");
+    let mut moat = serve(home);
+    let first = on_air(&moat, None, Duration::from_secs(20));
+    let token = moat.token();
+    // Paused, nothing moves while the server stops.
+    let r = post_json(
+        moat.main,
+        "/radio/api/pause",
+        &[("X-Moat-Control-Token", &token)],
+        "",
+    );
+    assert_eq!(r.status, 200);
+    let before = now(&moat);
+    let next_seq = before["next"][0]["seq"].as_i64().unwrap();
+    assert_eq!(moat.terminate(), Some(0), "{}", moat.output());
+    let home = std::mem::replace(&mut moat.home, new_home());
+    drop(moat);
+
+    let moat = serve(home);
+    let resumed = on_air(&moat, None, Duration::from_secs(20));
+    assert_eq!(
+        resumed["now"]["seq"].as_i64(),
+        Some(next_seq),
+        "before: {before}\nafter: {resumed}"
+    );
+    assert_ne!(resumed["now"]["seq"], first["now"]["seq"]);
+}
+
+#[test]
+fn the_stream_outlives_the_library_going_away_mid_track() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    let first = on_air(&moat, None, Duration::from_secs(20));
+    let (mut live, _) = open_live(moat.lan.unwrap(), false);
+    let (port, dir) = sub.stop();
+    // Listeners keep a stream (the rest of what was decoded, then silence).
+    let bytes = read_for(&mut live, 6.0);
+    assert!(
+        bytes.len() as f64 > 0.8 * 6.0 * BYTES_PER_SEC,
+        "{} bytes",
+        bytes.len()
+    );
+    // The library comes back: the station plays on.
+    let _sub = Supysonic::start_on(port, dir);
+    let mut seen = first["now"]["seq"].as_i64();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = now(&moat);
+        let seq = n["now"]["seq"].as_i64();
+        if seq.is_some() && seq != seen && n["state"] == "playing" {
+            break;
+        }
+        if seq.is_some() {
+            seen = seen.or(seq);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the station did not play on: {n}\n{}",
+            moat.output()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let bytes = read_for(&mut live, 2.0);
+    assert!(!bytes.is_empty(), "the listener's stream ended");
+    assert_no_canary("the log", &moat.output());
+}
+
+#[test]
+fn a_wrong_password_is_reported_without_the_password() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), "wrong-CANARY-pw", ""));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = now(&moat);
+        if let Some(p) = n["problem"].as_str() {
+            assert!(p.contains("refused the user or password"), "{p}");
+            assert!(!p.contains("wrong-CANARY-pw"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no problem reported: {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = moat.output();
+    assert!(
+        !log.contains("wrong-CANARY-pw"),
+        "the password is in the log"
+    );
+    assert!(
+        !log.contains("77726f6e67"),
+        "the password's hex is in the log"
+    );
+}
+
+#[test]
+fn no_credential_is_in_any_process_argument() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    // ffmpeg runs for the encoder and each track; none gets a URL or a password.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.contains("ffmpeg"), "no ffmpeg is running: {ps}");
+    for line in ps.lines().filter(|l| l.contains("ffmpeg")) {
+        assert!(!line.contains("http"), "ffmpeg was given a URL: {line}");
+        assert_no_canary("ffmpeg's arguments", line);
+    }
+    let page = get(moat.lan.unwrap(), "/radio/", &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert_no_canary("the page", &page.body);
+    let n = get(moat.lan.unwrap(), "/radio/now", &[]);
+    assert!(
+        !n.body.contains(&sub.url()),
+        "the library's address is shown on the LAN"
+    );
+    assert_no_canary("now playing", &n.body);
+    let (_, audit, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
+    assert_no_canary("the audit log", &audit);
+}
+
+#[test]
+fn chromium_plays_the_station_with_controls_only_on_this_machine() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    let (code, url, err) = run_moat(moat.home.path(), &["radio", "open"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let url = url.trim();
+    assert!(
+        url.starts_with(&format!("http://{}/radio/#token=", moat.main)),
+        "{url}"
+    );
+    let lan_url = format!("http://{}/radio/", moat.lan.unwrap());
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .args([CHECK, url, &lan_url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "{stdout}\n{stderr}\nmoat log:\n{}",
+        moat.output()
+    );
+    eprintln!("{stdout}");
+    assert!(
+        !moat.output().contains(&moat.token()),
+        "the token is in the log"
+    );
+}
