@@ -22,6 +22,9 @@ const RING_CHUNKS: usize = 1024;
 #[derive(Debug)]
 pub struct Broadcast {
     tx: broadcast::Sender<Bytes>,
+    /// Set when the station stops: every feed ends, so a server shutting down is not
+    /// held open by its listeners.
+    closed: tokio::sync::watch::Sender<bool>,
     /// The last moments of audio (and the Ogg headers), under one lock with publishing so
     /// a newcomer's start and its live feed meet without a gap or a repeat.
     recent: Mutex<Recent>,
@@ -42,6 +45,7 @@ impl Broadcast {
         let (tx, _) = broadcast::channel(RING_CHUNKS);
         Broadcast {
             tx,
+            closed: tokio::sync::watch::Sender::new(false),
             recent: Mutex::new(Recent::default()),
             listeners: Arc::new(AtomicUsize::new(0)),
             burst_bytes,
@@ -50,7 +54,10 @@ impl Broadcast {
 
     /// Publishes encoded audio to every listener.
     pub fn publish(&self, chunk: Bytes) {
-        let mut recent = self.recent.lock().expect("broadcast lock");
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         recent.bytes += chunk.len();
         recent.chunks.push_back(chunk.clone());
         while recent.bytes > self.burst_bytes && recent.chunks.len() > 1 {
@@ -66,11 +73,19 @@ impl Broadcast {
     /// listener now (a chained stream) and to each newcomer first, and the audio of the
     /// old stream is no longer offered to newcomers.
     pub fn set_headers(&self, headers: Bytes) {
-        let mut recent = self.recent.lock().expect("broadcast lock");
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         recent.chunks.clear();
         recent.bytes = 0;
         recent.headers = Some(headers.clone());
         let _ = self.tx.send(headers);
+    }
+
+    /// Ends every feed, now and for listeners still to come.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     /// How many listeners are connected.
@@ -80,7 +95,10 @@ impl Broadcast {
 
     /// A new listener: what to send first, then the live feed.
     pub fn subscribe(&self) -> Listener {
-        let recent = self.recent.lock().expect("broadcast lock");
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut start = BytesMut::new();
         if let Some(h) = &recent.headers {
             start.extend_from_slice(h);
@@ -95,6 +113,7 @@ impl Broadcast {
         Listener {
             start: Some(start.freeze()),
             rx,
+            closed: self.closed.subscribe(),
             count: self.listeners.clone(),
         }
     }
@@ -105,6 +124,7 @@ impl Broadcast {
 pub struct Listener {
     start: Option<Bytes>,
     rx: broadcast::Receiver<Bytes>,
+    closed: tokio::sync::watch::Receiver<bool>,
     count: Arc<AtomicUsize>,
 }
 
@@ -120,12 +140,19 @@ pub enum FeedEnd {
 impl Listener {
     /// The next bytes to send.
     pub async fn next(&mut self) -> Result<Bytes, FeedEnd> {
+        if *self.closed.borrow() {
+            return Err(FeedEnd::Closed);
+        }
         if let Some(start) = self.start.take()
             && !start.is_empty()
         {
             return Ok(start);
         }
-        match self.rx.recv().await {
+        let received = tokio::select! {
+            r = self.rx.recv() => r,
+            _ = self.closed.wait_for(|c| *c) => return Err(FeedEnd::Closed),
+        };
+        match received {
             Ok(b) => Ok(b),
             Err(broadcast::error::RecvError::Lagged(_)) => Err(FeedEnd::TooSlow),
             Err(broadcast::error::RecvError::Closed) => Err(FeedEnd::Closed),
@@ -156,6 +183,17 @@ mod tests {
         assert_eq!(&l.next().await.unwrap()[..], b"d");
         drop(l);
         assert_eq!(b.listeners(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_feed() {
+        let b = Broadcast::new(10);
+        let mut l = b.subscribe();
+        let waiting = tokio::spawn(async move { l.next().await });
+        tokio::task::yield_now().await;
+        b.close();
+        assert_eq!(waiting.await.unwrap(), Err(FeedEnd::Closed));
+        assert_eq!(b.subscribe().next().await, Err(FeedEnd::Closed));
     }
 
     #[tokio::test]

@@ -188,6 +188,9 @@ async fn run_encoder(
 ) -> Result<(), String> {
     let bitrate = format!("{kbps}k");
     let mut cmd = command(ffmpeg);
+    // Raw PCM needs no probing; ffmpeg's default (5 s of input) would hold back the first
+    // encoded byte by most of a second.
+    cmd.args(["-probesize", "32", "-analyzeduration", "0"]);
     cmd.args([
         "-f",
         "s16le",

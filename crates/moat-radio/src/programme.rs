@@ -63,8 +63,21 @@ impl Programme {
         Ok(Programme { db: Mutex::new(db) })
     }
 
+    /// Runs `f` on the store; on a multi-threaded runtime's worker, inside
+    /// `block_in_place`, so the worker's other tasks move on while SQLite works.
     fn with<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, LogError>) -> Result<T, LogError> {
-        f(&self.db.lock().expect("programme lock"))
+        let run = || {
+            f(&self
+                .db
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner))
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
+        }
     }
 
     /// The planned items, in airing order.

@@ -35,6 +35,8 @@ const MEASURE: Duration = Duration::from_secs(5);
 const PRELOAD: Duration = Duration::from_secs(15);
 /// A skip fades out over at most this.
 const SKIP_FADE: Duration = Duration::from_millis(800);
+/// How often an empty plan is looked at again (the refiller fills it meanwhile).
+const PLAN_LOOK: Duration = Duration::from_millis(250);
 /// Planned items shown as "coming up".
 const SHOWN_AHEAD: usize = 10;
 
@@ -201,6 +203,7 @@ impl Station {
             remaining: remaining_tx,
             refill: refill.clone(),
             failed_loads: 0,
+            last_plan_look: Instant::now() - PLAN_LOOK,
         };
         let refiller = Refiller {
             library: library.clone(),
@@ -224,6 +227,14 @@ impl Station {
                 format: settings.format,
                 tasks,
             }),
+        }
+    }
+
+    /// Stops the station: every listener's stream ends (the server is shutting down).
+    pub fn stop(&self) {
+        self.shared.broadcast.close();
+        for t in &self.shared.tasks {
+            t.abort();
         }
     }
 
@@ -384,6 +395,7 @@ struct Playout {
     remaining: watch::Sender<Duration>,
     refill: Arc<Notify>,
     failed_loads: u32,
+    last_plan_look: Instant,
 }
 
 impl Playout {
@@ -494,7 +506,12 @@ impl Playout {
             None => true,
             Some(c) => self.skip_pending || c.remaining() <= self.settings.crossfade + PRELOAD,
         };
-        if due && self.next.is_none() && self.loading.is_none() {
+        if due
+            && self.next.is_none()
+            && self.loading.is_none()
+            && self.last_plan_look.elapsed() >= PLAN_LOOK
+        {
+            self.last_plan_look = Instant::now();
             let taken: Vec<i64> = self.current.iter().map(|c| c.item.seq).collect();
             match self.programme.planned() {
                 Ok(planned) => {

@@ -250,7 +250,10 @@ impl Subsonic {
             }
             Err(f) => return Err(f.into_error("ping")),
         };
-        *self.auth.lock().expect("auth lock") = Some(auth);
+        *self
+            .auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(auth);
         let version = version_of(&answer);
         let server = match (answer["type"].as_str(), answer["serverVersion"].as_str()) {
             (Some(t), Some(v)) => Some(format!("{} {}", clean(t), clean(v))),
@@ -439,7 +442,11 @@ impl Subsonic {
 
     /// The auth mode, pinging first if no call has yet.
     async fn mode(&self, _call: &'static str) -> Result<AuthMode, SubsonicError> {
-        if let Some(m) = *self.auth.lock().expect("auth lock") {
+        if let Some(m) = *self
+            .auth
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
             return Ok(m);
         }
         Ok(self.ping().await?.auth)

@@ -195,18 +195,7 @@ fn redirect_to_player() -> Response {
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
-    let mut resp = body.into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    resp
+    crate::app::page::asset(body, content_type, CSP)
 }
 
 /// `GET /radio/live`: the station's stream, from now on.
@@ -424,7 +413,11 @@ async fn cover(
         Err(r) => return r.into_response(),
     };
     let id = params.get("id").unwrap_or_default().to_string();
-    let cached = radio.covers.lock().expect("cover cache lock").get(&id);
+    let cached = radio
+        .covers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&id);
     let (ct, body) = match cached {
         Some(c) => c,
         None => {
@@ -444,11 +437,11 @@ async fn cover(
                     return refuse(StatusCode::NOT_FOUND, "not_found", "no usable cover");
                 }
                 Ok((ct, body)) => {
-                    radio.covers.lock().expect("cover cache lock").put(
-                        id,
-                        ct.clone(),
-                        body.clone(),
-                    );
+                    radio
+                        .covers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .put(id, ct.clone(), body.clone());
                     (ct, body)
                 }
                 Err(e) if e.is_not_found() => {

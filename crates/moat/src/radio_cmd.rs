@@ -4,7 +4,7 @@ use anyhow::anyhow;
 use moat_core::config::radio::{LibraryConfig, valid_library_name};
 use moat_core::home::Home;
 
-use crate::app::config_edit::{read_doc, write_doc};
+use crate::app::config_edit::{read_doc, table_at, write_doc};
 use crate::cli::{LibraryCommand, RadioCommand};
 use crate::{Failure, app, load_config};
 
@@ -58,7 +58,7 @@ fn add(home: &Home, name: &str, lib: LibraryConfig, replace: bool) -> Result<(),
         return Err(Failure::usage(anyhow!("{key}: {why}{hint}")));
     }
     let mut doc = read_doc(home)?;
-    let libraries = libraries_table(&mut doc)?;
+    let libraries = table_at(&mut doc, &["radio", "libraries"])?;
     let mut entry = toml_edit::Table::new();
     entry.insert("url", toml_edit::value(lib.url.as_str()));
     entry.insert("user", toml_edit::value(lib.user.as_str()));
@@ -73,27 +73,6 @@ fn add(home: &Home, name: &str, lib: LibraryConfig, replace: bool) -> Result<(),
         home.config_file().display()
     );
     Ok(())
-}
-
-fn libraries_table(doc: &mut toml_edit::DocumentMut) -> Result<&mut toml_edit::Table, Failure> {
-    let not_table = |key: &str| {
-        Failure::usage(anyhow!(
-            "`{key}` in config.toml is not a [table]; write it as a table section to let moat edit it"
-        ))
-    };
-    let implicit = || {
-        let mut t = toml_edit::Table::new();
-        t.set_implicit(true);
-        toml_edit::Item::Table(t)
-    };
-    doc.entry("radio")
-        .or_insert_with(implicit)
-        .as_table_mut()
-        .ok_or_else(|| not_table("radio"))?
-        .entry("libraries")
-        .or_insert_with(implicit)
-        .as_table_mut()
-        .ok_or_else(|| not_table("radio.libraries"))
 }
 
 fn remove(home: &Home, name: &str) -> Result<(), Failure> {

@@ -281,6 +281,9 @@ async fn serve(
         }
         _ => {}
     }
+    // Live streams never end by themselves: the station stops when shutdown begins, so
+    // the drain is not held for the grace period by the listeners.
+    let radio_on_air = station.as_ref().ok().cloned();
     let radio = Arc::new(crate::radio::Radio::new(station, control_token.clone()));
     let table = crate::webchat::routes(
         crate::radio::routes(
@@ -369,7 +372,13 @@ async fn serve(
         header_read_timeout: config.limits.header_timeout,
         shutdown_grace: config.server.shutdown_grace,
     };
-    let drained = moat_net::serve(served, gate, conns, settings, signals.shutdown()).await;
+    let shutdown = async move {
+        signals.shutdown().await;
+        if let Some(station) = radio_on_air {
+            station.stop();
+        }
+    };
+    let drained = moat_net::serve(served, gate, conns, settings, shutdown).await;
     cleaner.abort();
     if let Ok(hub) = &hub {
         hub.shutdown();

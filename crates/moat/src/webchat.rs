@@ -21,7 +21,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use moat_agent::{Agent, Approver, Channel, Inbound, Pending, TurnEvents};
 use moat_net::{Exposure, RouteTable};
 use serde_json::{Value, json};
@@ -78,18 +78,7 @@ pub(crate) fn routes(
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
-    let mut resp = body.into_response();
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    resp
+    crate::app::page::asset(body, content_type, CSP)
 }
 
 async fn upgrade(State(chat): State<Arc<Chat>>, ws: WebSocketUpgrade) -> Response {

@@ -252,7 +252,7 @@ fn read_for(s: &mut TcpStream, secs: f64) -> Vec<u8> {
 /// ffmpeg's view of some encoded audio: (seconds, mean volume in dB).
 fn probe(bytes: &[u8]) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("live.mp3");
+    let file = dir.path().join("live.audio");
     std::fs::write(&file, bytes).unwrap();
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-i"])
@@ -418,6 +418,33 @@ fn twenty_listeners_hear_the_station_in_real_time_and_a_stalled_one_slows_nobody
     assert!(mean_db > -50.0, "the stream is silent ({mean_db} dB)");
     drop(stalled);
     assert_no_canary("the log", &moat.output());
+}
+
+#[test]
+fn an_opus_stream_decodes_for_listeners_joining_at_any_moment() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(
+        &sub.url(),
+        PASSWORD,
+        "format = \"ogg\"\nbitrate_kbps = 96\n",
+    ));
+    on_air(&moat, None, Duration::from_secs(20));
+    let lan = moat.lan.unwrap();
+    let first = std::thread::spawn(move || {
+        let (mut s, head) = open_live(lan, false);
+        assert!(head.contains("audio/ogg"), "{head}");
+        read_for(&mut s, 5.0)
+    });
+    std::thread::sleep(Duration::from_millis(2300));
+    // A latecomer gets the stream's header pages first, then pages of now.
+    let (mut s, _) = open_live(lan, false);
+    let late = read_for(&mut s, 3.0);
+    for (who, bytes, secs) in [("first", first.join().unwrap(), 5.0), ("late", late, 3.0)] {
+        assert_eq!(&bytes[..4], b"OggS", "{who}");
+        let (seconds, mean_db) = probe(&bytes);
+        assert!(seconds > secs - 1.5, "{who}: decoded {seconds}s of {secs}");
+        assert!(mean_db > -50.0, "{who}: silent ({mean_db} dB)");
+    }
 }
 
 #[test]
@@ -648,6 +675,48 @@ fn control_needs_the_token_or_its_session_from_this_machine() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["source"], "genre:Ambient");
 
+    // The event socket: the station's state as JSON, to this machine's pages only.
+    let upgrade = |extra: &str| {
+        let mut s = TcpStream::connect(main).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /radio/api/events HTTP/1.1\r\nHost: {main}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        (s, String::from_utf8_lossy(&head).to_string())
+    };
+    let (_, head) = upgrade("");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (_, head) = upgrade(&format!(
+        "Cookie: {pair}\r\nOrigin: http://evil.example\r\n"
+    ));
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (mut ws, head) = upgrade(&format!("Cookie: {pair}\r\nOrigin: http://{main}\r\n"));
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut frame_head = [0u8; 2];
+    ws.read_exact(&mut frame_head).unwrap();
+    assert_eq!(frame_head[0], 0x81, "a text frame");
+    let len = match frame_head[1] {
+        126 => {
+            let mut l = [0u8; 2];
+            ws.read_exact(&mut l).unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    ws.read_exact(&mut payload).unwrap();
+    let event: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(event["type"], "station");
+    assert!(event["station"]["now"].is_object(), "{event}");
+
     // Pause holds the programme; resume goes on.
     assert_eq!(
         post_json(main, "/radio/api/pause", &[("Cookie", &pair)], "").status,
@@ -681,7 +750,16 @@ fn a_restarted_station_resumes_at_the_next_item() {
     assert_eq!(r.status, 200);
     let before = now(&moat);
     let next_seq = before["next"][0]["seq"].as_i64().unwrap();
+    // A listener does not hold the shutdown open: its stream ends.
+    let (mut live, _) = open_live(moat.lan.unwrap(), false);
+    let stopping = Instant::now();
     assert_eq!(moat.terminate(), Some(0), "{}", moat.output());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "shutdown waited for the listener"
+    );
+    let mut rest = Vec::new();
+    let _ = live.read_to_end(&mut rest);
     let home = std::mem::replace(&mut moat.home, new_home());
     drop(moat);
 

@@ -38,25 +38,33 @@ pub(crate) fn read_doc(home: &Home) -> Result<toml_edit::DocumentMut, Failure> {
 pub(crate) fn backends_table(
     doc: &mut toml_edit::DocumentMut,
 ) -> Result<&mut toml_edit::Table, Failure> {
-    let not_table = |key: &str| {
-        Failure::usage(anyhow!(
-            "`{key}` in config.toml is not a [table]; write it as a table section to let moat edit it"
-        ))
-    };
-    let implicit = || {
-        let mut t = toml_edit::Table::new();
-        t.set_implicit(true);
-        toml_edit::Item::Table(t)
-    };
-    let llm = doc
-        .entry("llm")
-        .or_insert_with(implicit)
-        .as_table_mut()
-        .ok_or_else(|| not_table("llm"))?;
-    llm.entry("backends")
-        .or_insert_with(implicit)
-        .as_table_mut()
-        .ok_or_else(|| not_table("llm.backends"))
+    table_at(doc, &["llm", "backends"])
+}
+
+/// The table at `path` (`["radio", "libraries"]`), made (implicit, so no empty header is
+/// written) where missing; a usage failure where a key on the way is not a table.
+pub(crate) fn table_at<'d>(
+    doc: &'d mut toml_edit::DocumentMut,
+    path: &[&str],
+) -> Result<&'d mut toml_edit::Table, Failure> {
+    let mut table = doc.as_table_mut();
+    for (i, key) in path.iter().enumerate() {
+        table = table
+            .entry(key)
+            .or_insert_with(|| {
+                let mut t = toml_edit::Table::new();
+                t.set_implicit(true);
+                toml_edit::Item::Table(t)
+            })
+            .as_table_mut()
+            .ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "`{}` in config.toml is not a [table]; write it as a table section to let moat edit it",
+                    path[..=i].join(".")
+                ))
+            })?;
+    }
+    Ok(table)
 }
 
 pub(crate) fn write_doc(home: &Home, doc: &toml_edit::DocumentMut) -> Result<(), Failure> {

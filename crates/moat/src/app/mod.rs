@@ -8,6 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod channels;
 pub(crate) mod config_edit;
 pub(crate) mod llm;
+pub(crate) mod page;
 pub(crate) mod progress;
 pub(crate) mod prompt;
 pub(crate) mod radio;

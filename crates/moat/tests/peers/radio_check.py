@@ -15,140 +15,73 @@ step; exits 1 with the reason on the first failure.
 import asyncio
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
-import websockets
-
-CHROMIUM = os.environ.get("MOAT_CHROMIUM", "/usr/bin/chromium")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chromium_page import chromium, fail  # noqa: E402
 
 
-def fail(why):
-    print("FAIL " + why, flush=True)
-    sys.exit(1)
-
-
-class Page:
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method, **params):
-        self.next_id += 1
-        my_id = self.next_id
-        await self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.recv())
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    fail(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def eval(self, expression):
-        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            fail(f"script error in {expression!r}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    async def wait_for(self, expression, what, timeout=60):
-        deadline = time.time() + timeout
-        guarded = f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"
-        while time.time() < deadline:
-            if await self.eval(guarded):
-                return
-            await asyncio.sleep(0.2)
-        shown = await self.eval("document.body.innerText")
-        fail(f"{what} did not happen within {timeout}s; the page shows:\n{shown}")
-
-    async def plays(self, where):
-        """The audio element's clock advances by more than two seconds."""
-        await self.wait_for("document.getElementById('audio').currentTime > 0.5", f"audio starting ({where})")
-        start = await self.eval("document.getElementById('audio').currentTime")
-        await asyncio.sleep(3)
-        later = await self.eval("document.getElementById('audio').currentTime")
-        if later - start < 2.0:
-            fail(f"audio is not playing ({where}): currentTime {start} -> {later}")
-        print(f"audio plays ({where}): currentTime {start:.1f} -> {later:.1f}", flush=True)
+async def plays(page, where):
+    """The audio element's clock advances by more than two seconds."""
+    await page.wait_for("document.getElementById('audio').currentTime > 0.5", f"audio starting ({where})")
+    start = await page.eval("document.getElementById('audio').currentTime")
+    await asyncio.sleep(3)
+    later = await page.eval("document.getElementById('audio').currentTime")
+    if later - start < 2.0:
+        fail(f"audio is not playing ({where}): currentTime {start} -> {later}")
+    print(f"audio plays ({where}): currentTime {start:.1f} -> {later:.1f}", flush=True)
 
 
 async def main(control_url, lan_url):
-    profile = tempfile.mkdtemp(prefix="moat-chromium-")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--autoplay-policy=no-user-gesture-required",
-         "--user-data-dir=" + profile, "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        deadline = time.time() + 60
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.time() > deadline or browser.poll() is not None:
-                fail("Chromium did not start")
-            time.sleep(0.1)
-        port = open(port_file).read().split()[0]
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
-        target = next(t for t in targets if t["type"] == "page")
-        async with websockets.connect(target["webSocketDebuggerUrl"], max_size=None) as ws:
-            page = Page(ws)
-            await page.call("Page.enable")
-            await page.call("Runtime.enable")
+    # Headless Chromium plays audio (to no device) only when autoplay needs no gesture.
+    async with chromium("--autoplay-policy=no-user-gesture-required") as page:
+        # The owner, on this machine.
+        await page.call("Page.navigate", url=control_url)
+        await page.wait_for("document.body.dataset.controls === 'yes'", "the controls appearing")
+        if await page.eval("location.hash") != "":
+            fail("the token stayed in the address bar")
+        if await page.eval("document.getElementById('controls').hidden"):
+            fail("the controls are hidden for the owner")
+        print("controls shown; the token left the address bar", flush=True)
+        await page.wait_for("document.getElementById('now-title').textContent !== ''", "now playing")
+        await plays(page, "main listener")
+        await page.wait_for("document.getElementById('cover').complete && document.getElementById('cover').naturalWidth > 0",
+                            "the cover loading")
+        first = await page.eval("document.body.dataset.nowId")
+        title = await page.eval("document.getElementById('now-title').textContent")
+        print(f"now playing {title!r} with its cover", flush=True)
+        await page.eval("document.getElementById('skip').click(); true")
+        await page.wait_for(f"document.body.dataset.nowId !== {json.dumps(first)}", "the skip changing the track", 30)
+        print("skip: now playing " + await page.eval("document.getElementById('now-title').textContent"), flush=True)
 
-            # The owner, on this machine.
-            await page.call("Page.navigate", url=control_url)
-            await page.wait_for("document.body.dataset.controls === 'yes'", "the controls appearing")
-            if await page.eval("location.hash") != "":
-                fail("the token stayed in the address bar")
-            if await page.eval("document.getElementById('controls').hidden"):
-                fail("the controls are hidden for the owner")
-            print("controls shown; the token left the address bar", flush=True)
-            await page.wait_for("document.getElementById('now-title').textContent !== ''", "now playing")
-            await page.plays("main listener")
-            await page.wait_for("document.getElementById('cover').complete && document.getElementById('cover').naturalWidth > 0",
-                                "the cover loading")
-            first = await page.eval("document.body.dataset.nowId")
-            title = await page.eval("document.getElementById('now-title').textContent")
-            print(f"now playing {title!r} with its cover", flush=True)
-            await page.eval("document.getElementById('skip').click(); true")
-            await page.wait_for(f"document.body.dataset.nowId !== {json.dumps(first)}", "the skip changing the track", 30)
-            print("skip: now playing " + await page.eval("document.getElementById('now-title').textContent"), flush=True)
+        await page.eval("document.getElementById('q').value = 'Harbour'; document.getElementById('search').requestSubmit(); true")
+        await page.wait_for("document.querySelector('#results button') !== null", "search results")
+        await page.eval("document.querySelector('#results button').click(); true")
+        await page.wait_for("document.getElementById('message').textContent.startsWith('queued')", "the queueing")
+        await page.wait_for("document.getElementById('next').innerText.includes('queued')", "the plan showing the queued song")
+        print("search and queue: " + await page.eval("document.getElementById('message').textContent"), flush=True)
 
-            await page.eval("document.getElementById('q').value = 'Harbour'; document.getElementById('search').requestSubmit(); true")
-            await page.wait_for("document.querySelector('#results button') !== null", "search results")
-            await page.eval("document.querySelector('#results button').click(); true")
-            await page.wait_for("document.getElementById('message').textContent.startsWith('queued')", "the queueing")
-            await page.wait_for("document.getElementById('next').innerText.includes('queued')", "the plan showing the queued song")
-            print("search and queue: " + await page.eval("document.getElementById('message').textContent"), flush=True)
-
-            # A listener elsewhere on the LAN.
-            await page.call("Page.navigate", url=lan_url)
-            await page.wait_for("document.body.dataset.controls === 'no'", "the page deciding on controls")
-            if not await page.eval("document.getElementById('controls').hidden"):
-                fail("the controls are shown on the LAN")
-            await page.wait_for("document.getElementById('now-title').textContent !== ''", "now playing on the LAN")
-            await page.plays("LAN listener")
-            for path in ["skip", "pause", "session", "queue"]:
-                status = await page.eval(
-                    f"fetch('/radio/api/{path}', {{method: 'POST', credentials: 'include', "
-                    "headers: {'content-type': 'application/json'}, body: '{}'}).then(r => r.status, () => 0)")
-                if 200 <= status < 300:
-                    fail(f"/radio/api/{path} answered {status} on the LAN")
-            # The main listener's control route, from the LAN page's origin.
-            main = control_url.split("/radio/")[0]
+        # A listener elsewhere on the LAN.
+        await page.call("Page.navigate", url=lan_url)
+        await page.wait_for("document.body.dataset.controls === 'no'", "the page deciding on controls")
+        if not await page.eval("document.getElementById('controls').hidden"):
+            fail("the controls are shown on the LAN")
+        await page.wait_for("document.getElementById('now-title').textContent !== ''", "now playing on the LAN")
+        await plays(page, "LAN listener")
+        for path in ["skip", "pause", "session", "queue"]:
             status = await page.eval(
-                f"fetch({json.dumps(main + '/radio/api/skip')}, {{method: 'POST', credentials: 'include'}})"
-                ".then(r => r.status, () => 0)")
+                f"fetch('/radio/api/{path}', {{method: 'POST', credentials: 'include', "
+                "headers: {'content-type': 'application/json'}, body: '{}'}).then(r => r.status, () => 0)")
             if 200 <= status < 300:
-                fail(f"a LAN page's skip on the main listener answered {status}")
-            print("no controls on the LAN; every control call refused", flush=True)
-    finally:
-        browser.kill()
-        browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+                fail(f"/radio/api/{path} answered {status} on the LAN")
+        # The main listener's control route, from the LAN page's origin.
+        main = control_url.split("/radio/")[0]
+        status = await page.eval(
+            f"fetch({json.dumps(main + '/radio/api/skip')}, {{method: 'POST', credentials: 'include'}})"
+            ".then(r => r.status, () => 0)")
+        if 200 <= status < 300:
+            fail(f"a LAN page's skip on the main listener answered {status}")
+        print("no controls on the LAN; every control call refused", flush=True)
 
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))

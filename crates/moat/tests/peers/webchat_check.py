@@ -14,54 +14,11 @@ import asyncio
 import http.server
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
-import time
-import urllib.request
 
-import websockets
-
-CHROMIUM = os.environ.get("MOAT_CHROMIUM", "/usr/bin/chromium")
-
-
-def fail(why):
-    print("FAIL " + why, flush=True)
-    sys.exit(1)
-
-
-class Page:
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method, **params):
-        self.next_id += 1
-        my_id = self.next_id
-        await self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(await self.ws.recv())
-            if msg.get("id") == my_id:
-                if "error" in msg:
-                    fail(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    async def eval(self, expression):
-        r = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            fail(f"script error in {expression!r}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    async def wait_for(self, expression, what, timeout=60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if await self.eval(expression):
-                return
-            await asyncio.sleep(0.2)
-        log = await self.eval("document.body.innerText")
-        fail(f"{what} did not happen within {timeout}s; the page shows:\n{log}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from chromium_page import chromium, fail  # noqa: E402
 
 
 def foreign_site():
@@ -86,73 +43,50 @@ def foreign_site():
 
 async def main(chat_url, ws_url):
     token = chat_url.split("#token=", 1)[1]
-    profile = tempfile.mkdtemp(prefix="moat-chromium-")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--user-data-dir=" + profile, "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        deadline = time.time() + 60
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.time() > deadline or browser.poll() is not None:
-                fail("Chromium did not start")
-            time.sleep(0.1)
-        port = open(port_file).read().split()[0]
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list"))
-        target = next(t for t in targets if t["type"] == "page")
-        async with websockets.connect(target["webSocketDebuggerUrl"], max_size=None) as ws:
-            page = Page(ws)
-            await page.call("Page.enable")
-            await page.call("Runtime.enable")
-            await page.call("Page.navigate", url=chat_url)
-            await page.wait_for("document.getElementById('status') && document.getElementById('status').textContent === 'connected'", "connecting")
-            if await page.eval("location.hash") != "":
-                fail("the token stayed in the address bar")
-            print("connected; the token left the address bar", flush=True)
+    async with chromium() as page:
+        await page.call("Page.navigate", url=chat_url)
+        await page.wait_for("document.getElementById('status') && document.getElementById('status').textContent === 'connected'", "connecting")
+        if await page.eval("location.hash") != "":
+            fail("the token stayed in the address bar")
+        print("connected; the token left the address bar", flush=True)
 
-            await page.eval("document.getElementById('input').value = 'run the check'; document.getElementById('compose').requestSubmit(); true")
-            await page.wait_for("document.querySelector('.approval button.approve') !== null", "the approval prompt")
-            shown = await page.eval("document.querySelector('.approval').innerText")
-            if "shell" not in shown or "echo approved-by-the-web" not in shown:
-                fail("the approval does not show the tool and its arguments: " + shown)
-            print("asked: " + " ".join(shown.split()), flush=True)
-            await page.eval("document.querySelector('.approval button.approve').click(); true")
-            await page.wait_for("document.getElementById('log').innerText.includes('The check passed.')", "the final reply")
-            await page.wait_for("!document.getElementById('send').disabled", "the turn ending")
-            log = await page.eval("document.getElementById('log').innerText")
-            if "approved-by-the-web" not in log or "✓ shell" not in log:
-                fail("the shell call's result is not shown:\n" + log)
-            # Markup in a reply is text, never HTML.
-            if await page.eval("document.querySelector('#log img') !== null"):
-                fail("a reply's markup became HTML")
-            print("approved; the reply arrived: " + log.strip().splitlines()[-1], flush=True)
+        await page.eval("document.getElementById('input').value = 'run the check'; document.getElementById('compose').requestSubmit(); true")
+        await page.wait_for("document.querySelector('.approval button.approve') !== null", "the approval prompt")
+        shown = await page.eval("document.querySelector('.approval').innerText")
+        if "shell" not in shown or "echo approved-by-the-web" not in shown:
+            fail("the approval does not show the tool and its arguments: " + shown)
+        print("asked: " + " ".join(shown.split()), flush=True)
+        await page.eval("document.querySelector('.approval button.approve').click(); true")
+        await page.wait_for("document.getElementById('log').innerText.includes('The check passed.')", "the final reply")
+        await page.wait_for("!document.getElementById('send').disabled", "the turn ending")
+        log = await page.eval("document.getElementById('log').innerText")
+        if "approved-by-the-web" not in log or "✓ shell" not in log:
+            fail("the shell call's result is not shown:\n" + log)
+        # Markup in a reply is text, never HTML.
+        if await page.eval("document.querySelector('#log img') !== null"):
+            fail("a reply's markup became HTML")
+        print("approved; the reply arrived: " + log.strip().splitlines()[-1], flush=True)
 
-            # The owner answers pairing requests here too: /pair is theirs, not the model's.
-            await page.eval("document.getElementById('input').value = '/pair list'; document.getElementById('compose').requestSubmit(); true")
-            await page.wait_for("document.getElementById('log').innerText.includes('no pairing request is waiting')", "the /pair answer")
-            await page.wait_for("!document.getElementById('send').disabled", "the /pair command ending")
-            print("/pair list answered in the page", flush=True)
+        # The owner answers pairing requests here too: /pair is theirs, not the model's.
+        await page.eval("document.getElementById('input').value = '/pair list'; document.getElementById('compose').requestSubmit(); true")
+        await page.wait_for("document.getElementById('log').innerText.includes('no pairing request is waiting')", "the /pair answer")
+        await page.wait_for("!document.getElementById('send').disabled", "the /pair command ending")
+        print("/pair list answered in the page", flush=True)
 
-            site = foreign_site()
-            await page.call("Page.navigate", url=f"http://127.0.0.1:{site.server_address[1]}/")
-            await page.wait_for("document.title === 'elsewhere'", "the other site loading")
-            outcome = await page.eval(
-                "new Promise(resolve => {"
-                f"  const s = new WebSocket({json.dumps(ws_url)}, ['moat.chat.v1', 'moat.token.' + {json.dumps(token)}]);"
-                "  s.onopen = () => resolve('open');"
-                "  s.onerror = () => resolve('refused');"
-                "  setTimeout(() => resolve('timeout'), 10000);"
-                "})")
-            if outcome != "refused":
-                fail("a WebSocket from another origin was " + outcome)
-            print("another origin's WebSocket was refused", flush=True)
-            site.shutdown()
-    finally:
-        browser.kill()
-        browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
+        site = foreign_site()
+        await page.call("Page.navigate", url=f"http://127.0.0.1:{site.server_address[1]}/")
+        await page.wait_for("document.title === 'elsewhere'", "the other site loading")
+        outcome = await page.eval(
+            "new Promise(resolve => {"
+            f"  const s = new WebSocket({json.dumps(ws_url)}, ['moat.chat.v1', 'moat.token.' + {json.dumps(token)}]);"
+            "  s.onopen = () => resolve('open');"
+            "  s.onerror = () => resolve('refused');"
+            "  setTimeout(() => resolve('timeout'), 10000);"
+            "})")
+        if outcome != "refused":
+            fail("a WebSocket from another origin was " + outcome)
+        print("another origin's WebSocket was refused", flush=True)
+        site.shutdown()
 
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))

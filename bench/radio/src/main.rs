@@ -1,0 +1,449 @@
+//! bench/radio: what the radio costs, measured on the real `moat serve` (release) playing
+//! a real supysonic's library, next to plain ffmpeg doing the same decode and encode in
+//! the same run.
+//!
+//! - Time to first audio: from `moat serve` starting until a listener's first bytes of
+//!   audio (vault, listeners, the library's first answers, ffmpeg's start included); and
+//!   for a listener joining a running station. Reference: ffmpeg's first encoded byte of
+//!   a track read from disk.
+//! - The station with nobody listening: CPU of moat and its ffmpeg children (the
+//!   decoders of each track and the one encoder) in real time, as % of one core, next to
+//!   `ffmpeg -re` transcoding the library's tracks to the same 192 kbit/s MP3.
+//! - N listeners (100 by default) reading the live stream: the extra CPU and memory of
+//!   moat, per listener, and whether each kept real time.
+//!
+//! Usage: moat-bench-radio MOAT_BIN [SECONDS] [LISTENERS]   (15 100)
+//! Needs MOAT_SUPYSONIC_PYTHON and MOAT_RADIO_LIBRARY (scripts/peers) and ffmpeg.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run stops
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "bench-password";
+const BYTES_PER_SEC: f64 = 24_000.0;
+
+fn env(var: &str) -> String {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: eval \"$(scripts/peers)\" first"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Clock ticks per second for /proc's CPU times.
+fn ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
+}
+
+/// (utime+stime, cutime+cstime, ppid) of a process, in ticks.
+fn stat(pid: u32) -> Option<(u64, u64, u32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f[i].parse::<u64>().unwrap_or(0);
+    Some((n(11) + n(12), n(13) + n(14), f[1].parse().unwrap_or(0)))
+}
+
+/// CPU ticks of `pid`, its reaped children and its living children.
+fn tree_ticks(pid: u32) -> (u64, u64) {
+    let (own, reaped, _) = stat(pid).unwrap_or_default();
+    let mut children = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(child) = e.file_name().to_string_lossy().parse::<u32>()
+            && let Some((t, c, ppid)) = stat(child)
+            && ppid == pid
+        {
+            children += t + c;
+        }
+    }
+    (own, reaped + children)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Supysonic(Child);
+
+impl Drop for Supysonic {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn supysonic(dir: &Path, port: u16) -> Supysonic {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/moat/tests/peers/supysonic_server.py"
+    );
+    let mut child = Command::new(env("MOAT_SUPYSONIC_PYTHON"))
+        .arg(script)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--music")
+        .arg(env("MOAT_RADIO_LIBRARY"))
+        .args(["--port", &port.to_string(), "--user", "radio"])
+        .env("SUPYSONIC_PASSWORD", PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "supysonic did not start");
+    Supysonic(child)
+}
+
+fn moat(bin: &Path, home: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.env("MOAT_HOME", home)
+        .env("MOAT_SEAL_DIR", home.with_file_name("seal"))
+        .env("MOAT_SEAL_STORE", "file");
+    c
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Opens /radio/live; returns the socket after the head.
+fn open_live(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /radio/live HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).ok()?;
+        head.push(b[0]);
+    }
+    head.starts_with(b"HTTP/1.1 200").then_some(s)
+}
+
+/// Time until the first audio byte after `open_live` (chunk framing counted as audio).
+fn first_byte(addr: SocketAddr) -> Option<Duration> {
+    let start = Instant::now();
+    let mut s = open_live(addr)?;
+    let mut b = [0u8; 64];
+    s.read(&mut b).ok().filter(|n| *n > 0)?;
+    Some(start.elapsed())
+}
+
+fn ffmpeg_first_byte(track: &Path) -> Duration {
+    let start = Instant::now();
+    let mut child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-i"])
+        .arg(track)
+        .args(["-c:a", "libmp3lame", "-b:a", "192k", "-f", "mp3", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = [0u8; 64];
+    let _ = child.stdout.as_mut().unwrap().read(&mut b).unwrap();
+    let t = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    t
+}
+
+fn tracks(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(tracks(&p));
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("mp3" | "flac" | "ogg")
+        ) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// CPU % of one core that `ffmpeg -re` spends transcoding the library's tracks in real
+/// time to 192 kbit/s MP3, one after another, for `secs`.
+fn ffmpeg_baseline(library: &Path, secs: f64, tck: f64) -> f64 {
+    let list = tempfile::NamedTempFile::new().unwrap();
+    let mut text = String::new();
+    for t in tracks(library) {
+        text.push_str(&format!(
+            "file '{}'\n",
+            t.display().to_string().replace('\'', "'\\''")
+        ));
+    }
+    std::fs::write(list.path(), text).unwrap();
+    let mut child = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-re",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+        ])
+        .arg(list.path())
+        .args([
+            "-ac",
+            "2",
+            "-ar",
+            "44100",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "192k",
+            "-f",
+            "mp3",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut sink = [0u8; 16384];
+        while matches!(out.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (a, _) = tree_ticks(child.id());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (b, _) = tree_ticks(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    (b - a) as f64 / tck / secs * 100.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bin = PathBuf::from(
+        args.get(1)
+            .expect("usage: moat-bench-radio MOAT_BIN [SECONDS] [LISTENERS]"),
+    );
+    let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(15.0);
+    let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let tck = ticks();
+    let library = PathBuf::from(env("MOAT_RADIO_LIBRARY"));
+
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _sub = supysonic(&work.path().join("supysonic"), port);
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut add = moat(&bin, &home)
+        .args(["vault", "add", "sub", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
+    assert!(add.wait().unwrap().success(), "moat vault add failed");
+    let main_port = free_port();
+    let lan_port = free_port();
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{main_port}\"\nlan_listen = \"127.0.0.2:{lan_port}\"\n\
+             [limits]\nmax_connections_per_ip = {}\n\
+             [radio.libraries.home]\nurl = \"http://127.0.0.1:{port}\"\nuser = \"radio\"\npassword_secret = \"sub\"\n",
+            n + 50
+        ),
+    )
+    .unwrap();
+    let lan: SocketAddr = format!("127.0.0.2:{lan_port}").parse().unwrap();
+
+    // Time to first audio from the start of `moat serve`.
+    let started = Instant::now();
+    let server = Server(
+        moat(&bin, &home)
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = server.0.id();
+    let health_addr: SocketAddr = format!("127.0.0.1:{main_port}").parse().unwrap();
+    let up = loop {
+        if let Ok(mut s) = TcpStream::connect(health_addr) {
+            let _ = write!(
+                s,
+                "GET /health HTTP/1.1\r\nHost: {health_addr}\r\nConnection: close\r\n\r\n"
+            );
+            let mut b = [0u8; 12];
+            if s.read_exact(&mut b).is_ok() && b.starts_with(b"HTTP/1.1 200") {
+                break started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moat did not answer /health"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let cold = loop {
+        if let Some(mut s) = open_live(lan) {
+            let mut b = [0u8; 64];
+            if matches!(s.read(&mut b), Ok(n) if n > 0) {
+                break started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no audio within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let warm: Vec<Duration> = (0..20).filter_map(|_| first_byte(lan)).collect();
+    let warm_median = {
+        let mut w = warm.clone();
+        w.sort();
+        w[w.len() / 2]
+    };
+    let reference = ffmpeg_first_byte(&tracks(&library)[0]);
+
+    // Nobody listening.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = rss_kib(pid);
+    let (own0, kids0) = tree_ticks(pid);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (own1, kids1) = tree_ticks(pid);
+    let idle_own = (own1 - own0) as f64 / tck / secs * 100.0;
+    let idle_kids = (kids1 - kids0) as f64 / tck / secs * 100.0;
+
+    let baseline = ffmpeg_baseline(&library, secs, tck);
+
+    // N listeners.
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = open_live(lan).expect("a listener could not connect");
+                let mut buf = [0u8; 8192];
+                let mut total = 0usize;
+                let start = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => total += k,
+                    }
+                }
+                (total, start.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let (own2, kids2) = tree_ticks(pid);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (own3, kids3) = tree_ticks(pid);
+    let rss_busy = rss_kib(pid);
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<(usize, Duration)> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let busy_own = (own3 - own2) as f64 / tck / secs * 100.0;
+    let busy_kids = (kids3 - kids2) as f64 / tck / secs * 100.0;
+    let slowest = results
+        .iter()
+        .map(|(b, t)| *b as f64 / BYTES_PER_SEC / t.as_secs_f64())
+        .fold(f64::INFINITY, f64::min);
+
+    println!(
+        "bench/radio: moat serve (release) playing a supysonic library, 192 kbit/s MP3, {secs}s windows\n"
+    );
+    println!("time to first audio byte");
+    println!(
+        "  moat serve start -> a listener's first byte   {:>8.0} ms   (target <= 1000 ms)",
+        cold.as_secs_f64() * 1000.0
+    );
+    println!(
+        "    of which the server starting (/health)      {:>8.0} ms",
+        up.as_secs_f64() * 1000.0
+    );
+    println!(
+        "    and the station's first audio after that    {:>8.0} ms",
+        (cold - up).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  joining a running station (median of {})     {:>8.1} ms",
+        warm.len(),
+        warm_median.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  reference: ffmpeg's first MP3 byte of a file  {:>8.1} ms",
+        reference.as_secs_f64() * 1000.0
+    );
+    println!();
+    println!("the station, nobody listening (% of one core)");
+    println!("  moat itself (mixer, playout, HTTP)            {idle_own:>8.2} %");
+    println!("  its ffmpeg children (decoders, encoder)       {idle_kids:>8.2} %");
+    println!(
+        "  together                                      {:>8.2} %   (target < 5 %)",
+        idle_own + idle_kids
+    );
+    println!("  reference: ffmpeg -re transcoding the tracks  {baseline:>8.2} %");
+    println!(
+        "  ratio moat station / ffmpeg alone             {:>8.2}",
+        (idle_own + idle_kids) / baseline.max(0.01)
+    );
+    println!();
+    println!("{n} listeners");
+    println!(
+        "  moat CPU                                      {busy_own:>8.2} %   (ffmpeg {busy_kids:.2} %)"
+    );
+    println!(
+        "  per additional listener                       {:>8.3} %   (target < 0.1 %)",
+        (busy_own - idle_own).max(0.0) / n as f64
+    );
+    println!("  RSS idle / with listeners                     {rss_idle:>8} KiB / {rss_busy} KiB");
+    println!(
+        "  memory per listener                           {:>8.1} KiB   (target <= 256 KiB)",
+        rss_busy.saturating_sub(rss_idle) as f64 / n as f64
+    );
+    println!("  slowest listener's rate                       {slowest:>8.2} x real time");
+    assert!(slowest > 0.9, "a listener fell behind real time");
+}
