@@ -338,6 +338,26 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(5));
     };
+    // The first byte is the stream's (silence while the first track loads); the music
+    // starts when a track is on air.
+    let on_air = loop {
+        if let Ok(mut s) = TcpStream::connect(health_addr) {
+            let _ = write!(
+                s,
+                "GET /radio/now HTTP/1.1\r\nHost: {health_addr}\r\nConnection: close\r\n\r\n"
+            );
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("\"now\":{") {
+                break started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no track on air within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
     std::thread::sleep(Duration::from_secs(2));
     let warm: Vec<Duration> = (0..20).filter_map(|_| first_byte(lan)).collect();
     let warm_median = {
@@ -407,6 +427,10 @@ fn main() {
     println!(
         "    and the station's first audio after that    {:>8.0} ms",
         (cold - up).as_secs_f64() * 1000.0
+    );
+    println!(
+        "  moat serve start -> the first track on air     {:>8.0} ms   (5 s of it decoded first)",
+        on_air.as_secs_f64() * 1000.0
     );
     println!(
         "  joining a running station (median of {})     {:>8.1} ms",

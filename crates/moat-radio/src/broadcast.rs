@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
 /// Chunks the ring holds: at the encoder's usual one chunk per frame or two, ten seconds
@@ -99,19 +99,19 @@ impl Broadcast {
             .recent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut start = BytesMut::new();
-        if let Some(h) = &recent.headers {
-            start.extend_from_slice(h);
-        }
-        // The burst holds only whole chunks of the stream the headers begin.
-        for c in &recent.chunks {
-            start.extend_from_slice(c);
-        }
+        // Shared, not copied: a listener's start costs it a few pointers. The burst holds
+        // only whole chunks of the stream the headers begin.
+        let start: VecDeque<Bytes> = recent
+            .headers
+            .iter()
+            .chain(recent.chunks.iter())
+            .cloned()
+            .collect();
         let rx = self.tx.subscribe();
         drop(recent);
         self.listeners.fetch_add(1, Ordering::Relaxed);
         Listener {
-            start: Some(start.freeze()),
+            start,
             rx,
             closed: self.closed.subscribe(),
             count: self.listeners.clone(),
@@ -122,7 +122,7 @@ impl Broadcast {
 /// One listener's feed. Dropping it counts the listener out.
 #[derive(Debug)]
 pub struct Listener {
-    start: Option<Bytes>,
+    start: VecDeque<Bytes>,
     rx: broadcast::Receiver<Bytes>,
     closed: tokio::sync::watch::Receiver<bool>,
     count: Arc<AtomicUsize>,
@@ -143,10 +143,8 @@ impl Listener {
         if *self.closed.borrow() {
             return Err(FeedEnd::Closed);
         }
-        if let Some(start) = self.start.take()
-            && !start.is_empty()
-        {
-            return Ok(start);
+        if let Some(first) = self.start.pop_front() {
+            return Ok(first);
         }
         let received = tokio::select! {
             r = self.rx.recv() => r,
@@ -178,7 +176,8 @@ mod tests {
         b.publish(Bytes::from_static(b"ccccc"));
         let mut l = b.subscribe();
         assert_eq!(b.listeners(), 1);
-        assert_eq!(&l.next().await.unwrap()[..], b"bbbbbccccc");
+        assert_eq!(&l.next().await.unwrap()[..], b"bbbbb");
+        assert_eq!(&l.next().await.unwrap()[..], b"ccccc");
         b.publish(Bytes::from_static(b"d"));
         assert_eq!(&l.next().await.unwrap()[..], b"d");
         drop(l);

@@ -206,6 +206,7 @@ fn config_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
                 results.push(("api key", check_reference(home, r)));
             }
             channel_checks(home, c, results);
+            radio_checks(home, c, results);
             if let Some(t) = &c.server.tls {
                 match moat_net::server_config(&t.cert, &t.key) {
                     Ok(_) => results.push((
@@ -270,6 +271,53 @@ fn channel_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outc
                 )),
             ));
         }
+    }
+}
+
+/// The radio: each library's secret, plain `http://` (with `enc:` hex passwords on old
+/// servers) off this machine, and ffmpeg when a station will play.
+fn radio_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outcome)>) {
+    for (name, lib) in &c.radio.libraries {
+        results.push((
+            "radio",
+            check_reference(home, &SecretRef::Vault(lib.password_secret.clone())),
+        ));
+        let local = url::Url::parse(&lib.url).ok().is_some_and(|u| {
+            matches!(
+                u.host_str(),
+                Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+            )
+        });
+        if lib.url.starts_with("http://") && !local {
+            results.push((
+                "radio",
+                Outcome::Warn(format!(
+                    "library {name}: plain http to {}: a server older than Subsonic API 1.13 gets the password hex-encoded, readable on the network; use https",
+                    lib.url
+                )),
+            ));
+        }
+    }
+    if c.radio.station_library().is_some() {
+        let ffmpeg = &c.radio.ffmpeg;
+        let runs = std::process::Command::new(ffmpeg)
+            .arg("-version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        results.push((
+            "radio",
+            if runs {
+                Outcome::Ok(format!("{} runs: the station can decode and encode", ffmpeg.display()))
+            } else {
+                Outcome::Fail {
+                    problem: format!("cannot run {}: the station cannot play", ffmpeg.display()),
+                    fix: "install ffmpeg (Debian: apt install ffmpeg) or set radio.ffmpeg to its path".into(),
+                }
+            },
+        ));
     }
 }
 

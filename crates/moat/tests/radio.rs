@@ -812,6 +812,45 @@ fn the_stream_outlives_the_library_going_away_mid_track() {
     assert_no_canary("the log", &moat.output());
 }
 
+/// The pids of `parent`'s children whose command line contains `needle`.
+fn children_with(parent: u32, needle: &str) -> Vec<u32> {
+    let ps = Command::new("ps")
+        .args(["-eo", "pid=,ppid=,args="])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid: u32 = f.next()?.parse().ok()?;
+            let ppid: u32 = f.next()?.parse().ok()?;
+            (ppid == parent && l.contains(needle)).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_encoder_is_restarted_and_listeners_keep_their_stream() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    let (mut live, _) = open_live(moat.lan.unwrap(), false);
+    let _ = read_for(&mut live, 1.0);
+    let encoders = children_with(moat.child.id(), "libmp3lame");
+    assert_eq!(encoders.len(), 1, "one encoder: {encoders:?}");
+    signal(encoders[0], "KILL");
+    let after = read_for(&mut live, 5.0);
+    let (seconds, _) = probe(&after);
+    assert!(
+        seconds > 3.0,
+        "the stream after the encoder died: {seconds}s"
+    );
+    let again = children_with(moat.child.id(), "libmp3lame");
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0], encoders[0], "the encoder was not restarted");
+    assert!(moat.output().contains("restarting it"), "{}", moat.output());
+}
+
 #[test]
 fn a_wrong_password_is_reported_without_the_password() {
     let sub = Supysonic::start();
