@@ -11,6 +11,7 @@
 //!   handed to every listener from one ring; a slow listener is dropped, never waited for.
 //! - [`icy`]: the ICY (Shoutcast) metadata blocks players show titles from.
 //! - [`station`]: the playout and refill loops and the handle routes use.
+//! - [`tts`]: speech for the DJ: engines as subprocesses and a bounded clip cache.
 
 pub mod broadcast;
 pub mod ffmpeg;
@@ -20,6 +21,7 @@ pub mod mixer;
 pub mod programme;
 pub mod station;
 pub mod subsonic;
+pub mod tts;
 
 pub use station::{Snapshot, Station, StationSettings};
 pub use subsonic::{Subsonic, SubsonicError};

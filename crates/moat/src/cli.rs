@@ -350,6 +350,26 @@ pub(crate) enum RadioCommand {
     Open,
     /// What is on air and coming up, from the running server.
     Now,
+    /// The DJ's voice: try it.
+    #[command(subcommand)]
+    Tts(TtsCommand),
+}
+
+/// `moat radio tts` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TtsCommand {
+    /// Speak TEXT with the configured voice ([radio.tts]) into the speech cache and print
+    /// the clip's path and length; a second time, it comes from the cache.
+    Say {
+        /// What to say.
+        text: String,
+        /// Another voice than the configured one (e.g. en-gb, de; `espeak-ng --voices`).
+        #[arg(long)]
+        voice: Option<String>,
+        /// Also copy the WAV file here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `moat radio library` subcommands.

@@ -5,7 +5,7 @@ use moat_core::config::radio::{LibraryConfig, valid_library_name};
 use moat_core::home::Home;
 
 use crate::app::config_edit::{read_doc, table_at, write_doc};
-use crate::cli::{LibraryCommand, RadioCommand};
+use crate::cli::{LibraryCommand, RadioCommand, TtsCommand};
 use crate::{Failure, app, load_config};
 
 /// `moat radio`.
@@ -32,7 +32,71 @@ pub(crate) fn run(home: &Home, command: &RadioCommand) -> Result<(), Failure> {
         RadioCommand::Library(LibraryCommand::Remove { name }) => remove(home, name),
         RadioCommand::Open => open(home),
         RadioCommand::Now => now(home),
+        RadioCommand::Tts(TtsCommand::Say { text, voice, out }) => {
+            say(home, text, voice.as_deref(), out.as_deref())
+        }
     }
+}
+
+/// `moat radio tts say`: the configured voice (or `voice`) speaks `text` into the cache.
+fn say(
+    home: &Home,
+    text: &str,
+    voice: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> Result<(), Failure> {
+    let loaded = load_config(home, &[])?;
+    let mut tts = loaded.config.radio.tts.clone();
+    if let Some(v) = voice {
+        tts.voice = v.to_string();
+        let mut radio = loaded.config.radio.clone();
+        radio.tts = tts.clone();
+        moat_core::config::radio::validate(&radio)
+            .map_err(|(key, why)| Failure::usage(anyhow!("--voice: {key}: {why}")))?;
+    }
+    let engine = moat_radio::tts::Espeak {
+        binary: tts.espeak.clone(),
+        voice: tts.voice.clone(),
+        words_per_minute: tts.words_per_minute,
+        timeout: tts.timeout,
+    };
+    home.ensure().map_err(Failure::runtime)?;
+    let cache = moat_radio::tts::SpeechCache::open(
+        &app::radio::speech_cache_dir(home),
+        tts.cache_max_clips,
+        tts.cache_max_bytes,
+    )
+    .map_err(|e| Failure::runtime(anyhow::Error::new(e)))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    let started = std::time::Instant::now();
+    let (clip, hit) = runtime
+        .block_on(cache.speak(&engine, text))
+        .map_err(|e| match e {
+            moat_radio::tts::TtsError::Text => Failure::usage(anyhow::Error::new(e)),
+            e => Failure::runtime(anyhow::Error::new(e)),
+        })?;
+    let took = started.elapsed();
+    let length = std::fs::read(&clip.path)
+        .ok()
+        .and_then(|b| moat_radio::tts::wav_duration(&b))
+        .map_or_else(|| "?".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+    if let Some(out) = out {
+        std::fs::copy(&clip.path, out)
+            .map_err(|e| Failure::runtime(anyhow!("cannot write {}: {e}", out.display())))?;
+    }
+    println!(
+        "{} ({length} of speech, {} voice {}, {} in {} ms): {}",
+        if hit { "from the cache" } else { "spoken" },
+        tts.engine,
+        tts.voice,
+        if hit { "found" } else { "synthesised" },
+        took.as_millis(),
+        out.unwrap_or(&clip.path).display()
+    );
+    Ok(())
 }
 
 fn add(home: &Home, name: &str, lib: LibraryConfig, replace: bool) -> Result<(), Failure> {

@@ -938,3 +938,80 @@ fn chromium_plays_the_station_with_controls_only_on_this_machine() {
         "the token is in the log"
     );
 }
+
+/// The length ffprobe reads from an audio file, in seconds.
+fn ffprobe_seconds(path: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn espeak_speaks_into_the_cache_and_a_repeat_comes_from_it() {
+    let home = new_home();
+    let short = "Good evening, this is moat radio.";
+    let long = "Good evening, this is moat radio. That was a song about the sea, and next \
+                comes one about the mountains, then the news at the top of the hour.";
+    let (code, out, err) = run_moat(home.path(), &["radio", "tts", "say", short], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("spoken"), "{out}");
+    let path = PathBuf::from(out.trim().rsplit(": ").next().unwrap());
+    let first = ffprobe_seconds(&path);
+    assert!(first > 1.0 && first < 10.0, "{first}s for a sentence");
+    let (code, again, _) = run_moat(home.path(), &["radio", "tts", "say", short], &[]);
+    assert_eq!(code, 0);
+    assert!(again.starts_with("from the cache"), "{again}");
+    let wav = home.path().join("said.wav");
+    let (code, out, err) = run_moat(
+        home.path(),
+        &["radio", "tts", "say", long, "--out", wav.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let longer = ffprobe_seconds(&wav);
+    assert!(
+        longer > 2.0 * first,
+        "{longer}s vs {first}s: the length follows the text"
+    );
+    let (code, out, err) = run_moat(
+        home.path(),
+        &["radio", "tts", "say", short, "--voice", "de"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("spoken"),
+        "another voice is another clip: {out}"
+    );
+    for bad in [
+        vec!["radio", "tts", "say", " "],
+        vec!["radio", "tts", "say", "hi", "--voice", "x;rm"],
+    ] {
+        let (code, _, err) = run_moat(home.path(), &bad, &[]);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+    // Nothing half-written in the cache.
+    let names: Vec<String> = std::fs::read_dir(home.path().join("radio/speech"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.ends_with(".wav") && !n.starts_with(".tmp"))
+    );
+}

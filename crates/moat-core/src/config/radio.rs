@@ -14,6 +14,10 @@
 //! target_loudness_db = -18.0     # gain normalisation target (RMS, dBFS)
 //! ffmpeg = "ffmpeg"              # decoder and encoder, run as a subprocess
 //!
+//! [radio.tts]                    # the DJ's voice (only espeak-ng for now)
+//! voice = "en-us"
+//! words_per_minute = 165
+//!
 //! [radio.libraries.home]
 //! url = "http://127.0.0.1:4533"  # a Subsonic/OpenSubsonic server
 //! user = "moat"
@@ -61,6 +65,43 @@ pub struct RadioConfig {
     pub ffmpeg: PathBuf,
     /// `[radio.libraries.NAME]`.
     pub libraries: BTreeMap<String, LibraryConfig>,
+    /// `[radio.tts]`: the DJ's voice.
+    pub tts: TtsConfig,
+}
+
+/// `[radio.tts]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    /// The engine: `espeak-ng`.
+    pub engine: String,
+    /// The engine's voice (espeak-ng: `en-us`, `de`, `fr`...; `espeak-ng --voices`).
+    pub voice: String,
+    /// Speed.
+    pub words_per_minute: u32,
+    /// The espeak-ng binary.
+    pub espeak: PathBuf,
+    /// The longest one synthesis may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Clips kept in the cache at most.
+    pub cache_max_clips: usize,
+    /// Bytes kept in the cache at most.
+    pub cache_max_bytes: u64,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        Self {
+            engine: "espeak-ng".into(),
+            voice: "en-us".into(),
+            words_per_minute: 165,
+            espeak: PathBuf::from("espeak-ng"),
+            timeout: Duration::from_secs(20),
+            cache_max_clips: 500,
+            cache_max_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for RadioConfig {
@@ -77,6 +118,7 @@ impl Default for RadioConfig {
             target_loudness_db: -18.0,
             ffmpeg: PathBuf::from("ffmpeg"),
             libraries: BTreeMap::new(),
+            tts: TtsConfig::default(),
         }
     }
 }
@@ -185,6 +227,40 @@ pub fn validate(r: &RadioConfig) -> Result<(), (String, String)> {
         return Err((
             "radio.target_loudness_db".into(),
             "must be between -40 and 0 (dBFS)".into(),
+        ));
+    }
+    let t = &r.tts;
+    if t.engine != "espeak-ng" {
+        return Err((
+            "radio.tts.engine".into(),
+            format!(
+                "{:?} is not an engine moat has: use \"espeak-ng\"",
+                t.engine
+            ),
+        ));
+    }
+    if t.voice.is_empty()
+        || t.voice.len() > 64
+        || !t
+            .voice
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_+/".contains(&b))
+    {
+        return Err((
+            "radio.tts.voice".into(),
+            "must be a voice name such as en-us (see `espeak-ng --voices`)".into(),
+        ));
+    }
+    if !(80..=500).contains(&t.words_per_minute) {
+        return Err((
+            "radio.tts.words_per_minute".into(),
+            "must be between 80 and 500".into(),
+        ));
+    }
+    if t.cache_max_clips == 0 || t.cache_max_bytes < 1024 * 1024 {
+        return Err((
+            "radio.tts.cache_max_clips".into(),
+            "the cache needs room for at least one clip and 1 MiB".into(),
         ));
     }
     if r.ffmpeg.as_os_str().is_empty() {

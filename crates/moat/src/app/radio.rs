@@ -6,6 +6,11 @@ use moat_core::home::Home;
 use moat_core::secret::SecretString;
 use moat_radio::{Station, StationSettings, Subsonic};
 
+/// Where the DJ's synthesised clips are kept.
+pub(crate) fn speech_cache_dir(home: &Home) -> std::path::PathBuf {
+    home.root().join("radio").join("speech")
+}
+
 /// The password of library `name`, from the vault.
 pub(crate) fn password(
     vault: &moat_vault::Vault,
