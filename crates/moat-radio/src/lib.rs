@@ -23,5 +23,5 @@ pub mod station;
 pub mod subsonic;
 pub mod tts;
 
-pub use station::{Snapshot, Station, StationSettings};
+pub use station::{Snapshot, Station, StationSettings, Voice};
 pub use subsonic::{Subsonic, SubsonicError};

@@ -135,7 +135,7 @@ impl Deck {
         self.finished = true;
     }
 
-    fn pop(&mut self) -> (f32, f32) {
+    pub(crate) fn pop(&mut self) -> (f32, f32) {
         let l = self.samples.pop_front().unwrap_or(0.0);
         let r = self.samples.pop_front().unwrap_or(0.0);
         self.played += 1;
@@ -252,6 +252,83 @@ impl Mixer {
     /// Silence (paused, or nothing to play).
     pub fn silence(&mut self, frames: usize, out: &mut Vec<f32>) {
         out.extend(std::iter::repeat_n(0.0, frames * CHANNELS));
+    }
+}
+
+/// A voice over the music: the music is ducked (its gain lowered over `attack`), the
+/// voice comes in once it is down, and the music comes back over `release` after the
+/// voice ends. A limiter of its own keeps the sum from clipping.
+#[derive(Debug)]
+pub struct Overlay {
+    duck: f32,
+    attack: usize,
+    release: usize,
+    gain: f32,
+    voice: Option<Deck>,
+    wait: usize,
+    limiter: Limiter,
+}
+
+impl Overlay {
+    /// Music at `duck_db` (negative) under a voice, reached in `attack` frames, left in
+    /// `release` frames.
+    pub fn new(duck_db: f32, attack: usize, release: usize) -> Overlay {
+        Overlay {
+            duck: 10f32.powf(duck_db.min(0.0) / 20.0),
+            attack: attack.max(1),
+            release: release.max(1),
+            gain: 1.0,
+            voice: None,
+            wait: 0,
+            limiter: Limiter::default(),
+        }
+    }
+
+    /// Starts a voice (a finished deck of its whole clip); one already speaking is cut.
+    pub fn speak(&mut self, voice: Deck) {
+        self.wait = if self.voice.is_some() { 0 } else { self.attack };
+        self.voice = Some(voice);
+    }
+
+    /// Whether a voice is on (or the music is ducking for one).
+    pub fn speaking(&self) -> bool {
+        self.voice.is_some()
+    }
+
+    /// Ducks `out` (interleaved music) and adds the voice; true when the voice ended here.
+    pub fn process(&mut self, out: &mut [f32]) -> bool {
+        if self.voice.is_none() && self.gain >= 1.0 {
+            return false;
+        }
+        let mut ended = false;
+        for frame in out.chunks_exact_mut(CHANNELS) {
+            let (target, step) = match self.voice {
+                Some(_) => (self.duck, (1.0 - self.duck) / self.attack as f32),
+                None => (1.0, (1.0 - self.duck) / self.release as f32),
+            };
+            self.gain = if self.gain > target {
+                (self.gain - step).max(target)
+            } else {
+                (self.gain + step).min(target)
+            };
+            let (mut l, mut r) = (frame[0] * self.gain, frame[1] * self.gain);
+            if let Some(voice) = &mut self.voice {
+                if self.wait > 0 {
+                    self.wait -= 1;
+                } else if voice.frames() > 0 {
+                    let (vl, vr) = voice.pop();
+                    l += vl;
+                    r += vr;
+                } else {
+                    self.voice = None;
+                    ended = true;
+                }
+            }
+            self.limiter.process(&mut l, &mut r);
+            frame[0] = l;
+            frame[1] = r;
+        }
+        ended
     }
 }
 
@@ -399,6 +476,44 @@ mod tests {
         let r = mixer.mix(&mut cur, None, 20, &mut out);
         assert_eq!(r.underrun, 10);
         assert_eq!(out.len(), 40);
+    }
+
+    #[test]
+    fn a_voice_ducks_the_music_under_it_and_the_music_comes_back() {
+        let attack = (0.3 * RATE as f32) as usize;
+        let release = (0.8 * RATE as f32) as usize;
+        let mut overlay = Overlay::new(-12.0, attack, release);
+        let mut voice = finished_deck(&tone(660.0, 0.8, 2.0));
+        voice.gain = 1.0;
+        overlay.speak(voice);
+        let mut music = tone(440.0, 0.9, 5.0);
+        let mut ended_at = None;
+        for (i, block) in music.chunks_mut(2048).enumerate() {
+            if overlay.process(block) {
+                ended_at = Some(i * 1024);
+            }
+        }
+        let ended_at = ended_at.expect("the voice ended");
+        // 0.3 s of ducking, then 2 s of voice.
+        let expect = attack + 2 * RATE as usize;
+        assert!(
+            ended_at.abs_diff(expect) <= 1024,
+            "ended at frame {ended_at}, expected {expect}"
+        );
+        assert!(!overlay.speaking());
+        let mono: Vec<f32> = music.iter().step_by(2).copied().collect();
+        let at = |secs: f32| &mono[(secs * RATE as f32) as usize..][..(RATE / 20) as usize];
+        // Before: music only. Under the voice: music 12 dB down, voice on top. After the
+        // release: music back.
+        assert!(level_at(440.0, at(0.0)) > 0.8 && level_at(660.0, at(0.0)) < 0.01);
+        let ducked = level_at(440.0, at(1.2));
+        assert!((ducked / 0.9 - 0.251).abs() < 0.05, "ducked to {ducked}");
+        assert!(level_at(660.0, at(1.2)) > 0.6, "the voice is not there");
+        assert!(
+            level_at(440.0, at(4.0)) > 0.85,
+            "the music did not come back"
+        );
+        assert!(mono.iter().all(|s| s.abs() < 1.0), "clipped");
     }
 
     #[test]

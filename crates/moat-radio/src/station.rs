@@ -21,9 +21,10 @@ use tokio::task::JoinHandle;
 
 use crate::broadcast::{Broadcast, Listener};
 use crate::ffmpeg::{self, Decoder, Encoder};
-use crate::mixer::{CHANNELS, Deck, Mixer, RATE, normalising_gain, rms_db, to_s16le};
+use crate::mixer::{CHANNELS, Deck, Mixer, Overlay, RATE, normalising_gain, rms_db, to_s16le};
 use crate::programme::{Item, ItemState, Origin, Programme};
 use crate::subsonic::{Song, Subsonic, SubsonicError};
+use crate::tts::{Speech, SpeechCache, TtsError};
 
 /// How far ahead of wall-clock time the mixer runs.
 const LEAD: Duration = Duration::from_millis(300);
@@ -61,7 +62,30 @@ pub struct StationSettings {
     pub target_loudness_db: f32,
     /// Where picks come from.
     pub source: Source,
+    /// The music's level under the voice (dB), and how fast it ducks and comes back.
+    pub duck: (f32, Duration, Duration),
 }
+
+/// The DJ's voice: an engine and its clip cache.
+#[derive(Clone)]
+pub struct Voice {
+    /// The engine.
+    pub speech: Arc<dyn Speech>,
+    /// The clips.
+    pub cache: Arc<SpeechCache>,
+}
+
+/// What `say` put on air.
+#[derive(Debug, Clone, Serialize)]
+pub struct Said {
+    /// The clip's length.
+    pub seconds: f64,
+    /// Whether the clip came from the cache.
+    pub cached: bool,
+}
+
+/// The longest speech put on air at once.
+const MAX_SPEECH: Duration = Duration::from_secs(120);
 
 /// A planned or airing item as pages see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -101,6 +125,8 @@ pub struct Snapshot {
     pub content_type: &'static str,
     /// What keeps the station from playing, if anything (the library unreachable...).
     pub problem: Option<String>,
+    /// A voice is on air (the music ducked under it).
+    pub speaking: bool,
 }
 
 enum Command {
@@ -109,6 +135,8 @@ enum Command {
     Crossfade(Duration),
     /// Publish the state now (the plan changed), then answer.
     Refresh(oneshot::Sender<()>),
+    /// A voice over the music.
+    Speak(Deck),
 }
 
 /// A running station; cheap to clone.
@@ -127,6 +155,9 @@ struct Shared {
     source: watch::Sender<Source>,
     format: StreamFormat,
     tasks: Vec<JoinHandle<()>>,
+    voice: Option<Voice>,
+    ffmpeg: PathBuf,
+    target_loudness_db: f32,
 }
 
 impl Drop for Shared {
@@ -155,11 +186,22 @@ pub enum ControlError {
     /// The station has stopped.
     #[error("the station has stopped")]
     Stopped,
+    /// Speech could not be made.
+    #[error(transparent)]
+    Speech(#[from] TtsError),
+    /// The station has no voice.
+    #[error("the station has no voice: {0}")]
+    NoVoice(String),
 }
 
 impl Station {
     /// Starts playing `library` with `settings`, the programme in `programme`.
-    pub fn start(library: Subsonic, programme: Programme, settings: StationSettings) -> Station {
+    pub fn start(
+        library: Subsonic,
+        programme: Programme,
+        settings: StationSettings,
+        voice: Option<Voice>,
+    ) -> Station {
         let library = Arc::new(library);
         let programme = Arc::new(programme);
         // About a second of audio for a newcomer's player to start on.
@@ -179,6 +221,7 @@ impl Station {
             listeners: 0,
             content_type: settings.format.content_type(),
             problem: None,
+            speaking: false,
         };
         let (snap_tx, snapshot) = watch::channel(first);
         let (problem_tx, problem_rx) = watch::channel(None::<String>);
@@ -187,6 +230,11 @@ impl Station {
         let (remaining_tx, remaining_rx) = watch::channel(Duration::ZERO);
         let playout = Playout {
             mixer: Mixer::new(settings.curve, frames_of(settings.crossfade)),
+            overlay: Overlay::new(
+                settings.duck.0,
+                frames_of(settings.duck.1),
+                frames_of(settings.duck.2),
+            ),
             current: None,
             next: None,
             loading: None,
@@ -226,6 +274,9 @@ impl Station {
                 source,
                 format: settings.format,
                 tasks,
+                voice,
+                ffmpeg: settings.ffmpeg.clone(),
+                target_loudness_db: settings.target_loudness_db,
             }),
         }
     }
@@ -287,6 +338,39 @@ impl Station {
     /// The source picks come from.
     pub fn source(&self) -> Source {
         self.shared.source.borrow().clone()
+    }
+
+    /// Speaks `text` over the music (the music ducked under it); returns once the voice
+    /// is on air. Synthesis and decoding happen here, never in the playout loop.
+    pub async fn say(&self, text: &str) -> Result<Said, ControlError> {
+        let voice = self
+            .shared
+            .voice
+            .as_ref()
+            .ok_or_else(|| ControlError::NoVoice("radio.tts is not usable".into()))?;
+        let (clip, cached) = voice.cache.speak(voice.speech.as_ref(), text).await?;
+        let bytes = tokio::fs::read(&clip.path)
+            .await
+            .map_err(|e| TtsError::Cache(e.to_string()))?;
+        let body = http_body_util::Full::new(Bytes::from(bytes));
+        let mut decoder =
+            ffmpeg::decode(&self.shared.ffmpeg, body).map_err(|e| TtsError::Failed {
+                engine: self.shared.ffmpeg.display().to_string(),
+                why: e.to_string(),
+            })?;
+        let mut deck = Deck::new();
+        while let Some(block) = decoder.pcm.recv().await {
+            if deck.frames() > frames_of(MAX_SPEECH) {
+                break;
+            }
+            deck.push(&block);
+        }
+        deck.finished = true;
+        let head = deck.head(frames_of(MEASURE) * CHANNELS);
+        deck.gain = normalising_gain(None, rms_db(&head), self.shared.target_loudness_db);
+        let seconds = deck.frames() as f64 / f64::from(RATE);
+        self.send(Command::Speak(deck)).await?;
+        Ok(Said { seconds, cached })
     }
 
     /// Queues a song to play after the other queued ones.
@@ -378,6 +462,7 @@ impl Loaded {
 
 struct Playout {
     mixer: Mixer,
+    overlay: Overlay,
     current: Option<Loaded>,
     next: Option<Loaded>,
     loading: Option<(i64, JoinHandle<Result<Loaded, String>>)>,
@@ -429,6 +514,7 @@ impl Playout {
                 let frames = ((due - produced as f64) as usize).clamp(1, 4096);
                 out.clear();
                 changed |= self.produce(frames, &mut out);
+                changed |= self.overlay.process(&mut out);
                 produced += (out.len() / CHANNELS) as u64;
                 pcm.clear();
                 to_s16le(&out, &mut pcm);
@@ -455,6 +541,7 @@ impl Playout {
                 self.mixer.set_fade_frames(frames_of(d));
                 self.settings.crossfade = d;
             }
+            Command::Speak(deck) => self.overlay.speak(deck),
             Command::Refresh(done) => {
                 self.publish();
                 let _ = done.send(());
@@ -716,6 +803,7 @@ impl Playout {
             listeners: self.broadcast.listeners(),
             content_type: self.settings.format.content_type(),
             problem: self.problem.borrow().clone(),
+            speaking: self.overlay.speaking(),
         };
         self.snapshot.send_if_modified(|s| {
             if *s == snap {

@@ -166,6 +166,11 @@ pub(crate) fn routes(table: RouteTable, radio: Arc<Radio>) -> RouteTable {
             post(queue).with_state(radio.clone()),
         )
         .route(
+            "/radio/api/say",
+            Exposure::Control,
+            post(say).with_state(radio.clone()),
+        )
+        .route(
             "/radio/api/search",
             Exposure::Control,
             get(search).with_state(radio.clone()),
@@ -615,6 +620,40 @@ async fn settings(State(radio): State<Arc<Radio>>) -> Response {
     match radio.station() {
         Ok(s) => Json(json!({"source": source_text(&s.source())})).into_response(),
         Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SayRequest {
+    text: String,
+}
+
+/// `POST /radio/api/say` `{"text": ...}`: the DJ's voice over the music, now.
+async fn say(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
+    let station = match radio.station() {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let req: SayRequest = match json_body(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    use moat_radio::station::ControlError;
+    use moat_radio::tts::TtsError;
+    match station.say(&req.text).await {
+        Ok(said) => Json(json!({"ok": true, "seconds": said.seconds, "cached": said.cached}))
+            .into_response(),
+        Err(ControlError::Speech(TtsError::Text)) => refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &TtsError::Text.to_string(),
+        ),
+        Err(e) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "speech_unavailable",
+            &e.to_string(),
+        ),
     }
 }
 

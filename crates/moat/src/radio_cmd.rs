@@ -54,12 +54,7 @@ fn say(
         moat_core::config::radio::validate(&radio)
             .map_err(|(key, why)| Failure::usage(anyhow!("--voice: {key}: {why}")))?;
     }
-    let engine = moat_radio::tts::Espeak {
-        binary: tts.espeak.clone(),
-        voice: tts.voice.clone(),
-        words_per_minute: tts.words_per_minute,
-        timeout: tts.timeout,
-    };
+    let engine = app::radio::espeak(&tts);
     home.ensure().map_err(Failure::runtime)?;
     let cache = moat_radio::tts::SpeechCache::open(
         &app::radio::speech_cache_dir(home),

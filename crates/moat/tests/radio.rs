@@ -1015,3 +1015,47 @@ fn espeak_speaks_into_the_cache_and_a_repeat_comes_from_it() {
             .all(|n| n.ends_with(".wav") && !n.starts_with(".tmp"))
     );
 }
+
+#[test]
+fn the_djs_voice_goes_over_the_music_and_the_music_plays_on() {
+    let sub = Supysonic::start();
+    let moat = serve(radio_home(&sub.url(), PASSWORD, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    let token = moat.token();
+    let auth = [("X-Moat-Control-Token", token.as_str())];
+    let (mut live, _) = open_live(moat.lan.unwrap(), false);
+    let _ = read_for(&mut live, 0.5);
+    let text = "You are listening to moat radio. Here is the next song.";
+    let started = Instant::now();
+    let r = post_json(moat.main, "/radio/api/say", &auth, &format!("{{\"text\": \"{text}\"}}"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let answered = started.elapsed();
+    let said = r.json();
+    let seconds = said["seconds"].as_f64().unwrap();
+    assert!(seconds > 1.5, "{said}");
+    assert_eq!(said["cached"], false);
+    assert!(answered < Duration::from_secs(5), "speech took {answered:?} to reach the air");
+    assert_eq!(now(&moat)["speaking"], true);
+    // The listener's stream goes on through it, in real time.
+    let during = read_for(&mut live, seconds + 1.5);
+    assert!(
+        during.len() as f64 > 0.8 * (seconds + 1.5) * BYTES_PER_SEC,
+        "{} bytes while the voice spoke",
+        during.len()
+    );
+    let (decoded, _) = probe(&during);
+    assert!(decoded > seconds, "decoded {decoded}s");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while now(&moat)["speaking"] == true {
+        assert!(Instant::now() < deadline, "the voice never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The same words again come from the cache.
+    let r = post_json(moat.main, "/radio/api/say", &auth, &format!("{{\"text\": \"{text}\"}}"));
+    assert_eq!(r.json()["cached"], true, "{r:?}");
+    for bad in ["{\"text\": \"\"}", "{\"words\": \"hi\"}", "not json"] {
+        let r = post_json(moat.main, "/radio/api/say", &auth, bad);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    assert_eq!(post_json(moat.main, "/radio/api/say", &[], "{\"text\": \"hi\"}").status, 403);
+}

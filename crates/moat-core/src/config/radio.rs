@@ -88,6 +88,14 @@ pub struct TtsConfig {
     pub cache_max_clips: usize,
     /// Bytes kept in the cache at most.
     pub cache_max_bytes: u64,
+    /// The music's level under the voice, in dB (negative).
+    pub duck_db: f32,
+    /// How long the music takes to duck before the voice comes in.
+    #[serde(with = "humantime_serde")]
+    pub duck_attack: Duration,
+    /// How long the music takes to come back after the voice.
+    #[serde(with = "humantime_serde")]
+    pub duck_release: Duration,
 }
 
 impl Default for TtsConfig {
@@ -100,6 +108,9 @@ impl Default for TtsConfig {
             timeout: Duration::from_secs(20),
             cache_max_clips: 500,
             cache_max_bytes: 256 * 1024 * 1024,
+            duck_db: -12.0,
+            duck_attack: Duration::from_millis(300),
+            duck_release: Duration::from_millis(800),
         }
     }
 }
@@ -261,6 +272,18 @@ pub fn validate(r: &RadioConfig) -> Result<(), (String, String)> {
         return Err((
             "radio.tts.cache_max_clips".into(),
             "the cache needs room for at least one clip and 1 MiB".into(),
+        ));
+    }
+    if !(-60.0..=0.0).contains(&t.duck_db) {
+        return Err((
+            "radio.tts.duck_db".into(),
+            "must be between -60 and 0 (dB)".into(),
+        ));
+    }
+    if t.duck_attack > Duration::from_secs(5) || t.duck_release > Duration::from_secs(10) {
+        return Err((
+            "radio.tts.duck_attack".into(),
+            "duck_attack is at most 5s and duck_release at most 10s".into(),
         ));
     }
     if r.ffmpeg.as_os_str().is_empty() {

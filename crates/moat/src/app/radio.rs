@@ -70,6 +70,35 @@ pub(crate) async fn station(
         horizon: radio.horizon,
         target_loudness_db: radio.target_loudness_db,
         source: Source::parse(&radio.source)?,
+        duck: (
+            radio.tts.duck_db,
+            radio.tts.duck_attack,
+            radio.tts.duck_release,
+        ),
     };
-    Ok(Station::start(library, programme, settings))
+    let voice = match moat_radio::tts::SpeechCache::open(
+        &speech_cache_dir(home),
+        radio.tts.cache_max_clips,
+        radio.tts.cache_max_bytes,
+    ) {
+        Ok(cache) => Some(moat_radio::Voice {
+            speech: std::sync::Arc::new(espeak(&radio.tts)),
+            cache: std::sync::Arc::new(cache),
+        }),
+        Err(e) => {
+            tracing::warn!("the radio has no voice: {e}");
+            None
+        }
+    };
+    Ok(Station::start(library, programme, settings, voice))
+}
+
+/// The configured espeak-ng voice.
+pub(crate) fn espeak(tts: &moat_core::config::radio::TtsConfig) -> moat_radio::tts::Espeak {
+    moat_radio::tts::Espeak {
+        binary: tts.espeak.clone(),
+        voice: tts.voice.clone(),
+        words_per_minute: tts.words_per_minute,
+        timeout: tts.timeout,
+    }
 }
