@@ -12,8 +12,10 @@
 //! - [`icy`]: the ICY (Shoutcast) metadata blocks players show titles from.
 //! - [`station`]: the playout and refill loops and the handle routes use.
 //! - [`tts`]: speech for the DJ: engines as subprocesses and a bounded clip cache.
+//! - [`dj`]: the host who talks between songs, through a model the binary provides.
 
 pub mod broadcast;
+pub mod dj;
 pub mod ffmpeg;
 pub mod framing;
 pub mod icy;

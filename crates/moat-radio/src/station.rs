@@ -127,6 +127,8 @@ pub struct Snapshot {
     pub problem: Option<String>,
     /// A voice is on air (the music ducked under it).
     pub speaking: bool,
+    /// What the voice said last.
+    pub last_talk: Option<String>,
 }
 
 enum Command {
@@ -135,8 +137,8 @@ enum Command {
     Crossfade(Duration),
     /// Publish the state now (the plan changed), then answer.
     Refresh(oneshot::Sender<()>),
-    /// A voice over the music.
-    Speak(Deck),
+    /// A voice over the music, and its words.
+    Speak(Deck, Option<String>),
 }
 
 /// A running station; cheap to clone.
@@ -222,6 +224,7 @@ impl Station {
             content_type: settings.format.content_type(),
             problem: None,
             speaking: false,
+            last_talk: None,
         };
         let (snap_tx, snapshot) = watch::channel(first);
         let (problem_tx, problem_rx) = watch::channel(None::<String>);
@@ -235,6 +238,7 @@ impl Station {
                 frames_of(settings.duck.1),
                 frames_of(settings.duck.2),
             ),
+            last_talk: None,
             current: None,
             next: None,
             loading: None,
@@ -343,6 +347,19 @@ impl Station {
     /// Speaks `text` over the music (the music ducked under it); returns once the voice
     /// is on air. Synthesis and decoding happen here, never in the playout loop.
     pub async fn say(&self, text: &str) -> Result<Said, ControlError> {
+        let (deck, said) = self.prepare_speech(text).await?;
+        self.air(deck, Some(text.trim().to_string())).await?;
+        Ok(said)
+    }
+
+    /// Puts a prepared voice on air now, over the music.
+    pub async fn air(&self, voice: Deck, words: Option<String>) -> Result<(), ControlError> {
+        self.send(Command::Speak(voice, words)).await
+    }
+
+    /// `text` spoken, decoded and brought to the station's loudness, ready to air:
+    /// everything slow happens here, outside the playout loop.
+    pub async fn prepare_speech(&self, text: &str) -> Result<(Deck, Said), ControlError> {
         let voice = self
             .shared
             .voice
@@ -369,8 +386,7 @@ impl Station {
         let head = deck.head(frames_of(MEASURE) * CHANNELS);
         deck.gain = normalising_gain(None, rms_db(&head), self.shared.target_loudness_db);
         let seconds = deck.frames() as f64 / f64::from(RATE);
-        self.send(Command::Speak(deck)).await?;
-        Ok(Said { seconds, cached })
+        Ok((deck, Said { seconds, cached }))
     }
 
     /// Queues a song to play after the other queued ones.
@@ -463,6 +479,7 @@ impl Loaded {
 struct Playout {
     mixer: Mixer,
     overlay: Overlay,
+    last_talk: Option<String>,
     current: Option<Loaded>,
     next: Option<Loaded>,
     loading: Option<(i64, JoinHandle<Result<Loaded, String>>)>,
@@ -541,7 +558,12 @@ impl Playout {
                 self.mixer.set_fade_frames(frames_of(d));
                 self.settings.crossfade = d;
             }
-            Command::Speak(deck) => self.overlay.speak(deck),
+            Command::Speak(deck, words) => {
+                self.overlay.speak(deck);
+                if words.is_some() {
+                    self.last_talk = words;
+                }
+            }
             Command::Refresh(done) => {
                 self.publish();
                 let _ = done.send(());
@@ -804,6 +826,7 @@ impl Playout {
             content_type: self.settings.format.content_type(),
             problem: self.problem.borrow().clone(),
             speaking: self.overlay.speaking(),
+            last_talk: self.last_talk.clone(),
         };
         self.snapshot.send_if_modified(|s| {
             if *s == snap {

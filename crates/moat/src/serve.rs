@@ -273,7 +273,7 @@ async fn serve(
         channels: hub.clone(),
     });
     let web_chat = agent.is_ok();
-    let station = app::radio::station(home, &config.radio, radio_password).await;
+    let station = app::radio::station(home, &config.radio, radio_password, gateway.clone()).await;
     match (&station, config.radio.station_library()) {
         (Err(why), Some(_)) => tracing::warn!("the radio is not playing: {why}"),
         (Ok(_), _) => {

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::upstream::{FakeUpstream, Reply};
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const PASSWORD: &str = "subsonic-CANARY-5d2e91";
 const USER: &str = "radio";
@@ -1027,14 +1028,22 @@ fn the_djs_voice_goes_over_the_music_and_the_music_plays_on() {
     let _ = read_for(&mut live, 0.5);
     let text = "You are listening to moat radio. Here is the next song.";
     let started = Instant::now();
-    let r = post_json(moat.main, "/radio/api/say", &auth, &format!("{{\"text\": \"{text}\"}}"));
+    let r = post_json(
+        moat.main,
+        "/radio/api/say",
+        &auth,
+        &format!("{{\"text\": \"{text}\"}}"),
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let answered = started.elapsed();
     let said = r.json();
     let seconds = said["seconds"].as_f64().unwrap();
     assert!(seconds > 1.5, "{said}");
     assert_eq!(said["cached"], false);
-    assert!(answered < Duration::from_secs(5), "speech took {answered:?} to reach the air");
+    assert!(
+        answered < Duration::from_secs(5),
+        "speech took {answered:?} to reach the air"
+    );
     assert_eq!(now(&moat)["speaking"], true);
     // The listener's stream goes on through it, in real time.
     let during = read_for(&mut live, seconds + 1.5);
@@ -1051,11 +1060,156 @@ fn the_djs_voice_goes_over_the_music_and_the_music_plays_on() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The same words again come from the cache.
-    let r = post_json(moat.main, "/radio/api/say", &auth, &format!("{{\"text\": \"{text}\"}}"));
+    let r = post_json(
+        moat.main,
+        "/radio/api/say",
+        &auth,
+        &format!("{{\"text\": \"{text}\"}}"),
+    );
     assert_eq!(r.json()["cached"], true, "{r:?}");
     for bad in ["{\"text\": \"\"}", "{\"words\": \"hi\"}", "not json"] {
         let r = post_json(moat.main, "/radio/api/say", &auth, bad);
         assert_eq!(r.status, 400, "{bad}: {r:?}");
     }
-    assert_eq!(post_json(moat.main, "/radio/api/say", &[], "{\"text\": \"hi\"}").status, 403);
+    assert_eq!(
+        post_json(moat.main, "/radio/api/say", &[], "{\"text\": \"hi\"}").status,
+        403
+    );
+}
+
+/// A radio home whose DJ writes through a backend at `up` (every song, `extra` under
+/// [radio.dj]).
+fn dj_home(sub: &Supysonic, up: &FakeUpstream, extra: &str) -> tempfile::TempDir {
+    radio_home(
+        &sub.url(),
+        PASSWORD,
+        &format!(
+            "[radio.dj]\nenabled = true\nmodel = \"claude-x\"\nevery = 1\n{extra}\n\
+             [llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n",
+            up.url()
+        ),
+    )
+}
+
+/// Waits for `n` transitions (a new item on air each time), watching `/radio/now`.
+fn watch_transitions(moat: &Moat, n: usize, mut each: impl FnMut(&Value)) {
+    let mut seen = now(moat)["now"]["seq"].as_i64();
+    let mut left = n;
+    let deadline = Instant::now() + Duration::from_secs(30 * n as u64 + 20);
+    while left > 0 {
+        let snap = now(moat);
+        each(&snap);
+        let seq = snap["now"]["seq"].as_i64();
+        if seq.is_some() && seq != seen {
+            seen = seq;
+            left -= 1;
+        }
+        assert!(Instant::now() < deadline, "no transition: {snap}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A model's whole (not streamed) answer.
+fn a_reply(text: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+               "stop_sequence": null, "usage": {"input_tokens": 30, "output_tokens": 12}}),
+    )
+}
+
+const SCRIPT: &str = "That was lovely. Next up, something calm for the evening.";
+
+#[test]
+fn the_dj_introduces_the_next_song_over_its_intro() {
+    let sub = Supysonic::start();
+    let up = FakeUpstream::start();
+    for _ in 0..4 {
+        up.push(a_reply(&format!("**{SCRIPT}**")));
+    }
+    let moat = serve(dj_home(&sub, &up, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    let mut talked_over: Option<Value> = None;
+    let mut spoke = false;
+    watch_transitions(&moat, 2, |snap| {
+        spoke |= snap["speaking"] == true;
+        if talked_over.is_none() && snap["last_talk"] == SCRIPT {
+            talked_over = Some(snap["now"].clone());
+        }
+    });
+    let talked_over = talked_over.unwrap_or_else(|| {
+        panic!(
+            "the DJ never talked: {:?}\n{}",
+            up.seen().len(),
+            moat.output()
+        )
+    });
+    assert!(spoke, "the voice was never on air");
+    // The model was asked, through moat's router, to introduce the song it talked over.
+    let asked = up.seen();
+    assert!(!asked.is_empty());
+    let body = &asked[0].body;
+    assert_eq!(body["model"], "claude-x");
+    assert!(
+        body["system"]
+            .as_str()
+            .unwrap()
+            .contains("home radio station"),
+        "{body}"
+    );
+    let prompt = body["messages"][0]["content"].as_str().unwrap();
+    let title = talked_over["title"].as_str().unwrap();
+    assert!(
+        asked.iter().any(|s| s.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains(title)),
+        "no prompt introduced {title:?}: {prompt}"
+    );
+    assert!(prompt.contains("Introduce it"), "{prompt}");
+}
+
+#[test]
+fn a_failing_model_costs_the_dj_its_words_and_the_music_plays_on() {
+    let sub = Supysonic::start();
+    let up = FakeUpstream::start(); // nothing scripted: every call fails
+    let moat = serve(dj_home(&sub, &up, ""));
+    on_air(&moat, None, Duration::from_secs(20));
+    let mut spoke = false;
+    watch_transitions(&moat, 2, |snap| spoke |= snap["speaking"] == true);
+    assert!(!spoke, "something was spoken");
+    assert!(now(&moat)["last_talk"].is_null());
+    let asked = up.seen().len();
+    assert!(asked >= 1, "the model was never asked");
+    assert!(
+        asked <= 4,
+        "the model was asked {asked} times for two transitions"
+    );
+    assert!(
+        moat.output().contains("the DJ skips a segment"),
+        "{}",
+        moat.output()
+    );
+}
+
+#[test]
+fn in_a_quiet_window_the_dj_does_not_even_ask() {
+    let sub = Supysonic::start();
+    let up = FakeUpstream::start();
+    up.push(a_reply(SCRIPT));
+    // Two windows that together are the whole day, whatever the time zone.
+    let moat = serve(dj_home(
+        &sub,
+        &up,
+        "quiet = [\"00:00-12:00\", \"12:00-00:00\"]",
+    ));
+    on_air(&moat, None, Duration::from_secs(20));
+    watch_transitions(&moat, 2, |snap| {
+        assert_ne!(snap["speaking"], true, "spoke in a quiet window")
+    });
+    assert!(
+        up.seen().is_empty(),
+        "the model was asked in a quiet window"
+    );
 }

@@ -67,6 +67,67 @@ pub struct RadioConfig {
     pub libraries: BTreeMap<String, LibraryConfig>,
     /// `[radio.tts]`: the DJ's voice.
     pub tts: TtsConfig,
+    /// `[radio.dj]`: the host who talks between songs.
+    pub dj: DjConfig,
+}
+
+/// `[radio.dj]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DjConfig {
+    /// Whether the DJ talks (off until a model is chosen).
+    pub enabled: bool,
+    /// The model that writes what it says, routed like any client's request.
+    pub model: String,
+    /// Who the host is.
+    pub persona: String,
+    /// The language spoken (match the voice).
+    pub language: String,
+    /// Words per segment at most.
+    pub words: u32,
+    /// Talk before every Nth song.
+    pub every: u32,
+    /// Talk per hour at most.
+    #[serde(with = "humantime_serde")]
+    pub talk_per_hour: Duration,
+    /// Local-time windows without talk, `HH:MM-HH:MM`.
+    pub quiet: Vec<String>,
+    /// How long writing and speaking one segment may take before it is skipped.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DjConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model: String::new(),
+            persona: "You are the host of a small home radio station: warm, brief, never pushy."
+                .into(),
+            language: "English".into(),
+            words: 40,
+            every: 2,
+            talk_per_hour: Duration::from_secs(4 * 60),
+            quiet: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parses a quiet window `HH:MM-HH:MM` into minutes of the local day.
+pub fn parse_window(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a window: write HH:MM-HH:MM, e.g. 22:00-07:00");
+    let minute = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b) = (minute(a).ok_or_else(bad)?, minute(b).ok_or_else(bad)?);
+    if a == b {
+        return Err(format!("{s:?} is empty: start and end are the same"));
+    }
+    Ok((a, b))
 }
 
 /// `[radio.tts]`.
@@ -130,6 +191,7 @@ impl Default for RadioConfig {
             ffmpeg: PathBuf::from("ffmpeg"),
             libraries: BTreeMap::new(),
             tts: TtsConfig::default(),
+            dj: DjConfig::default(),
         }
     }
 }
@@ -285,6 +347,22 @@ pub fn validate(r: &RadioConfig) -> Result<(), (String, String)> {
             "radio.tts.duck_attack".into(),
             "duck_attack is at most 5s and duck_release at most 10s".into(),
         ));
+    }
+    let dj = &r.dj;
+    if dj.enabled && dj.model.trim().is_empty() {
+        return Err((
+            "radio.dj.model".into(),
+            "the DJ needs a model to write what it says (a name your routes know, e.g. claude-haiku-4-5)".into(),
+        ));
+    }
+    if !(5..=200).contains(&dj.words) || dj.every == 0 {
+        return Err((
+            "radio.dj.words".into(),
+            "words is 5 to 200 and every at least 1".into(),
+        ));
+    }
+    for w in &dj.quiet {
+        parse_window(w).map_err(|e| ("radio.dj.quiet".to_string(), e))?;
     }
     if r.ffmpeg.as_os_str().is_empty() {
         return Err(("radio.ffmpeg".into(), "must name the ffmpeg binary".into()));

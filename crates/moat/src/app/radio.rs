@@ -45,6 +45,7 @@ pub(crate) async fn station(
     home: &Home,
     radio: &RadioConfig,
     password: Result<SecretString, String>,
+    gateway: std::sync::Arc<moat_llm::Gateway>,
 ) -> Result<Station, String> {
     let Some((name, lib)) = radio.station_library() else {
         return Err(
@@ -90,7 +91,69 @@ pub(crate) async fn station(
             None
         }
     };
-    Ok(Station::start(library, programme, settings, voice))
+    let has_voice = voice.is_some();
+    let station = Station::start(library, programme, settings, voice);
+    if radio.dj.enabled {
+        if has_voice {
+            let dj = &radio.dj;
+            let settings = moat_radio::dj::DjSettings {
+                persona: dj.persona.clone(),
+                language: dj.language.clone(),
+                words: dj.words,
+                every: dj.every,
+                talk_per_hour: dj.talk_per_hour,
+                quiet: dj
+                    .quiet
+                    .iter()
+                    .filter_map(|w| moat_core::config::radio::parse_window(w).ok())
+                    .collect(),
+                timeout: dj.timeout,
+            };
+            let writer = std::sync::Arc::new(Writer {
+                gateway,
+                model: dj.model.clone(),
+                max_tokens: dj.words * 4,
+            });
+            tokio::spawn(moat_radio::dj::run(station.clone(), writer, settings));
+        } else {
+            tracing::warn!("the DJ is not talking: the station has no voice");
+        }
+    }
+    Ok(station)
+}
+
+/// The DJ's scriptwriter: a model call through moat's own router, in process.
+struct Writer {
+    gateway: std::sync::Arc<moat_llm::Gateway>,
+    model: String,
+    max_tokens: u32,
+}
+
+impl moat_radio::dj::Scriptwriter for Writer {
+    fn write<'a>(&'a self, system: &'a str, prompt: &'a str) -> moat_radio::dj::ScriptFuture<'a> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "model": self.model,
+                "max_tokens": self.max_tokens,
+                "system": system,
+                "messages": [{"role": "user", "content": prompt}],
+            });
+            let answer = self
+                .gateway
+                .messages(&body)
+                .await
+                .map_err(|e| format!("the model: {}", e.message))?;
+            let text: String = answer["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            Ok(text)
+        })
+    }
 }
 
 /// The configured espeak-ng voice.

@@ -47,6 +47,7 @@ function show(station) {
     return li;
   }));
   text($("pause"), paused ? "Resume ▶" : "Pause ⏸");
+  text($("talk"), station.last_talk ? (station.speaking ? "🎙 " : "") + "“" + station.last_talk + "”" : "");
 }
 
 async function poll() {

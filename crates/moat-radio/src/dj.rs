@@ -1,0 +1,265 @@
+//! The DJ: a host who talks between songs. Before a transition it has a model write a
+//! few words introducing the next song (through whatever [`Scriptwriter`] the binary
+//! gives it: moat's own router), has them spoken, and puts the voice over the next
+//! song's intro when the transition comes.
+//!
+//! The music never waits for it: the script and the speech are prepared while the
+//! current song plays, and a model or engine that fails or is slow only means that
+//! transition has no talk. Quiet windows (local time) and a talk budget per hour keep it
+//! from talking when it should not.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::mixer::Deck;
+use crate::station::{Entry, Snapshot, Station};
+
+/// A boxed script.
+pub type ScriptFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+/// Writes what the DJ says: a model call, in the binary through moat's router.
+pub trait Scriptwriter: Send + Sync {
+    /// The text for `prompt` under `system`.
+    fn write<'a>(&'a self, system: &'a str, prompt: &'a str) -> ScriptFuture<'a>;
+}
+
+/// How the DJ talks.
+#[derive(Debug, Clone)]
+pub struct DjSettings {
+    /// Who the host is (the system prompt's first part).
+    pub persona: String,
+    /// The language spoken.
+    pub language: String,
+    /// Words per segment at most.
+    pub words: u32,
+    /// Talk before every Nth song.
+    pub every: u32,
+    /// Talk per hour at most.
+    pub talk_per_hour: Duration,
+    /// Quiet windows: (start, end) minutes of the local day; end before start wraps
+    /// past midnight.
+    pub quiet: Vec<(u32, u32)>,
+    /// How long the model and the engine together may take.
+    pub timeout: Duration,
+}
+
+pub use moat_core::config::radio::parse_window;
+
+/// Whether `minute` (of the day) falls in a quiet window.
+pub fn is_quiet(windows: &[(u32, u32)], minute: u32) -> bool {
+    windows.iter().any(|&(start, end)| {
+        if start < end {
+            (start..end).contains(&minute)
+        } else {
+            minute >= start || minute < end
+        }
+    })
+}
+
+/// A model's answer as words to speak: markup and control characters out, at most
+/// `words` words, ending on a sentence when one ends within the limit.
+pub fn spoken(text: &str, words: u32) -> Option<String> {
+    let plain: String = text
+        .chars()
+        .map(|c| match c {
+            '*' | '_' | '#' | '`' | '>' | '[' | ']' => ' ',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    let kept: Vec<&str> = plain.split_whitespace().take(words as usize).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    let mut s = kept.join(" ");
+    if let Some(end) = s.rfind(['.', '!', '?'])
+        && end > s.len() / 2
+    {
+        s.truncate(end + 1);
+    }
+    Some(s)
+}
+
+/// The system prompt and the request for the talk before `next`.
+pub fn prompt(
+    settings: &DjSettings,
+    ending: Option<&Entry>,
+    next: &Entry,
+    clock: &str,
+) -> (String, String) {
+    let system = format!(
+        "{} You speak on air between songs, in {}. Say at most {} words of plain spoken text: \
+         no lists, no markup, no stage directions, no emoji.",
+        settings.persona, settings.language, settings.words
+    );
+    let mut ask = format!("It is {clock}. ");
+    if let Some(e) = ending {
+        ask.push_str(&format!(
+            "The song ending now: \"{}\" by {}. ",
+            e.title, e.artist
+        ));
+    }
+    ask.push_str(&format!(
+        "Next: \"{}\" by {}, from \"{}\". Introduce it.",
+        next.title, next.artist, next.album
+    ));
+    (system, ask)
+}
+
+/// Local time: minute of the day, and `HH:MM`.
+fn local_clock() -> (u32, String) {
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    (
+        now.hour() * 60 + now.minute(),
+        now.format("%H:%M").to_string(),
+    )
+}
+
+/// A prepared segment: for the transition to `seq`.
+struct Ready {
+    seq: i64,
+    deck: Deck,
+    text: String,
+}
+
+/// Runs the DJ on `station` until the station stops.
+pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSettings) {
+    let mut watch = station.watch();
+    let (done, mut prepared) = mpsc::channel::<(i64, Option<Ready>)>(1);
+    let mut preparing_for: Option<i64> = None;
+    // One try per song: a model that fails is not asked again for the same transition.
+    let mut tried_for: Option<i64> = None;
+    let mut ready: Option<Ready> = None;
+    let mut on_air: Option<i64> = watch.borrow().now.as_ref().map(|e| e.seq);
+    let mut since_talk = settings.every.saturating_sub(1);
+    let mut talked: VecDeque<(Instant, f64)> = VecDeque::new();
+    loop {
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() { return },
+            Some((_, result)) = prepared.recv() => {
+                preparing_for = None;
+                ready = result;
+            }
+        }
+        let snap: Snapshot = watch.borrow_and_update().clone();
+        let now_seq = snap.now.as_ref().map(|e| e.seq);
+        if now_seq != on_air {
+            on_air = now_seq;
+            since_talk += 1;
+            // Words prepared for another song (the plan changed: a skip, a queued song)
+            // are dropped.
+            if let Some(r) = ready.take()
+                && Some(r.seq) == now_seq
+            {
+                let seconds = r.deck.frames() as f64 / f64::from(crate::mixer::RATE);
+                tracing::info!(words = r.text.split_whitespace().count(), "the DJ talks");
+                if station.air(r.deck, Some(r.text)).await.is_err() {
+                    return;
+                }
+                talked.push_back((Instant::now(), seconds));
+                since_talk = 0;
+            }
+        }
+        while talked
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(3600))
+        {
+            talked.pop_front();
+        }
+        let spoken_last_hour: f64 = talked.iter().map(|(_, s)| s).sum();
+        let (minute, clock) = local_clock();
+        let (Some(now), Some(next)) = (snap.now.as_ref(), snap.next.first()) else {
+            continue;
+        };
+        let due = since_talk + 1 >= settings.every
+            && ready.is_none()
+            && preparing_for.is_none()
+            && tried_for != Some(next.seq)
+            && spoken_last_hour < settings.talk_per_hour.as_secs_f64()
+            && !is_quiet(&settings.quiet, minute)
+            && snap.state == "playing";
+        if !due {
+            continue;
+        }
+        let (system, ask) = prompt(&settings, Some(now), next, &clock);
+        let seq = next.seq;
+        preparing_for = Some(seq);
+        tried_for = Some(seq);
+        let (station, writer, done, words, limit) = (
+            station.clone(),
+            writer.clone(),
+            done.clone(),
+            settings.words,
+            settings.timeout,
+        );
+        tokio::spawn(async move {
+            let made = tokio::time::timeout(limit, async {
+                let text = writer.write(&system, &ask).await?;
+                let text = spoken(&text, words).ok_or("the model said nothing")?;
+                let (deck, _) = station
+                    .prepare_speech(&text)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(Ready { seq, deck, text })
+            })
+            .await;
+            let result = match made {
+                Ok(Ok(r)) => Some(r),
+                Ok(Err(why)) => {
+                    tracing::warn!("the DJ skips a segment: {why}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("the DJ skips a segment: not ready in {}s", limit.as_secs());
+                    None
+                }
+            };
+            let _ = done.send((seq, result)).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quiet_windows_wrap_past_midnight() {
+        let night = parse_window("22:00-07:00").unwrap();
+        assert_eq!(night, (22 * 60, 7 * 60));
+        assert!(is_quiet(&[night], 23 * 60));
+        assert!(is_quiet(&[night], 3 * 60));
+        assert!(!is_quiet(&[night], 12 * 60));
+        assert!(!is_quiet(&[night], 7 * 60));
+        let lunch = parse_window("12:00-13:30").unwrap();
+        assert!(is_quiet(&[night, lunch], 12 * 60 + 45));
+        for bad in ["", "22-07", "25:00-01:00", "10:00-10:00", "10:61-11:00"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_models_answer_becomes_plain_words_within_the_budget() {
+        assert_eq!(
+            spoken("**Up next:** a *calm* one.\nEnjoy!", 40).as_deref(),
+            Some("Up next: a calm one. Enjoy!")
+        );
+        let long = "One two three. Four five six seven eight nine ten eleven";
+        assert_eq!(
+            spoken(long, 8).as_deref(),
+            Some("One two three. Four five six seven eight")
+        );
+        // Cut at the last sentence when it ends in the second half.
+        assert_eq!(
+            spoken("This is a fine song. And then", 40).as_deref(),
+            Some("This is a fine song.")
+        );
+        assert_eq!(spoken("  \u{7} ## ", 10), None);
+    }
+}
