@@ -25,5 +25,5 @@ pub mod station;
 pub mod subsonic;
 pub mod tts;
 
-pub use station::{Snapshot, Station, StationSettings, Voice};
+pub use station::{Message, Snapshot, Station, StationSettings, Voice};
 pub use subsonic::{Subsonic, SubsonicError};

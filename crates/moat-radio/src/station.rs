@@ -84,6 +84,20 @@ pub struct Said {
     pub cached: bool,
 }
 
+/// A listener's message for the DJ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Who wrote it (as they gave it).
+    pub from: String,
+    /// What they wrote.
+    pub text: String,
+}
+
+/// Messages waiting for the DJ at most.
+const MAX_MESSAGES: usize = 20;
+/// The longest message.
+pub const MAX_MESSAGE_CHARS: usize = 500;
+
 /// The longest speech put on air at once.
 const MAX_SPEECH: Duration = Duration::from_secs(120);
 
@@ -160,6 +174,7 @@ struct Shared {
     voice: Option<Voice>,
     ffmpeg: PathBuf,
     target_loudness_db: f32,
+    messages: std::sync::Mutex<std::collections::VecDeque<Message>>,
 }
 
 impl Drop for Shared {
@@ -281,6 +296,7 @@ impl Station {
                 voice,
                 ffmpeg: settings.ffmpeg.clone(),
                 target_loudness_db: settings.target_loudness_db,
+                messages: std::sync::Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -387,6 +403,60 @@ impl Station {
         deck.gain = normalising_gain(None, rms_db(&head), self.shared.target_loudness_db);
         let seconds = deck.frames() as f64 / f64::from(RATE);
         Ok((deck, Said { seconds, cached }))
+    }
+
+    /// Leaves a listener's message for the DJ (already screened by the caller); false
+    /// when too many are waiting. Control characters go; the text is bounded.
+    pub fn leave_message(&self, from: &str, text: &str) -> bool {
+        let clean = |s: &str, n: usize| -> String {
+            s.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(n)
+                .collect::<String>()
+                .trim()
+                .to_string()
+        };
+        let mut waiting = self
+            .shared
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if waiting.len() >= MAX_MESSAGES {
+            return false;
+        }
+        waiting.push_back(Message {
+            from: clean(from, 60),
+            text: clean(text, MAX_MESSAGE_CHARS),
+        });
+        true
+    }
+
+    /// The oldest waiting message, taken.
+    pub fn take_message(&self) -> Option<Message> {
+        self.shared
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+
+    /// Puts a message back first in line (its segment could not be made).
+    pub fn return_message(&self, m: Message) {
+        self.shared
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_front(m);
+    }
+
+    /// Whether a message is waiting.
+    pub fn has_message(&self) -> bool {
+        !self
+            .shared
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Queues a song to play after the other queued ones.

@@ -171,6 +171,11 @@ pub(crate) fn routes(table: RouteTable, radio: Arc<Radio>) -> RouteTable {
             post(say).with_state(radio.clone()),
         )
         .route(
+            "/radio/api/message",
+            Exposure::Control,
+            post(message).with_state(radio.clone()),
+        )
+        .route(
             "/radio/api/search",
             Exposure::Control,
             get(search).with_state(radio.clone()),
@@ -655,6 +660,62 @@ async fn say(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
             &e.to_string(),
         ),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRequest {
+    text: String,
+    #[serde(default)]
+    from: String,
+}
+
+/// `POST /radio/api/message` `{"text", "from"?}`: a message for the DJ to read on air.
+/// The guard screens it first: one that reads as instructions to a model (tier medium or
+/// high) is refused, and no model ever sees it.
+async fn message(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
+    let station = match radio.station() {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let req: MessageRequest = match json_body(&body) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let chars = req.text.trim().chars().count();
+    if chars == 0 || chars > moat_radio::station::MAX_MESSAGE_CHARS {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!(
+                "a message is 1 to {} characters",
+                moat_radio::station::MAX_MESSAGE_CHARS
+            ),
+        );
+    }
+    let report = moat_guard::Scanner::global().scan(&format!("{}\n{}", req.from, req.text));
+    if report.tier >= moat_guard::Tier::Medium {
+        tracing::warn!(
+            tier = report.tier.as_str(),
+            "a listener message was refused by the guard"
+        );
+        return refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "message_flagged",
+            &format!(
+                "the message reads as instructions to a model (guard tier {}); it was not passed on",
+                report.tier.as_str()
+            ),
+        );
+    }
+    if !station.leave_message(&req.from, &req.text) {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_messages",
+            "the DJ has enough messages waiting; try again after the next songs",
+        );
+    }
+    Json(json!({"ok": true})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -91,6 +91,12 @@ async function enableControls() {
   const say = (msg) => text($("message"), msg);
   $("skip").onclick = () => control("skip").then(() => say("skipping…"), (e) => say(e.message));
   $("pause").onclick = () => control(paused ? "resume" : "pause").then(poll, (e) => say(e.message));
+  $("message").onsubmit = (ev) => {
+    ev.preventDefault();
+    const text = $("note").value.trim();
+    if (!text) return;
+    control("message", { text }).then(() => { $("note").value = ""; say("the DJ has your message"); }, (e) => say(e.message));
+  };
   $("search").onsubmit = async (ev) => {
     ev.preventDefault();
     const q = $("q").value.trim();
