@@ -433,7 +433,17 @@ impl Policy {
 
     /// Runs the checks of `class` against `facts`; the first failing check is the answer.
     pub fn decide(&self, class: Exposure, facts: &RequestFacts<'_>) -> Result<(), Denial> {
-        for check in class.checks() {
+        // Read-only media is for anyone on the LAN listener; on the main listener it is
+        // this machine's (and a remote main listener's callers with the key), with the
+        // Host check that stops a DNS-rebinding page from reading it.
+        let checks = match (class, self.kind, self.remote) {
+            (Exposure::Lan, ListenerKind::Main, false) => &[Check::Peer, Check::Host][..],
+            (Exposure::Lan, ListenerKind::Main, true) => {
+                &[Check::Peer, Check::Host, Check::ApiKey][..]
+            }
+            _ => class.checks(),
+        };
+        for check in checks {
             let ok = match check {
                 Check::Peer => facts.peer.is_loopback() || self.remote,
                 Check::Host => self.host_allowed(facts),
@@ -585,7 +595,56 @@ mod tests {
             ..remote()
         };
         assert_eq!(p.decide(Exposure::Open, &anyone), Ok(()));
-        assert_eq!(p.decide(Exposure::Lan, &anyone), Ok(()));
+        // On the LAN listener, read-only media is for anyone.
+        let lan = Policy::new(PolicySettings {
+            kind: ListenerKind::Lan,
+            bound: "0.0.0.0:7412".parse().unwrap(),
+            allowed_hosts: Vec::new(),
+            cors_origin: None,
+            api_key: None,
+            control_token: SecretString::new(TOKEN.into()),
+            tls: false,
+            allow_insecure_remote: false,
+        })
+        .unwrap();
+        assert_eq!(lan.decide(Exposure::Lan, &anyone), Ok(()));
+        assert_eq!(lan.decide(Exposure::Open, &anyone), Ok(()));
+    }
+
+    #[test]
+    fn lan_media_on_the_main_listener_is_this_machines_by_its_own_name() {
+        let p = policy(false, true);
+        assert_eq!(
+            p.decide(
+                Exposure::Lan,
+                &RequestFacts {
+                    control_token: None,
+                    ..local()
+                }
+            ),
+            Ok(())
+        );
+        // A page whose name was rebound to 127.0.0.1 names itself in Host.
+        let rebound = RequestFacts {
+            host: Some("evil.example:7411"),
+            control_token: None,
+            ..local()
+        };
+        assert_eq!(p.decide(Exposure::Lan, &rebound), Err(Denial::Host));
+        assert_eq!(p.decide(Exposure::Lan, &remote()), Err(Denial::Peer));
+        // A remote main listener serves it to callers with the key only.
+        let p = policy(true, true);
+        let peer = RequestFacts {
+            local: "192.0.2.1:7411".parse().unwrap(),
+            host: Some("192.0.2.1:7411"),
+            ..remote()
+        };
+        assert_eq!(p.decide(Exposure::Lan, &peer), Err(Denial::ApiKey));
+        let keyed = RequestFacts {
+            api_key: Some(KEY),
+            ..peer
+        };
+        assert_eq!(p.decide(Exposure::Lan, &keyed), Ok(()));
     }
 
     #[test]

@@ -220,7 +220,11 @@ impl Routes {
         // A CORS preflight carries no credentials by design. The CORS layer answers it
         // without calling a handler, and only grants the configured origin.
         let preflight = compiled.cors && is_preflight(&req);
-        if !entry.class.checks().is_empty() && !preflight {
+        // Read-only media has checks on the main listener only (see `Policy::decide`).
+        let checked = !entry.class.checks().is_empty()
+            || (entry.class == Exposure::Lan
+                && compiled.policy.kind() == crate::exposure::ListenerKind::Main);
+        if checked && !preflight {
             let facts = request_facts(&conn, &req);
             if let Err(denial) = compiled.policy.decide(entry.class, &facts) {
                 tracing::warn!(

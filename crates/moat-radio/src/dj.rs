@@ -140,11 +140,13 @@ fn local_clock() -> (u32, String) {
     )
 }
 
-/// A prepared segment: for the transition to `seq`.
+/// A prepared segment: for the transition to `seq`, with the listener's message it
+/// reads, if any (given back if the segment never airs).
 struct Ready {
     seq: i64,
     deck: Deck,
     text: String,
+    message: Option<Message>,
 }
 
 /// Runs the DJ on `station` until the station stops.
@@ -172,17 +174,19 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
             on_air = now_seq;
             since_talk += 1;
             // Words prepared for another song (the plan changed: a skip, a queued song)
-            // are dropped.
-            if let Some(r) = ready.take()
-                && Some(r.seq) == now_seq
-            {
-                let seconds = r.deck.frames() as f64 / f64::from(crate::mixer::RATE);
-                tracing::info!(words = r.text.split_whitespace().count(), "the DJ talks");
-                if station.air(r.deck, Some(r.text)).await.is_err() {
-                    return;
+            // are dropped; a message they read goes back in line.
+            if let Some(r) = ready.take() {
+                if Some(r.seq) == now_seq {
+                    let seconds = r.deck.frames() as f64 / f64::from(crate::mixer::RATE);
+                    tracing::info!(words = r.text.split_whitespace().count(), "the DJ talks");
+                    if station.air(r.deck, Some(r.text)).await.is_err() {
+                        return;
+                    }
+                    talked.push_back((Instant::now(), seconds));
+                    since_talk = 0;
+                } else if let Some(m) = r.message {
+                    station.return_message(m);
                 }
-                talked.push_back((Instant::now(), seconds));
-                since_talk = 0;
             }
         }
         while talked
@@ -196,6 +200,14 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
         let (Some(now), Some(next)) = (snap.now.as_ref(), snap.next.first()) else {
             continue;
         };
+        // Words for a song that is no longer next (a skip, a queued song) are dropped at
+        // once, so the song that is next can have its own; a message they read goes back.
+        if ready.as_ref().is_some_and(|r| r.seq != next.seq)
+            && let Some(stale) = ready.take()
+            && let Some(m) = stale.message
+        {
+            station.return_message(m);
+        }
         let due = (since_talk + 1 >= settings.every || station.has_message())
             && ready.is_none()
             && preparing_for.is_none()
@@ -227,22 +239,28 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
                     .prepare_speech(&text)
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok::<_, String>(Ready { seq, deck, text })
+                Ok::<_, String>((deck, text))
             })
             .await;
-            if !matches!(made, Ok(Ok(_)))
-                && let Some(m) = message
-            {
-                station.return_message(m);
-            }
             let result = match made {
-                Ok(Ok(r)) => Some(r),
+                Ok(Ok((deck, text))) => Some(Ready {
+                    seq,
+                    deck,
+                    text,
+                    message,
+                }),
                 Ok(Err(why)) => {
                     tracing::warn!("the DJ skips a segment: {why}");
+                    if let Some(m) = message {
+                        station.return_message(m);
+                    }
                     None
                 }
                 Err(_) => {
                     tracing::warn!("the DJ skips a segment: not ready in {}s", limit.as_secs());
+                    if let Some(m) = message {
+                        station.return_message(m);
+                    }
                     None
                 }
             };

@@ -22,6 +22,10 @@ use crate::mixer::{CHANNELS, RATE, from_s16le};
 /// Decoded PCM blocks waiting for the mixer, per decoder: with 64 KiB reads, about a
 /// second and a half; then ffmpeg waits, and so does the download.
 const DECODED_BLOCKS: usize = 16;
+/// The longest a track's download may go without a byte.
+const DOWNLOAD_IDLE: Duration = Duration::from_secs(30);
+/// The longest one write of PCM to the encoder may take before it counts as hung.
+const ENCODER_STALL: Duration = Duration::from_secs(5);
 
 /// Whether `ffmpeg` can be run, and its version line.
 pub async fn version(ffmpeg: &Path) -> Result<String, String> {
@@ -86,7 +90,20 @@ where
     let mut stdout = child.stdout.take().expect("stdout is piped");
     tokio::spawn(async move {
         let mut body = body;
-        while let Some(frame) = body.frame().await {
+        loop {
+            // A download that goes quiet without breaking (a hung server, a half-open
+            // connection) ends the track like one that breaks.
+            let frame = match tokio::time::timeout(DOWNLOAD_IDLE, body.frame()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        "a track's download stalled for {}s; the track ends there",
+                        DOWNLOAD_IDLE.as_secs()
+                    );
+                    return;
+                }
+            };
             match frame {
                 Ok(f) => {
                     if let Ok(data) = f.into_data()
@@ -165,7 +182,13 @@ async fn supervise(
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match run_encoder(&ffmpeg, format, kbps, &out, &mut rx).await {
+        let started = std::time::Instant::now();
+        // A run that lasted a while was a healthy one: the next failure starts over.
+        let result = run_encoder(&ffmpeg, format, kbps, &out, &mut rx).await;
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(200);
+        }
+        match result {
             Ok(()) => return, // the station stopped
             Err(why) => {
                 tracing::error!("the radio encoder stopped ({why}); restarting it");
@@ -248,11 +271,11 @@ async fn run_encoder(
     let result = loop {
         tokio::select! {
             block = rx.recv() => match block {
-                Some(b) => {
-                    if let Err(e) = stdin.write_all(&b).await {
-                        break Err(format!("it stopped reading ({e})"));
-                    }
-                }
+                Some(b) => match tokio::time::timeout(ENCODER_STALL, stdin.write_all(&b)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(format!("it stopped reading ({e})")),
+                    Err(_) => break Err(format!("it took no input for {}s", ENCODER_STALL.as_secs())),
+                },
                 None => break Ok(()),
             },
             status = child.wait() => {

@@ -593,6 +593,7 @@ impl Playout {
             for l in [&mut self.current, &mut self.next].into_iter().flatten() {
                 l.drain(lookahead);
             }
+            changed |= self.drop_empty_load();
             self.set_gains();
             changed |= self.advance_plan();
 
@@ -658,6 +659,25 @@ impl Playout {
             _ => self.failed_loads += 1,
         }
         true
+    }
+
+    /// A loaded track that decoded to (almost) nothing: not audio, or a format ffmpeg
+    /// cannot read from a pipe. It is dropped as a failed load, never aired or scrobbled.
+    fn drop_empty_load(&mut self) -> bool {
+        let empty = self.next.as_ref().is_some_and(|n| {
+            n.deck.finished
+                && n.deck.played == 0
+                && n.deck.frames() < frames_of(Duration::from_secs(1))
+        });
+        if empty && let Some(n) = self.next.take() {
+            tracing::warn!(track = %n.item.song.id, "a planned track decoded to no audio and is dropped");
+            if let Err(e) = self.programme.drop_planned(n.item.seq) {
+                tracing::error!("{e}");
+            }
+            self.failed_loads += 1;
+            return true;
+        }
+        false
     }
 
     fn set_gains(&mut self) {
@@ -964,8 +984,11 @@ impl Refiller {
         let mut ahead = *self.remaining.borrow()
             + planned
                 .iter()
-                .map(|i| Duration::from_millis(i.song.duration_ms).saturating_sub(fade))
+                .map(|i| air_of(i.song.duration_ms, fade))
                 .sum::<Duration>();
+        if planned.len() >= MAX_PLANNED {
+            return Ok(());
+        }
         let mut rounds = 0;
         while ahead < self.settings.horizon && rounds < 8 {
             rounds += 1;
@@ -1018,7 +1041,7 @@ impl Refiller {
                 self.programme
                     .add(song, Origin::Picked)
                     .map_err(|e| e.to_string())?;
-                ahead += Duration::from_millis(song.duration_ms.max(1000)).saturating_sub(fade);
+                ahead += air_of(song.duration_ms, fade);
             }
         }
         Ok(())
@@ -1040,6 +1063,18 @@ impl Refiller {
         songs.map_err(|e| e.to_string())
     }
 }
+
+/// The air a song is counted for when planning: its length less the fade, and at least
+/// half a minute, so songs of unknown length (0) or shorter than the fade cannot make the
+/// plan grow without end.
+fn air_of(duration_ms: u64, fade: Duration) -> Duration {
+    Duration::from_millis(duration_ms)
+        .saturating_sub(fade)
+        .max(Duration::from_secs(30))
+}
+
+/// Planned items kept at most.
+const MAX_PLANNED: usize = 200;
 
 /// `v` in random order.
 fn shuffled<T>(mut v: Vec<T>) -> Vec<T> {

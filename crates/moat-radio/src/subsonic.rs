@@ -237,9 +237,9 @@ impl Subsonic {
     pub async fn ping(&self) -> Result<ServerInfo, SubsonicError> {
         let version_of = |a: &Value| a["version"].as_str().unwrap_or("0").to_string();
         let (answer, auth) = match self.call_with("ping", &[], AuthMode::Token).await {
-            Ok(a) if version_at_least(&version_of(&a), 1, 13) => (a, AuthMode::Token),
-            // An old server that let a token through: it will be spoken to as it expects.
-            Ok(_) => (self.hex_ping().await?, AuthMode::Hex),
+            // A server that took the token keeps getting tokens, whatever version it
+            // claims: the password itself is never sent where a token works.
+            Ok(a) => (a, AuthMode::Token),
             Err(Failed::Api(a, code)) => {
                 // A server that takes tokens meant its error; one that does not (before
                 // 1.13, or error 41: not for this user) is asked the old way.

@@ -43,6 +43,10 @@ const COVER_CACHE_ENTRIES: usize = 64;
 const COVER_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// The cover size asked of the library, in pixels.
 const COVER_SIZE: u32 = 600;
+/// Live listeners at most.
+const MAX_LISTENERS: usize = 500;
+/// Covers fetched from the library at once, at most.
+const COVER_FETCHES: usize = 4;
 
 /// What the radio routes share.
 pub(crate) struct Radio {
@@ -50,6 +54,9 @@ pub(crate) struct Radio {
     station: Result<Station, String>,
     control_token: SecretString,
     covers: Mutex<CoverCache>,
+    /// Bounds the library calls covers cost: many requests for one cover wait for the
+    /// first and find it cached.
+    cover_fetches: tokio::sync::Semaphore,
 }
 
 impl Radio {
@@ -58,6 +65,7 @@ impl Radio {
             station,
             control_token,
             covers: Mutex::new(CoverCache::default()),
+            cover_fetches: tokio::sync::Semaphore::new(COVER_FETCHES),
         }
     }
 
@@ -71,10 +79,13 @@ struct Unavailable<'a>(&'a str);
 
 impl IntoResponse for Unavailable<'_> {
     fn into_response(self) -> Response {
+        // The reason names config and vault entries: it is in moat's log (and `moat
+        // doctor`), not in an answer the LAN can read.
+        tracing::debug!(why = self.0, "a radio route answered 503");
         refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "radio_unavailable",
-            &format!("the radio is not playing: {}", self.0),
+            "the radio is not playing; moat's log and `moat doctor` say why",
         )
     }
 }
@@ -214,6 +225,15 @@ async fn live(State(radio): State<Arc<Radio>>, headers: HeaderMap) -> Response {
         Ok(s) => s.clone(),
         Err(r) => return r.into_response(),
     };
+    // Streams never end by themselves: a bound keeps them from taking every connection
+    // the server has (the per-IP and total caps are shared with the gateway).
+    if station.snapshot().listeners >= MAX_LISTENERS {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_listeners",
+            &format!("the station has {MAX_LISTENERS} listeners, its most; try again later"),
+        );
+    }
     let icy = headers
         .get("icy-metadata")
         .and_then(|v| v.to_str().ok())
@@ -431,6 +451,18 @@ async fn cover(
     let (ct, body) = match cached {
         Some(c) => c,
         None => {
+            let Ok(_permit) = radio.cover_fetches.acquire().await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            // Someone else may have fetched it while this request waited.
+            if let Some((ct, body)) = radio
+                .covers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&id)
+            {
+                return cover_response(ct, body);
+            }
             let fetched = async {
                 let song = station.library().song(&id).await?;
                 let Some(art) = song.cover_art else {
@@ -468,15 +500,15 @@ async fn cover(
             }
         }
     };
+    cover_response(ct, body)
+}
+
+fn cover_response(ct: String, body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ct) {
         h.insert(header::CONTENT_TYPE, v);
     }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=3600"),
-    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -494,8 +526,21 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `POST /radio/api/session`: the token (checked by the route's class) for a cookie.
-async fn session(State(radio): State<Arc<Radio>>) -> Response {
+/// `POST /radio/api/session`: the token for a cookie. The route's class admits a cookie
+/// too; a session is minted only for the token itself, so a cookie cannot renew itself.
+async fn session(State(radio): State<Arc<Radio>>, headers: HeaderMap) -> Response {
+    use subtle::ConstantTimeEq;
+    let given = headers
+        .get(moat_net::CONTROL_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(given.ct_eq(radio.control_token.expose().as_bytes())) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "control_token_required",
+            "a session is given for the control token itself, sent as X-Moat-Control-Token",
+        );
+    }
     let value = moat_net::session::mint(&radio.control_token, unix_now());
     let mut resp = Json(json!({"ok": true})).into_response();
     if let Ok(v) = HeaderValue::from_str(&moat_net::session::set_cookie(&value)) {

@@ -614,6 +614,21 @@ fn control_needs_the_token_or_its_session_from_this_machine() {
     assert_eq!(r.status, 200, "{r:?}");
     let second = on_air(&moat, first["now"]["seq"].as_i64(), Duration::from_secs(20));
     assert_ne!(second["now"]["seq"], first["now"]["seq"]);
+    // A cookie cannot renew itself: a session is given for the token only.
+    let r = post_json(main, "/radio/api/session", &[("Cookie", &pair)], "");
+    assert_eq!(r.status, 403, "{r:?}");
+    // The read-only routes on the main listener answer this machine by its own names
+    // only: a page whose name was rebound to 127.0.0.1 gets nothing.
+    assert_eq!(
+        get(
+            main,
+            "/radio/now",
+            &[("Host", &format!("evil.example:{}", main.port()))]
+        )
+        .status,
+        403
+    );
+    assert_eq!(get(main, "/radio/now", &[]).status, 200);
     // Not on other control routes, not forged, not from another site.
     assert_eq!(get(main, "/status", &[("Cookie", &pair)]).status, 403);
     let forged = format!("{}0", &pair[..pair.len() - 1]);
