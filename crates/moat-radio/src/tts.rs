@@ -216,9 +216,14 @@ impl SpeechCache {
     /// first by modification time, and the bounds apply at once.
     pub fn open(dir: &Path, max_clips: usize, max_bytes: u64) -> Result<SpeechCache, TtsError> {
         let io = |e: std::io::Error| TtsError::Cache(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
         {
-            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            // Every folder made on the way is the owner's alone, as MOAT_HOME's are.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
         let mut found = Vec::new();

@@ -1019,6 +1019,15 @@ fn espeak_speaks_into_the_cache_and_a_repeat_comes_from_it() {
         let (code, _, err) = run_moat(home.path(), &bad, &[]);
         assert_eq!(code, 2, "{bad:?}: {err}");
     }
+    // The folders are the owner's alone (moat doctor would fail a readable one).
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["radio", "radio/speech"] {
+        let mode = std::fs::metadata(home.path().join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir}: {mode:o}");
+    }
     // Nothing half-written in the cache.
     let names: Vec<String> = std::fs::read_dir(home.path().join("radio/speech"))
         .unwrap()
