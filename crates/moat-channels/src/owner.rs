@@ -127,18 +127,12 @@ impl Desk {
 
     /// Runs `f` on the store; SQLite blocks, so a multi-threaded runtime is told.
     pub fn with<T>(&self, f: impl FnOnce(&Pairing) -> T) -> T {
-        let run = || {
+        moat_state::blocking(|| {
             f(&self
                 .pairing
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner))
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
-            }
-            _ => run(),
-        }
+        })
     }
 
     /// Records `record` in the audit log, if there is one.

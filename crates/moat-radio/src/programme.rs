@@ -63,21 +63,14 @@ impl Programme {
         Ok(Programme { db: Mutex::new(db) })
     }
 
-    /// Runs `f` on the store; on a multi-threaded runtime's worker, inside
-    /// `block_in_place`, so the worker's other tasks move on while SQLite works.
+    /// Runs `f` on the store, off the async worker ([`moat_state::blocking`]).
     fn with<T>(&self, f: impl FnOnce(&StateStore) -> Result<T, LogError>) -> Result<T, LogError> {
-        let run = || {
+        moat_state::blocking(|| {
             f(&self
                 .db
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner))
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
-            }
-            _ => run(),
-        }
+        })
     }
 
     /// The planned items, in airing order.
@@ -241,20 +234,6 @@ impl Programme {
                 )
                 .optional()?
                 .flatten())
-        })
-    }
-
-    /// The last items aired (newest first), at most `n`.
-    pub fn history(&self, n: u32) -> Result<Vec<(String, String, String, i64)>, LogError> {
-        self.with(|db| {
-            let mut stmt = db.connection().prepare(
-                "SELECT track_id, title, artist, aired_at FROM radio_log
-                 WHERE aired_at IS NOT NULL ORDER BY aired_at DESC, seq DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map(params![n], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }

@@ -552,7 +552,7 @@ struct Playout {
     last_talk: Option<String>,
     current: Option<Loaded>,
     next: Option<Loaded>,
-    loading: Option<(i64, JoinHandle<Result<Loaded, String>>)>,
+    loading: Option<JoinHandle<Result<Loaded, String>>>,
     paused: bool,
     skip_pending: bool,
     /// The item on air was cut short (logged as skipped when it goes off air).
@@ -646,10 +646,10 @@ impl Playout {
 
     /// Takes a finished load into the next deck.
     fn poll_loading(&mut self) -> bool {
-        if !self.loading.as_ref().is_some_and(|(_, h)| h.is_finished()) {
+        if !self.loading.as_ref().is_some_and(JoinHandle::is_finished) {
             return false;
         }
-        let (_, handle) = self.loading.take().expect("checked above");
+        let handle = self.loading.take().expect("checked above");
         match futures_util::FutureExt::now_or_never(handle) {
             Some(Ok(Ok(loaded))) => {
                 self.failed_loads = 0;
@@ -732,45 +732,41 @@ impl Playout {
     }
 
     fn load(&mut self, item: Item) {
-        let seq = item.seq;
         let library = self.library.clone();
         let ffmpeg = self.settings.ffmpeg.clone();
         let programme = self.programme.clone();
         // After failures in a row, wait a little before the next try: a library that is
         // down should not be hammered, nor a plan of missing files burnt through at once.
         let pause = Duration::from_millis(250 * u64::from(self.failed_loads.min(20)));
-        self.loading = Some((
-            seq,
-            tokio::spawn(async move {
-                tokio::time::sleep(pause).await;
-                let result = async {
-                    let resp = library
-                        .stream(&item.song.id, None)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let decoder = ffmpeg::decode(&ffmpeg, resp.into_body())
-                        .map_err(|e| format!("cannot start {}: {e}", ffmpeg.display()))?;
-                    Ok::<_, String>(decoder)
-                }
-                .await;
-                match result {
-                    Ok(decoder) => Ok(Loaded {
-                        item,
-                        deck: Deck::new(),
-                        decoder: Some(decoder),
-                        on_air_at: None,
-                        gain_set: false,
-                    }),
-                    Err(why) => {
-                        tracing::warn!(track = %item.song.id, "a planned track cannot be played and is dropped: {why}");
-                        if let Err(e) = programme.drop_planned(item.seq) {
-                            tracing::error!("{e}");
-                        }
-                        Err(why)
+        self.loading = Some(tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let result = async {
+                let resp = library
+                    .stream(&item.song.id, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let decoder = ffmpeg::decode(&ffmpeg, resp.into_body())
+                    .map_err(|e| format!("cannot start {}: {e}", ffmpeg.display()))?;
+                Ok::<_, String>(decoder)
+            }
+            .await;
+            match result {
+                Ok(decoder) => Ok(Loaded {
+                    item,
+                    deck: Deck::new(),
+                    decoder: Some(decoder),
+                    on_air_at: None,
+                    gain_set: false,
+                }),
+                Err(why) => {
+                    tracing::warn!(track = %item.song.id, "a planned track cannot be played and is dropped: {why}");
+                    if let Err(e) = programme.drop_planned(item.seq) {
+                        tracing::error!("{e}");
                     }
+                    Err(why)
                 }
-            }),
-        ));
+            }
+        }));
     }
 
     fn on_air(&mut self, l: &mut Loaded) {

@@ -434,14 +434,14 @@ impl Subsonic {
         call: &'static str,
         params: &[(&str, &str)],
     ) -> Result<Value, SubsonicError> {
-        let mode = self.mode(call).await?;
+        let mode = self.mode().await?;
         self.call_with(call, params, mode)
             .await
             .map_err(|f| f.into_error(call))
     }
 
     /// The auth mode, pinging first if no call has yet.
-    async fn mode(&self, _call: &'static str) -> Result<AuthMode, SubsonicError> {
+    async fn mode(&self) -> Result<AuthMode, SubsonicError> {
         if let Some(m) = *self
             .auth
             .lock()
@@ -495,7 +495,7 @@ impl Subsonic {
         params: &[(&str, &str)],
         headers: HeaderMap,
     ) -> Result<http::Response<Incoming>, SubsonicError> {
-        let mode = self.mode(call).await?;
+        let mode = self.mode().await?;
         tokio::time::timeout(CALL_TIMEOUT, self.send(call, params, mode, headers))
             .await
             .map_err(|_| SubsonicError::Timeout { call })?

@@ -162,6 +162,18 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX radio_log_aired ON radio_log (track_id, aired_at);",
 ];
 
+/// Runs `f`, which blocks on SQLite: on a multi-threaded tokio runtime's worker inside
+/// `block_in_place`, so the worker's other tasks move to other workers meanwhile;
+/// anywhere else (a plain thread, a current-thread runtime) as it is.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
