@@ -13,8 +13,10 @@
 //! - [`station`]: the playout and refill loops and the handle routes use.
 //! - [`tts`]: speech for the DJ: engines as subprocesses and a bounded clip cache.
 //! - [`dj`]: the host who talks between songs, through a model the binary provides.
+//! - [`cast`]: the station on UPnP/DLNA speakers: SSDP discovery and AVTransport control.
 
 pub mod broadcast;
+pub mod cast;
 pub mod dj;
 pub mod ffmpeg;
 pub mod framing;

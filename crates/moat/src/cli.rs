@@ -353,6 +353,42 @@ pub(crate) enum RadioCommand {
     /// The DJ's voice: try it.
     #[command(subcommand)]
     Tts(TtsCommand),
+    /// The station on the speakers of the house (UPnP/DLNA renderers), through the
+    /// running server: they play the LAN listener's /radio/live (`--lan-listen`).
+    #[command(subcommand)]
+    Cast(CastCommand),
+}
+
+/// `moat radio cast` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CastCommand {
+    /// The speakers that answer a search on the LAN listener's network, with what they do.
+    List {
+        /// How long to wait for answers, in seconds (at most 10).
+        #[arg(long, default_value_t = 2.0)]
+        wait: f64,
+    },
+    /// A speaker plays the station.
+    Play {
+        /// Its name (as `list` shows it, any case) or its uuid.
+        speaker: String,
+        /// Set its volume first, 0 to 100.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        volume: Option<u8>,
+    },
+    /// A speaker stops.
+    Stop {
+        /// Its name or uuid.
+        speaker: String,
+    },
+    /// Set a speaker's volume.
+    Volume {
+        /// Its name or uuid.
+        speaker: String,
+        /// 0 to 100.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        volume: u8,
+    },
 }
 
 /// `moat radio tts` subcommands.

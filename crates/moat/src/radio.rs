@@ -8,7 +8,9 @@
 //! the library is reached by moat, and its URLs (which carry credentials) never leave it.
 //!
 //! On the main listener only (class `Control`): `/radio/api/*` to skip, pause, resume,
-//! queue, search, read the plan and change settings, and a WebSocket of state changes.
+//! queue, search, read the plan and change settings, cast to the speakers of the house
+//! (`/radio/api/cast*`: they get the LAN listener's `/radio/live`), and a WebSocket of
+//! state changes.
 //! A page opened with the control token in its fragment trades it at
 //! `/radio/api/session` for a cookie scoped to `/radio/api` ([`moat_net::session`]).
 
@@ -28,6 +30,7 @@ use moat_core::config::radio::Source;
 use moat_core::secret::SecretString;
 use moat_net::{Exposure, PathParams, RouteTable};
 use moat_radio::Station;
+use moat_radio::cast::{CastError, Caster};
 use moat_radio::icy::{Interleaver, METAINT};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,6 +55,8 @@ const COVER_FETCHES: usize = 4;
 pub(crate) struct Radio {
     /// The station, or why there is none.
     station: Result<Station, String>,
+    /// Casting to speakers, or why there is none.
+    caster: Result<Caster, String>,
     control_token: SecretString,
     covers: Mutex<CoverCache>,
     /// Bounds the library calls covers cost: many requests for one cover wait for the
@@ -60,9 +65,14 @@ pub(crate) struct Radio {
 }
 
 impl Radio {
-    pub(crate) fn new(station: Result<Station, String>, control_token: SecretString) -> Radio {
+    pub(crate) fn new(
+        station: Result<Station, String>,
+        caster: Result<Caster, String>,
+        control_token: SecretString,
+    ) -> Radio {
         Radio {
             station,
+            caster,
             control_token,
             covers: Mutex::new(CoverCache::default()),
             cover_fetches: tokio::sync::Semaphore::new(COVER_FETCHES),
@@ -195,6 +205,26 @@ pub(crate) fn routes(table: RouteTable, radio: Arc<Radio>) -> RouteTable {
             "/radio/api/settings",
             Exposure::Control,
             get(settings).put(change_settings).with_state(radio.clone()),
+        )
+        .route(
+            "/radio/api/cast",
+            Exposure::Control,
+            get(cast_list).with_state(radio.clone()),
+        )
+        .route(
+            "/radio/api/cast/play",
+            Exposure::Control,
+            post(cast_play).with_state(radio.clone()),
+        )
+        .route(
+            "/radio/api/cast/stop",
+            Exposure::Control,
+            post(cast_stop).with_state(radio.clone()),
+        )
+        .route(
+            "/radio/api/cast/volume",
+            Exposure::Control,
+            post(cast_volume).with_state(radio.clone()),
         )
         .route(
             "/radio/api/events",
@@ -806,6 +836,197 @@ async fn change_settings(State(radio): State<Arc<Radio>>, body: Bytes) -> Respon
         station.set_source(s);
     }
     Json(json!({"ok": true, "source": source_text(&station.source())})).into_response()
+}
+
+/// A refusal built before the response: small to carry in a `Result`.
+struct Refused {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn bad(message: impl Into<String>) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        refuse(self.status, self.code, &self.message)
+    }
+}
+
+fn caster(radio: &Radio) -> Result<&Caster, Refused> {
+    radio.caster.as_ref().map_err(|why| Refused {
+        status: StatusCode::CONFLICT,
+        code: "cast_unavailable",
+        message: why.clone(),
+    })
+}
+
+fn cast_refusal(e: &CastError) -> Response {
+    let (status, code) = match e {
+        CastError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        CastError::NoVolume(_) => (StatusCode::CONFLICT, "no_volume"),
+        CastError::Search(_) => (StatusCode::SERVICE_UNAVAILABLE, "cast_unavailable"),
+        _ => (StatusCode::BAD_GATEWAY, "speaker_error"),
+    };
+    refuse(status, code, &e.to_string())
+}
+
+/// `GET /radio/api/cast?wait=SECONDS`: the speakers that answer a search, each with its
+/// transport state, volume, and whether it plays this station.
+async fn cast_list(State(radio): State<Arc<Radio>>, uri: http::Uri) -> Response {
+    let caster = match caster(&radio) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let wait = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "wait")
+        .and_then(|(_, v)| v.parse::<f64>().ok())
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .map_or(Duration::from_secs(2), |w| {
+            Duration::from_secs_f64(w.min(moat_radio::cast::MAX_WAIT.as_secs_f64()))
+        });
+    let found = match caster.discover(wait).await {
+        Ok(f) => f,
+        Err(e) => return cast_refusal(&e),
+    };
+    let rows = futures_util::future::join_all(found.iter().map(|r| async move {
+        let state = r.state().await;
+        let uri = r.current_uri().await;
+        let volume = r.volume().await;
+        // A stopped renderer still holds the last URI it was given.
+        let moving = matches!(state.as_deref(), Ok("PLAYING" | "TRANSITIONING"));
+        let ours = match &uri {
+            Ok(uri) => moving && caster.stream_url(r).is_ok_and(|u| &u == uri),
+            Err(_) => false,
+        };
+        let error = [
+            state.as_ref().err(),
+            uri.as_ref().err(),
+            volume.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|e| e.to_string());
+        json!({
+            "name": r.name,
+            "udn": r.udn,
+            "model": r.model,
+            "address": r.address.to_string(),
+            "state": state.as_ref().ok(),
+            "volume": volume.ok().flatten(),
+            "casting": ours,
+            "error": error,
+        })
+    }))
+    .await;
+    no_store(Json(json!({"speakers": rows})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CastRequest {
+    speaker: String,
+    volume: Option<u8>,
+}
+
+fn cast_request(body: &Bytes) -> Result<CastRequest, Refused> {
+    let req: CastRequest = json_body(body).map_err(|BadBody(why)| {
+        Refused::bad(format!("the body is not the JSON this route takes: {why}"))
+    })?;
+    if req.speaker.trim().is_empty() || req.speaker.len() > 200 {
+        return Err(Refused::bad(
+            "name the speaker: 1 to 200 characters (its name or uuid)",
+        ));
+    }
+    if req.volume.is_some_and(|v| v > 100) {
+        return Err(Refused::bad("volume is 0 to 100"));
+    }
+    Ok(req)
+}
+
+/// `POST /radio/api/cast/play` `{"speaker", "volume"?}`: the speaker plays the station.
+async fn cast_play(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
+    let station = match radio.station() {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let (caster, req) = match (caster(&radio), cast_request(&body)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let played = async {
+        let speaker = caster.find(&req.speaker).await?;
+        let url = caster.stream_url(&speaker)?;
+        if let Some(v) = req.volume {
+            speaker.set_volume(v).await?;
+        }
+        speaker
+            .play(&url, "moat radio", station.content_type())
+            .await?;
+        tracing::info!(speaker = %speaker.name, "casting the radio");
+        Ok::<_, CastError>((speaker, url))
+    }
+    .await;
+    match played {
+        Ok((speaker, url)) => {
+            Json(json!({"ok": true, "speaker": speaker.name, "url": url})).into_response()
+        }
+        Err(e) => cast_refusal(&e),
+    }
+}
+
+/// `POST /radio/api/cast/stop` `{"speaker"}`.
+async fn cast_stop(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
+    let (caster, req) = match (caster(&radio), cast_request(&body)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let stopped = async {
+        let speaker = caster.find(&req.speaker).await?;
+        speaker.stop().await?;
+        Ok::<_, CastError>(speaker)
+    }
+    .await;
+    match stopped {
+        Ok(speaker) => Json(json!({"ok": true, "speaker": speaker.name})).into_response(),
+        Err(e) => cast_refusal(&e),
+    }
+}
+
+/// `POST /radio/api/cast/volume` `{"speaker", "volume"}`.
+async fn cast_volume(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
+    let (caster, req) = match (caster(&radio), cast_request(&body)) {
+        (Ok(c), Ok(r)) => (c, r),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let Some(volume) = req.volume else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "say the volume: {\"speaker\": NAME, \"volume\": 0-100}",
+        );
+    };
+    let set = async {
+        let speaker = caster.find(&req.speaker).await?;
+        speaker.set_volume(volume).await?;
+        Ok::<_, CastError>(speaker)
+    }
+    .await;
+    match set {
+        Ok(speaker) => {
+            Json(json!({"ok": true, "speaker": speaker.name, "volume": volume})).into_response()
+        }
+        Err(e) => cast_refusal(&e),
+    }
 }
 
 /// `GET /radio/api/events`: the station's state as JSON text frames, on every change.

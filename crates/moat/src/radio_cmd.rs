@@ -5,7 +5,7 @@ use moat_core::config::radio::{LibraryConfig, valid_library_name};
 use moat_core::home::Home;
 
 use crate::app::config_edit::{read_doc, table_at, write_doc};
-use crate::cli::{LibraryCommand, RadioCommand, TtsCommand};
+use crate::cli::{CastCommand, LibraryCommand, RadioCommand, TtsCommand};
 use crate::{Failure, app, load_config};
 
 /// `moat radio`.
@@ -35,7 +35,95 @@ pub(crate) fn run(home: &Home, command: &RadioCommand) -> Result<(), Failure> {
         RadioCommand::Tts(TtsCommand::Say { text, voice, out }) => {
             say(home, text, voice.as_deref(), out.as_deref())
         }
+        RadioCommand::Cast(command) => cast(home, command),
     }
+}
+
+/// `moat radio cast`: asks the running server, which finds and drives the speakers.
+fn cast(home: &Home, command: &CastCommand) -> Result<(), Failure> {
+    let endpoint = crate::status::endpoint(home)?;
+    if endpoint.tls {
+        return Err(Failure::usage(anyhow!(
+            "the main listener uses TLS, which `moat radio cast` does not speak yet; use the player page (`moat radio open`)"
+        )));
+    }
+    let call = |path: &str, body: Option<serde_json::Value>| {
+        let answer = match &body {
+            Some(b) => crate::status::post(endpoint.addr, path, &endpoint.token, b),
+            None => crate::status::get(endpoint.addr, path, &endpoint.token),
+        };
+        let text = answer.map_err(|e| Failure::runtime(anyhow!("casting: {e}")))?;
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|_| Failure::runtime(anyhow!("the server's answer is not JSON; is it moat?")))
+    };
+    match command {
+        CastCommand::List { wait } => {
+            if !(wait.is_finite() && *wait > 0.0) {
+                return Err(Failure::usage(anyhow!(
+                    "--wait is a number of seconds above 0"
+                )));
+            }
+            let v = call(&format!("/radio/api/cast?wait={wait}"), None)?;
+            let speakers = v["speakers"].as_array().cloned().unwrap_or_default();
+            if speakers.is_empty() {
+                println!(
+                    "no speaker answered in {wait} s (UPnP/DLNA renderers on the LAN listener's network; is yours on and on the same network?)"
+                );
+            }
+            for s in speakers {
+                let state = s["state"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| s["error"].as_str().map(|e| format!("? ({e})")))
+                    .unwrap_or_else(|| "?".into());
+                let volume = s["volume"]
+                    .as_u64()
+                    .map_or(String::new(), |v| format!(", volume {v}"));
+                println!(
+                    "{}{} — {} at {}, {state}{volume}  [{}]",
+                    s["name"].as_str().unwrap_or("?"),
+                    if s["casting"] == true {
+                        " (playing the radio)"
+                    } else {
+                        ""
+                    },
+                    s["model"].as_str().unwrap_or("?"),
+                    s["address"].as_str().unwrap_or("?"),
+                    s["udn"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        CastCommand::Play { speaker, volume } => {
+            let mut body = serde_json::json!({"speaker": speaker});
+            if let Some(v) = volume {
+                body["volume"] = (*v).into();
+            }
+            let v = call("/radio/api/cast/play", Some(body))?;
+            println!(
+                "{} plays the radio from {}",
+                v["speaker"].as_str().unwrap_or(speaker),
+                v["url"].as_str().unwrap_or("?")
+            );
+        }
+        CastCommand::Stop { speaker } => {
+            let v = call(
+                "/radio/api/cast/stop",
+                Some(serde_json::json!({"speaker": speaker})),
+            )?;
+            println!("{} stopped", v["speaker"].as_str().unwrap_or(speaker));
+        }
+        CastCommand::Volume { speaker, volume } => {
+            let v = call(
+                "/radio/api/cast/volume",
+                Some(serde_json::json!({"speaker": speaker, "volume": volume})),
+            )?;
+            println!(
+                "{} at volume {volume}",
+                v["speaker"].as_str().unwrap_or(speaker)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `moat radio tts say`: the configured voice (or `voice`) speaks `text` into the cache.

@@ -284,7 +284,19 @@ async fn serve(
     // Live streams never end by themselves: the station stops when shutdown begins, so
     // the drain is not held for the grace period by the listeners.
     let radio_on_air = station.as_ref().ok().cloned();
-    let radio = Arc::new(crate::radio::Radio::new(station, control_token.clone()));
+    // Speakers are pointed at the LAN listener's stream: without one there is no casting.
+    let caster = match &lan {
+        Some(l) => moat_radio::cast::Caster::new(l.local_addr()),
+        None => Err(
+            "casting needs the LAN listener, which speakers can reach: start with --lan-listen 0.0.0.0:7412 or set server.lan_listen"
+                .to_string(),
+        ),
+    };
+    let radio = Arc::new(crate::radio::Radio::new(
+        station,
+        caster,
+        control_token.clone(),
+    ));
     let table = crate::webchat::routes(
         crate::radio::routes(
             gateway

@@ -81,13 +81,43 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
 
 /// A minimal HTTP/1.1 GET; returns the body of a 200 response.
 pub(crate) fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<String> {
+    request(addr, "GET", path, token, None)
+}
+
+/// A minimal HTTP/1.1 POST of JSON; returns the body of a 200 response.
+pub(crate) fn post(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    json: &serde_json::Value,
+) -> anyhow::Result<String> {
+    request(addr, "POST", path, token, Some(json))
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    json: Option<&serde_json::Value>,
+) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Casting waits on speakers (a search, then their answers).
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     // The address itself is a Host the server accepts from a loopback peer and otherwise.
     let host = addr.to_string();
+    let body = json.map(|j| j.to_string()).unwrap_or_default();
+    let content = if json.is_some() {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    } else {
+        String::new()
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Moat-Control-Token: {token}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nX-Moat-Control-Token: {token}\r\n{content}Connection: close\r\n\r\n{body}"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -97,7 +127,12 @@ pub(crate) fn get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<S
         .ok_or_else(|| anyhow!("malformed response"))?;
     let status = head.split(' ').nth(1).unwrap_or("?");
     if status != "200" {
-        return Err(anyhow!("server answered {status}: {}", body.trim()));
+        // moat's own errors carry a sentence meant for the person reading.
+        let said = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        return Err(anyhow!("server answered {status}: {said}"));
     }
     Ok(body.to_string())
 }

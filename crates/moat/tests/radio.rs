@@ -2,8 +2,9 @@
 //! a generated library of MP3, FLAC and Ogg tracks): the library commands, the live
 //! stream to twenty listeners with one stalled, ICY titles, tracks proxied with Range,
 //! covers, the control routes and their session cookie, no credential anywhere, a
-//! restart resuming at the next item, the library going away mid-track, and the player
-//! page in a real headless Chromium on the main and the LAN listener.
+//! restart resuming at the next item, the library going away mid-track, the player
+//! page in a real headless Chromium on the main and the LAN listener, the DJ, and casting
+//! to a real UPnP renderer (gmediarender) in a network namespace of its own.
 #![allow(clippy::unwrap_used)] // a failing unwrap in a test is the test failing
 
 mod common;
@@ -26,6 +27,7 @@ const SERVER: &str = concat!(
     "/tests/peers/supysonic_server.py"
 );
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/radio_check.py");
+const CAST_CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/cast_check.py");
 /// The stream's bytes per second at the default 192 kbit/s.
 const BYTES_PER_SEC: f64 = 24_000.0;
 
@@ -1284,4 +1286,288 @@ fn in_a_quiet_window_the_dj_does_not_even_ask() {
         up.seen().is_empty(),
         "the model was asked in a quiet window"
     );
+}
+
+/// A real UPnP renderer (Debian's gmediarender, audio into a GStreamer fakesink) alone in
+/// a network namespace of its own, joined to this one by a veth pair: moat's LAN listener
+/// is on this end, the speaker on the other, and SSDP multicast crosses between them.
+struct Speaker {
+    ns: String,
+    host_end: String,
+    host_ip: String,
+    name: String,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
+        panic!("CAST TEST NOT RUNNABLE: cannot run `ip` ({e}); install iproute2 and run as root")
+    });
+    assert!(
+        out.status.success(),
+        "CAST TEST NOT RUNNABLE: `ip {}` failed: {} (this test needs root)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Speaker {
+    fn start(name: &str) -> Speaker {
+        let id = std::process::id() % 100_000;
+        let subnet = std::process::id() % 250;
+        let (ns, host_end, ns_end) = (
+            format!("moat-cast-{id}"),
+            format!("mca{id}"),
+            format!("mcb{id}"),
+        );
+        let (host_ip, speaker_ip) = (format!("10.232.{subnet}.1"), format!("10.232.{subnet}.2"));
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+        ]);
+        ip(&["link", "set", &ns_end, "netns", &ns]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_end]);
+        ip(&["link", "set", &host_end, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{speaker_ip}/30"),
+            "dev",
+            &ns_end,
+        ]);
+        ip(&["-n", &ns, "link", "set", &ns_end, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        // The speaker answers searches on its only interface.
+        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", &ns_end]);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("gmediarender.log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "gmediarender",
+                "-I",
+                &ns_end,
+                "-f",
+                name,
+            ])
+            .args(["-u", &format!("moat-test-{id}")])
+            .args([
+                "--output",
+                "gst",
+                "--gstout-audiopipe",
+                "fakesink sync=true",
+            ])
+            .args(["--logfile"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gmediarender is installed (scripts/test installs it)");
+        let speaker = Speaker {
+            ns,
+            host_end,
+            host_ip,
+            name: name.to_string(),
+            child,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !speaker.log().contains("Ready for rendering") {
+            assert!(
+                Instant::now() < deadline,
+                "gmediarender did not start: {}",
+                speaker.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        speaker
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // `ip netns exec` may leave the renderer behind it; the namespace's processes go.
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    signal(pid.parse().unwrap_or(0), "KILL");
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_end])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// The speakers moat lists, as JSON, from the control API.
+fn speakers(moat: &Moat) -> Vec<Value> {
+    let token = moat.token();
+    let r = get(
+        moat.main,
+        "/radio/api/cast?wait=1.5",
+        &[("X-Moat-Control-Token", token.as_str())],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["speakers"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_speaker_on_the_lan_is_found_plays_the_station_and_stops() {
+    let speaker = Speaker::start("Kitchen Speaker");
+    let sub = Supysonic::start();
+    let home = radio_home(&sub.url(), PASSWORD, "");
+    let moat = Moat::start_in(
+        home,
+        &["--lan-listen", &format!("{}:0", speaker.host_ip)],
+        &[],
+        None,
+    );
+    on_air(&moat, None, Duration::from_secs(20));
+    let lan = moat.lan.unwrap();
+
+    // Found by SSDP over the veth, with its transport and volume.
+    let (code, out, err) = run_moat(moat.home.path(), &["radio", "cast", "list"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Kitchen Speaker"), "{out}\n{}", moat.output());
+    assert!(out.contains("10.232."), "{out}");
+
+    // Played, at a volume: the renderer reports PLAYING and fetches the LAN stream.
+    let (code, out, err) = run_moat(
+        moat.home.path(),
+        &["radio", "cast", "play", "kitchen speaker", "--volume", "30"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}\n{}", moat.output());
+    let url = format!("http://{lan}/radio/live");
+    assert!(out.contains(&url), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let playing = loop {
+        let list = speakers(&moat);
+        let me = list
+            .iter()
+            .find(|s| s["name"] == "Kitchen Speaker")
+            .cloned()
+            .unwrap_or_else(|| panic!("the speaker is gone: {list:?}"));
+        if me["state"] == "PLAYING" && now(&moat)["listeners"].as_u64() >= Some(1) {
+            break me;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the speaker did not play: {me}\n{}\nmoat:\n{}",
+            speaker.log(),
+            moat.output()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(playing["casting"], true, "{playing}");
+    assert_eq!(playing["volume"], 30, "{playing}");
+    // What the renderer was given: the LAN URL of a read-only route, nothing else.
+    let log = speaker.log();
+    assert!(log.contains(&url), "{log}");
+    assert!(
+        !log.contains(&moat.token()),
+        "the control token reached the speaker"
+    );
+    assert_no_canary("the speaker's log", &log);
+
+    let (code, out, err) = run_moat(
+        moat.home.path(),
+        &["radio", "cast", "volume", "Kitchen Speaker", "55"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("55"), "{out}");
+
+    let (code, _, err) = run_moat(
+        moat.home.path(),
+        &["radio", "cast", "stop", &speaker.name],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = speakers(&moat);
+        let me = list
+            .iter()
+            .find(|s| s["name"] == "Kitchen Speaker")
+            .unwrap();
+        if me["state"] == "STOPPED" && now(&moat)["listeners"] == 0 {
+            assert_eq!(me["volume"], 55, "{me}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the speaker did not stop: {me}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The player page's menu does the same in a real browser.
+    let (code, page, err) = run_moat(moat.home.path(), &["radio", "open"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .args([CAST_CHECK, page.trim(), &speaker.name])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("OK"),
+        "{stdout}\n{}\nmoat:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        moat.output()
+    );
+    eprintln!("{stdout}");
+
+    // A speaker that is not there, and bad input: refused with a message, not a panic.
+    let (code, _, err) = run_moat(moat.home.path(), &["radio", "cast", "play", "Attic"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no speaker named \"Attic\""), "{err}");
+    let (code, _, err) = run_moat(
+        moat.home.path(),
+        &["radio", "cast", "volume", "Kitchen Speaker", "101"],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("101"), "{err}");
+    let token = moat.token();
+    let auth = [("X-Moat-Control-Token", token.as_str())];
+    for bad in [
+        "{}",
+        "{\"speaker\": \"\"}",
+        "{\"speaker\": \"x\", \"volume\": 300}",
+        "nope",
+    ] {
+        let r = post_json(moat.main, "/radio/api/cast/play", &auth, bad);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    // Casting is control: the LAN listener has no such route, the main one wants the token.
+    let on_lan = get(
+        lan,
+        "/radio/api/cast",
+        &[("X-Moat-Control-Token", token.as_str())],
+    );
+    assert!(matches!(on_lan.status, 403 | 404), "{on_lan:?}");
+    assert_eq!(get(moat.main, "/radio/api/cast", &[]).status, 403);
+    drop(sub);
+}
+
+#[test]
+fn without_a_lan_listener_casting_says_how_to_get_one() {
+    let moat = Moat::start(&[], &[]);
+    let (code, _, err) = run_moat(moat.home.path(), &["radio", "cast", "list"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--lan-listen"), "{err}");
 }

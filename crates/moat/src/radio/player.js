@@ -88,10 +88,10 @@ async function enableControls() {
   document.body.dataset.controls = controls ? "yes" : "no";
   $("controls").hidden = !controls;
   if (!controls) return;
-  const say = (msg) => text($("message"), msg);
+  const say = (msg) => text($("said"), msg);
   $("skip").onclick = () => control("skip").then(() => say("skipping…"), (e) => say(e.message));
   $("pause").onclick = () => control(paused ? "resume" : "pause").then(poll, (e) => say(e.message));
-  $("message").onsubmit = (ev) => {
+  $("note-form").onsubmit = (ev) => {
     ev.preventDefault();
     const text = $("note").value.trim();
     if (!text) return;
@@ -115,6 +115,27 @@ async function enableControls() {
       return li;
     }));
   };
+  $("cast-find").onclick = () => findSpeakers(say);
+}
+
+// The speakers on the LAN listener's network; each plays the station or stops.
+async function findSpeakers(say) {
+  say("looking for speakers…");
+  const r = await fetch("/radio/api/cast", { credentials: "same-origin" }).catch(() => null);
+  const answer = r ? await r.json().catch(() => ({})) : {};
+  if (!r || !r.ok) { say((answer.error && answer.error.message) || "cannot look for speakers"); return; }
+  say(answer.speakers.length ? "" : "no speaker answered");
+  $("speakers").replaceChildren(...answer.speakers.map((s) => {
+    const li = document.createElement("li");
+    li.append(s.name + " — " + (s.casting ? "playing the radio" : (s.state || "?").toLowerCase()));
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = s.casting ? "Stop" : "Play here";
+    b.onclick = () => control(s.casting ? "cast/stop" : "cast/play", { speaker: s.udn })
+      .then(() => findSpeakers(say), (e) => say(e.message));
+    li.append(b);
+    return li;
+  }));
 }
 
 function listen() {

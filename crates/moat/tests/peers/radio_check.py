@@ -57,9 +57,9 @@ async def main(control_url, lan_url):
         await page.eval("document.getElementById('q').value = 'Harbour'; document.getElementById('search').requestSubmit(); true")
         await page.wait_for("document.querySelector('#results button') !== null", "search results")
         await page.eval("document.querySelector('#results button').click(); true")
-        await page.wait_for("document.getElementById('message').textContent.startsWith('queued')", "the queueing")
+        await page.wait_for("document.getElementById('said').textContent.startsWith('queued')", "the queueing")
         await page.wait_for("document.getElementById('next').innerText.includes('queued')", "the plan showing the queued song")
-        print("search and queue: " + await page.eval("document.getElementById('message').textContent"), flush=True)
+        print("search and queue: " + await page.eval("document.getElementById('said').textContent"), flush=True)
 
         # A listener elsewhere on the LAN.
         await page.call("Page.navigate", url=lan_url)
