@@ -1,5 +1,6 @@
-//! Speech for the DJ: a text-to-speech trait, engines run as subprocesses (never linked:
-//! espeak-ng's library is GPL), and a cache of synthesised clips on disk.
+//! Speech for the DJ: a text-to-speech trait, its engines (espeak-ng and Piper run as
+//! subprocesses, never linked: both are GPL; an OpenAI-compatible `/audio/speech`
+//! server over HTTP), and a cache of synthesised clips on disk.
 //!
 //! The cache is keyed by the voice's identity and a hash of the text, bounded by count
 //! and by bytes with least-recently-used eviction (a hit refreshes), so the same
@@ -8,6 +9,7 @@
 //! sees half a file.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -15,6 +17,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
+use moat_core::secret::SecretString;
+use moat_net::egress::Egress;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -24,14 +29,14 @@ use tokio::sync::OnceCell;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TtsError {
     /// The engine could not be started.
-    #[error(
-        "cannot run {engine}: {why}; install it (Debian: apt install espeak-ng) or set radio.tts.espeak"
-    )]
+    #[error("cannot run {engine}: {why}; {hint}")]
     Missing {
         /// The engine's binary.
         engine: String,
         /// The operating system's reason.
         why: String,
+        /// How to get it.
+        hint: &'static str,
     },
     /// The engine ran and failed, or wrote no audio.
     #[error("{engine} failed: {why}")]
@@ -92,51 +97,266 @@ impl Speech for Espeak {
     }
 
     fn synthesize<'a>(&'a self, text: &'a str, out: &'a Path) -> SpeechFuture<'a> {
+        let args: Vec<OsString> = vec![
+            "-v".into(),
+            self.voice.clone().into(),
+            "-s".into(),
+            self.words_per_minute.to_string().into(),
+            "-w".into(),
+            out.into(),
+            "--stdin".into(),
+        ];
+        Box::pin(run_engine(
+            Engine {
+                binary: &self.binary,
+                args,
+                timeout: self.timeout,
+                hint: "install it (Debian: apt install espeak-ng) or set radio.tts.espeak",
+            },
+            text,
+            out,
+        ))
+    }
+}
+
+/// Piper (PyPI `piper-tts`), run as a subprocess with a voice model (`.onnx`, its
+/// `.onnx.json` beside it): neural speech, fully offline, a few hundred milliseconds a
+/// sentence once the model is loaded (each synthesis loads it: about a second more).
+#[derive(Debug, Clone)]
+pub struct Piper {
+    /// The `piper` binary.
+    pub binary: PathBuf,
+    /// The voice model.
+    pub model: PathBuf,
+    /// The speaker, for models with several.
+    pub speaker: Option<u32>,
+    /// Speed in words per minute (Piper's voices speak about 165 at length scale 1).
+    pub words_per_minute: u32,
+    /// The longest a synthesis may take.
+    pub timeout: Duration,
+}
+
+/// The words per minute Piper's voices speak at length scale 1.
+const PIPER_NATURAL_WPM: f64 = 165.0;
+
+impl Speech for Piper {
+    fn voice_id(&self) -> String {
+        format!(
+            "piper/{}/{}/{}",
+            self.model.display(),
+            self.speaker.unwrap_or(0),
+            self.words_per_minute
+        )
+    }
+
+    fn synthesize<'a>(&'a self, text: &'a str, out: &'a Path) -> SpeechFuture<'a> {
+        let scale = PIPER_NATURAL_WPM / f64::from(self.words_per_minute.max(1));
+        let mut args: Vec<OsString> = vec![
+            "-m".into(),
+            self.model.clone().into(),
+            "-f".into(),
+            out.into(),
+            "--length-scale".into(),
+            format!("{scale:.3}").into(),
+        ];
+        if let Some(speaker) = self.speaker {
+            args.push("-s".into());
+            args.push(speaker.to_string().into());
+        }
+        Box::pin(run_engine(
+            Engine {
+                binary: &self.binary,
+                args,
+                timeout: self.timeout,
+                hint: "install it (pip install piper-tts, and a voice) or set radio.tts.piper",
+            },
+            text,
+            out,
+        ))
+    }
+}
+
+/// A speech engine's command line.
+struct Engine<'a> {
+    binary: &'a Path,
+    args: Vec<OsString>,
+    timeout: Duration,
+    hint: &'static str,
+}
+
+/// Runs an engine that reads the text on stdin (never an argument: it could start with
+/// a dash, and the process list is readable) and writes a WAV file at `out`.
+async fn run_engine(engine: Engine<'_>, text: &str, out: &Path) -> Result<(), TtsError> {
+    let name = engine.binary.display().to_string();
+    let mut child = Command::new(engine.binary)
+        .args(&engine.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| TtsError::Missing {
+            engine: name.clone(),
+            why: e.to_string(),
+            hint: engine.hint,
+        })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let run = async {
+        // One line: engines read a newline as the end of an utterance; the text ends
+        // with one so the last sentence is spoken.
+        let mut line = text.replace(['\r', '\n'], " ");
+        line.push('\n');
+        stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(stdin);
+        let mut said = Vec::new();
+        let _ = (&mut stderr).take(4096).read_to_end(&mut said).await;
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        if !status.success() {
+            let said = String::from_utf8_lossy(&said);
+            let last = said.trim().lines().last().unwrap_or("").to_string();
+            return Err(format!("{status}: {last}"));
+        }
+        Ok(())
+    };
+    tokio::time::timeout(engine.timeout, run)
+        .await
+        .map_err(|_| TtsError::Timeout {
+            engine: name.clone(),
+            limit: engine.timeout,
+        })?
+        .map_err(|why| TtsError::Failed {
+            engine: name.clone(),
+            why,
+        })?;
+    match std::fs::metadata(out) {
+        Ok(m) if m.len() > 44 => Ok(()),
+        _ => Err(TtsError::Failed {
+            engine: name,
+            why: "it wrote no audio".into(),
+        }),
+    }
+}
+
+/// An OpenAI-compatible speech server (`POST {base}/audio/speech`), reached through a
+/// client that reaches its origin only; the key, if any, from the vault.
+#[derive(Debug, Clone)]
+pub struct HttpSpeech {
+    base: url::Url,
+    model: String,
+    voice: String,
+    words_per_minute: u32,
+    key: Option<SecretString>,
+    timeout: Duration,
+    egress: Egress,
+}
+
+/// The largest answer taken from a speech server.
+const MAX_HTTP_AUDIO: usize = 32 * 1024 * 1024;
+
+impl HttpSpeech {
+    /// A server at `base` (the part before `/audio/speech`, e.g. `http://127.0.0.1:8880/v1`).
+    pub fn new(
+        base: url::Url,
+        model: String,
+        voice: String,
+        words_per_minute: u32,
+        key: Option<SecretString>,
+        timeout: Duration,
+    ) -> HttpSpeech {
+        let egress = Egress::for_upstream(&base, Duration::from_secs(5));
+        HttpSpeech {
+            base,
+            model,
+            voice,
+            words_per_minute,
+            key,
+            timeout,
+            egress,
+        }
+    }
+
+    fn engine(&self) -> String {
+        // The origin names the server; a path or query could carry a token.
+        format!(
+            "the speech server at {}",
+            self.base.origin().ascii_serialization()
+        )
+    }
+
+    async fn fetch(&self, text: &str) -> Result<Bytes, String> {
+        use http_body_util::BodyExt;
+        let mut url = self.base.clone();
+        let path = format!("{}/audio/speech", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        let speed = (f64::from(self.words_per_minute) / PIPER_NATURAL_WPM).clamp(0.25, 4.0);
+        let body = serde_json::json!({
+            "model": self.model,
+            "voice": self.voice,
+            "input": text,
+            "response_format": "wav",
+            "speed": speed,
+        });
+        let mut req = http::Request::post(url.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "audio/wav, audio/*");
+        if let Some(key) = &self.key {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", key.expose()),
+            );
+        }
+        let req = req
+            .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+            .map_err(|_| "the request could not be built".to_string())?;
+        let resp = self.egress.send(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_AUDIO)
+            .collect()
+            .await
+            .map_err(|_| "the answer broke off or was larger than 32 MiB".to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            // The server's own words, bounded and with no control characters: it may
+            // say "invalid key", never the key itself (moat never sends it anywhere else).
+            let said: String = String::from_utf8_lossy(&body)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            return Err(format!("HTTP {status}: {said}"));
+        }
+        if !(content_type.starts_with("audio/") || content_type == "application/octet-stream") {
+            return Err(format!("it answered {content_type:?}, not audio"));
+        }
+        Ok(body)
+    }
+}
+
+impl Speech for HttpSpeech {
+    fn voice_id(&self) -> String {
+        format!(
+            "http/{}/{}/{}/{}",
+            self.base.origin().ascii_serialization(),
+            self.model,
+            self.voice,
+            self.words_per_minute
+        )
+    }
+
+    fn synthesize<'a>(&'a self, text: &'a str, out: &'a Path) -> SpeechFuture<'a> {
         Box::pin(async move {
-            let engine = self.binary.display().to_string();
-            let mut child = Command::new(&self.binary)
-                .args([
-                    "-v",
-                    &self.voice,
-                    "-s",
-                    &self.words_per_minute.to_string(),
-                    "-w",
-                ])
-                .arg(out)
-                .arg("--stdin")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| TtsError::Missing {
-                    engine: engine.clone(),
-                    why: e.to_string(),
-                })?;
-            let mut stdin = child.stdin.take().expect("stdin is piped");
-            let mut stderr = child.stderr.take().expect("stderr is piped");
-            let run = async {
-                // One line per sentence keeps espeak from reading a newline as a pause
-                // twice; the text ends with a newline so the last sentence is spoken.
-                let mut line = text.replace(['\r', '\n'], " ");
-                line.push('\n');
-                stdin
-                    .write_all(line.as_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                drop(stdin);
-                let mut said = Vec::new();
-                let _ = (&mut stderr).take(4096).read_to_end(&mut said).await;
-                let status = child.wait().await.map_err(|e| e.to_string())?;
-                if !status.success() {
-                    return Err(format!(
-                        "{status}: {}",
-                        String::from_utf8_lossy(&said).trim()
-                    ));
-                }
-                Ok(())
-            };
-            tokio::time::timeout(self.timeout, run)
+            let engine = self.engine();
+            let audio = tokio::time::timeout(self.timeout, self.fetch(text))
                 .await
                 .map_err(|_| TtsError::Timeout {
                     engine: engine.clone(),
@@ -146,13 +366,15 @@ impl Speech for Espeak {
                     engine: engine.clone(),
                     why,
                 })?;
-            match std::fs::metadata(out) {
-                Ok(m) if m.len() > 44 => Ok(()),
-                _ => Err(TtsError::Failed {
+            if audio.len() <= 44 {
+                return Err(TtsError::Failed {
                     engine,
-                    why: "it wrote no audio".into(),
-                }),
+                    why: "it sent no audio".into(),
+                });
             }
+            tokio::fs::write(out, &audio)
+                .await
+                .map_err(|e| TtsError::Cache(e.to_string()))
         })
     }
 }
@@ -526,5 +748,141 @@ mod tests {
         assert!(bytes <= 2_000, "{bytes}");
         assert_eq!(clips, 1);
         assert!(cache.speak(&voice, "cccccccccc").await.unwrap().1);
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server: answers the first request with `status`, `content_type`
+    /// and `body`, and hands back what it received.
+    async fn serve_once(
+        status: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> (url::Url, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Head, then as much body as Content-Length says.
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if rest.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&body).await.unwrap();
+            String::from_utf8_lossy(&got).to_string()
+        });
+        let url = url::Url::parse(&format!("http://{addr}/v1")).unwrap();
+        (url, task)
+    }
+
+    fn silence_wav(seconds: u32) -> Vec<u8> {
+        let data = 16_000 * 2 * seconds;
+        let mut w = b"RIFF".to_vec();
+        w.extend_from_slice(&(36 + data).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&16u32.to_le_bytes());
+        w.extend_from_slice(&1u16.to_le_bytes());
+        w.extend_from_slice(&1u16.to_le_bytes());
+        w.extend_from_slice(&16_000u32.to_le_bytes());
+        w.extend_from_slice(&32_000u32.to_le_bytes());
+        w.extend_from_slice(&2u16.to_le_bytes());
+        w.extend_from_slice(&16u16.to_le_bytes());
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&data.to_le_bytes());
+        w.resize(44 + data as usize, 0);
+        w
+    }
+
+    const KEY: &str = "speech-key-CANARY-81c3";
+
+    fn engine(url: url::Url) -> HttpSpeech {
+        HttpSpeech::new(
+            url,
+            "tts-1".into(),
+            "alloy".into(),
+            165,
+            Some(SecretString::new(KEY.to_string())),
+            Duration::from_secs(5),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_speech_server_is_asked_for_wav_with_the_key_and_its_audio_kept() {
+        let (url, seen) = serve_once("200 OK", "audio/wav", silence_wav(2)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("clip.wav");
+        engine(url).synthesize("Good evening", &out).await.unwrap();
+        assert_eq!(
+            wav_duration(&std::fs::read(&out).unwrap()),
+            Some(Duration::from_secs(2))
+        );
+        let request = seen.await.unwrap();
+        assert!(
+            request.starts_with("POST /v1/audio/speech HTTP/1.1"),
+            "{request}"
+        );
+        assert!(
+            request.contains(&format!("authorization: Bearer {KEY}")),
+            "{request}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body["input"], "Good evening");
+        assert_eq!(body["response_format"], "wav");
+        assert_eq!(
+            (body["model"].as_str(), body["voice"].as_str()),
+            (Some("tts-1"), Some("alloy"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusing_or_odd_server_fails_the_clip_and_never_echoes_the_key() {
+        let (url, _) = serve_once(
+            "401 Unauthorized",
+            "application/json",
+            br#"{"error":"invalid key"}"#.to_vec(),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("clip.wav");
+        let e = engine(url).synthesize("hi", &out).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("401") && text.contains("invalid key"),
+            "{text}"
+        );
+        assert!(!text.contains(KEY), "{text}");
+        let (url, _) = serve_once("200 OK", "text/html", b"<html>login</html>".to_vec()).await;
+        let e = engine(url).synthesize("hi", &out).await.unwrap_err();
+        assert!(e.to_string().contains("not audio"), "{e}");
+        assert!(!out.exists());
+        // Nothing listening: a clear failure, not a hang.
+        let closed = url::Url::parse("http://127.0.0.1:9/v1").unwrap();
+        assert!(engine(closed).synthesize("hi", &out).await.is_err());
     }
 }

@@ -318,7 +318,51 @@ fn radio_checks(home: &Home, c: &Config, results: &mut Vec<(&'static str, Outcom
                 }
             },
         ));
+        voice_checks(home, &c.radio.tts, results);
     }
+}
+
+/// The DJ's voice: the engine's program, Piper's model, the speech server's key. A
+/// voice that cannot speak costs the station its DJ, not its music: a warning.
+fn voice_checks(
+    home: &Home,
+    tts: &moat_core::config::radio::TtsConfig,
+    results: &mut Vec<(&'static str, Outcome)>,
+) {
+    let runs = |program: &std::path::Path, arg: &str| {
+        std::process::Command::new(program)
+            .arg(arg)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let outcome = match tts.engine.as_str() {
+        "piper" => match &tts.piper_model {
+            _ if !runs(&tts.piper, "--help") => Outcome::Warn(format!(
+                "cannot run {}: the DJ has no voice; pip install piper-tts or set radio.tts.piper",
+                tts.piper.display()
+            )),
+            Some(m) if !m.is_file() => Outcome::Warn(format!(
+                "radio.tts.piper_model {} is not a file: the DJ has no voice",
+                m.display()
+            )),
+            _ => Outcome::Ok("Piper runs and its voice model is there".into()),
+        },
+        "http" => match &tts.api_key_secret {
+            Some(secret) => check_reference(home, &SecretRef::Vault(secret.clone())),
+            None => Outcome::Ok("the DJ speaks through a speech server with no key".into()),
+        },
+        _ if runs(&tts.espeak, "--version") => {
+            Outcome::Ok(format!("{} runs: the DJ has a voice", tts.espeak.display()))
+        }
+        _ => Outcome::Warn(format!(
+            "cannot run {}: the DJ has no voice; apt install espeak-ng or set radio.tts.espeak",
+            tts.espeak.display()
+        )),
+    };
+    results.push(("radio", outcome));
 }
 
 /// Prints each result, with the fix under each failure; exit 1 if any failed.

@@ -142,7 +142,13 @@ fn say(
         moat_core::config::radio::validate(&radio)
             .map_err(|(key, why)| Failure::usage(anyhow!("--voice: {key}: {why}")))?;
     }
-    let engine = app::radio::espeak(&tts);
+    let key = if tts.engine == "http" && tts.api_key_secret.is_some() {
+        let vault = app::vault::unlock(home)?;
+        app::radio::speech_key(&vault, &tts).map_err(|why| Failure::usage(anyhow!(why)))?
+    } else {
+        None
+    };
+    let engine = app::radio::speech(&tts, key).map_err(|why| Failure::usage(anyhow!(why)))?;
     home.ensure().map_err(Failure::runtime)?;
     let cache = moat_radio::tts::SpeechCache::open(
         &app::radio::speech_cache_dir(home),
@@ -156,7 +162,7 @@ fn say(
         .map_err(Failure::runtime)?;
     let started = std::time::Instant::now();
     let (clip, hit) = runtime
-        .block_on(cache.speak(&engine, text))
+        .block_on(cache.speak(engine.as_ref(), text))
         .map_err(|e| match e {
             moat_radio::tts::TtsError::Text => Failure::usage(anyhow::Error::new(e)),
             e => Failure::runtime(anyhow::Error::new(e)),
@@ -171,10 +177,9 @@ fn say(
             .map_err(|e| Failure::runtime(anyhow!("cannot write {}: {e}", out.display())))?;
     }
     println!(
-        "{} ({length} of speech, {} voice {}, {} in {} ms): {}",
+        "{} ({length} of speech, voice {}, {} in {} ms): {}",
         if hit { "from the cache" } else { "spoken" },
-        tts.engine,
-        tts.voice,
+        engine.voice_id(),
         if hit { "found" } else { "synthesised" },
         took.as_millis(),
         out.unwrap_or(&clip.path).display()

@@ -126,6 +126,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
             channels,
             hooks,
             radio_password: secrets.radio_password,
+            radio_speech_key: secrets.radio_speech_key,
         },
     ));
     // Everything answered is in state.db before the process ends.
@@ -147,6 +148,8 @@ struct Rooms {
     hooks: app::channels::Hooks,
     /// The radio library's password, or why there is none.
     radio_password: Result<SecretString, String>,
+    /// The speech server's key for the DJ's voice, if it has one, or why not.
+    radio_speech_key: Result<Option<SecretString>, String>,
 }
 
 /// What the vault gives a server at start: the values it needs are read once, here, and
@@ -161,6 +164,8 @@ struct Secrets {
     channel_secrets: std::collections::BTreeMap<String, Result<Option<SecretString>, String>>,
     /// The station's library password (or why it cannot have it).
     radio_password: Result<SecretString, String>,
+    /// The DJ's speech server key (or why it cannot have it).
+    radio_speech_key: Result<Option<SecretString>, String>,
 }
 
 /// Opens the vault once for the API key, every account's credential and the audit key.
@@ -188,6 +193,7 @@ fn unlock_secrets(home: &Home, config: &Config) -> Result<Secrets, Failure> {
             Some((name, lib)) => app::radio::password(&vault, name, lib),
             None => Err("no library is configured".into()),
         },
+        radio_speech_key: app::radio::speech_key(&vault, &config.radio.tts),
     })
 }
 
@@ -223,6 +229,7 @@ async fn serve(
         channels,
         hooks,
         radio_password,
+        radio_speech_key,
     } = rooms;
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
@@ -273,7 +280,14 @@ async fn serve(
         channels: hub.clone(),
     });
     let web_chat = agent.is_ok();
-    let station = app::radio::station(home, &config.radio, radio_password, gateway.clone()).await;
+    let station = app::radio::station(
+        home,
+        &config.radio,
+        radio_password,
+        radio_speech_key,
+        gateway.clone(),
+    )
+    .await;
     match (&station, config.radio.station_library()) {
         (Err(why), Some(_)) => tracing::warn!("the radio is not playing: {why}"),
         (Ok(_), _) => {

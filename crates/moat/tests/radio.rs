@@ -1044,6 +1044,59 @@ fn espeak_speaks_into_the_cache_and_a_repeat_comes_from_it() {
 }
 
 #[test]
+fn piper_speaks_with_a_neural_voice_whose_length_follows_the_text() {
+    let home = new_home();
+    let config = |model: &str| {
+        format!(
+            "[radio.tts]\nengine = \"piper\"\npiper = \"{}\"\npiper_model = \"{model}\"\n",
+            peer("MOAT_PIPER")
+        )
+    };
+    std::fs::write(
+        home.path().join("config.toml"),
+        config(&peer("MOAT_PIPER_MODEL")),
+    )
+    .unwrap();
+    let short = "Good evening, this is moat radio.";
+    let long = "Good evening, this is moat radio. That was a song about the sea, and next \
+                comes one about the mountains, then the news at the top of the hour.";
+    let (code, out, err) = run_moat(home.path(), &["radio", "tts", "say", short], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("spoken") && out.contains("voice piper/"),
+        "{out}"
+    );
+    let first = ffprobe_seconds(&PathBuf::from(out.trim().rsplit(": ").next().unwrap()));
+    // Six words at about 165 a minute, with Piper's pauses.
+    assert!(first > 1.2 && first < 6.0, "{first}s for a sentence");
+    let wav = home.path().join("long.wav");
+    let (code, out, err) = run_moat(
+        home.path(),
+        &["radio", "tts", "say", long, "--out", wav.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let longer = ffprobe_seconds(&wav);
+    assert!(longer > 2.5 * first, "{longer}s vs {first}s");
+    let (code, again, _) = run_moat(home.path(), &["radio", "tts", "say", short], &[]);
+    assert_eq!(code, 0);
+    assert!(again.starts_with("from the cache"), "{again}");
+    // A model that is not there: a clear failure, nothing in the cache.
+    std::fs::write(
+        home.path().join("config.toml"),
+        config("/nonexistent/voice.onnx"),
+    )
+    .unwrap();
+    let (code, out, err) = run_moat(home.path(), &["radio", "tts", "say", "Hello there"], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("piper"), "{err}");
+    let clips = std::fs::read_dir(home.path().join("radio/speech"))
+        .unwrap()
+        .count();
+    assert_eq!(clips, 2, "a failed synthesis left a file");
+}
+
+#[test]
 fn the_djs_voice_goes_over_the_music_and_the_music_plays_on() {
     let sub = Supysonic::start();
     let moat = serve(radio_home(&sub.url(), PASSWORD, ""));

