@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::context::{Allowed, Context};
 use crate::mixer::Deck;
 use crate::station::{Entry, Message, Snapshot, Station};
 
@@ -41,9 +42,6 @@ pub struct DjSettings {
     pub every: u32,
     /// Talk per hour at most.
     pub talk_per_hour: Duration,
-    /// Quiet windows: (start, end) minutes of the local day; end before start wraps
-    /// past midnight.
-    pub quiet: Vec<(u32, u32)>,
     /// How long the model and the engine together may take.
     pub timeout: Duration,
 }
@@ -85,8 +83,9 @@ pub fn spoken(text: &str, words: u32) -> Option<String> {
     Some(s)
 }
 
-/// The system prompt and the request for the talk before `next`, with a listener's
-/// message when one is waiting. The message is the listener's words inside delimiters
+/// The system prompt and the request for the talk before `next`, with the `news` to
+/// work in (the weather, what is coming up in the calendar) and a listener's message
+/// when one is waiting. The message is the listener's words inside delimiters
 /// the model is told to treat as data (it was screened for injection before it got here).
 pub fn prompt(
     settings: &DjSettings,
@@ -94,6 +93,7 @@ pub fn prompt(
     next: &Entry,
     clock: &str,
     message: Option<&Message>,
+    news: &[String],
 ) -> (String, String) {
     let system = format!(
         "{} You speak on air between songs, in {}. Say at most {} words of plain spoken text: \
@@ -111,6 +111,9 @@ pub fn prompt(
         "Next: \"{}\" by {}, from \"{}\". Introduce it.",
         next.title, next.artist, next.album
     ));
+    for line in news {
+        ask.push_str(&format!(" Also say, briefly: {line}."));
+    }
     if let Some(m) = message {
         let mut nonce = [0u8; 6];
         getrandom::fill(&mut nonce).expect("the operating system's random source works");
@@ -130,14 +133,54 @@ pub fn prompt(
     (system, ask)
 }
 
-/// Local time: minute of the day, and `HH:MM`.
-fn local_clock() -> (u32, String) {
-    use chrono::Timelike;
-    let now = chrono::Local::now();
-    (
-        now.hour() * 60 + now.minute(),
-        now.format("%H:%M").to_string(),
-    )
+/// How often the DJ mentions the weather at most.
+const WEATHER_EVERY: Duration = Duration::from_secs(3600);
+/// Calendar events mentioned when they start within this.
+const CALENDAR_AHEAD: Duration = Duration::from_secs(2 * 3600);
+
+/// What the DJ has already said of the world, so it says each thing once.
+#[derive(Default)]
+struct Said {
+    weather: Option<Instant>,
+    events: std::collections::HashSet<(String, i64)>,
+}
+
+impl Said {
+    /// The news worth a line now: the weather once an hour, each coming event once.
+    fn news(&self, context: &Context) -> (Vec<String>, Vec<(String, i64)>, bool) {
+        let mut lines = Vec::new();
+        let mut events = Vec::new();
+        let mut weather = false;
+        if self.weather.is_none_or(|t| t.elapsed() >= WEATHER_EVERY)
+            && let Some(w) = context.weather()
+        {
+            let place = if w.place.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", w.place)
+            };
+            lines.push(format!(
+                "the weather now{place} is {}, {:.0}{}",
+                w.description, w.temperature, w.unit
+            ));
+            weather = true;
+        }
+        for o in context
+            .upcoming(chrono::Utc::now(), CALENDAR_AHEAD)
+            .into_iter()
+            .filter(|o| {
+                !self
+                    .events
+                    .contains(&(o.summary.clone(), o.start.timestamp()))
+            })
+            .take(2)
+        {
+            let at = o.start.with_timezone(&chrono::Local).format("%H:%M");
+            lines.push(format!("\"{}\" is in the calendar at {at}", o.summary));
+            events.push((o.summary, o.start.timestamp()));
+        }
+        (lines, events, weather)
+    }
 }
 
 /// A prepared segment: for the transition to `seq`, with the listener's message it
@@ -149,8 +192,19 @@ struct Ready {
     message: Option<Message>,
 }
 
-/// Runs the DJ on `station` until the station stops.
-pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSettings) {
+/// Runs the DJ on `station` until the station stops; `context` says when it may talk
+/// and what of the world it knows.
+pub async fn run(
+    station: Station,
+    writer: Arc<dyn Scriptwriter>,
+    settings: DjSettings,
+    context: Arc<Context>,
+) {
+    context.dj_log(|l| {
+        l.running = true;
+        l.why_not = None;
+    });
+    let mut said = Said::default();
     let mut watch = station.watch();
     let (done, mut prepared) = mpsc::channel::<(i64, Option<Ready>)>(1);
     let mut preparing_for: Option<i64> = None;
@@ -179,9 +233,14 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
                 if Some(r.seq) == now_seq {
                     let seconds = r.deck.frames() as f64 / f64::from(crate::mixer::RATE);
                     tracing::info!(words = r.text.split_whitespace().count(), "the DJ talks");
+                    let text = r.text.clone();
                     if station.air(r.deck, Some(r.text)).await.is_err() {
                         return;
                     }
+                    context.dj_log(|l| {
+                        l.segments += 1;
+                        l.last_talk = Some((chrono::Utc::now(), text));
+                    });
                     talked.push_back((Instant::now(), seconds));
                     since_talk = 0;
                 } else if let Some(m) = r.message {
@@ -196,7 +255,7 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
             talked.pop_front();
         }
         let spoken_last_hour: f64 = talked.iter().map(|(_, s)| s).sum();
-        let (minute, clock) = local_clock();
+        let clock = chrono::Local::now().format("%H:%M").to_string();
         let (Some(now), Some(next)) = (snap.now.as_ref(), snap.next.first()) else {
             continue;
         };
@@ -213,23 +272,34 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
             && preparing_for.is_none()
             && tried_for != Some(next.seq)
             && spoken_last_hour < settings.talk_per_hour.as_secs_f64()
-            && !is_quiet(&settings.quiet, minute)
+            && context.allowed(chrono::Local::now()) == Allowed::Everything
             && snap.state == "playing";
         if !due {
             continue;
         }
         // Listener messages come first: they are why a host talks.
         let message = station.take_message();
-        let (system, ask) = prompt(&settings, Some(now), next, &clock, message.as_ref());
+        // A listener's message has the words to itself; news fills the others.
+        let (news, events, weather) = match message {
+            Some(_) => (Vec::new(), Vec::new(), false),
+            None => said.news(&context),
+        };
+        let (system, ask) = prompt(&settings, Some(now), next, &clock, message.as_ref(), &news);
+        // Said once tried: a segment that fails does not bring the same news back at once.
+        if weather {
+            said.weather = Some(Instant::now());
+        }
+        said.events.extend(events);
         let seq = next.seq;
         preparing_for = Some(seq);
         tried_for = Some(seq);
-        let (station, writer, done, words, limit) = (
+        let (station, writer, done, words, limit, context) = (
             station.clone(),
             writer.clone(),
             done.clone(),
             settings.words,
             settings.timeout,
+            context.clone(),
         );
         tokio::spawn(async move {
             let made = tokio::time::timeout(limit, async {
@@ -251,13 +321,16 @@ pub async fn run(station: Station, writer: Arc<dyn Scriptwriter>, settings: DjSe
                 }),
                 Ok(Err(why)) => {
                     tracing::warn!("the DJ skips a segment: {why}");
+                    context.dj_log(|l| l.last_skip = Some((chrono::Utc::now(), why.clone())));
                     if let Some(m) = message {
                         station.return_message(m);
                     }
                     None
                 }
                 Err(_) => {
-                    tracing::warn!("the DJ skips a segment: not ready in {}s", limit.as_secs());
+                    let why = format!("not ready in {}s", limit.as_secs());
+                    tracing::warn!("the DJ skips a segment: {why}");
+                    context.dj_log(|l| l.last_skip = Some((chrono::Utc::now(), why)));
                     if let Some(m) = message {
                         station.return_message(m);
                     }
@@ -296,7 +369,6 @@ mod tests {
             words: 30,
             every: 1,
             talk_per_hour: Duration::from_secs(60),
-            quiet: Vec::new(),
             timeout: Duration::from_secs(1),
         };
         let next = Entry {
@@ -314,7 +386,7 @@ mod tests {
             from: "Alex".into(),
             text: "Hello!".into(),
         };
-        let (system, ask) = prompt(&s, None, &next, "20:15", Some(&m));
+        let (system, ask) = prompt(&s, None, &next, "20:15", Some(&m), &[]);
         assert!(system.contains("at most 30 words"));
         assert!(ask.contains("\"Harbour\" by Sine Quartet") && ask.contains("It is 20:15"));
         let mark = ask
@@ -324,8 +396,11 @@ mod tests {
         let mark = &mark[..12];
         assert_eq!(ask.matches(mark).count(), 3, "{ask}");
         assert!(ask.contains(&format!("{mark}\nHello!\n{mark}")));
-        let (_, plain) = prompt(&s, None, &next, "20:15", None);
+        let (_, plain) = prompt(&s, None, &next, "20:15", None, &[]);
         assert!(!plain.contains("listener"));
+        let news = ["the weather now is light rain, 7°C".to_string()];
+        let (_, with_news) = prompt(&s, None, &next, "20:15", None, &news);
+        assert!(with_news.contains("Also say, briefly: the weather now is light rain, 7°C."));
     }
 
     #[test]

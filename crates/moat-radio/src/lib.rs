@@ -16,7 +16,9 @@
 //! - [`cast`]: the station on UPnP/DLNA speakers: SSDP discovery and AVTransport control.
 
 pub mod broadcast;
+pub mod calendar;
 pub mod cast;
+pub mod context;
 pub mod dj;
 pub mod ffmpeg;
 pub mod framing;

@@ -314,6 +314,11 @@ impl Station {
         self.shared.broadcast.subscribe()
     }
 
+    /// The voice's identity (engine, voice, speed), when the station has one.
+    pub fn voice_id(&self) -> Option<String> {
+        self.shared.voice.as_ref().map(|v| v.speech.voice_id())
+    }
+
     /// The stream's MIME type.
     pub fn content_type(&self) -> &'static str {
         self.shared.format.content_type()

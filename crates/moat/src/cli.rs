@@ -350,6 +350,9 @@ pub(crate) enum RadioCommand {
     Open,
     /// What is on air and coming up, from the running server.
     Now,
+    /// The station, its voice and DJ, quiet and silent windows now, and each integration
+    /// (calendars, weather, casting): working, failing and why, or off and why.
+    Status,
     /// The DJ's voice: try it.
     #[command(subcommand)]
     Tts(TtsCommand),

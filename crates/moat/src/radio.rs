@@ -57,6 +57,8 @@ pub(crate) struct Radio {
     station: Result<Station, String>,
     /// Casting to speakers, or why there is none.
     caster: Result<Caster, String>,
+    /// What the DJ knows, and when the station keeps quiet.
+    context: Arc<moat_radio::context::Context>,
     control_token: SecretString,
     covers: Mutex<CoverCache>,
     /// Bounds the library calls covers cost: many requests for one cover wait for the
@@ -68,11 +70,13 @@ impl Radio {
     pub(crate) fn new(
         station: Result<Station, String>,
         caster: Result<Caster, String>,
+        context: Arc<moat_radio::context::Context>,
         control_token: SecretString,
     ) -> Radio {
         Radio {
             station,
             caster,
+            context,
             control_token,
             covers: Mutex::new(CoverCache::default()),
             cover_fetches: tokio::sync::Semaphore::new(COVER_FETCHES),
@@ -205,6 +209,11 @@ pub(crate) fn routes(table: RouteTable, radio: Arc<Radio>) -> RouteTable {
             "/radio/api/settings",
             Exposure::Control,
             get(settings).put(change_settings).with_state(radio.clone()),
+        )
+        .route(
+            "/radio/api/status",
+            Exposure::Control,
+            get(status).with_state(radio.clone()),
         )
         .route(
             "/radio/api/cast",
@@ -836,6 +845,24 @@ async fn change_settings(State(radio): State<Arc<Radio>>, body: Bytes) -> Respon
         station.set_source(s);
     }
     Json(json!({"ok": true, "source": source_text(&station.source())})).into_response()
+}
+
+/// `GET /radio/api/status`: the station, the DJ and what it knows, quiet and silent
+/// windows, each integration (working, failing and why, or off and why), casting.
+async fn status(State(radio): State<Arc<Radio>>) -> Response {
+    let (station, problem) = match &radio.station {
+        Ok(s) => (Some(s.snapshot()), None),
+        Err(why) => (None, Some(why.clone())),
+    };
+    let mut body = radio.context.status();
+    body["station"] = json!(station);
+    body["station_problem"] = json!(problem);
+    body["voice"] = json!(radio.station.as_ref().ok().and_then(|s| s.voice_id()));
+    body["cast"] = match &radio.caster {
+        Ok(_) => json!({"available": true}),
+        Err(why) => json!({"available": false, "why": why}),
+    };
+    no_store(Json(body).into_response())
 }
 
 /// A refusal built before the response: small to carry in a `Result`.

@@ -32,11 +32,158 @@ pub(crate) fn run(home: &Home, command: &RadioCommand) -> Result<(), Failure> {
         RadioCommand::Library(LibraryCommand::Remove { name }) => remove(home, name),
         RadioCommand::Open => open(home),
         RadioCommand::Now => now(home),
+        RadioCommand::Status => status(home),
         RadioCommand::Tts(TtsCommand::Say { text, voice, out }) => {
             say(home, text, voice.as_deref(), out.as_deref())
         }
         RadioCommand::Cast(command) => cast(home, command),
     }
+}
+
+/// `moat radio status`: the running server's `/radio/api/status`, for a person.
+fn status(home: &Home) -> Result<(), Failure> {
+    let endpoint = crate::status::endpoint(home)?;
+    if endpoint.tls {
+        return Err(Failure::usage(anyhow!(
+            "the main listener uses TLS, which `moat radio status` does not speak yet; use curl https://HOST:{}/radio/api/status with the control token",
+            endpoint.addr.port()
+        )));
+    }
+    let body = crate::status::get(endpoint.addr, "/radio/api/status", &endpoint.token)
+        .map_err(|e| Failure::runtime(anyhow!("the radio: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| Failure::runtime(anyhow!("the server's answer is not JSON; is it moat?")))?;
+    print!("{}", status_text(&v));
+    Ok(())
+}
+
+fn events(n: u64) -> String {
+    format!("{n} event{}", if n == 1 { "" } else { "s" })
+}
+
+/// The status as lines a person reads.
+fn status_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("?").to_string();
+    let mut out = String::new();
+    match v["station"].as_object() {
+        Some(st) => {
+            let now = &st["now"];
+            let playing = if now.is_object() {
+                format!(" — {} — {}", s(&now["title"]), s(&now["artist"]))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "station: {}{playing}; {} listening",
+                s(&st["state"]),
+                st["listeners"]
+            );
+            if let Some(p) = st["problem"].as_str() {
+                let _ = writeln!(out, "  problem: {p}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "station: not playing: {}", s(&v["station_problem"]));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "voice: {}",
+        v["voice"].as_str().unwrap_or("none (moat's log says why)")
+    );
+    let dj = &v["dj"];
+    if dj["running"] == true {
+        let _ = write!(out, "dj: on, {} segments aired", dj["segments"]);
+        if let Some(t) = dj["last_talk"].as_object() {
+            let _ = write!(out, "; last at {}: \"{}\"", s(&t["at"]), s(&t["words"]));
+        }
+        let _ = writeln!(out);
+        if let Some(t) = dj["last_skip"].as_object() {
+            let _ = writeln!(out, "  last skipped at {}: {}", s(&t["at"]), s(&t["why"]));
+        }
+    } else {
+        let _ = writeln!(out, "dj: off: {}", dj["why_not"].as_str().unwrap_or("?"));
+    }
+    let allowed = &v["allowed"];
+    let _ = writeln!(
+        out,
+        "now: {}",
+        match allowed["mode"].as_str() {
+            Some("everything") => "music and talk".to_string(),
+            Some("music-only") => format!("music only: {}", s(&allowed["why"])),
+            Some("silence") => format!("silence: {}", s(&allowed["why"])),
+            _ => "?".to_string(),
+        }
+    );
+    let hours = |k: &str| {
+        v[k].as_array()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.iter().map(&s).collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "none".into())
+    };
+    let _ = writeln!(
+        out,
+        "quiet hours: {}; silent hours: {}",
+        hours("quiet_hours"),
+        hours("silent_hours")
+    );
+    for c in v["calendars"].as_array().into_iter().flatten() {
+        let state = match (c["error"].as_str(), c["events_ahead"].as_u64()) {
+            (Some(e), Some(n)) => format!("failing: {e} (keeps its last read: {})", events(n)),
+            (Some(e), None) => format!("failing: {e}"),
+            (None, Some(n)) => format!("{} in the next 48 h", events(n)),
+            (None, None) => "not read yet".into(),
+        };
+        let _ = writeln!(
+            out,
+            "calendar {} ({}): {state}",
+            s(&c["name"]),
+            s(&c["use"])
+        );
+    }
+    match v["weather"].as_object() {
+        Some(w) => {
+            let now = &w["now"];
+            let line = if now.is_object() {
+                format!(
+                    "{}, {}{}{}",
+                    s(&now["description"]),
+                    now["temperature"],
+                    s(&now["unit"]),
+                    now["place"]
+                        .as_str()
+                        .filter(|p| !p.is_empty())
+                        .map(|p| format!(" in {p}"))
+                        .unwrap_or_default()
+                )
+            } else {
+                "nothing fresh".into()
+            };
+            let _ = write!(out, "weather: {line}");
+            if let Some(e) = w["error"].as_str() {
+                let _ = write!(out, "; failing: {e}");
+            }
+            let _ = writeln!(out);
+        }
+        None => {
+            let _ = writeln!(out, "weather: not configured");
+        }
+    }
+    for why in v["disabled"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "off: {}", s(why));
+    }
+    let _ = writeln!(
+        out,
+        "casting: {}",
+        if v["cast"]["available"] == true {
+            "available (`moat radio cast list`)".to_string()
+        } else {
+            format!("off: {}", s(&v["cast"]["why"]))
+        }
+    );
+    out
 }
 
 /// `moat radio cast`: asks the running server, which finds and drives the speakers.

@@ -127,6 +127,7 @@ pub(crate) fn run(home: &Home, args: &ServeArgs, verbose: u8) -> Result<(), Fail
             hooks,
             radio_password: secrets.radio_password,
             radio_speech_key: secrets.radio_speech_key,
+            radio_weather_key: secrets.radio_weather_key,
         },
     ));
     // Everything answered is in state.db before the process ends.
@@ -150,6 +151,8 @@ struct Rooms {
     radio_password: Result<SecretString, String>,
     /// The speech server's key for the DJ's voice, if it has one, or why not.
     radio_speech_key: Result<Option<SecretString>, String>,
+    /// The weather service's key, if it is configured, or why not.
+    radio_weather_key: Result<Option<SecretString>, String>,
 }
 
 /// What the vault gives a server at start: the values it needs are read once, here, and
@@ -166,6 +169,8 @@ struct Secrets {
     radio_password: Result<SecretString, String>,
     /// The DJ's speech server key (or why it cannot have it).
     radio_speech_key: Result<Option<SecretString>, String>,
+    /// The weather service's key (or why it cannot have it).
+    radio_weather_key: Result<Option<SecretString>, String>,
 }
 
 /// Opens the vault once for the API key, every account's credential and the audit key.
@@ -194,6 +199,7 @@ fn unlock_secrets(home: &Home, config: &Config) -> Result<Secrets, Failure> {
             None => Err("no library is configured".into()),
         },
         radio_speech_key: app::radio::speech_key(&vault, &config.radio.tts),
+        radio_weather_key: app::radio::weather_key(&vault, &config.radio),
     })
 }
 
@@ -230,6 +236,7 @@ async fn serve(
         hooks,
         radio_password,
         radio_speech_key,
+        radio_weather_key,
     } = rooms;
     let config = &loaded.config;
     let state = StateStore::open(&home.state_db()).map_err(Failure::runtime)?;
@@ -280,12 +287,14 @@ async fn serve(
         channels: hub.clone(),
     });
     let web_chat = agent.is_ok();
+    let context = app::radio::context(&config.radio, &config.egress, radio_weather_key);
     let station = app::radio::station(
         home,
         &config.radio,
         radio_password,
         radio_speech_key,
         gateway.clone(),
+        &context,
     )
     .await;
     match (&station, config.radio.station_library()) {
@@ -309,6 +318,7 @@ async fn serve(
     let radio = Arc::new(crate::radio::Radio::new(
         station,
         caster,
+        context,
         control_token.clone(),
     ));
     let table = crate::webchat::routes(

@@ -1624,3 +1624,246 @@ fn without_a_lan_listener_casting_says_how_to_get_one() {
     assert_ne!(code, 0);
     assert!(err.contains("--lan-listen"), "{err}");
 }
+
+/// An iCalendar text with one event from `start` for `length`, in UTC.
+fn ics(summary: &str, start: chrono::DateTime<chrono::Utc>, length: chrono::Duration) -> String {
+    let f = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//moat tests//EN\r\nBEGIN:VEVENT\r\nUID:{}\r\nDTSTART:{}\r\nDTEND:{}\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        summary.replace(' ', "-"),
+        f(start),
+        f(start + length)
+    )
+}
+
+fn radio_status(moat: &Moat) -> String {
+    let (code, out, err) = run_moat(moat.home.path(), &["radio", "status"], &[]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+const WEATHER_KEY: &str = "owm-key-CANARY-4a7f1e";
+
+#[test]
+fn the_dj_works_in_the_weather_and_what_is_coming_up_in_the_calendar() {
+    let sub = Supysonic::start();
+    let up = FakeUpstream::start();
+    for _ in 0..4 {
+        up.push(a_reply(SCRIPT));
+    }
+    let weather = FakeUpstream::start();
+    weather.push(Reply::json(
+        200,
+        json!({"weather": [{"main": "Rain", "description": "light rain"}],
+               "main": {"temp": 7.4}, "name": "Testville"}),
+    ));
+    let calendar = FakeUpstream::start();
+    let now = chrono::Utc::now();
+    let mut served = Reply::json(200, json!({}));
+    served.content_type = "text/calendar";
+    served.chunks = vec![(
+        Duration::ZERO,
+        ics(
+            "Band practice",
+            now + chrono::Duration::minutes(40),
+            chrono::Duration::hours(1),
+        ),
+    )];
+    calendar.push(served);
+    let port = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let home = dj_home(
+        &sub,
+        &up,
+        &format!(
+            "[radio.weather]\nurl = \"{}/data/2.5\"\napi_key_secret = \"owm\"\nlatitude = 52.5\nlongitude = 13.4\n\
+             [radio.calendars.band]\nsource = \"{}/band.ics\"\n\
+             [egress]\nallow_cidrs = [\"127.0.0.1/32\"]\nallowed_ports = [{}, {}]\n",
+            weather.url(),
+            calendar.url(),
+            port(&weather.url()),
+            port(&calendar.url()),
+        ),
+    );
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", "owm", "--stdin"],
+        WEATHER_KEY,
+    );
+    assert_eq!(code, 0, "{err}");
+    let moat = serve(home);
+    on_air(&moat, None, Duration::from_secs(20));
+    let mut talked = false;
+    watch_transitions(&moat, 2, |snap| talked |= snap["last_talk"] == SCRIPT);
+    assert!(talked, "the DJ never talked\n{}", moat.output());
+    // The first words the model was asked for carry the weather and the coming event.
+    let asked = up.seen();
+    let prompt = asked[0].body["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        prompt.contains("light rain") && prompt.contains("Testville"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("\"Band practice\" is in the calendar at"),
+        "{prompt}"
+    );
+    // ...and each only once: the next segment does not repeat them.
+    if let Some(second) = asked.get(1) {
+        let again = second.body["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            !again.contains("Band practice") && !again.contains("light rain"),
+            "{again}"
+        );
+    }
+    let seen = weather.seen();
+    assert_eq!(seen[0].path, "/data/2.5/weather");
+    assert_eq!(calendar.seen()[0].path, "/band.ics");
+    let status = radio_status(&moat);
+    eprintln!("{status}");
+    assert!(
+        status.contains("weather: light rain, 7.4°C in Testville"),
+        "{status}"
+    );
+    assert!(
+        status.contains("calendar band (mention): 1 event in the next 48 h"),
+        "{status}"
+    );
+    assert!(status.contains("dj: on"), "{status}");
+    assert!(status.contains("now: music and talk"), "{status}");
+    for (what, text) in [("the log", moat.output()), ("the status", status)] {
+        assert!(!text.contains(WEATHER_KEY), "the weather key is in {what}");
+    }
+}
+
+#[test]
+fn a_failing_weather_service_is_reported_and_changes_nothing_else() {
+    let sub = Supysonic::start();
+    let up = FakeUpstream::start();
+    for _ in 0..4 {
+        up.push(a_reply(SCRIPT));
+    }
+    let weather = FakeUpstream::start();
+    weather.push(Reply::json(
+        401,
+        json!({"cod": 401, "message": "Invalid API key"}),
+    ));
+    let port = weather.url().rsplit(':').next().unwrap().to_string();
+    let home = dj_home(
+        &sub,
+        &up,
+        &format!(
+            "[radio.weather]\nurl = \"{}/data/2.5\"\napi_key_secret = \"owm\"\nlatitude = 1\nlongitude = 2\n\
+             [radio.calendars.nowhere]\nsource = \"/nonexistent/moat-test.ics\"\n\
+             [egress]\nallow_cidrs = [\"127.0.0.1/32\"]\nallowed_ports = [{port}]\n",
+            weather.url(),
+        ),
+    );
+    let (code, _, err) = run_moat_stdin(
+        home.path(),
+        &["vault", "add", "owm", "--stdin"],
+        WEATHER_KEY,
+    );
+    assert_eq!(code, 0, "{err}");
+    let moat = serve(home);
+    on_air(&moat, None, Duration::from_secs(20));
+    let mut talked = false;
+    watch_transitions(&moat, 1, |snap| talked |= snap["last_talk"] == SCRIPT);
+    assert!(talked, "the DJ stopped talking because the weather failed");
+    let status = radio_status(&moat);
+    assert!(
+        status.contains("failing: the service refused the key (HTTP 401)"),
+        "{status}"
+    );
+    assert!(
+        status.contains("calendar nowhere (mention): failing:"),
+        "{status}"
+    );
+    assert!(status.contains("station: playing"), "{status}");
+    assert!(!moat.output().contains(WEATHER_KEY) && !status.contains(WEATHER_KEY));
+}
+
+#[test]
+fn calendars_make_quiet_and_silent_windows() {
+    let sub = Supysonic::start();
+    let up = FakeUpstream::start();
+    up.push(a_reply(SCRIPT));
+    let dir = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now();
+    let focus = dir.path().join("focus.ics");
+    let nap = dir.path().join("nap.ics");
+    std::fs::write(
+        &focus,
+        ics(
+            "Deep work",
+            now - chrono::Duration::hours(1),
+            chrono::Duration::hours(3),
+        ),
+    )
+    .unwrap();
+    // Silent from now until 25 s from now.
+    std::fs::write(
+        &nap,
+        ics(
+            "Nap",
+            now - chrono::Duration::minutes(1),
+            chrono::Duration::seconds(85),
+        ),
+    )
+    .unwrap();
+    let moat = serve(dj_home(
+        &sub,
+        &up,
+        &format!(
+            "[radio.calendars.focus]\nsource = \"{}\"\nuse = \"quiet\"\n\
+             [radio.calendars.nap]\nsource = \"{}\"\nuse = \"silence\"\n",
+            focus.display(),
+            nap.display()
+        ),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while now_state(&moat) != "paused" {
+        assert!(
+            Instant::now() < deadline,
+            "the silent window did not silence the station"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = radio_status(&moat);
+    assert!(
+        status.contains("now: silence: calendar nap: Nap"),
+        "{status}"
+    );
+    // When the nap ends the music comes back; the focus window still keeps the DJ quiet.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while now_state(&moat) != "playing" {
+        assert!(
+            Instant::now() < deadline,
+            "the station stayed silent after the window"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = radio_status(&moat);
+    assert!(
+        status.contains("now: music only: calendar focus: Deep work"),
+        "{status}"
+    );
+    watch_transitions(&moat, 1, |snap| {
+        assert_ne!(snap["speaking"], true, "spoke in a quiet window")
+    });
+    assert!(
+        up.seen().is_empty(),
+        "the model was asked in a quiet window"
+    );
+}
+
+fn now_state(moat: &Moat) -> String {
+    now(moat)["state"].as_str().unwrap_or("").to_string()
+}

@@ -23,6 +23,19 @@
 //! # model = "tts-1"
 //! # api_key_secret = "speech-key
 //!
+//! [radio.dj]                      # see DjConfig; quiet and silence hours:
+//! quiet = ["22:00-07:00"]        # no talk
+//! silence = ["01:00-06:00"]      # no music either
+//!
+//! [radio.calendars.work]         # events the DJ mentions (use = "mention"),
+//! source = "https://example.org/work.ics"   # or quiet/silent windows (use = "quiet" | "silence")
+//! use = "mention"
+//!
+//! [radio.weather]                # OpenWeather-compatible
+//! api_key_secret = "openweather"
+//! latitude = 52.52
+//! longitude = 13.405
+//!
 //! [radio.libraries.home]
 //! url = "http://127.0.0.1:4533"  # a Subsonic/OpenSubsonic server
 //! user = "moat"
@@ -74,6 +87,158 @@ pub struct RadioConfig {
     pub tts: TtsConfig,
     /// `[radio.dj]`: the host who talks between songs.
     pub dj: DjConfig,
+    /// `[radio.calendars.NAME]`: events the DJ mentions, or quiet and silent windows.
+    pub calendars: BTreeMap<String, CalendarConfig>,
+    /// `[radio.weather]`: the weather the DJ mentions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weather: Option<WeatherConfig>,
+}
+
+/// `[radio.calendars.NAME]`: an iCalendar file or URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// An absolute path, or an `https://` (or `http://`) URL fetched through the egress
+    /// policy.
+    pub source: String,
+    /// What its events mean: `mention`, `quiet` (no talk) or `silence` (no music).
+    #[serde(rename = "use", default = "CalendarUse::mention")]
+    pub purpose: CalendarUse,
+    /// How often it is read again.
+    #[serde(with = "humantime_serde", default = "CalendarConfig::default_refresh")]
+    pub refresh: Duration,
+}
+
+impl CalendarConfig {
+    fn default_refresh() -> Duration {
+        Duration::from_secs(15 * 60)
+    }
+}
+
+/// What a calendar's events mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalendarUse {
+    /// The DJ mentions what is coming up.
+    Mention,
+    /// No talk while an event is on.
+    Quiet,
+    /// No music either while an event is on.
+    Silence,
+}
+
+impl CalendarUse {
+    fn mention() -> Self {
+        CalendarUse::Mention
+    }
+}
+
+/// `[radio.weather]`: an OpenWeather-compatible current-weather API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeatherConfig {
+    /// The API's base; `/weather` is added.
+    #[serde(default = "WeatherConfig::default_url")]
+    pub url: String,
+    /// The vault secret holding the API key.
+    pub api_key_secret: String,
+    /// Where, in degrees.
+    pub latitude: f64,
+    /// Where, in degrees.
+    pub longitude: f64,
+    /// `metric`, `imperial` or `standard`.
+    #[serde(default = "WeatherConfig::default_units")]
+    pub units: String,
+    /// How often it is asked.
+    #[serde(with = "humantime_serde", default = "WeatherConfig::default_refresh")]
+    pub refresh: Duration,
+}
+
+impl WeatherConfig {
+    fn default_url() -> String {
+        "https://api.openweathermap.org/data/2.5".into()
+    }
+    fn default_units() -> String {
+        "metric".into()
+    }
+    fn default_refresh() -> Duration {
+        Duration::from_secs(30 * 60)
+    }
+}
+
+/// A URL for something moat fetches on the owner's behalf: http(s), a host, no
+/// credentials or query in it.
+fn plain_url(raw: &str, key: &str) -> Result<url::Url, (String, String)> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| (key.to_string(), format!("{raw:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err((key.to_string(), "must be an http:// or https:// URL".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err((
+            key.to_string(),
+            "must carry no credentials: keys go in the vault".into(),
+        ));
+    }
+    Ok(url)
+}
+
+fn validate_context(r: &RadioConfig) -> Result<(), (String, String)> {
+    for w in &r.dj.silence {
+        parse_window(w).map_err(|e| ("radio.dj.silence".to_string(), e))?;
+    }
+    for (name, c) in &r.calendars {
+        let key = |k: &str| format!("radio.calendars.{name}.{k}");
+        if !valid_library_name(name) {
+            return Err((
+                format!("radio.calendars.{name}"),
+                "a calendar name is letters, digits, '-' and '_' (at most 64)".into(),
+            ));
+        }
+        if c.source.starts_with("http://") || c.source.starts_with("https://") {
+            plain_url(&c.source, &key("source"))?;
+        } else if !std::path::Path::new(&c.source).is_absolute() {
+            return Err((
+                key("source"),
+                format!(
+                    "{:?} is neither an absolute path nor an http(s) URL",
+                    c.source
+                ),
+            ));
+        }
+        if c.refresh < Duration::from_secs(60) || c.refresh > Duration::from_secs(24 * 3600) {
+            return Err((key("refresh"), "must be between 1m and 24h".into()));
+        }
+    }
+    if let Some(w) = &r.weather {
+        let url = plain_url(&w.url, "radio.weather.url")?;
+        if url.query().is_some() {
+            return Err((
+                "radio.weather.url".into(),
+                "is the API's base, without a query (moat adds lat, lon, units and the key)".into(),
+            ));
+        }
+        if !(-90.0..=90.0).contains(&w.latitude) || !(-180.0..=180.0).contains(&w.longitude) {
+            return Err((
+                "radio.weather.latitude".into(),
+                "latitude is -90 to 90 and longitude -180 to 180 (degrees)".into(),
+            ));
+        }
+        if !matches!(w.units.as_str(), "metric" | "imperial" | "standard") {
+            return Err((
+                "radio.weather.units".into(),
+                "must be metric, imperial or standard".into(),
+            ));
+        }
+        if w.refresh < Duration::from_secs(5 * 60) {
+            return Err((
+                "radio.weather.refresh".into(),
+                "must be at least 5m (the weather changes slower than that, and keys have quotas)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[radio.dj]`.
@@ -97,6 +262,8 @@ pub struct DjConfig {
     pub talk_per_hour: Duration,
     /// Local-time windows without talk, `HH:MM-HH:MM`.
     pub quiet: Vec<String>,
+    /// Local-time windows without music either (the station pauses), `HH:MM-HH:MM`.
+    pub silence: Vec<String>,
     /// How long writing and speaking one segment may take before it is skipped.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -114,6 +281,7 @@ impl Default for DjConfig {
             every: 2,
             talk_per_hour: Duration::from_secs(4 * 60),
             quiet: Vec::new(),
+            silence: Vec::new(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -297,6 +465,8 @@ impl Default for RadioConfig {
             libraries: BTreeMap::new(),
             tts: TtsConfig::default(),
             dj: DjConfig::default(),
+            calendars: BTreeMap::new(),
+            weather: None,
         }
     }
 }
@@ -449,6 +619,7 @@ pub fn validate(r: &RadioConfig) -> Result<(), (String, String)> {
     for w in &dj.quiet {
         parse_window(w).map_err(|e| ("radio.dj.quiet".to_string(), e))?;
     }
+    validate_context(r)?;
     if r.ffmpeg.as_os_str().is_empty() {
         return Err(("radio.ffmpeg".into(), "must name the ffmpeg binary".into()));
     }

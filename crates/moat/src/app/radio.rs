@@ -4,6 +4,7 @@
 use moat_core::config::radio::{LibraryConfig, RadioConfig, Source, TtsConfig};
 use moat_core::home::Home;
 use moat_core::secret::SecretString;
+use moat_radio::context::Context;
 use moat_radio::{Station, StationSettings, Subsonic};
 
 /// Where the DJ's synthesised clips are kept.
@@ -47,6 +48,7 @@ pub(crate) async fn station(
     password: Result<SecretString, String>,
     speech_key: Result<Option<SecretString>, String>,
     gateway: std::sync::Arc<moat_llm::Gateway>,
+    context: &std::sync::Arc<Context>,
 ) -> Result<Station, String> {
     let Some((name, lib)) = radio.station_library() else {
         return Err(
@@ -105,11 +107,6 @@ pub(crate) async fn station(
                 words: dj.words,
                 every: dj.every,
                 talk_per_hour: dj.talk_per_hour,
-                quiet: dj
-                    .quiet
-                    .iter()
-                    .filter_map(|w| moat_core::config::radio::parse_window(w).ok())
-                    .collect(),
                 timeout: dj.timeout,
             };
             let writer = std::sync::Arc::new(Writer {
@@ -117,11 +114,28 @@ pub(crate) async fn station(
                 model: dj.model.clone(),
                 max_tokens: dj.words * 4,
             });
-            tokio::spawn(moat_radio::dj::run(station.clone(), writer, settings));
+            tokio::spawn(moat_radio::dj::run(
+                station.clone(),
+                writer,
+                settings,
+                context.clone(),
+            ));
         } else {
             tracing::warn!("the DJ is not talking: the station has no voice");
+            context.dj_log(|l| {
+                l.why_not = Some("the station has no voice (moat's log says why)".into());
+            });
         }
+    } else {
+        context.dj_log(|l| {
+            l.why_not = Some("radio.dj.enabled is false".into());
+        });
     }
+    tokio::spawn(context.clone().run());
+    tokio::spawn(moat_radio::context::keep_silence(
+        station.clone(),
+        context.clone(),
+    ));
     Ok(station)
 }
 
@@ -157,6 +171,111 @@ impl moat_radio::dj::Scriptwriter for Writer {
             Ok(text)
         })
     }
+}
+
+/// The weather service's key, when `[radio.weather]` is configured.
+pub(crate) fn weather_key(
+    vault: &moat_vault::Vault,
+    radio: &RadioConfig,
+) -> Result<Option<SecretString>, String> {
+    let Some(weather) = &radio.weather else {
+        return Ok(None);
+    };
+    let secret = &weather.api_key_secret;
+    let entry = vault.get(secret).ok_or_else(|| {
+        format!(
+            "radio.weather.api_key_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
+        )
+    })?;
+    let value = String::from_utf8(entry.value().to_vec())
+        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
+    moat_core::redact::global().add_known_secret(&value);
+    Ok(Some(SecretString::new(value)))
+}
+
+/// What the DJ knows and when the station keeps quiet, from config: hours, calendars
+/// (files, or URLs through the egress policy) and the weather (with its key).
+pub(crate) fn context(
+    radio: &RadioConfig,
+    egress: &moat_core::config::egress::EgressConfig,
+    weather_key: Result<Option<SecretString>, String>,
+) -> std::sync::Arc<Context> {
+    use moat_core::config::radio::{CalendarUse, parse_window};
+    use moat_radio::context::{CalendarSource, Origin, Purpose, WeatherSource};
+    let windows = |list: &[String]| -> Vec<(u32, u32)> {
+        list.iter().filter_map(|w| parse_window(w).ok()).collect()
+    };
+    let fetcher = moat_net::egress::Policy::from_config(egress).map(|policy| {
+        std::sync::Arc::new(
+            moat_net::egress::Fetcher::builder(policy)
+                .limits(moat_net::egress::fetch::FetchLimits::from_config(egress))
+                .build(),
+        )
+    });
+    let calendars: Vec<CalendarSource> = radio
+        .calendars
+        .iter()
+        .map(|(name, c)| CalendarSource {
+            name: name.clone(),
+            origin: if c.source.starts_with("http://") || c.source.starts_with("https://") {
+                Origin::Url(c.source.clone())
+            } else {
+                Origin::File(c.source.clone().into())
+            },
+            purpose: match c.purpose {
+                CalendarUse::Mention => Purpose::Mention,
+                CalendarUse::Quiet => Purpose::Quiet,
+                CalendarUse::Silence => Purpose::Silence,
+            },
+            refresh: c.refresh,
+        })
+        .collect();
+    let mut off = Vec::new();
+    let weather = match (&radio.weather, weather_key) {
+        (Some(w), Ok(Some(key))) => Some(WeatherSource {
+            url: w.url.clone(),
+            key,
+            latitude: w.latitude,
+            longitude: w.longitude,
+            units: w.units.clone(),
+            refresh: w.refresh,
+        }),
+        (Some(_), Err(why)) => {
+            off.push(format!("the weather is off: {why}"));
+            None
+        }
+        _ => None,
+    };
+    let (fetcher, calendars, weather) = match fetcher {
+        Ok(f) => (f, calendars, weather),
+        Err(e) => {
+            // Without the owner's policy nothing is fetched: not under a default one.
+            off.push(format!(
+                "calendars at a URL and the weather are off: the egress policy: {e}"
+            ));
+            let files: Vec<CalendarSource> = calendars
+                .into_iter()
+                .filter(|c: &CalendarSource| matches!(c.origin, Origin::File(_)))
+                .collect();
+            let nothing = moat_net::egress::Policy::default().listed_only();
+            let fetcher = std::sync::Arc::new(moat_net::egress::Fetcher::new(
+                nothing,
+                moat_net::egress::fetch::FetchLimits::from_config(egress),
+            ));
+            (fetcher, files, None)
+        }
+    };
+    let mut context = Context::new(
+        windows(&radio.dj.quiet),
+        windows(&radio.dj.silence),
+        calendars,
+        weather,
+        fetcher,
+    );
+    for why in off {
+        context = context.disable(why);
+    }
+    std::sync::Arc::new(context)
 }
 
 /// The speech server's key, when `[radio.tts]` speaks over HTTP and names one.
