@@ -2,6 +2,7 @@
 //! backoff, never taking another channel down), each message passed through its
 //! channel's policy and pairing, admitted ones answered as turns of the sender's
 //! conversation, one at a time per sender, and a status per channel for `/status`.
+//! `/radio TEXT` from an admitted sender is a message for the radio's DJ instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -67,12 +68,25 @@ pub struct Status {
 pub struct Hub {
     channels: Vec<Arc<Live>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+/// Where `/radio TEXT` from an admitted sender goes: the home radio's DJ. The binary
+/// provides it (screening the text first); the channels only carry it.
+pub trait RadioInbox: Send + Sync {
+    /// Leaves `text` from `from` (their display name) on `channel`; returns the answer
+    /// for the sender (taken, or why not).
+    fn leave(&self, channel: &str, from: &str, text: &str) -> String;
 }
 
 impl Hub {
     /// Starts every channel in `specs` on the current runtime.
     pub fn start(specs: Vec<Spec>, agent: Arc<Agent>, desk: Arc<Desk>) -> Hub {
-        let shared = Arc::new(Shared { agent, desk });
+        let shared = Arc::new(Shared {
+            agent,
+            desk,
+            radio: std::sync::OnceLock::new(),
+        });
         let mut channels = Vec::new();
         let mut tasks = Vec::new();
         for spec in specs {
@@ -104,7 +118,14 @@ impl Hub {
         Hub {
             channels,
             tasks: Mutex::new(tasks),
+            shared,
         }
+    }
+
+    /// Sends `/radio TEXT` from admitted senders to `inbox` from now on (once: the radio
+    /// starts after the channels).
+    pub fn set_radio(&self, inbox: Arc<dyn RadioInbox>) {
+        let _ = self.shared.radio.set(inbox);
     }
 
     /// Each channel's status, in config order.
@@ -123,10 +144,17 @@ impl Hub {
     }
 }
 
+/// The words of a `/radio` command, or None when `text` is not one.
+fn radio_command(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix("/radio")?;
+    (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim())
+}
+
 /// What every channel shares: the assistant, and the pairing store with the audit log.
 struct Shared {
     agent: Arc<Agent>,
     desk: Arc<Desk>,
+    radio: std::sync::OnceLock<Arc<dyn RadioInbox>>,
 }
 
 impl Shared {
@@ -411,6 +439,17 @@ impl Live {
             state.stop.notify_waiters();
             return;
         }
+        if let Some(words) = radio_command(text) {
+            let answer = match (self.shared.radio.get(), words.is_empty()) {
+                (None, _) => "The radio is not playing here.".to_string(),
+                (Some(_), true) => {
+                    "Send /radio and your message, and the DJ reads it on air.".to_string()
+                }
+                (Some(inbox), false) => inbox.leave(&self.name, display, words),
+            };
+            self.say(&to, &answer).await;
+            return;
+        }
         // A sender who writes faster than turns end waits in line, up to a point: past it
         // the message is refused with a word, not queued without end.
         use std::sync::atomic::Ordering::SeqCst;
@@ -627,4 +666,21 @@ pub fn now_ms() -> i64 {
 
 fn stamp() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::radio_command;
+
+    #[test]
+    fn radio_commands_are_only_the_word_itself() {
+        assert_eq!(
+            radio_command("/radio Happy birthday!"),
+            Some("Happy birthday!")
+        );
+        assert_eq!(radio_command("/radio"), Some(""));
+        assert_eq!(radio_command("/radio   "), Some(""));
+        assert_eq!(radio_command("/radiohead is great"), None);
+        assert_eq!(radio_command("play /radio"), None);
+    }
 }

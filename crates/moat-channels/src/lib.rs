@@ -29,5 +29,5 @@ pub mod telegram;
 pub mod webhook;
 
 pub use adapter::{Adapter, ChannelError, Incoming, Target};
-pub use hub::{Hub, Spec, Status};
+pub use hub::{Hub, RadioInbox, Spec, Status};
 pub use pairing::{Decision, Pairing, PairingError, Request};

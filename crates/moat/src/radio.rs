@@ -766,40 +766,62 @@ async fn message(State(radio): State<Arc<Radio>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    let chars = req.text.trim().chars().count();
-    if chars == 0 || chars > moat_radio::station::MAX_MESSAGE_CHARS {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!(
-                "a message is 1 to {} characters",
-                moat_radio::station::MAX_MESSAGE_CHARS
-            ),
-        );
+    match leave_message(station, &req.from, &req.text) {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(r) => r.into_response(),
     }
-    let report = moat_guard::Scanner::global().scan(&format!("{}\n{}", req.from, req.text));
+}
+
+/// A listener's message for the DJ, from the page or a channel: bounded, and screened by
+/// the guard before it is left (one that reads as instructions to a model never is).
+fn leave_message(station: &Station, from: &str, text: &str) -> Result<(), Refused> {
+    let chars = text.trim().chars().count();
+    if chars == 0 || chars > moat_radio::station::MAX_MESSAGE_CHARS {
+        return Err(Refused::bad(format!(
+            "a message is 1 to {} characters",
+            moat_radio::station::MAX_MESSAGE_CHARS
+        )));
+    }
+    let report = moat_guard::Scanner::global().scan(&format!("{from}\n{text}"));
     if report.tier >= moat_guard::Tier::Medium {
         tracing::warn!(
             tier = report.tier.as_str(),
             "a listener message was refused by the guard"
         );
-        return refuse(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "message_flagged",
-            &format!(
+        return Err(Refused {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "message_flagged",
+            message: format!(
                 "the message reads as instructions to a model (guard tier {}); it was not passed on",
                 report.tier.as_str()
             ),
-        );
+        });
     }
-    if !station.leave_message(&req.from, &req.text) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_messages",
-            "the DJ has enough messages waiting; try again after the next songs",
-        );
+    if !station.leave_message(from, text) {
+        return Err(Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_messages",
+            message: "the DJ has enough messages waiting; try again after the next songs".into(),
+        });
     }
-    Json(json!({"ok": true})).into_response()
+    Ok(())
+}
+
+/// `/radio TEXT` from the people paired on the owner's channels, for the DJ.
+pub(crate) struct ChannelInbox {
+    pub(crate) station: Station,
+}
+
+impl moat_channels::RadioInbox for ChannelInbox {
+    fn leave(&self, channel: &str, from: &str, text: &str) -> String {
+        match leave_message(&self.station, from, text) {
+            Ok(()) => {
+                tracing::info!(channel, "a listener message arrived on a channel");
+                "The DJ has your message.".into()
+            }
+            Err(r) => format!("Not passed on: {}.", r.message),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -307,6 +307,11 @@ async fn serve(
     // Live streams never end by themselves: the station stops when shutdown begins, so
     // the drain is not held for the grace period by the listeners.
     let radio_on_air = station.as_ref().ok().cloned();
+    if let (Ok(hub), Some(station)) = (&hub, &radio_on_air) {
+        hub.set_radio(Arc::new(crate::radio::ChannelInbox {
+            station: station.clone(),
+        }));
+    }
     // Speakers are pointed at the LAN listener's stream: without one there is no casting.
     let caster = match &lan {
         Some(l) => moat_radio::cast::Caster::new(l.local_addr()),
