@@ -163,6 +163,20 @@ pub struct DjLog {
     pub last_skip: Option<(DateTime<Utc>, String)>,
     /// Segments aired since start.
     pub segments: u64,
+    /// For the last segments made, milliseconds from due (the DJ decides to talk) to
+    /// ready to air (written by the model, spoken, decoded), newest last.
+    pub prepare_ms: std::collections::VecDeque<u64>,
+}
+
+impl DjLog {
+    /// Notes one segment's preparation time (the last 100 are kept).
+    pub fn prepared(&mut self, took: Duration) {
+        if self.prepare_ms.len() == 100 {
+            self.prepare_ms.pop_front();
+        }
+        self.prepare_ms
+            .push_back(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+    }
 }
 
 impl Context {
@@ -412,6 +426,7 @@ impl Context {
                 "running": dj.running,
                 "why_not": dj.why_not,
                 "segments": dj.segments,
+                "prepare_ms": dj.prepare_ms,
                 "last_talk": dj.last_talk.map(|(t, s)| json!({"at": stamp(t), "words": s})),
                 "last_skip": dj.last_skip.map(|(t, s)| json!({"at": stamp(t), "why": s})),
             },

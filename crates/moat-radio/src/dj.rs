@@ -302,6 +302,7 @@ pub async fn run(
             context.clone(),
         );
         tokio::spawn(async move {
+            let due = Instant::now();
             let made = tokio::time::timeout(limit, async {
                 let text = writer.write(&system, &ask).await?;
                 let text = spoken(&text, words).ok_or("the model said nothing")?;
@@ -313,12 +314,15 @@ pub async fn run(
             })
             .await;
             let result = match made {
-                Ok(Ok((deck, text))) => Some(Ready {
-                    seq,
-                    deck,
-                    text,
-                    message,
-                }),
+                Ok(Ok((deck, text))) => {
+                    context.dj_log(|l| l.prepared(due.elapsed()));
+                    Some(Ready {
+                        seq,
+                        deck,
+                        text,
+                        message,
+                    })
+                }
                 Ok(Err(why)) => {
                     tracing::warn!("the DJ skips a segment: {why}");
                     context.dj_log(|l| l.last_skip = Some((chrono::Utc::now(), why.clone())));
