@@ -628,7 +628,10 @@ fn main() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let status = get_json(health_addr, "/radio/api/status", &token).expect("/radio/api/status");
+    // A new server, a new control token.
+    let token = std::fs::read_to_string(home.join("control.token")).unwrap();
+    let status =
+        get_json(health_addr, "/radio/api/status", token.trim()).expect("/radio/api/status");
     let mut prepared: Vec<u64> = status["dj"]["prepare_ms"]
         .as_array()
         .unwrap()
