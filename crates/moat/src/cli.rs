@@ -5,6 +5,19 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `moat --version`: the version, then the commit, target and profile of the build
+/// (`-V` prints the version alone).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MOAT_BUILD_COMMIT"),
+    ", ",
+    env!("MOAT_BUILD_TARGET"),
+    ", ",
+    env!("MOAT_BUILD_PROFILE"),
+    " build; TLS rustls with ring)"
+);
+
 /// moat: a local-first AI gateway that keeps your keys.
 ///
 /// moat stands between your AI tools and the world. Point Claude Code, Codex CLI, Cursor or
@@ -19,6 +32,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "moat",
     version,
+    long_version = LONG_VERSION,
     propagate_version = true,
     max_term_width = 100,
     verbatim_doc_comment

@@ -28,11 +28,34 @@ fn help_and_version_teach() {
         out.contains("MOAT_LISTEN") && out.contains("control.token"),
         "{out}"
     );
-    let (code, out, _) = run_moat(home.path(), &["--version"], &[]);
+    let (code, out, _) = run_moat(home.path(), &["-V"], &[]);
     assert_eq!(
         (code, out.trim()),
         (0, format!("moat {}", env!("CARGO_PKG_VERSION")).as_str())
     );
+    // --version adds the build: the commit (a checkout's), target and profile.
+    let (code, out, _) = run_moat(home.path(), &["--version"], &[]);
+    assert_eq!(code, 0);
+    let long = out.trim();
+    assert!(
+        long.starts_with(&format!("moat {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{long}"
+    );
+    let commit = long
+        .split("(commit ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    // "unknown" only when built outside a git checkout without MOAT_BUILD_COMMIT.
+    let in_git = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.git")).exists();
+    assert!(
+        (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()))
+            || (!in_git && commit == "unknown"),
+        "{long}"
+    );
+    assert!(long.contains("linux") && long.contains("build"), "{long}");
 }
 
 #[test]
