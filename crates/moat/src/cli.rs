@@ -292,6 +292,12 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write man pages into DIR, one per command (moat.1, moat-serve.1, moat-radio-cast.1...),
+    /// as packages install them: `man ./DIR/moat.1` reads one in place.
+    Manpages {
+        /// Where (made if missing).
+        dir: PathBuf,
+    },
 }
 
 /// `moat sessions` subcommands.

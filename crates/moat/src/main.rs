@@ -14,6 +14,7 @@ mod doctor;
 mod egress_cmd;
 mod hooks;
 mod logging;
+mod manpages;
 mod radio;
 mod radio_cmd;
 mod sandbox_cmd;
@@ -122,7 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         };
         logging::init(&log, cli.verbose);
     }
-    // Completions need no home; everything else does.
+    // Completions and man pages need no home; everything else does.
     let home = || Home::locate(cli.home.as_deref()).map_err(|e| Failure::usage(e.into()));
     match &cli.command {
         Command::Completions { shell } => {
@@ -136,6 +137,10 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 _ => Ok(ExitCode::SUCCESS),
             }
         }
+        Command::Manpages { dir } => manpages::write_all(dir).map(|n| {
+            println!("wrote {n} man pages into {}", dir.display());
+            ExitCode::SUCCESS
+        }),
         Command::Serve(args) => serve::run(&home()?, args, cli.verbose).map(|()| ExitCode::SUCCESS),
         Command::Config(ConfigCommand::Path) => {
             println!("{}", home()?.config_file().display());

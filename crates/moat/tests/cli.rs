@@ -331,3 +331,34 @@ fn a_reader_that_stops_early_gets_no_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn man_pages_are_written_one_per_command() {
+    let home = new_home();
+    let dir = home.path().join("man");
+    let (code, out, err) = run_moat(home.path(), &["manpages", dir.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("wrote "), "{out}");
+    let top = std::fs::read_to_string(dir.join("moat.1")).unwrap();
+    assert!(
+        top.contains(".TH moat 1") && top.contains("moat serve"),
+        "{top}"
+    );
+    let cast = std::fs::read_to_string(dir.join("moat-radio-cast-play.1")).unwrap();
+    assert!(cast.contains("\\-\\-volume"), "{cast}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("moat.1"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert!(pages > 50, "{pages} pages");
+    assert!(!dir.join("moat-help.1").exists());
+    // A file where the folder should be: refused with the reason.
+    let file = home.path().join("afile");
+    std::fs::write(&file, "x").unwrap();
+    let (code, _, err) = run_moat(home.path(), &["manpages", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("afile"), "{err}");
+}
