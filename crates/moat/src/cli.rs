@@ -292,11 +292,43 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// moat as your systemd user service: install (write the unit, enable, start),
+    /// uninstall, status.
+    ///
+    ///   moat service install     # ~/.config/systemd/user/moat.service, started now and at login
+    ///   journalctl --user -u moat -f
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Write man pages into DIR, one per command (moat.1, moat-serve.1, moat-radio-cast.1...),
     /// as packages install them: `man ./DIR/moat.1` reads one in place.
     Manpages {
         /// Where (made if missing).
         dir: PathBuf,
+    },
+}
+
+/// `moat service` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Write the unit for this binary and MOAT_HOME, then enable and start it.
+    Install {
+        /// Only write the unit (no systemctl): for machines whose user manager runs later.
+        #[arg(long)]
+        unit_only: bool,
+    },
+    /// Stop and disable the service and remove its unit (MOAT_HOME is left alone).
+    Uninstall,
+    /// Whether the unit is there, enabled and running.
+    Status,
+    /// Print the unit instead of writing it.
+    Unit {
+        /// The binary it starts (default: this one).
+        #[arg(long, value_name = "PATH")]
+        exe: Option<PathBuf>,
+        /// The package's unit: no MOAT_HOME, the default ~/.moat of whoever runs it.
+        #[arg(long)]
+        packaged: bool,
     },
 }
 

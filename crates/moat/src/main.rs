@@ -20,6 +20,7 @@ mod radio_cmd;
 mod sandbox_cmd;
 mod scan_cmd;
 mod serve;
+mod service_cmd;
 mod status;
 mod terminal;
 mod usage_cmd;
@@ -136,6 +137,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 )),
                 _ => Ok(ExitCode::SUCCESS),
             }
+        }
+        Command::Service(command) => {
+            service_cmd::run(&home()?, command).map(|()| ExitCode::SUCCESS)
         }
         Command::Manpages { dir } => manpages::write_all(dir).map(|n| {
             println!("wrote {n} man pages into {}", dir.display());

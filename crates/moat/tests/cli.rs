@@ -362,3 +362,72 @@ fn man_pages_are_written_one_per_command() {
     assert_ne!(code, 0);
     assert!(err.contains("afile"), "{err}");
 }
+
+#[test]
+fn the_service_unit_is_written_verified_and_removed() {
+    let home = new_home();
+    let xdg = tempfile::tempdir().unwrap();
+    // No user manager can be reached from here, even on a machine that has one: the test
+    // never starts a real service.
+    let env = [
+        ("XDG_CONFIG_HOME", xdg.path().to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", "/nonexistent"),
+        ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus"),
+    ];
+    let unit_path = xdg.path().join("systemd/user/moat.service");
+    // No user manager answers: nothing is written, and moat says what to run instead.
+    let (code, _, err) = run_moat(home.path(), &["service", "install"], &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("no systemd user manager answers"), "{err}");
+    assert!(err.contains(" serve"), "{err}");
+    assert!(!unit_path.exists());
+
+    let (code, out, err) = run_moat(home.path(), &["service", "install", "--unit-only"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("not sealed") || out.contains("PIN"), "{out}");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let home_path = home.path().display().to_string();
+    assert!(
+        unit.contains(&format!("Environment=\"MOAT_HOME={home_path}\"")),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!("ReadWritePaths=\"{home_path}\"")),
+        "{unit}"
+    );
+    assert!(unit.contains("ProtectSystem=strict") && unit.contains("NoNewPrivileges=yes"));
+    // Checked by systemd itself: every key known, every value parsed.
+    let runtime = tempfile::tempdir().unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["--user", "verify", "--man=no"])
+        .arg(&unit_path)
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .expect("systemd-analyze is installed (scripts/test installs systemd)");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "{said}\n{unit}"
+    );
+
+    let (code, out, _) = run_moat(home.path(), &["service", "status"], &env);
+    assert_eq!(code, 0);
+    assert!(out.contains(unit_path.to_str().unwrap()), "{out}");
+    let (code, out, _) = run_moat(home.path(), &["service", "uninstall"], &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(!unit_path.exists());
+
+    // The package's unit: the default home of whoever runs it, a private /tmp.
+    let (code, packaged, _) = run_moat(
+        home.path(),
+        &["service", "unit", "--packaged", "--exe", "/usr/bin/moat"],
+        &env,
+    );
+    assert_eq!(code, 0);
+    assert!(
+        packaged.contains("ExecStart=\"/usr/bin/moat\" serve"),
+        "{packaged}"
+    );
+    assert!(packaged.contains("ReadWritePaths=%h/.moat") && packaged.contains("PrivateTmp=yes"));
+    assert!(!packaged.contains("MOAT_HOME="), "{packaged}");
+}
