@@ -32,6 +32,9 @@ pub mod llm;
 pub mod radio;
 pub mod sandbox;
 
+/// The config.toml format this moat writes and reads (top-level `format = N`; a file
+/// without it is format 1). A newer one is refused, not guessed at.
+pub const CONFIG_FORMAT: u32 = 1;
 /// The largest config.toml moat reads.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 /// The main listener's port unless configured otherwise.
@@ -464,6 +467,18 @@ pub enum ConfigError {
         /// What is wrong and what is expected.
         message: String,
     },
+    /// The file was written for a newer moat.
+    #[error(
+        "{path} is config format {found}, newer than this moat knows ({known}); upgrade moat (`moat --version` says which this is)"
+    )]
+    TooNew {
+        /// The config file.
+        path: PathBuf,
+        /// Its `format`.
+        found: i64,
+        /// The newest this moat reads.
+        known: u32,
+    },
 }
 
 /// A value that parsed but cannot be used: which key, and what is wrong with it. The
@@ -495,6 +510,8 @@ pub struct Loaded {
     pub file: PathBuf,
     /// Whether the file exists.
     pub file_exists: bool,
+    /// The file's `format` (1 when it names none, or there is no file).
+    pub format: u32,
     origins: BTreeMap<String, Origin>,
 }
 
@@ -536,6 +553,24 @@ impl Config {
             Err(source) => return Err(ConfigError::Read { path: file, source }),
         };
 
+        let format = match tree.remove("format") {
+            None => 1,
+            Some(toml::Value::Integer(n)) if n > i64::from(CONFIG_FORMAT) => {
+                return Err(ConfigError::TooNew {
+                    path: file,
+                    found: n,
+                    known: CONFIG_FORMAT,
+                });
+            }
+            Some(toml::Value::Integer(n)) if n >= 1 => n as u32,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    origin: Origin::File(file.clone()),
+                    key: "format".into(),
+                    message: format!("must be a whole number from 1 to {CONFIG_FORMAT}"),
+                });
+            }
+        };
         let mut origins = BTreeMap::new();
         let mut layer = |key: &'static str, value: toml::Value, origin: Origin| {
             set_dotted(&mut tree, key, value);
@@ -627,6 +662,7 @@ impl Config {
             config,
             file,
             file_exists,
+            format,
             origins,
         })
     }
@@ -901,6 +937,21 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::load_with(&home, |k| env.get(k).cloned(), flags)
+    }
+
+    #[test]
+    fn the_format_is_read_and_a_newer_one_refused() {
+        assert_eq!(load("", &[], &[]).unwrap().format, 1);
+        assert_eq!(load("format = 1\n[server]\n", &[], &[]).unwrap().format, 1);
+        let err = load("format = 2\n", &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("config format 2, newer than this moat knows (1)"),
+            "{err}"
+        );
+        for bad in ["format = 0\n", "format = \"1\"\n"] {
+            let err = load(bad, &[], &[]).unwrap_err().to_string();
+            assert!(err.contains("`format`"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -271,6 +271,16 @@ impl StateStore {
                 known: SCHEMA_VERSION,
             });
         }
+        if found > 0 && found < SCHEMA_VERSION {
+            let kept = self.backup(found)?;
+            tracing::warn!(
+                from = found,
+                to = SCHEMA_VERSION,
+                "{} is from an older moat: migrating it in place; the database as it was is kept at {}",
+                self.path.display(),
+                kept.display()
+            );
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let to = i as u32 + 1;
             let tx = self.conn.transaction().map_err(|e| StateError::Sqlite {
@@ -289,11 +299,40 @@ impl StateStore {
         Ok(())
     }
 
+    /// Copies the database, whole and consistent, to `PATH.vN.bak` before a migration.
+    fn backup(&self, version: u32) -> Result<PathBuf, StateError> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".v{version}.bak"));
+        let kept = PathBuf::from(name);
+        let _ = std::fs::remove_file(&kept);
+        self.conn
+            .execute("VACUUM INTO ?1", [kept.to_string_lossy()])
+            .map_err(|e| self.err(e))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o600));
+        Ok(kept)
+    }
+
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<u32, StateError> {
         self.conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| self.err(e))
+    }
+
+    /// The schema version of the database at `path`, read without opening it for writing
+    /// or migrating it (`moat doctor`); None when there is none or it cannot be read.
+    pub fn schema_version_at(path: &Path) -> Option<u32> {
+        if !path.is_file() {
+            return None;
+        }
+        let c = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ok()?;
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+            .ok()
     }
 
     /// Sets a `meta` fact.
@@ -335,6 +374,39 @@ impl StateStore {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_older_database_is_kept_aside_then_migrated_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let old = SCHEMA_VERSION - 1;
+        {
+            // What the previous moat left: every migration but the last.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..old as usize] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", old).unwrap();
+            c.execute("INSERT INTO meta (key, value) VALUES ('kept', 'yes')", [])
+                .unwrap();
+        }
+        let s = StateStore::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.meta("kept").unwrap().as_deref(), Some("yes"));
+        let kept = dir.path().join(format!("state.db.v{old}.bak"));
+        let backup = rusqlite::Connection::open(&kept).unwrap();
+        let v: u32 = backup
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, old);
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Opened again at the current version: no new copy.
+        drop(s);
+        std::fs::remove_file(&kept).unwrap();
+        StateStore::open(&path).unwrap();
+        assert!(!kept.exists());
+    }
 
     #[test]
     fn opens_in_wal_mode_migrates_once_and_keeps_data() {

@@ -71,6 +71,7 @@ pub(crate) fn run(home: &Home) -> ExitCode {
     let mut results: Vec<(&str, Outcome)> = Vec::new();
     home_checks(home, &mut results);
     config_checks(home, &mut results);
+    version_checks(home, &mut results);
     results.push(("sandbox", sandbox_support()));
     results.push(("sandbox container level", container_level()));
     report(&results)
@@ -127,6 +128,52 @@ fn home_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
 }
 
 /// The configuration, and what it exposes: listeners, API key, TLS.
+/// The formats of what MOAT_HOME holds, next to what this moat reads: an older one is
+/// migrated when opened (state.db keeps a copy), a newer one is refused.
+fn version_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
+    let mut parts = Vec::new();
+    let mut newer = Vec::new();
+    if let Ok(l) = Config::load(home, &[]) {
+        parts.push(format!(
+            "config format {} (this moat: {})",
+            l.format,
+            moat_core::config::CONFIG_FORMAT
+        ));
+    }
+    if let Some(v) = moat_state::StateStore::schema_version_at(&home.state_db()) {
+        let known = moat_state::SCHEMA_VERSION;
+        parts.push(format!("state schema {v} (this moat: {known})"));
+        if v > known {
+            newer.push("state.db");
+        }
+    }
+    if let Ok(bytes) = std::fs::read(home.vault_file())
+        && let Some(&v) = bytes.get(8)
+    {
+        let known = moat_vault::format::VERSION;
+        parts.push(format!("vault format {v} (this moat: {known})"));
+        if v > known {
+            newer.push("the vault");
+        }
+    }
+    parts.push("audit log format v1".into());
+    results.push((
+        "versions",
+        if newer.is_empty() {
+            Outcome::Ok(parts.join(", "))
+        } else {
+            Outcome::Fail {
+                problem: format!(
+                    "{} written by a newer moat: {}",
+                    newer.join(" and "),
+                    parts.join(", ")
+                ),
+                fix: "upgrade moat to the version that wrote them".into(),
+            }
+        },
+    ));
+}
+
 fn config_checks(home: &Home, results: &mut Vec<(&'static str, Outcome)>) {
     match Config::load(home, &[]) {
         Err(e) => results.push((
