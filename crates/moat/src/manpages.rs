@@ -37,7 +37,7 @@ fn write_tree(
     clap_mangen::Man::new(page)
         .render(&mut text)
         .map_err(|e| Failure::runtime(anyhow::anyhow!("cannot render {name}(1): {e}")))?;
-    write_page(&dir.join(format!("{name}.1")), &text)?;
+    crate::app::files::write_public(&dir.join(format!("{name}.1")), &text)?;
     *written += 1;
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         if sub.get_name() == "help" {
@@ -46,19 +46,4 @@ fn write_tree(
         write_tree(dir, sub, &format!("{name}-{}", sub.get_name()), written)?;
     }
     Ok(())
-}
-
-/// A page in place, whole or not at all (written aside, then renamed), readable by all.
-fn write_page(path: &Path, text: &[u8]) -> Result<(), Failure> {
-    use std::os::unix::fs::PermissionsExt;
-    let aside = path.with_extension("1.tmp");
-    let result = std::fs::write(&aside, text)
-        .and_then(|()| std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&aside, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&aside);
-    }
-    result
-        .with_context(|| format!("cannot write {}", path.display()))
-        .map_err(Failure::runtime)
 }

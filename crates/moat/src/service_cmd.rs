@@ -164,7 +164,7 @@ fn install(home: &Home, unit_only: bool) -> Result<(), Failure> {
         .with_context(|| format!("cannot make {}", dir.display()))
         .map_err(Failure::runtime)?;
     let text = unit(&exe, Some(home.root()), &seal_env());
-    write_file(&path, text.as_bytes())?;
+    crate::app::files::write_public(&path, text.as_bytes())?;
     println!("wrote {}", path.display());
     match SealPaths::for_home(home.root())
         .ok()
@@ -202,20 +202,6 @@ fn install(home: &Home, unit_only: bool) -> Result<(), Failure> {
         std::env::var("USER").unwrap_or_else(|_| "$USER".into())
     );
     Ok(())
-}
-
-fn write_file(path: &Path, text: &[u8]) -> Result<(), Failure> {
-    use std::os::unix::fs::PermissionsExt;
-    let aside = path.with_extension("service.tmp");
-    let result = std::fs::write(&aside, text)
-        .and_then(|()| std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&aside, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&aside);
-    }
-    result
-        .with_context(|| format!("cannot write {}", path.display()))
-        .map_err(Failure::runtime)
 }
 
 fn uninstall() -> Result<(), Failure> {

@@ -7,6 +7,7 @@ pub(crate) mod agent;
 pub(crate) mod audit;
 pub(crate) mod channels;
 pub(crate) mod config_edit;
+pub(crate) mod files;
 pub(crate) mod llm;
 pub(crate) mod page;
 pub(crate) mod progress;
