@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use moat_net::egress::Egress;
 use url::Url;
 
@@ -417,18 +417,13 @@ fn user_agent() -> String {
 }
 
 async fn read_limited(body: hyper::body::Incoming, max: usize) -> Result<Bytes, String> {
-    Limited::new(body, max)
-        .collect()
+    crate::body::read_limited(body, max)
         .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => {
                 format!("the answer is larger than {} KiB", max / 1024)
-            } else {
-                "the answer broke off".into()
             }
+            crate::body::BodyError::BrokeOff => "the answer broke off".into(),
         })
 }
 

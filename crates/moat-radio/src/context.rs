@@ -22,17 +22,8 @@ use crate::calendar::{self, Occurrence};
 use crate::dj::is_quiet;
 use crate::station::Station;
 
-/// What a calendar's events mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Purpose {
-    /// The DJ may mention what is coming up.
-    Mention,
-    /// No talk while an event is on.
-    Quiet,
-    /// No music either while an event is on.
-    Silence,
-}
+/// What a calendar's events mean: config's own words.
+pub use moat_core::config::radio::CalendarUse as Purpose;
 
 /// Where a calendar is read from.
 #[derive(Debug, Clone)]

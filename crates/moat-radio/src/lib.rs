@@ -15,6 +15,7 @@
 //! - [`dj`]: the host who talks between songs, through a model the binary provides.
 //! - [`cast`]: the station on UPnP/DLNA speakers: SSDP discovery and AVTransport control.
 
+mod body;
 pub mod broadcast;
 pub mod calendar;
 pub mod cast;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use md5::{Digest, Md5};
 use moat_core::secret::SecretString;
@@ -638,21 +638,14 @@ async fn read_limited(
     body: Incoming,
     max: usize,
 ) -> Result<Bytes, SubsonicError> {
-    Limited::new(body, max)
-        .collect()
+    crate::body::read_limited(body, max)
         .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                protocol(call, "the answer is too large")
-            } else {
-                SubsonicError::Unreachable {
-                    call,
-                    why: "the answer broke off".into(),
-                }
-            }
+        .map_err(|e| match e {
+            crate::body::BodyError::TooLarge => protocol(call, "the answer is too large"),
+            crate::body::BodyError::BrokeOff => SubsonicError::Unreachable {
+                call,
+                why: "the answer broke off".into(),
+            },
         })
 }
 

@@ -222,16 +222,7 @@ async fn run_engine(engine: Engine<'_>, text: &str, out: &Path) -> Result<(), Tt
         }
         Ok(())
     };
-    tokio::time::timeout(engine.timeout, run)
-        .await
-        .map_err(|_| TtsError::Timeout {
-            engine: name.clone(),
-            limit: engine.timeout,
-        })?
-        .map_err(|why| TtsError::Failed {
-            engine: name.clone(),
-            why,
-        })?;
+    within(&name, engine.timeout, run).await?;
     match std::fs::metadata(out) {
         Ok(m) if m.len() > 44 => Ok(()),
         _ => Err(TtsError::Failed {
@@ -239,6 +230,24 @@ async fn run_engine(engine: Engine<'_>, text: &str, out: &Path) -> Result<(), Tt
             why: "it wrote no audio".into(),
         }),
     }
+}
+
+/// `work` within `limit`, its failure or lateness named after `engine`.
+async fn within<T>(
+    engine: &str,
+    limit: Duration,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, TtsError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| TtsError::Timeout {
+            engine: engine.to_string(),
+            limit,
+        })?
+        .map_err(|why| TtsError::Failed {
+            engine: engine.to_string(),
+            why,
+        })
 }
 
 /// An OpenAI-compatible speech server (`POST {base}/audio/speech`), reached through a
@@ -288,7 +297,6 @@ impl HttpSpeech {
     }
 
     async fn fetch(&self, text: &str) -> Result<Bytes, String> {
-        use http_body_util::BodyExt;
         let mut url = self.base.clone();
         let path = format!("{}/audio/speech", url.path().trim_end_matches('/'));
         url.set_path(&path);
@@ -320,11 +328,9 @@ impl HttpSpeech {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_HTTP_AUDIO)
-            .collect()
+        let body = crate::body::read_limited(resp.into_body(), MAX_HTTP_AUDIO)
             .await
-            .map_err(|_| "the answer broke off or was larger than 32 MiB".to_string())?
-            .to_bytes();
+            .map_err(|_| "the answer broke off or was larger than 32 MiB".to_string())?;
         if !status.is_success() {
             // The server's own words, bounded and with no control characters: it may
             // say "invalid key", never the key itself (moat never sends it anywhere else).
@@ -356,16 +362,7 @@ impl Speech for HttpSpeech {
     fn synthesize<'a>(&'a self, text: &'a str, out: &'a Path) -> SpeechFuture<'a> {
         Box::pin(async move {
             let engine = self.engine();
-            let audio = tokio::time::timeout(self.timeout, self.fetch(text))
-                .await
-                .map_err(|_| TtsError::Timeout {
-                    engine: engine.clone(),
-                    limit: self.timeout,
-                })?
-                .map_err(|why| TtsError::Failed {
-                    engine: engine.clone(),
-                    why,
-                })?;
+            let audio = within(&engine, self.timeout, self.fetch(text)).await?;
             if audio.len() <= 44 {
                 return Err(TtsError::Failed {
                     engine,

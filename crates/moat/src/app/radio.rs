@@ -18,16 +18,22 @@ pub(crate) fn password(
     name: &str,
     lib: &LibraryConfig,
 ) -> Result<SecretString, String> {
-    let secret = &lib.password_secret;
-    let entry = vault.get(secret).ok_or_else(|| {
-        format!(
-            "radio.libraries.{name}.password_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
-        )
-    })?;
-    let value = String::from_utf8(entry.value().to_vec())
-        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
-    moat_core::redact::global().add_known_secret(&value);
-    Ok(SecretString::new(value))
+    vault_secret(
+        vault,
+        &lib.password_secret,
+        &format!("radio.libraries.{name}.password_secret"),
+    )
+}
+
+/// Secret `name` from the vault, for config key `key` (the reason as text: the radio
+/// starts without what it cannot have).
+fn vault_secret(vault: &moat_vault::Vault, name: &str, key: &str) -> Result<SecretString, String> {
+    crate::app::secrets::resolve_secret(
+        vault,
+        &moat_core::secret::SecretRef::Vault(name.to_string()),
+        key,
+    )
+    .map_err(|f| format!("{:#}", f.error()))
 }
 
 /// A client for library `name`.
@@ -181,16 +187,12 @@ pub(crate) fn weather_key(
     let Some(weather) = &radio.weather else {
         return Ok(None);
     };
-    let secret = &weather.api_key_secret;
-    let entry = vault.get(secret).ok_or_else(|| {
-        format!(
-            "radio.weather.api_key_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
-        )
-    })?;
-    let value = String::from_utf8(entry.value().to_vec())
-        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
-    moat_core::redact::global().add_known_secret(&value);
-    Ok(Some(SecretString::new(value)))
+    vault_secret(
+        vault,
+        &weather.api_key_secret,
+        "radio.weather.api_key_secret",
+    )
+    .map(Some)
 }
 
 /// What the DJ knows and when the station keeps quiet, from config: hours, calendars
@@ -200,8 +202,8 @@ pub(crate) fn context(
     egress: &moat_core::config::egress::EgressConfig,
     weather_key: Result<Option<SecretString>, String>,
 ) -> std::sync::Arc<Context> {
-    use moat_core::config::radio::{CalendarUse, parse_window};
-    use moat_radio::context::{CalendarSource, Origin, Purpose, WeatherSource};
+    use moat_core::config::radio::parse_window;
+    use moat_radio::context::{CalendarSource, Origin, WeatherSource};
     let windows = |list: &[String]| -> Vec<(u32, u32)> {
         list.iter().filter_map(|w| parse_window(w).ok()).collect()
     };
@@ -222,11 +224,7 @@ pub(crate) fn context(
             } else {
                 Origin::File(c.source.clone().into())
             },
-            purpose: match c.purpose {
-                CalendarUse::Mention => Purpose::Mention,
-                CalendarUse::Quiet => Purpose::Quiet,
-                CalendarUse::Silence => Purpose::Silence,
-            },
+            purpose: c.purpose,
             refresh: c.refresh,
         })
         .collect();
@@ -290,15 +288,7 @@ pub(crate) fn speech_key(
     else {
         return Ok(None);
     };
-    let entry = vault.get(secret).ok_or_else(|| {
-        format!(
-            "radio.tts.api_key_secret names {secret:?}, which is not in the vault; add it with `moat vault add {secret}`"
-        )
-    })?;
-    let value = String::from_utf8(entry.value().to_vec())
-        .map_err(|_| format!("the secret {secret:?} is not UTF-8 text"))?;
-    moat_core::redact::global().add_known_secret(&value);
-    Ok(Some(SecretString::new(value)))
+    vault_secret(vault, secret, "radio.tts.api_key_secret").map(Some)
 }
 
 /// The configured voice: espeak-ng, Piper, or a speech server (with `key`).
