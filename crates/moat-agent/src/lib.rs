@@ -9,6 +9,8 @@
 //!   the gate, approvals, tools, output masking and scanning, bounded steps and tool time.
 //! - [`tools`]: the built-in tools (`files`, `notes`, `shell`, `run_code`, `web_fetch`,
 //!   `http_request`), each with a domain.
+//! - [`mcp`]: tools from Model Context Protocol servers (stdio in the sandbox, HTTP through
+//!   the egress policy), in the domain the owner gives each.
 //! - [`secrets`]: secrets by handle; values reach only the tools allowed them.
 //! - [`store`]: sessions, trust, approvals and notes in the state store.
 //! - [`sandboxing`]: a sandbox profile made into the spec of one call (tools and
@@ -20,6 +22,7 @@
 
 pub mod channel;
 pub mod limits;
+pub mod mcp;
 pub mod sandboxing;
 pub mod secrets;
 pub mod store;

@@ -13,6 +13,9 @@ use serde_json::Value;
 #[derive(Default)]
 pub struct Handles {
     secrets: BTreeMap<String, Allowed>,
+    /// Secrets only MCP servers get (`env_secrets`, `bearer_secret`): never offered to the
+    /// model, masked in every output like the others.
+    servers: BTreeMap<String, SecretString>,
 }
 
 /// One secret and where it may go.
@@ -59,6 +62,17 @@ impl Handles {
                 hosts,
             },
         );
+    }
+
+    /// Keeps `value` for the MCP servers that name the secret `name`; the model is not
+    /// told of it, and it is masked in outputs.
+    pub fn insert_for_servers(&mut self, name: &str, value: SecretString) {
+        self.servers.insert(name.to_string(), value);
+    }
+
+    /// A secret kept for the MCP servers.
+    pub fn for_servers(&self, name: &str) -> Option<&SecretString> {
+        self.servers.get(name)
     }
 
     /// What the model is told about them (names, tools and hosts, never values).
@@ -152,8 +166,13 @@ impl Handles {
     /// `text` with every secret value put back as its handle.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for (name, a) in &self.secrets {
-            let value = a.value.expose();
+        let values = self
+            .secrets
+            .iter()
+            .map(|(name, a)| (name, &a.value))
+            .chain(&self.servers);
+        for (name, value) in values {
+            let value = value.expose();
             if !value.is_empty() && out.contains(value) {
                 out = out.replace(value, &handle(name));
             }

@@ -55,9 +55,9 @@ pub type ToolResult = Result<String, String>;
 #[async_trait::async_trait]
 pub trait Tool: Send + Sync {
     /// Its name, as the model calls it.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// What it does, for the model.
-    fn description(&self) -> &'static str;
+    fn description(&self) -> &str;
     /// The JSON schema of its input.
     fn schema(&self) -> Value;
     /// Its domain and whether it only reads, for the gate. `input` lets one tool

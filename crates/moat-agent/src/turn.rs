@@ -84,6 +84,7 @@ pub struct Agent {
     gateway: Arc<moat_llm::Gateway>,
     config: AgentConfig,
     tools: Vec<Arc<dyn Tool>>,
+    mcp: Arc<crate::mcp::McpHub>,
     store: Arc<Mutex<AgentStore>>,
     audit: Option<moat_audit::AuditLog>,
     /// Where the web tools' fetchers report what the egress policy refused.
@@ -131,6 +132,7 @@ impl Agent {
             limits: crate::limits::Limits::new(&config),
             config,
             tools: crate::tools::builtin(fetcher(u8::MAX)?, fetcher(0)?),
+            mcp: Arc::default(),
             store: Arc::new(Mutex::new(store)),
             audit: None,
             refusals,
@@ -165,6 +167,39 @@ impl Agent {
     pub fn with_handles(mut self, handles: Handles) -> Agent {
         self.handles = handles;
         self
+    }
+
+    /// Offers the tools of the MCP servers `[agent.mcp]` names (call after
+    /// [`Agent::with_handles`], [`Agent::with_sandbox`] and [`Agent::with_audit`]: the servers
+    /// take their secrets, profiles and audit log from them); each stdio server gets
+    /// `folders/NAME` as its workspace. A secret they name that is missing is an error.
+    pub fn with_mcp(mut self, folders: PathBuf) -> Result<Agent, String> {
+        let hub = crate::mcp::McpHub::new(
+            &self.config.mcp,
+            &self.handles,
+            crate::mcp::McpContext {
+                sandbox: self.sandbox.clone(),
+                folders,
+                hidden: self.hidden.clone(),
+                audit: self.audit.clone(),
+            },
+        )?;
+        self.mcp = Arc::new(hub);
+        Ok(self)
+    }
+
+    /// Stops the MCP servers this assistant started.
+    pub async fn shutdown(&self) {
+        self.mcp.shutdown().await;
+    }
+
+    /// Every tool: the built-in ones and those of the MCP servers that are up.
+    async fn all_tools(&self) -> Vec<Arc<dyn Tool>> {
+        let mut tools = self.tools.clone();
+        if !self.mcp.is_empty() {
+            tools.extend(self.mcp.tools().await);
+        }
+        tools
     }
 
     /// The assistant's tables.
@@ -328,7 +363,8 @@ impl Agent {
         events: &mut dyn TurnEvents,
     ) -> Result<Value, TurnError> {
         let tools: Vec<Value> = self
-            .tools
+            .all_tools()
+            .await
             .iter()
             .filter(|t| {
                 let class = t.class(&Value::Null);
@@ -415,7 +451,12 @@ impl Agent {
         let name = block["name"].as_str().unwrap_or_default();
         let input = &block["input"];
         let result = |text: String, error: bool| json!({"type": "tool_result", "tool_use_id": id, "content": text, "is_error": error});
-        let Some(tool) = self.tools.iter().find(|t| t.name() == name).cloned() else {
+        let Some(tool) = self
+            .all_tools()
+            .await
+            .into_iter()
+            .find(|t| t.name() == name)
+        else {
             return Ok(result(format!("there is no tool {name:?}"), true));
         };
         let class = tool.class(input);

@@ -654,6 +654,17 @@ impl Config {
         egress::validate(&config.egress).map_err(invalid)?;
         sandbox::validate(&config.sandbox).map_err(invalid)?;
         agent::validate(&config.agent).map_err(invalid)?;
+        for (name, server) in &config.agent.mcp {
+            if !server.command.is_empty() && config.sandbox.profile(&server.profile).is_none() {
+                return Err(invalid(InvalidValue {
+                    key: format!("agent.mcp.{name}.profile"),
+                    problem: format!(
+                        "names the sandbox profile {:?}, which is not configured; add [sandbox.profiles.{}] or leave it out for \"default\"",
+                        server.profile, server.profile
+                    ),
+                }));
+            }
+        }
         channels::validate(&config.channels, &config.pairing).map_err(invalid)?;
         radio::validate(&config.radio)
             .map_err(|(key, problem)| InvalidValue { key, problem })

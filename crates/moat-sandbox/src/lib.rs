@@ -34,12 +34,14 @@
 //! `run` blocks; async callers use `spawn_blocking`. It is safe to call from a
 //! multi-threaded program: the child makes only raw system calls until `execve`.
 
+mod attached;
 mod error;
 #[cfg(target_os = "linux")]
 mod linux;
 mod outcome;
 mod spec;
 
+pub use attached::{Attached, Conversation, attached_pipes};
 pub use error::SandboxError;
 pub use outcome::{
     Enforcement, LimitMechanism, NetEvent, Outcome, Report, Violation, truncation_marker,
@@ -55,6 +57,18 @@ pub use linux::privileged;
 /// A command that runs and fails is `Ok` with its [`Outcome`]; `Err` means it could not
 /// be started (a refused grant, a missing kernel feature, a command not found).
 pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
+    run_with(spec, None)
+}
+
+/// Runs one command as `spec` says while the caller talks to it over `io` (from
+/// [`attached_pipes`]); `spec.stdin` is not used and the report has no stdout. It blocks
+/// until the command ends: at the wall time, when the caller drops
+/// [`Conversation::stop`], or by itself.
+pub fn run_attached(spec: &Spec, io: Attached) -> Result<Report, SandboxError> {
+    run_with(spec, Some(io))
+}
+
+fn run_with(spec: &Spec, io: Option<Attached>) -> Result<Report, SandboxError> {
     #[cfg(target_os = "linux")]
     linux::check_limits(&spec.limits)?;
     if spec.level == Level::None && spec.network.is_some() {
@@ -65,16 +79,16 @@ pub fn run(spec: &Spec) -> Result<Report, SandboxError> {
     }
     match spec.level {
         #[cfg(target_os = "linux")]
-        Level::Process => linux::run_process(spec),
+        Level::Process => linux::run_process(spec, io),
         #[cfg(target_os = "linux")]
-        Level::None => linux::run_unconfined(spec),
+        Level::None => linux::run_unconfined(spec, io),
         #[cfg(not(target_os = "linux"))]
         Level::Process | Level::None => Err(SandboxError::Unsupported(
             "the sandbox needs Linux (namespaces, seccomp, Landlock)".into(),
         )),
         #[cfg(target_os = "linux")]
         Level::Container => match find_on_path("runsc") {
-            Some(runsc) => linux::gvisor::run_container(spec, &runsc),
+            Some(runsc) => linux::gvisor::run_container(spec, &runsc, io),
             None => Err(runsc_missing()),
         },
         #[cfg(not(target_os = "linux"))]

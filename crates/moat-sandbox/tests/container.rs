@@ -238,3 +238,25 @@ fn network_grants_are_refused_at_the_container_level() {
     let message = run(&s).unwrap_err().to_string();
     assert!(message.contains("process level"), "{message}");
 }
+
+#[test]
+fn an_attached_command_talks_over_the_callers_pipes_inside_gvisor() {
+    use std::io::{BufRead, BufReader, Write};
+    let workspace = tempfile::tempdir().unwrap();
+    let spec = spec(
+        workspace.path(),
+        "while read -r line; do echo \"got $line\"; done",
+    );
+    let (io, talk) = moat_sandbox::attached_pipes().unwrap();
+    let running = std::thread::spawn(move || moat_sandbox::run_attached(&spec, io));
+    let mut to = std::fs::File::from(talk.to_command);
+    let mut from = BufReader::new(std::fs::File::from(talk.from_command));
+    writeln!(to, "hello").unwrap();
+    let mut line = String::new();
+    from.read_line(&mut line).unwrap();
+    assert_eq!(line, "got hello\n");
+    drop(talk.stop);
+    let report = running.join().unwrap().unwrap();
+    assert!(!report.outcome.success(), "{report:?}");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}

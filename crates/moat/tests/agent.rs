@@ -528,3 +528,301 @@ fn the_reply_streams_and_no_escape_sequence_reaches_the_terminal() {
     assert!(shown.contains("^[[2Jworld"), "{shown}");
     assert!(!shown.contains('\u{1b}'), "{shown:?}");
 }
+
+const MCP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/mcp_server.py");
+
+/// The python of the venv with the official MCP SDK (scripts/peers).
+fn mcp_python() -> String {
+    std::env::var("MOAT_MCP_PYTHON").unwrap_or_else(|_| {
+        panic!("MOAT_MCP_PYTHON is not set: run the suite with ./scripts/test, or `eval \"$(scripts/peers)\"` first")
+    })
+}
+
+/// The MCP tools offered in a request.
+fn mcp_tool_names(body: &Value) -> Vec<String> {
+    tool_names(body)
+        .into_iter()
+        .filter(|t| t.starts_with("mcp__"))
+        .collect()
+}
+
+/// A sandbox profile that can read the MCP SDK's venv, the Python it was made from (when
+/// that is not the system's, e.g. pyenv's) and the test server's folder: what a user
+/// grants an MCP server written in Python.
+fn mcp_profile() -> String {
+    let python = mcp_python();
+    let venv = std::path::Path::new(&python)
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap();
+    let scripts = std::path::Path::new(MCP_SERVER).parent().unwrap();
+    let mut grants = vec![venv.to_path_buf(), scripts.to_path_buf()];
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).unwrap();
+    let base = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("home = "))
+        .map(|bin| {
+            std::path::Path::new(bin.trim())
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        })
+        .unwrap();
+    if !base.starts_with("/usr") {
+        grants.push(base);
+    }
+    let grants: Vec<String> = grants
+        .iter()
+        .map(|g| format!("\"ro:{}\"", g.display()))
+        .collect();
+    format!(
+        "[sandbox.profiles.mcp]\nmemory_mib = 512\ngrants = [{}]\n",
+        grants.join(", ")
+    )
+}
+
+#[test]
+fn an_mcp_server_runs_in_the_sandbox_and_its_tools_are_gated_masked_and_audited() {
+    const CANARY: &str = "moat-canary-mcp-7a6b5c4d3e";
+    let up = FakeUpstream::start();
+    let home = home_with(
+        &up,
+        &format!(
+            r#"[agent.trust]
+integrations = 3
+shell = 3
+
+[agent.mcp.notes]
+command = ["{python}", "{MCP_SERVER}", "stdio"]
+profile = "mcp"
+env_secrets = {{ SERVICE_TOKEN = "svc" }}
+read_only = ["add", "peek"]
+
+{profile}"#,
+            python = mcp_python(),
+            profile = mcp_profile(),
+        ),
+    );
+    let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", "svc", "--stdin"], CANARY);
+    assert_eq!(code, 0, "{err}");
+    let config = home.path().join("config.toml");
+    up.push(tool_use("t1", "mcp__notes__add", json!({"a": 2, "b": 3})));
+    up.push(tool_use("t2", "mcp__notes__whoami", json!({})));
+    up.push(tool_use(
+        "t3",
+        "mcp__notes__write_note",
+        json!({"text": "from the model"}),
+    ));
+    up.push(tool_use(
+        "t4",
+        "mcp__notes__peek",
+        json!({"path": config.display().to_string()}),
+    ));
+    up.push(tool_use("t5", "mcp__notes__fetch_review", json!({})));
+    up.push(tool_use("t6", "shell", json!({"command": "echo hi"})));
+    up.push(text("Done."));
+    let (out, err) = chat(home.path(), "use the notes server\n");
+    assert!(out.contains("Done."), "{out}\n{err}");
+
+    let seen = up.seen();
+    let offered = tool_names(&seen[0].body);
+    for tool in [
+        "mcp__notes__add",
+        "mcp__notes__whoami",
+        "mcp__notes__write_note",
+        "mcp__notes__peek",
+        "mcp__notes__fetch_review",
+    ] {
+        assert!(offered.contains(&tool.to_string()), "{tool} in {offered:?}");
+    }
+    // A description written to steer the model is not offered at all.
+    assert!(
+        !offered.contains(&"mcp__notes__helpful".to_string()),
+        "{offered:?}"
+    );
+    assert!(last_results(&seen[1].body).contains("sum=5"));
+    // The server got its token from the vault; the model sees the handle in its place.
+    // It runs in the sandbox: not as root, in a folder of its own.
+    let whoami = last_results(&seen[2].body);
+    assert!(
+        whoami.contains("token={{secret:svc}}") && whoami.contains("cwd=/workspace"),
+        "{whoami}"
+    );
+    assert!(!whoami.contains("uid=0 "), "{whoami}");
+    let note = home.path().join("agent/mcp/notes/note.txt");
+    assert_eq!(std::fs::read_to_string(&note).unwrap(), "from the model");
+    // MOAT_HOME is out of its reach.
+    let peeked = last_results(&seen[4].body);
+    assert!(
+        peeked.contains("cannot read") && !peeked.contains("llm.backends"),
+        "{peeked}"
+    );
+    // What a server returns is screened like any tool output: flagged, spotlighted,
+    // and the next call waits for approval (chat's stdin is closed: denied).
+    let review = last_results(&seen[5].body);
+    assert!(review.contains("moat-untrusted"), "{review}");
+    assert!(
+        last_results(&seen[6].body).contains("did not approve"),
+        "{}",
+        last_results(&seen[6].body)
+    );
+
+    let mut everything = seen
+        .iter()
+        .map(|s| s.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    everything.push_str(&out);
+    everything.push_str(&err);
+    let tail = audit_verifies(home.path());
+    everything.push_str(&tail);
+    let (_, exported, _) = run_moat(home.path(), &["audit", "export"], &[]);
+    everything.push_str(&exported);
+    assert!(!everything.contains(CANARY), "the canary leaked");
+    for action in [
+        "agent.mcp.connected",
+        "agent.mcp.tool.refused",
+        "agent.tool.run",
+    ] {
+        assert!(exported.contains(action), "{action} missing:\n{exported}");
+    }
+    assert!(exported.contains("mcp__notes__add"), "{exported}");
+}
+
+#[test]
+fn an_mcp_domain_at_inform_offers_only_the_tools_the_owner_marked_read_only() {
+    let up = FakeUpstream::start();
+    let home = home_with(
+        &up,
+        &format!(
+            r#"[agent.trust]
+integrations = 1
+
+[agent.mcp.notes]
+command = ["{python}", "{MCP_SERVER}", "stdio"]
+profile = "mcp"
+read_only = ["add"]
+
+{profile}"#,
+            python = mcp_python(),
+            profile = mcp_profile(),
+        ),
+    );
+    up.push(tool_use(
+        "t1",
+        "mcp__notes__write_note",
+        json!({"text": "not allowed"}),
+    ));
+    up.push(text("Done."));
+    let (out, err) = chat(home.path(), "write a note\n");
+    assert!(out.contains("Done."), "{out}\n{err}");
+    let seen = up.seen();
+    let offered = mcp_tool_names(&seen[0].body);
+    assert_eq!(offered, ["mcp__notes__add"]);
+    let refused = last_results(&seen[1].body);
+    assert!(refused.contains("is_error\":true"), "{refused}");
+    assert!(!home.path().join("agent/mcp/notes/note.txt").exists());
+}
+
+#[test]
+fn an_http_mcp_server_is_reached_through_the_egress_policy_with_its_bearer_secret() {
+    const BEARER: &str = "moat-canary-bearer-1f2e3d4c";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(mcp_python())
+        .args([MCP_SERVER, "http", &port.to_string()])
+        .env("MCP_BEARER", BEARER)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the MCP server did not start: {:?}",
+            server.try_wait()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _server = Kill(server);
+
+    let up = FakeUpstream::start();
+    let home = home_with(
+        &up,
+        &format!(
+            r#"[agent.trust]
+integrations = 3
+
+[agent.mcp.remote]
+url = "http://127.0.0.1:{port}/mcp"
+bearer_secret = "mcpkey"
+
+[agent.mcp.wrongkey]
+url = "http://127.0.0.1:{port}/mcp"
+bearer_secret = "otherkey"
+
+[agent.mcp.outside]
+url = "http://127.0.0.1:9/mcp"
+
+[egress]
+allow_cidrs = ["127.0.0.1/32"]
+allowed_ports = [{port}]
+"#
+        ),
+    );
+    for (name, value) in [("mcpkey", BEARER), ("otherkey", "not-the-key")] {
+        let (code, _, err) = run_moat_stdin(home.path(), &["vault", "add", name, "--stdin"], value);
+        assert_eq!(code, 0, "{err}");
+    }
+    up.push(tool_use("t1", "mcp__remote__add", json!({"a": 40, "b": 2})));
+    up.push(text("Done."));
+    let (out, err) = chat(home.path(), "add\n");
+    assert!(out.contains("Done."), "{out}\n{err}");
+    let seen = up.seen();
+    let offered = mcp_tool_names(&seen[0].body);
+    // The server with the wrong key (401) and the one the policy refuses offer nothing;
+    // the chat goes on without them.
+    assert!(
+        offered.contains(&"mcp__remote__add".to_string()),
+        "{offered:?}"
+    );
+    assert!(
+        offered.iter().all(|t| t.starts_with("mcp__remote__")),
+        "{offered:?}"
+    );
+    assert!(last_results(&seen[1].body).contains("sum=42"));
+    let (_, exported, _) = run_moat(home.path(), &["audit", "export"], &[]);
+    let failed: Vec<&str> = exported
+        .lines()
+        .filter(|l| l.contains("agent.mcp.failed"))
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("wrongkey") && l.contains("401")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("outside") && l.contains("refused")),
+        "{failed:?}"
+    );
+    let mut everything = exported;
+    everything.push_str(&out);
+    everything.push_str(&err);
+    everything.push_str(&seen.iter().map(|s| s.body.to_string()).collect::<String>());
+    assert!(!everything.contains(BEARER), "the bearer leaked");
+    audit_verifies(home.path());
+}

@@ -84,6 +84,64 @@ pub struct AgentConfig {
     pub token_window: Duration,
     /// Most turns running at once, over all conversations.
     pub max_concurrent_turns: u32,
+    /// Model Context Protocol servers whose tools the assistant may use, by name.
+    pub mcp: BTreeMap<String, McpServerConfig>,
+}
+
+/// One `[agent.mcp.NAME]`: a Model Context Protocol server, either a program spoken to
+/// over stdio inside the sandbox (`command`) or a streamable HTTP endpoint reached
+/// through the egress policy (`url`). Its tools are offered as `mcp__NAME__TOOL`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpServerConfig {
+    /// A stdio server: the program and its arguments.
+    pub command: Vec<String>,
+    /// The sandbox profile a stdio server runs under (`[sandbox.profiles.NAME]`).
+    pub profile: String,
+    /// Environment variables for a stdio server.
+    pub env: BTreeMap<String, String>,
+    /// Environment variables of a stdio server whose values are vault secrets:
+    /// `VARIABLE = "secret-name"`.
+    pub env_secrets: BTreeMap<String, String>,
+    /// A streamable HTTP server's URL.
+    pub url: Option<String>,
+    /// A vault secret an HTTP server gets as `Authorization: Bearer`.
+    pub bearer_secret: Option<String>,
+    /// The trust domain its tools belong to.
+    pub domain: String,
+    /// Its tools that only read: a domain at level 1 (inform) still offers them.
+    pub read_only: Vec<String>,
+    /// Only these of its tools are offered; all when empty.
+    pub tools: Vec<String>,
+    /// Longest one call may take (the turn's tool time bounds it too).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for McpServerConfig {
+    fn default() -> Self {
+        Self {
+            command: Vec::new(),
+            profile: "default".into(),
+            env: BTreeMap::new(),
+            env_secrets: BTreeMap::new(),
+            url: None,
+            bearer_secret: None,
+            domain: "integrations".into(),
+            read_only: Vec::new(),
+            tools: Vec::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Whether `name` may name an MCP server: its tools are called `mcp__NAME__TOOL`, which
+/// must stay within the 64 characters of `[A-Za-z0-9_-]` that model APIs accept.
+pub fn valid_mcp_name(name: &str) -> bool {
+    (1..=24).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Where one secret may be used by handle.
@@ -115,8 +173,65 @@ impl Default for AgentConfig {
             token_budget: 1_000_000,
             token_window: Duration::from_secs(3600),
             max_concurrent_turns: 4,
+            mcp: BTreeMap::new(),
         }
     }
+}
+
+fn mcp_rules(name: &str, s: &McpServerConfig) -> Result<(), (String, String)> {
+    let key = |k: &str| format!("agent.mcp.{name}.{k}");
+    if !valid_mcp_name(name) {
+        return Err((
+            format!("agent.mcp.{name}"),
+            "an MCP server's name is 1-24 lowercase letters, digits or '-'".into(),
+        ));
+    }
+    match (&s.url, s.command.is_empty()) {
+        (Some(_), false) => {
+            return Err((
+                key("url"),
+                "give either command (a stdio server) or url (an HTTP server), not both".into(),
+            ));
+        }
+        (None, true) => {
+            return Err((
+                key("command"),
+                "give command = [\"program\", \"arg\"...] (a stdio server) or url = \"https://...\" (an HTTP server)".into(),
+            ));
+        }
+        (Some(url), true) => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err((key("url"), "must be an http:// or https:// URL".into()));
+            }
+            if !s.env.is_empty() || !s.env_secrets.is_empty() {
+                return Err((
+                    key("env"),
+                    "applies to stdio servers (command); an HTTP server gets bearer_secret".into(),
+                ));
+            }
+        }
+        (None, false) => {
+            if s.bearer_secret.is_some() {
+                return Err((
+                    key("bearer_secret"),
+                    "applies to HTTP servers (url); a stdio server gets env_secrets".into(),
+                ));
+            }
+            if s.command[0].trim().is_empty() {
+                return Err((key("command"), "the program is empty".into()));
+            }
+        }
+    }
+    if !DOMAINS.contains(&s.domain.as_str()) {
+        return Err((
+            key("domain"),
+            format!("is not a trust domain; use one of {}", DOMAINS.join(", ")),
+        ));
+    }
+    if s.timeout.is_zero() {
+        return Err((key("timeout"), "must be longer than 0s".into()));
+    }
+    Ok(())
 }
 
 /// Checks `[agent]`; the error names the key.
@@ -178,6 +293,9 @@ fn rules(a: &AgentConfig) -> Result<(), (String, String)> {
             ));
         }
     }
+    for (name, server) in &a.mcp {
+        mcp_rules(name, server)?;
+    }
     for (domain, level) in &a.trust {
         let ceiling = a.ceilings.get(domain).copied().unwrap_or(3);
         if *level > ceiling {
@@ -188,4 +306,63 @@ fn rules(a: &AgentConfig) -> Result<(), (String, String)> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(toml_text: &str) -> (String, String) {
+        let config: AgentConfig = toml::from_str(toml_text).unwrap();
+        rules(&config).unwrap_err()
+    }
+
+    #[test]
+    fn mcp_servers_are_stdio_or_http_and_say_which_key_is_wrong() {
+        let ok: AgentConfig = toml::from_str(
+            "[mcp.files]\ncommand = [\"mcp-files\", \"--root\", \"/srv\"]\nread_only = [\"list\"]\n\n[mcp.remote-api]\nurl = \"https://mcp.example.com/mcp\"\nbearer_secret = \"api\"\ndomain = \"web\"\n",
+        )
+        .unwrap();
+        rules(&ok).unwrap();
+        assert_eq!(ok.mcp["files"].profile, "default");
+        assert_eq!(ok.mcp["files"].domain, "integrations");
+
+        for (text, key, says) in [
+            ("[mcp.x]\n", "agent.mcp.x.command", "give command"),
+            (
+                "[mcp.x]\ncommand = [\"a\"]\nurl = \"https://h/\"\n",
+                "agent.mcp.x.url",
+                "not both",
+            ),
+            (
+                "[mcp.x]\nurl = \"ftp://h/\"\n",
+                "agent.mcp.x.url",
+                "http:// or https://",
+            ),
+            (
+                "[mcp.x]\nurl = \"https://h/\"\nenv_secrets = { T = \"t\" }\n",
+                "agent.mcp.x.env",
+                "stdio servers",
+            ),
+            (
+                "[mcp.x]\ncommand = [\"a\"]\nbearer_secret = \"t\"\n",
+                "agent.mcp.x.bearer_secret",
+                "HTTP servers",
+            ),
+            (
+                "[mcp.x]\ncommand = [\"a\"]\ndomain = \"everything\"\n",
+                "agent.mcp.x.domain",
+                "not a trust domain",
+            ),
+            (
+                "[mcp.Bad_Name]\ncommand = [\"a\"]\n",
+                "agent.mcp.Bad_Name",
+                "lowercase",
+            ),
+        ] {
+            let (k, why) = refused(text);
+            assert_eq!(k, key, "{text}");
+            assert!(why.contains(says), "{text}: {why}");
+        }
+    }
 }

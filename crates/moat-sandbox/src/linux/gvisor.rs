@@ -95,7 +95,11 @@ fn sweep_dead(place: &Path, remove: impl Fn(&Path) -> std::io::Result<()>) {
 }
 
 /// Runs `spec` in a gVisor sandbox with `runsc` (found on `PATH`).
-pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> {
+pub fn run_container(
+    spec: &Spec,
+    runsc: &Path,
+    io: Option<crate::Attached>,
+) -> Result<Report, SandboxError> {
     let start = Instant::now();
     let deadline = start + spec.limits.wall_time;
     if !plan::privileged() {
@@ -133,9 +137,8 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
         )
         .current_dir(bundle.dir())
         .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let stop = supervise::wire_stdio(&mut command, io);
     // If moat dies, runsc goes too: its container would otherwise run on without a
     // wall-time limit. (The thread that starts runsc supervises it to the end.)
     // A moat that died between the fork and the prctl sent no signal: then the child's
@@ -172,7 +175,8 @@ pub fn run_container(spec: &Spec, runsc: &Path) -> Result<Report, SandboxError> 
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
     };
-    let finished = supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill)?;
+    let finished =
+        supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill, stop)?;
     bundle.delete_sandbox();
     let runtime_error = bundle.runtime_error();
 

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use crate::outcome::{Enforcement, LimitMechanism, Report};
-use crate::{Level, SandboxError, Spec};
+use crate::{Attached, Level, SandboxError, Spec};
 use child::{ChildFds, Stage};
 use sys::Forked;
 
@@ -48,8 +48,8 @@ pub fn cgroup_probe() -> Result<&'static str, String> {
     })
 }
 
-/// Runs `spec` at the `process` level.
-pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
+/// Runs `spec` at the `process` level; with `io`, its stdin and stdout are the caller's.
+pub fn run_process(spec: &Spec, io: Option<Attached>) -> Result<Report, SandboxError> {
     let start = Instant::now();
     let deadline = start + spec.limits.wall_time;
     let making_cgroup = cgroup::Maker::start(&spec.limits);
@@ -78,8 +78,16 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
         *slot = entry.as_raw_fd();
     }
 
-    let (stdin_r, stdin_w) = sys::pipe()?;
-    let (out_r, out_w) = sys::pipe()?;
+    // The supervisor's ends (feeding stdin, capturing stdout) exist only when the caller
+    // does not hold them.
+    let (stdin_r, stdin_w, out_r, out_w, stop) = match io {
+        Some(io) => (io.stdin, None, None, io.stdout, Some(io.stop)),
+        None => {
+            let (stdin_r, stdin_w) = sys::pipe()?;
+            let (out_r, out_w) = sys::pipe()?;
+            (stdin_r, Some(stdin_w), Some(out_r), out_w, None)
+        }
+    };
     let (err_r, err_w) = sys::pipe()?;
     let (errors_r, errors_w) = sys::socketpair()?;
     let (status_r, status_w) = sys::pipe()?;
@@ -199,9 +207,10 @@ pub fn run_process(spec: &Spec) -> Result<Report, SandboxError> {
     let finished = supervise::supervise(supervise::Running {
         pid,
         pidfd: pidfd.as_fd(),
-        stdin: Some(stdin_w),
+        stdin: stdin_w,
         stdout: out_r,
         stderr: err_r,
+        stop,
         input: &spec.stdin,
         output_limit: spec.limits.output_bytes,
         deadline,
@@ -336,8 +345,9 @@ fn read_setup(
 /// Runs `spec` with no isolation (the `none` level): an empty environment but the declared
 /// one, the workspace as working directory, its own process group, and a cgroup of its own
 /// where one can be made (descendants that left the group with `setsid` stay in it), all
-/// killed at the wall-time limit, output capped.
-pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
+/// killed at the wall-time limit, output capped. With `io`, its stdin and stdout are the
+/// caller's.
+pub fn run_unconfined(spec: &Spec, io: Option<Attached>) -> Result<Report, SandboxError> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
@@ -369,7 +379,7 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
             Ok(())
         });
     }
-    let mut child = command
+    command
         .args(&spec.args)
         .env_clear()
         // Paths declared as /workspace mean the workspace, which here is the host folder.
@@ -379,15 +389,13 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
         }))
         .current_dir(&spec.workspace)
         .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| SandboxError::Exec {
-            program: spec.program.to_string_lossy().into_owned(),
-            source,
-            searched: spec.searched(),
-        })?;
+        .stderr(Stdio::piped());
+    let stop = supervise::wire_stdio(&mut command, io);
+    let mut child = command.spawn().map_err(|source| SandboxError::Exec {
+        program: spec.program.to_string_lossy().into_owned(),
+        source,
+        searched: spec.searched(),
+    })?;
     drop(entries);
     let pid = child.id() as libc::pid_t;
     let pidfd = supervise::pidfd_or_kill(&mut child)?;
@@ -398,7 +406,8 @@ pub fn run_unconfined(spec: &Spec) -> Result<Report, SandboxError> {
             group.kill_all();
         }
     };
-    let finished = supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill)?;
+    let finished =
+        supervise::supervise_spawned(&mut child, pidfd.as_fd(), spec, deadline, &kill, stop)?;
     // Nothing the call started outlives it, as at the other levels (there the PID
     // namespace ends); the group is removed when dropped.
     if let Ok(group) = &tracking {

@@ -13,8 +13,11 @@ pub struct Running<'a> {
     pub pid: libc::pid_t,
     pub pidfd: BorrowedFd<'a>,
     pub stdin: Option<OwnedFd>,
-    pub stdout: OwnedFd,
+    /// None when the caller reads the command's output itself.
+    pub stdout: Option<OwnedFd>,
     pub stderr: OwnedFd,
+    /// The caller's stop pipe: its closing ends the command.
+    pub stop: Option<OwnedFd>,
     pub input: &'a [u8],
     pub output_limit: usize,
     pub deadline: Instant,
@@ -46,10 +49,12 @@ struct Capture {
 }
 
 impl Capture {
-    fn new(fd: OwnedFd, limit: usize) -> std::io::Result<Capture> {
-        sys::set_nonblocking(fd.as_raw_fd())?;
+    fn new(fd: Option<OwnedFd>, limit: usize) -> std::io::Result<Capture> {
+        if let Some(fd) = &fd {
+            sys::set_nonblocking(fd.as_raw_fd())?;
+        }
         Ok(Capture {
-            fd: Some(fd),
+            fd,
             bytes: Vec::new(),
             limit,
             truncated: false,
@@ -143,14 +148,36 @@ pub fn pidfd_or_kill(child: &mut std::process::Child) -> std::io::Result<OwnedFd
     })
 }
 
-/// Supervises a command started with `std::process::Command` (stdio piped): a guard kills
-/// it on any early return, as for the process level's own child.
+/// Gives a command to be started with `std::process::Command` the caller's pipes as
+/// stdin and stdout (then the caller's stop pipe is returned, for the supervisor to watch),
+/// or pipes for the supervisor to feed and capture.
+pub fn wire_stdio(
+    command: &mut std::process::Command,
+    io: Option<crate::Attached>,
+) -> Option<OwnedFd> {
+    use std::process::Stdio;
+    match io {
+        Some(io) => {
+            command.stdin(io.stdin).stdout(io.stdout);
+            Some(io.stop)
+        }
+        None => {
+            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+            None
+        }
+    }
+}
+
+/// Supervises a command started with `std::process::Command` (stderr piped, and stdin and
+/// stdout unless the caller holds them and `stop`): a guard kills it on any early return,
+/// as for the process level's own child.
 pub fn supervise_spawned(
     child: &mut std::process::Child,
     pidfd: BorrowedFd<'_>,
     spec: &crate::Spec,
     deadline: Instant,
     kill: &dyn Fn(),
+    stop: Option<OwnedFd>,
 ) -> std::io::Result<Finished> {
     let pid = child.id() as libc::pid_t;
     let mut guard = ChildGuard {
@@ -163,8 +190,9 @@ pub fn supervise_spawned(
         pid,
         pidfd,
         stdin: child.stdin.take().map(OwnedFd::from),
-        stdout: piped(child.stdout.take().map(OwnedFd::from))?,
+        stdout: child.stdout.take().map(OwnedFd::from),
         stderr: piped(child.stderr.take().map(OwnedFd::from))?,
+        stop,
         input: &spec.stdin,
         output_limit: spec.limits.output_bytes,
         deadline,
@@ -186,12 +214,13 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
     }
     let mut fed = 0;
     let mut stdout = Capture::new(run.stdout, run.output_limit)?;
-    let mut stderr = Capture::new(run.stderr, run.output_limit)?;
+    let mut stderr = Capture::new(Some(run.stderr), run.output_limit)?;
     let mut ended: Option<(libc::c_int, libc::rusage)> = None;
     let mut timed_out = false;
     let mut drain_until: Option<Instant> = None;
     let mut listener = run.listener;
     let mut violation: Option<Violation> = None;
+    let mut stop = run.stop;
 
     loop {
         if ended.is_some() && stdout.fd.is_none() && stderr.fd.is_none() {
@@ -246,6 +275,15 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: if ended.is_none() {
+                    stop.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll reads and writes the array we pass, of the length we pass.
         let r = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, timeout) };
@@ -282,6 +320,11 @@ pub fn supervise(run: Running<'_>) -> std::io::Result<Finished> {
                 }
                 None => {}
             }
+        }
+        if stop.is_some() && polled[5].revents != 0 {
+            // Nobody writes to the stop pipe: readable means the caller closed it.
+            (run.kill)();
+            stop = None;
         }
         if ended.is_none() && polled[0].revents != 0 {
             // Whatever the command left behind dies with it (killed before the reap, so

@@ -39,23 +39,37 @@ pub(crate) fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The secrets `[agent.secrets]` lets the assistant use by handle, read from the vault.
+/// The secrets `[agent.secrets]` lets the assistant use by handle, and those its MCP
+/// servers get (`env_secrets`, `bearer_secret`), read from the vault.
 pub(crate) fn handles(vault: &moat_vault::Vault, config: &Config) -> Result<Handles, Failure> {
-    let mut handles = Handles::new();
-    for (name, usage) in &config.agent.secrets {
+    let read = |name: &str, key: &str| {
         let entry = vault.get(name).ok_or_else(|| {
             Failure::usage(anyhow!(
-                "agent.secrets names {name:?}, which is not in the vault; add it with `moat vault add {name}`"
+                "{key} names {name:?}, which is not in the vault; add it with `moat vault add {name}`"
             ))
         })?;
-        let value = String::from_utf8(entry.value().to_vec())
-            .map_err(|_| Failure::usage(anyhow!("the secret {name:?} is not UTF-8 text")))?;
+        String::from_utf8(entry.value().to_vec())
+            .map(SecretString::new)
+            .map_err(|_| Failure::usage(anyhow!("the secret {name:?} is not UTF-8 text")))
+    };
+    let mut handles = Handles::new();
+    for (name, usage) in &config.agent.secrets {
         handles.insert(
             name,
-            SecretString::new(value),
+            read(name, "agent.secrets")?,
             usage.tools.clone(),
             usage.hosts.clone(),
         );
+    }
+    for (server, mcp) in &config.agent.mcp {
+        let names = mcp
+            .env_secrets
+            .values()
+            .map(|n| (n, "env_secrets"))
+            .chain(mcp.bearer_secret.iter().map(|n| (n, "bearer_secret")));
+        for (name, key) in names {
+            handles.insert_for_servers(name, read(name, &format!("agent.mcp.{server}.{key}"))?);
+        }
     }
     Ok(handles)
 }
@@ -68,7 +82,7 @@ pub(crate) fn agent(
     audit: moat_audit::AuditLog,
     handles: Handles,
 ) -> Result<Agent, Failure> {
-    Ok(Agent::new(
+    Agent::new(
         gateway,
         &config.egress,
         config.agent.clone(),
@@ -79,5 +93,7 @@ pub(crate) fn agent(
     .map_err(|e| Failure::usage(anyhow!("{e}")))?
     .with_audit(audit)
     .with_handles(handles)
-    .with_sandbox(config.sandbox.clone()))
+    .with_sandbox(config.sandbox.clone())
+    .with_mcp(home.root().join("agent").join("mcp"))
+    .map_err(|e| Failure::usage(anyhow!("{e}")))
 }
