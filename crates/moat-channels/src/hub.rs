@@ -108,6 +108,7 @@ impl Hub {
                 shared: shared.clone(),
                 senders: Mutex::new(HashMap::new()),
                 quiet: Mutex::new(HashMap::new()),
+                reply_codes: Default::default(),
             });
             let (tx, rx) = mpsc::channel(INBOX);
             tasks.push(tokio::spawn(live.clone().connect(tx)));
@@ -180,6 +181,8 @@ struct Live {
     senders: Mutex<HashMap<String, Arc<SenderState>>>,
     /// When each rate-limited sender was last audited (one record per sender per hour).
     quiet: Mutex<HashMap<String, Instant>>,
+    /// The codes by which this channel's owners answer waiting tool calls.
+    reply_codes: crate::approvals::ReplyCodes,
 }
 
 #[derive(Default)]
@@ -320,7 +323,9 @@ impl Live {
         let now = now_ms();
         if self.is_owner(&m.sender) && self.config.dm_policy != DmPolicy::Disabled {
             let to = Target::Direct(m.sender.clone());
-            if let Some(answer) = self.owner_command(&m.sender, text, now) {
+            if let Some(answer) = self.approval_reply(&m.sender, text, now) {
+                self.say(&to, &answer).await;
+            } else if let Some(answer) = self.owner_command(&m.sender, text, now) {
                 self.say(&to, &answer).await;
             } else {
                 self.turn(&m.sender, &m.display, to, text).await;
@@ -387,17 +392,55 @@ impl Live {
         }
     }
 
+    /// The owner's `/approve CODE` or `/deny CODE` for a waiting tool call, answered and
+    /// audited; None when `text` is neither. A wrong code counts against the sender, as
+    /// a wrong pairing code does.
+    fn approval_reply(&self, sender: &str, text: &str, now: i64) -> Option<String> {
+        let (yes, code) = crate::approvals::reply(text)?;
+        if !self.may_try_code(sender, now) {
+            return Some(
+                "Too many wrong codes this hour; use `moat approvals` on the machine.".into(),
+            );
+        }
+        let Some(id) = self.reply_codes.take(code, now) else {
+            self.wrong_code(sender, now);
+            return Some(
+                "No call waits for approval with that code (it was answered, expired, or mistyped); `moat approvals list` shows those waiting.".into(),
+            );
+        };
+        let store = self.shared.agent.store();
+        let answered = tokio::task::block_in_place(|| lock(&store).answer(&id, yes));
+        let (action, verb) = if yes {
+            ("agent.approval.approve", "Approved")
+        } else {
+            ("agent.approval.deny", "Denied")
+        };
+        let who = format!("channel:{}:{sender}", self.name);
+        Some(match answered {
+            Ok(pending) => {
+                self.shared.audit(
+                    Record::new(&who, action, &pending.tool, &pending.state)
+                        .detail("approval", id.as_str())
+                        .detail("session", pending.session.as_str()),
+                );
+                format!("{verb}: {}.", pending.tool)
+            }
+            Err(e) => {
+                self.shared.audit(
+                    Record::new(&who, action, &id, "failed").detail("reason", e.to_string()),
+                );
+                format!("Not answered: {e}")
+            }
+        })
+    }
+
     /// The owner's `/pair` command, answered and audited; None when `text` is not one.
     /// A wrong code counts against the sender, as a stranger's guess would.
     fn owner_command(&self, sender: &str, text: &str, now: i64) -> Option<String> {
         if !text.starts_with("/pair") {
             return None;
         }
-        let may = self
-            .shared
-            .pairing(|p| p.may_try(&self.name, sender, now))
-            .unwrap_or(false);
-        if !may {
+        if !self.may_try_code(sender, now) {
             return Some(
                 "Too many wrong codes this hour; use `moat pairing` on the machine.".into(),
             );
@@ -405,11 +448,23 @@ impl Live {
         let who = format!("channel:{}:{sender}", self.name);
         let outcome = self.shared.desk.owner_command(&who, text, now)?;
         if outcome.wrong_code {
-            let _ = self
-                .shared
-                .pairing(|p| p.wrong_code(&self.name, sender, now));
+            self.wrong_code(sender, now);
         }
         Some(outcome.reply)
+    }
+
+    /// Whether `sender` may give a code now (pairing's hourly limit on wrong codes).
+    fn may_try_code(&self, sender: &str, now: i64) -> bool {
+        self.shared
+            .pairing(|p| p.may_try(&self.name, sender, now))
+            .unwrap_or(false)
+    }
+
+    /// Counts a wrong code against `sender`.
+    fn wrong_code(&self, sender: &str, now: i64) {
+        let _ = self
+            .shared
+            .pairing(|p| p.wrong_code(&self.name, sender, now));
     }
 
     /// True once an hour per sender: a flood makes one audit record, not thousands.
@@ -471,6 +526,7 @@ impl Live {
         let approver = Waits {
             live: self,
             to: &to,
+            sender,
         };
         let agent = &self.shared.agent;
         let standing = if self.is_owner(sender) {
@@ -613,26 +669,61 @@ impl TurnEvents for Written {
     fn notice(&mut self, _text: &str) {}
 }
 
-/// A call from a channel's sender that waits for the owner: the sender is told, and the
-/// owner answers with `moat approvals` (or the web chat); the store has the answer.
+/// A call from a channel's sender that waits for the owner. The owners of the channel get
+/// a prompt with a one-time code (in the conversation, when the sender is one of them; by
+/// direct message otherwise) and answer with `/approve CODE` or `/deny CODE`, or with
+/// `moat approvals` or the web chat; the store has the answer.
 struct Waits<'a> {
     live: &'a Live,
     to: &'a Target,
+    sender: &'a str,
 }
+
+/// The most characters of a call's (redacted) arguments a prompt shows.
+const PROMPT_ARGUMENTS: usize = 300;
 
 #[async_trait::async_trait]
 impl Approver for Waits<'_> {
     async fn ask(&self, pending: &Pending) -> bool {
-        self.live
-            .say(
-                self.to,
-                &format!(
+        let live = self.live;
+        let owners = &live.config.owners;
+        let code = live.reply_codes.issue(&pending.id, pending.expires_at);
+        // However the wait ends (answered, expired, the turn stopped), the code is spent.
+        let _spent = crate::approvals::Withdraw(&live.reply_codes, &pending.id);
+        let minutes = ((pending.expires_at - now_ms()) / 60_000).max(1);
+        let mut arguments: String = pending.arguments.chars().take(PROMPT_ARGUMENTS).collect();
+        if pending.arguments.chars().count() > PROMPT_ARGUMENTS {
+            arguments.push('…');
+        }
+        let who = if live.is_owner(self.sender) {
+            "Your assistant".to_string()
+        } else {
+            format!("{} (on {})", self.sender, live.name)
+        };
+        let prompt = format!(
+            "{who} wants to run {} ({}; risk: {}) with {arguments}. Reply /approve {code} or /deny {code} within {minutes} minutes.",
+            pending.tool, pending.reason, pending.risk
+        );
+        if live.is_owner(self.sender) {
+            live.say(self.to, &prompt).await;
+        } else {
+            let told = if owners.is_empty() {
+                format!(
                     "This needs the owner's approval: {} ({}). They answer with `moat approvals approve {}`.",
                     pending.tool, pending.reason, pending.id
-                ),
-            )
-            .await;
-        let store = self.live.shared.agent.store();
+                )
+            } else {
+                format!(
+                    "This needs the owner's approval: {} ({}). They have been asked.",
+                    pending.tool, pending.reason
+                )
+            };
+            live.say(self.to, &told).await;
+            for owner in owners {
+                live.say(&Target::Direct(owner.clone()), &prompt).await;
+            }
+        }
+        let store = live.shared.agent.store();
         loop {
             tokio::time::sleep(POLL).await;
             let state = tokio::task::block_in_place(|| {

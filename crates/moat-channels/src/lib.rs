@@ -4,6 +4,8 @@
 //! - [`pairing`]: allowlists and pairing codes; held messages; rate limits on codes.
 //! - [`adapter`]: what one service's connection provides (messages in, text out).
 //! - [`owner`]: the owner's `/pair` commands, in the web chat or a channel they own.
+//! - `approvals`: one-time codes by which owners answer a waiting tool call from the
+//!   channel (`/approve CODE`, `/deny CODE`).
 //! - [`hub`]: the channels at run time: reconnecting, policy, turns per sender, status.
 //! - [`irc`]: IRC, with TLS, SASL and a flood-safe send queue.
 //! - [`matrix`]: Matrix with end-to-end encryption (matrix-sdk).
@@ -17,6 +19,7 @@
 //! CLI (`moat pairing`, `moat allowlist`, `moat channel`) writes its own.
 
 pub mod adapter;
+mod approvals;
 pub mod discord;
 pub mod email;
 pub mod hub;

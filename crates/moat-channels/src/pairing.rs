@@ -578,7 +578,7 @@ fn request_row(r: &moat_state::rusqlite::Row<'_>) -> moat_state::rusqlite::Resul
 }
 
 /// A fresh code: 8 characters, 5 random bits each.
-fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     let mut bytes = [0u8; CODE_LEN];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
     bytes
@@ -594,12 +594,12 @@ fn new_id() -> String {
 }
 
 /// `ABCDEFGH` as people read it: `ABCD-EFGH`.
-fn shown(code: &str) -> String {
+pub(crate) fn shown(code: &str) -> String {
     format!("{}-{}", &code[..4], &code[4..])
 }
 
 /// A code as typed (any case, with or without the dash or spaces) in its stored form.
-fn normalized(code: &str) -> String {
+pub(crate) fn normalized(code: &str) -> String {
     code.chars()
         .filter(|c| !matches!(c, '-' | ' '))
         .map(|c| c.to_ascii_uppercase())

@@ -374,6 +374,92 @@ fn the_owner_answers_pairing_requests_from_the_channel_itself() {
     );
 }
 
+/// The `tool_use` answer of a model calling `shell` with `command`.
+fn calls_shell(id: &str, command: &str) -> Reply {
+    Reply::json(
+        200,
+        json!({"id": "msg_t", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [{"type": "tool_use", "id": id, "name": "shell", "input": {"command": command}}],
+               "stop_reason": "tool_use", "stop_sequence": null,
+               "usage": {"input_tokens": 10, "output_tokens": 5}}),
+    )
+}
+
+fn reply_code(line: &str) -> String {
+    let at = line.find("/approve ").unwrap() + "/approve ".len();
+    line[at..at + 9].to_string()
+}
+
+#[test]
+fn owners_answer_a_waiting_tool_call_by_replying_with_its_one_time_code() {
+    let ircd = Ircd::start(None);
+    let up = FakeUpstream::start();
+    let moat = serve(
+        &up,
+        &ircd,
+        "owners = [\"boss\"]\nallow_from = [\"carol\"]\n",
+        "[agent.trust]\nshell = 2\n",
+    );
+    let mut boss = Person::join(ircd.port, "boss");
+    let mut carol = Person::join(ircd.port, "carol");
+
+    // A guest's call: she is told it waits; the owner gets the prompt and its code.
+    up.push(calls_shell("t1", "echo from-carol"));
+    up.push(reply("Done for Carol."));
+    carol.send("PRIVMSG moatbot :please run it");
+    let told = carol.expect("needs the owner's approval", 15 * SECOND);
+    assert!(told.contains("They have been asked"), "{told}");
+    let prompt = boss.expect("/approve", 15 * SECOND);
+    assert!(
+        prompt.contains("carol (on lan) wants to run shell") && prompt.contains("echo from-carol"),
+        "{prompt}"
+    );
+    let code = reply_code(&prompt);
+    assert!(!told.contains(&code), "the guest must not see the code");
+    // A guest cannot answer for the owner: her /approve is only a message of hers.
+    up.push(reply("I cannot approve that."));
+    carol.send(&format!("PRIVMSG moatbot :/approve {code}"));
+    boss.send("PRIVMSG moatbot :/approve ZZZZ-ZZZZ");
+    boss.expect("No call waits for approval with that code", 10 * SECOND);
+    boss.send(&format!(
+        "PRIVMSG moatbot :/approve {}",
+        code.to_lowercase()
+    ));
+    boss.expect("Approved: shell.", 10 * SECOND);
+    carol.expect("PRIVMSG carol :Done for Carol.", 15 * SECOND);
+    let ran = up.seen()[1].body.to_string();
+    assert!(
+        ran.contains("from-carol") && ran.contains("exited with status 0"),
+        "{ran}"
+    );
+    carol.expect("PRIVMSG carol :I cannot approve that.", 15 * SECOND);
+    assert!(up.seen()[2].body.to_string().contains("/approve"));
+    // The code is spent.
+    boss.send(&format!("PRIVMSG moatbot :/deny {code}"));
+    boss.expect("No call waits for approval with that code", 10 * SECOND);
+
+    // The owner's own call: the prompt comes in the same conversation; a denial is final.
+    up.push(calls_shell("t2", "echo from-boss"));
+    up.push(reply("As you wish."));
+    boss.send("PRIVMSG moatbot :run something");
+    let own = boss.expect("Your assistant wants to run shell", 15 * SECOND);
+    boss.send(&format!("PRIVMSG moatbot :/deny {}", reply_code(&own)));
+    boss.expect("Denied: shell.", 10 * SECOND);
+    boss.expect("PRIVMSG boss :As you wish.", 15 * SECOND);
+    let denied = up.seen().last().unwrap().body.to_string();
+    assert!(denied.contains("did not approve"), "{denied}");
+
+    let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);
+    assert!(
+        tail.contains("channel:lan:boss")
+            && tail.contains("agent.approval.approve")
+            && tail.contains("agent.approval.deny"),
+        "{tail}"
+    );
+    let (code, out, err) = run_moat(moat.home.path(), &["audit", "verify"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn expired_codes_and_denials_admit_nobody() {
     let ircd = Ircd::start(None);
