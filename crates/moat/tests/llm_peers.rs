@@ -16,7 +16,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Moat, new_home, run_moat, run_moat_stdin};
+use common::{Moat, new_home, run_moat};
 
 fn peer(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -33,6 +33,8 @@ const TEMPLATE: &str = concat!(
 /// characters. A 135M model sometimes rambles on until its context is full, and the
 /// agent's follow-up then overflows it; requests with a grammar of their own (a JSON
 /// schema, tools with a template that has them) are not bound by it.
+/// Types lines into a program running in a pseudo-terminal.
+const PTY_CHAT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/pty_chat.py");
 const ONE_SHORT_LINE: &str = "root ::= [^\\n]{1,200}";
 
 struct LlamaServer {
@@ -1125,19 +1127,38 @@ fn the_assistant_runs_a_real_model_s_tool_call() {
     )
     .unwrap();
     // One tool on offer (the other domains at 0, or 1 for the shell), which a model of
-    // 135M parameters calls more surely than one among five.
-    let (code, out, err) = run_moat_stdin(
-        home.path(),
-        &["chat"],
-        "Use the files tool to list the files in your workspace.\n",
+    // 135M parameters calls more surely than one among five. `moat chat` runs in a
+    // pseudo-terminal, typed at as a person would (tests/peers/pty_chat.py).
+    let moat = common::moat_cmd(home.path());
+    let out = Command::new(peer("MOAT_PEER_PYTHON"))
+        .arg(PTY_CHAT)
+        .args([
+            "120",
+            "Use the files tool to list the files in your workspace.",
+            "--",
+        ])
+        .arg(moat.get_program())
+        .arg("chat")
+        .env_clear()
+        .envs(moat.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "moat chat in a terminal:\n{shown}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(code, 0, "{out}\n{err}");
-    // A tool ran (✓) or the tool refused the model's arguments (✗): either way the call
-    // went through the gate to a tool.
+    // The terminal showed the line typed, then a tool ran (✓) or the tool refused the
+    // model's arguments (✗): either way the call went through the gate to a tool.
+    assert!(shown.contains("> Use the files tool"), "{shown}");
     assert!(
-        out.lines()
+        shown
+            .lines()
             .any(|l| l.starts_with("✓ ") || l.starts_with("✗ ")),
-        "no tool call reached a tool:\n{out}\n{err}"
+        "no tool call reached a tool:\n{shown}"
     );
     let (code, tail, _) = run_moat(home.path(), &["audit", "tail", "-n", "50"], &[]);
     assert_eq!(code, 0);
