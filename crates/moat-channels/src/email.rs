@@ -4,8 +4,10 @@
 //! A sender is the address in `From:`, which anyone can write. So a message is taken only
 //! when the receiving server vouches for it: its topmost `Authentication-Results` header
 //! from the configured `authserv_id` (the server's own name, which it strips from what
-//! senders forge) must show DMARC, DKIM or SPF passing for the From domain. Anything else
-//! is dropped without an answer: replying to forged mail would make moat a source of
+//! senders forge) must show DMARC, DKIM or SPF passing for the From domain, or its topmost
+//! `Received` header (the one the receiving server adds, `by` its `authserv_id`) must name
+//! one of the `trusted_relays` as the host it took the message from (a relay that
+//! authenticates its own senders). Anything else is dropped without an answer: replying to forged mail would make moat a source of
 //! backscatter, and would hand a pairing code to whoever forged the address.
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ pub struct EmailSettings {
     pub password: SecretString,
     /// The receiving server's `Authentication-Results` id whose verdicts are trusted.
     pub authserv_id: String,
+    /// Relays whose mail the receiving server took is vouched for.
+    pub trusted_relays: Vec<ipnet::IpNet>,
     /// The most text one reply carries.
     pub max_piece: usize,
 }
@@ -147,7 +151,13 @@ impl Email {
         if from == self.settings.address.to_ascii_lowercase() {
             return None;
         }
-        if !vouched(raw, &self.settings.authserv_id, &from) {
+        if !vouched(raw, &self.settings.authserv_id, &from)
+            && !relayed(
+                raw,
+                &self.settings.authserv_id,
+                &self.settings.trusted_relays,
+            )
+        {
             tracing::info!(
                 "an email whose sender the receiving server did not authenticate was dropped"
             );
@@ -274,6 +284,48 @@ fn vouched(raw: &[u8], authserv_id: &str, from: &str) -> bool {
             _ => false,
         }
     })
+}
+
+/// Whether the topmost `Received` header was added by `authserv_id` (the receiving
+/// server, whose header is always the top one) for a message it took from an address in
+/// `relays`. Lower `Received` headers are the sender's to write and are never read.
+fn relayed(raw: &[u8], authserv_id: &str, relays: &[ipnet::IpNet]) -> bool {
+    if relays.is_empty() {
+        return false;
+    }
+    let Some(received) = headers(raw)
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("received"))
+        .map(|(_, value)| value)
+    else {
+        return false;
+    };
+    // `from HELO (NAME [ADDRESS]) by HOST ...; DATE`
+    let words: Vec<&str> = received.split_whitespace().collect();
+    let by = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("by"))
+        .and_then(|i| words.get(i + 1));
+    if !by.is_some_and(|host| host.trim_end_matches(';').eq_ignore_ascii_case(authserv_id)) {
+        return false;
+    }
+    let Some(from_part) = received
+        .split_whitespace()
+        .take_while(|w| !w.eq_ignore_ascii_case("by"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split_once('[')
+        .map(|(_, rest)| rest.split(']').next().unwrap_or("").to_string())
+    else {
+        return false;
+    };
+    let address = from_part
+        .strip_prefix("IPv6:")
+        .or_else(|| from_part.strip_prefix("ipv6:"))
+        .unwrap_or(&from_part);
+    address
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| relays.iter().any(|r| r.contains(&ip)))
 }
 
 /// The message's header fields, unfolded, in order.
@@ -446,6 +498,38 @@ mod tests {
         let two = b"Authentication-Results: mx.home.test; dkim=fail header.d=example.org\r\n\
 Authentication-Results: mx.home.test; dkim=pass header.d=example.org\r\nFrom: a@example.org\r\n\r\nx";
         assert!(!vouched(two, "mx.home.test", "a@example.org"));
+    }
+
+    #[test]
+    fn a_trusted_relay_vouches_only_in_the_receiving_servers_own_header() {
+        let relays: Vec<ipnet::IpNet> = vec![
+            "10.0.0.25/32".parse().unwrap(),
+            "fd00:1::/64".parse().unwrap(),
+        ];
+        let mail = |received: &str| {
+            format!("{received}From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n").into_bytes()
+        };
+        let top = "Received: from relay.corp (relay.corp [10.0.0.25])\r\n\tby mx.home.test (Postfix) with ESMTPS id 1;\r\n\tMon, 7 Dec 2026 15:00:00 +0000\r\n";
+        assert!(relayed(&mail(top), "mx.home.test", &relays));
+        assert!(relayed(
+            &mail("Received: from r (r [IPv6:fd00:1::7]) by MX.home.test; x\r\n"),
+            "mx.home.test",
+            &relays
+        ));
+        // Not from a trusted address, not added by the receiving server, or only lower
+        // down (written by the sender): not vouched.
+        for received in [
+            "Received: from evil (evil [10.0.0.26]) by mx.home.test; x\r\n",
+            "Received: from relay.corp (relay.corp [10.0.0.25]) by mx.evil.test; x\r\n",
+            "Received: from evil (evil [203.0.113.9]) by mx.home.test; x\r\nReceived: from relay.corp (relay.corp [10.0.0.25]) by mx.home.test; x\r\n",
+            "Received: from relay.corp by mx.home.test; x\r\n",
+        ] {
+            assert!(
+                !relayed(&mail(received), "mx.home.test", &relays),
+                "{received}"
+            );
+        }
+        assert!(!relayed(&mail(top), "mx.home.test", &[]));
     }
 
     #[test]

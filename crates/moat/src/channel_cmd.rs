@@ -34,6 +34,7 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 smtp_server,
                 address,
                 authserv_id,
+                trusted_relays,
                 plain,
                 rooms,
                 dm_policy,
@@ -70,6 +71,7 @@ pub(crate) fn channel(home: &Home, command: &ChannelCommand) -> Result<(), Failu
                 smtp_server: smtp_server.clone(),
                 address: address.clone(),
                 authserv_id: authserv_id.clone(),
+                trusted_relays: trusted_relays.clone(),
                 ..ChannelConfig::default()
             };
             if !plain_ok && *plain {
@@ -141,6 +143,9 @@ fn add(home: &Home, name: &str, c: &ChannelConfig, replace: bool) -> Result<(), 
     }
     if !c.rooms.is_empty() {
         entry.insert("rooms", strings(&c.rooms));
+    }
+    if !c.trusted_relays.is_empty() {
+        entry.insert("trusted_relays", strings(&c.trusted_relays));
     }
     table.insert(name, toml_edit::Item::Table(entry));
     write_doc(home, &doc)?;

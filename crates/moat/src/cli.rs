@@ -575,6 +575,11 @@ pub(crate) struct ChannelAdd {
     /// vouches for (DMARC, DKIM or SPF passing for the From domain) is read.
     #[arg(long, value_name = "NAME")]
     pub(crate) authserv_id: Option<String>,
+    /// Email: a relay that authenticates its own senders (an address or range, e.g.
+    /// 10.0.0.25): mail your server took from it is read without Authentication-Results.
+    /// Repeat for more.
+    #[arg(long = "trusted-relay", value_name = "ADDRESS")]
+    pub(crate) trusted_relays: Vec<String>,
     /// Webhook: the vault secret holding the HMAC-SHA256 key both sides sign with.
     #[arg(long, value_name = "NAME")]
     pub(crate) key_secret: Option<String>,

@@ -1588,7 +1588,8 @@ fn email_answers_only_authenticated_senders_after_pairing_in_the_same_thread() {
         ("mail", MAIL_PASSWORD),
         &format!(
             "[channels.mail]\nkind = \"email\"\nimap_server = \"127.0.0.1:{}\"\nsmtp_server = \"127.0.0.1:{}\"\ntls = false\n\
-             address = \"{BOT_ADDRESS}\"\npassword_secret = \"mail\"\nauthserv_id = \"mx.home.test\"\n",
+             address = \"{BOT_ADDRESS}\"\npassword_secret = \"mail\"\nauthserv_id = \"mx.home.test\"\n\
+             trusted_relays = [\"10.0.0.25\"]\n",
             dovecot.port, sink.port
         ),
     );
@@ -1668,6 +1669,41 @@ fn email_answers_only_authenticated_senders_after_pairing_in_the_same_thread() {
     assert!(
         last.contains("are you back?") && !last.contains("> old"),
         "{last}"
+    );
+
+    // Mail the receiving server took from the trusted relay is vouched for without
+    // Authentication-Results; a sender who writes the relay's line below a hop of their
+    // own is not.
+    let relayed = |from: &str, id: &str, received: &str| {
+        format!(
+            "{received}From: {from}\nTo: {BOT_ADDRESS}\nSubject: From the office\nMessage-ID: <{id}>\nDate: Mon, 07 Dec 2026 15:00:00 +0000\n\nhello from the relay\n"
+        )
+    };
+    dovecot.deliver(
+        "4.forged-relay",
+        &relayed(
+            "Mallory <mallory@corp.example>",
+            "m2@evil.test",
+            "Received: from evil (evil [203.0.113.9]) by mx.home.test; Mon, 07 Dec 2026\nReceived: from relay.corp (relay.corp [10.0.0.25]) by mx.home.test; Mon, 07 Dec 2026\n",
+        ),
+    );
+    dovecot.deliver(
+        "5.bob",
+        &relayed(
+            "Bob <bob@corp.example>",
+            "b1@corp.example",
+            "Received: from relay.corp (relay.corp [10.0.0.25])\n\tby mx.home.test (Postfix) with ESMTPS; Mon, 07 Dec 2026\n",
+        ),
+    );
+    assert!(
+        sink.received("bob@corp.example", "pairing code is", 20 * SECOND)
+            .is_some(),
+        "the relayed mail got no pairing code"
+    );
+    assert!(
+        sink.received("mallory@corp.example", "", 2 * SECOND)
+            .is_none(),
+        "a forged relay line got an answer"
     );
 
     let (_, tail, _) = run_moat(moat.home.path(), &["audit", "tail", "-n", "200"], &[]);

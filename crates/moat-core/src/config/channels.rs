@@ -139,6 +139,11 @@ pub struct ChannelConfig {
     /// Email: the receiving server's `Authentication-Results` id whose verdicts on a
     /// sender (DMARC, DKIM, SPF) are trusted; mail it does not vouch for is dropped.
     pub authserv_id: Option<String>,
+    /// Email: addresses or ranges (`10.0.0.25`, `192.168.1.0/24`) of relays that
+    /// authenticate their senders themselves (a relay that takes mail only after SMTP
+    /// AUTH and keeps From to the account): mail the receiving server (`authserv_id`)
+    /// took from one of them is vouched for, with or without `Authentication-Results`.
+    pub trusted_relays: Vec<String>,
     /// IRC: trust this CA (PEM file) instead of the system's (a private network).
     pub ca_file: Option<std::path::PathBuf>,
     /// Telegram, Discord: the vault secret holding the bot's token.
@@ -182,6 +187,7 @@ impl Default for ChannelConfig {
             smtp_server: None,
             address: None,
             authserv_id: None,
+            trusted_relays: Vec::new(),
             ca_file: None,
             token_secret: None,
             api_base: None,
@@ -309,7 +315,7 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         return Err(("max_message_bytes", "must be between 64 and 1000000".into()));
     }
     // Each kind-specific setting, whether it is set, and the kinds it belongs to.
-    let settings: [(&str, bool, &[&str]); 18] = [
+    let settings: [(&str, bool, &[&str]); 19] = [
         ("server", c.server.is_some(), &["irc"]),
         ("tls", c.tls.is_some(), &["irc", "email"]),
         ("nick", c.nick.is_some(), &["irc"]),
@@ -327,6 +333,7 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         ("smtp_server", c.smtp_server.is_some(), &["email"]),
         ("address", c.address.is_some(), &["email"]),
         ("authserv_id", c.authserv_id.is_some(), &["email"]),
+        ("trusted_relays", !c.trusted_relays.is_empty(), &["email"]),
         (
             "token_secret",
             c.token_secret.is_some(),
@@ -354,6 +361,16 @@ fn rules(name: &str, c: &ChannelConfig) -> Result<(), (&'static str, String)> {
         "email" => email_rules(c),
         _ => Ok(()),
     }
+}
+
+/// A `trusted_relays` entry: an address (as a one-address range) or a range.
+pub fn parse_relay(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 fn email_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
@@ -397,6 +414,12 @@ fn email_rules(c: &ChannelConfig) -> Result<(), (&'static str, String)> {
             return Err(("authserv_id", format!("{id:?} is not a server name")));
         }
         Some(_) => {}
+    }
+    if let Some(bad) = c.trusted_relays.iter().find(|r| parse_relay(r).is_none()) {
+        return Err((
+            "trusted_relays",
+            format!("{bad:?} is not an IP address or range (10.0.0.25, 192.168.1.0/24)"),
+        ));
     }
     if c.password_secret.is_none() {
         return Err((

@@ -151,6 +151,12 @@ fn build(
                 address,
                 password,
                 authserv_id: c.authserv_id.clone().unwrap_or_default(),
+                // Checked when the config was read.
+                trusted_relays: c
+                    .trusted_relays
+                    .iter()
+                    .filter_map(|r| moat_core::config::channels::parse_relay(r))
+                    .collect(),
                 max_piece: c
                     .max_message_bytes
                     .unwrap_or(moat_channels::email::MAX_PIECE),
