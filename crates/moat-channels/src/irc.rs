@@ -1,7 +1,8 @@
 //! IRC (RFC 1459/2812 with the IRCv3 pieces that matter here): TLS (rustls, ring) or
-//! plain, SASL PLAIN, a nick of our own without NickServ (taken → `nick_`, `nick_2`...),
-//! PING/PONG both ways, and a flood-safe send queue (a burst of 4, then
-//! `send_per_second`).
+//! plain, capability negotiation (`CAP LS 302`), SASL PLAIN, a nick of our own without
+//! NickServ (taken → `nick_`, `nick_2`...), PING/PONG both ways, a typing indicator
+//! (`+typing` on `TAGMSG`) where the server offers `message-tags`, and a flood-safe send
+//! queue (a burst of 4, then `send_per_second`).
 //!
 //! A sender is their nick, case-folded as RFC 1459 does (`[]\~` are `{}|^`). A nick is
 //! only as much an identity as the network makes it: on a network without registered
@@ -11,6 +12,7 @@
 //! above all, which would start a second IRC command) are removed from every line sent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -59,6 +61,8 @@ pub struct Irc {
     settings: IrcSettings,
     /// The running connection's send queue, None while disconnected.
     queue: watch::Sender<Option<mpsc::Sender<String>>>,
+    /// Whether the running connection's server took `message-tags` (typing indicators).
+    tags: AtomicBool,
 }
 
 impl Irc {
@@ -67,6 +71,7 @@ impl Irc {
         Irc {
             settings,
             queue: watch::Sender::new(None),
+            tags: AtomicBool::new(false),
         }
     }
 
@@ -154,6 +159,7 @@ impl Adapter for Irc {
             queue_rx,
             self.settings.send_per_second,
         ));
+        self.tags.store(false, Ordering::Relaxed);
         let mut session = Session {
             settings: &self.settings,
             urgent: urgent_tx,
@@ -161,6 +167,8 @@ impl Adapter for Irc {
             nick: self.settings.nick.clone(),
             tries: 0,
             welcomed: false,
+            offered: Vec::new(),
+            tags: &self.tags,
         };
         let result = session.run(read, &inbox, connected, &self.queue).await;
         self.queue.send_replace(None);
@@ -172,7 +180,32 @@ impl Adapter for Irc {
         let target = match to {
             Target::Direct(nick) | Target::Room(nick) => nick,
         };
-        let line = format!("PRIVMSG {} :{}", clean(target), clean(text));
+        self.queue_line(format!("PRIVMSG {} :{}", clean(target), clean(text)))
+            .await
+    }
+
+    async fn typing(&self, to: &Target) {
+        if !self.tags.load(Ordering::Relaxed) {
+            return;
+        }
+        let target = match to {
+            Target::Direct(nick) | Target::Room(nick) => nick,
+        };
+        // IRCv3 typing: clients show it for a few seconds, or until the message arrives.
+        let line = format!("@+typing=active TAGMSG {}", clean(target));
+        if let Err(e) = self.queue_line(line).await {
+            tracing::debug!("no typing indicator: {e}");
+        }
+    }
+
+    fn max_piece(&self) -> usize {
+        self.settings.max_piece.min(MAX_PIECE)
+    }
+}
+
+impl Irc {
+    /// Puts `line` on the running connection's send queue, waiting a while for one.
+    async fn queue_line(&self, line: String) -> Result<(), ChannelError> {
         let mut rx = self.queue.subscribe();
         let queue = tokio::time::timeout(SEND_WAIT, rx.wait_for(Option::is_some))
             .await
@@ -184,10 +217,6 @@ impl Adapter for Irc {
             .send(line)
             .await
             .map_err(|_| ChannelError::Send("the connection closed before the message went".into()))
-    }
-
-    fn max_piece(&self) -> usize {
-        self.settings.max_piece.min(MAX_PIECE)
     }
 }
 
@@ -201,6 +230,10 @@ struct Session<'a> {
     /// Nicks tried that were taken.
     tries: u32,
     welcomed: bool,
+    /// The capabilities the server listed so far (`CAP LS` may take several lines).
+    offered: Vec<String>,
+    /// Set when the server took `message-tags`.
+    tags: &'a AtomicBool,
 }
 
 impl Session<'_> {
@@ -217,11 +250,12 @@ impl Session<'_> {
     ) -> Result<(), ChannelError> {
         let s = self.settings;
         let sasl = s.sasl_user.is_some() && s.password.is_some();
-        if sasl {
-            self.now("CAP REQ :sasl".into());
-        } else if let Some(p) = &s.password {
+        if !sasl && let Some(p) = &s.password {
             self.now(format!("PASS :{}", clean(p.expose())));
         }
+        // A server without capabilities answers 421 and registers us anyway; one with
+        // them waits for CAP END.
+        self.now("CAP LS 302".into());
         self.now(format!("NICK {}", self.nick));
         self.now(format!("USER {} 0 * :moat assistant", self.nick));
         let mut reader = BufReader::new(read);
@@ -255,11 +289,9 @@ impl Session<'_> {
             };
             match m.command {
                 "PING" => self.now(format!("PONG :{}", clean(m.arg(0)))),
-                "CAP" if m.arg(1) == "ACK" && sasl => self.now("AUTHENTICATE PLAIN".into()),
-                "CAP" if m.arg(1) == "NAK" && sasl => {
-                    return Err(ChannelError::Refused(
-                        "the IRC server does not offer SASL; remove sasl_user or use a network that has it".into(),
-                    ));
+                "CAP" => self.capabilities(&m, sasl)?,
+                "421" if m.arg(1).eq_ignore_ascii_case("CAP") && sasl => {
+                    return Err(no_sasl());
                 }
                 "AUTHENTICATE" if m.arg(0) == "+" => {
                     let user = s.sasl_user.as_deref().unwrap_or_default();
@@ -342,6 +374,51 @@ impl Session<'_> {
         }
     }
 
+    /// One step of capability negotiation: ask for `message-tags` (typing) and `sasl`
+    /// (when configured) among what the server lists; end it once answered.
+    fn capabilities(&mut self, m: &Message<'_>, sasl: bool) -> Result<(), ChannelError> {
+        match m.arg(1) {
+            "LS" => {
+                self.offered.extend(
+                    m.last()
+                        .split_whitespace()
+                        .map(|c| c.split('=').next().unwrap_or(c).to_ascii_lowercase()),
+                );
+                if m.arg(2) == "*" {
+                    return Ok(()); // more lines follow
+                }
+                let has = |cap: &str| self.offered.iter().any(|c| c == cap);
+                if sasl && !has("sasl") {
+                    return Err(no_sasl());
+                }
+                let wanted: Vec<&str> = [("message-tags", true), ("sasl", sasl)]
+                    .into_iter()
+                    .filter(|(cap, want)| *want && has(cap))
+                    .map(|(cap, _)| cap)
+                    .collect();
+                if wanted.is_empty() {
+                    self.now("CAP END".into());
+                } else {
+                    self.now(format!("CAP REQ :{}", wanted.join(" ")));
+                }
+            }
+            "ACK" => {
+                let acked: Vec<&str> = m.last().split_whitespace().collect();
+                self.tags
+                    .store(acked.contains(&"message-tags"), Ordering::Relaxed);
+                if sasl && acked.contains(&"sasl") {
+                    self.now("AUTHENTICATE PLAIN".into());
+                } else {
+                    self.now("CAP END".into());
+                }
+            }
+            "NAK" if sasl => return Err(no_sasl()),
+            "NAK" => self.now("CAP END".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn incoming(&self, m: &Message<'_>) -> Option<Incoming> {
         let from = m.nick();
         let target = m.arg(0);
@@ -370,6 +447,12 @@ impl Session<'_> {
             text,
         })
     }
+}
+
+fn no_sasl() -> ChannelError {
+    ChannelError::Refused(
+        "the IRC server does not offer SASL; remove sasl_user or use a network that has it".into(),
+    )
 }
 
 /// Writes urgent lines (registration, PONG) at once and queued ones (messages, joins)
@@ -573,6 +656,84 @@ fn clean(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a session says during capability negotiation, for the server's `lines`.
+    fn negotiate(sasl: bool, lines: &[&str]) -> (Vec<String>, Result<(), String>, bool) {
+        let settings = IrcSettings {
+            server: "127.0.0.1:6667".into(),
+            tls: false,
+            roots: None,
+            nick: "moat".into(),
+            sasl_user: sasl.then(|| "moat".into()),
+            password: sasl.then(|| SecretString::new("pw".into())),
+            rooms: Vec::new(),
+            send_per_second: 1.0,
+            max_piece: MAX_PIECE,
+        };
+        let (urgent, mut said) = mpsc::unbounded_channel();
+        let (queue, _) = mpsc::channel(1);
+        let tags = AtomicBool::new(false);
+        let mut session = Session {
+            settings: &settings,
+            urgent,
+            queue,
+            nick: "moat".into(),
+            tries: 0,
+            welcomed: false,
+            offered: Vec::new(),
+            tags: &tags,
+        };
+        let mut result = Ok(());
+        for line in lines {
+            let m = Message::parse(line).unwrap();
+            if let Err(e) = session.capabilities(&m, sasl) {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        while let Ok(line) = said.try_recv() {
+            out.push(line);
+        }
+        (out, result, tags.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn capabilities_are_asked_for_among_those_offered_and_negotiation_ends() {
+        // message-tags offered over two lines: asked for, taken, negotiation ended.
+        let (said, ok, tags) = negotiate(
+            false,
+            &[
+                ":irc CAP * LS * :multi-prefix away-notify",
+                ":irc CAP * LS :message-tags sasl=PLAIN,EXTERNAL",
+                ":irc CAP moat ACK :message-tags",
+            ],
+        );
+        assert_eq!(said, ["CAP REQ :message-tags", "CAP END"]);
+        assert!(ok.is_ok() && tags);
+        // Nothing wanted: ended at once, no typing.
+        let (said, _, tags) = negotiate(false, &[":irc CAP * LS :multi-prefix"]);
+        assert_eq!(said, ["CAP END"]);
+        assert!(!tags);
+        // SASL configured and offered: asked for with the tags, then authenticated.
+        let (said, ok, _) = negotiate(
+            true,
+            &[
+                ":irc CAP * LS :sasl message-tags",
+                ":irc CAP moat ACK :message-tags sasl",
+            ],
+        );
+        assert_eq!(said, ["CAP REQ :message-tags sasl", "AUTHENTICATE PLAIN"]);
+        assert!(ok.is_ok());
+        // SASL configured but not offered, or refused: a clear error.
+        for lines in [
+            &[":irc CAP * LS :message-tags"][..],
+            &[":irc CAP * LS :sasl", ":irc CAP moat NAK :sasl"][..],
+        ] {
+            let (_, err, _) = negotiate(true, lines);
+            assert!(err.unwrap_err().contains("does not offer SASL"));
+        }
+    }
 
     #[test]
     fn lines_parse_with_tags_prefix_and_trailing() {

@@ -91,6 +91,68 @@ impl Drop for Ircd {
     }
 }
 
+/// InspIRCd (Debian's `inspircd`), an IRCv3 server with `message-tags`, on a free
+/// loopback port: a network where typing indicators travel.
+struct Inspircd {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Inspircd {
+    fn start() -> Inspircd {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = dir.path().join("inspircd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "<server name=\"irc.moat.test\" description=\"test\" network=\"MoatTest\">\n\
+                 <admin name=\"moat\" nick=\"moat\" email=\"moat@irc.moat.test\">\n\
+                 <bind address=\"127.0.0.1\" port=\"{port}\" type=\"clients\">\n\
+                 <connect name=\"main\" allow=\"*\" timeout=\"60\" pingfreq=\"120\" hardsendq=\"1M\" softsendq=\"256K\" recvq=\"16K\" localmax=\"1000\" globalmax=\"1000\" threshold=\"1000\" commandrate=\"1000000\" fakelag=\"no\" useident=\"no\">\n\
+                 <pid file=\"{d}/inspircd.pid\">\n\
+                 <log method=\"file\" type=\"* -USERINPUT -USEROUTPUT\" level=\"default\" target=\"{d}/ircd.log\">\n\
+                 <module name=\"cap\">\n<module name=\"ircv3\">\n<module name=\"ircv3_ctctags\">\n\
+                 <performance nouserdns=\"yes\">\n"
+            ),
+        )
+        .unwrap();
+        assert!(
+            Path::new("/usr/sbin/inspircd").exists(),
+            "inspircd is not installed: run the suite with ./scripts/test, which installs it"
+        );
+        let child = Command::new("/usr/sbin/inspircd")
+            .args(["--nofork", "--runasroot", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "inspircd did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Inspircd {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Inspircd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A person on IRC: a raw client whose lines arrive on a channel (PINGs answered).
 struct Person {
     out: TcpStream,
@@ -99,6 +161,11 @@ struct Person {
 
 impl Person {
     fn join(port: u16, nick: &str) -> Person {
+        Self::join_asking(port, nick, None)
+    }
+
+    /// Joins after asking for an IRCv3 capability (`message-tags`), as modern clients do.
+    fn join_asking(port: u16, nick: &str, capability: Option<&str>) -> Person {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let mut out = stream.try_clone().unwrap();
         let mut pong = stream.try_clone().unwrap();
@@ -115,6 +182,9 @@ impl Person {
                 }
             }
         });
+        if let Some(cap) = capability {
+            write!(out, "CAP REQ :{cap}\r\nCAP END\r\n").unwrap();
+        }
         write!(out, "NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").unwrap();
         let p = Person { out, lines };
         p.expect(" 001 ", Duration::from_secs(10));
@@ -174,6 +244,11 @@ fn reply(text: &str) -> Reply {
 
 /// A running moat whose model is `up` and whose channel `lan` is on `ircd`.
 fn serve(up: &FakeUpstream, ircd: &Ircd, channel: &str, extra: &str) -> Moat {
+    serve_on(up, ircd.port, channel, extra)
+}
+
+/// The same, on the IRC server at `port`.
+fn serve_on(up: &FakeUpstream, port: u16, channel: &str, extra: &str) -> Moat {
     let home = new_home();
     std::fs::write(
         home.path().join("config.toml"),
@@ -181,7 +256,7 @@ fn serve(up: &FakeUpstream, ircd: &Ircd, channel: &str, extra: &str) -> Moat {
             "[llm.backends.up]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"*\"]\n\n[agent]\nmodel = \"claude-x\"\n\n\
              [channels.lan]\nkind = \"irc\"\nserver = \"127.0.0.1:{}\"\ntls = false\nnick = \"moatbot\"\nsend_per_second = 20\n{channel}\n{extra}",
             up.url(),
-            ircd.port
+            port
         ),
     )
     .unwrap();
@@ -458,6 +533,23 @@ fn owners_answer_a_waiting_tool_call_by_replying_with_its_one_time_code() {
     );
     let (code, out, err) = run_moat(moat.home.path(), &["audit", "verify"], &[]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn on_an_ircv3_network_the_assistant_shows_it_is_typing() {
+    let ircd = Inspircd::start();
+    let up = FakeUpstream::start();
+    let _moat = serve_on(&up, ircd.port, "allow_from = [\"dana\"]\n", "");
+    let mut dana = Person::join_asking(ircd.port, "dana", Some("message-tags"));
+    up.push(reply("Typed for you."));
+    dana.send("PRIVMSG moatbot :are you there?");
+    // Relayed as `@+typing=active :moatbot!... TAGMSG :dana`.
+    let typing = dana.expect(" TAGMSG ", 15 * SECOND);
+    assert!(
+        typing.starts_with("@+typing=active :moatbot!") && typing.ends_with("dana"),
+        "{typing}"
+    );
+    dana.expect("PRIVMSG dana :Typed for you.", 15 * SECOND);
 }
 
 #[test]
