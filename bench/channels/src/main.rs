@@ -1,5 +1,6 @@
 //! bench/channels: what moat's channel path adds to a message, measured against a real
-//! IRC server (ngircd, penalties off) in the same run.
+//! IRC server (ngircd, penalties off) and a real Matrix homeserver (Synapse) in the same
+//! run.
 //!
 //! - Round trip: a person's message to the assistant until its reply arrives (channel
 //!   hub, policy, the assistant's turn through the router to a fake model that answers at
@@ -12,8 +13,15 @@
 //!   (none lost), wall time, round-trip p50/p99 under that load (where the send limit
 //!   is the bottleneck, by design: IRC servers disconnect clients that flood).
 //!
+//! - The same two measures on Matrix (`matrix.rs`): moat's Matrix channel (matrix-sdk,
+//!   the bot's own device) next to an echo client on the same Synapse; people are raw
+//!   client-server API clients in unencrypted DMs. Needs `MOAT_SYNAPSE_PYTHON`
+//!   (scripts/peers); without it the Matrix half is skipped, saying so.
+//!
 //! Usage: moat-bench-channels [ROUND_TRIPS] [SENDERS] [PER_SENDER]   (300 100 5)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot run stops
+
+mod matrix;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -184,8 +192,71 @@ fn us(v: u64) -> String {
     format!("{:.2} ms", v as f64 / 1000.0)
 }
 
+/// Prints the round trips through moat next to the reference's.
+fn report_round_trips(
+    header: &str,
+    reference: &str,
+    moat: &str,
+    direct: &mut [u64],
+    through: &mut [u64],
+) {
+    let (d50, d99) = (percentile(direct, 0.5), percentile(direct, 0.99));
+    let (m50, m99) = (percentile(through, 0.5), percentile(through, 0.99));
+    println!("{header}");
+    println!(
+        "  {reference} (reference): p50 {}  p99 {}",
+        us(d50),
+        us(d99)
+    );
+    println!("  {moat}: p50 {}  p99 {}", us(m50), us(m99));
+    println!(
+        "  moat's side added: p50 {}  p99 {}  (ratio of p99s {:.1}x)",
+        us(m50.saturating_sub(d50)),
+        us(m99.saturating_sub(d99)),
+        m99 as f64 / d99.max(1) as f64
+    );
+}
+
+/// Prints what many senders at once got; the number of lost replies.
+fn report_burst(
+    senders: usize,
+    per_sender: usize,
+    results: Vec<(Vec<u64>, usize)>,
+    wall: Duration,
+    note: &str,
+) -> usize {
+    let (mut all, mut lost) = (Vec::new(), 0);
+    for (times, l) in results {
+        all.extend(times);
+        lost += l;
+    }
+    let expected = senders * per_sender;
+    println!(
+        "{senders} senders at once, {per_sender} messages each in a row ({expected} messages):"
+    );
+    println!(
+        "  replies received: {} of {expected}; lost: {lost}; wall {:.2} s ({:.0} replies/s{note})",
+        all.len(),
+        wall.as_secs_f64(),
+        all.len() as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  round trip under that load: p50 {}  p99 {}",
+        us(percentile(&mut all, 0.5)),
+        us(percentile(&mut all, 0.99))
+    );
+    lost
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // RUST_LOG=moat_channels=debug shows where a message's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("numbers: ROUND_TRIPS SENDERS PER_SENDER"))
@@ -249,7 +320,7 @@ async fn main() {
             config: channel,
             adapter,
         }],
-        agent,
+        agent.clone(),
         Arc::new(Desk::new(
             Pairing::new(db(), Default::default()),
             Default::default(),
@@ -303,29 +374,14 @@ async fn main() {
             .expect("moat's reply was lost");
         through.push(t.elapsed().as_micros() as u64);
     }
-    let (d50, d99) = (percentile(&mut direct, 0.5), percentile(&mut direct, 0.99));
-    let (m50, m99) = (
-        percentile(&mut through, 0.5),
-        percentile(&mut through, 0.99),
-    );
-    println!(
-        "round trip, message in to reply out, {round_trips} sequential messages 20 ms apart (ngircd on loopback, penalties off):"
-    );
-    println!(
-        "  echo client on the same server (reference): p50 {}  p99 {}",
-        us(d50),
-        us(d99)
-    );
-    println!(
-        "  moat (hub, turn, router, instant model, IRC queue): p50 {}  p99 {}",
-        us(m50),
-        us(m99)
-    );
-    println!(
-        "  moat's side added: p50 {}  p99 {}  (ratio of p99s {:.1}x)",
-        us(m50.saturating_sub(d50)),
-        us(m99.saturating_sub(d99)),
-        m99 as f64 / d99.max(1) as f64
+    report_round_trips(
+        &format!(
+            "round trip, message in to reply out, {round_trips} sequential messages 20 ms apart (ngircd on loopback, penalties off):"
+        ),
+        "echo client on the same server",
+        "moat (hub, turn, router, instant model, IRC queue)",
+        &mut direct,
+        &mut through,
     );
 
     // Many people at once, each writing several messages in a row.
@@ -350,27 +406,16 @@ async fn main() {
             (times, lost)
         }));
     }
-    let (mut all, mut lost) = (Vec::new(), 0);
+    let mut results = Vec::new();
     for t in tasks {
-        let (times, l) = t.await.unwrap();
-        all.extend(times);
-        lost += l;
+        results.push(t.await.unwrap());
     }
-    let wall = started.elapsed();
-    let expected = senders * per_sender;
-    println!(
-        "{senders} senders at once, {per_sender} messages each in a row ({expected} messages):"
-    );
-    println!(
-        "  replies received: {} of {expected}; lost: {lost}; wall {:.2} s ({:.0} replies/s; the channel sends at most 100/s)",
-        all.len(),
-        wall.as_secs_f64(),
-        all.len() as f64 / wall.as_secs_f64()
-    );
-    println!(
-        "  round trip under that load: p50 {}  p99 {}",
-        us(percentile(&mut all, 0.5)),
-        us(percentile(&mut all, 0.99))
+    let lost = report_burst(
+        senders,
+        per_sender,
+        results,
+        started.elapsed(),
+        "; the channel sends at most 100/s",
     );
     let s = &hub.statuses()[0];
     println!(
@@ -380,7 +425,160 @@ async fn main() {
     hub.shutdown();
     let _ = ircd.kill();
     let _ = ircd.wait();
-    if lost > 0 {
+
+    let lost_on_matrix = match std::env::var("MOAT_SYNAPSE_PYTHON") {
+        Ok(python) => {
+            println!();
+            matrix_half(
+                &python,
+                agent,
+                &dir,
+                round_trips.min(100),
+                senders,
+                per_sender,
+            )
+            .await
+        }
+        Err(_) => {
+            println!(
+                "\nMatrix: skipped (MOAT_SYNAPSE_PYTHON is not set: `eval \"$(scripts/peers)\"` first)"
+            );
+            0
+        }
+    };
+    if lost + lost_on_matrix > 0 {
         std::process::exit(1);
     }
+}
+
+/// The Matrix half; the number of lost replies.
+async fn matrix_half(
+    python: &str,
+    agent: Arc<Agent>,
+    dir: &tempfile::TempDir,
+    round_trips: usize,
+    senders: usize,
+    per_sender: usize,
+) -> usize {
+    use moat_channels::matrix::{Matrix, MatrixSettings};
+    let synapse = matrix::Synapse::start(python).await;
+    let api = matrix::Api::new(&synapse.url);
+    let bot_password = "moatbot-bench-password";
+    api.register("moatbot", bot_password).await;
+    let channel = ChannelConfig {
+        kind: "matrix".into(),
+        dm_policy: DmPolicy::Open,
+        allow_from: vec!["*".into()],
+        homeserver: Some(synapse.url.clone()),
+        user: Some("@moatbot:localhost".into()),
+        ..Default::default()
+    };
+    let adapter = Arc::new(Matrix::new(MatrixSettings {
+        homeserver: synapse.url.parse().unwrap(),
+        user: "@moatbot:localhost".into(),
+        password: moat_core::secret::SecretString::new(bot_password.into()),
+        state_dir: dir.path().join("matrix-bot"),
+        rooms: vec![],
+        max_piece: moat_channels::matrix::MAX_PIECE,
+    }));
+    let db = || moat_state::StateStore::open(&dir.path().join("state.db")).unwrap();
+    let hub = Hub::start(
+        vec![Spec {
+            name: "matrix".into(),
+            config: channel,
+            adapter,
+        }],
+        agent,
+        Arc::new(Desk::new(
+            Pairing::new(db(), Default::default()),
+            Default::default(),
+            None,
+        )),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while hub.statuses()[0].state != "connected" {
+        assert!(
+            Instant::now() < deadline,
+            "the Matrix channel did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let echo = matrix::echo(api.clone(), "echo").await;
+    let mut to_echo = matrix::Person::with_dm(&api, "alice", &echo).await;
+    let mut to_moat = matrix::Person::with_dm(&api, "alice2", "@moatbot:localhost").await;
+    let wait = Duration::from_secs(60);
+    for i in 0..5 {
+        to_echo.say(&format!("warm {i}")).await;
+        to_echo.answer(wait).await.expect("the echo was lost");
+        to_moat.say(&format!("warm {i}")).await;
+        to_moat.answer(wait).await.expect("moat's reply was lost");
+    }
+    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    for i in 0..round_trips {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t = Instant::now();
+        to_echo.say(&format!("ping {i}")).await;
+        to_echo.answer(wait).await.expect("the echo was lost");
+        direct.push(t.elapsed().as_micros() as u64);
+        let t = Instant::now();
+        to_moat.say(&format!("ping {i}")).await;
+        to_moat.answer(wait).await.expect("moat's reply was lost");
+        through.push(t.elapsed().as_micros() as u64);
+    }
+    report_round_trips(
+        &format!(
+            "Matrix: round trip, message in to reply out, {round_trips} sequential messages 20 ms apart (Synapse on loopback, SQLite, unencrypted DMs, /sync long polls):"
+        ),
+        "echo client on the same server",
+        "moat (matrix-sdk sync, hub, turn, router, instant model, send)",
+        &mut direct,
+        &mut through,
+    );
+
+    // Everyone opens a DM with the bot (ten at a time), then all write at once.
+    let mut people = Vec::new();
+    for batch in (0..senders).collect::<Vec<_>>().chunks(10) {
+        let joins: Vec<_> = batch
+            .iter()
+            .map(|s| {
+                let api = api.clone();
+                let name = format!("p{s}");
+                tokio::spawn(async move {
+                    matrix::Person::with_dm(&api, &name, "@moatbot:localhost").await
+                })
+            })
+            .collect();
+        for j in joins {
+            people.push(j.await.unwrap());
+        }
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut p in people {
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            let mut lost = 0;
+            for j in 0..per_sender {
+                let t = Instant::now();
+                p.say(&format!("message {j}")).await;
+                match p.answer(Duration::from_secs(180)).await {
+                    Some(_) => times.push(t.elapsed().as_micros() as u64),
+                    None => lost += 1,
+                }
+            }
+            (times, lost)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let lost = report_burst(senders, per_sender, results, started.elapsed(), "");
+    let s = &hub.statuses()[0];
+    println!(
+        "  channel status: {} ({} in, {} out)",
+        s.state, s.received, s.sent
+    );
+    hub.shutdown();
+    lost
 }

@@ -516,6 +516,7 @@ impl Live {
         }
         let _in_order = state.turn.lock().await;
         state.queued.fetch_sub(1, SeqCst);
+        tracing::debug!(channel = %self.name, "a turn starts");
         self.adapter.typing(&to).await;
         let written = Arc::new(Mutex::new(String::new()));
         let streams = self.adapter.edits();

@@ -20,8 +20,8 @@ use matrix_sdk::ruma::events::room::message::{
     MessageType, OriginalSyncRoomMessageEvent, Relation, ReplacementMetadata,
     RoomMessageEventContent,
 };
-use matrix_sdk::ruma::{OwnedRoomId, UserId};
-use matrix_sdk::{Client, LoopCtrl, Room, RoomState};
+use matrix_sdk::ruma::{MilliSecondsSinceUnixEpoch, OwnedRoomId, UserId};
+use matrix_sdk::{Client, Room, RoomState};
 use moat_core::secret::SecretString;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -30,6 +30,9 @@ use crate::adapter::{Adapter, ChannelError, Incoming, Target};
 
 /// Matrix has no hard limit below 64 KiB an event; people read less at once.
 pub const MAX_PIECE: usize = 16 * 1024;
+
+/// How long one sync request waits for news on the server.
+const LONG_POLL: Duration = Duration::from_secs(30);
 
 /// How to reach one Matrix account.
 #[derive(Clone)]
@@ -243,6 +246,11 @@ async fn on_message(shared: &Shared, ev: OriginalSyncRoomMessageEvent, room: Roo
     let MessageType::Text(text) = &ev.content.msgtype else {
         return;
     };
+    tracing::debug!(
+        room = %room.room_id(),
+        age_ms = u64::from(MilliSecondsSinceUnixEpoch::now().get()).saturating_sub(u64::from(ev.origin_server_ts.get())),
+        "a message arrived"
+    );
     let sender = ev.sender.to_string();
     let direct = room.is_direct().await.unwrap_or(false) || room.joined_members_count() <= 2;
     let incoming = if direct {
@@ -354,21 +362,30 @@ impl Adapter for Matrix {
         }
         self.shared.live.store(true, Ordering::SeqCst);
         connected();
-        let settings = SyncSettings::default().timeout(Duration::from_secs(30));
-        let result = client
-            .sync_with_result_callback(settings, |r| async move {
-                match r {
-                    Ok(_) => Ok(LoopCtrl::Continue),
-                    Err(e) => Err(e),
-                }
-            })
-            .await;
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(ChannelError::Connection(format!(
-                "syncing with the homeserver failed: {}",
-                short(&e.to_string())
-            ))),
+        // Our own loop, not matrix-sdk's `sync`: that one waits a second before the next
+        // request whenever the last came back within a second, which on a busy bot (its own
+        // typing notices and replies wake its long poll) held every message a second.
+        // This one backs off only from a server that keeps answering at once with nothing
+        // (one that ignores the long-poll timeout).
+        let settings = SyncSettings::default().timeout(LONG_POLL);
+        let mut idle_fast = 0u32;
+        loop {
+            let started = std::time::Instant::now();
+            let response = client.sync_once(settings.clone()).await.map_err(|e| {
+                ChannelError::Connection(format!(
+                    "syncing with the homeserver failed: {}",
+                    short(&e.to_string())
+                ))
+            })?;
+            let nothing = response.rooms.is_empty() && response.to_device.is_empty();
+            if nothing && started.elapsed() < Duration::from_millis(100) {
+                idle_fast += 1;
+            } else {
+                idle_fast = 0;
+            }
+            if idle_fast >= 3 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 
