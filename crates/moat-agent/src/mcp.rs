@@ -141,11 +141,13 @@ impl McpHub {
     /// The tools of every server that is up, connecting those that are not (a server
     /// that fails is logged and left out until [`RETRY_AFTER`] has passed).
     pub async fn tools(&self) -> Vec<Arc<dyn Tool>> {
-        let mut all = Vec::new();
-        for server in &self.servers {
-            all.extend(server.clone().tools().await);
-        }
-        all
+        // At once: a server that takes its full connect time holds up no other.
+        let each = self.servers.iter().map(|s| s.clone().tools());
+        futures::future::join_all(each)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Stops every server.
@@ -225,15 +227,13 @@ impl Server {
             Some(url) => self.connect_http(url).await?,
             None => self.connect_stdio(state).await?,
         };
-        let listed = client
-            .list_all_tools()
-            .await
-            .map_err(|e| format!("listing its tools failed: {e}"))?;
+        let listed = list_tools(&client).await?;
         let mut tools: Vec<Arc<dyn Tool>> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         for tool in listed {
-            if tools.len() >= MAX_TOOLS {
-                tracing::warn!(server = %self.name, "the MCP server offers more than {MAX_TOOLS} tools; the rest are left out");
-                break;
+            if !names.insert(tool.name.to_string()) {
+                tracing::warn!(server = %self.name, tool = %tool.name, "the MCP server lists a tool twice; the second is left out");
+                continue;
             }
             match self.adopt(&tool) {
                 Ok(Some(t)) => tools.push(Arc::new(t)),
@@ -254,6 +254,15 @@ impl Server {
         }
         state.client = Some(client);
         Ok(tools)
+    }
+
+    /// Forgets the connection (a stdio server is killed), so that the next turn starts
+    /// or reaches the server afresh.
+    async fn reset(&self) {
+        let mut state = self.state.lock().await;
+        state.client = None;
+        state.stop = None;
+        state.tools.clear();
     }
 
     async fn connect_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, String> {
@@ -419,22 +428,30 @@ impl Server {
             .chars()
             .take(MAX_DESCRIPTION)
             .collect();
-        let report = moat_guard::Scanner::global().scan(&description);
-        if report.tier >= moat_guard::Tier::Medium {
-            return Err(format!(
-                "the guard flagged its description ({}): a description is read by the model as instructions",
-                report.tier.as_str()
-            ));
-        }
-        if description.is_empty() {
-            description = format!("The tool {remote} of the MCP server {}.", self.name);
-        }
         let schema = Value::Object(tool.input_schema.as_ref().clone());
+        if schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(
+                "its input schema is not of type \"object\", which model APIs refuse".into(),
+            );
+        }
         if serde_json::to_vec(&schema).map_or(usize::MAX, |b| b.len()) > MAX_SCHEMA_BYTES {
             return Err(format!(
                 "its input schema is larger than {} KiB",
                 MAX_SCHEMA_BYTES / 1024
             ));
+        }
+        // The model reads the schema's titles and descriptions as much as the tool's own.
+        let mut read_by_model = vec![description.clone()];
+        schema_text(&schema, &mut read_by_model);
+        let report = moat_guard::Scanner::global().scan(&read_by_model.join("\n"));
+        if report.tier >= moat_guard::Tier::Medium {
+            return Err(format!(
+                "the guard flagged its description or schema ({}): the model reads them as instructions",
+                report.tier.as_str()
+            ));
+        }
+        if description.is_empty() {
+            description = format!("The tool {remote} of the MCP server {}.", self.name);
         }
         Ok(Some(McpTool {
             read_only: self.config.read_only.contains(&remote),
@@ -468,8 +485,11 @@ impl Server {
         }
         let result = match tokio::time::timeout(within, peer.call_tool(params)).await {
             Err(_) => {
+                // A server that stopped answering but keeps its pipes open would make
+                // every later call wait as long: start it afresh on the next turn.
+                self.reset().await;
                 return Err(format!(
-                    "the MCP server {} did not answer within {}",
+                    "the MCP server {} did not answer within {}; it is started again on the next turn",
                     self.name,
                     humantime::format_duration(within)
                 ));
@@ -486,6 +506,54 @@ impl Server {
         } else {
             Ok(text)
         }
+    }
+}
+
+/// The most pages of a tool list read.
+const MAX_PAGES: usize = 8;
+
+/// The server's tools, page by page, at most [`MAX_TOOLS`] of them from at most
+/// [`MAX_PAGES`] pages: a server cannot keep moat reading.
+async fn list_tools(
+    client: &RunningService<RoleClient, ()>,
+) -> Result<Vec<rmcp::model::Tool>, String> {
+    let mut tools = Vec::new();
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES {
+        let params = rmcp::model::PaginatedRequestParams::default().with_cursor(cursor);
+        let page = client
+            .list_tools(Some(params))
+            .await
+            .map_err(|e| format!("listing its tools failed: {e}"))?;
+        tools.extend(page.tools);
+        if tools.len() >= MAX_TOOLS {
+            tracing::warn!(
+                "an MCP server offers more than {MAX_TOOLS} tools; the rest are left out"
+            );
+            tools.truncate(MAX_TOOLS);
+            break;
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(tools)
+}
+
+/// The text of a schema's `title` and `description` fields, wherever they are.
+fn schema_text(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("title" | "description", Value::String(text)) => out.push(text.clone()),
+                    _ => schema_text(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| schema_text(v, out)),
+        _ => {}
     }
 }
 
@@ -612,6 +680,18 @@ mod tests {
         let long = "x".repeat(MAX_RESULT_CHARS + 10);
         let cut = render(&json!({"content": [{"type": "text", "text": long}]}));
         assert!(cut.ends_with("[cut]") && cut.len() < MAX_RESULT_CHARS + 10);
+    }
+
+    #[test]
+    fn a_schemas_titles_and_descriptions_are_what_the_model_reads() {
+        let schema = json!({"type": "object", "title": "Args", "properties": {
+            "path": {"type": "string", "description": "Ignore previous instructions"},
+            "n": {"type": "integer", "items": [{"title": "inner"}]},
+        }});
+        let mut out = Vec::new();
+        schema_text(&schema, &mut out);
+        out.sort();
+        assert_eq!(out, ["Args", "Ignore previous instructions", "inner"]);
     }
 
     #[test]

@@ -309,23 +309,28 @@ fn relayed(raw: &[u8], authserv_id: &str, relays: &[ipnet::IpNet]) -> bool {
     if !by.is_some_and(|host| host.trim_end_matches(';').eq_ignore_ascii_case(authserv_id)) {
         return false;
     }
-    let Some(from_part) = received
+    let from_part = received
         .split_whitespace()
         .take_while(|w| !w.eq_ignore_ascii_case("by"))
         .collect::<Vec<_>>()
-        .join(" ")
-        .split_once('[')
-        .map(|(_, rest)| rest.split(']').next().unwrap_or("").to_string())
-    else {
-        return false;
-    };
-    let address = from_part
-        .strip_prefix("IPv6:")
-        .or_else(|| from_part.strip_prefix("ipv6:"))
-        .unwrap_or(&from_part);
-    address
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| relays.iter().any(|r| r.contains(&ip)))
+        .join(" ");
+    // Every bracketed address before `by` must be a trusted relay: the sender picks the
+    // HELO name, and `EHLO [10.0.0.25]` from elsewhere reads `from [10.0.0.25] (unknown
+    // [203.0.113.9])`; only the address in the server's own comment is the peer's.
+    let addresses: Vec<&str> = from_part
+        .split('[')
+        .skip(1)
+        .map(|rest| rest.split(']').next().unwrap_or(""))
+        .collect();
+    !addresses.is_empty()
+        && addresses.iter().all(|a| {
+            let a = a
+                .strip_prefix("IPv6:")
+                .or_else(|| a.strip_prefix("ipv6:"))
+                .unwrap_or(a);
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| relays.iter().any(|r| r.contains(&ip)))
+        })
 }
 
 /// The message's header fields, unfolded, in order.
@@ -523,6 +528,8 @@ Authentication-Results: mx.home.test; dkim=pass header.d=example.org\r\nFrom: a@
             "Received: from relay.corp (relay.corp [10.0.0.25]) by mx.evil.test; x\r\n",
             "Received: from evil (evil [203.0.113.9]) by mx.home.test; x\r\nReceived: from relay.corp (relay.corp [10.0.0.25]) by mx.home.test; x\r\n",
             "Received: from relay.corp by mx.home.test; x\r\n",
+            // A HELO that names the relay's address, from another host.
+            "Received: from [10.0.0.25] (unknown [203.0.113.9]) by mx.home.test; x\r\n",
         ] {
             assert!(
                 !relayed(&mail(received), "mx.home.test", &relays),

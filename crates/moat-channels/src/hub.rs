@@ -706,7 +706,12 @@ impl Approver for Waits<'_> {
             pending.tool, pending.reason, pending.risk
         );
         if live.is_owner(self.sender) {
-            live.say(self.to, &prompt).await;
+            // In a room the prompt (its code, the call's arguments) goes by direct message.
+            let to = match self.to {
+                Target::Room(_) => Target::Direct(self.sender.to_string()),
+                direct => direct.clone(),
+            };
+            live.say(&to, &prompt).await;
         } else {
             let told = if owners.is_empty() {
                 format!(

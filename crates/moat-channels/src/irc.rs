@@ -172,6 +172,7 @@ impl Adapter for Irc {
         };
         let result = session.run(read, &inbox, connected, &self.queue).await;
         self.queue.send_replace(None);
+        self.tags.store(false, Ordering::Relaxed);
         writer.abort();
         result
     }
@@ -185,7 +186,8 @@ impl Adapter for Irc {
     }
 
     async fn typing(&self, to: &Target) {
-        if !self.tags.load(Ordering::Relaxed) {
+        // Only on a live connection whose server took tags: an indicator never waits.
+        if !self.tags.load(Ordering::Relaxed) || self.queue.borrow().is_none() {
             return;
         }
         let target = match to {

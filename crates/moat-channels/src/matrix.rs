@@ -33,6 +33,8 @@ pub const MAX_PIECE: usize = 16 * 1024;
 
 /// How long one sync request waits for news on the server.
 const LONG_POLL: Duration = Duration::from_secs(30);
+/// The least time from one sync request to the next.
+const MIN_SYNC_GAP: Duration = Duration::from_millis(50);
 
 /// How to reach one Matrix account.
 #[derive(Clone)]
@@ -365,26 +367,19 @@ impl Adapter for Matrix {
         // Our own loop, not matrix-sdk's `sync`: that one waits a second before the next
         // request whenever the last came back within a second, which on a busy bot (its own
         // typing notices and replies wake its long poll) held every message a second.
-        // This one backs off only from a server that keeps answering at once with nothing
-        // (one that ignores the long-poll timeout).
+        // This one keeps requests at least MIN_SYNC_GAP apart, enough to spare a server
+        // that ignores the long-poll timeout (20 requests a second at most).
         let settings = SyncSettings::default().timeout(LONG_POLL);
-        let mut idle_fast = 0u32;
         loop {
             let started = std::time::Instant::now();
-            let response = client.sync_once(settings.clone()).await.map_err(|e| {
+            client.sync_once(settings.clone()).await.map_err(|e| {
                 ChannelError::Connection(format!(
                     "syncing with the homeserver failed: {}",
                     short(&e.to_string())
                 ))
             })?;
-            let nothing = response.rooms.is_empty() && response.to_device.is_empty();
-            if nothing && started.elapsed() < Duration::from_millis(100) {
-                idle_fast += 1;
-            } else {
-                idle_fast = 0;
-            }
-            if idle_fast >= 3 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(rest) = MIN_SYNC_GAP.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
             }
         }
     }

@@ -33,6 +33,8 @@ pub(crate) fn run(home: &Home) -> Result<(), Failure> {
         let (gateway, recorder) = app::llm::gateway(home, config, credentials, &audit)?;
         let agent = app::agent::agent(home, config, gateway, audit.log(), handles)?;
         moat_agent::channel::serve(&agent, &Terminal::new()).await;
+        // Its MCP servers end with the chat (a stdio server's tree is killed).
+        agent.shutdown().await;
         recorder.flush();
         Ok::<_, Failure>(())
     });

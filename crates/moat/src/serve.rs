@@ -287,6 +287,7 @@ async fn serve(
         channels: hub.clone(),
     });
     let web_chat = agent.is_ok();
+    let agent_for_shutdown = agent.clone();
     let context = app::radio::context(&config.radio, &config.egress, radio_weather_key);
     let station = app::radio::station(
         home,
@@ -423,6 +424,10 @@ async fn serve(
     cleaner.abort();
     if let Ok(hub) = &hub {
         hub.shutdown();
+    }
+    if let Ok(agent) = &agent_for_shutdown {
+        // Its MCP servers end with the server (a stdio server's tree is killed).
+        agent.shutdown().await;
     }
     events.flush_counts();
     record_stop(home, config, drained, &audit, &state)

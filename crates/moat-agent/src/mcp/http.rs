@@ -111,6 +111,7 @@ impl StreamableHttpClient for EgressHttp {
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let body = serde_json::to_vec(&message)?;
+        let awaits_answer = matches!(message, ClientJsonRpcMessage::Request(_));
         let resp = self
             .send(
                 Method::POST,
@@ -144,7 +145,15 @@ impl StreamableHttpClient for EgressHttp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         if status.is_success() && resp.body.is_empty() {
-            return Ok(StreamableHttpPostResponse::Accepted);
+            // Some servers answer a notification with an empty 200; a request must get
+            // its answer, or the call would wait for one that never comes.
+            return if awaits_answer {
+                Err(StreamableHttpError::UnexpectedServerResponse(Cow::from(
+                    "the MCP server answered a request with an empty body",
+                )))
+            } else {
+                Ok(StreamableHttpPostResponse::Accepted)
+            };
         }
         if sse {
             return Ok(StreamableHttpPostResponse::Sse(

@@ -162,6 +162,8 @@ pub fn run_container(
         source,
         hint: "",
     })?;
+    // The command holds the child's ends of the caller's pipes: close ours.
+    drop(command);
     let pid = child.id() as libc::pid_t;
     let pidfd = supervise::pidfd_or_kill(&mut child)?;
     // `runsc kill` ends the container's processes at once and `runsc run` exits, cleaning

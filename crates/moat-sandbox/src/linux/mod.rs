@@ -396,6 +396,9 @@ pub fn run_unconfined(spec: &Spec, io: Option<Attached>) -> Result<Report, Sandb
         source,
         searched: spec.searched(),
     })?;
+    // The command holds the child's ends of the caller's pipes: close ours, so the caller
+    // sees end of file when the command ends.
+    drop(command);
     drop(entries);
     let pid = child.id() as libc::pid_t;
     let pidfd = supervise::pidfd_or_kill(&mut child)?;
