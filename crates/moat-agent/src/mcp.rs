@@ -212,6 +212,8 @@ impl Server {
         state.tools.clone()
     }
 
+    /// Ends the connection (a stdio server is killed), so that the next turn starts or
+    /// reaches the server afresh.
     async fn disconnect(&self) {
         let mut state = self.state.lock().await;
         if let Some(mut client) = state.client.take() {
@@ -254,15 +256,6 @@ impl Server {
         }
         state.client = Some(client);
         Ok(tools)
-    }
-
-    /// Forgets the connection (a stdio server is killed), so that the next turn starts
-    /// or reaches the server afresh.
-    async fn reset(&self) {
-        let mut state = self.state.lock().await;
-        state.client = None;
-        state.stop = None;
-        state.tools.clear();
     }
 
     async fn connect_http(&self, url: &str) -> Result<RunningService<RoleClient, ()>, String> {
@@ -487,7 +480,7 @@ impl Server {
             Err(_) => {
                 // A server that stopped answering but keeps its pipes open would make
                 // every later call wait as long: start it afresh on the next turn.
-                self.reset().await;
+                self.disconnect().await;
                 return Err(format!(
                     "the MCP server {} did not answer within {}; it is started again on the next turn",
                     self.name,
