@@ -35,11 +35,14 @@ fn main() {
         && out.status.success()
     {
         let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        println!("cargo:rerun-if-changed={}", dir.join("refs").display());
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
+        // Only paths that exist: cargo reruns a build script on every build while one of
+        // its paths is missing (a fresh clone has no packed-refs), and that rebuilt and
+        // relinked the binary each time. A later `git pack-refs` changes `refs`, which
+        // is watched.
+        for path in ["HEAD", "refs", "packed-refs"].map(|p| dir.join(p)) {
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
     }
 }

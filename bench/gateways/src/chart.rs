@@ -26,6 +26,7 @@ fn color(kind: Kind) -> RGBColor {
         Kind::Litellm => RGBColor(214, 39, 40),
         Kind::Portkey => RGBColor(44, 160, 44),
         Kind::Ccr => RGBColor(255, 127, 14),
+        Kind::Nginx => RGBColor(148, 103, 189),
     }
 }
 

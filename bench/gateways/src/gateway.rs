@@ -16,6 +16,8 @@ pub(crate) enum Kind {
     Litellm,
     Portkey,
     Ccr,
+    /// nginx as a plain reverse proxy: the physical limit for the same bytes on this machine.
+    Nginx,
 }
 
 impl Kind {
@@ -26,6 +28,7 @@ impl Kind {
             Kind::Litellm => "LiteLLM",
             Kind::Portkey => "Portkey",
             Kind::Ccr => "claude-code-router",
+            Kind::Nginx => "nginx",
         }
     }
 }
@@ -56,6 +59,7 @@ pub(crate) struct Installs {
     pub litellm: Option<PathBuf>,
     pub portkey: Option<PathBuf>,
     pub ccr: Option<PathBuf>,
+    pub nginx: Option<PathBuf>,
 }
 
 impl Installs {
@@ -66,6 +70,7 @@ impl Installs {
             Kind::Litellm => self.litellm.as_deref(),
             Kind::Portkey => self.portkey.as_deref(),
             Kind::Ccr => self.ccr.as_deref(),
+            Kind::Nginx => self.nginx.as_deref(),
         }
     }
 }
@@ -153,6 +158,10 @@ pub(crate) fn endpoint(
             ];
             Ok(e)
         }
+        Kind::Nginx if w.translated() => {
+            Err("a plain reverse proxy passes bytes through; it does not translate")
+        }
+        Kind::Nginx => Ok(plain(model)),
         Kind::Ccr => {
             if !(w.client == ClientApi::Anthropic && w.upstream == ClientApi::Openai) {
                 return Err(
@@ -186,6 +195,8 @@ pub(crate) fn launch(kind: Kind, install: &Path, dir: &Path, port: u16, upstream
                 // in the path.
                 (s("MOAT_RATE_LIMIT_PER_SECOND"), s("1000000000")),
                 (s("MOAT_RATE_LIMIT_BURST"), s("1000000000")),
+                (s("MOAT_RATE_LIMIT_LOOPBACK_PER_SECOND"), s("1000000000")),
+                (s("MOAT_RATE_LIMIT_LOOPBACK_BURST"), s("1000000000")),
                 (s("MOAT_MAX_CONNECTIONS_PER_IP"), s("100000")),
                 (s("MOAT_MAX_CONNECTIONS"), s("100000")),
             ],
@@ -315,5 +326,63 @@ general_settings:
             )],
             cwd: Some(dir.to_path_buf()),
         },
+        Kind::Nginx => Launch {
+            command: vec![
+                install.display().to_string(),
+                s("-p"),
+                dir.display().to_string(),
+                s("-c"),
+                dir.join("nginx.conf").display().to_string(),
+            ],
+            env: Vec::new(),
+            files: vec![file("nginx.conf", nginx_conf(dir, port, upstream))],
+            cwd: Some(dir.to_path_buf()),
+        },
     }
+}
+
+/// nginx as a plain reverse proxy at its best for this job: one worker (on the gateway
+/// core, like every target), no access log, a keep-alive pool to the upstream, nothing
+/// buffered (streams pass as they come), request bodies held in memory up to the large
+/// workload's size rather than spilled to a file.
+fn nginx_conf(dir: &Path, port: u16, upstream: u16) -> String {
+    let dir = dir.display();
+    format!(
+        r#"daemon off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log stderr warn;
+pid {dir}/nginx.pid;
+events {{
+    worker_connections 16384;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 256k;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream bench {{
+        server 127.0.0.1:{upstream};
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"#
+    )
 }

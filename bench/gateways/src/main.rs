@@ -12,6 +12,7 @@ mod stats;
 mod suite;
 mod upstream;
 mod workload;
+mod yardstick;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -107,7 +108,11 @@ struct SuiteArgs {
     /// claude-code-router's `dist/cli.js`.
     #[arg(long)]
     ccr: Option<PathBuf>,
-    /// A peer that could not be installed, `NAME=why` (NAME: litellm, portkey, ccr); repeatable.
+    /// The `nginx` binary (Debian's nginx-light), the plain reverse proxy every gateway is
+    /// compared with.
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// A peer that could not be installed, `NAME=why` (NAME: litellm, portkey, ccr, nginx); repeatable.
     #[arg(long = "not-installed")]
     not_installed: Vec<String>,
     /// A version to record in the report, `NAME=VERSION`; repeatable.
@@ -210,6 +215,7 @@ fn suite_options(a: &SuiteArgs) -> anyhow::Result<suite::Options> {
         vec![
             Kind::Direct,
             Kind::Moat,
+            Kind::Nginx,
             Kind::Litellm,
             Kind::Portkey,
             Kind::Ccr,
@@ -230,6 +236,7 @@ fn suite_options(a: &SuiteArgs) -> anyhow::Result<suite::Options> {
             litellm: a.litellm.clone(),
             portkey: a.portkey.clone(),
             ccr: a.ccr.clone(),
+            nginx: a.nginx.clone(),
         },
         not_installed,
         versions: a

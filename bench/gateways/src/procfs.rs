@@ -39,25 +39,48 @@ pub(crate) fn rss_kib(root: u32) -> u64 {
         .sum()
 }
 
-/// User plus system CPU time of the tree in nanoseconds, from each process's `stat`, which
-/// includes its exited threads and reaped children (10 ms ticks: fine over a
-/// measurement of seconds).
+/// CPU time of the tree in nanoseconds. Each live thread's time on a CPU comes from its
+/// `schedstat` (nanoseconds: a paced stream costs a few milliseconds, below the 10 ms
+/// ticks of `stat`); children already reaped are added from `stat`'s cutime and cstime.
+/// A thread that exited during the measurement is not counted (the gateways measured
+/// keep their threads).
 pub(crate) fn cpu_ns(root: u32) -> u64 {
     let tick_ns = 1_000_000_000 / ticks_per_second().max(1);
     tree(root)
         .into_iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name may hold spaces; the fields start after its closing paren.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0))
-                .collect();
-            // utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name.
-            Some((f.get(11)? + f.get(12)? + f.get(13)? + f.get(14)?) * tick_ns)
-        })
+        .map(|pid| threads_ns(pid).unwrap_or(0) + reaped_children_ticks(pid).unwrap_or(0) * tick_ns)
         .sum()
+}
+
+/// Time on a CPU of every live thread of `pid`, in nanoseconds.
+fn threads_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|t| {
+                std::fs::read_to_string(t.path().join("schedstat"))
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum(),
+    )
+}
+
+/// cutime + cstime of `pid`, in clock ticks.
+fn reaped_children_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields start after its closing paren.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // cutime, cstime: fields 16-17 of stat, 14-15 after the name.
+    Some(f.get(13)? + f.get(14)?)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), read once.

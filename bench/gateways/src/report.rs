@@ -158,6 +158,7 @@ pub(crate) fn markdown(opts: &Options, r: &Results, chart: Option<&str>, stamp: 
         let _ = writeln!(md, "| {} | {} |", t.kind.label(), status);
     }
     let _ = writeln!(md);
+    crate::yardstick::section(&mut md, opts, r);
 
     let _ = writeln!(md, "## Added latency at concurrency {mid}\n");
     let _ = writeln!(

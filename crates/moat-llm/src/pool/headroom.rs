@@ -124,12 +124,25 @@ impl Headroom {
 
     /// Updates from a response's headers; returns whether any limit header was there.
     pub fn update(&mut self, headers: &HeaderMap, now: Instant) -> bool {
+        // One pass over the few headers a response has says which provider's names to
+        // look up, if any: a local server (llama.cpp, vLLM, Ollama) sends none, and each
+        // lookup by name hashes it.
+        let (mut anthropic, mut openai) = (false, false);
+        for name in headers.keys() {
+            let name = name.as_str();
+            anthropic |= name.starts_with("anthropic-ratelimit-");
+            openai |= name.starts_with("x-ratelimit-");
+        }
+        if !anthropic && !openai {
+            return false;
+        }
         let wall = SystemTime::now();
         let mut any = false;
         for kind in Kind::ALL {
-            let from_anthropic =
-                read_dim(headers, kind.anthropic(), |v| parse_rfc3339(v, wall, now));
-            let from_openai = kind.openai().and_then(|names| {
+            let from_anthropic = anthropic
+                .then(|| read_dim(headers, kind.anthropic(), |v| parse_rfc3339(v, wall, now)))
+                .flatten();
+            let from_openai = kind.openai().filter(|_| openai).and_then(|names| {
                 read_dim(headers, names, |v| {
                     parse_go_duration(v).map(|d| now + d.min(MAX_RESET))
                 })
