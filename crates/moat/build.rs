@@ -36,9 +36,9 @@ fn main() {
     {
         let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         // Only paths that exist: cargo reruns a build script on every build while one of
-        // its paths is missing (a fresh clone has no packed-refs), and that rebuilt and
-        // relinked the binary each time. A later `git pack-refs` changes `refs`, which
-        // is watched.
+        // its paths is missing (a repository whose refs were never packed has no
+        // packed-refs), which rebuilt and relinked the binary each time. A later
+        // `git pack-refs` changes `refs`, which is watched.
         for path in ["HEAD", "refs", "packed-refs"].map(|p| dir.join(p)) {
             if path.exists() {
                 println!("cargo:rerun-if-changed={}", path.display());
