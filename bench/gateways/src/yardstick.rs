@@ -123,9 +123,12 @@ pub(crate) fn section(md: &mut String, opts: &Options, r: &Results) {
         (f(&cell(w, c, Kind::Moat)), f(&cell(w, c, Kind::Nginx)))
     };
     let cpu = |c: &Cell| median(c.cpu_us_per_request);
+    // The middle and the highest concurrency, once each when they are the same.
+    let mut levels = vec![mid, top];
+    levels.dedup();
     for (w, goal) in [("small", Goal::AtMostTimes(1.5)), ("large", Goal::None)] {
         if has(w) {
-            for c in [mid, top] {
+            for &c in &levels {
                 let (m, n) = both(w, c, &cpu);
                 rows.push(Row {
                     what: format!("CPU per request, pass-through `{w}`, c={c}"),
